@@ -1,0 +1,204 @@
+//! URL normalization, URL de-duplication, global exact line de-duplication and
+//! the URL-hash split of tfds C4 (SPEC b8, steps 4, 8 and 11).
+//!
+//! Hashes are md5 digests read as big-endian 128-bit integers, so comparing
+//! two of them orders them exactly as tfds orders the hex strings
+//! (`Top.PerKey(1, key=_hash_text, reverse=True)` keeps the smallest).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use md5::{Digest, Md5};
+use regex::Regex;
+
+use super::rules::{py_lower, py_strip};
+
+/// `md5(s.encode("utf-8"))` as a big-endian integer.
+#[inline]
+pub fn md5_u128(s: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(s.as_bytes()).into())
+}
+
+/// The key of a line in line de-duplication: `md5(line.strip().lower())`.
+#[inline]
+pub fn line_key(line: &str) -> u128 {
+    md5_u128(&py_lower(py_strip(line)))
+}
+
+/// tfds `normalize_url`: drop `http(s)://(www.)`, `?utm_…|?ref…|?feed…` tails
+/// and trailing slashes.
+pub fn normalize_url(url: &str) -> String {
+    static RES: OnceLock<(Regex, Regex)> = OnceLock::new();
+    let (scheme, query) = RES.get_or_init(|| {
+        (
+            Regex::new(r"https?://(www\.)?").unwrap(),
+            // Python's `.` does not match "\n"; (?s) is not set there either.
+            Regex::new(r"\?(utm_|ref|feed).*").unwrap(),
+        )
+    });
+    let u = scheme.replace_all(url, "");
+    let u = query.replace_all(&u, "");
+    u.trim_end_matches('/').to_string()
+}
+
+/// `int(md5(normalized_url)) % modulus == 0`: the page goes to validation.
+pub fn is_validation(normalized_url: &str, modulus: u64) -> bool {
+    modulus > 0 && md5_u128(normalized_url) % modulus as u128 == 0
+}
+
+/// Keeps one page per normalized URL: the newest timestamp (string order, as
+/// tfds `select_newest_page`), ties to the first in input order.
+///
+/// Memory grows with the number of distinct URLs (16-byte hash, timestamp
+/// and a 16-byte position each).
+#[derive(Debug, Default)]
+pub struct UrlDedup {
+    best: HashMap<u128, (String, (u64, u64))>,
+}
+
+impl UrlDedup {
+    /// Offers a page at input position `pos` (file index, record index).
+    pub fn offer(&mut self, normalized_url: &str, timestamp: &str, pos: (u64, u64)) {
+        self.offer_hashed(md5_u128(normalized_url), timestamp, pos);
+    }
+
+    fn offer_hashed(&mut self, h: u128, timestamp: &str, pos: (u64, u64)) {
+        match self.best.get_mut(&h) {
+            None => {
+                self.best.insert(h, (timestamp.to_string(), pos));
+            }
+            Some(cur) => {
+                if timestamp > cur.0.as_str() || (timestamp == cur.0 && pos < cur.1) {
+                    *cur = (timestamp.to_string(), pos);
+                }
+            }
+        }
+    }
+
+    /// Folds another table in.
+    pub fn merge(&mut self, other: UrlDedup) {
+        for (h, (ts, pos)) in other.best {
+            self.offer_hashed(h, &ts, pos);
+        }
+    }
+
+    /// Whether the page at `pos` is the one kept for its URL.
+    pub fn is_winner(&self, normalized_url: &str, pos: (u64, u64)) -> bool {
+        self.best
+            .get(&md5_u128(normalized_url))
+            .is_none_or(|(_, p)| *p == pos)
+    }
+
+    /// Number of distinct URLs.
+    pub fn len(&self) -> usize {
+        self.best.len()
+    }
+
+    /// Whether no URL was offered.
+    pub fn is_empty(&self) -> bool {
+        self.best.is_empty()
+    }
+}
+
+/// For every line key, the page (by `md5(url)`) that keeps it: the smallest.
+///
+/// Memory grows with the number of distinct lines in the corpus (32 bytes
+/// each plus the hash table's overhead).
+#[derive(Debug, Default)]
+pub struct LineOwners {
+    owner: HashMap<u128, u128>,
+}
+
+impl LineOwners {
+    /// Offers every line of a page whose URL hashes to `url_hash`.
+    pub fn offer_page(&mut self, text: &str, url_hash: u128) {
+        for line in text.split('\n') {
+            let k = line_key(line);
+            self.owner
+                .entry(k)
+                .and_modify(|o| *o = (*o).min(url_hash))
+                .or_insert(url_hash);
+        }
+    }
+
+    /// Folds another table in.
+    pub fn merge(&mut self, other: LineOwners) {
+        for (k, u) in other.owner {
+            self.owner
+                .entry(k)
+                .and_modify(|o| *o = (*o).min(u))
+                .or_insert(u);
+        }
+    }
+
+    /// tfds `_remove_lines_from_text`: keeps the lines this page owns, once.
+    /// Returns the new text and (lines kept, global duplicates, local duplicates).
+    pub fn remove_lines(&self, text: &str, url_hash: u128) -> (String, [u64; 3]) {
+        let mut seen: HashSet<u128> = HashSet::new();
+        let mut out = String::with_capacity(text.len());
+        let mut counts = [0u64; 3];
+        let mut first = true;
+        for line in text.split('\n') {
+            let k = line_key(line);
+            if self.owner.get(&k) != Some(&url_hash) {
+                counts[1] += 1;
+            } else if !seen.insert(k) {
+                counts[2] += 1;
+            } else {
+                counts[0] += 1;
+                if !first {
+                    out.push('\n');
+                }
+                first = false;
+                out.push_str(line);
+            }
+        }
+        (out, counts)
+    }
+
+    /// Number of distinct lines.
+    pub fn len(&self) -> usize {
+        self.owner.len()
+    }
+
+    /// Whether no line was offered.
+    pub fn is_empty(&self) -> bool {
+        self.owner.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_url_like_tfds() {
+        assert_eq!(
+            normalize_url("https://www.example.com/a/?utm_source=x"),
+            "example.com/a"
+        );
+        assert_eq!(normalize_url("http://example.com/a?ref=1"), "example.com/a");
+        assert_eq!(
+            normalize_url("http://example.com/a?id=1"),
+            "example.com/a?id=1"
+        );
+        assert_eq!(normalize_url("http://fake.com/url/1/"), "fake.com/url/1");
+    }
+
+    #[test]
+    fn newest_url_wins_then_first() {
+        let mut d = UrlDedup::default();
+        d.offer("a", "2019-01-01", (0, 0));
+        d.offer("a", "2019-02-01", (0, 1));
+        d.offer("a", "2019-02-01", (1, 0));
+        assert!(d.is_winner("a", (0, 1)));
+        assert!(!d.is_winner("a", (0, 0)));
+        assert!(!d.is_winner("a", (1, 0)));
+    }
+
+    #[test]
+    fn md5_is_big_endian_hex_order() {
+        // md5("") = d41d8cd98f00b204e9800998ecf8427e
+        assert_eq!(md5_u128(""), 0xd41d8cd98f00b204e9800998ecf8427e);
+    }
+}

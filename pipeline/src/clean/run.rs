@@ -1,0 +1,617 @@
+//! The whole `c4/en` page pipeline over many input files (SPEC b8, in tfds
+//! order): length → URL normalization and newest-page dedup → `clean_page` →
+//! global line dedup → language ID → bad words → URL-hash split.
+//!
+//! URL dedup and line dedup need the whole corpus, so the run makes three
+//! passes, each parallel with rayon and each deterministic:
+//!
+//! 1. read and clean every page (files in parallel, pages in parallel batches),
+//!    spilling the cleaned pages to a temporary file per input file, and
+//!    build the table *normalized URL → newest page*;
+//! 2. read the spills and build the table *line → the page that keeps it*
+//!    (smallest md5 of the URL, as tfds);
+//! 3. read the spills again, drop lines and pages, run language ID and the
+//!    bad-words filter, and write the shards in input order.
+//!
+//! Memory: the two tables grow with the number of distinct URLs and distinct
+//! kept lines (about 50 and 40 bytes each); everything else is streamed.
+//! Output bytes do not depend on the number of threads.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::config::CleanConfig;
+use super::dedup::{is_validation, md5_u128, normalize_url, LineOwners, UrlDedup};
+use super::filters::{BadWords, LanguageFilter};
+use super::output::{CleanPage, OutputFormat, ShardWriter};
+use super::rules::{Cleaned, LineRule, PageCleaner, PageRule, RuleCounters};
+use crate::error::{PipelineError, Result};
+use crate::readers::{read_file, Document, ReadIssue, ReadOptions, WetCounters};
+
+/// Everything `t5mix clean` needs besides its inputs.
+#[derive(Debug, Clone)]
+pub struct CleanOptions {
+    /// The rules.
+    pub config: CleanConfig,
+    /// How inputs are read.
+    pub read: ReadOptions,
+    /// The bad-words filter, if a list was given.
+    pub badwords: Option<BadWords>,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Parquet or JSONL.gz.
+    pub output_format: OutputFormat,
+    /// Pages per output shard.
+    pub pages_per_shard: usize,
+    /// Pages cleaned together in one parallel batch.
+    pub batch_pages: usize,
+}
+
+impl CleanOptions {
+    /// Options with the default C4 rules writing Parquet to `out_dir`.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        CleanOptions {
+            config: CleanConfig::default(),
+            read: ReadOptions::default(),
+            badwords: None,
+            out_dir: out_dir.into(),
+            output_format: OutputFormat::Parquet,
+            pages_per_shard: 100_000,
+            batch_pages: 256,
+        }
+    }
+}
+
+/// Receives progress: stages and bytes of page text done.
+pub trait Progress: Sync {
+    /// A new stage over `total` bytes of page text (0 if unknown).
+    fn stage(&self, name: &str, total: u64);
+    /// `n` more bytes done.
+    fn advance(&self, n: u64);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// The summary of a clean run (written as `stats.json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanStats {
+    /// Input files.
+    pub files: u64,
+    /// Bytes of the input files on disk.
+    pub file_bytes_in: u64,
+    /// Pages read.
+    pub pages_in: u64,
+    /// Bytes of page text read (UTF-8).
+    pub bytes_in: u64,
+    /// Pages written.
+    pub pages_out: u64,
+    /// Bytes of text written.
+    pub bytes_out: u64,
+    /// Pages written per split.
+    pub pages_per_split: BTreeMap<String, u64>,
+    /// Lines that passed `clean_page`.
+    pub lines_passed: u64,
+    /// Lines dropped, by rule.
+    pub lines_dropped: BTreeMap<String, u64>,
+    /// Pages dropped, by rule (pipeline order: each page counts once).
+    pub pages_dropped: BTreeMap<String, u64>,
+    /// Bad input skipped, by kind.
+    pub read_issues: BTreeMap<String, u64>,
+    /// The first bad inputs, with file and offset.
+    pub read_issue_examples: Vec<ReadIssue>,
+    /// WET records skipped as tfds `split_wet_file` does (no URL/text/date) or by type.
+    pub wet_records_skipped: WetCounters,
+    /// Distinct normalized URLs (size of the URL dedup table).
+    pub distinct_urls: u64,
+    /// Distinct kept lines (size of the line dedup table).
+    pub distinct_lines: u64,
+    /// Wall time per stage and in total, in seconds.
+    pub seconds: BTreeMap<String, f64>,
+    /// Page text bytes in per second of total wall time, in MB/s.
+    pub mb_per_s: f64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Language filter in force.
+    pub language_filter: String,
+    /// Bad-words filter in force.
+    pub badwords_filter: String,
+    /// Output shards.
+    pub shards: Vec<PathBuf>,
+}
+
+const SPILL_LINE_FIELDS: [LineRule; 5] = [
+    LineRule::TooLongWord,
+    LineRule::NoEndmark,
+    LineRule::TooShort,
+    LineRule::Javascript,
+    LineRule::Policy,
+];
+
+/// A page after pass 1, as spilled to disk.
+#[derive(Debug, Clone, Default)]
+struct Spilled {
+    record: u64,
+    /// 0: kept; k: dropped by `PageRule::ALL[k - 1]`.
+    verdict: u8,
+    lines: [u32; 6],
+    normalized_url: String,
+    url: String,
+    timestamp: String,
+    text: String,
+}
+
+fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    w.write_all(&(s.len() as u32).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn get_u32(r: &mut impl Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn get_str(r: &mut impl Read) -> std::io::Result<String> {
+    let n = get_u32(r)? as usize;
+    let mut v = vec![0u8; n];
+    r.read_exact(&mut v)?;
+    String::from_utf8(v).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+impl Spilled {
+    fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        w.write_all(&self.record.to_le_bytes())?;
+        w.write_all(&[self.verdict])?;
+        for l in self.lines {
+            w.write_all(&l.to_le_bytes())?;
+        }
+        put_str(w, &self.normalized_url)?;
+        put_str(w, &self.url)?;
+        put_str(w, &self.timestamp)?;
+        put_str(w, &self.text)
+    }
+
+    fn read(r: &mut impl Read) -> std::io::Result<Option<Self>> {
+        let mut rec = [0u8; 8];
+        match r.read_exact(&mut rec) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut v = [0u8; 1];
+        r.read_exact(&mut v)?;
+        let mut lines = [0u32; 6];
+        for l in &mut lines {
+            *l = get_u32(r)?;
+        }
+        Ok(Some(Spilled {
+            record: u64::from_le_bytes(rec),
+            verdict: v[0],
+            lines,
+            normalized_url: get_str(r)?,
+            url: get_str(r)?,
+            timestamp: get_str(r)?,
+            text: get_str(r)?,
+        }))
+    }
+
+    fn counters(&self) -> RuleCounters {
+        let mut c = RuleCounters::default();
+        for (k, r) in SPILL_LINE_FIELDS.iter().enumerate() {
+            c.lines_dropped[*r as usize] = self.lines[k] as u64;
+        }
+        c.lines_passed = self.lines[5] as u64;
+        c
+    }
+}
+
+/// What pass 1 produced for one input file.
+struct FileSpill {
+    spill: PathBuf,
+    urls: UrlDedup,
+    pages_in: u64,
+    bytes_in: u64,
+    too_long: u64,
+    report: crate::readers::FileReport,
+}
+
+fn clean_one(doc: Document, cleaner: &PageCleaner) -> Option<Spilled> {
+    if !cleaner.valid_length(&doc.text) {
+        return None;
+    }
+    let mut counters = RuleCounters::default();
+    let verdict = cleaner.clean_page(&doc.text, &mut counters, None);
+    let mut lines = [0u32; 6];
+    for (k, r) in SPILL_LINE_FIELDS.iter().enumerate() {
+        lines[k] = counters.lines(*r) as u32;
+    }
+    lines[5] = counters.lines_passed as u32;
+    let (verdict, text) = match verdict {
+        Cleaned::Kept { text, .. } => (0u8, text),
+        Cleaned::Dropped(rule) => (rule as u8 + 1, String::new()),
+    };
+    Some(Spilled {
+        record: doc.record,
+        verdict,
+        lines,
+        normalized_url: normalize_url(&doc.url),
+        url: doc.url,
+        timestamp: doc.timestamp,
+        text,
+    })
+}
+
+fn pass1_file(
+    file_index: usize,
+    path: &Path,
+    spill_dir: &Path,
+    opts: &CleanOptions,
+    cleaner: &PageCleaner,
+    progress: &dyn Progress,
+) -> Result<FileSpill> {
+    let spill = spill_dir.join(format!("{file_index:06}.spill"));
+    let f = File::create(&spill).map_err(|e| PipelineError::io(&spill, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut urls = UrlDedup::default();
+    let mut batch: Vec<Document> = Vec::with_capacity(opts.batch_pages);
+    let (mut pages_in, mut bytes_in, mut too_long) = (0u64, 0u64, 0u64);
+    let url_dedup = opts.config.url_dedup;
+    let flush = |batch: &mut Vec<Document>,
+                 w: &mut BufWriter<File>,
+                 urls: &mut UrlDedup,
+                 too_long: &mut u64|
+     -> Result<()> {
+        let bytes: u64 = batch.iter().map(|d| d.text.len() as u64).sum();
+        let done: Vec<Option<Spilled>> = std::mem::take(batch)
+            .into_par_iter()
+            .map(|d| clean_one(d, cleaner))
+            .collect();
+        for s in done {
+            match s {
+                None => *too_long += 1,
+                Some(s) => {
+                    if url_dedup {
+                        urls.offer(
+                            &s.normalized_url,
+                            &s.timestamp,
+                            (file_index as u64, s.record),
+                        );
+                    }
+                    s.write(w).map_err(|e| PipelineError::io(&spill, e))?;
+                }
+            }
+        }
+        progress.advance(bytes);
+        Ok(())
+    };
+    let report = read_file(path, &opts.read, &mut |doc| {
+        pages_in += 1;
+        bytes_in += doc.text.len() as u64;
+        batch.push(doc);
+        if batch.len() >= opts.batch_pages {
+            flush(&mut batch, &mut w, &mut urls, &mut too_long)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut batch, &mut w, &mut urls, &mut too_long)?;
+    w.flush().map_err(|e| PipelineError::io(&spill, e))?;
+    Ok(FileSpill {
+        spill,
+        urls,
+        pages_in,
+        bytes_in,
+        too_long,
+        report,
+    })
+}
+
+/// Reads a spill file in batches of `n` pages.
+fn for_each_spill_batch(
+    path: &Path,
+    n: usize,
+    mut f: impl FnMut(Vec<Spilled>) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut batch = Vec::with_capacity(n);
+    while let Some(s) = Spilled::read(&mut r).map_err(|e| PipelineError::io(path, e))? {
+        batch.push(s);
+        if batch.len() >= n {
+            f(std::mem::replace(&mut batch, Vec::with_capacity(n)))?;
+        }
+    }
+    if !batch.is_empty() {
+        f(batch)?;
+    }
+    Ok(())
+}
+
+/// The pass-3 decision for one spilled page.
+struct Outcome {
+    counters: RuleCounters,
+    page: Option<CleanPage>,
+}
+
+struct Finisher<'a> {
+    cfg: &'a CleanConfig,
+    cleaner: &'a PageCleaner,
+    urls: &'a UrlDedup,
+    lines: Option<&'a LineOwners>,
+    language: Option<&'a LanguageFilter>,
+    badwords: Option<&'a BadWords>,
+}
+
+impl Finisher<'_> {
+    fn finish(&self, file_index: usize, s: Spilled) -> Outcome {
+        let mut counters = RuleCounters::default();
+        if self.cfg.url_dedup
+            && !self
+                .urls
+                .is_winner(&s.normalized_url, (file_index as u64, s.record))
+        {
+            counters.page(PageRule::DuplicateUrl);
+            return Outcome {
+                counters,
+                page: None,
+            };
+        }
+        counters.merge(&s.counters());
+        if s.verdict > 0 {
+            counters.page(PageRule::ALL[s.verdict as usize - 1]);
+            return Outcome {
+                counters,
+                page: None,
+            };
+        }
+        let mut text = s.text;
+        if let Some(owners) = self.lines {
+            let (new_text, [_, global, local]) = owners.remove_lines(&text, md5_u128(&s.url));
+            counters.lines_dropped[LineRule::GlobalDuplicate as usize] += global;
+            counters.lines_dropped[LineRule::LocalDuplicate as usize] += local;
+            let drop = if new_text.is_empty() {
+                Some(PageRule::DedupEmpty)
+            } else if self.cfg.min_num_sentences > 0
+                && self.cleaner.sentence_tokenizer().count_sentences(&new_text)
+                    < self.cfg.min_num_sentences
+            {
+                Some(PageRule::DedupTooFewSentences)
+            } else {
+                None
+            };
+            if let Some(rule) = drop {
+                counters.page(rule);
+                return Outcome {
+                    counters,
+                    page: None,
+                };
+            }
+            text = new_text;
+        }
+        if let Some(lang) = self.language {
+            if !lang.keep(&text) {
+                counters.page(PageRule::Language);
+                return Outcome {
+                    counters,
+                    page: None,
+                };
+            }
+        }
+        if let Some(bad) = self.badwords {
+            if bad.matches(&text) {
+                counters.page(PageRule::Badwords);
+                return Outcome {
+                    counters,
+                    page: None,
+                };
+            }
+        }
+        let split = if is_validation(&s.normalized_url, self.cfg.validation_modulus) {
+            "validation"
+        } else {
+            "train"
+        };
+        Outcome {
+            counters,
+            page: Some(CleanPage {
+                text,
+                url: s.url,
+                timestamp: s.timestamp,
+                split: split.to_string(),
+            }),
+        }
+    }
+}
+
+/// Runs the cleaner over `inputs` (in that order) and writes shards and
+/// `stats.json` into `opts.out_dir`.
+pub fn run_clean(
+    inputs: &[PathBuf],
+    opts: &CleanOptions,
+    progress: &dyn Progress,
+) -> Result<CleanStats> {
+    let t0 = Instant::now();
+    let cfg = &opts.config;
+    let cleaner = PageCleaner::new(cfg.clone());
+    let language = if cfg.language.is_empty() {
+        None
+    } else {
+        Some(LanguageFilter::new(
+            &cfg.language,
+            cfg.min_language_confidence,
+            cfg.language_id_max_bytes,
+        )?)
+    };
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| PipelineError::io(&opts.out_dir, e))?;
+    let spill_dir = tempfile::Builder::new()
+        .prefix(".t5mix-clean-")
+        .tempdir_in(&opts.out_dir)
+        .map_err(|e| PipelineError::io(&opts.out_dir, e))?;
+
+    let mut stats = CleanStats {
+        files: inputs.len() as u64,
+        threads: rayon::current_num_threads(),
+        language_filter: match &language {
+            Some(_) => format!(
+                "whatlang: {} with confidence >= {}",
+                cfg.language, cfg.min_language_confidence
+            ),
+            None => "off".into(),
+        },
+        badwords_filter: match &opts.badwords {
+            Some(b) => format!("{} words", b.len()),
+            None => "off (no list given)".into(),
+        },
+        ..Default::default()
+    };
+
+    // Pass 1: read, clean, spill; URL table.
+    let total: u64 = inputs
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    progress.stage("clean", total);
+    let t = Instant::now();
+    let spills: Vec<FileSpill> = inputs
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| pass1_file(i, p, spill_dir.path(), opts, &cleaner, progress))
+        .collect::<Result<_>>()?;
+    stats
+        .seconds
+        .insert("1_read_clean".into(), t.elapsed().as_secs_f64());
+    let mut urls = UrlDedup::default();
+    let mut counters = RuleCounters::default();
+    let mut spill_files = Vec::new();
+    for s in spills {
+        stats.pages_in += s.pages_in;
+        stats.bytes_in += s.bytes_in;
+        stats.file_bytes_in += s.report.file_bytes;
+        counters.pages_dropped[PageRule::TooLong as usize] += s.too_long;
+        stats.wet_records_skipped.merge(&s.report.wet);
+        for issue in s.report.issues {
+            *stats.read_issues.entry(issue.kind.clone()).or_default() += 1;
+            if stats.read_issue_examples.len() < 20 {
+                stats.read_issue_examples.push(issue);
+            }
+        }
+        urls.merge(s.urls);
+        spill_files.push(s.spill);
+    }
+    stats.distinct_urls = urls.len() as u64;
+
+    // Pass 2: which page keeps each line.
+    let owners = if cfg.line_dedup {
+        progress.stage("dedup-index", 0);
+        let t = Instant::now();
+        let tables: Vec<LineOwners> = spill_files
+            .par_iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let mut owners = LineOwners::default();
+                for_each_spill_batch(path, opts.batch_pages, |batch| {
+                    for s in batch {
+                        if s.verdict == 0
+                            && (!cfg.url_dedup
+                                || urls.is_winner(&s.normalized_url, (i as u64, s.record)))
+                        {
+                            owners.offer_page(&s.text, md5_u128(&s.url));
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(owners)
+            })
+            .collect::<Result<_>>()?;
+        let mut owners = LineOwners::default();
+        for t in tables {
+            owners.merge(t);
+        }
+        stats.distinct_lines = owners.len() as u64;
+        stats
+            .seconds
+            .insert("2_dedup_index".into(), t.elapsed().as_secs_f64());
+        Some(owners)
+    } else {
+        None
+    };
+
+    // Pass 3: finish pages and write shards in input order.
+    progress.stage("write", 0);
+    let t = Instant::now();
+    let fin = Finisher {
+        cfg,
+        cleaner: &cleaner,
+        urls: &urls,
+        lines: owners.as_ref(),
+        language: language.as_ref(),
+        badwords: opts.badwords.as_ref(),
+    };
+    let metadata = vec![
+        (
+            "t5mix.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "t5mix.clean_config".to_string(),
+            serde_json::to_string(cfg).unwrap_or_default(),
+        ),
+    ];
+    let mut writer = ShardWriter::new(
+        &opts.out_dir,
+        opts.output_format,
+        opts.pages_per_shard,
+        metadata,
+    )?;
+    for (i, path) in spill_files.iter().enumerate() {
+        for_each_spill_batch(path, opts.batch_pages, |batch| {
+            let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
+            let outcomes: Vec<Outcome> = batch.into_par_iter().map(|s| fin.finish(i, s)).collect();
+            for o in outcomes {
+                counters.merge(&o.counters);
+                if let Some(p) = o.page {
+                    *stats.pages_per_split.entry(p.split.clone()).or_default() += 1;
+                    stats.pages_out += 1;
+                    writer.push(p)?;
+                }
+            }
+            progress.advance(bytes);
+            Ok(())
+        })?;
+    }
+    let (shards, bytes_out) = writer.finish()?;
+    stats.shards = shards;
+    stats.bytes_out = bytes_out;
+    stats
+        .seconds
+        .insert("3_filter_write".into(), t.elapsed().as_secs_f64());
+
+    stats.lines_passed = counters.lines_passed;
+    for r in LineRule::ALL {
+        stats
+            .lines_dropped
+            .insert(r.name().into(), counters.lines(r));
+    }
+    for r in PageRule::ALL {
+        stats
+            .pages_dropped
+            .insert(r.name().into(), counters.pages(r));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    stats.seconds.insert("total".into(), secs);
+    stats.mb_per_s = stats.bytes_in as f64 / 1e6 / secs.max(1e-9);
+    let json = serde_json::to_vec_pretty(&stats).expect("stats serialize");
+    crate::atomic::write_atomic(&opts.out_dir.join("stats.json"), &json)?;
+    Ok(stats)
+}

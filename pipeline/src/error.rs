@@ -1,0 +1,60 @@
+//! The pipeline's error type: every variant names the file (and where it
+//! helps the record, line or byte offset) that the problem is in.
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the data pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// An I/O error on a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad input data (only an error in `--strict` mode or when fatal).
+    #[error("{path}: {location}: {message}")]
+    BadInput {
+        /// The file.
+        path: PathBuf,
+        /// Where in it: "line 12", "byte 4096", "record 7", "row group 2".
+        location: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A configuration problem (a flag, a TOML key, a list file).
+    #[error("{what}: {message}")]
+    Config {
+        /// What was being configured.
+        what: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Parquet or Arrow failed while reading or writing a file.
+    #[error("{path}: parquet: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The library's message.
+        message: String,
+    },
+    /// No input files matched.
+    #[error("no input files: {0}")]
+    NoInput(String),
+}
+
+impl PipelineError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        PipelineError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Result alias of the pipeline.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
