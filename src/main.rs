@@ -1,1 +1,50 @@
-fn main() {}
+//! `t5mix`: the command line. It only parses arguments and calls the
+//! libraries (`t5mix-pipeline`, `t5mix-tasks`, `t5mix-trainer`).
+
+mod clean_cmd;
+mod progress;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// The T5 data pipeline and trainer, without TensorFlow.
+///
+/// Stages: `clean` raw crawl text with the C4 rules; later `vocab`,
+/// `tasks`, `build` (mixture shards), `inspect`, `train` and `eval`.
+#[derive(Debug, Parser)]
+#[command(name = "t5mix", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Worker threads (default: all cores). Output does not depend on it.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Clean raw web text with the C4 rules (tfds c4/en) into Parquet or JSONL.gz shards.
+    Clean(clean_cmd::CleanArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()?;
+    }
+    match cli.command {
+        Command::Clean(args) => clean_cmd::run(args, cli.quiet),
+    }
+}

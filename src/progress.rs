@@ -1,0 +1,55 @@
+//! indicatif progress for the pipeline's stages.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Mutex;
+use std::time::Duration;
+use t5mix_pipeline::clean::Progress;
+
+/// A spinner per stage showing bytes of text done and the rate.
+pub struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
+    quiet: bool,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Self {
+        Bars {
+            bar: Mutex::new(None),
+            quiet,
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.finish();
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str, _total: u64) {
+        if self.quiet {
+            return;
+        }
+        let mut guard = self.bar.lock().unwrap();
+        if let Some(b) = guard.take() {
+            b.finish();
+        }
+        let b = ProgressBar::new_spinner();
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix:>12} {elapsed:>4} {decimal_bytes:>10} of text {decimal_bytes_per_sec:>12}",
+            )
+            .unwrap(),
+        );
+        b.set_prefix(name.to_string());
+        b.enable_steady_tick(Duration::from_millis(200));
+        *guard = Some(b);
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.bar.lock().unwrap().as_ref() {
+            b.inc(n);
+        }
+    }
+}
