@@ -186,8 +186,8 @@ fn tfds_fake_pages_meet_their_rules() {
 }
 
 /// The whole c4/en page pipeline on the 697 dolma pages: the pages kept are
-/// tfds's (`c4_keeps` in c4_dedup_dolma.jsonl), but for the pages where our
-/// language ID disagrees with langdetect (reported, at most 2).
+/// tfds's (`c4_keeps` in c4_dedup_dolma.jsonl). Language ID is whatlang, not
+/// langdetect; on these pages the two agree (at most 2 differences allowed).
 #[test]
 fn dolma_pages_kept_as_tfds_keeps_them() {
     let test = "dolma_pages_kept_as_tfds_keeps_them";

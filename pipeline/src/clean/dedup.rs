@@ -6,12 +6,36 @@
 //! (`Top.PerKey(1, key=_hash_text, reverse=True)` keeps the smallest).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use md5::{Digest, Md5};
 use regex::Regex;
 
 use super::rules::{py_lower, py_strip};
+
+/// A hasher for keys that are md5 digests already: it folds the 128 bits
+/// into 64 instead of hashing them again.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u128 keys; a simple FNV-1a keeps it correct for others.
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = (i as u64) ^ ((i >> 64) as u64);
+    }
+}
+
+type DigestMap<V> = HashMap<u128, V, BuildHasherDefault<DigestHasher>>;
+type DigestSet = HashSet<u128, BuildHasherDefault<DigestHasher>>;
 
 /// `md5(s.encode("utf-8"))` as a big-endian integer.
 #[inline]
@@ -53,7 +77,7 @@ pub fn is_validation(normalized_url: &str, modulus: u64) -> bool {
 /// and a 16-byte position each).
 #[derive(Debug, Default)]
 pub struct UrlDedup {
-    best: HashMap<u128, (String, (u64, u64))>,
+    best: DigestMap<(String, (u64, u64))>,
 }
 
 impl UrlDedup {
@@ -106,7 +130,7 @@ impl UrlDedup {
 /// each plus the hash table's overhead).
 #[derive(Debug, Default)]
 pub struct LineOwners {
-    owner: HashMap<u128, u128>,
+    owner: DigestMap<u128>,
 }
 
 impl LineOwners {
@@ -134,7 +158,7 @@ impl LineOwners {
     /// tfds `_remove_lines_from_text`: keeps the lines this page owns, once.
     /// Returns the new text and (lines kept, global duplicates, local duplicates).
     pub fn remove_lines(&self, text: &str, url_hash: u128) -> (String, [u64; 3]) {
-        let mut seen: HashSet<u128> = HashSet::new();
+        let mut seen = DigestSet::default();
         let mut out = String::with_capacity(text.len());
         let mut counts = [0u64; 3];
         let mut first = true;

@@ -213,12 +213,58 @@ pub fn py_lower(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// Case-insensitive substring tests as Python's `needle in line.lower()`,
+/// for lower-case needles.
+///
+/// When every needle is ASCII and the line holds neither U+0130 nor U+212A
+/// (the only non-ASCII characters whose lower case contains ASCII letters),
+/// lower-casing the ASCII bytes alone gives the same answers without a
+/// Unicode case mapping.
+#[derive(Debug, Clone)]
+struct LowerMatcher {
+    lorem: memchr::memmem::Finder<'static>,
+    javascript: memchr::memmem::Finder<'static>,
+    policy: Vec<memchr::memmem::Finder<'static>>,
+    ascii_needles: bool,
+}
+
+impl LowerMatcher {
+    fn new(policy: &[String]) -> Self {
+        LowerMatcher {
+            lorem: memchr::memmem::Finder::new(b"lorem ipsum").into_owned(),
+            javascript: memchr::memmem::Finder::new(b"javascript").into_owned(),
+            policy: policy
+                .iter()
+                .map(|p| memchr::memmem::Finder::new(p.as_bytes()).into_owned())
+                .collect(),
+            ascii_needles: policy.iter().all(|p| p.is_ascii()),
+        }
+    }
+
+    /// The bytes to search: ASCII-lower-cased, or fully lower-cased.
+    fn lower<'b>(&self, line: &str, buf: &'b mut Vec<u8>) -> &'b [u8] {
+        buf.clear();
+        let bytes = line.as_bytes();
+        let fast = self.ascii_needles
+            && (line.is_ascii()
+                || (memchr::memmem::find(bytes, "\u{130}".as_bytes()).is_none()
+                    && memchr::memmem::find(bytes, "\u{212a}".as_bytes()).is_none()));
+        if fast {
+            buf.extend(bytes.iter().map(u8::to_ascii_lowercase));
+        } else {
+            buf.extend_from_slice(line.to_lowercase().as_bytes());
+        }
+        buf
+    }
+}
+
 /// The compiled form of a [`CleanConfig`]'s line and page rules.
 #[derive(Debug, Clone)]
 pub struct PageCleaner {
     cfg: CleanConfig,
     citation: Regex,
     sentences: &'static SentenceTokenizer,
+    matcher: LowerMatcher,
 }
 
 /// The outcome of [`PageCleaner::clean_page`] for one page.
@@ -239,9 +285,10 @@ impl PageCleaner {
     /// Compiles the rules of `cfg`.
     pub fn new(cfg: CleanConfig) -> Self {
         PageCleaner {
-            cfg,
             citation: Regex::new(r"\[\d*\]|\[edit\]|\[citation needed\]").unwrap(),
             sentences: SentenceTokenizer::english(),
+            matcher: LowerMatcher::new(&cfg.policy_substrings),
+            cfg,
         }
     }
 
@@ -274,9 +321,12 @@ impl PageCleaner {
         let cfg = &self.cfg;
         let mut kept: Vec<Cow<str>> = Vec::new();
         let mut num_sentences = 0usize;
+        let mut lower_buf = Vec::new();
         for raw in py_splitlines(text) {
             let line = py_strip(raw);
+            // A line no longer than the limit cannot hold a longer word.
             if cfg.max_word_length > 0
+                && line.len() > cfg.max_word_length
                 && py_split(line).any(|w| {
                     w.len() > cfg.max_word_length && w.chars().count() > cfg.max_word_length
                 })
@@ -302,22 +352,19 @@ impl PageCleaner {
                 counters.line(LineRule::TooShort);
                 continue;
             }
-            let lower = py_lower(&line);
-            if cfg.drop_lorem_ipsum_pages && lower.contains("lorem ipsum") {
+            let m = &self.matcher;
+            let lower = m.lower(&line, &mut lower_buf);
+            if cfg.drop_lorem_ipsum_pages && m.lorem.find(lower).is_some() {
                 return Cleaned::Dropped(PageRule::LoremIpsum);
             }
-            if cfg.drop_javascript_lines && lower.contains("javascript") {
+            if cfg.drop_javascript_lines && m.javascript.find(lower).is_some() {
                 counters.line(LineRule::Javascript);
                 continue;
             }
             if cfg.drop_curly_bracket_pages && line.contains('{') {
                 return Cleaned::Dropped(PageRule::CurlyBracket);
             }
-            if cfg
-                .policy_substrings
-                .iter()
-                .any(|p| lower.contains(p.as_str()))
-            {
+            if m.policy.iter().any(|p| p.find(lower).is_some()) {
                 counters.line(LineRule::Policy);
                 continue;
             }

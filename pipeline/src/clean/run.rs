@@ -574,23 +574,49 @@ pub fn run_clean(
         opts.pages_per_shard,
         metadata,
     )?;
-    for (i, path) in spill_files.iter().enumerate() {
-        for_each_spill_batch(path, opts.batch_pages, |batch| {
-            let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
-            let outcomes: Vec<Outcome> = batch.into_par_iter().map(|s| fin.finish(i, s)).collect();
-            for o in outcomes {
-                counters.merge(&o.counters);
-                if let Some(p) = o.page {
-                    *stats.pages_per_split.entry(p.split.clone()).or_default() += 1;
-                    stats.pages_out += 1;
-                    writer.push(p)?;
-                }
+    // Shards are encoded on their own thread while the next batch is filtered.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<CleanPage>>(4);
+    let writer_thread = std::thread::spawn(move || -> Result<(Vec<PathBuf>, u64)> {
+        for batch in rx {
+            for p in batch {
+                writer.push(p)?;
             }
-            progress.advance(bytes);
-            Ok(())
-        })?;
-    }
-    let (shards, bytes_out) = writer.finish()?;
+        }
+        writer.finish()
+    });
+    let mut send_failed = false;
+    let filtered = (|| -> Result<()> {
+        for (i, path) in spill_files.iter().enumerate() {
+            for_each_spill_batch(path, opts.batch_pages, |batch| {
+                let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
+                let outcomes: Vec<Outcome> =
+                    batch.into_par_iter().map(|s| fin.finish(i, s)).collect();
+                let mut pages = Vec::with_capacity(outcomes.len());
+                for o in outcomes {
+                    counters.merge(&o.counters);
+                    if let Some(p) = o.page {
+                        *stats.pages_per_split.entry(p.split.clone()).or_default() += 1;
+                        stats.pages_out += 1;
+                        pages.push(p);
+                    }
+                }
+                progress.advance(bytes);
+                if tx.send(pages).is_err() {
+                    // The writer stopped on an error; it is reported below.
+                    send_failed = true;
+                }
+                Ok(())
+            })?;
+            if send_failed {
+                break;
+            }
+        }
+        Ok(())
+    })();
+    drop(tx);
+    let written = writer_thread.join().expect("shard writer thread panicked");
+    filtered?;
+    let (shards, bytes_out) = written?;
     stats.shards = shards;
     stats.bytes_out = bytes_out;
     stats
