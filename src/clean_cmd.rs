@@ -49,7 +49,9 @@ enum TextUnitArg {
 /// (length, URL dedup, clean_page with NLTK Punkt sentence counts, global line
 /// dedup, language ID, bad words) and writes shards plus stats.json.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  t5mix clean data/crawl --out out/clean --badwords ../shared/data/ldnoobw/en.txt")]
+#[command(
+    after_help = "Example:\n  t5mix clean data/crawl --out out/clean --badwords ../shared/data/ldnoobw/en.txt"
+)]
 pub struct CleanArgs {
     /// Input files, directories (read recursively) or glob patterns.
     #[arg(required = true, value_name = "INPUT")]
@@ -158,7 +160,11 @@ fn build_config(a: &CleanArgs) -> Result<CleanConfig> {
         None => base,
     };
     if let Some(l) = &a.language {
-        c.language = if l == "none" { String::new() } else { l.clone() };
+        c.language = if l == "none" {
+            String::new()
+        } else {
+            l.clone()
+        };
     }
     if let Some(v) = a.min_language_confidence {
         c.min_language_confidence = v;
@@ -279,14 +285,28 @@ fn print_summary(s: &CleanStats, out: &std::path::Path) {
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    eprintln!("  splits: {}", if splits.is_empty() { "-".into() } else { splits.join(", ") });
+    eprintln!(
+        "  splits: {}",
+        if splits.is_empty() {
+            "-".into()
+        } else {
+            splits.join(", ")
+        }
+    );
     let dropped: Vec<String> = s
         .pages_dropped
         .iter()
         .filter(|(_, v)| **v > 0)
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    eprintln!("  pages dropped: {}", if dropped.is_empty() { "none".into() } else { dropped.join(", ") });
+    eprintln!(
+        "  pages dropped: {}",
+        if dropped.is_empty() {
+            "none".into()
+        } else {
+            dropped.join(", ")
+        }
+    );
     let lines: Vec<String> = s
         .lines_dropped
         .iter()
@@ -296,7 +316,11 @@ fn print_summary(s: &CleanStats, out: &std::path::Path) {
     eprintln!(
         "  lines: {} kept by clean_page; dropped: {}",
         s.lines_passed,
-        if lines.is_empty() { "none".into() } else { lines.join(", ") }
+        if lines.is_empty() {
+            "none".into()
+        } else {
+            lines.join(", ")
+        }
     );
     let w = &s.wet_records_skipped;
     if w.no_url + w.no_content + w.no_timestamp + w.other_record_type > 0 {
@@ -305,13 +329,30 @@ fn print_summary(s: &CleanStats, out: &std::path::Path) {
             w.no_url, w.no_content, w.no_timestamp, w.other_record_type
         );
     }
-    eprintln!("  language: {}; bad words: {}", s.language_filter, s.badwords_filter);
+    eprintln!(
+        "  language: {}; bad words: {}",
+        s.language_filter, s.badwords_filter
+    );
     if !s.read_issues.is_empty() {
-        let kinds: Vec<String> = s.read_issues.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let kinds: Vec<String> = s
+            .read_issues
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         eprintln!("  bad input skipped: {}", kinds.join(", "));
         for i in s.read_issue_examples.iter().take(5) {
-            eprintln!("    {}: {}: {}: {}", i.path.display(), i.location, i.kind, i.message);
+            eprintln!(
+                "    {}: {}: {}: {}",
+                i.path.display(),
+                i.location,
+                i.kind,
+                i.message
+            );
         }
     }
-    eprintln!("  wrote {} shard(s) and stats.json to {}", s.shards.len(), out.display());
+    eprintln!(
+        "  wrote {} shard(s) and stats.json to {}",
+        s.shards.len(),
+        out.display()
+    );
 }

@@ -50,7 +50,13 @@ fn kept_pages(out: &Path) -> BTreeMap<String, String> {
 
 fn clean_sample(out: &Path, extra: &[&str]) -> Output {
     let sample = root().join("data/crawl");
-    let mut args = vec!["clean", sample.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"];
+    let mut args = vec![
+        "clean",
+        sample.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
     let list = shared_path("ldnoobw/en.txt");
     if let Some(l) = &list {
         args.extend(["--badwords", l.to_str().unwrap()]);
@@ -68,7 +74,8 @@ fn bundled_sample_meets_every_rule() {
     let summary = String::from_utf8_lossy(&o.stderr);
     assert!(summary.contains("pages dropped:"), "{summary}");
     let expected: BTreeMap<String, String> =
-        serde_json::from_slice(&std::fs::read(root().join("data/crawl-expected.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(root().join("data/crawl-expected.json")).unwrap())
+            .unwrap();
     let kept = kept_pages(out.path());
     let have_badwords = shared_path("ldnoobw/en.txt").is_some();
     if !have_badwords {
@@ -79,11 +86,33 @@ fn bundled_sample_meets_every_rule() {
         assert_eq!(kept.contains_key(url), want, "{url} ({rule})");
     }
     let s = stats(out.path());
-    for rule in ["too_long", "duplicate_url", "lorem_ipsum", "curly_bracket", "too_few_sentences", "dedup_empty", "language"] {
-        assert!(s["pages_dropped"][rule].as_u64().unwrap() >= 1, "page rule {rule} never fired");
+    for rule in [
+        "too_long",
+        "duplicate_url",
+        "lorem_ipsum",
+        "curly_bracket",
+        "too_few_sentences",
+        "dedup_empty",
+        "language",
+    ] {
+        assert!(
+            s["pages_dropped"][rule].as_u64().unwrap() >= 1,
+            "page rule {rule} never fired"
+        );
     }
-    for rule in ["too_long_word", "no_endmark", "too_short", "javascript", "policy", "global_duplicate", "local_duplicate"] {
-        assert!(s["lines_dropped"][rule].as_u64().unwrap() >= 1, "line rule {rule} never fired");
+    for rule in [
+        "too_long_word",
+        "no_endmark",
+        "too_short",
+        "javascript",
+        "policy",
+        "global_duplicate",
+        "local_duplicate",
+    ] {
+        assert!(
+            s["lines_dropped"][rule].as_u64().unwrap() >= 1,
+            "line rule {rule} never fired"
+        );
     }
     assert_eq!(s["pages_per_split"]["validation"], 1);
     assert_eq!(s["pages_in"], 38);
@@ -100,7 +129,11 @@ fn output_is_identical_with_one_or_two_threads() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap();
         if name.to_string_lossy().starts_with("part-") {
-            assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(b.path().join(name)).unwrap(), "{name:?}");
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(b.path().join(name)).unwrap(),
+                "{name:?}"
+            );
             n += 1;
         }
     }
@@ -112,7 +145,13 @@ fn refuses_to_mix_with_an_earlier_run_unless_overwrite() {
     let out = tempfile::tempdir().unwrap();
     clean_sample(out.path(), &[]);
     let sample = root().join("data/crawl");
-    let o = t5mix(&["clean", sample.to_str().unwrap(), "--out", out.path().to_str().unwrap(), "-q"]);
+    let o = t5mix(&[
+        "clean",
+        sample.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "-q",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
     clean_sample(out.path(), &["--overwrite"]);
@@ -127,9 +166,19 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
 const PAGE: &str = "The river rose slowly through the night and reached the bridge. Farmers had moved their cattle to higher ground. Nobody was hurt at all.";
 
 fn bad_inputs(dir: &Path) -> Vec<PathBuf> {
-    let good = |url: &str| format!("{{\"text\": \"{PAGE}\", \"url\": \"{url}\", \"timestamp\": \"2019\"}}\n");
+    let good = |url: &str| {
+        format!("{{\"text\": \"{PAGE}\", \"url\": \"{url}\", \"timestamp\": \"2019\"}}\n")
+    };
     let malformed = dir.join("malformed.jsonl");
-    std::fs::write(&malformed, format!("{}{{\"text\": oops\n{}", good("http://a.org/1"), good("http://a.org/2"))).unwrap();
+    std::fs::write(
+        &malformed,
+        format!(
+            "{}{{\"text\": oops\n{}",
+            good("http://a.org/1"),
+            good("http://a.org/2")
+        ),
+    )
+    .unwrap();
     let utf8 = dir.join("utf8.jsonl");
     let mut b = good("http://b.org/1").into_bytes();
     b.extend_from_slice(b"{\"text\": \"bad \xff byte\"}\n");
@@ -154,7 +203,14 @@ fn bad_input_is_reported_with_file_and_offset_and_the_rest_kept() {
     let inputs = bad_inputs(dir.path());
     let mut args = vec!["clean".to_string()];
     args.extend(inputs.iter().map(|p| p.display().to_string()));
-    args.extend(["--out".into(), out.display().to_string(), "-q".into(), "--language".into(), "none".into(), "--no-line-dedup".into()]);
+    args.extend([
+        "--out".into(),
+        out.display().to_string(),
+        "-q".into(),
+        "--language".into(),
+        "none".into(),
+        "--no-line-dedup".into(),
+    ]);
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = t5mix(&args_ref);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -165,23 +221,48 @@ fn bad_input_is_reported_with_file_and_offset_and_the_rest_kept() {
     assert_eq!(issues["truncated_gzip"], 1);
     assert_eq!(issues["empty_file"], 1);
     let examples = serde_json::to_string(&s["read_issue_examples"]).unwrap();
-    assert!(examples.contains("malformed.jsonl") && examples.contains("line 2 (byte "), "{examples}");
+    assert!(
+        examples.contains("malformed.jsonl") && examples.contains("line 2 (byte "),
+        "{examples}"
+    );
     assert!(examples.contains("utf8.jsonl"), "{examples}");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("bad input skipped"), "{stderr}");
     let kept = kept_pages(&out);
-    for u in ["http://a.org/1", "http://a.org/2", "http://b.org/1", "http://b.org/2", "http://c.org/0"] {
+    for u in [
+        "http://a.org/1",
+        "http://a.org/2",
+        "http://b.org/1",
+        "http://b.org/2",
+        "http://c.org/0",
+    ] {
         assert!(kept.contains_key(u), "{u} kept");
     }
-    assert!(kept.len() > 10, "pages before the truncation point are kept");
+    assert!(
+        kept.len() > 10,
+        "pages before the truncation point are kept"
+    );
 
     // --strict: the first bad input is an error naming file and place.
     let out2 = dir.path().join("out2");
-    let o = t5mix(&["clean", inputs[0].to_str().unwrap(), "--out", out2.to_str().unwrap(), "-q", "--strict"]);
+    let o = t5mix(&[
+        "clean",
+        inputs[0].to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "-q",
+        "--strict",
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("malformed.jsonl") && err.contains("line 2"), "{err}");
-    assert!(!out2.join("part-00000.parquet").exists(), "no shard after a failed run");
+    assert!(
+        err.contains("malformed.jsonl") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(
+        !out2.join("part-00000.parquet").exists(),
+        "no shard after a failed run"
+    );
 }
 
 #[test]
@@ -191,15 +272,37 @@ fn config_file_errors_name_the_key_and_line() {
     std::fs::write(&cfg, "min_num_sentences = 5\nmin_wrds_per_line = 2\n").unwrap();
     let sample = root().join("data/crawl");
     let out = dir.path().join("out");
-    let o = t5mix(&["clean", sample.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    let o = t5mix(&[
+        "clean",
+        sample.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("clean.toml") && err.contains("min_wrds_per_line") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("clean.toml") && err.contains("min_wrds_per_line") && err.contains("line 2"),
+        "{err}"
+    );
 
     std::fs::write(&cfg, "min_num_sentences = 50\n").unwrap();
-    let o = t5mix(&["clean", sample.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "-q"]);
+    let o = t5mix(&[
+        "clean",
+        sample.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(stats(&out)["pages_out"], 0, "a 50-sentence minimum keeps nothing");
+    assert_eq!(
+        stats(&out)["pages_out"],
+        0,
+        "a 50-sentence minimum keeps nothing"
+    );
 }
 
 #[test]

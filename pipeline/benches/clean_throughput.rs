@@ -75,17 +75,28 @@ fn main() {
         return;
     };
     let mb = bytes as f64 / 1e6;
-    println!("clean_throughput: {mb:.1} MB of page text in {} files", files.len());
+    println!(
+        "clean_throughput: {mb:.1} MB of page text in {} files",
+        files.len()
+    );
     let badwords = shared_or_skip("ldnoobw/en.txt", "clean_throughput (bad words)")
         .map(|p| BadWords::load(&p, "en").unwrap());
 
     let configs: Vec<(&str, CleanConfig, bool)> = vec![
-        ("rules+dedup", {
-            let mut c = CleanConfig::default();
-            c.language.clear();
-            c
-        }, false),
-        ("full c4/en (rules+dedup+langid+badwords)", CleanConfig::default(), true),
+        (
+            "rules+dedup",
+            {
+                let mut c = CleanConfig::default();
+                c.language.clear();
+                c
+            },
+            false,
+        ),
+        (
+            "full c4/en (rules+dedup+langid+badwords)",
+            CleanConfig::default(),
+            true,
+        ),
     ];
     let only = std::env::var("T5MIX_BENCH_ONLY").unwrap_or_default();
     for (name, cfg, with_bad) in configs {
@@ -93,14 +104,19 @@ fn main() {
             continue;
         }
         for threads in [1usize, 2] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             let out = dir.path().join(format!("out-{threads}-{}", with_bad as u8));
             let mut opts = CleanOptions::new(&out);
             opts.config = cfg.clone();
             opts.badwords = if with_bad { badwords.clone() } else { None };
             opts.output_format = OutputFormat::Parquet;
             let t = Instant::now();
-            let stats = pool.install(|| run_clean(&files, &opts, &NoProgress)).unwrap();
+            let stats = pool
+                .install(|| run_clean(&files, &opts, &NoProgress))
+                .unwrap();
             let secs = t.elapsed().as_secs_f64();
             println!(
                 "  {name:<42} {threads} thread(s): {:7.1} MB/s ({:6.1} MB/s per core), {} pages in, {} out, stages {:?}",
@@ -131,12 +147,17 @@ fn main() {
     let mut counters = RuleCounters::default();
     let mut kept = Vec::new();
     for t in &texts {
-        if let t5mix_pipeline::clean::Cleaned::Kept { text, .. } = cleaner.clean_page(t, &mut counters, None) {
+        if let t5mix_pipeline::clean::Cleaned::Kept { text, .. } =
+            cleaner.clean_page(t, &mut counters, None)
+        {
             kept.push(text);
         }
     }
     let s = t.elapsed().as_secs_f64();
-    println!("  clean_page alone, 1 thread: {:.1} MB/s of raw text", in_mb / s);
+    println!(
+        "  clean_page alone, 1 thread: {:.1} MB/s of raw text",
+        in_mb / s
+    );
     let kept_mb = kept.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6;
     let f = LanguageFilter::new("en", 0.99, 0).unwrap();
     let t = Instant::now();
@@ -151,6 +172,9 @@ fn main() {
         let t = Instant::now();
         let n = kept.iter().filter(|t| b.matches(t)).count();
         let s = t.elapsed().as_secs_f64();
-        println!("  bad words alone, 1 thread: {:.1} MB/s of cleaned text ({n} pages match)", kept_mb / s);
+        println!(
+            "  bad words alone, 1 thread: {:.1} MB/s of cleaned text ({n} pages match)",
+            kept_mb / s
+        );
     }
 }

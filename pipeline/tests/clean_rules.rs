@@ -27,13 +27,14 @@ fn line_rule(line: &str, rule: LineRule) {
         assert_eq!(c.lines(r), (r == rule) as u64, "{line:?}: rule {r:?}");
     }
     assert_eq!(c.lines_passed, 1);
-    // And with the rule turned off, the line stays.
-    let _ = rule;
 }
 
 #[test]
 fn too_long_word_drops_the_line() {
-    line_rule(&format!("A word {} is far too long.", "x".repeat(1001)), LineRule::TooLongWord);
+    line_rule(
+        &format!("A word {} is far too long.", "x".repeat(1001)),
+        LineRule::TooLongWord,
+    );
     // 1000 characters is allowed.
     let (_, c) = clean(
         &format!("{GOOD}\nA word {} is long but fine.", "x".repeat(1000)),
@@ -44,14 +45,28 @@ fn too_long_word_drops_the_line() {
 
 #[test]
 fn missing_end_mark_or_ellipsis_drops_the_line() {
-    line_rule("This line has five words but no end mark", LineRule::NoEndmark);
-    line_rule("This line trails off into an ellipsis...", LineRule::NoEndmark);
+    line_rule(
+        "This line has five words but no end mark",
+        LineRule::NoEndmark,
+    );
+    line_rule(
+        "This line trails off into an ellipsis...",
+        LineRule::NoEndmark,
+    );
     // A citation at the end is removed before the end-mark test.
-    let (v, _) = clean(&format!("{GOOD}\nThe bridge was finished in the year 1850.[1]"), CleanConfig::default());
-    let Cleaned::Kept { text, .. } = v else { panic!() };
+    let (v, _) = clean(
+        &format!("{GOOD}\nThe bridge was finished in the year 1850.[1]"),
+        CleanConfig::default(),
+    );
+    let Cleaned::Kept { text, .. } = v else {
+        panic!()
+    };
     assert!(text.ends_with("in the year 1850."), "{text}");
     // A closing quote is an end mark.
-    let (_, c) = clean(&format!("{GOOD}\nShe said that it was \"over\""), CleanConfig::default());
+    let (_, c) = clean(
+        &format!("{GOOD}\nShe said that it was \"over\""),
+        CleanConfig::default(),
+    );
     assert_eq!(c.lines_passed, 2);
 }
 
@@ -61,8 +76,13 @@ fn citations_are_removed() {
         &format!("{GOOD}\nIt was repainted in 1990.[citation needed] It is green now.[edit][12]"),
         CleanConfig::default(),
     );
-    let Cleaned::Kept { text, .. } = v else { panic!() };
-    assert!(text.ends_with("It was repainted in 1990. It is green now."), "{text}");
+    let Cleaned::Kept { text, .. } = v else {
+        panic!()
+    };
+    assert!(
+        text.ends_with("It was repainted in 1990. It is green now."),
+        "{text}"
+    );
 }
 
 #[test]
@@ -74,34 +94,65 @@ fn short_line_is_dropped() {
 
 #[test]
 fn javascript_line_is_dropped() {
-    line_rule("Please enable JavaScript to view this page.", LineRule::Javascript);
+    line_rule(
+        "Please enable JavaScript to view this page.",
+        LineRule::Javascript,
+    );
 }
 
 #[test]
 fn policy_line_is_dropped() {
-    for p in ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"] {
-        line_rule(&format!("Please read our {p} before going on."), LineRule::Policy);
+    for p in [
+        "terms of use",
+        "privacy policy",
+        "cookie policy",
+        "uses cookies",
+        "use of cookies",
+        "use cookies",
+    ] {
+        line_rule(
+            &format!("Please read our {p} before going on."),
+            LineRule::Policy,
+        );
     }
 }
 
 #[test]
 fn lorem_ipsum_drops_the_page() {
-    let (v, _) = clean(&format!("{GOOD}\nLorem ipsum dolor sit amet, consectetur."), CleanConfig::default());
+    let (v, _) = clean(
+        &format!("{GOOD}\nLorem ipsum dolor sit amet, consectetur."),
+        CleanConfig::default(),
+    );
     assert_eq!(v, Cleaned::Dropped(PageRule::LoremIpsum));
-    let mut cfg = CleanConfig::default();
-    cfg.drop_lorem_ipsum_pages = false;
-    assert!(matches!(clean(&format!("{GOOD}\nLorem ipsum dolor sit amet, consectetur."), cfg).0, Cleaned::Kept { .. }));
+    let cfg = CleanConfig {
+        drop_lorem_ipsum_pages: false,
+        ..Default::default()
+    };
+    assert!(matches!(
+        clean(
+            &format!("{GOOD}\nLorem ipsum dolor sit amet, consectetur."),
+            cfg
+        )
+        .0,
+        Cleaned::Kept { .. }
+    ));
 }
 
 #[test]
 fn curly_bracket_drops_the_page() {
-    let (v, _) = clean(&format!("{GOOD}\nvar x = {{ a: 1, b: 2 }} is code."), CleanConfig::default());
+    let (v, _) = clean(
+        &format!("{GOOD}\nvar x = {{ a: 1, b: 2 }} is code."),
+        CleanConfig::default(),
+    );
     assert_eq!(v, Cleaned::Dropped(PageRule::CurlyBracket));
 }
 
 #[test]
 fn too_few_sentences_drops_the_page() {
-    let (v, _) = clean("One sentence is on this page only.\nAnd a second one is here.", CleanConfig::default());
+    let (v, _) = clean(
+        "One sentence is on this page only.\nAnd a second one is here.",
+        CleanConfig::default(),
+    );
     assert_eq!(v, Cleaned::Dropped(PageRule::TooFewSentences));
     let (v, _) = clean(GOOD, CleanConfig::default());
     assert_eq!(
@@ -114,7 +165,10 @@ fn too_few_sentences_drops_the_page() {
     // The paper preset asks for 5 sentences and 3 words.
     let (v, _) = clean(GOOD, CleanConfig::preset(Preset::Paper));
     assert_eq!(v, Cleaned::Dropped(PageRule::TooFewSentences));
-    let (_, c) = clean(&format!("{GOOD}\nThree words only."), CleanConfig::preset(Preset::Paper));
+    let (_, c) = clean(
+        &format!("{GOOD}\nThree words only."),
+        CleanConfig::preset(Preset::Paper),
+    );
     assert_eq!(c.lines(LineRule::TooShort), 0);
 }
 
@@ -125,7 +179,12 @@ fn page_length_limit() {
     assert!(!cleaner.valid_length(&"a".repeat(190_001)));
 }
 
-fn run(inputs: &[PathBuf], read: ReadOptions, badwords: Option<BadWords>, out: &Path) -> CleanStats {
+fn run(
+    inputs: &[PathBuf],
+    read: ReadOptions,
+    badwords: Option<BadWords>,
+    out: &Path,
+) -> CleanStats {
     let mut opts = CleanOptions::new(out);
     opts.read = read;
     opts.badwords = badwords;
@@ -143,7 +202,10 @@ fn read_output(out: &Path) -> BTreeMap<String, (String, String)> {
                 let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
                 m.insert(
                     v["url"].as_str().unwrap().to_string(),
-                    (v["split"].as_str().unwrap().to_string(), v["text"].as_str().unwrap().to_string()),
+                    (
+                        v["split"].as_str().unwrap().to_string(),
+                        v["text"].as_str().unwrap().to_string(),
+                    ),
                 );
             }
         }
@@ -155,7 +217,10 @@ fn read_output(out: &Path) -> BTreeMap<String, (String, String)> {
 #[test]
 fn tfds_fake_pages_meet_their_rules() {
     let test = "tfds_fake_pages_meet_their_rules";
-    let (Some(fake), Some(list)) = (shared_or_skip("tfds-c4-fake", test), shared_or_skip("ldnoobw/en.txt", test)) else {
+    let (Some(fake), Some(list)) = (
+        shared_or_skip("tfds-c4-fake", test),
+        shared_or_skip("ldnoobw/en.txt", test),
+    ) else {
         return;
     };
     let out = tempfile::tempdir().unwrap();
@@ -166,7 +231,10 @@ fn tfds_fake_pages_meet_their_rules() {
         out.path(),
     );
     let got = read_output(out.path());
-    let kept: BTreeMap<&str, &str> = got.iter().map(|(u, (s, _))| (u.as_str(), s.as_str())).collect();
+    let kept: BTreeMap<&str, &str> = got
+        .iter()
+        .map(|(u, (s, _))| (u.as_str(), s.as_str()))
+        .collect();
     assert_eq!(
         kept,
         BTreeMap::from([
@@ -182,7 +250,10 @@ fn tfds_fake_pages_meet_their_rules() {
     assert_eq!(stats.pages_dropped["language"], 2);
     assert_eq!(stats.pages_dropped["badwords"], 1);
     assert_eq!(stats.pages_dropped["duplicate_url"], 1);
-    assert_eq!(stats.wet_records_skipped.no_url, 2, "the two warcinfo records");
+    assert_eq!(
+        stats.wet_records_skipped.no_url, 2,
+        "the two warcinfo records"
+    );
 }
 
 /// The whole c4/en page pipeline on the 697 dolma pages: the pages kept are
@@ -192,7 +263,10 @@ fn tfds_fake_pages_meet_their_rules() {
 fn dolma_pages_kept_as_tfds_keeps_them() {
     let test = "dolma_pages_kept_as_tfds_keeps_them";
     let (Some(dolma), Some(reference), Some(list)) = (
-        shared_or_skip("dolma-cc/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz", test),
+        shared_or_skip(
+            "dolma-cc/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz",
+            test,
+        ),
         shared_or_skip("t5-reference/c4_dedup_dolma.jsonl", test),
         shared_or_skip("ldnoobw/en.txt", test),
     ) else {
@@ -216,7 +290,10 @@ fn dolma_pages_kept_as_tfds_keeps_them() {
         let url = v["url"].as_str().unwrap().to_string();
         if v["c4_keeps"] == true {
             want.insert(url);
-        } else if v["dedup_keeps"] == true && v["detect_english"] == false && v["badwords_drop"] == false {
+        } else if v["dedup_keeps"] == true
+            && v["detect_english"] == false
+            && v["badwords_drop"] == false
+        {
             lang_only.insert(url);
         }
     }
@@ -224,9 +301,19 @@ fn dolma_pages_kept_as_tfds_keeps_them() {
     let got: BTreeSet<String> = read_output(out.path()).into_keys().collect();
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();
-    eprintln!("dolma: tfds keeps {}, we keep {}; missing {missing:?}, extra {extra:?}", want.len(), got.len());
-    assert!(extra.iter().all(|u| lang_only.contains(*u)), "extra pages not explained by language ID: {extra:?}");
-    assert!(missing.len() + extra.len() <= 2, "missing {missing:?}, extra {extra:?}");
+    eprintln!(
+        "dolma: tfds keeps {}, we keep {}; missing {missing:?}, extra {extra:?}",
+        want.len(),
+        got.len()
+    );
+    assert!(
+        extra.iter().all(|u| lang_only.contains(*u)),
+        "extra pages not explained by language ID: {extra:?}"
+    );
+    assert!(
+        missing.len() + extra.len() <= 2,
+        "missing {missing:?}, extra {extra:?}"
+    );
     // Counters of the stages tfds also counts (README of t5-reference).
     assert_eq!(stats.pages_in, 697);
     assert_eq!(stats.lines_dropped["global_duplicate"], 94);

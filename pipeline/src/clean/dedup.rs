@@ -44,9 +44,38 @@ pub fn md5_u128(s: &str) -> u128 {
 }
 
 /// The key of a line in line de-duplication: `md5(line.strip().lower())`.
-#[inline]
+///
+/// Hashes the lower-cased text as it is produced, without building it, except
+/// for lines with a capital sigma (whose lower case depends on the context).
 pub fn line_key(line: &str) -> u128 {
-    md5_u128(&py_lower(py_strip(line)))
+    let s = py_strip(line);
+    if s.contains('\u{3a3}') {
+        return md5_u128(&py_lower(s));
+    }
+    let mut h = Md5::new();
+    let mut buf = [0u8; 512];
+    let mut n = 0;
+    for c in s.chars() {
+        if n + 16 > buf.len() {
+            h.update(&buf[..n]);
+            n = 0;
+        }
+        if c.is_ascii() {
+            buf[n] = (c as u8).to_ascii_lowercase();
+            n += 1;
+        } else {
+            for l in c.to_lowercase() {
+                n += l.encode_utf8(&mut buf[n..]).len();
+            }
+        }
+    }
+    h.update(&buf[..n]);
+    u128::from_be_bytes(h.finalize().into())
+}
+
+/// The keys of the `\n`-separated lines of a page, in order.
+pub fn line_keys(text: &str) -> Vec<u128> {
+    text.split('\n').map(line_key).collect()
 }
 
 /// tfds `normalize_url`: drop `http(s)://(www.)`, `?utm_…|?ref…|?feed…` tails
@@ -67,7 +96,7 @@ pub fn normalize_url(url: &str) -> String {
 
 /// `int(md5(normalized_url)) % modulus == 0`: the page goes to validation.
 pub fn is_validation(normalized_url: &str, modulus: u64) -> bool {
-    modulus > 0 && md5_u128(normalized_url) % modulus as u128 == 0
+    modulus > 0 && md5_u128(normalized_url).is_multiple_of(modulus as u128)
 }
 
 /// Keeps one page per normalized URL: the newest timestamp (string order, as
@@ -136,8 +165,12 @@ pub struct LineOwners {
 impl LineOwners {
     /// Offers every line of a page whose URL hashes to `url_hash`.
     pub fn offer_page(&mut self, text: &str, url_hash: u128) {
-        for line in text.split('\n') {
-            let k = line_key(line);
+        self.offer_keys(&line_keys(text), url_hash);
+    }
+
+    /// Like [`LineOwners::offer_page`] with the page's [`line_keys`].
+    pub fn offer_keys(&mut self, keys: &[u128], url_hash: u128) {
+        for &k in keys {
             self.owner
                 .entry(k)
                 .and_modify(|o| *o = (*o).min(url_hash))
@@ -158,12 +191,21 @@ impl LineOwners {
     /// tfds `_remove_lines_from_text`: keeps the lines this page owns, once.
     /// Returns the new text and (lines kept, global duplicates, local duplicates).
     pub fn remove_lines(&self, text: &str, url_hash: u128) -> (String, [u64; 3]) {
+        self.remove_lines_keyed(text, &line_keys(text), url_hash)
+    }
+
+    /// Like [`LineOwners::remove_lines`] with the page's [`line_keys`].
+    pub fn remove_lines_keyed(
+        &self,
+        text: &str,
+        keys: &[u128],
+        url_hash: u128,
+    ) -> (String, [u64; 3]) {
         let mut seen = DigestSet::default();
         let mut out = String::with_capacity(text.len());
         let mut counts = [0u64; 3];
         let mut first = true;
-        for line in text.split('\n') {
-            let k = line_key(line);
+        for (line, &k) in text.split('\n').zip(keys) {
             if self.owner.get(&k) != Some(&url_hash) {
                 counts[1] += 1;
             } else if !seen.insert(k) {
@@ -218,6 +260,19 @@ mod tests {
         assert!(d.is_winner("a", (0, 1)));
         assert!(!d.is_winner("a", (0, 0)));
         assert!(!d.is_winner("a", (1, 0)));
+    }
+
+    #[test]
+    fn line_key_is_md5_of_python_lower_strip() {
+        for l in [
+            "  Hello World. ",
+            "ÀÉÎ Straße İstanbul K",
+            "ΣΑΣ ΟΔΟΣ.",
+            "",
+            "x".repeat(2000).as_str(),
+        ] {
+            assert_eq!(line_key(l), md5_u128(&py_strip(l).to_lowercase()), "{l}");
+        }
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn write_parquet(path: &Path, pages: &[CleanPage], metadata: &[(String, String)]
     let mut file = AtomicFile::create(path)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).map_err(|e| pq(&e))?,
+            ZstdLevel::try_new(1).map_err(|e| pq(&e))?,
         ))
         .set_key_value_metadata(Some(
             metadata

@@ -246,8 +246,7 @@ fn word_tokenize(s: &str, out: &mut Vec<(usize, usize)>) {
         }
         // (?=WordStart)\S+?(?=\s|$|NonWord|MultiChar|,(?=$|\s|NonWord|MultiChar))
         let mut q = i + c.len_utf8();
-        loop {
-            let Some(d) = char_at(s, q) else { break };
+        while let Some(d) = char_at(s, q) {
             if is_rx_space(d) || is_non_word(d) || multi_char_punct_at(s, q).is_some() {
                 break;
             }
@@ -284,7 +283,7 @@ fn regexes() -> &'static Regexes {
 #[derive(Debug)]
 struct Token<'a> {
     tok: &'a str,
-    typ: String,
+    typ: std::borrow::Cow<'a, str>,
     sentbreak: bool,
     abbr: bool,
     ellipsis: bool,
@@ -292,9 +291,17 @@ struct Token<'a> {
 
 impl<'a> Token<'a> {
     fn new(tok: &'a str) -> Self {
-        let lower = tok.to_lowercase();
-        let typ = if regexes().numeric.is_match(&lower) {
-            NUMBER_TYPE.to_string()
+        use std::borrow::Cow;
+        // `_RE_NUMERIC` needs a digit among the first three characters.
+        let maybe_number = !tok.is_ascii() || tok.bytes().take(3).any(|b| b.is_ascii_digit());
+        let lower: Cow<'a, str> = if tok.is_ascii() && !tok.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            Cow::Borrowed(tok)
+        } else {
+            Cow::Owned(tok.to_lowercase())
+        };
+        let typ = if maybe_number && regexes().numeric.is_match(&lower) {
+            Cow::Borrowed(NUMBER_TYPE)
         } else {
             lower
         };
@@ -374,7 +381,18 @@ impl SentenceTokenizer {
 
     /// Number of sentences, i.e. `len(tokenizer.tokenize(text))`.
     pub fn count_sentences(&self, text: &str) -> usize {
-        self.span_tokenize(text).len()
+        self.count_sentences_up_to(text, usize::MAX)
+    }
+
+    /// `min(count_sentences(text), limit)`, stopping as soon as `limit`
+    /// sentences are certain.
+    pub fn count_sentences_up_to(&self, text: &str, limit: usize) -> usize {
+        let mut n = 0;
+        self.for_each_span(text, |_| {
+            n += 1;
+            n < limit
+        });
+        n.min(limit)
     }
 
     /// The sentences of `text`, as `tokenize(text)` returns them.
@@ -387,27 +405,39 @@ impl SentenceTokenizer {
 
     /// Byte spans of the sentences (`span_tokenize` with realigned boundaries).
     pub fn span_tokenize(&self, text: &str) -> Vec<(usize, usize)> {
-        let slices = self.slices_from_text(text);
-        realign_boundaries(text, &slices)
+        let mut out = Vec::new();
+        self.for_each_span(text, |s| {
+            out.push(s);
+            true
+        });
+        out
     }
 
-    fn slices_from_text(&self, text: &str) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
+    /// Calls `f` with each sentence span in order until it returns false:
+    /// `_slices_from_text` followed by `_realign_boundaries`, streamed.
+    fn for_each_span(&self, text: &str, mut f: impl FnMut((usize, usize)) -> bool) {
+        let mut realigner = Realigner::default();
         let mut last_break = 0usize;
-        let mut scratch = String::new();
         let mut toks = Vec::new();
         for m in potential_end_contexts(text) {
-            scratch.clear();
-            scratch.push_str(&text[m.word_start..m.pos + 1]);
-            scratch.push_str(&text[m.pos + 1..m.after_end]);
-            if self.text_contains_sentbreak(&scratch, &mut toks) {
-                out.push((last_break, m.pos + 1));
+            if self.text_contains_sentbreak(&text[m.word_start..m.after_end], &mut toks) {
+                if let Some(span) = realigner.push(text, (last_break, m.pos + 1)) {
+                    if !f(span) {
+                        return;
+                    }
+                }
                 last_break = m.next_tok_start.unwrap_or(m.pos + 1);
             }
         }
         let end = text.trim_end_matches(is_py_space).len();
-        out.push((last_break, end));
-        out
+        if let Some(span) = realigner.push(text, (last_break, end)) {
+            if !f(span) {
+                return;
+            }
+        }
+        if let Some(span) = realigner.finish() {
+            f(span);
+        }
     }
 
     fn text_contains_sentbreak(&self, text: &str, spans: &mut Vec<(usize, usize)>) -> bool {
@@ -616,33 +646,37 @@ fn boundary_realignment_match(s: &str) -> Option<(usize, usize)> {
     None
 }
 
-fn realign_boundaries(text: &str, slices: &[(usize, usize)]) -> Vec<(usize, usize)> {
-    let nonempty = |a: usize, b: usize| a < b;
-    let mut out = Vec::with_capacity(slices.len());
-    let mut realign = 0usize;
-    for (k, &(s1a, s1b)) in slices.iter().enumerate() {
-        let s1a = s1a + realign;
-        match slices.get(k + 1) {
-            None => {
-                if nonempty(s1a, s1b) {
-                    out.push((s1a, s1b));
-                }
-            }
-            Some(&(s2a, s2b)) => {
-                let s2 = if s2a < s2b { &text[s2a..s2b] } else { "" };
-                if let Some((m_end, m_trim)) = boundary_realignment_match(s2) {
-                    out.push((s1a, s2a + m_trim));
-                    realign = m_end;
-                } else {
-                    realign = 0;
-                    if nonempty(s1a, s1b) {
-                        out.push((s1a, s1b));
-                    }
-                }
-            }
+/// `_realign_boundaries` as a stream: each slice is decided when the next
+/// one arrives.
+#[derive(Default)]
+struct Realigner {
+    pending: Option<(usize, usize)>,
+    realign: usize,
+}
+
+impl Realigner {
+    /// Takes the next raw slice; returns the previous one's sentence, if any.
+    fn push(&mut self, text: &str, s2: (usize, usize)) -> Option<(usize, usize)> {
+        let prev = self.pending.replace(s2);
+        let (s1a, s1b) = prev?;
+        let s1a = s1a + self.realign;
+        let (s2a, s2b) = s2;
+        let s2_text = if s2a < s2b { &text[s2a..s2b] } else { "" };
+        if let Some((m_end, m_trim)) = boundary_realignment_match(s2_text) {
+            self.realign = m_end;
+            Some((s1a, s2a + m_trim))
+        } else {
+            self.realign = 0;
+            (s1a < s1b).then_some((s1a, s1b))
         }
     }
-    out
+
+    /// The last slice's sentence, if not empty.
+    fn finish(&mut self) -> Option<(usize, usize)> {
+        let (a, b) = self.pending.take()?;
+        let a = a + self.realign;
+        (a < b).then_some((a, b))
+    }
 }
 
 #[cfg(test)]

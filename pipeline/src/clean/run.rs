@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::config::CleanConfig;
-use super::dedup::{is_validation, md5_u128, normalize_url, LineOwners, UrlDedup};
+use super::dedup::{is_validation, line_keys, md5_u128, normalize_url, LineOwners, UrlDedup};
 use super::filters::{BadWords, LanguageFilter};
 use super::output::{CleanPage, OutputFormat, ShardWriter};
 use super::rules::{Cleaned, LineRule, PageCleaner, PageRule, RuleCounters};
@@ -150,6 +150,10 @@ struct Spilled {
     url: String,
     timestamp: String,
     text: String,
+    /// md5 of the URL (the line-ownership key).
+    url_hash: u128,
+    /// `line_keys(text)` when line dedup is on (hashed in the parallel pass).
+    line_keys: Vec<u128>,
 }
 
 fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
@@ -180,7 +184,13 @@ impl Spilled {
         put_str(w, &self.normalized_url)?;
         put_str(w, &self.url)?;
         put_str(w, &self.timestamp)?;
-        put_str(w, &self.text)
+        put_str(w, &self.text)?;
+        w.write_all(&self.url_hash.to_le_bytes())?;
+        w.write_all(&(self.line_keys.len() as u32).to_le_bytes())?;
+        for k in &self.line_keys {
+            w.write_all(&k.to_le_bytes())?;
+        }
+        Ok(())
     }
 
     fn read(r: &mut impl Read) -> std::io::Result<Option<Self>> {
@@ -196,14 +206,28 @@ impl Spilled {
         for l in &mut lines {
             *l = get_u32(r)?;
         }
+        let normalized_url = get_str(r)?;
+        let url = get_str(r)?;
+        let timestamp = get_str(r)?;
+        let text = get_str(r)?;
+        let mut h = [0u8; 16];
+        r.read_exact(&mut h)?;
+        let n = get_u32(r)? as usize;
+        let mut keys = vec![0u8; n * 16];
+        r.read_exact(&mut keys)?;
         Ok(Some(Spilled {
             record: u64::from_le_bytes(rec),
             verdict: v[0],
             lines,
-            normalized_url: get_str(r)?,
-            url: get_str(r)?,
-            timestamp: get_str(r)?,
-            text: get_str(r)?,
+            normalized_url,
+            url,
+            timestamp,
+            text,
+            url_hash: u128::from_le_bytes(h),
+            line_keys: keys
+                .chunks_exact(16)
+                .map(|c| u128::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
         }))
     }
 
@@ -227,7 +251,7 @@ struct FileSpill {
     report: crate::readers::FileReport,
 }
 
-fn clean_one(doc: Document, cleaner: &PageCleaner) -> Option<Spilled> {
+fn clean_one(doc: Document, cleaner: &PageCleaner, line_dedup: bool) -> Option<Spilled> {
     if !cleaner.valid_length(&doc.text) {
         return None;
     }
@@ -242,14 +266,21 @@ fn clean_one(doc: Document, cleaner: &PageCleaner) -> Option<Spilled> {
         Cleaned::Kept { text, .. } => (0u8, text),
         Cleaned::Dropped(rule) => (rule as u8 + 1, String::new()),
     };
+    let line_keys = if line_dedup && verdict == 0 {
+        line_keys(&text)
+    } else {
+        Vec::new()
+    };
     Some(Spilled {
         record: doc.record,
         verdict,
         lines,
         normalized_url: normalize_url(&doc.url),
+        url_hash: md5_u128(&doc.url),
         url: doc.url,
         timestamp: doc.timestamp,
         text,
+        line_keys,
     })
 }
 
@@ -276,7 +307,7 @@ fn pass1_file(
         let bytes: u64 = batch.iter().map(|d| d.text.len() as u64).sum();
         let done: Vec<Option<Spilled>> = std::mem::take(batch)
             .into_par_iter()
-            .map(|d| clean_one(d, cleaner))
+            .map(|d| clean_one(d, cleaner, opts.config.line_dedup))
             .collect();
         for s in done {
             match s {
@@ -377,13 +408,17 @@ impl Finisher<'_> {
         }
         let mut text = s.text;
         if let Some(owners) = self.lines {
-            let (new_text, [_, global, local]) = owners.remove_lines(&text, md5_u128(&s.url));
+            let (new_text, [_, global, local]) =
+                owners.remove_lines_keyed(&text, &s.line_keys, s.url_hash);
             counters.lines_dropped[LineRule::GlobalDuplicate as usize] += global;
             counters.lines_dropped[LineRule::LocalDuplicate as usize] += local;
             let drop = if new_text.is_empty() {
                 Some(PageRule::DedupEmpty)
             } else if self.cfg.min_num_sentences > 0
-                && self.cleaner.sentence_tokenizer().count_sentences(&new_text)
+                && self
+                    .cleaner
+                    .sentence_tokenizer()
+                    .count_sentences_up_to(&new_text, self.cfg.min_num_sentences)
                     < self.cfg.min_num_sentences
             {
                 Some(PageRule::DedupTooFewSentences)
@@ -526,7 +561,7 @@ pub fn run_clean(
                             && (!cfg.url_dedup
                                 || urls.is_winner(&s.normalized_url, (i as u64, s.record)))
                         {
-                            owners.offer_page(&s.text, md5_u128(&s.url));
+                            owners.offer_keys(&s.line_keys, s.url_hash);
                         }
                     }
                     Ok(())
