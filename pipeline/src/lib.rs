@@ -10,6 +10,8 @@
 pub mod atomic;
 pub mod clean;
 pub mod error;
+pub mod features;
+pub mod preprocessors;
 pub mod readers;
 pub mod shared_data;
 
