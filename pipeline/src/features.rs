@@ -188,7 +188,11 @@ impl EncDecFeatureConverter {
                     match rows.last_mut() {
                         Some(r) if fits(r, ex) => add(r, ex),
                         _ => {
-                            let mut r = Row { examples: Vec::new(), enc: 0, dec: 0 };
+                            let mut r = Row {
+                                examples: Vec::new(),
+                                enc: 0,
+                                dec: 0,
+                            };
                             add(&mut r, ex);
                             rows.push(r);
                         }
@@ -209,7 +213,11 @@ impl EncDecFeatureConverter {
                     match rows.iter_mut().find(|r| fits(r, ex)) {
                         Some(r) => add(r, ex),
                         None => {
-                            let mut r = Row { examples: Vec::new(), enc: 0, dec: 0 };
+                            let mut r = Row {
+                                examples: Vec::new(),
+                                enc: 0,
+                                dec: 0,
+                            };
                             add(&mut r, ex);
                             rows.push(r);
                         }
@@ -237,27 +245,35 @@ impl EncDecFeatureConverter {
             encoder_positions: None,
             decoder_positions: None,
         };
-        let place = |e: &EncDecExample, enc_at: usize, dec_at: usize, seg: i32, row: &mut EncDecRow| {
-            let inp = &e.inputs[..e.inputs.len().min(li)];
-            let tgt = &e.targets[..e.targets.len().min(lt)];
-            for (k, &t) in inp.iter().enumerate() {
-                row.encoder_input_tokens[enc_at + k] = t as i32;
-                if let (Some(s), Some(p)) = (row.encoder_segment_ids.as_mut(), row.encoder_positions.as_mut()) {
-                    s[enc_at + k] = seg;
-                    p[enc_at + k] = k as i32;
+        let place =
+            |e: &EncDecExample, enc_at: usize, dec_at: usize, seg: i32, row: &mut EncDecRow| {
+                let inp = &e.inputs[..e.inputs.len().min(li)];
+                let tgt = &e.targets[..e.targets.len().min(lt)];
+                for (k, &t) in inp.iter().enumerate() {
+                    row.encoder_input_tokens[enc_at + k] = t as i32;
+                    if let (Some(s), Some(p)) = (
+                        row.encoder_segment_ids.as_mut(),
+                        row.encoder_positions.as_mut(),
+                    ) {
+                        s[enc_at + k] = seg;
+                        p[enc_at + k] = k as i32;
+                    }
                 }
-            }
-            for (k, &t) in tgt.iter().enumerate() {
-                row.decoder_target_tokens[dec_at + k] = t as i32;
-                row.decoder_input_tokens[dec_at + k] = if k == 0 { 0 } else { tgt[k - 1] as i32 };
-                row.decoder_loss_weights[dec_at + k] = 1;
-                if let (Some(s), Some(p)) = (row.decoder_segment_ids.as_mut(), row.decoder_positions.as_mut()) {
-                    s[dec_at + k] = seg;
-                    p[dec_at + k] = k as i32;
+                for (k, &t) in tgt.iter().enumerate() {
+                    row.decoder_target_tokens[dec_at + k] = t as i32;
+                    row.decoder_input_tokens[dec_at + k] =
+                        if k == 0 { 0 } else { tgt[k - 1] as i32 };
+                    row.decoder_loss_weights[dec_at + k] = 1;
+                    if let (Some(s), Some(p)) = (
+                        row.decoder_segment_ids.as_mut(),
+                        row.decoder_positions.as_mut(),
+                    ) {
+                        s[dec_at + k] = seg;
+                        p[dec_at + k] = k as i32;
+                    }
                 }
-            }
-            (enc_at + inp.len(), dec_at + tgt.len())
-        };
+                (enc_at + inp.len(), dec_at + tgt.len())
+            };
         match single {
             Some(e) => {
                 let (_, d) = place(e, 0, 0, 1, &mut row);
@@ -284,7 +300,12 @@ impl EncDecFeatureConverter {
 
 /// Share of real (non-padding) positions over all positions, counting the
 /// encoder and decoder sides together.
-pub fn packing_efficiency(rows: &[EncDecRow], examples: &[EncDecExample], inputs_length: usize, targets_length: usize) -> f64 {
+pub fn packing_efficiency(
+    rows: &[EncDecRow],
+    examples: &[EncDecExample],
+    inputs_length: usize,
+    targets_length: usize,
+) -> f64 {
     let real: usize = examples
         .iter()
         .map(|e| e.inputs.len().min(inputs_length) + e.targets.len().min(targets_length))

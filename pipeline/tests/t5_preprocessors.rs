@@ -21,12 +21,19 @@ fn jsonl(rel: &str, test: &str) -> Option<Vec<Value>> {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
 fn random_spans_helper_matches_t5() {
-    let Some(p) = shared_or_skip("t5-reference/random_spans_helper.json", "random_spans_helper_matches_t5") else {
+    let Some(p) = shared_or_skip(
+        "t5-reference/random_spans_helper.json",
+        "random_spans_helper_matches_t5",
+    ) else {
         return;
     };
     let d: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
@@ -84,7 +91,10 @@ fn structure(mask: &[bool]) -> Structure {
 /// the structure of every mask (t5-reference README).
 #[test]
 fn noise_mask_counts_and_structure_match_t5() {
-    let Some(rows) = jsonl("t5-reference/noise_mask_structure.jsonl", "noise_mask_counts_and_structure_match_t5") else {
+    let Some(rows) = jsonl(
+        "t5-reference/noise_mask_structure.jsonl",
+        "noise_mask_counts_and_structure_match_t5",
+    ) else {
         return;
     };
     assert_eq!(rows.len(), 402);
@@ -94,34 +104,73 @@ fn noise_mask_counts_and_structure_match_t5() {
         let mu = r["mean_noise_span_length"].as_f64().unwrap();
         assert_eq!(r["structure_same_for_all_seeds"], true);
         for seed in 0..5 {
-            let key = ExampleKey { seed, task: "mask-test", shard: 0, index: len as u64 };
-            let mask = random_spans_noise_mask(len, d, mu, false, &mut ExampleRng::new(key, "mask"));
+            let key = ExampleKey {
+                seed,
+                task: "mask-test",
+                shard: 0,
+                index: len as u64,
+            };
+            let mask =
+                random_spans_noise_mask(len, d, mu, false, &mut ExampleRng::new(key, "mask"));
             assert_eq!(mask.len(), len);
             let s = structure(&mask);
             let ctx = format!("length {len}, density {d}, seed {seed}");
-            assert_eq!(s.noise as u64, r["num_noise_tokens"].as_u64().unwrap(), "{ctx}");
-            assert_eq!(s.nonnoise as u64, r["num_nonnoise_tokens"].as_u64().unwrap(), "{ctx}");
-            assert_eq!(s.noise_spans as u64, r["num_noise_spans"].as_u64().unwrap(), "{ctx}");
-            assert_eq!(s.nonnoise_spans as u64, r["num_nonnoise_spans"].as_u64().unwrap(), "{ctx}");
-            assert_eq!(s.first_is_nonnoise, r["first_is_nonnoise"].as_bool().unwrap(), "{ctx}");
-            assert_eq!(s.last_is_noise, r["last_is_noise"].as_bool().unwrap(), "{ctx}");
+            assert_eq!(
+                s.noise as u64,
+                r["num_noise_tokens"].as_u64().unwrap(),
+                "{ctx}"
+            );
+            assert_eq!(
+                s.nonnoise as u64,
+                r["num_nonnoise_tokens"].as_u64().unwrap(),
+                "{ctx}"
+            );
+            assert_eq!(
+                s.noise_spans as u64,
+                r["num_noise_spans"].as_u64().unwrap(),
+                "{ctx}"
+            );
+            assert_eq!(
+                s.nonnoise_spans as u64,
+                r["num_nonnoise_spans"].as_u64().unwrap(),
+                "{ctx}"
+            );
+            assert_eq!(
+                s.first_is_nonnoise,
+                r["first_is_nonnoise"].as_bool().unwrap(),
+                "{ctx}"
+            );
+            assert_eq!(
+                s.last_is_noise,
+                r["last_is_noise"].as_bool().unwrap(),
+                "{ctx}"
+            );
         }
     }
 }
 
 #[test]
 fn sentinel_transforms_and_eos_match_t5() {
-    let Some(rows) = jsonl("t5-reference/sentinel_transform.jsonl", "sentinel_transforms_and_eos_match_t5") else {
+    let Some(rows) = jsonl(
+        "t5-reference/sentinel_transform.jsonl",
+        "sentinel_transforms_and_eos_match_t5",
+    ) else {
         return;
     };
     assert_eq!(rows.len(), 51);
     for r in &rows {
         let toks = ids(&r["tokens"]);
-        let mask: Vec<bool> = r["mask"].as_array().unwrap().iter().map(|m| m.as_u64() == Some(1)).collect();
+        let mask: Vec<bool> = r["mask"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_u64() == Some(1))
+            .collect();
         let vocab = r["vocab_size"].as_u64().unwrap() as u32;
         let (mut inp, mut tgt) = (Vec::new(), Vec::new());
-        let guarded = noise_span_to_unique_sentinel(&toks, &mask, vocab, 100, &mut Vec::new())
-            .and(nonnoise_span_to_unique_sentinel(&toks, &mask, vocab, 100, &mut Vec::new()));
+        let guarded = noise_span_to_unique_sentinel(&toks, &mask, vocab, 100, &mut Vec::new()).and(
+            nonnoise_span_to_unique_sentinel(&toks, &mask, vocab, 100, &mut Vec::new()),
+        );
         let want_in = ids(&r["noise_span_to_unique_sentinel"]);
         let want_tgt = ids(&r["nonnoise_span_to_unique_sentinel"]);
         let s = structure(&mask);
@@ -134,11 +183,25 @@ fn sentinel_transforms_and_eos_match_t5() {
         assert_eq!(inp, want_in, "{}", r["name"]);
         assert_eq!(tgt, want_tgt, "{}", r["name"]);
         // sequence_length None: no trimming, only EOS.
-        let len = |k: &str| r["sequence_length"][k].as_u64().map_or(usize::MAX, |v| v as usize);
+        let len = |k: &str| {
+            r["sequence_length"][k]
+                .as_u64()
+                .map_or(usize::MAX, |v| v as usize)
+        };
         append_eos_after_trim(&mut inp, len("inputs"), 1);
         append_eos_after_trim(&mut tgt, len("targets"), 1);
-        assert_eq!(inp, ids(&r["append_eos_after_trim"]["inputs"]), "{}", r["name"]);
-        assert_eq!(tgt, ids(&r["append_eos_after_trim"]["targets"]), "{}", r["name"]);
+        assert_eq!(
+            inp,
+            ids(&r["append_eos_after_trim"]["inputs"]),
+            "{}",
+            r["name"]
+        );
+        assert_eq!(
+            tgt,
+            ids(&r["append_eos_after_trim"]["targets"]),
+            "{}",
+            r["name"]
+        );
     }
 }
 
@@ -156,7 +219,10 @@ fn row_json(r: &EncDecRow) -> Value {
 /// spells out our rows.
 #[test]
 fn feature_converter_matches_seqio() {
-    let Some(rows) = jsonl("t5-reference/feature_converter.jsonl", "feature_converter_matches_seqio") else {
+    let Some(rows) = jsonl(
+        "t5-reference/feature_converter.jsonl",
+        "feature_converter_matches_seqio",
+    ) else {
         return;
     };
     let mut compared = 0;
@@ -179,7 +245,10 @@ fn feature_converter_matches_seqio() {
         let got = conv.convert(&examples);
         if r.get("error").is_some() {
             let err = got.expect_err(name).to_string();
-            assert!(err.contains("'inputs'") && err.contains("16") && err.contains("10"), "{err}");
+            assert!(
+                err.contains("'inputs'") && err.contains("16") && err.contains("10"),
+                "{err}"
+            );
             continue;
         }
         let got: Vec<Value> = got.unwrap().iter().map(row_json).collect();
@@ -187,23 +256,50 @@ fn feature_converter_matches_seqio() {
         match (name, pack) {
             ("zero_token_inside_sequence", true) => {
                 let v = &got[0];
-                assert_eq!(v["encoder_input_tokens"], serde_json::json!([5, 0, 7, 1, 8, 9, 1, 0, 0, 0]));
-                assert_eq!(v["encoder_segment_ids"], serde_json::json!([1, 1, 1, 1, 2, 2, 2, 0, 0, 0]));
-                assert_eq!(v["decoder_target_tokens"], serde_json::json!([3, 0, 1, 4, 1, 0, 0]));
-                assert_eq!(v["decoder_input_tokens"], serde_json::json!([0, 3, 0, 0, 4, 0, 0]));
-                assert_eq!(v["decoder_loss_weights"], serde_json::json!([1, 1, 1, 1, 1, 0, 0]));
+                assert_eq!(
+                    v["encoder_input_tokens"],
+                    serde_json::json!([5, 0, 7, 1, 8, 9, 1, 0, 0, 0])
+                );
+                assert_eq!(
+                    v["encoder_segment_ids"],
+                    serde_json::json!([1, 1, 1, 1, 2, 2, 2, 0, 0, 0])
+                );
+                assert_eq!(
+                    v["decoder_target_tokens"],
+                    serde_json::json!([3, 0, 1, 4, 1, 0, 0])
+                );
+                assert_eq!(
+                    v["decoder_input_tokens"],
+                    serde_json::json!([0, 3, 0, 0, 4, 0, 0])
+                );
+                assert_eq!(
+                    v["decoder_loss_weights"],
+                    serde_json::json!([1, 1, 1, 1, 1, 0, 0])
+                );
                 assert_ne!(got, want, "seqio drops the EOS after the 0 here");
             }
             ("zero_token_inside_sequence", false) => {
-                assert_eq!(got[0]["decoder_loss_weights"], serde_json::json!([1, 1, 1, 0, 0, 0, 0]));
-                assert_eq!(want[0]["decoder_loss_weights"], serde_json::json!([1, 0, 1, 0, 0, 0, 0]));
+                assert_eq!(
+                    got[0]["decoder_loss_weights"],
+                    serde_json::json!([1, 1, 1, 0, 0, 0, 0])
+                );
+                assert_eq!(
+                    want[0]["decoder_loss_weights"],
+                    serde_json::json!([1, 0, 1, 0, 0, 0, 0])
+                );
                 let mut g = got.clone();
                 g[0]["decoder_loss_weights"] = want[0]["decoder_loss_weights"].clone();
                 assert_eq!(g, want, "all but the loss weight of the 0 token agree");
             }
             ("empty_inputs", true) => {
-                assert_eq!(got[0]["encoder_segment_ids"], serde_json::json!([2, 2, 0, 0, 0, 0, 0, 0, 0, 0]));
-                assert_eq!(want[0]["encoder_segment_ids"], serde_json::json!([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]));
+                assert_eq!(
+                    got[0]["encoder_segment_ids"],
+                    serde_json::json!([2, 2, 0, 0, 0, 0, 0, 0, 0, 0])
+                );
+                assert_eq!(
+                    want[0]["encoder_segment_ids"],
+                    serde_json::json!([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+                );
                 let mut g = got.clone();
                 g[0]["encoder_segment_ids"] = want[0]["encoder_segment_ids"].clone();
                 assert_eq!(g, want, "all but seqio's misnumbered segment agree");
@@ -227,7 +323,12 @@ fn ln_choose(n: usize, k: usize) -> f64 {
 
 /// Chi-square statistic of `counts` (index = span length) against `p`,
 /// bins merged from the tail until every expected count is at least 5.
-fn chi_square(counts: &[u64], p: &dyn Fn(usize) -> f64, max_len: usize, draws: u64) -> (f64, usize) {
+fn chi_square(
+    counts: &[u64],
+    p: &dyn Fn(usize) -> f64,
+    max_len: usize,
+    draws: u64,
+) -> (f64, usize) {
     let mut bins: Vec<(f64, f64)> = Vec::new();
     let (mut o, mut e) = (0.0, 0.0);
     for l in 1..=max_len {
@@ -265,30 +366,50 @@ fn span_lengths_follow_the_composition_law() {
     let mut first_noise = vec![0u64; len + 1];
     let mut first_nonnoise = vec![0u64; len + 1];
     for i in 0..draws {
-        let key = ExampleKey { seed: 1, task: "chi2", shard: 0, index: i };
-        let mask = random_spans_noise_mask(len, 0.15, 3.0, false, &mut ExampleRng::new(key, "mask"));
+        let key = ExampleKey {
+            seed: 1,
+            task: "chi2",
+            shard: 0,
+            index: i,
+        };
+        let mask =
+            random_spans_noise_mask(len, 0.15, 3.0, false, &mut ExampleRng::new(key, "mask"));
         let lead = mask.iter().take_while(|&&m| !m).count();
         let noise = mask[lead..].iter().take_while(|&&m| m).count();
         first_nonnoise[lead] += 1;
         first_noise[noise] += 1;
     }
-    let law = |n: usize| move |l: usize| {
-        if l > n - k + 1 {
-            0.0
-        } else {
-            (ln_choose(n - l - 1, k - 2) - ln_choose(n - 1, k - 1)).exp()
+    let law = |n: usize| {
+        move |l: usize| {
+            if l > n - k + 1 {
+                0.0
+            } else {
+                (ln_choose(n - l - 1, k - 2) - ln_choose(n - 1, k - 1)).exp()
+            }
         }
     };
-    for (name, counts, n) in [("noise", &first_noise, n_noise), ("non-noise", &first_nonnoise, n_nonnoise)] {
+    for (name, counts, n) in [
+        ("noise", &first_noise, n_noise),
+        ("non-noise", &first_nonnoise, n_nonnoise),
+    ] {
         let p = law(n);
         let (chi, df) = chi_square(counts, &p, n, draws);
         let crit = chi_critical(df);
         eprintln!("{name}: chi2 {chi:.1} on {df} df (critical {crit:.1} at 0.001)");
         assert!(chi < crit, "{name} span lengths: chi2 {chi} >= {crit}");
         // The test has power: a uniform law over the same support fails.
-        let uniform = |l: usize| if l <= n - k + 1 { 1.0 / (n - k + 1) as f64 } else { 0.0 };
+        let uniform = |l: usize| {
+            if l <= n - k + 1 {
+                1.0 / (n - k + 1) as f64
+            } else {
+                0.0
+            }
+        };
         let (chi_u, df_u) = chi_square(counts, &uniform, n, draws);
-        assert!(chi_u > chi_critical(df_u), "{name}: a wrong law must be rejected");
+        assert!(
+            chi_u > chi_critical(df_u),
+            "{name}: a wrong law must be rejected"
+        );
     }
 }
 
@@ -297,9 +418,15 @@ fn span_corruption_is_deterministic_per_example() {
     let d = Denoiser::span_corruption(512, 114, 32100, 100).unwrap();
     let seg: Vec<u32> = (0..568).map(|i| 3 + i % 31000).collect();
     let run = |index| {
-        let key = ExampleKey { seed: 42, task: "c4_span_corruption", shard: 2, index };
+        let key = ExampleKey {
+            seed: 42,
+            task: "c4_span_corruption",
+            shard: 2,
+            index,
+        };
         let (mut i, mut t) = (Vec::new(), Vec::new());
-        d.denoise(&seg, &mut ExampleRng::new(key, "denoise"), &mut i, &mut t).unwrap();
+        d.denoise(&seg, &mut ExampleRng::new(key, "denoise"), &mut i, &mut t)
+            .unwrap();
         (i, t)
     };
     assert_eq!(run(5), run(5));
@@ -309,4 +436,50 @@ fn span_corruption_is_deterministic_per_example() {
     // 85 noise tokens in 28 spans: 483 + 28 + 1 inputs, 85 + 28 + 1 targets.
     assert_eq!(i.iter().filter(|&&x| x >= 32000).count(), 28);
     assert_eq!(t.iter().filter(|&&x| x >= 32000).count(), 28);
+}
+
+#[test]
+fn shard_corruption_is_independent_of_threads() {
+    use t5mix_pipeline::preprocessors::ShardCorruptor;
+    let d = Denoiser::span_corruption(128, 29, 32100, 100).unwrap();
+    let docs: Vec<Vec<u32>> = (0..300u32)
+        .map(|i| {
+            (0..(i * 7 % 400))
+                .map(|t| 3 + (t * 31 + i) % 32000)
+                .collect()
+        })
+        .collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut out = Vec::new();
+            let mut c = ShardCorruptor::new(&d, 7, "c4_span_corruption", 3);
+            c.docs_per_group = 16;
+            let n = c
+                .run(docs.iter().map(|v| v.as_slice()), |i, t| {
+                    out.push((i.to_vec(), t.to_vec()))
+                })
+                .unwrap();
+            assert_eq!(n as usize, out.len());
+            out
+        })
+    };
+    let a = run(1);
+    assert_eq!(a, run(2));
+    assert!(a.len() > 300);
+    // Every example: inputs ≤ 128 and targets ≤ 29, both ending in EOS.
+    assert!(a.iter().all(|(i, t)| i.len() <= 128
+        && t.len() <= 29
+        && i.last() == Some(&1)
+        && t.last() == Some(&1)));
+    // Full segments give exactly 128 / 29.
+    assert!(
+        a.iter()
+            .filter(|(i, t)| i.len() == 128 && t.len() == 29)
+            .count()
+            > a.len() / 2
+    );
 }

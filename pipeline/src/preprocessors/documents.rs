@@ -12,7 +12,11 @@ pub const DEFAULT_DOCS_PER_GROUP: usize = 128;
 /// `select_random_chunk`: an empty document gives `None`; a document longer
 /// than `max_length` gives the chunk starting at `max_length · U{0..⌈n/max⌉-1}`
 /// (T5's default, non-uniform start); otherwise the document itself.
-pub fn select_random_chunk<'a>(tokens: &'a [u32], max_length: usize, rng: &mut ExampleRng) -> Option<&'a [u32]> {
+pub fn select_random_chunk<'a>(
+    tokens: &'a [u32],
+    max_length: usize,
+    rng: &mut ExampleRng,
+) -> Option<&'a [u32]> {
     let n = tokens.len();
     if n == 0 {
         return None;
@@ -60,7 +64,12 @@ pub struct ConcatSplitter {
 
 impl ConcatSplitter {
     /// A splitter with T5's grouping.
-    pub fn new(segment_length: usize, docs_per_group: usize, eos_between_docs: bool, eos_id: u32) -> Self {
+    pub fn new(
+        segment_length: usize,
+        docs_per_group: usize,
+        eos_between_docs: bool,
+        eos_id: u32,
+    ) -> Self {
         ConcatSplitter {
             docs_per_group: docs_per_group.max(1),
             segment_length: segment_length.max(1),

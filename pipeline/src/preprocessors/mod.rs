@@ -14,7 +14,7 @@ pub use documents::{
     append_eos_after_trim, select_random_chunk, ConcatSplitter, DEFAULT_DOCS_PER_GROUP,
     DEFAULT_MAX_CHUNK,
 };
-pub use objectives::{Denoiser, Objective};
+pub use objectives::{Denoiser, Objective, ShardCorruptor};
 pub use rng::{ExampleKey, ExampleRng};
 pub use spans::{
     drop_noise_tokens, drop_nonnoise_tokens, iid_noise_mask, noise_span_counts,

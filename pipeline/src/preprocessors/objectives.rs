@@ -86,7 +86,13 @@ impl Denoiser {
         vocab_size: u32,
         extra_ids: u32,
     ) -> Result<Self, PreprocessError> {
-        Self::new(Objective::default(), inputs_length, targets_length, vocab_size, extra_ids)
+        Self::new(
+            Objective::default(),
+            inputs_length,
+            targets_length,
+            vocab_size,
+            extra_ids,
+        )
     }
 
     /// A denoiser for any objective. For span corruption the raw segment
@@ -110,8 +116,13 @@ impl Denoiser {
                 noise_density,
                 mean_noise_span_length,
             } => {
-                let (tokens, targets) =
-                    random_spans_helper(inputs_length, noise_density, mean_noise_span_length, 1, 1)?;
+                let (tokens, targets) = random_spans_helper(
+                    inputs_length,
+                    noise_density,
+                    mean_noise_span_length,
+                    1,
+                    1,
+                )?;
                 if targets_length < targets {
                     return Err(PreprocessError::Invalid(format!(
                         "targets length {targets_length} is below the {targets} that span corruption \
@@ -174,8 +185,20 @@ impl Denoiser {
             })?,
             Objective::IidDenoising { noise_density } => {
                 let mask = iid_noise_mask(segment.len(), noise_density, rng);
-                noise_span_to_unique_sentinel(segment, &mask, self.vocab_size, self.extra_ids, inputs)?;
-                nonnoise_span_to_unique_sentinel(segment, &mask, self.vocab_size, self.extra_ids, targets)?;
+                noise_span_to_unique_sentinel(
+                    segment,
+                    &mask,
+                    self.vocab_size,
+                    self.extra_ids,
+                    inputs,
+                )?;
+                nonnoise_span_to_unique_sentinel(
+                    segment,
+                    &mask,
+                    self.vocab_size,
+                    self.extra_ids,
+                    targets,
+                )?;
             }
             Objective::PrefixLm => {
                 let mask = random_prefix_noise_mask(segment.len(), 0.5, rng);
@@ -222,7 +245,9 @@ impl Denoiser {
                 if prev != Some(true) {
                     k_in += 1;
                     if k_in > self.extra_ids {
-                        return Err(PreprocessError::TooManySpans { extra_ids: self.extra_ids });
+                        return Err(PreprocessError::TooManySpans {
+                            extra_ids: self.extra_ids,
+                        });
                     }
                     inputs.push(self.vocab_size - k_in);
                 }
@@ -231,7 +256,9 @@ impl Denoiser {
                 if prev != Some(false) {
                     k_tgt += 1;
                     if k_tgt > self.extra_ids {
-                        return Err(PreprocessError::TooManySpans { extra_ids: self.extra_ids });
+                        return Err(PreprocessError::TooManySpans {
+                            extra_ids: self.extra_ids,
+                        });
                     }
                     targets.push(self.vocab_size - k_tgt);
                 }
@@ -256,8 +283,10 @@ mod tests {
         for (len, seed) in [(568usize, 1u64), (1, 2), (2, 3), (7, 4), (100, 5), (300, 6)] {
             let seg: Vec<u32> = (0..len as u32).map(|i| 100 + i).collect();
             let (mut a_in, mut a_tg) = (Vec::new(), Vec::new());
-            d.denoise(&seg, &mut ExampleRng::from_u64(seed), &mut a_in, &mut a_tg).unwrap();
-            let mask = random_spans_noise_mask(len, 0.15, 3.0, false, &mut ExampleRng::from_u64(seed));
+            d.denoise(&seg, &mut ExampleRng::from_u64(seed), &mut a_in, &mut a_tg)
+                .unwrap();
+            let mask =
+                random_spans_noise_mask(len, 0.15, 3.0, false, &mut ExampleRng::from_u64(seed));
             let (mut b_in, mut b_tg) = (Vec::new(), Vec::new());
             noise_span_to_unique_sentinel(&seg, &mask, 32100, 100, &mut b_in).unwrap();
             nonnoise_span_to_unique_sentinel(&seg, &mask, 32100, 100, &mut b_tg).unwrap();
@@ -293,8 +322,125 @@ mod tests {
         d.denoise(&seg, &mut r, &mut i, &mut t).unwrap();
         assert!(i.is_empty());
         assert_eq!(t.len(), 21);
-        let d = Denoiser::new(Objective::IidDenoising { noise_density: 0.15 }, 32, 32, 32100, 100).unwrap();
+        let d = Denoiser::new(
+            Objective::IidDenoising {
+                noise_density: 0.15,
+            },
+            32,
+            32,
+            32100,
+            100,
+        )
+        .unwrap();
         d.denoise(&seg, &mut r, &mut i, &mut t).unwrap();
         assert_eq!(*i.last().unwrap(), 1);
+    }
+}
+
+/// `(inputs, targets)` of one example.
+type Example = (Vec<u32>, Vec<u32>);
+
+/// The whole unsupervised pipeline of one source shard (SPEC b2):
+/// `select_random_chunk` → `reduce_concat_tokens` → `split_tokens` →
+/// denoise → `append_eos_after_trim`.
+///
+/// Document `i` draws its chunk from `(seed, task, shard, i)` and example `j`
+/// its noise from `(seed, task, shard, j)`, so the output depends on the
+/// shard's contents only; each group of documents is denoised in parallel.
+#[derive(Debug, Clone)]
+pub struct ShardCorruptor<'a> {
+    /// The objective with its lengths.
+    pub denoiser: &'a Denoiser,
+    /// The user's seed.
+    pub seed: u64,
+    /// Task name (part of every example's random key).
+    pub task: &'a str,
+    /// Source shard index.
+    pub shard: u64,
+    /// Documents concatenated together (T5: 128).
+    pub docs_per_group: usize,
+    /// Put EOS after every document (HF/nanoT5) instead of T5's no separator.
+    pub eos_between_docs: bool,
+    /// `select_random_chunk` maximum (T5: 65536).
+    pub max_chunk: usize,
+}
+
+impl<'a> ShardCorruptor<'a> {
+    /// T5's settings for `denoiser` on shard `shard` of `task`.
+    pub fn new(denoiser: &'a Denoiser, seed: u64, task: &'a str, shard: u64) -> Self {
+        ShardCorruptor {
+            denoiser,
+            seed,
+            task,
+            shard,
+            docs_per_group: super::DEFAULT_DOCS_PER_GROUP,
+            eos_between_docs: false,
+            max_chunk: super::DEFAULT_MAX_CHUNK,
+        }
+    }
+
+    /// Runs over the shard's tokenized documents, calling `emit(inputs,
+    /// targets)` for each example in order.
+    pub fn run<'d, I>(
+        &self,
+        docs: I,
+        mut emit: impl FnMut(&[u32], &[u32]),
+    ) -> Result<u64, PreprocessError>
+    where
+        I: IntoIterator<Item = &'d [u32]>,
+    {
+        use rayon::prelude::*;
+        let key = |index: u64| super::ExampleKey {
+            seed: self.seed,
+            task: self.task,
+            shard: self.shard,
+            index,
+        };
+        let mut splitter = super::ConcatSplitter::new(
+            self.denoiser.tokens_length(),
+            self.docs_per_group,
+            self.eos_between_docs,
+            self.denoiser.eos_id,
+        );
+        let mut segments: Vec<Vec<u32>> = Vec::new();
+        let mut next_example = 0u64;
+        let mut denoise_all = |segments: &mut Vec<Vec<u32>>,
+                               emit: &mut dyn FnMut(&[u32], &[u32])|
+         -> Result<(), PreprocessError> {
+            let base = next_example;
+            let out: Vec<Result<Example, PreprocessError>> = segments
+                .par_iter()
+                .enumerate()
+                .map(|(j, seg)| {
+                    let mut rng = ExampleRng::new(key(base + j as u64), "denoise");
+                    let (mut i, mut t) = (Vec::new(), Vec::new());
+                    self.denoiser.denoise(seg, &mut rng, &mut i, &mut t)?;
+                    Ok((i, t))
+                })
+                .collect();
+            next_example += segments.len() as u64;
+            segments.clear();
+            for r in out {
+                let (i, t) = r?;
+                emit(&i, &t);
+            }
+            Ok(())
+        };
+        let mut group_docs = 0;
+        for (d, doc) in docs.into_iter().enumerate() {
+            let mut rng = ExampleRng::new(key(d as u64), "chunk");
+            let Some(chunk) = super::select_random_chunk(doc, self.max_chunk, &mut rng) else {
+                continue;
+            };
+            splitter.push(chunk, &mut |s: &[u32]| segments.push(s.to_vec()));
+            group_docs += 1;
+            if group_docs == self.docs_per_group {
+                group_docs = 0;
+                denoise_all(&mut segments, &mut emit)?;
+            }
+        }
+        splitter.flush(&mut |s: &[u32]| segments.push(s.to_vec()));
+        denoise_all(&mut segments, &mut emit)?;
+        Ok(next_example)
     }
 }

@@ -122,14 +122,18 @@ mod tests {
             shard: 3,
             index: 11,
         };
-        let a: Vec<u64> = (0..4).map({
-            let mut r = ExampleRng::new(k, "mask");
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = ExampleRng::new(k, "mask");
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = ExampleRng::new(k, "mask");
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = ExampleRng::new(k, "mask");
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         let mut other = ExampleRng::new(ExampleKey { index: 12, ..k }, "mask");
         assert_ne!(a[0], other.next_u64());

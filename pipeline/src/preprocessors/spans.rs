@@ -75,7 +75,11 @@ pub fn random_spans_helper(
 
 /// The counts `random_spans_noise_mask` derives from the length (SPEC b3):
 /// `(num_noise_tokens, num_noise_spans)` for a (guarded) length.
-pub fn noise_span_counts(length: usize, noise_density: f64, mean_noise_span_length: f64) -> (usize, usize) {
+pub fn noise_span_counts(
+    length: usize,
+    noise_density: f64,
+    mean_noise_span_length: f64,
+) -> (usize, usize) {
     let length = length.max(2);
     let noise = round_f32(length as f32 * noise_density as f32) as usize;
     let noise = noise.clamp(1, length - 1);
@@ -141,7 +145,13 @@ impl SpanLayout {
         random_segmentation(noise, num_spans, rng, &mut self.cuts, &mut self.scratch);
         let noise_lengths = std::mem::take(&mut self.scratch);
         let mut nonnoise_lengths = Vec::with_capacity(num_spans);
-        random_segmentation(nonnoise, num_spans, rng, &mut self.cuts, &mut nonnoise_lengths);
+        random_segmentation(
+            nonnoise,
+            num_spans,
+            rng,
+            &mut self.cuts,
+            &mut nonnoise_lengths,
+        );
         for (a, b) in nonnoise_lengths.iter().zip(&noise_lengths) {
             self.spans.push(*a);
             self.spans.push(*b);
@@ -180,7 +190,11 @@ pub fn random_spans_noise_mask(
 /// `random_prefix_noise_mask`: everything after a random split is noise (the
 /// prefix-LM objective). The split is uniform in `[1, length-1]` around the
 /// density (T5: `noise_density` 0.5 means a uniform split).
-pub fn random_prefix_noise_mask(length: usize, noise_density: f64, rng: &mut ExampleRng) -> Vec<bool> {
+pub fn random_prefix_noise_mask(
+    length: usize,
+    noise_density: f64,
+    rng: &mut ExampleRng,
+) -> Vec<bool> {
     if length < 2 {
         return vec![false; length];
     }
@@ -193,7 +207,9 @@ pub fn random_prefix_noise_mask(length: usize, noise_density: f64, rng: &mut Exa
 
 /// `iid_noise_mask`: each token is noise with probability `noise_density`.
 pub fn iid_noise_mask(length: usize, noise_density: f64, rng: &mut ExampleRng) -> Vec<bool> {
-    (0..length).map(|_| rng.unit_f64() < noise_density).collect()
+    (0..length)
+        .map(|_| rng.unit_f64() < noise_density)
+        .collect()
 }
 
 /// `noise_span_to_unique_sentinel` (SPEC b5): each noise run becomes one
@@ -239,7 +255,12 @@ pub fn nonnoise_span_to_unique_sentinel(
 
 /// `noise_token_to_sentinel`: every noise token becomes the sentinel
 /// `vocab_size - 1`.
-pub fn noise_token_to_sentinel(tokens: &[u32], noise_mask: &[bool], vocab_size: u32, out: &mut Vec<u32>) {
+pub fn noise_token_to_sentinel(
+    tokens: &[u32],
+    noise_mask: &[bool],
+    vocab_size: u32,
+    out: &mut Vec<u32>,
+) {
     out.extend(
         tokens
             .iter()
@@ -250,7 +271,12 @@ pub fn noise_token_to_sentinel(tokens: &[u32], noise_mask: &[bool], vocab_size: 
 
 /// `noise_span_to_sentinel`: each noise run becomes the single sentinel
 /// `vocab_size - 1`.
-pub fn noise_span_to_sentinel(tokens: &[u32], noise_mask: &[bool], vocab_size: u32, out: &mut Vec<u32>) {
+pub fn noise_span_to_sentinel(
+    tokens: &[u32],
+    noise_mask: &[bool],
+    vocab_size: u32,
+    out: &mut Vec<u32>,
+) {
     let mut prev = false;
     for (&t, &n) in tokens.iter().zip(noise_mask) {
         if !n {
@@ -264,18 +290,40 @@ pub fn noise_span_to_sentinel(tokens: &[u32], noise_mask: &[bool], vocab_size: u
 
 /// `drop_noise_tokens`: keeps the non-noise tokens.
 pub fn drop_noise_tokens(tokens: &[u32], noise_mask: &[bool], out: &mut Vec<u32>) {
-    out.extend(tokens.iter().zip(noise_mask).filter(|(_, &n)| !n).map(|(&t, _)| t));
+    out.extend(
+        tokens
+            .iter()
+            .zip(noise_mask)
+            .filter(|(_, &n)| !n)
+            .map(|(&t, _)| t),
+    );
 }
 
 /// `drop_nonnoise_tokens`: keeps the noise tokens.
 pub fn drop_nonnoise_tokens(tokens: &[u32], noise_mask: &[bool], out: &mut Vec<u32>) {
-    out.extend(tokens.iter().zip(noise_mask).filter(|(_, &n)| n).map(|(&t, _)| t));
+    out.extend(
+        tokens
+            .iter()
+            .zip(noise_mask)
+            .filter(|(_, &n)| n)
+            .map(|(&t, _)| t),
+    );
 }
 
 /// `permute_noise_tokens`: the noise tokens are shuffled among the noise
 /// positions; the rest stay.
-pub fn permute_noise_tokens(tokens: &[u32], noise_mask: &[bool], rng: &mut ExampleRng, out: &mut Vec<u32>) {
-    let mut noise: Vec<u32> = tokens.iter().zip(noise_mask).filter(|(_, &n)| n).map(|(&t, _)| t).collect();
+pub fn permute_noise_tokens(
+    tokens: &[u32],
+    noise_mask: &[bool],
+    rng: &mut ExampleRng,
+    out: &mut Vec<u32>,
+) {
+    let mut noise: Vec<u32> = tokens
+        .iter()
+        .zip(noise_mask)
+        .filter(|(_, &n)| n)
+        .map(|(&t, _)| t)
+        .collect();
     rng.shuffle(&mut noise);
     let mut it = noise.into_iter();
     out.extend(

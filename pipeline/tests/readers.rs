@@ -1,0 +1,185 @@
+//! The readers on each input kind: WET, JSONL (nested fields), Parquet with a
+//! named text column, plain text per file and per paragraph, gzip.
+
+use std::io::Write;
+use std::path::Path;
+
+use t5mix_pipeline::clean::output::{CleanPage, OutputFormat};
+use t5mix_pipeline::readers::{
+    expand_inputs, read_file, Document, InputFormat, ReadOptions, TextUnit,
+};
+
+fn read(path: &Path, opts: &ReadOptions) -> (Vec<Document>, Option<InputFormat>) {
+    let mut v = Vec::new();
+    let r = read_file(path, opts, &mut |d| {
+        v.push(d);
+        Ok(())
+    })
+    .unwrap();
+    assert!(r.issues.is_empty(), "{:?}", r.issues);
+    (v, r.format)
+}
+
+#[test]
+fn plain_text_per_file_and_per_paragraph() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    std::fs::write(&p, "First block line one.\nline two.\n\n\nSecond block.\n").unwrap();
+    let (docs, fmt) = read(&p, &ReadOptions::default());
+    assert_eq!(fmt, Some(InputFormat::Text));
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].url, p.display().to_string());
+    let opts = ReadOptions {
+        text_unit: TextUnit::Paragraph,
+        ..Default::default()
+    };
+    let (docs, _) = read(&p, &opts);
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec!["First block line one.\nline two.", "Second block."]
+    );
+    assert_eq!(docs[1].url, format!("{}#1", p.display()));
+}
+
+#[test]
+fn jsonl_gz_with_nested_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("docs.json.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&p).unwrap(),
+        flate2::Compression::default(),
+    );
+    writeln!(
+        gz,
+        r#"{{"text": "a doc", "meta": {{"u": "http://x.org/1", "t": "2020"}}}}"#
+    )
+    .unwrap();
+    writeln!(gz).unwrap();
+    writeln!(
+        gz,
+        r#"{{"text": "b doc", "meta": {{"u": "http://x.org/2"}}}}"#
+    )
+    .unwrap();
+    gz.finish().unwrap();
+    let opts = ReadOptions {
+        url_field: "meta.u".into(),
+        timestamp_field: "meta.t".into(),
+        ..Default::default()
+    };
+    let (docs, fmt) = read(&p, &opts);
+    assert_eq!(fmt, Some(InputFormat::Jsonl));
+    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        (docs[0].url.as_str(), docs[0].timestamp.as_str()),
+        ("http://x.org/1", "2020")
+    );
+    assert_eq!(
+        (
+            docs[1].url.as_str(),
+            docs[1].timestamp.as_str(),
+            docs[1].record
+        ),
+        ("http://x.org/2", "", 1)
+    );
+}
+
+#[test]
+fn parquet_with_a_named_text_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = t5mix_pipeline::clean::output::ShardWriter::new(
+        dir.path(),
+        OutputFormat::Parquet,
+        10,
+        vec![],
+    )
+    .unwrap();
+    for i in 0..25 {
+        w.push(CleanPage {
+            text: format!("page {i}"),
+            url: format!("u{i}"),
+            timestamp: "t".into(),
+            split: "train".into(),
+        })
+        .unwrap();
+    }
+    let (shards, _) = w.finish().unwrap();
+    assert_eq!(shards.len(), 3);
+    let (docs, fmt) = read(&shards[2], &ReadOptions::default());
+    assert_eq!(fmt, Some(InputFormat::Parquet));
+    assert_eq!(
+        docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+        vec!["page 20", "page 21", "page 22", "page 23", "page 24"]
+    );
+    // Another column as the text, and a clear error for a missing one.
+    let (docs, _) = read(
+        &shards[0],
+        &ReadOptions {
+            text_field: "url".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(docs[3].text, "u3");
+    let err = read_file(
+        &shards[0],
+        &ReadOptions {
+            text_field: "body".into(),
+            ..Default::default()
+        },
+        &mut |_| Ok(()),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("part-00000.parquet") && msg.contains("\"body\"") && msg.contains("text, url"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wet_records_and_other_warc_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.warc");
+    std::fs::write(
+        &p,
+        "WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://a.org/\r\nWARC-Date: 2020\r\n\r\n<html>hi</html>\r\n\r\n\
+         WARC/1.0\r\nWARC-Type: conversion\r\nWARC-Target-URI: http://b.org/\r\nWARC-Date: 2021\r\nContent-Length: 9\r\n\r\nline one\r\n\r\nline two\r\n",
+    )
+    .unwrap();
+    let mut v = Vec::new();
+    let r = read_file(&p, &ReadOptions::default(), &mut |d| {
+        v.push(d);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(r.format, Some(InputFormat::Wet));
+    assert_eq!(r.wet.other_record_type, 1);
+    assert_eq!(v.len(), 1);
+    assert_eq!(
+        (
+            v[0].url.as_str(),
+            v[0].timestamp.as_str(),
+            v[0].text.as_str()
+        ),
+        ("http://b.org/", "2021", "line one\nline two")
+    );
+}
+
+#[test]
+fn inputs_expand_dirs_and_globs_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in ["b.jsonl", "a.jsonl", "sub/c.txt", ".hidden"] {
+        let p = dir.path().join(n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "x").unwrap();
+    }
+    let all = expand_inputs(&[dir.path().display().to_string()]).unwrap();
+    let names: Vec<String> = all
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, vec!["a.jsonl", "b.jsonl", "sub/c.txt"]);
+    let g = expand_inputs(&[format!("{}/*.jsonl", dir.path().display())]).unwrap();
+    assert_eq!(g.len(), 2);
+    assert!(expand_inputs(&[format!("{}/*.nothing", dir.path().display())]).is_err());
+}
