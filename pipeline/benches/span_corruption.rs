@@ -4,7 +4,7 @@
 //!
 //! Token ids: every `ids` list of ../shared/data/t5-reference/spm_t5.jsonl
 //! (seqio's encodings of STS-B sentences and crawl text with the real T5
-//! vocabulary), repeated to `T5MIX_BENCH_TOKENS` tokens (default 20M).
+//! vocabulary), repeated to `T5MIX_BENCH_TOKENS` tokens (default 60M).
 //! Packing: the 203 real T5 supervised examples of glue_format.jsonl
 //! (GLUE, WMT, CNN/DM, SQuAD; seqio's token ids), repeated to 200k examples.
 
@@ -36,7 +36,7 @@ fn main() {
     let target: usize = std::env::var("T5MIX_BENCH_TOKENS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000_000);
+        .unwrap_or(60_000_000);
     let base: Vec<u32> = docs.concat();
     let mut stream = Vec::with_capacity(target);
     while stream.len() < target {

@@ -10,7 +10,8 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::AtomicFile;
@@ -128,6 +129,10 @@ fn write_parquet(path: &Path, pages: &[CleanPage], metadata: &[(String, String)]
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).map_err(|e| pq(&e))?,
         ))
+        // Page texts and URLs are unique: no dictionary, no min/max statistics.
+        .set_column_dictionary_enabled(ColumnPath::from("text"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("url"), false)
+        .set_column_statistics_enabled(ColumnPath::from("text"), EnabledStatistics::None)
         .set_key_value_metadata(Some(
             metadata
                 .iter()

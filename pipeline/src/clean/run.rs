@@ -231,6 +231,40 @@ impl Spilled {
         }))
     }
 
+    /// Reads a record's fields but its text, for the line-dedup index.
+    fn read_keys_only(r: &mut (impl Read + std::io::Seek)) -> std::io::Result<Option<Self>> {
+        let mut rec = [0u8; 8];
+        match r.read_exact(&mut rec) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut v = [0u8; 1];
+        r.read_exact(&mut v)?;
+        r.seek_relative(6 * 4)?;
+        let normalized_url = get_str(r)?;
+        for _ in 0..3 {
+            let n = get_u32(r)?;
+            r.seek_relative(n as i64)?;
+        }
+        let mut h = [0u8; 16];
+        r.read_exact(&mut h)?;
+        let n = get_u32(r)? as usize;
+        let mut keys = vec![0u8; n * 16];
+        r.read_exact(&mut keys)?;
+        Ok(Some(Spilled {
+            record: u64::from_le_bytes(rec),
+            verdict: v[0],
+            normalized_url,
+            url_hash: u128::from_le_bytes(h),
+            line_keys: keys
+                .chunks_exact(16)
+                .map(|c| u128::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            ..Default::default()
+        }))
+    }
+
     fn counters(&self) -> RuleCounters {
         let mut c = RuleCounters::default();
         for (k, r) in SPILL_LINE_FIELDS.iter().enumerate() {
@@ -348,16 +382,25 @@ fn pass1_file(
     })
 }
 
-/// Reads a spill file in batches of `n` pages.
+/// Reads a spill file in batches of `n` pages (without their text if
+/// `keys_only`).
 fn for_each_spill_batch(
     path: &Path,
     n: usize,
+    keys_only: bool,
     mut f: impl FnMut(Vec<Spilled>) -> Result<()>,
 ) -> Result<()> {
     let file = File::open(path).map_err(|e| PipelineError::io(path, e))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut batch = Vec::with_capacity(n);
-    while let Some(s) = Spilled::read(&mut r).map_err(|e| PipelineError::io(path, e))? {
+    let next = |r: &mut BufReader<File>| {
+        if keys_only {
+            Spilled::read_keys_only(r)
+        } else {
+            Spilled::read(r)
+        }
+    };
+    while let Some(s) = next(&mut r).map_err(|e| PipelineError::io(path, e))? {
         batch.push(s);
         if batch.len() >= n {
             f(std::mem::replace(&mut batch, Vec::with_capacity(n)))?;
@@ -555,7 +598,7 @@ pub fn run_clean(
             .enumerate()
             .map(|(i, path)| {
                 let mut owners = LineOwners::default();
-                for_each_spill_batch(path, opts.batch_pages, |batch| {
+                for_each_spill_batch(path, opts.batch_pages, true, |batch| {
                     for s in batch {
                         if s.verdict == 0
                             && (!cfg.url_dedup
@@ -622,7 +665,7 @@ pub fn run_clean(
     let mut send_failed = false;
     let filtered = (|| -> Result<()> {
         for (i, path) in spill_files.iter().enumerate() {
-            for_each_spill_batch(path, opts.batch_pages, |batch| {
+            for_each_spill_batch(path, opts.batch_pages, false, |batch| {
                 let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
                 let outcomes: Vec<Outcome> =
                     batch.into_par_iter().map(|s| fin.finish(i, s)).collect();

@@ -57,26 +57,22 @@ pub(super) fn read(
         let start = offset;
         offset += n as u64;
         let loc = || format!("line {line_no} (byte {start})");
-        let line = match std::str::from_utf8(&buf) {
-            Ok(l) => l,
-            Err(e) => {
-                report.issue(opts.strict, path, loc(), "invalid_utf8", e.to_string())?;
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
+        if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let v: Value = match serde_json::from_str(line) {
+        // serde_json checks UTF-8 itself; look closer only when it fails.
+        let v: Value = match serde_json::from_slice(&buf) {
             Ok(v) => v,
             Err(e) => {
-                // A partial last line without newline is most likely a cut file.
-                let kind = if !buf.ends_with(b"\n") && e.is_eof() {
-                    "truncated_record"
-                } else {
-                    "malformed_record"
+                let (kind, msg) = match std::str::from_utf8(&buf) {
+                    Err(u) => ("invalid_utf8", u.to_string()),
+                    // A partial last line without newline is most likely a cut file.
+                    Ok(_) if !buf.ends_with(b"\n") && e.is_eof() => {
+                        ("truncated_record", e.to_string())
+                    }
+                    Ok(_) => ("malformed_record", e.to_string()),
                 };
-                report.issue(opts.strict, path, loc(), kind, e.to_string())?;
+                report.issue(opts.strict, path, loc(), kind, msg)?;
                 continue;
             }
         };
