@@ -14,5 +14,6 @@ pub mod features;
 pub mod preprocessors;
 pub mod readers;
 pub mod shared_data;
+pub mod vocab;
 
 pub use error::{PipelineError, Result};

@@ -1,0 +1,101 @@
+//! The T5 vocabulary against seqio / sentencepiece outputs:
+//! ../shared/data/t5-reference/spm_t5.jsonl and t5-spm/golden_encodings.jsonl.
+
+use serde_json::Value;
+use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::vocab::Vocabulary;
+
+fn t5_vocab(test: &str) -> Option<Vocabulary> {
+    let p = shared_or_skip("t5-spm/spiece.model", test)?;
+    Some(Vocabulary::load(&p, 100).unwrap())
+}
+
+fn rows(rel: &str, test: &str) -> Option<Vec<Value>> {
+    let p = shared_or_skip(rel, test)?;
+    Some(std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn extra_id_layout_matches_seqio() {
+    let Some(v) = t5_vocab("extra_id_layout_matches_seqio") else { return };
+    assert_eq!(v.vocab_size(), 32100);
+    assert_eq!(v.base_vocab_size(), 32000);
+    assert_eq!(v.padded_vocab_size(128), 32128);
+    assert_eq!(v.sentinel(0), 32099);
+    assert_eq!(v.sentinel(99), 32000);
+    assert_eq!((v.pad_id(), v.eos_id(), v.unk_id(), v.bos_id()), (0, Some(1), 2, None));
+    assert_eq!(v.id_to_piece(32099), Some("▁<extra_id_0>"));
+    assert_eq!(v.piece_to_id("▁<extra_id_99>"), Some(32000));
+    assert_eq!(v.encode("<extra_id_0>"), vec![32099]);
+    assert_eq!(v.encode("<extra_id_99>"), vec![32000]);
+    assert_eq!(v.decode(&[32099]), "<extra_id_0>");
+}
+
+#[test]
+fn special_row_of_the_reference() {
+    let test = "special_row_of_the_reference";
+    let (Some(v), Some(rows)) = (t5_vocab(test), rows("t5-reference/spm_t5.jsonl", test)) else { return };
+    let s = &rows[0];
+    assert_eq!(s["kind"], "special");
+    assert_eq!(v.vocab_size() as u64, s["vocab_size"].as_u64().unwrap());
+    for (piece, id) in s["piece_to_id"].as_object().unwrap() {
+        assert_eq!(v.piece_to_id(piece), Some(id.as_u64().unwrap() as u32), "{piece}");
+    }
+    for (id, piece) in s["id_to_piece"].as_object().unwrap() {
+        assert_eq!(v.id_to_piece(id.parse().unwrap()), piece.as_str(), "{id}");
+    }
+}
+
+#[test]
+fn encodes_and_decodes_like_seqio() {
+    let test = "encodes_and_decodes_like_seqio";
+    let (Some(v), Some(rows)) = (t5_vocab(test), rows("t5-reference/spm_t5.jsonl", test)) else { return };
+    let mut mismatches = Vec::new();
+    let (mut n_enc, mut n_dec) = (0, 0);
+    for r in &rows {
+        match r["kind"].as_str().unwrap() {
+            "encode" => {
+                n_enc += 1;
+                let text = r["text"].as_str().unwrap();
+                let got = v.encode(text);
+                let want = ids(&r["ids"]);
+                if got != want {
+                    mismatches.push(format!("{:?} ({}): got {:?}.. want {:?}..", &text.chars().take(60).collect::<String>(), r["group"], &got[..got.len().min(12)], &want[..want.len().min(12)]));
+                }
+                assert_eq!(v.decode(&want), r["decoded"].as_str().unwrap(), "decode of {text:?}");
+            }
+            "decode" => {
+                n_dec += 1;
+                assert_eq!(v.decode(&ids(&r["ids"])), r["decoded"].as_str().unwrap(), "{}", r["ids"]);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((n_enc, n_dec), (333, 15));
+    assert!(mismatches.is_empty(), "{} of {n_enc} encodings differ:\n{}", mismatches.len(), mismatches.join("\n"));
+}
+
+#[test]
+fn golden_encodings() {
+    let test = "golden_encodings";
+    // Made with the plain model: no seqio extra ids.
+    let (Some(p), Some(rows)) = (shared_or_skip("t5-spm/spiece.model", test), rows("t5-spm/golden_encodings.jsonl", test)) else { return };
+    let v = Vocabulary::load(&p, 0).unwrap();
+    for r in &rows {
+        let text = r["text"].as_str().unwrap();
+        let got = v.encode(text);
+        assert_eq!(got, ids(&r["ids"]), "{text:?}");
+        // Unknown pieces are reported by their surface; compare the others.
+        let want: Vec<&str> = r["pieces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        for (&id, w) in got.iter().zip(&want) {
+            if id != v.unk_id() {
+                assert_eq!(v.id_to_piece(id).unwrap(), *w, "{text:?}");
+            }
+        }
+        assert_eq!(v.decode(&got), r["decoded"].as_str().unwrap());
+    }
+}
