@@ -3,14 +3,16 @@
 
 mod clean_cmd;
 mod progress;
+mod vocab_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 /// The T5 data pipeline and trainer, without TensorFlow.
 ///
-/// Stages: `clean` raw crawl text with the C4 rules; later `vocab`,
-/// `tasks`, `build` (mixture shards), `inspect`, `train` and `eval`.
+/// Stages: `clean` raw crawl text with the C4 rules, `vocab` (SentencePiece
+/// with T5's sentinels); later `tasks`, `build` (mixture shards), `inspect`,
+/// `train` and `eval`.
 #[derive(Debug, Parser)]
 #[command(name = "t5mix", version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -28,6 +30,8 @@ struct Cli {
 enum Command {
     /// Clean raw web text with the C4 rules (tfds c4/en) into Parquet or JSONL.gz shards.
     Clean(clean_cmd::CleanArgs),
+    /// SentencePiece vocabulary with T5's sentinels: info, encode, decode.
+    Vocab(vocab_cmd::VocabArgs),
 }
 
 fn main() {
@@ -46,5 +50,6 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Clean(args) => clean_cmd::run(args, cli.quiet),
+        Command::Vocab(args) => vocab_cmd::run(args),
     }
 }

@@ -313,3 +313,42 @@ fn help_lists_clean() {
     let h = String::from_utf8_lossy(&o.stdout);
     assert!(h.contains("--preset") && h.contains("--badwords") && h.contains("--strict"));
 }
+
+#[test]
+fn vocab_info_encode_decode() {
+    let Some(model) = shared_path("t5-spm/spiece.model") else {
+        eprintln!("SKIP vocab_info_encode_decode: ../shared/data/t5-spm/spiece.model not found");
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let o = t5mix(&["vocab", "info", "--model", m]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("vocab_size 32100")
+            && out.contains("32128")
+            && out.contains("<extra_id_0> = 32099"),
+        "{out}"
+    );
+    let o = t5mix(&[
+        "vocab",
+        "encode",
+        "--model",
+        m,
+        "--eos",
+        "Hello world",
+        "<extra_id_0>",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "8774 296 1\n32099 1\n");
+    let o = t5mix(&["vocab", "encode", "--model", m, "--pieces", "Hello world"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "▁Hello ▁world\n");
+    let o = t5mix(&[
+        "vocab", "decode", "--model", m, "8774", "32099", "296", "1", "5",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Hello <extra_id_0> world\n"
+    );
+    let o = t5mix(&["vocab", "info", "--model", "/nonexistent/x.model"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.model"));
+}

@@ -15,7 +15,9 @@ fn read(path: &Path) -> String {
     let mut bytes = Vec::new();
     let f = std::fs::File::open(path).unwrap();
     if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::MultiGzDecoder::new(f).read_to_end(&mut bytes).unwrap();
+        flate2::read::MultiGzDecoder::new(f)
+            .read_to_end(&mut bytes)
+            .unwrap();
     } else {
         std::io::BufReader::new(f).read_to_end(&mut bytes).unwrap();
     }
@@ -23,7 +25,10 @@ fn read(path: &Path) -> String {
 }
 
 fn py_lines(text: &str) -> Vec<String> {
-    text.split('\n').filter(|l| !py_strip(l).is_empty()).map(str::to_string).collect()
+    text.split('\n')
+        .filter(|l| !py_strip(l).is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn jsonl_text_lines(path: &Path) -> Vec<String> {
@@ -46,8 +51,14 @@ fn sources(root: &Path) -> Vec<(String, Vec<String>)> {
     for name in ["cc_en_head-0091.jsonl", "cc_en_head-0174.jsonl"] {
         out.push((format!("dolma-cc/{name}"), jsonl_text_lines(&d.join(name))));
     }
-    out.push(("dolma-cc/provided".into(), jsonl_text_lines(&d.join("provided-documents-000.json.gz"))));
-    out.push(("c4-hf-dummy".into(), jsonl_text_lines(&root.join("c4-hf-dummy/c4-train.00000-of-01024.json.gz"))));
+    out.push((
+        "dolma-cc/provided".into(),
+        jsonl_text_lines(&d.join("provided-documents-000.json.gz")),
+    ));
+    out.push((
+        "c4-hf-dummy".into(),
+        jsonl_text_lines(&root.join("c4-hf-dummy/c4-train.00000-of-01024.json.gz")),
+    ));
     for name in ["sts-train.csv", "sts-dev.csv", "sts-test.csv"] {
         let mut v = Vec::new();
         for line in read(&root.join("stsbenchmark").join(name)).split('\n') {
@@ -59,8 +70,16 @@ fn sources(root: &Path) -> Vec<(String, Vec<String>)> {
         }
         out.push((format!("stsbenchmark/{name}"), v));
     }
-    for name in ["src-train.txt", "tgt-train.txt", "src-val.txt", "tgt-val.txt"] {
-        out.push((format!("wmt-ende-opennmt/{name}"), py_lines(&read(&root.join("wmt-ende-opennmt").join(name)))));
+    for name in [
+        "src-train.txt",
+        "tgt-train.txt",
+        "src-val.txt",
+        "tgt-val.txt",
+    ] {
+        out.push((
+            format!("wmt-ende-opennmt/{name}"),
+            py_lines(&read(&root.join("wmt-ende-opennmt").join(name))),
+        ));
     }
     out
 }
@@ -68,45 +87,83 @@ fn sources(root: &Path) -> Vec<(String, Vec<String>)> {
 #[test]
 fn zero_mismatches_with_python_sentencepiece_on_the_shared_text() {
     let test = "zero_mismatches_with_python_sentencepiece_on_the_shared_text";
-    let Some(model) = shared_or_skip("t5-spm/spiece.model", test) else { return };
+    let Some(model) = shared_or_skip("t5-spm/spiece.model", test) else {
+        return;
+    };
     let root = model.parent().unwrap().parent().unwrap().to_path_buf();
     // The reference ran the model without seqio's extra ids; with them the
     // ids of this text are the same (no literal "<extra_id_" in it).
     let plain = Vocabulary::load(&model, 0).unwrap();
     let t5 = Vocabulary::load(&model, 100).unwrap();
-    let expected = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/spm_expected.tsv")).unwrap();
-    let full: Option<String> = std::env::var("T5MIX_SPM_FULL").ok().map(|p| std::fs::read_to_string(p).unwrap());
+    let expected = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/spm_expected.tsv"),
+    )
+    .unwrap();
+    let full: Option<String> = std::env::var("T5MIX_SPM_FULL")
+        .ok()
+        .map(|p| std::fs::read_to_string(p).unwrap());
     let mut rows = expected.lines().filter(|l| !l.starts_with('#'));
     let (mut lines_checked, mut bad_blocks) = (0usize, Vec::new());
     for (name, lines) in sources(&root) {
         for (b, block) in lines.chunks(100).enumerate() {
             let row = rows.next().expect("expected file shorter than the sources");
             let f: Vec<&str> = row.split('\t').collect();
-            assert_eq!((f[0], f[1].parse::<usize>().unwrap(), f[2].parse::<usize>().unwrap()), (name.as_str(), b, block.len()), "line layout");
+            assert_eq!(
+                (
+                    f[0],
+                    f[1].parse::<usize>().unwrap(),
+                    f[2].parse::<usize>().unwrap()
+                ),
+                (name.as_str(), b, block.len()),
+                "line layout"
+            );
             let texts: Vec<&str> = block.iter().map(String::as_str).collect();
             let encoded = plain.encode_batch(&texts);
             let mut h = Md5::new();
             let mut n = 0;
             for (i, ids) in encoded.iter().enumerate() {
                 n += ids.len();
-                let s = ids.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",") + ";";
+                let s = ids
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    + ";";
                 h.update(s.as_bytes());
                 assert_eq!(t5.encode(texts[i]), *ids);
                 if let Some(full) = &full {
                     let key = format!("{name}\t{}\t", b * 100 + i);
-                    let want = full.lines().find(|l| l.starts_with(&key)).map(|l| &l[key.len()..]).unwrap_or("");
+                    let want = full
+                        .lines()
+                        .find(|l| l.starts_with(&key))
+                        .map(|l| &l[key.len()..])
+                        .unwrap_or("");
                     if want != s {
-                        eprintln!("MISMATCH {name} line {}: {:?}\n  ours {s}\n  spm  {want}", b * 100 + i, texts[i]);
+                        eprintln!(
+                            "MISMATCH {name} line {}: {:?}\n  ours {s}\n  spm  {want}",
+                            b * 100 + i,
+                            texts[i]
+                        );
                     }
                 }
             }
             lines_checked += block.len();
             if n.to_string() != f[3] || format!("{:x}", h.finalize()) != f[4] {
-                bad_blocks.push(format!("{name} block {b} (lines {}..{})", b * 100, b * 100 + block.len()));
+                bad_blocks.push(format!(
+                    "{name} block {b} (lines {}..{})",
+                    b * 100,
+                    b * 100 + block.len()
+                ));
             }
         }
     }
-    assert!(rows.next().is_none(), "expected file longer than the sources");
+    assert!(
+        rows.next().is_none(),
+        "expected file longer than the sources"
+    );
     assert_eq!(lines_checked, 63_811);
-    assert!(bad_blocks.is_empty(), "blocks that differ from sentencepiece: {bad_blocks:?}");
+    assert!(
+        bad_blocks.is_empty(),
+        "blocks that differ from sentencepiece: {bad_blocks:?}"
+    );
 }

@@ -106,7 +106,8 @@ impl Vocabulary {
 
     /// Reads a serialized `ModelProto` and adds `extra_ids` sentinels.
     pub fn from_bytes(bytes: &[u8], extra_ids: u32) -> Result<Self, VocabError> {
-        let mut proto = ModelProto::decode(bytes).map_err(|e| VocabError::Corrupt(format!("protobuf: {e}")))?;
+        let mut proto =
+            ModelProto::decode(bytes).map_err(|e| VocabError::Corrupt(format!("protobuf: {e}")))?;
         if proto.pieces.is_empty() {
             return Err(VocabError::Corrupt("the model has no pieces".into()));
         }
@@ -143,27 +144,33 @@ impl Vocabulary {
             if piece.is_empty() {
                 return Err(VocabError::Corrupt(format!("piece {i} is empty")));
             }
-            let ty = PieceType::try_from(sp.r#type()).map_err(|_| VocabError::Corrupt(format!("piece {i} has an unknown type")))?;
+            let ty = PieceType::try_from(sp.r#type.unwrap_or(PieceType::Normal as i32))
+                .map_err(|_| VocabError::Corrupt(format!("piece {i} has an unknown type")))?;
             if piece_to_id.insert(piece.clone(), i as u32).is_some() {
-                return Err(VocabError::Corrupt(format!("piece {piece:?} is defined twice")));
+                return Err(VocabError::Corrupt(format!(
+                    "piece {piece:?} is defined twice"
+                )));
             }
             match ty {
                 PieceType::Normal => {
                     min_score = min_score.min(sp.score());
                     max_score = max_score.max(sp.score());
                 }
-                PieceType::Unknown => {
-                    if unk.replace(i as u32).is_some() {
-                        return Err(VocabError::Corrupt("two <unk> pieces".into()));
-                    }
+                PieceType::Unknown if unk.replace(i as u32).is_some() => {
+                    return Err(VocabError::Corrupt("two <unk> pieces".into()));
                 }
                 PieceType::UserDefined => user_defined.push(piece.as_bytes().to_vec()),
                 PieceType::Byte if !trainer.byte_fallback() => {
-                    return Err(VocabError::Corrupt(format!("byte piece {piece} without byte_fallback")))
+                    return Err(VocabError::Corrupt(format!(
+                        "byte piece {piece} without byte_fallback"
+                    )))
                 }
                 _ => {}
             }
-            if matches!(ty, PieceType::Normal | PieceType::UserDefined | PieceType::Unused) {
+            if matches!(
+                ty,
+                PieceType::Normal | PieceType::UserDefined | PieceType::Unused
+            ) {
                 trie_pieces.push((piece.as_bytes().to_vec(), i as i32));
             }
             info.push(PieceInfo {
@@ -193,7 +200,10 @@ impl Vocabulary {
             bos_id: id(trainer.bos_id()),
             base_size,
             extra_ids,
-            unk_surface: trainer.unk_surface.clone().unwrap_or_else(|| " \u{2047} ".to_string()),
+            unk_surface: trainer
+                .unk_surface
+                .clone()
+                .unwrap_or_else(|| " \u{2047} ".to_string()),
             add_dummy_prefix_or_remove_ws: ns.add_dummy_prefix() || ns.remove_extra_whitespaces(),
             min_score,
             max_score,
@@ -298,7 +308,11 @@ impl Vocabulary {
 
     /// The id of sentinel `<extra_id_k>`: `vocab_size - 1 - k` (32099 for k = 0).
     pub fn sentinel(&self, k: u32) -> u32 {
-        assert!(k < self.extra_ids, "sentinel {k} of only {} extra ids", self.extra_ids);
+        assert!(
+            k < self.extra_ids,
+            "sentinel {k} of only {} extra ids",
+            self.extra_ids
+        );
         self.vocab_size() - 1 - k
     }
 

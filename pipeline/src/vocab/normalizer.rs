@@ -105,10 +105,12 @@ impl Normalizer {
             (DoubleArray::default(), Vec::new())
         } else {
             if charsmap.len() < 4 {
-                return Err(VocabError::Corrupt("precompiled_charsmap shorter than 4 bytes".into()));
+                return Err(VocabError::Corrupt(
+                    "precompiled_charsmap shorter than 4 bytes".into(),
+                ));
             }
             let size = u32::from_le_bytes(charsmap[..4].try_into().unwrap()) as usize;
-            if size % 4 != 0 || 4 + size > charsmap.len() {
+            if !size.is_multiple_of(4) || 4 + size > charsmap.len() {
                 return Err(VocabError::Corrupt(format!(
                     "precompiled_charsmap: trie size {size} does not fit in {} bytes",
                     charsmap.len()
@@ -202,7 +204,11 @@ impl Normalizer {
         if input.is_empty() {
             return;
         }
-        let space: &[u8] = if self.escape_whitespaces { SPACE_SYMBOL.as_bytes() } else { b" " };
+        let space: &[u8] = if self.escape_whitespaces {
+            SPACE_SYMBOL.as_bytes()
+        } else {
+            b" "
+        };
         if !self.treat_whitespace_as_suffix && self.add_dummy_prefix {
             out.extend_from_slice(space);
         }

@@ -8,111 +8,39 @@
 //! segmentations differently (runs of `-`, `.`, `_`; 14 of the 63,811 shared
 //! lines).
 
-/// A byte trie over piece strings: root children in a dense table, deeper
-/// children in sorted edge lists.
-#[derive(Debug, Clone, Default)]
+/// A double-array trie (yada, darts-clone layout) over the piece strings.
+#[derive(Clone)]
 pub struct PieceTrie {
-    root: Vec<u32>, // 256 entries, node index or u32::MAX
-    nodes: Vec<TrieNode>,
-    edge_bytes: Vec<u8>,
-    edge_targets: Vec<u32>,
+    da: yada::DoubleArray<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct TrieNode {
-    edges_start: u32,
-    edges_len: u32,
-    id: i32,
+impl std::fmt::Debug for PieceTrie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PieceTrie({} bytes)", self.da.0.len())
+    }
 }
 
 impl PieceTrie {
-    /// Builds the trie over `(piece bytes, id)`.
+    /// Builds the trie over `(piece bytes, id)`; the first id of a repeated
+    /// piece wins.
     pub fn build(pieces: &[(Vec<u8>, i32)]) -> Self {
-        // A simple pointer trie first, then flattened with sorted edges.
-        struct Tmp {
-            children: std::collections::BTreeMap<u8, usize>,
-            id: i32,
-        }
-        let mut tmp = vec![Tmp {
-            children: Default::default(),
-            id: -1,
-        }];
-        for (bytes, id) in pieces {
-            let mut cur = 0;
-            for &b in bytes {
-                cur = match tmp[cur].children.get(&b) {
-                    Some(&n) => n,
-                    None => {
-                        tmp.push(Tmp {
-                            children: Default::default(),
-                            id: -1,
-                        });
-                        let n = tmp.len() - 1;
-                        tmp[cur].children.insert(b, n);
-                        n
-                    }
-                };
-            }
-            if tmp[cur].id < 0 {
-                tmp[cur].id = *id;
-            }
-        }
-        let mut t = PieceTrie {
-            root: vec![u32::MAX; 256],
-            ..Default::default()
-        };
-        for n in &tmp {
-            let start = t.edge_bytes.len() as u32;
-            for (&b, &c) in &n.children {
-                t.edge_bytes.push(b);
-                t.edge_targets.push(c as u32);
-            }
-            t.nodes.push(TrieNode {
-                edges_start: start,
-                edges_len: n.children.len() as u32,
-                id: n.id,
-            });
-        }
-        for (&b, &c) in &tmp[0].children {
-            t.root[b as usize] = c as u32;
-        }
-        t
-    }
-
-    #[inline]
-    fn child(&self, node: u32, b: u8) -> Option<u32> {
-        let n = &self.nodes[node as usize];
-        let s = n.edges_start as usize;
-        let bytes = &self.edge_bytes[s..s + n.edges_len as usize];
-        if bytes.len() <= 8 {
-            bytes.iter().position(|&x| x == b).map(|i| self.edge_targets[s + i])
-        } else {
-            bytes.binary_search(&b).ok().map(|i| self.edge_targets[s + i])
+        let mut keys: Vec<(&[u8], u32)> = pieces
+            .iter()
+            .map(|(k, id)| (k.as_slice(), *id as u32))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+        keys.dedup_by(|b, a| a.0 == b.0);
+        let bytes = yada::builder::DoubleArrayBuilder::build(&keys).unwrap_or_default();
+        PieceTrie {
+            da: yada::DoubleArray::new(bytes),
         }
     }
 
     /// Calls `f(end, id)` for every piece that is a prefix of `key`, shortest first.
     #[inline]
     pub fn for_each_prefix(&self, key: &[u8], mut f: impl FnMut(usize, i32)) {
-        let Some(&first) = key.first() else { return };
-        let mut node = self.root[first as usize];
-        if node == u32::MAX {
-            return;
-        }
-        let mut i = 1;
-        loop {
-            let id = self.nodes[node as usize].id;
-            if id >= 0 {
-                f(i, id);
-            }
-            if i == key.len() {
-                return;
-            }
-            match self.child(node, key[i]) {
-                Some(n) => node = n,
-                None => return,
-            }
-            i += 1;
+        for (id, len) in self.da.common_prefix_search(key) {
+            f(len, id as i32);
         }
     }
 }
@@ -154,7 +82,8 @@ pub fn viterbi(
     while starts_at < size {
         let here = best[starts_at].0;
         let lead = normalized[starts_at];
-        let mblen = ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4][(lead >> 4) as usize]).min(size - starts_at);
+        let mblen = ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4][(lead >> 4) as usize])
+            .min(size - starts_at);
         let mut has_single_node = false;
         trie.for_each_prefix(&normalized[starts_at..], |len, id| {
             let p = &info[id as usize];
