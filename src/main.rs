@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Clean raw web text with the C4 rules (tfds c4/en) into Parquet or JSONL.gz shards.
-    Clean(clean_cmd::CleanArgs),
+    Clean(Box<clean_cmd::CleanArgs>),
     /// SentencePiece vocabulary with T5's sentinels: info, encode, decode.
     Vocab(vocab_cmd::VocabArgs),
 }
@@ -49,7 +49,7 @@ fn run(cli: Cli) -> Result<()> {
             .build_global()?;
     }
     match cli.command {
-        Command::Clean(args) => clean_cmd::run(args, cli.quiet),
+        Command::Clean(args) => clean_cmd::run(*args, cli.quiet),
         Command::Vocab(args) => vocab_cmd::run(args),
     }
 }
