@@ -1,6 +1,12 @@
-//! t5mix tasks: `Task`, `Mixture`, their registries and the built-in catalog.
+//! t5mix tasks: the vocabulary of seqio — `Task`, `Mixture`, their
+//! registries and mixing rates.
 //!
-//! This crate will hold seqio's vocabulary of the field (tasks with sources,
-//! preprocessors, output features and metrics; mixtures with rates). It is
-//! deliberately empty until the tasks-and-mixtures issue lands: the data
-//! pipeline itself lives in `t5mix-pipeline` and knows nothing of tasks.
+//! This first part holds mixtures and their rates (SPEC b9), exactly as
+//! `seqio.Mixture` computes them; tasks with sources and preprocessors, the
+//! built-in catalog and declarative task files follow.
+
+pub mod mixture;
+
+pub use mixture::{
+    rate_num_examples, validate_name, Member, Mixture, MixtureError, MixtureRegistry, Rate,
+};
