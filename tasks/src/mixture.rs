@@ -120,7 +120,7 @@ impl Rate {
                 temperature,
                 scale,
             } => {
-                if !(temperature > 0.0) {
+                if temperature.is_nan() || temperature <= 0.0 {
                     return Err(MixtureError::InvalidRate(format!(
                         "temperature {temperature}"
                     )));
