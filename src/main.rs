@@ -1,6 +1,7 @@
 //! `t5mix`: the command line. It only parses arguments and calls the
 //! libraries (`t5mix-pipeline`, `t5mix-tasks`, `t5mix-trainer`).
 
+mod build_cmd;
 mod clean_cmd;
 mod progress;
 mod vocab_cmd;
@@ -32,6 +33,12 @@ enum Command {
     Clean(Box<clean_cmd::CleanArgs>),
     /// SentencePiece vocabulary with T5's sentinels: info, encode, decode.
     Vocab(vocab_cmd::VocabArgs),
+    /// The registered tasks.
+    Tasks(build_cmd::TasksArgs),
+    /// Build a task's example shards from clean text shards.
+    Build(Box<build_cmd::BuildArgs>),
+    /// Describe example shards.
+    Inspect(build_cmd::InspectArgs),
 }
 
 fn main() {
@@ -51,5 +58,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Clean(args) => clean_cmd::run(*args, cli.quiet),
         Command::Vocab(args) => vocab_cmd::run(args),
+        Command::Tasks(args) => build_cmd::tasks(args),
+        Command::Build(args) => build_cmd::build(*args, cli.quiet),
+        Command::Inspect(args) => build_cmd::inspect(args),
     }
 }

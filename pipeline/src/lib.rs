@@ -8,11 +8,13 @@
 //! Every stage is a library call that the `t5mix` binary only wires together.
 
 pub mod atomic;
+pub mod cache;
 pub mod clean;
 pub mod error;
 pub mod features;
 pub mod preprocessors;
 pub mod readers;
+pub mod shards;
 pub mod shared_data;
 pub mod vocab;
 

@@ -6,7 +6,9 @@
 //! built-in catalog and declarative task files follow.
 
 pub mod mixture;
+pub mod task;
 
 pub use mixture::{
     rate_num_examples, validate_name, Member, Mixture, MixtureError, MixtureRegistry, Rate,
 };
+pub use task::{Preprocessing, Source, Task, TaskRegistry};

@@ -1,0 +1,301 @@
+//! Building a task cache from clean text shards: tokenize, run an
+//! unsupervised objective (T5's span corruption by default), write example
+//! shards and a manifest (SPEC b13, seqio's `cache_tasks_main`).
+//!
+//! Source shard `i` (the i-th input file, sorted) becomes output shard
+//! `<task>-<split>-<i>-of-<n>.parquet`, and its examples draw their random
+//! numbers from `(seed, task, i, example index)`. So:
+//! * a shard already on disk is complete (written under a temporary name,
+//!   renamed when whole) and is kept when an interrupted build is resumed;
+//! * `--worker-index k --num-workers m` builds the shards `i % m == k`, the
+//!   same bytes a one-machine build writes; `finalize` checks that every shard
+//!   is there and writes `manifest.json`;
+//! * the bytes do not depend on the number of threads.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PipelineError, Result};
+use crate::preprocessors::{Denoiser, ShardCorruptor};
+use crate::shards::{read_example_shard, write_example_shard, ExampleStats, ShardExample};
+use crate::vocab::Vocabulary;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct CacheSpec<'a> {
+    /// Task name.
+    pub task: &'a str,
+    /// Split to read from the clean shards (`train` / `validation`).
+    pub split: &'a str,
+    /// Seed of every example's random stream.
+    pub seed: u64,
+    /// The objective with its lengths.
+    pub denoiser: &'a Denoiser,
+    /// The vocabulary.
+    pub vocab: &'a Vocabulary,
+    /// Feature lengths, for the manifest.
+    pub inputs_length: usize,
+    /// Feature lengths, for the manifest.
+    pub targets_length: usize,
+}
+
+/// Which shards this process builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    /// This worker's index.
+    pub index: usize,
+    /// Number of workers.
+    pub count: usize,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker { index: 0, count: 1 }
+    }
+}
+
+/// What a build did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheReport {
+    /// Shards written now.
+    pub written: Vec<PathBuf>,
+    /// Shards found complete and kept (resume).
+    pub kept: Vec<PathBuf>,
+    /// Documents read by this worker.
+    pub documents: u64,
+    /// Statistics of the shards written now.
+    pub stats: ExampleStats,
+}
+
+/// `manifest.json` of a built cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Task name.
+    pub task: String,
+    /// Split.
+    pub split: String,
+    /// Seed.
+    pub seed: u64,
+    /// Objective and its parameters.
+    pub objective: String,
+    /// Feature lengths.
+    pub sequence_length: BTreeMap<String, usize>,
+    /// md5 of the vocabulary model file, and its size with sentinels.
+    pub vocabulary: BTreeMap<String, String>,
+    /// Shards, in order.
+    pub shards: Vec<String>,
+    /// Totals over all shards.
+    pub stats: ExampleStats,
+    /// Statistics per task.
+    pub tasks: BTreeMap<String, ExampleStats>,
+    /// t5mix version.
+    pub tool_version: String,
+}
+
+/// Reads the texts of one clean shard for one split.
+pub fn read_clean_texts(path: &Path, split: &str) -> Result<Vec<String>> {
+    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| pq(&e))?
+        .build()
+        .map_err(|e| pq(&e))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| pq(&e))?;
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>().cloned())
+                .ok_or_else(|| PipelineError::BadInput {
+                    path: path.to_path_buf(),
+                    location: "schema".into(),
+                    message: format!("not a clean shard: no string column {name:?}"),
+                })
+        };
+        let text = col("text")?;
+        let splits = col("split")?;
+        for i in 0..batch.num_rows() {
+            if !text.is_null(i) && splits.value(i) == split {
+                out.push(text.value(i).to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn shard_name(task: &str, split: &str, i: usize, n: usize) -> String {
+    format!("{task}-{split}-{i:05}-of-{n:05}.parquet")
+}
+
+/// Builds this worker's shards of the cache into `out_dir`.
+pub fn build_cache(
+    spec: &CacheSpec<'_>,
+    inputs: &[PathBuf],
+    out_dir: &Path,
+    worker: Worker,
+    mut on_shard: impl FnMut(usize, usize),
+) -> Result<CacheReport> {
+    if worker.count == 0 || worker.index >= worker.count {
+        return Err(PipelineError::Config {
+            what: "workers".into(),
+            message: format!("worker index {} of {} workers", worker.index, worker.count),
+        });
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
+    let n = inputs.len();
+    let mut report = CacheReport::default();
+    for (i, input) in inputs.iter().enumerate() {
+        if i % worker.count != worker.index {
+            continue;
+        }
+        let path = out_dir.join(shard_name(spec.task, spec.split, i, n));
+        if path.exists() {
+            report.kept.push(path);
+            on_shard(i, n);
+            continue;
+        }
+        let texts = read_clean_texts(input, spec.split)?;
+        report.documents += texts.len() as u64;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let docs = spec.vocab.encode_batch(&refs);
+        let mut examples = Vec::new();
+        let mut stats = ExampleStats::default();
+        ShardCorruptor::new(spec.denoiser, spec.seed, spec.task, i as u64)
+            .run(docs.iter().map(Vec::as_slice), |inp, tgt| {
+                stats.add(inp.len(), tgt.len());
+                examples.push(ShardExample {
+                    task: spec.task.to_string(),
+                    inputs: inp.to_vec(),
+                    targets: tgt.to_vec(),
+                });
+            })
+            .map_err(|e| PipelineError::Config {
+                what: format!("task {}", spec.task),
+                message: e.to_string(),
+            })?;
+        let meta = vec![
+            ("t5mix.task".to_string(), spec.task.to_string()),
+            ("t5mix.split".to_string(), spec.split.to_string()),
+            ("t5mix.source".to_string(), input.display().to_string()),
+            ("t5mix.shard".to_string(), format!("{i} of {n}")),
+            ("t5mix.seed".to_string(), spec.seed.to_string()),
+            (
+                "t5mix.objective".to_string(),
+                format!("{:?}", spec.denoiser.objective()),
+            ),
+            (
+                "t5mix.sequence_length".to_string(),
+                format!(
+                    "inputs={},targets={}",
+                    spec.inputs_length, spec.targets_length
+                ),
+            ),
+            (
+                "t5mix.vocabulary_md5".to_string(),
+                spec.vocab.checksum().to_string(),
+            ),
+            (
+                "t5mix.stats".to_string(),
+                serde_json::to_string(&stats).unwrap_or_default(),
+            ),
+            (
+                "t5mix.version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ];
+        write_example_shard(&path, &examples, &meta)?;
+        report.stats.merge(&stats);
+        report.written.push(path);
+        on_shard(i, n);
+    }
+    Ok(report)
+}
+
+/// Checks that all `n` shards of the cache are there and writes
+/// `manifest.json` (atomically) from their metadata.
+pub fn finalize(spec: &CacheSpec<'_>, num_shards: usize, out_dir: &Path) -> Result<Manifest> {
+    let mut stats = ExampleStats::default();
+    let mut shards = Vec::new();
+    let mut missing = Vec::new();
+    for i in 0..num_shards {
+        let name = shard_name(spec.task, spec.split, i, num_shards);
+        let path = out_dir.join(&name);
+        if !path.exists() {
+            missing.push(name);
+            continue;
+        }
+        let f = File::open(&path).map_err(|e| PipelineError::io(&path, e))?;
+        let b =
+            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| PipelineError::Parquet {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let s: Option<ExampleStats> = b
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| {
+                kv.iter()
+                    .find(|k| k.key == "t5mix.stats")
+                    .and_then(|k| k.value.clone())
+            })
+            .and_then(|v| serde_json::from_str(&v).ok());
+        let s = match s {
+            Some(s) => s,
+            None => {
+                let (ex, _) = read_example_shard(&path)?;
+                let mut s = ExampleStats::default();
+                for e in &ex {
+                    s.add(e.inputs.len(), e.targets.len());
+                }
+                s
+            }
+        };
+        stats.merge(&s);
+        shards.push(name);
+    }
+    if !missing.is_empty() {
+        return Err(PipelineError::Config {
+            what: format!("cache {}", out_dir.display()),
+            message: format!(
+                "{} of {num_shards} shards missing, e.g. {}",
+                missing.len(),
+                missing[0]
+            ),
+        });
+    }
+    let manifest = Manifest {
+        task: spec.task.to_string(),
+        split: spec.split.to_string(),
+        seed: spec.seed,
+        objective: format!("{:?}", spec.denoiser.objective()),
+        sequence_length: BTreeMap::from([
+            ("inputs".to_string(), spec.inputs_length),
+            ("targets".to_string(), spec.targets_length),
+        ]),
+        vocabulary: BTreeMap::from([
+            ("md5".to_string(), spec.vocab.checksum().to_string()),
+            (
+                "vocab_size".to_string(),
+                spec.vocab.vocab_size().to_string(),
+            ),
+        ]),
+        shards,
+        tasks: BTreeMap::from([(spec.task.to_string(), stats.clone())]),
+        stats,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest");
+    crate::atomic::write_atomic(&out_dir.join("manifest.json"), &json)?;
+    Ok(manifest)
+}

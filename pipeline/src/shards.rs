@@ -1,0 +1,214 @@
+//! Example shards: plain Parquet files that pyarrow, DuckDB or HF datasets
+//! read without t5mix. Columns `task` (dictionary-encoded string), `inputs`
+//! and `targets` (`list<int32>`), zstd; how the shard was made goes into the
+//! file's key/value metadata. Files are written under a temporary name and
+//! renamed when complete.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{Int32Builder, ListBuilder, StringDictionaryBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::AtomicFile;
+use crate::error::{PipelineError, Result};
+
+/// One example of a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardExample {
+    /// The task it came from.
+    pub task: String,
+    /// Encoder tokens (EOS included).
+    pub inputs: Vec<u32>,
+    /// Decoder tokens (EOS included).
+    pub targets: Vec<u32>,
+}
+
+/// Token statistics of a set of examples (seqio's `stats.<split>.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExampleStats {
+    /// Number of examples.
+    pub examples: u64,
+    /// Sum of input lengths.
+    pub inputs_tokens: u64,
+    /// Longest inputs.
+    pub inputs_max_tokens: u64,
+    /// Sum of target lengths.
+    pub targets_tokens: u64,
+    /// Longest targets.
+    pub targets_max_tokens: u64,
+}
+
+impl ExampleStats {
+    /// Counts one example.
+    pub fn add(&mut self, inputs: usize, targets: usize) {
+        self.examples += 1;
+        self.inputs_tokens += inputs as u64;
+        self.targets_tokens += targets as u64;
+        self.inputs_max_tokens = self.inputs_max_tokens.max(inputs as u64);
+        self.targets_max_tokens = self.targets_max_tokens.max(targets as u64);
+    }
+
+    /// Adds another set.
+    pub fn merge(&mut self, o: &ExampleStats) {
+        self.examples += o.examples;
+        self.inputs_tokens += o.inputs_tokens;
+        self.targets_tokens += o.targets_tokens;
+        self.inputs_max_tokens = self.inputs_max_tokens.max(o.inputs_max_tokens);
+        self.targets_max_tokens = self.targets_max_tokens.max(o.targets_max_tokens);
+    }
+}
+
+/// The schema of example shards.
+pub fn example_schema() -> Arc<Schema> {
+    let list = |name: &str| {
+        Field::new(
+            name,
+            DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+            false,
+        )
+    };
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "task",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        ),
+        list("inputs"),
+        list("targets"),
+    ]))
+}
+
+/// Writes `examples` to `path` atomically, with `metadata` as key/value pairs.
+pub fn write_example_shard(
+    path: &Path,
+    examples: &[ShardExample],
+    metadata: &[(String, String)],
+) -> Result<()> {
+    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut file = AtomicFile::create(path)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(|e| pq(&e))?,
+        ))
+        .set_max_row_group_row_count(Some(16_384))
+        .set_key_value_metadata(Some(
+            metadata
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect(),
+        ))
+        .build();
+    let schema = example_schema();
+    let mut w = ArrowWriter::try_new(file.take_writer(), schema.clone(), Some(props))
+        .map_err(|e| pq(&e))?;
+    for chunk in examples.chunks(16_384) {
+        let mut task = StringDictionaryBuilder::<Int32Type>::new();
+        let mut inputs = ListBuilder::new(Int32Builder::new());
+        let mut targets = ListBuilder::new(Int32Builder::new());
+        for e in chunk {
+            task.append_value(&e.task);
+            inputs
+                .values()
+                .append_slice(bytemuck_i32(&e.inputs).as_slice());
+            inputs.append(true);
+            targets
+                .values()
+                .append_slice(bytemuck_i32(&e.targets).as_slice());
+            targets.append(true);
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(task.finish()),
+            Arc::new(inputs.finish()),
+            Arc::new(targets.finish()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| pq(&e))?;
+        w.write(&batch).map_err(|e| pq(&e))?;
+    }
+    let inner = w.into_inner().map_err(|e| pq(&e))?;
+    file.commit_file(inner)?;
+    Ok(())
+}
+
+fn bytemuck_i32(v: &[u32]) -> Vec<i32> {
+    v.iter().map(|&x| x as i32).collect()
+}
+
+/// Reads every example of a shard, with the file's key/value metadata.
+pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, Vec<(String, String)>)> {
+    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| pq(&e))?;
+    let meta: Vec<(String, String)> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for batch in builder.build().map_err(|e| pq(&e))? {
+        let batch = batch.map_err(|e| pq(&e))?;
+        let bad = |what: &str| PipelineError::BadInput {
+            path: path.to_path_buf(),
+            location: "schema".into(),
+            message: format!("column {what} missing or of the wrong type"),
+        };
+        let task = batch.column_by_name("task").ok_or_else(|| bad("task"))?;
+        let task = arrow_cast_to_strings(task).ok_or_else(|| bad("task"))?;
+        let lists = |name: &str| -> Result<Vec<Vec<u32>>> {
+            let col = batch.column_by_name(name).ok_or_else(|| bad(name))?;
+            let l = col.as_list_opt::<i32>().ok_or_else(|| bad(name))?;
+            let mut v = Vec::with_capacity(l.len());
+            for i in 0..l.len() {
+                let a = l.value(i);
+                let ints = a.as_primitive_opt::<Int32Type>().ok_or_else(|| bad(name))?;
+                v.push(ints.values().iter().map(|&x| x as u32).collect());
+            }
+            Ok(v)
+        };
+        let inputs = lists("inputs")?;
+        let targets = lists("targets")?;
+        for ((t, i), g) in task.into_iter().zip(inputs).zip(targets) {
+            out.push(ShardExample {
+                task: t,
+                inputs: i,
+                targets: g,
+            });
+        }
+    }
+    Ok((out, meta))
+}
+
+fn arrow_cast_to_strings(col: &ArrayRef) -> Option<Vec<String>> {
+    if let Some(d) = col.as_dictionary_opt::<Int32Type>() {
+        let values = d.values().as_string_opt::<i32>()?;
+        return Some(
+            d.keys()
+                .iter()
+                .map(|k| values.value(k.unwrap_or(0) as usize).to_string())
+                .collect(),
+        );
+    }
+    let s = col.as_string_opt::<i32>()?;
+    Some((0..s.len()).map(|i| s.value(i).to_string()).collect())
+}

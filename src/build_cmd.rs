@@ -1,0 +1,308 @@
+//! `t5mix tasks`, `t5mix build` and `t5mix inspect`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use t5mix_pipeline::cache::{build_cache, finalize, CacheSpec, Worker};
+use t5mix_pipeline::preprocessors::Denoiser;
+use t5mix_pipeline::readers::expand_inputs;
+use t5mix_pipeline::shards::{read_example_shard, ExampleStats};
+use t5mix_pipeline::vocab::Vocabulary;
+use t5mix_tasks::{Preprocessing, TaskRegistry};
+
+/// List and show the registered tasks.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    #[command(subcommand)]
+    command: TasksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// Names and one-line descriptions.
+    List,
+    /// A task's definition as JSON.
+    Show {
+        /// Task name.
+        name: String,
+    },
+}
+
+pub fn tasks(a: TasksArgs) -> Result<()> {
+    let reg = TaskRegistry::builtin();
+    match a.command {
+        TasksCommand::List => {
+            for t in reg.iter() {
+                println!("{:<22} {}", t.name, t.description);
+            }
+        }
+        TasksCommand::Show { name } => {
+            let t = reg
+                .get(&name)
+                .with_context(|| format!("no task {name:?} (see `t5mix tasks list`)"))?;
+            println!("{}", serde_json::to_string_pretty(t)?);
+        }
+    }
+    Ok(())
+}
+
+/// Build a task's example shards (a task cache) from clean text shards.
+///
+/// Each input shard becomes one output shard, written under a temporary name
+/// and renamed when whole: an interrupted build resumes where it stopped, and
+/// `--worker-index/--num-workers` splits a build over machines (Slurm job
+/// arrays, Kubernetes indexed jobs) with the same bytes as one machine.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  t5mix build --task c4_span_corruption --input out/clean --vocab spiece.model --out out/c4"
+)]
+pub struct BuildArgs {
+    /// Task name (`t5mix tasks list`).
+    #[arg(long)]
+    task: String,
+    /// Clean shards (`t5mix clean` output): directories, files or globs.
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<String>,
+    /// SentencePiece model (T5: spiece.model).
+    #[arg(long, value_name = "FILE")]
+    vocab: PathBuf,
+    /// Sentinels added to the vocabulary.
+    #[arg(long, default_value_t = 100)]
+    extra_ids: u32,
+    /// Feature lengths, e.g. inputs=512,targets=114 (default: the task's).
+    #[arg(long, value_name = "inputs=N,targets=M")]
+    sequence_length: Option<String>,
+    /// Split of the clean shards to read.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Seed of every example's random stream.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// This worker's index (0-based).
+    #[arg(long, default_value_t = 0)]
+    worker_index: usize,
+    /// Number of workers; with more than one, run `--finalize` at the end.
+    #[arg(long, default_value_t = 1)]
+    num_workers: usize,
+    /// Only check that all shards are there and write manifest.json.
+    #[arg(long)]
+    finalize: bool,
+}
+
+fn parse_lengths(s: &str) -> Result<BTreeMap<String, usize>> {
+    let mut m = BTreeMap::new();
+    for part in s.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("--sequence-length: {part:?} is not NAME=N"))?;
+        if k != "inputs" && k != "targets" {
+            bail!("--sequence-length: unknown feature {k:?} (inputs, targets)");
+        }
+        m.insert(
+            k.to_string(),
+            v.parse()
+                .with_context(|| format!("--sequence-length: {v:?} is not a number"))?,
+        );
+    }
+    Ok(m)
+}
+
+pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
+    let reg = TaskRegistry::builtin();
+    let task = reg
+        .get(&a.task)
+        .with_context(|| format!("no task {:?} (see `t5mix tasks list`)", a.task))?;
+    let mut lengths = task.sequence_length.clone();
+    if let Some(s) = &a.sequence_length {
+        lengths.extend(parse_lengths(s)?);
+    }
+    let (li, lt) = (lengths["inputs"], lengths["targets"]);
+    let vocab = Vocabulary::load(&a.vocab, a.extra_ids)?;
+    let Preprocessing::Unsupervised { objective } = task.preprocessing.clone();
+    let denoiser = Denoiser::new(objective, li, lt, vocab.vocab_size(), vocab.extra_ids())
+        .with_context(|| format!("task {}", task.name))?;
+    let inputs = expand_inputs(&a.input)?;
+    let inputs: Vec<PathBuf> = inputs
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    if inputs.is_empty() {
+        bail!("no clean Parquet shards among {:?}", a.input);
+    }
+    let spec = CacheSpec {
+        task: &task.name,
+        split: &a.split,
+        seed: a.seed,
+        denoiser: &denoiser,
+        vocab: &vocab,
+        inputs_length: li,
+        targets_length: lt,
+    };
+    if !a.finalize {
+        let t = std::time::Instant::now();
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(inputs.len() as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} shards {elapsed}")
+                .unwrap(),
+        );
+        bar.set_prefix(task.name.clone());
+        let report = build_cache(
+            &spec,
+            &inputs,
+            &a.out,
+            Worker {
+                index: a.worker_index,
+                count: a.num_workers,
+            },
+            |_, _| bar.inc(1),
+        )?;
+        bar.finish_and_clear();
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "build {}: {} shard(s) written, {} kept from an earlier run; {} documents -> {} examples ({} input / {} target tokens) in {:.2} s ({:.0} examples/s)",
+            task.name,
+            report.written.len(),
+            report.kept.len(),
+            report.documents,
+            report.stats.examples,
+            report.stats.inputs_tokens,
+            report.stats.targets_tokens,
+            secs,
+            report.stats.examples as f64 / secs.max(1e-9)
+        );
+        if a.num_workers > 1 {
+            eprintln!(
+                "  worker {} of {}: run `--finalize` once all workers are done",
+                a.worker_index, a.num_workers
+            );
+            return Ok(());
+        }
+    }
+    let m = finalize(&spec, inputs.len(), &a.out)?;
+    eprintln!(
+        "  manifest: {} shards, {} examples, max lengths {}/{}, written to {}",
+        m.shards.len(),
+        m.stats.examples,
+        m.stats.inputs_max_tokens,
+        m.stats.targets_max_tokens,
+        a.out.join("manifest.json").display()
+    );
+    Ok(())
+}
+
+/// Describe example shards: schema, counts per task, lengths, a decoded sample.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A shard or a directory of shards.
+    path: PathBuf,
+    /// SentencePiece model, to decode a sample.
+    #[arg(long, value_name = "FILE")]
+    vocab: Option<PathBuf>,
+    /// Examples to decode.
+    #[arg(long, short, default_value_t = 1)]
+    n: usize,
+}
+
+fn histogram(lengths: &[usize]) -> String {
+    if lengths.is_empty() {
+        return "-".into();
+    }
+    let max = *lengths.iter().max().unwrap();
+    let bins = 8usize;
+    let width = max.div_ceil(bins).max(1);
+    let mut counts = vec![0usize; bins];
+    for &l in lengths {
+        counts[(l / width).min(bins - 1)] += 1;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("[{}..{}]:{c}", i * width, (i + 1) * width))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn inspect(a: InspectArgs) -> Result<()> {
+    let files: Vec<PathBuf> = if a.path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&a.path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![a.path.clone()]
+    };
+    if files.is_empty() {
+        bail!("{}: no Parquet shards", a.path.display());
+    }
+    let vocab = match &a.vocab {
+        Some(p) => Some(Vocabulary::load(p, 100)?),
+        None => None,
+    };
+    let mut per_task: BTreeMap<String, ExampleStats> = BTreeMap::new();
+    let (mut li, mut lt) = (Vec::new(), Vec::new());
+    let mut sample = Vec::new();
+    let mut meta0 = Vec::new();
+    for f in &files {
+        let (ex, meta) =
+            read_example_shard(f).with_context(|| format!("reading {}", f.display()))?;
+        if meta0.is_empty() {
+            meta0 = meta;
+        }
+        for e in ex {
+            per_task
+                .entry(e.task.clone())
+                .or_default()
+                .add(e.inputs.len(), e.targets.len());
+            li.push(e.inputs.len());
+            lt.push(e.targets.len());
+            if sample.len() < a.n {
+                sample.push(e);
+            }
+        }
+    }
+    println!("{} shard(s) in {}", files.len(), a.path.display());
+    println!("schema: task: dictionary<int32, utf8>, inputs: list<int32>, targets: list<int32>");
+    for (k, v) in meta0.iter().filter(|(k, _)| k.starts_with("t5mix.")) {
+        println!("  {k} = {v}");
+    }
+    let total: u64 = per_task.values().map(|s| s.examples).sum();
+    for (t, s) in &per_task {
+        println!(
+            "task {t}: {} examples ({:.1}%), inputs {} tokens (max {}), targets {} tokens (max {})",
+            s.examples,
+            100.0 * s.examples as f64 / total.max(1) as f64,
+            s.inputs_tokens,
+            s.inputs_max_tokens,
+            s.targets_tokens,
+            s.targets_max_tokens
+        );
+    }
+    println!("inputs lengths:  {}", histogram(&li));
+    println!("targets lengths: {}", histogram(&lt));
+    for e in &sample {
+        println!("--- {} ---", e.task);
+        match &vocab {
+            Some(v) => {
+                println!("inputs:  {}", v.decode(&e.inputs));
+                println!("targets: {}", v.decode(&e.targets));
+            }
+            None => {
+                println!("inputs:  {:?}", &e.inputs[..e.inputs.len().min(32)]);
+                println!("targets: {:?}", &e.targets[..e.targets.len().min(32)]);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! End-to-end: bundled crawl → clean shards → span-corruption example shards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use t5mix_pipeline::shards::read_example_shard;
+use t5mix_pipeline::shared_data::shared_path;
+
+fn t5mix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_t5mix"))
+        .args(args)
+        .output()
+        .expect("run t5mix")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = t5mix(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn shards(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    clean: PathBuf,
+    model: PathBuf,
+    root: PathBuf,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    let Some(model) = shared_path("t5-spm/spiece.model") else {
+        eprintln!("SKIP {test}: ../shared/data/t5-spm/spiece.model not found");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean");
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/crawl");
+    ok(&[
+        "clean",
+        sample.to_str().unwrap(),
+        "--out",
+        clean.to_str().unwrap(),
+        "-q",
+        "--pages-per-shard",
+        "6",
+    ]);
+    Some(Setup {
+        root: dir.path().to_path_buf(),
+        _dir: dir,
+        clean,
+        model,
+    })
+}
+
+fn build(s: &Setup, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        "--task",
+        "c4_span_corruption",
+        "--input",
+        s.clean.to_str().unwrap(),
+        "--vocab",
+        s.model.to_str().unwrap(),
+        "--sequence-length",
+        "inputs=64,targets=14",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend(extra);
+    ok(&args)
+}
+
+#[test]
+fn build_is_deterministic_resumable_and_splits_over_workers() {
+    let Some(s) = setup("build_is_deterministic_resumable_and_splits_over_workers") else {
+        return;
+    };
+    let a = s.root.join("a");
+    build(&s, &a, &["--threads", "1"]);
+    let first = shards(&a);
+    assert!(
+        first.len() >= 4,
+        "one output shard per clean shard ({})",
+        first.len()
+    );
+
+    // Same bytes on 2 threads.
+    let b = s.root.join("b");
+    build(&s, &b, &["--threads", "2"]);
+    assert_eq!(shards(&b), first);
+
+    // Resume: a shard lost and a half-written temporary file left by a kill.
+    let victim = a.join(&first[1].0);
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::write(a.join(format!(".{}.tmp", first[1].0)), b"partial").unwrap();
+    let o = build(&s, &a, &[]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 shard(s) written"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(shards(&a), first);
+
+    // Two workers, then --finalize: the same shards and manifest.
+    let w = s.root.join("w");
+    build(&s, &w, &["--worker-index", "0", "--num-workers", "2"]);
+    let o = t5mix(&[
+        "build",
+        "--task",
+        "c4_span_corruption",
+        "--input",
+        s.clean.to_str().unwrap(),
+        "--vocab",
+        s.model.to_str().unwrap(),
+        "--sequence-length",
+        "inputs=64,targets=14",
+        "--out",
+        w.to_str().unwrap(),
+        "--finalize",
+    ]);
+    assert!(!o.status.success(), "finalize refuses with shards missing");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
+    build(&s, &w, &["--worker-index", "1", "--num-workers", "2"]);
+    build(&s, &w, &["--finalize"]);
+    assert_eq!(shards(&w), first);
+    let ma: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
+    let mw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(ma, mw);
+    assert_eq!(ma["sequence_length"]["inputs"], 64);
+    assert_eq!(ma["stats"]["inputs_max_tokens"], 64);
+    assert_eq!(ma["stats"]["targets_max_tokens"], 14);
+}
+
+#[test]
+fn shards_hold_t5_span_corruption_examples() {
+    let Some(s) = setup("shards_hold_t5_span_corruption_examples") else {
+        return;
+    };
+    let out = s.root.join("o");
+    build(&s, &out, &[]);
+    let mut n = 0;
+    for (name, _) in shards(&out) {
+        let (ex, meta) = read_example_shard(&out.join(&name)).unwrap();
+        assert!(meta
+            .iter()
+            .any(|(k, v)| k == "t5mix.task" && v == "c4_span_corruption"));
+        for e in ex {
+            n += 1;
+            assert_eq!(e.task, "c4_span_corruption");
+            assert!(e.inputs.len() <= 64 && e.targets.len() <= 14);
+            assert_eq!((e.inputs.last(), e.targets.last()), (Some(&1), Some(&1)));
+            assert_eq!(e.targets[0], 32099, "targets start with <extra_id_0>");
+            let sentinels_in = e.inputs.iter().filter(|&&t| t >= 32000).count();
+            let sentinels_out = e.targets.iter().filter(|&&t| t >= 32000).count();
+            assert_eq!(sentinels_in, sentinels_out);
+        }
+    }
+    assert!(n > 50, "{n} examples");
+    let o = ok(&[
+        "inspect",
+        out.to_str().unwrap(),
+        "--vocab",
+        s.model.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("task c4_span_corruption:") && text.contains("<extra_id_0>"),
+        "{text}"
+    );
+    let o = ok(&["tasks", "show", "c4_span_corruption"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("span_corruption"));
+}
