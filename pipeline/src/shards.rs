@@ -147,8 +147,11 @@ fn bytemuck_i32(v: &[u32]) -> Vec<i32> {
     v.iter().map(|&x| x as i32).collect()
 }
 
+/// A shard's key/value metadata.
+pub type ShardMetadata = Vec<(String, String)>;
+
 /// Reads every example of a shard, with the file's key/value metadata.
-pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, Vec<(String, String)>)> {
+pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, ShardMetadata)> {
     let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
         path: path.to_path_buf(),
         message: e.to_string(),
