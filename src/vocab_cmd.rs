@@ -41,6 +41,28 @@ enum VocabCommand {
         /// Texts to encode; none: read stdin.
         text: Vec<String>,
     },
+    /// Train a unigram model with T5's settings (nmt_nfkc, coverage 0.9995,
+    /// pad 0, eos 1, unk 2, no bos) on clean shards or any text input.
+    Train {
+        /// Inputs: clean shards, JSONL, WET, text (files, directories, globs).
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<String>,
+        /// Pieces in the model.
+        #[arg(long, default_value_t = 32000)]
+        vocab_size: u32,
+        /// Output prefix: writes PREFIX.model and PREFIX.vocab.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Sentences sampled for training (0: all).
+        #[arg(long, default_value_t = 10_000_000)]
+        input_sentence_size: u64,
+        /// Share of characters the pieces must cover.
+        #[arg(long, default_value_t = 0.9995)]
+        character_coverage: f64,
+        /// Seed of the trainer's sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u32,
+    },
     /// Decode ids to text (arguments, or one space-separated list per stdin line).
     Decode {
         #[command(flatten)]
@@ -118,6 +140,58 @@ pub fn run(a: VocabArgs) -> Result<()> {
                 };
                 println!("{}", out.join(" "));
             }
+        }
+        VocabCommand::Train {
+            input,
+            vocab_size,
+            out,
+            input_sentence_size,
+            character_coverage,
+            seed,
+        } => {
+            use std::io::Write;
+            if !t5mix_pipeline::vocab::train::trainer_available() {
+                return Err(t5mix_pipeline::vocab::VocabError::TrainerUnavailable.into());
+            }
+            let files = t5mix_pipeline::readers::expand_inputs(&input)?;
+            let dir = tempfile::tempdir().context("temporary directory")?;
+            let text_path = dir.path().join("sentences.txt");
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&text_path)?);
+            let (mut lines, mut bytes) = (0u64, 0u64);
+            let opts = t5mix_pipeline::readers::ReadOptions::default();
+            for f in &files {
+                t5mix_pipeline::readers::read_file(f, &opts, &mut |d| {
+                    for l in d.text.split('\n').filter(|l| !l.trim().is_empty()) {
+                        lines += 1;
+                        bytes += l.len() as u64;
+                        w.write_all(l.as_bytes())
+                            .and_then(|_| w.write_all(b"\n"))
+                            .map_err(|e| t5mix_pipeline::PipelineError::io(&text_path, e))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            w.flush()?;
+            drop(w);
+            let t = std::time::Instant::now();
+            let opts = t5mix_pipeline::vocab::train::TrainOptions {
+                vocab_size,
+                input_sentence_size,
+                character_coverage,
+                seed,
+                ..Default::default()
+            };
+            let model =
+                t5mix_pipeline::vocab::train::train_from_text_file(&text_path, &out, &opts)?;
+            let v = Vocabulary::load(&model, 0)?;
+            eprintln!(
+                "vocab train: {lines} lines ({:.1} MB) from {} file(s) -> {} ({} pieces) in {:.1} s",
+                bytes as f64 / 1e6,
+                files.len(),
+                model.display(),
+                v.vocab_size(),
+                t.elapsed().as_secs_f64()
+            );
         }
         VocabCommand::Decode { model, ids } => {
             let v = load(&model)?;

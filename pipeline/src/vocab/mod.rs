@@ -20,6 +20,7 @@
 
 mod model_proto;
 mod normalizer;
+pub mod train;
 mod unigram;
 
 use std::collections::HashMap;
@@ -55,6 +56,12 @@ pub enum VocabError {
     /// A corrupt part of a model (path added by [`Vocabulary::load`]).
     #[error("{0}")]
     Corrupt(String),
+    /// The SentencePiece trainer failed.
+    #[error("SentencePiece trainer: {0}")]
+    Train(String),
+    /// This build has no SentencePiece trainer.
+    #[error("this t5mix was built without the SentencePiece C++ library: install libsentencepiece-dev and pkg-config (Debian/Ubuntu) and rebuild to enable training")]
+    TrainerUnavailable,
 }
 
 const SPACE_SYMBOL: &str = "\u{2581}";
@@ -289,6 +296,20 @@ impl Vocabulary {
             }
         }
         text
+    }
+
+    /// Sum of the piece scores of a segmentation (unknowns at the unigram
+    /// model's unknown score). Two encoders that disagree only on ties give
+    /// segmentations of equal score.
+    pub fn segmentation_score(&self, ids: &[u32]) -> f64 {
+        ids.iter()
+            .map(|&i| match self.types.get(i as usize) {
+                Some(PieceType::Unknown) => (self.min_score - 10.0) as f64,
+                Some(PieceType::UserDefined) => 0.0,
+                Some(_) => self.info[i as usize].score as f64,
+                None => f64::NAN,
+            })
+            .sum()
     }
 
     /// The piece of an id (`▁` for spaces), if the id exists.

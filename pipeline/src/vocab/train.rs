@@ -1,0 +1,178 @@
+//! Training a unigram SentencePiece model with T5's settings, through a small
+//! C ABI shim over the SentencePiece C++ trainer (`spm_shim/trainer.cc`,
+//! built when the library is installed; see `pipeline/build.rs`).
+
+use std::path::{Path, PathBuf};
+
+use super::VocabError;
+
+/// T5's trainer settings (seqio/T5 vocabularies: unigram, `nmt_nfkc`,
+/// character coverage 0.9995, pad 0, eos 1, unk 2, no bos).
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Pieces in the model (T5: 32000).
+    pub vocab_size: u32,
+    /// Sentences sampled for training (0: all).
+    pub input_sentence_size: u64,
+    /// Share of characters covered by pieces.
+    pub character_coverage: f64,
+    /// Trainer threads.
+    pub num_threads: usize,
+    /// Seed of the trainer's random generator (sentence sampling).
+    pub seed: u32,
+    /// Longest sentence kept, in bytes.
+    pub max_sentence_length: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            vocab_size: 32000,
+            input_sentence_size: 10_000_000,
+            character_coverage: 0.9995,
+            num_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            seed: 0,
+            max_sentence_length: 1 << 20,
+        }
+    }
+}
+
+/// Whether this build has the SentencePiece trainer.
+pub fn trainer_available() -> bool {
+    cfg!(spm_trainer)
+}
+
+#[cfg(spm_trainer)]
+mod ffi {
+    use std::os::raw::{c_char, c_int, c_long, c_uint, c_void};
+    extern "C" {
+        pub fn t5mix_spm_train(
+            keys: *const *const c_char,
+            values: *const *const c_char,
+            n: usize,
+            seed: c_uint,
+        ) -> *mut c_char;
+        pub fn t5mix_spm_free(p: *mut c_char);
+        pub fn t5mix_spm_load(model: *const c_char) -> *mut c_void;
+        pub fn t5mix_spm_encode(
+            h: *mut c_void,
+            text: *const c_char,
+            len: usize,
+            out: *mut c_int,
+            cap: usize,
+        ) -> c_long;
+        pub fn t5mix_spm_unload(h: *mut c_void);
+    }
+}
+
+fn cstring(s: &str) -> Result<std::ffi::CString, VocabError> {
+    std::ffi::CString::new(s)
+        .map_err(|_| VocabError::Train(format!("argument {s:?} holds a NUL byte")))
+}
+
+/// Trains on a text file (one sentence per line) and writes
+/// `<model_prefix>.model` and `<model_prefix>.vocab`. Returns the model path.
+pub fn train_from_text_file(
+    input: &Path,
+    model_prefix: &Path,
+    opts: &TrainOptions,
+) -> Result<PathBuf, VocabError> {
+    let flags: Vec<(&str, String)> = vec![
+        ("input", input.display().to_string()),
+        ("model_prefix", model_prefix.display().to_string()),
+        ("model_type", "unigram".into()),
+        ("vocab_size", opts.vocab_size.to_string()),
+        ("character_coverage", opts.character_coverage.to_string()),
+        ("normalization_rule_name", "nmt_nfkc".into()),
+        ("pad_id", "0".into()),
+        ("eos_id", "1".into()),
+        ("unk_id", "2".into()),
+        ("bos_id", "-1".into()),
+        ("input_sentence_size", opts.input_sentence_size.to_string()),
+        ("shuffle_input_sentence", "true".into()),
+        ("num_threads", opts.num_threads.max(1).to_string()),
+        ("max_sentence_length", opts.max_sentence_length.to_string()),
+        ("minloglevel", "1".into()),
+    ];
+    train_with_flags(&flags, opts.seed)?;
+    Ok(PathBuf::from(format!("{}.model", model_prefix.display())))
+}
+
+#[cfg(spm_trainer)]
+fn train_with_flags(flags: &[(&str, String)], seed: u32) -> Result<(), VocabError> {
+    let keys: Vec<std::ffi::CString> = flags
+        .iter()
+        .map(|(k, _)| cstring(k))
+        .collect::<Result<_, _>>()?;
+    let values: Vec<std::ffi::CString> = flags
+        .iter()
+        .map(|(_, v)| cstring(v))
+        .collect::<Result<_, _>>()?;
+    let kp: Vec<*const std::os::raw::c_char> = keys.iter().map(|c| c.as_ptr()).collect();
+    let vp: Vec<*const std::os::raw::c_char> = values.iter().map(|c| c.as_ptr()).collect();
+    // SAFETY: the pointers live until the call returns; the shim copies them.
+    let err = unsafe { ffi::t5mix_spm_train(kp.as_ptr(), vp.as_ptr(), kp.len(), seed) };
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a NUL-terminated string from the shim, released right after.
+    let msg = unsafe { std::ffi::CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { ffi::t5mix_spm_free(err) };
+    Err(VocabError::Train(msg))
+}
+
+#[cfg(not(spm_trainer))]
+fn train_with_flags(_: &[(&str, String)], _: u32) -> Result<(), VocabError> {
+    let _ = cstring;
+    Err(VocabError::TrainerUnavailable)
+}
+
+/// The SentencePiece C++ encoder, to check the Rust one against it.
+#[cfg(spm_trainer)]
+pub struct ReferenceEncoder {
+    handle: *mut std::os::raw::c_void,
+}
+
+#[cfg(spm_trainer)]
+impl ReferenceEncoder {
+    /// Loads a model with the C++ library.
+    pub fn load(model: &Path) -> Result<Self, VocabError> {
+        let c = cstring(&model.display().to_string())?;
+        // SAFETY: a valid C string; NULL is checked.
+        let handle = unsafe { ffi::t5mix_spm_load(c.as_ptr()) };
+        if handle.is_null() {
+            return Err(VocabError::Invalid {
+                path: model.to_path_buf(),
+                message: "the SentencePiece C++ library cannot load it".into(),
+            });
+        }
+        Ok(ReferenceEncoder { handle })
+    }
+
+    /// Ids of `text`.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = vec![0i32; text.len() + 8];
+        // SAFETY: `out` has room for `cap` ids; the handle is live.
+        let n = unsafe {
+            ffi::t5mix_spm_encode(
+                self.handle,
+                text.as_ptr().cast(),
+                text.len(),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        out.truncate(n.max(0) as usize);
+        out.into_iter().map(|x| x as u32).collect()
+    }
+}
+
+#[cfg(spm_trainer)]
+impl Drop for ReferenceEncoder {
+    fn drop(&mut self) {
+        // SAFETY: loaded by t5mix_spm_load, released once.
+        unsafe { ffi::t5mix_spm_unload(self.handle) }
+    }
+}
