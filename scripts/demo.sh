@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The main job on the bundled example: crawl text -> clean shards.
-# (Later stages -- vocabulary, mixture shards, training -- join as they land.)
+# The main job on the bundled example:
+#   crawl text -> clean shards -> vocabulary -> span-corruption example shards.
+# (Multi-task mixtures and the training run join as their issues land.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cc >/dev/null; then
+need=()
+command -v cc >/dev/null || need+=(build-essential)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+dpkg -s libsentencepiece-dev >/dev/null 2>&1 || need+=(libsentencepiece-dev)
+if [ ${#need[@]} -gt 0 ]; then
   SUDO=$(command -v sudo || true)
-  $SUDO apt-get update && $SUDO apt-get install -y build-essential pkg-config
+  $SUDO apt-get update && $SUDO apt-get install -y "${need[@]}"
 fi
 cargo build --release --bin t5mix
+T5MIX=./target/release/t5mix
 
 SHARED="${T5MIX_SHARED_DATA:-../shared/data}"
 BADWORDS=()
@@ -19,4 +25,20 @@ else
 fi
 
 # 1. Clean the bundled crawl sample (WET + JSONL) with the C4 rules.
-./target/release/t5mix clean data/crawl --out out/clean --overwrite "${BADWORDS[@]}"
+$T5MIX clean data/crawl --out out/clean --overwrite "${BADWORDS[@]}"
+
+# 2. The vocabulary: T5's own if the shared data has it, else one trained here.
+if [ -f "$SHARED/t5-spm/spiece.model" ]; then
+  MODEL="$SHARED/t5-spm/spiece.model"
+else
+  mkdir -p out/vocab
+  $T5MIX vocab train --input out/clean --vocab-size 400 --out out/vocab/sample
+  MODEL=out/vocab/sample.model
+fi
+$T5MIX vocab info --model "$MODEL"
+
+# 3. T5's span-corruption task over the clean text, as Parquet example shards.
+rm -rf out/c4_span_corruption
+$T5MIX build --task c4_span_corruption --input out/clean --vocab "$MODEL" \
+  --sequence-length inputs=128,targets=29 --out out/c4_span_corruption
+$T5MIX inspect out/c4_span_corruption --vocab "$MODEL"
