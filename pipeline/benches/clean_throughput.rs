@@ -103,7 +103,11 @@ fn main() {
         if !name.starts_with(only.as_str()) {
             continue;
         }
-        for threads in [1usize, 2] {
+        let thread_counts: Vec<usize> = match std::env::var("T5MIX_BENCH_THREADS") {
+            Ok(v) => v.split(',').filter_map(|x| x.parse().ok()).collect(),
+            Err(_) => vec![1, 2],
+        };
+        for &threads in &thread_counts {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
@@ -134,6 +138,9 @@ fn main() {
         }
     }
 
+    if std::env::var_os("T5MIX_BENCH_ONLY").is_some() {
+        return;
+    }
     // Components on one thread: clean_page alone, language ID alone.
     let mut texts = Vec::new();
     read_file(&files[0], &ReadOptions::default(), &mut |d| {

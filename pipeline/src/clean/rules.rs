@@ -274,7 +274,8 @@ pub enum Cleaned {
     Kept {
         /// Kept lines joined with `\n`, stripped.
         text: String,
-        /// Sum of the Punkt sentence counts of the kept lines.
+        /// Sum of the Punkt sentence counts of the kept lines, counted up to
+        /// `min_num_sentences` (all of them when sentence counts are asked for).
         num_sentences: usize,
     },
     /// Dropped by this page rule.
@@ -368,12 +369,17 @@ impl PageCleaner {
                 counters.line(LineRule::Policy);
                 continue;
             }
-            if cfg.min_num_sentences > 0 || sentence_counts.is_some() {
+            // Only `num_sentences < min_num_sentences` matters for the page,
+            // so counting stops once the minimum is reached (unless the
+            // caller asked for every line's count).
+            if let Some(v) = sentence_counts.as_deref_mut() {
                 let n = self.sentences.count_sentences(&line);
                 num_sentences += n;
-                if let Some(v) = sentence_counts.as_deref_mut() {
-                    v.push(n);
-                }
+                v.push(n);
+            } else if num_sentences < cfg.min_num_sentences {
+                num_sentences += self
+                    .sentences
+                    .count_sentences_up_to(&line, cfg.min_num_sentences - num_sentences);
             }
             counters.lines_passed += 1;
             kept.push(line);

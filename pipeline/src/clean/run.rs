@@ -654,14 +654,17 @@ pub fn run_clean(
     )?;
     // Shards are encoded on their own thread while the next batch is filtered.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<CleanPage>>(4);
-    let writer_thread = std::thread::spawn(move || -> Result<(Vec<PathBuf>, u64)> {
-        for batch in rx {
-            for p in batch {
-                writer.push(p)?;
+    let writer_thread = std::thread::Builder::new()
+        .name("shard-writer".into())
+        .spawn(move || -> Result<(Vec<PathBuf>, u64)> {
+            for batch in rx {
+                for p in batch {
+                    writer.push(p)?;
+                }
             }
-        }
-        writer.finish()
-    });
+            writer.finish()
+        })
+        .map_err(|e| PipelineError::io(&opts.out_dir, e))?;
     let mut send_failed = false;
     let filtered = (|| -> Result<()> {
         for (i, path) in spill_files.iter().enumerate() {
