@@ -69,7 +69,7 @@ pub struct ShardWriter {
 }
 
 enum Encoder {
-    Parquet(ArrowWriter<BufWriter<File>>),
+    Parquet(Box<ArrowWriter<BufWriter<File>>>),
     Jsonl(flate2::write::GzEncoder<BufWriter<File>>),
 }
 
