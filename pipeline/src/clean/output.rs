@@ -165,10 +165,10 @@ impl ShardWriter {
                             .collect(),
                     ))
                     .build();
-                Encoder::Parquet(
+                Encoder::Parquet(Box::new(
                     ArrowWriter::try_new(file.take_writer(), clean_schema(), Some(props))
                         .map_err(|e| pq(&e))?,
-                )
+                ))
             }
             OutputFormat::Jsonl => Encoder::Jsonl(flate2::write::GzEncoder::new(
                 file.take_writer(),
