@@ -5,6 +5,7 @@
 //! `seqio.Mixture` computes them; tasks with sources and preprocessors, the
 //! built-in catalog and declarative task files follow.
 
+pub mod formats;
 pub mod mixture;
 pub mod task;
 
