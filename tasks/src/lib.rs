@@ -6,6 +6,7 @@
 //! built-in catalog and declarative task files follow.
 
 pub mod formats;
+pub mod metrics;
 pub mod mixture;
 pub mod task;
 

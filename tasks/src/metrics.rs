@@ -1,0 +1,190 @@
+//! Postprocessors and metrics of T5's tasks (`t5/data/postprocessors.py`,
+//! `t5/evaluation/metrics.py`, `qa_utils.py`), scaled ×100 as T5 reports them.
+//!
+//! ```
+//! use t5mix_tasks::metrics::{accuracy, string_label_to_class_id};
+//! let labels = ["negative", "positive"];
+//! let p: Vec<i64> = ["positive", "Positive"].iter().map(|s| string_label_to_class_id(s, &labels)).collect();
+//! assert_eq!(p, vec![1, -1]);
+//! assert_eq!(accuracy(&[1, 1], &p), 50.0);
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+/// `string_label_to_class_id`: the index of the exact label string, else −1.
+pub fn string_label_to_class_id(s: &str, label_classes: &[&str]) -> i64 {
+    label_classes
+        .iter()
+        .position(|l| *l == s)
+        .map_or(-1, |i| i as i64)
+}
+
+/// `string_to_float`: Python's `float(s)` (surrounding whitespace allowed),
+/// else `default`.
+pub fn string_to_float(s: &str, default: f64) -> f64 {
+    s.trim().parse().unwrap_or(default)
+}
+
+/// Accuracy ×100.
+pub fn accuracy(targets: &[i64], predictions: &[i64]) -> f64 {
+    if targets.is_empty() {
+        return f64::NAN;
+    }
+    let right = targets
+        .iter()
+        .zip(predictions)
+        .filter(|(t, p)| t == p)
+        .count();
+    100.0 * right as f64 / targets.len() as f64
+}
+
+/// sklearn's `matthews_corrcoef` ×100 (multiclass form; −1 is a class of its
+/// own); 0 when undefined.
+pub fn matthews_corrcoef(targets: &[i64], predictions: &[i64]) -> f64 {
+    let mut t: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut p: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut correct = 0.0;
+    for (&a, &b) in targets.iter().zip(predictions) {
+        *t.entry(a).or_default() += 1.0;
+        *p.entry(b).or_default() += 1.0;
+        if a == b {
+            correct += 1.0;
+        }
+    }
+    let s = targets.len() as f64;
+    let pt: f64 = p
+        .iter()
+        .map(|(k, v)| v * t.get(k).copied().unwrap_or(0.0))
+        .sum();
+    let pp: f64 = p.values().map(|v| v * v).sum();
+    let tt: f64 = t.values().map(|v| v * v).sum();
+    let den = ((s * s - pp) * (s * s - tt)).sqrt();
+    if den == 0.0 {
+        0.0
+    } else {
+        100.0 * (correct * s - pt) / den
+    }
+}
+
+/// `f1_score_with_invalid` ×100: binary F1 of class 1, where a prediction that
+/// is neither 0 nor 1 counts as the opposite of its target.
+pub fn f1_score_with_invalid(targets: &[i64], predictions: &[i64]) -> f64 {
+    let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
+    for (&t, &p) in targets.iter().zip(predictions) {
+        let p = if p == 0 || p == 1 { p } else { 1 - t };
+        match (t == 1, p == 1) {
+            (true, true) => tp += 1.0,
+            (false, true) => fp += 1.0,
+            (true, false) => fn_ += 1.0,
+            _ => {}
+        }
+    }
+    if tp == 0.0 {
+        0.0
+    } else {
+        100.0 * 2.0 * tp / (2.0 * tp + fp + fn_)
+    }
+}
+
+/// Pearson correlation ×100 (NaN when either side is constant).
+pub fn pearson_corrcoef(targets: &[f64], predictions: &[f64]) -> f64 {
+    let n = targets.len() as f64;
+    let mt = targets.iter().sum::<f64>() / n;
+    let mp = predictions.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (&t, &p) in targets.iter().zip(predictions) {
+        let (a, b) = (t - mt, p - mp);
+        sxy += a * b;
+        sxx += a * a;
+        syy += b * b;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return f64::NAN;
+    }
+    100.0 * (sxy / (sxx.sqrt() * syy.sqrt())).clamp(-1.0, 1.0)
+}
+
+/// Ranks with ties averaged (scipy `rankdata`).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman rank correlation ×100 (NaN when either side is constant).
+pub fn spearman_corrcoef(targets: &[f64], predictions: &[f64]) -> f64 {
+    pearson_corrcoef(&ranks(targets), &ranks(predictions))
+}
+
+fn articles() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| Regex::new(r"\b(a|an|the)\b").unwrap())
+}
+
+/// `qa_utils.normalize_squad`: lower case, ASCII punctuation removed,
+/// articles removed, whitespace collapsed.
+pub fn normalize_squad(s: &str) -> String {
+    let lower = s.to_lowercase();
+    let no_punct: String = lower
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    let no_articles = articles().replace_all(&no_punct, " ");
+    no_articles.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn token_f1(target: &str, prediction: &str) -> f64 {
+    let p: Vec<&str> = prediction.split_whitespace().collect();
+    let t: Vec<&str> = target.split_whitespace().collect();
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for w in &t {
+        *counts.entry(w).or_default() += 1;
+    }
+    let mut same = 0;
+    for w in &p {
+        if let Some(c) = counts.get_mut(w) {
+            if *c > 0 {
+                *c -= 1;
+                same += 1;
+            }
+        }
+    }
+    if same == 0 {
+        return 0.0;
+    }
+    let precision = same as f64 / p.len() as f64;
+    let recall = same as f64 / t.len() as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
+/// SQuAD exact match and F1 ×100, each the best over an example's references.
+pub fn squad(targets: &[Vec<String>], predictions: &[String]) -> (f64, f64) {
+    let n = targets.len().max(1) as f64;
+    let (mut em, mut f1) = (0.0, 0.0);
+    for (refs, p) in targets.iter().zip(predictions) {
+        let p = normalize_squad(p);
+        let refs: Vec<String> = refs.iter().map(|r| normalize_squad(r)).collect();
+        em += refs
+            .iter()
+            .map(|r| (*r == p) as u8 as f64)
+            .fold(0.0, f64::max);
+        f1 += refs.iter().map(|r| token_f1(r, &p)).fold(0.0, f64::max);
+    }
+    (100.0 * em / n, 100.0 * f1 / n)
+}
