@@ -483,3 +483,106 @@ fn shard_corruption_is_independent_of_threads() {
             > a.len() / 2
     );
 }
+
+#[test]
+fn random_roll_rotates_the_mask() {
+    use t5mix_pipeline::preprocessors::noise_span_counts;
+    for seed in 0..20u64 {
+        let mask = random_spans_noise_mask(100, 0.15, 3.0, true, &mut ExampleRng::from_u64(seed));
+        assert_eq!(mask.len(), 100);
+        assert_eq!(
+            mask.iter().filter(|&&m| m).count(),
+            noise_span_counts(100, 0.15, 3.0).0
+        );
+    }
+    // Some rolled masks start with noise, which an unrolled mask never does.
+    let starts_noise = (0..50u64)
+        .filter(|&s| random_spans_noise_mask(100, 0.15, 3.0, true, &mut ExampleRng::from_u64(s))[0])
+        .count();
+    assert!(starts_noise > 0);
+}
+
+#[test]
+fn other_token_functions() {
+    use t5mix_pipeline::preprocessors::*;
+    let toks: Vec<u32> = (100..108).collect();
+    let mask = [false, false, true, true, false, false, false, true];
+    let run = |f: &dyn Fn(&mut Vec<u32>)| {
+        let mut v = Vec::new();
+        f(&mut v);
+        v
+    };
+    assert_eq!(
+        run(&|o| noise_token_to_sentinel(&toks, &mask, 32100, o)),
+        vec![100, 101, 32099, 32099, 104, 105, 106, 32099]
+    );
+    assert_eq!(
+        run(&|o| noise_span_to_sentinel(&toks, &mask, 32100, o)),
+        vec![100, 101, 32099, 104, 105, 106, 32099]
+    );
+    assert_eq!(
+        run(&|o| drop_noise_tokens(&toks, &mask, o)),
+        vec![100, 101, 104, 105, 106]
+    );
+    assert_eq!(
+        run(&|o| drop_nonnoise_tokens(&toks, &mask, o)),
+        vec![102, 103, 107]
+    );
+    let mut r = ExampleRng::from_u64(3);
+    let mut permuted = Vec::new();
+    permute_noise_tokens(&toks, &mask, &mut r, &mut permuted);
+    assert_eq!(
+        permuted
+            .iter()
+            .zip(&mask)
+            .filter(|(_, &m)| !m)
+            .map(|(&t, _)| t)
+            .collect::<Vec<_>>(),
+        vec![100, 101, 104, 105, 106]
+    );
+    let mut noise: Vec<u32> = permuted
+        .iter()
+        .zip(&mask)
+        .filter(|(_, &m)| m)
+        .map(|(&t, _)| t)
+        .collect();
+    noise.sort();
+    assert_eq!(noise, vec![102, 103, 107]);
+    let mut random = Vec::new();
+    noise_token_to_random_token(&toks, &mask, 32100, 3, &mut r, &mut random);
+    for (i, (&t, &m)) in random.iter().zip(&mask).enumerate() {
+        if m {
+            assert!((3..32100).contains(&t));
+        } else {
+            assert_eq!(t, toks[i]);
+        }
+    }
+    // random_prob 0: always the sentinel; 1: never.
+    let mut o = Vec::new();
+    noise_token_to_random_token_or_sentinel(&toks, &mask, 32100, 3, 0.0, &mut r, &mut o);
+    assert_eq!(o, run(&|o| noise_token_to_sentinel(&toks, &mask, 32100, o)));
+    let mut o = Vec::new();
+    noise_token_to_random_token_or_sentinel(&toks, &mask, 32100, 3, 1.0, &mut r, &mut o);
+    assert!(o
+        .iter()
+        .zip(&mask)
+        .all(|(&t, &m)| !m || (3..32100).contains(&t)));
+    assert_ne!(o, run(&|o| noise_token_to_sentinel(&toks, &mask, 32100, o)));
+    // iid masks hit the density on average.
+    let mut r = ExampleRng::from_u64(4);
+    let n: usize = (0..200)
+        .map(|_| {
+            iid_noise_mask(100, 0.15, &mut r)
+                .iter()
+                .filter(|&&m| m)
+                .count()
+        })
+        .sum();
+    assert!((2600..3400).contains(&n), "{n}");
+    // A prefix mask: non-noise then noise, both non-empty.
+    for s in 0..20 {
+        let m = random_prefix_noise_mask(50, 0.5, &mut ExampleRng::from_u64(s));
+        let k = m.iter().take_while(|&&x| !x).count();
+        assert!(k >= 1 && k < 50 && m[k..].iter().all(|&x| x));
+    }
+}
