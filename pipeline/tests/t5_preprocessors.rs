@@ -583,6 +583,6 @@ fn other_token_functions() {
     for s in 0..20 {
         let m = random_prefix_noise_mask(50, 0.5, &mut ExampleRng::from_u64(s));
         let k = m.iter().take_while(|&&x| !x).count();
-        assert!(k >= 1 && k < 50 && m[k..].iter().all(|&x| x));
+        assert!((1..50).contains(&k) && m[k..].iter().all(|&x| x));
     }
 }
