@@ -6,16 +6,28 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use t5mix_pipeline::cache::{build_cache, finalize, CacheSpec, Worker};
+use t5mix_pipeline::cache::{build_cache, finalize, CacheSpec, ExampleSource, TextPairFn, Worker};
 use t5mix_pipeline::preprocessors::Denoiser;
 use t5mix_pipeline::readers::expand_inputs;
 use t5mix_pipeline::shards::{read_example_shard, ExampleStats};
 use t5mix_pipeline::vocab::Vocabulary;
-use t5mix_tasks::{Preprocessing, TaskRegistry};
+use t5mix_tasks::supervised::read_rows;
+use t5mix_tasks::{Preprocessing, Source, TaskRegistry};
+
+fn registry(tasks_files: &[PathBuf]) -> Result<TaskRegistry> {
+    let mut reg = TaskRegistry::builtin();
+    for f in tasks_files {
+        reg.add_toml_file(f).map_err(anyhow::Error::msg)?;
+    }
+    Ok(reg)
+}
 
 /// List and show the registered tasks.
 #[derive(Debug, Args)]
 pub struct TasksArgs {
+    /// TOML task files to add to the built-in tasks.
+    #[arg(long, global = true, value_name = "FILE")]
+    tasks_file: Vec<PathBuf>,
     #[command(subcommand)]
     command: TasksCommand,
 }
@@ -32,7 +44,7 @@ enum TasksCommand {
 }
 
 pub fn tasks(a: TasksArgs) -> Result<()> {
-    let reg = TaskRegistry::builtin();
+    let reg = registry(&a.tasks_file)?;
     match a.command {
         TasksCommand::List => {
             for t in reg.iter() {
@@ -63,9 +75,14 @@ pub struct BuildArgs {
     /// Task name (`t5mix tasks list`).
     #[arg(long)]
     task: String,
-    /// Clean shards (`t5mix clean` output): directories, files or globs.
+    /// Unsupervised tasks: clean shards (`t5mix clean` output), as
+    /// directories, files or globs. Supervised tasks: the directory holding
+    /// the task's files (e.g. GLUE's RTE/ for glue_rte).
     #[arg(long, required = true, num_args = 1..)]
     input: Vec<String>,
+    /// TOML task files to add to the built-in tasks.
+    #[arg(long, value_name = "FILE")]
+    tasks_file: Vec<PathBuf>,
     /// SentencePiece model (T5: spiece.model).
     #[arg(long, value_name = "FILE")]
     vocab: PathBuf,
@@ -114,7 +131,7 @@ fn parse_lengths(s: &str) -> Result<BTreeMap<String, usize>> {
 }
 
 pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
-    let reg = TaskRegistry::builtin();
+    let reg = registry(&a.tasks_file)?;
     let task = reg
         .get(&a.task)
         .with_context(|| format!("no task {:?} (see `t5mix tasks list`)", a.task))?;
@@ -122,24 +139,67 @@ pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     if let Some(s) = &a.sequence_length {
         lengths.extend(parse_lengths(s)?);
     }
-    let (li, lt) = (lengths["inputs"], lengths["targets"]);
+    let (li, lt) = (
+        lengths.get("inputs").copied().unwrap_or(512),
+        lengths.get("targets").copied().unwrap_or(512),
+    );
     let vocab = Vocabulary::load(&a.vocab, a.extra_ids)?;
-    let Preprocessing::Unsupervised { objective } = task.preprocessing.clone();
-    let denoiser = Denoiser::new(objective, li, lt, vocab.vocab_size(), vocab.extra_ids())
-        .with_context(|| format!("task {}", task.name))?;
-    let inputs = expand_inputs(&a.input)?;
-    let inputs: Vec<PathBuf> = inputs
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    if inputs.is_empty() {
-        bail!("no clean Parquet shards among {:?}", a.input);
-    }
+    let denoiser;
+    let reader: Box<TextPairFn>;
+    let (examples, inputs) = match (&task.preprocessing, &task.source) {
+        (Preprocessing::Unsupervised { objective }, _) => {
+            denoiser = Denoiser::new(*objective, li, lt, vocab.vocab_size(), vocab.extra_ids())
+                .with_context(|| format!("task {}", task.name))?;
+            let inputs: Vec<PathBuf> = expand_inputs(&a.input)?
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect();
+            if inputs.is_empty() {
+                bail!("no clean Parquet shards among {:?}", a.input);
+            }
+            (ExampleSource::Unsupervised(&denoiser), inputs)
+        }
+        (
+            Preprocessing::Supervised { format },
+            Source::Files {
+                format: file_format,
+                splits,
+            },
+        ) => {
+            let globs = splits.get(&a.split).with_context(|| {
+                format!(
+                    "task {} has no split {:?} (splits: {:?})",
+                    task.name,
+                    a.split,
+                    splits.keys().collect::<Vec<_>>()
+                )
+            })?;
+            let mut inputs = Vec::new();
+            for dir in &a.input {
+                for g in globs {
+                    let pattern = std::path::Path::new(dir).join(g).display().to_string();
+                    inputs.extend(expand_inputs(&[pattern])?);
+                }
+            }
+            let (format, file_format) = (format.clone(), file_format.clone());
+            reader = Box::new(move |path: &std::path::Path| {
+                let rows = read_rows(path, &file_format).map_err(|e| e.to_string())?;
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, r)| format.format(r, path, i + 1).map_err(|e| e.to_string()))
+                    .collect()
+            });
+            (ExampleSource::TextPairs(reader.as_ref()), inputs)
+        }
+        (Preprocessing::Supervised { .. }, Source::CleanShards) => {
+            bail!("task {}: a supervised task needs a files source", task.name)
+        }
+    };
     let spec = CacheSpec {
         task: &task.name,
         split: &a.split,
         seed: a.seed,
-        denoiser: &denoiser,
+        examples,
         vocab: &vocab,
         inputs_length: li,
         targets_length: lt,

@@ -35,14 +35,43 @@ pub struct CacheSpec<'a> {
     pub split: &'a str,
     /// Seed of every example's random stream.
     pub seed: u64,
-    /// The objective with its lengths.
-    pub denoiser: &'a Denoiser,
+    /// Where the examples come from.
+    pub examples: ExampleSource<'a>,
     /// The vocabulary.
     pub vocab: &'a Vocabulary,
     /// Feature lengths, for the manifest.
     pub inputs_length: usize,
     /// Feature lengths, for the manifest.
     pub targets_length: usize,
+}
+
+/// Where a cache's examples come from.
+#[derive(Clone, Copy)]
+pub enum ExampleSource<'a> {
+    /// Clean text shards through an unsupervised objective.
+    Unsupervised(&'a Denoiser),
+    /// `(inputs, targets)` text of each source file's rows (a supervised
+    /// task's formatter); tokenized, then EOS after trimming.
+    TextPairs(&'a TextPairFn),
+}
+
+/// Reads one source file into `(inputs, targets)` text pairs.
+pub type TextPairFn = dyn Fn(&Path) -> std::result::Result<Vec<(String, String)>, String> + Sync;
+
+impl std::fmt::Debug for ExampleSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl ExampleSource<'_> {
+    /// For manifests and shard metadata.
+    pub fn describe(&self) -> String {
+        match self {
+            ExampleSource::Unsupervised(d) => format!("{:?}", d.objective()),
+            ExampleSource::TextPairs(_) => "supervised text pairs".to_string(),
+        }
+    }
 }
 
 /// Which shards this process builds.
@@ -164,35 +193,61 @@ pub fn build_cache(
             on_shard(i, n);
             continue;
         }
-        let texts = read_clean_texts(input, spec.split)?;
-        report.documents += texts.len() as u64;
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let docs = spec.vocab.encode_batch(&refs);
         let mut examples = Vec::new();
         let mut stats = ExampleStats::default();
-        ShardCorruptor::new(spec.denoiser, spec.seed, spec.task, i as u64)
-            .run(docs.iter().map(Vec::as_slice), |inp, tgt| {
-                stats.add(inp.len(), tgt.len());
-                examples.push(ShardExample {
-                    task: spec.task.to_string(),
-                    inputs: inp.to_vec(),
-                    targets: tgt.to_vec(),
-                });
-            })
-            .map_err(|e| PipelineError::Config {
-                what: format!("task {}", spec.task),
-                message: e.to_string(),
-            })?;
+        match spec.examples {
+            ExampleSource::Unsupervised(denoiser) => {
+                let texts = read_clean_texts(input, spec.split)?;
+                report.documents += texts.len() as u64;
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let docs = spec.vocab.encode_batch(&refs);
+                ShardCorruptor::new(denoiser, spec.seed, spec.task, i as u64)
+                    .run(docs.iter().map(Vec::as_slice), |inp, tgt| {
+                        stats.add(inp.len(), tgt.len());
+                        examples.push(ShardExample {
+                            task: spec.task.to_string(),
+                            inputs: inp.to_vec(),
+                            targets: tgt.to_vec(),
+                        });
+                    })
+                    .map_err(|e| PipelineError::Config {
+                        what: format!("task {}", spec.task),
+                        message: e.to_string(),
+                    })?;
+            }
+            ExampleSource::TextPairs(read) => {
+                let pairs = read(input).map_err(|m| PipelineError::BadInput {
+                    path: input.clone(),
+                    location: "rows".into(),
+                    message: m,
+                })?;
+                report.documents += pairs.len() as u64;
+                let texts: Vec<&str> = pairs
+                    .iter()
+                    .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+                    .collect();
+                let ids = spec.vocab.encode_batch(&texts);
+                let eos = spec.vocab.eos_id().unwrap_or(1);
+                for pair in ids.chunks(2) {
+                    let (mut inp, mut tgt) = (pair[0].clone(), pair[1].clone());
+                    crate::preprocessors::append_eos_after_trim(&mut inp, spec.inputs_length, eos);
+                    crate::preprocessors::append_eos_after_trim(&mut tgt, spec.targets_length, eos);
+                    stats.add(inp.len(), tgt.len());
+                    examples.push(ShardExample {
+                        task: spec.task.to_string(),
+                        inputs: inp,
+                        targets: tgt,
+                    });
+                }
+            }
+        }
         let meta = vec![
             ("t5mix.task".to_string(), spec.task.to_string()),
             ("t5mix.split".to_string(), spec.split.to_string()),
             ("t5mix.source".to_string(), input.display().to_string()),
             ("t5mix.shard".to_string(), format!("{i} of {n}")),
             ("t5mix.seed".to_string(), spec.seed.to_string()),
-            (
-                "t5mix.objective".to_string(),
-                format!("{:?}", spec.denoiser.objective()),
-            ),
+            ("t5mix.objective".to_string(), spec.examples.describe()),
             (
                 "t5mix.sequence_length".to_string(),
                 format!(
@@ -278,7 +333,7 @@ pub fn finalize(spec: &CacheSpec<'_>, num_shards: usize, out_dir: &Path) -> Resu
         task: spec.task.to_string(),
         split: spec.split.to_string(),
         seed: spec.seed,
-        objective: format!("{:?}", spec.denoiser.objective()),
+        objective: spec.examples.describe(),
         sequence_length: BTreeMap::from([
             ("inputs".to_string(), spec.inputs_length),
             ("targets".to_string(), spec.targets_length),

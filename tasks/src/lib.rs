@@ -8,6 +8,7 @@
 pub mod formats;
 pub mod metrics;
 pub mod mixture;
+pub mod supervised;
 pub mod task;
 
 pub use mixture::{

@@ -12,18 +12,26 @@ use t5mix_pipeline::preprocessors::{
 };
 
 use crate::mixture::{validate_name, MixtureError};
+use crate::supervised::{FileFormat, TextFormat};
 
 /// Where a task's examples come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Source {
     /// The Parquet shards of `t5mix clean` (columns `text`, `split`).
     CleanShards,
+    /// Files by split, as globs relative to the input directory.
+    Files {
+        /// How rows are read.
+        format: FileFormat,
+        /// Split name → file globs.
+        splits: BTreeMap<String, Vec<String>>,
+    },
 }
 
 /// How the text becomes examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Preprocessing {
     /// T5's unsupervised chain: tokenize (no EOS) → `select_random_chunk` →
     /// `reduce_concat_tokens` → `split_tokens` → the objective →
@@ -32,21 +40,33 @@ pub enum Preprocessing {
         /// The objective.
         objective: Objective,
     },
+    /// Rows formatted into `inputs` / `targets` text, tokenized, EOS after trimming.
+    Supervised {
+        /// The text format.
+        format: TextFormat,
+    },
 }
 
 /// A registered task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Task {
     /// seqio-style name.
     pub name: String,
     /// One line for `t5mix tasks list`.
+    #[serde(default)]
     pub description: String,
     /// Its source.
     pub source: Source,
     /// Its preprocessing.
     pub preprocessing: Preprocessing,
-    /// Default feature lengths (`inputs`, `targets`).
+    /// Default feature lengths (`inputs`, `targets`; 512 / 128 if not given).
+    #[serde(default = "default_lengths")]
     pub sequence_length: BTreeMap<String, usize>,
+}
+
+fn default_lengths() -> BTreeMap<String, usize> {
+    BTreeMap::from([("inputs".to_string(), 512), ("targets".to_string(), 128)])
 }
 
 /// Tasks by name.
@@ -115,6 +135,181 @@ impl TaskRegistry {
         for t in tasks {
             r.add(t).expect("built-in task");
         }
+        for t in glue_tasks() {
+            r.add(t).expect("built-in task");
+        }
         r
     }
+
+    /// Adds the tasks of a TOML task file (`[[task]]` tables); errors name
+    /// the file, and the line and key where TOML or the schema says so.
+    pub fn add_toml_file(&mut self, path: &std::path::Path) -> Result<Vec<String>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TaskFile {
+            task: Vec<Task>,
+        }
+        let file: TaskFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut names = Vec::new();
+        for t in file.task {
+            if let Preprocessing::Supervised { format } = &t.preprocessing {
+                format.validate().map_err(|e| {
+                    format!(
+                        "{}: task {:?}: preprocessing.format: {e}",
+                        path.display(),
+                        t.name
+                    )
+                })?;
+                if matches!(t.source, Source::CleanShards) {
+                    return Err(format!(
+                        "{}: task {:?}: a supervised task needs a `files` source",
+                        path.display(),
+                        t.name
+                    ));
+                }
+            }
+            for k in t.sequence_length.keys() {
+                if k != "inputs" && k != "targets" {
+                    return Err(format!(
+                        "{}: task {:?}: sequence_length.{k}: only inputs and targets",
+                        path.display(),
+                        t.name
+                    ));
+                }
+            }
+            names.push(t.name.clone());
+            self.add(t)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(names)
+    }
+}
+
+fn tsv_task(
+    name: &str,
+    description: &str,
+    splits: &[(&str, &str)],
+    format: TextFormat,
+    targets_length: usize,
+) -> Task {
+    Task {
+        name: name.into(),
+        description: description.into(),
+        source: Source::Files {
+            format: FileFormat::Tsv { header: true },
+            splits: splits
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect(),
+        },
+        preprocessing: Preprocessing::Supervised { format },
+        sequence_length: BTreeMap::from([
+            ("inputs".to_string(), 512),
+            ("targets".to_string(), targets_length),
+        ]),
+    }
+}
+
+fn glue_format(config: &str, fields: &[(&str, &str)], label: &str) -> TextFormat {
+    TextFormat::Glue {
+        config: config.into(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        label: Some(label.into()),
+    }
+}
+
+/// GLUE tasks over the files of the GLUE download (one directory per task).
+fn glue_tasks() -> Vec<Task> {
+    let std_splits = [
+        ("train", "train.tsv"),
+        ("validation", "dev.tsv"),
+        ("test", "test.tsv"),
+    ];
+    let s12 = [("sentence1", "sentence1"), ("sentence2", "sentence2")];
+    let stsb = |classes: u32| TextFormat::Stsb {
+        classes,
+        sentence1: "sentence1".into(),
+        sentence2: "sentence2".into(),
+        score: "score".into(),
+    };
+    vec![
+        tsv_task(
+            "glue_rte",
+            "GLUE RTE: `rte sentence1: … sentence2: …` → entailment / not_entailment",
+            &std_splits,
+            glue_format("rte", &s12, "label"),
+            128,
+        ),
+        tsv_task(
+            "glue_wnli",
+            "GLUE WNLI: `wnli sentence1: … sentence2: …`",
+            &std_splits,
+            glue_format("wnli", &s12, "label"),
+            128,
+        ),
+        tsv_task(
+            "glue_qnli",
+            "GLUE QNLI: `qnli question: … sentence: …`",
+            &std_splits,
+            glue_format(
+                "qnli",
+                &[("question", "question"), ("sentence", "sentence")],
+                "label",
+            ),
+            128,
+        ),
+        tsv_task(
+            "glue_sst2",
+            "GLUE SST-2: `sst2 sentence: …` → negative / positive",
+            &std_splits,
+            glue_format("sst2", &[("sentence", "sentence")], "label"),
+            128,
+        ),
+        tsv_task(
+            "glue_qqp",
+            "GLUE QQP: `qqp question1: … question2: …` → not_duplicate / duplicate",
+            &std_splits,
+            glue_format(
+                "qqp",
+                &[("question1", "question1"), ("question2", "question2")],
+                "is_duplicate",
+            ),
+            128,
+        ),
+        tsv_task(
+            "glue_mnli",
+            "GLUE MNLI: `mnli hypothesis: … premise: …` (validation = matched)",
+            &[
+                ("train", "train.tsv"),
+                ("validation", "dev_matched.tsv"),
+                ("validation_mismatched", "dev_mismatched.tsv"),
+                ("test", "test_matched.tsv"),
+            ],
+            glue_format(
+                "mnli",
+                &[("hypothesis", "sentence2"), ("premise", "sentence1")],
+                "gold_label",
+            ),
+            128,
+        ),
+        tsv_task(
+            "glue_stsb",
+            "GLUE STS-B, score bucketed into 21 classes (0.0, 0.25, …, 5.0)",
+            &std_splits,
+            stsb(21),
+            128,
+        ),
+        tsv_task(
+            "glue_stsb_t5",
+            "GLUE STS-B exactly as T5: 26 classes (0.0, 0.2, …, 5.0)",
+            &std_splits,
+            stsb(26),
+            128,
+        ),
+    ]
 }

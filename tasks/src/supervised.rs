@@ -1,0 +1,301 @@
+//! Supervised tasks: rows of files (GLUE's TSVs, CSV, JSONL) formatted into
+//! `inputs` / `targets` text the way T5 does, then tokenized with EOS.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::formats::{glue, stsb_inputs, stsb_target, GlueBenchmark};
+
+/// How a file's rows are read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum FileFormat {
+    /// Tab-separated, no quoting (GLUE's files); columns named by the header
+    /// or, without one, "0", "1", ….
+    Tsv {
+        /// The first row names the columns.
+        #[serde(default = "yes")]
+        header: bool,
+    },
+    /// Comma-separated with quotes.
+    Csv {
+        /// The first row names the columns.
+        #[serde(default = "yes")]
+        header: bool,
+    },
+    /// One JSON object per line (string, number and boolean fields).
+    Jsonl,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a row becomes text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum TextFormat {
+    /// `preprocessors.glue` for a tfds GLUE config (cola, sst2, mrpc, qqp,
+    /// mnli, qnli, rte, wnli, ax): features from the named columns, the label
+    /// from a class id or a label string.
+    Glue {
+        /// tfds config name.
+        config: String,
+        /// T5 feature name → column.
+        fields: BTreeMap<String, String>,
+        /// Column of the label (none or empty: `<unk>`).
+        label: Option<String>,
+    },
+    /// STS-B: `stsb sentence1: … sentence2: …`, the score bucketed into
+    /// `classes` labels (T5: 26; t5mix's glue_stsb: 21).
+    Stsb {
+        /// Number of label classes over [0, 5].
+        classes: u32,
+        /// Column of sentence 1.
+        sentence1: String,
+        /// Column of sentence 2.
+        sentence2: String,
+        /// Column of the score (missing: −1).
+        score: String,
+    },
+    /// Free templates: `{column}` is replaced by that column's value.
+    Template {
+        /// Inputs template, e.g. `"question: {question} context: {context}"`.
+        inputs: String,
+        /// Targets template, e.g. `"{answer}"`.
+        targets: String,
+    },
+}
+
+/// Errors of supervised sources and formats.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An unreadable file.
+    #[error("{path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A row without a column the format needs.
+    #[error("{path}: row {row}: no column {column:?} (columns: {columns})")]
+    MissingColumn {
+        /// The file.
+        path: String,
+        /// 1-based data row.
+        row: usize,
+        /// The missing column.
+        column: String,
+        /// The columns there are.
+        columns: String,
+    },
+    /// A format that cannot be used.
+    #[error("{0}")]
+    Format(String),
+}
+
+/// One row: column name → text.
+pub type Row = BTreeMap<String, String>;
+
+/// Reads every row of a file.
+pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceError> {
+    let err = |m: String| SourceError::Read {
+        path: path.display().to_string(),
+        message: m,
+    };
+    match format {
+        FileFormat::Tsv { header } | FileFormat::Csv { header } => {
+            let tsv = matches!(format, FileFormat::Tsv { .. });
+            let mut rdr = csv::ReaderBuilder::new()
+                .delimiter(if tsv { b'\t' } else { b',' })
+                .quoting(!tsv)
+                .has_headers(*header)
+                .flexible(true)
+                .from_path(path)
+                .map_err(|e| err(e.to_string()))?;
+            let names: Vec<String> = if *header {
+                rdr.headers()
+                    .map_err(|e| err(e.to_string()))?
+                    .iter()
+                    .map(str::to_string)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut rows = Vec::new();
+            for (i, rec) in rdr.records().enumerate() {
+                let rec = rec.map_err(|e| err(format!("row {}: {e}", i + 1)))?;
+                let mut row = Row::new();
+                for (k, v) in rec.iter().enumerate() {
+                    let name = names.get(k).cloned().unwrap_or_else(|| k.to_string());
+                    row.insert(name, v.to_string());
+                }
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+        FileFormat::Jsonl => {
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let mut rows = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| err(format!("line {}: {e}", i + 1)))?;
+                let obj = v
+                    .as_object()
+                    .ok_or_else(|| err(format!("line {}: not a JSON object", i + 1)))?;
+                let mut row = Row::new();
+                for (k, v) in obj {
+                    let s = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => continue,
+                        other => other.to_string(),
+                    };
+                    row.insert(k.clone(), s);
+                }
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+    }
+}
+
+/// Checks a template: balanced braces, non-empty placeholders.
+pub fn check_template(t: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = t;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err(format!("unmatched '}}' in {t:?}"));
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?;
+        let name = &after[..close];
+        if name.is_empty() || name.contains('{') {
+            return Err(format!("bad placeholder {{{name}}} in {t:?}"));
+        }
+        names.push(name.to_string());
+        rest = &after[close + 1..];
+    }
+    Ok(names)
+}
+
+fn fill(
+    t: &str,
+    row: &Row,
+    col: &dyn Fn(&str) -> Result<String, SourceError>,
+) -> Result<String, SourceError> {
+    let _ = row;
+    let mut out = String::with_capacity(t.len());
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| SourceError::Format(format!("unclosed '{{' in {t:?}")))?;
+        out.push_str(&col(&after[..close])?);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl TextFormat {
+    /// Checks the format before any file is read.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            TextFormat::Glue { config, fields, .. } => {
+                let b = GlueBenchmark::from_config(config)
+                    .ok_or_else(|| format!("unknown GLUE config {config:?}"))?;
+                for f in b.feature_names() {
+                    if !fields.contains_key(*f) {
+                        return Err(format!("GLUE {config} needs a column for feature {f:?}"));
+                    }
+                }
+                Ok(())
+            }
+            TextFormat::Stsb { classes, .. } if *classes < 2 => {
+                Err(format!("stsb needs at least 2 classes, got {classes}"))
+            }
+            TextFormat::Stsb { .. } => Ok(()),
+            TextFormat::Template { inputs, targets } => {
+                check_template(inputs).map_err(|e| format!("inputs: {e}"))?;
+                check_template(targets).map_err(|e| format!("targets: {e}"))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// `(inputs, targets)` text of row `index` (1-based) of `path`.
+    pub fn format(
+        &self,
+        row: &Row,
+        path: &Path,
+        index: usize,
+    ) -> Result<(String, String), SourceError> {
+        let col = |c: &str| -> Result<String, SourceError> {
+            row.get(c)
+                .cloned()
+                .ok_or_else(|| SourceError::MissingColumn {
+                    path: path.display().to_string(),
+                    row: index,
+                    column: c.to_string(),
+                    columns: row.keys().cloned().collect::<Vec<_>>().join(", "),
+                })
+        };
+        match self {
+            TextFormat::Glue {
+                config,
+                fields,
+                label,
+            } => {
+                let b = GlueBenchmark::from_config(config).ok_or_else(|| {
+                    SourceError::Format(format!("unknown GLUE config {config:?}"))
+                })?;
+                let values: Vec<(&str, String)> = b
+                    .feature_names()
+                    .iter()
+                    .map(|f| Ok((*f, col(&fields[*f])?)))
+                    .collect::<Result<_, SourceError>>()?;
+                let feats: Vec<(&str, &str)> =
+                    values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let label_id = match label.as_deref().and_then(|l| row.get(l)) {
+                    None => -1,
+                    Some(v) => v.trim().parse::<i64>().unwrap_or_else(|_| {
+                        b.label_names()
+                            .iter()
+                            .position(|n| n == v)
+                            .map_or(-1, |i| i as i64)
+                    }),
+                };
+                Ok(glue(b, &feats, label_id))
+            }
+            TextFormat::Stsb {
+                classes,
+                sentence1,
+                sentence2,
+                score,
+            } => {
+                let s: f32 = row
+                    .get(score)
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(-1.0);
+                Ok((
+                    stsb_inputs(&col(sentence1)?, &col(sentence2)?),
+                    stsb_target(s, *classes),
+                ))
+            }
+            TextFormat::Template { inputs, targets } => {
+                Ok((fill(inputs, row, &col)?, fill(targets, row, &col)?))
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Supervised tasks built from real GLUE files equal seqio's examples, and
+//! tasks declared in TOML files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use t5mix_pipeline::shards::read_example_shard;
+use t5mix_pipeline::shared_data::shared_path;
+
+fn t5mix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_t5mix"))
+        .args(args)
+        .output()
+        .expect("run t5mix")
+}
+
+fn examples(dir: &Path) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| read_example_shard(f).unwrap().0)
+        .map(|e| (e.inputs, e.targets))
+        .collect()
+}
+
+#[test]
+fn glue_tasks_built_from_files_equal_seqio() {
+    let (Some(model), Some(glue), Some(reference)) = (
+        shared_path("t5-spm/spiece.model"),
+        shared_path("glue-hf-dummy"),
+        shared_path("t5-reference/glue_format.jsonl"),
+    ) else {
+        eprintln!("SKIP glue_tasks_built_from_files_equal_seqio: shared data not found");
+        return;
+    };
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(reference)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut compared = 0;
+    for (ours, theirs, sub) in [
+        ("glue_rte", "glue_rte_v002", "rte"),
+        ("glue_qnli", "glue_qnli_v002", "qnli"),
+        ("glue_stsb_t5", "glue_stsb_v002", "stsb"),
+    ] {
+        for split in ["train", "validation", "test"] {
+            let out = dir.path().join(format!("{ours}-{split}"));
+            let o = t5mix(&[
+                "build",
+                "--task",
+                ours,
+                "--input",
+                glue.join(sub).to_str().unwrap(),
+                "--vocab",
+                model.to_str().unwrap(),
+                "--split",
+                split,
+                "--sequence-length",
+                "inputs=512,targets=128",
+                "--out",
+                out.to_str().unwrap(),
+                "-q",
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let got = examples(&out);
+            let ids = |v: &serde_json::Value| -> Vec<u32> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            };
+            let want: Vec<(Vec<u32>, Vec<u32>)> = rows
+                .iter()
+                .filter(|r| r["task"] == theirs && r["split"] == split)
+                .map(|r| (ids(&r["inputs_ids"]), ids(&r["targets_ids"])))
+                .collect();
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "{ours} {split}");
+            compared += want.len();
+        }
+    }
+    assert_eq!(compared, 18);
+}
+
+#[test]
+fn toml_task_files_add_tasks_and_report_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("train.jsonl"),
+        "{\"q\": \"Who wrote it?\", \"a\": \"Nobody.\"}\n{\"q\": \"When?\", \"a\": \"Now.\"}\n",
+    )
+    .unwrap();
+    let tasks = dir.path().join("my_tasks.toml");
+    std::fs::write(
+        &tasks,
+        r#"
+[[task]]
+name = "my_qa"
+description = "questions and answers"
+sequence_length = { inputs = 64, targets = 16 }
+[task.source]
+kind = "files"
+format = { kind = "jsonl" }
+splits = { train = ["train.jsonl"] }
+[task.preprocessing]
+kind = "supervised"
+format = { kind = "template", inputs = "question: {q}", targets = "{a}" }
+"#,
+    )
+    .unwrap();
+    let o = t5mix(&["tasks", "--tasks-file", tasks.to_str().unwrap(), "list"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("my_qa"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if let Some(model) = shared_path("t5-spm/spiece.model") {
+        let out = dir.path().join("out");
+        let o = t5mix(&[
+            "build",
+            "--task",
+            "my_qa",
+            "--tasks-file",
+            tasks.to_str().unwrap(),
+            "--input",
+            data.to_str().unwrap(),
+            "--vocab",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ex = examples(&out);
+        assert_eq!(ex.len(), 2);
+        assert!(ex
+            .iter()
+            .all(|(i, t)| i.len() <= 64 && t.len() <= 16 && i.last() == Some(&1)));
+    }
+    // Unknown key: named, with its line.
+    std::fs::write(
+        &tasks,
+        "[[task]]\nname = \"x\"\nsequense_length = { inputs = 1 }\n",
+    )
+    .unwrap();
+    let o = t5mix(&["tasks", "--tasks-file", tasks.to_str().unwrap(), "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("my_tasks.toml")
+            && err.contains("sequense_length")
+            && err.contains("line 3"),
+        "{err}"
+    );
+    // Bad template.
+    std::fs::write(
+        &tasks,
+        "[[task]]\nname = \"y\"\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"t.jsonl\"] }\n[task.preprocessing]\nkind = \"supervised\"\nformat = { kind = \"template\", inputs = \"q: {q\", targets = \"{a}\" }\n",
+    )
+    .unwrap();
+    let o = t5mix(&["tasks", "--tasks-file", tasks.to_str().unwrap(), "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("task \"y\"")
+            && err.contains("inputs")
+            && err.contains("unclosed"),
+        "{err}"
+    );
+    // A missing column names the file and row.
+    std::fs::write(
+        &tasks,
+        "[[task]]\nname = \"z\"\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"train.jsonl\"] }\n[task.preprocessing]\nkind = \"supervised\"\nformat = { kind = \"template\", inputs = \"{question}\", targets = \"{a}\" }\n",
+    )
+    .unwrap();
+    if let Some(model) = shared_path("t5-spm/spiece.model") {
+        let o = t5mix(&[
+            "build",
+            "--task",
+            "z",
+            "--tasks-file",
+            tasks.to_str().unwrap(),
+            "--input",
+            data.to_str().unwrap(),
+            "--vocab",
+            model.to_str().unwrap(),
+            "--out",
+            dir.path().join("o2").to_str().unwrap(),
+            "-q",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success()
+                && err.contains("train.jsonl")
+                && err.contains("row 1")
+                && err.contains("\"question\""),
+            "{err}"
+        );
+    }
+}
