@@ -12,14 +12,20 @@ use t5mix_pipeline::readers::expand_inputs;
 use t5mix_pipeline::shards::{read_example_shard, ExampleStats};
 use t5mix_pipeline::vocab::Vocabulary;
 use t5mix_tasks::supervised::read_rows;
-use t5mix_tasks::{Preprocessing, Source, TaskRegistry};
+use t5mix_tasks::{MixtureRegistry, Preprocessing, Source, TaskRegistry};
+
+fn registries(tasks_files: &[PathBuf]) -> Result<(TaskRegistry, MixtureRegistry)> {
+    let mut reg = TaskRegistry::builtin();
+    let mut mix = MixtureRegistry::builtin();
+    for f in tasks_files {
+        reg.add_toml_file_with_mixtures(f, &mut mix)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok((reg, mix))
+}
 
 fn registry(tasks_files: &[PathBuf]) -> Result<TaskRegistry> {
-    let mut reg = TaskRegistry::builtin();
-    for f in tasks_files {
-        reg.add_toml_file(f).map_err(anyhow::Error::msg)?;
-    }
-    Ok(reg)
+    Ok(registries(tasks_files)?.0)
 }
 
 /// List and show the registered tasks.
@@ -50,6 +56,14 @@ pub fn tasks(a: TasksArgs) -> Result<()> {
             for t in reg.iter() {
                 println!("{:<22} {}", t.name, t.description);
             }
+            let (_, mix) = registries(&a.tasks_file)?;
+            for m in mix.names() {
+                let tasks = mix.tasks(m)?;
+                println!(
+                    "{m:<22} mixture of {}",
+                    tasks.into_iter().collect::<Vec<_>>().join(", ")
+                );
+            }
         }
         TasksCommand::Show { name } => {
             let t = reg
@@ -73,19 +87,31 @@ pub fn tasks(a: TasksArgs) -> Result<()> {
 )]
 pub struct BuildArgs {
     /// Task name (`t5mix tasks list`).
+    #[arg(long, required_unless_present = "mixture", conflicts_with = "mixture")]
+    task: Option<String>,
+    /// Mixture name: sample built task caches (`--caches`) by rate into mixture shards.
+    #[arg(long, requires = "caches")]
+    mixture: Option<String>,
+    /// Task cache directories (each with its manifest.json) for `--mixture`.
+    #[arg(long, num_args = 1..)]
+    caches: Vec<PathBuf>,
+    /// Examples in the mixture (default: the sum of the task caches' examples).
     #[arg(long)]
-    task: String,
+    examples: Option<u64>,
+    /// Examples per mixture shard.
+    #[arg(long, default_value_t = 100_000)]
+    shard_examples: u64,
     /// Unsupervised tasks: clean shards (`t5mix clean` output), as
     /// directories, files or globs. Supervised tasks: the directory holding
     /// the task's files (e.g. GLUE's RTE/ for glue_rte).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, required_unless_present = "mixture", num_args = 1..)]
     input: Vec<String>,
     /// TOML task files to add to the built-in tasks.
     #[arg(long, value_name = "FILE")]
     tasks_file: Vec<PathBuf>,
     /// SentencePiece model (T5: spiece.model).
-    #[arg(long, value_name = "FILE")]
-    vocab: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "mixture")]
+    vocab: Option<PathBuf>,
     /// Sentinels added to the vocabulary.
     #[arg(long, default_value_t = 100)]
     extra_ids: u32,
@@ -130,11 +156,54 @@ fn parse_lengths(s: &str) -> Result<BTreeMap<String, usize>> {
     Ok(m)
 }
 
+fn build_mixture_cmd(a: &BuildArgs, name: &str) -> Result<()> {
+    use std::collections::BTreeMap;
+    use t5mix_pipeline::mixing::{build_mixture, MixSpec, TaskCache};
+    let (_, mix) = registries(&a.tasks_file)?;
+    let t = std::time::Instant::now();
+    let mut caches = BTreeMap::new();
+    for dir in &a.caches {
+        let c = TaskCache::load(dir)
+            .with_context(|| format!("loading task cache {}", dir.display()))?;
+        caches.insert(c.manifest.task.clone(), c);
+    }
+    let count = |t: &str| caches.get(t).map(|c: &TaskCache| c.manifest.stats.examples);
+    let rates = mix.task_rates(name, &count)?;
+    let probabilities = mix.task_probabilities(name, &count)?;
+    let examples = a
+        .examples
+        .unwrap_or_else(|| caches.values().map(|c| c.manifest.stats.examples).sum());
+    let spec = MixSpec {
+        name,
+        seed: a.seed,
+        probabilities: &probabilities,
+        rates: &rates,
+        examples,
+        shard_examples: a.shard_examples,
+    };
+    let worker = (a.num_workers > 1).then_some((a.worker_index, a.num_workers));
+    let written = build_mixture(&spec, &caches, &a.out, worker)?;
+    eprintln!(
+        "build mixture {name}: {examples} examples from {} task(s), {} shard(s) written in {:.2} s",
+        caches.len(),
+        written.len(),
+        t.elapsed().as_secs_f64()
+    );
+    for (task, p) in &probabilities {
+        eprintln!("  {task:<24} rate {:>12.3}  p {:.4}", rates[task], p);
+    }
+    Ok(())
+}
+
 pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
+    if let Some(name) = a.mixture.clone() {
+        return build_mixture_cmd(&a, &name);
+    }
     let reg = registry(&a.tasks_file)?;
+    let task_name = a.task.clone().unwrap_or_default();
     let task = reg
-        .get(&a.task)
-        .with_context(|| format!("no task {:?} (see `t5mix tasks list`)", a.task))?;
+        .get(&task_name)
+        .with_context(|| format!("no task {task_name:?} (see `t5mix tasks list`)"))?;
     let mut lengths = task.sequence_length.clone();
     if let Some(s) = &a.sequence_length {
         lengths.extend(parse_lengths(s)?);
@@ -143,7 +212,11 @@ pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         lengths.get("inputs").copied().unwrap_or(512),
         lengths.get("targets").copied().unwrap_or(512),
     );
-    let vocab = Vocabulary::load(&a.vocab, a.extra_ids)?;
+    let vocab_path = a
+        .vocab
+        .clone()
+        .context("--vocab is needed to build a task")?;
+    let vocab = Vocabulary::load(&vocab_path, a.extra_ids)?;
     let denoiser;
     let reader: Box<TextPairFn>;
     let (examples, inputs) = match (&task.preprocessing, &task.source) {

@@ -208,3 +208,141 @@ format = { kind = "template", inputs = "question: {q}", targets = "{a}" }
         );
     }
 }
+
+#[test]
+fn mixture_shards_sample_task_caches_by_rate() {
+    let (Some(model), Some(glue)) = (
+        shared_path("t5-spm/spiece.model"),
+        shared_path("glue-hf-dummy"),
+    ) else {
+        eprintln!("SKIP mixture_shards_sample_task_caches_by_rate: shared data not found");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let ok = |args: &[&str]| {
+        let o = t5mix(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    };
+    let m = model.to_str().unwrap();
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/crawl");
+    ok(&[
+        "clean",
+        sample.to_str().unwrap(),
+        "--out",
+        &p("clean"),
+        "-q",
+    ]);
+    ok(&[
+        "build",
+        "--task",
+        "c4_span_corruption",
+        "--input",
+        &p("clean"),
+        "--vocab",
+        m,
+        "--sequence-length",
+        "inputs=64,targets=14",
+        "--out",
+        &p("c4"),
+        "-q",
+    ]);
+    ok(&[
+        "build",
+        "--task",
+        "glue_rte",
+        "--input",
+        glue.join("rte").to_str().unwrap(),
+        "--vocab",
+        m,
+        "--out",
+        &p("rte"),
+        "-q",
+    ]);
+    let tasks = dir.path().join("mix.toml");
+    std::fs::write(
+        &tasks,
+        r#"
+[[mixture]]
+name = "c4_and_rte"
+members = [
+  { kind = "task", name = "c4_span_corruption", rate = { kind = "fixed", value = 3.0 } },
+  { kind = "task", name = "glue_rte", rate = { kind = "fixed", value = 1.0 } },
+]
+"#,
+    )
+    .unwrap();
+    let t = tasks.to_str().unwrap();
+    let build = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--mixture",
+            "c4_and_rte",
+            "--tasks-file",
+            t,
+            "--caches",
+            &p("c4"),
+            &p("rte"),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        args.extend(
+            [
+                "--examples",
+                "400",
+                "--shard-examples",
+                "100",
+                "--seed",
+                "5",
+                "--out",
+                out,
+            ]
+            .map(str::to_string),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&refs);
+    };
+    build(&p("mix"), &[]);
+    let mix = examples(&dir.path().join("mix"));
+    assert_eq!(mix.len(), 400);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("mix/manifest.json")).unwrap())
+            .unwrap();
+    let c4 = manifest["tasks"]["c4_span_corruption"]["examples"]
+        .as_u64()
+        .unwrap();
+    assert!((260..340).contains(&c4), "about 3/4 from c4: {c4}");
+    assert_eq!(manifest["probabilities"]["glue_rte"], 0.25);
+    // Resume and workers give the same bytes.
+    let bytes = |d: &str| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let first = bytes(&p("mix"));
+    std::fs::remove_file(dir.path().join("mix").join(&first[2].0)).unwrap();
+    build(&p("mix"), &[]);
+    assert_eq!(bytes(&p("mix")), first);
+    build(&p("w"), &["--worker-index", "1", "--num-workers", "2"]);
+    assert!(!dir.path().join("w/manifest.json").exists());
+    build(&p("w"), &["--worker-index", "0", "--num-workers", "2"]);
+    assert_eq!(bytes(&p("w")), first);
+    assert!(dir.path().join("w/manifest.json").exists());
+}

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod clean;
 pub mod error;
 pub mod features;
+pub mod mixing;
 pub mod preprocessors;
 pub mod readers;
 pub mod shards;

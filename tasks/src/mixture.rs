@@ -74,10 +74,13 @@ pub enum Rate {
     /// `1/temperature`.
     NumExamples {
         /// The cap K.
+        #[serde(default)]
         maximum: Option<f64>,
         /// Temperature T.
+        #[serde(default = "one")]
         temperature: f64,
         /// Scale applied before the cap.
+        #[serde(default = "one")]
         scale: f64,
     },
 }
@@ -134,6 +137,10 @@ impl Rate {
     }
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 /// `seqio.mixing_rate_num_examples`: `n·scale`, capped at `maximum`, then
 /// to the power `1/temperature` (only when the temperature is not 1).
 pub fn rate_num_examples(n: u64, maximum: Option<f64>, temperature: f64, scale: f64) -> f64 {
@@ -169,6 +176,7 @@ pub enum Member {
 
 /// A named mixture of tasks and sub-mixtures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mixture {
     /// Its name.
     pub name: String,
@@ -245,6 +253,25 @@ impl MixtureRegistry {
     /// The mixture of that name.
     pub fn get(&self, name: &str) -> Option<&Mixture> {
         self.mixtures.get(name)
+    }
+
+    /// The built-in mixtures.
+    pub fn builtin() -> Self {
+        let mut r = MixtureRegistry::default();
+        r.add(Mixture::new("glue_proportional").tasks(
+            [
+                "glue_mnli",
+                "glue_qnli",
+                "glue_qqp",
+                "glue_rte",
+                "glue_sst2",
+                "glue_stsb_t5",
+                "glue_wnli",
+            ],
+            Rate::examples(),
+        ))
+        .expect("built-in mixture");
+        r
     }
 
     /// Names of all mixtures.

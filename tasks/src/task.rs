@@ -144,11 +144,24 @@ impl TaskRegistry {
     /// Adds the tasks of a TOML task file (`[[task]]` tables); errors name
     /// the file, and the line and key where TOML or the schema says so.
     pub fn add_toml_file(&mut self, path: &std::path::Path) -> Result<Vec<String>, String> {
+        self.add_toml_file_with_mixtures(path, &mut crate::mixture::MixtureRegistry::default())
+    }
+
+    /// Like [`TaskRegistry::add_toml_file`], also adding the file's
+    /// `[[mixture]]` tables to `mixtures`.
+    pub fn add_toml_file_with_mixtures(
+        &mut self,
+        path: &std::path::Path,
+        mixtures: &mut crate::mixture::MixtureRegistry,
+    ) -> Result<Vec<String>, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct TaskFile {
+            #[serde(default)]
             task: Vec<Task>,
+            #[serde(default)]
+            mixture: Vec<crate::mixture::Mixture>,
         }
         let file: TaskFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -181,6 +194,12 @@ impl TaskRegistry {
             }
             names.push(t.name.clone());
             self.add(t)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        for m in file.mixture {
+            names.push(m.name.clone());
+            mixtures
+                .add(m)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         Ok(names)

@@ -1,0 +1,252 @@
+//! The mixing engine: samples examples from built task caches by rate into
+//! mixture shards (seqio's `sample_from_datasets`: i.i.d. task choice per
+//! example, each task read in order and repeated when exhausted).
+//!
+//! Example `j` of the mixture picks its task from a random stream keyed by
+//! `(seed, mixture, j)`, so shard `k` (examples `k·S .. (k+1)·S`) can be
+//! built alone — by another worker, or after an interruption — with the
+//! bytes a one-pass build writes. Task caches are held in memory while the
+//! mixture is built.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Manifest;
+use crate::error::{PipelineError, Result};
+use crate::preprocessors::{ExampleKey, ExampleRng};
+use crate::shards::{read_example_shard, write_example_shard, ExampleStats, ShardExample};
+
+/// A built task cache: its manifest and examples.
+pub struct TaskCache {
+    /// The cache's manifest.
+    pub manifest: Manifest,
+    /// All examples, in shard order.
+    pub examples: Vec<ShardExample>,
+}
+
+impl TaskCache {
+    /// Loads the cache in `dir` (`manifest.json` and its shards).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let mpath = dir.join("manifest.json");
+        let bytes = std::fs::read(&mpath).map_err(|e| PipelineError::io(&mpath, e))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| PipelineError::BadInput {
+                path: mpath.clone(),
+                location: "manifest".into(),
+                message: e.to_string(),
+            })?;
+        let mut examples = Vec::new();
+        for s in &manifest.shards {
+            examples.extend(read_example_shard(&dir.join(s))?.0);
+        }
+        Ok(TaskCache { manifest, examples })
+    }
+}
+
+/// `manifest.json` of a mixture.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MixtureManifest {
+    /// Mixture name.
+    pub mixture: String,
+    /// Seed.
+    pub seed: u64,
+    /// Examples in the mixture.
+    pub examples: u64,
+    /// Examples per shard.
+    pub shard_examples: u64,
+    /// Shards, in order.
+    pub shards: Vec<String>,
+    /// Rate of each task (unnormalized, as seqio's `get_rate`).
+    pub rates: BTreeMap<String, f64>,
+    /// Sampling probability of each task.
+    pub probabilities: BTreeMap<String, f64>,
+    /// Where the rates' example counts come from.
+    pub rates_from: String,
+    /// Statistics per task in the mixture.
+    pub tasks: BTreeMap<String, ExampleStats>,
+    /// Totals.
+    pub stats: ExampleStats,
+    /// Vocabulary md5 shared by all tasks.
+    pub vocabulary_md5: String,
+    /// Feature lengths per task.
+    pub sequence_length: BTreeMap<String, BTreeMap<String, usize>>,
+    /// t5mix version.
+    pub tool_version: String,
+}
+
+/// What to mix.
+pub struct MixSpec<'a> {
+    /// Mixture name (part of the random key).
+    pub name: &'a str,
+    /// Seed.
+    pub seed: u64,
+    /// Task probabilities (normalized rates), by task name.
+    pub probabilities: &'a BTreeMap<String, f64>,
+    /// Unnormalized rates, for the manifest.
+    pub rates: &'a BTreeMap<String, f64>,
+    /// Examples to write.
+    pub examples: u64,
+    /// Examples per shard.
+    pub shard_examples: u64,
+}
+
+fn shard_name(name: &str, k: u64, n: u64) -> String {
+    format!("{name}-{k:05}-of-{n:05}.parquet")
+}
+
+/// Which task each example of `range` draws from, and its index within the task.
+fn assignments(spec: &MixSpec<'_>, tasks: &[&str], cum: &[f64], upto: u64) -> Vec<(usize, u64)> {
+    let mut next = vec![0u64; tasks.len()];
+    let mut out = Vec::with_capacity(upto as usize);
+    for j in 0..upto {
+        let key = ExampleKey {
+            seed: spec.seed,
+            task: spec.name,
+            shard: 0,
+            index: j,
+        };
+        let u = ExampleRng::new(key, "mixture").unit_f64();
+        let t = cum.iter().position(|&c| u < c).unwrap_or(tasks.len() - 1);
+        out.push((t, next[t]));
+        next[t] += 1;
+    }
+    out
+}
+
+/// Writes the mixture's shards (those `index % count == worker` when
+/// `worker` is given, skipping complete ones) and, when all are there, its
+/// manifest. Returns the shards written now.
+pub fn build_mixture(
+    spec: &MixSpec<'_>,
+    caches: &BTreeMap<String, TaskCache>,
+    out_dir: &Path,
+    worker: Option<(usize, usize)>,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
+    let tasks: Vec<&str> = spec
+        .probabilities
+        .iter()
+        .filter(|(_, &p)| p > 0.0)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if tasks.is_empty() {
+        return Err(PipelineError::Config {
+            what: format!("mixture {}", spec.name),
+            message: "no task has a positive rate".into(),
+        });
+    }
+    for t in &tasks {
+        match caches.get(*t) {
+            None => {
+                return Err(PipelineError::Config {
+                    what: format!("mixture {}", spec.name),
+                    message: format!("no cache of task {t:?} among the --caches"),
+                })
+            }
+            Some(c) if c.examples.is_empty() => {
+                return Err(PipelineError::Config {
+                    what: format!("mixture {}", spec.name),
+                    message: format!("the cache of task {t:?} has no examples"),
+                })
+            }
+            _ => {}
+        }
+    }
+    let md5s: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .filter_map(|t| {
+            caches[*t]
+                .manifest
+                .vocabulary
+                .get("md5")
+                .map(String::as_str)
+        })
+        .collect();
+    if md5s.len() > 1 {
+        return Err(PipelineError::Config {
+            what: format!("mixture {}", spec.name),
+            message: "its tasks were built with different vocabularies".into(),
+        });
+    }
+    let total: f64 = tasks.iter().map(|t| spec.probabilities[*t]).sum();
+    let mut acc = 0.0;
+    let cum: Vec<f64> = tasks
+        .iter()
+        .map(|t| {
+            acc += spec.probabilities[*t] / total;
+            acc
+        })
+        .collect();
+    let per = spec.shard_examples.max(1);
+    let n_shards = spec.examples.div_ceil(per);
+    let assign = assignments(spec, &tasks, &cum, spec.examples);
+    let mut written = Vec::new();
+    let mut per_task: BTreeMap<String, ExampleStats> = BTreeMap::new();
+    let mut stats = ExampleStats::default();
+    for k in 0..n_shards {
+        let lo = (k * per) as usize;
+        let hi = ((k + 1) * per).min(spec.examples) as usize;
+        let examples: Vec<ShardExample> = assign[lo..hi]
+            .iter()
+            .map(|&(t, i)| {
+                let c = &caches[tasks[t]].examples;
+                c[(i % c.len() as u64) as usize].clone()
+            })
+            .collect();
+        for e in &examples {
+            per_task
+                .entry(e.task.clone())
+                .or_default()
+                .add(e.inputs.len(), e.targets.len());
+            stats.add(e.inputs.len(), e.targets.len());
+        }
+        if let Some((w, count)) = worker {
+            if (k as usize) % count != w {
+                continue;
+            }
+        }
+        let path = out_dir.join(shard_name(spec.name, k, n_shards));
+        if path.exists() {
+            continue;
+        }
+        let meta = vec![
+            ("t5mix.mixture".to_string(), spec.name.to_string()),
+            ("t5mix.shard".to_string(), format!("{k} of {n_shards}")),
+            ("t5mix.seed".to_string(), spec.seed.to_string()),
+            (
+                "t5mix.version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ];
+        write_example_shard(&path, &examples, &meta)?;
+        written.push(path);
+    }
+    let shards: Vec<String> = (0..n_shards)
+        .map(|k| shard_name(spec.name, k, n_shards))
+        .collect();
+    if shards.iter().all(|s| out_dir.join(s).exists()) {
+        let manifest = MixtureManifest {
+            mixture: spec.name.to_string(),
+            seed: spec.seed,
+            examples: spec.examples,
+            shard_examples: per,
+            shards,
+            rates: spec.rates.clone(),
+            probabilities: spec.probabilities.clone(),
+            rates_from: "the example counts in each task cache's manifest.json".into(),
+            tasks: per_task,
+            stats,
+            vocabulary_md5: md5s.into_iter().next().unwrap_or_default().to_string(),
+            sequence_length: tasks
+                .iter()
+                .map(|t| (t.to_string(), caches[*t].manifest.sequence_length.clone()))
+                .collect(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest");
+        crate::atomic::write_atomic(&out_dir.join("manifest.json"), &json)?;
+    }
+    Ok(written)
+}
