@@ -167,13 +167,127 @@ fn shard_name(task: &str, split: &str, i: usize, n: usize) -> String {
 }
 
 /// Builds this worker's shards of the cache into `out_dir`.
+/// What building one shard did.
+struct ShardOutcome {
+    path: PathBuf,
+    kept: bool,
+    documents: u64,
+    stats: ExampleStats,
+}
+
+fn build_one(
+    spec: &CacheSpec<'_>,
+    i: usize,
+    n: usize,
+    input: &Path,
+    out_dir: &Path,
+) -> Result<ShardOutcome> {
+    let path = out_dir.join(shard_name(spec.task, spec.split, i, n));
+    if path.exists() {
+        return Ok(ShardOutcome {
+            path,
+            kept: true,
+            documents: 0,
+            stats: ExampleStats::default(),
+        });
+    }
+    let input = input.to_path_buf();
+    let input = &input;
+    let mut documents = 0u64;
+    let mut examples = Vec::new();
+    let mut stats = ExampleStats::default();
+    match spec.examples {
+        ExampleSource::Unsupervised(denoiser) => {
+            let texts = read_clean_texts(input, spec.split)?;
+            documents += texts.len() as u64;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let docs = spec.vocab.encode_batch(&refs);
+            ShardCorruptor::new(denoiser, spec.seed, spec.task, i as u64)
+                .run(docs.iter().map(Vec::as_slice), |inp, tgt| {
+                    stats.add(inp.len(), tgt.len());
+                    examples.push(ShardExample {
+                        task: spec.task.to_string(),
+                        inputs: inp.to_vec(),
+                        targets: tgt.to_vec(),
+                    });
+                })
+                .map_err(|e| PipelineError::Config {
+                    what: format!("task {}", spec.task),
+                    message: e.to_string(),
+                })?;
+        }
+        ExampleSource::TextPairs(read) => {
+            let pairs = read(input).map_err(|m| PipelineError::BadInput {
+                path: input.clone(),
+                location: "rows".into(),
+                message: m,
+            })?;
+            documents += pairs.len() as u64;
+            let texts: Vec<&str> = pairs
+                .iter()
+                .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+                .collect();
+            let ids = spec.vocab.encode_batch(&texts);
+            let eos = spec.vocab.eos_id().unwrap_or(1);
+            for pair in ids.chunks(2) {
+                let (mut inp, mut tgt) = (pair[0].clone(), pair[1].clone());
+                crate::preprocessors::append_eos_after_trim(&mut inp, spec.inputs_length, eos);
+                crate::preprocessors::append_eos_after_trim(&mut tgt, spec.targets_length, eos);
+                stats.add(inp.len(), tgt.len());
+                examples.push(ShardExample {
+                    task: spec.task.to_string(),
+                    inputs: inp,
+                    targets: tgt,
+                });
+            }
+        }
+    }
+    let meta = vec![
+        ("t5mix.task".to_string(), spec.task.to_string()),
+        ("t5mix.split".to_string(), spec.split.to_string()),
+        ("t5mix.source".to_string(), input.display().to_string()),
+        ("t5mix.shard".to_string(), format!("{i} of {n}")),
+        ("t5mix.seed".to_string(), spec.seed.to_string()),
+        ("t5mix.objective".to_string(), spec.examples.describe()),
+        (
+            "t5mix.sequence_length".to_string(),
+            format!(
+                "inputs={},targets={}",
+                spec.inputs_length, spec.targets_length
+            ),
+        ),
+        (
+            "t5mix.vocabulary_md5".to_string(),
+            spec.vocab.checksum().to_string(),
+        ),
+        (
+            "t5mix.stats".to_string(),
+            serde_json::to_string(&stats).unwrap_or_default(),
+        ),
+        (
+            "t5mix.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ];
+    write_example_shard(&path, &examples, &meta)?;
+    Ok(ShardOutcome {
+        path,
+        kept: false,
+        documents,
+        stats,
+    })
+}
+
+/// Builds this worker's shards of the cache into `out_dir`, several source
+/// shards at once; `on_shard` is called as each is done.
 pub fn build_cache(
     spec: &CacheSpec<'_>,
     inputs: &[PathBuf],
     out_dir: &Path,
     worker: Worker,
-    mut on_shard: impl FnMut(usize, usize),
+    on_shard: impl Fn(usize, usize) + Sync,
 ) -> Result<CacheReport> {
+    use rayon::prelude::*;
     if worker.count == 0 || worker.index >= worker.count {
         return Err(PipelineError::Config {
             what: "workers".into(),
@@ -182,96 +296,25 @@ pub fn build_cache(
     }
     std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
     let n = inputs.len();
-    let mut report = CacheReport::default();
-    for (i, input) in inputs.iter().enumerate() {
-        if i % worker.count != worker.index {
-            continue;
-        }
-        let path = out_dir.join(shard_name(spec.task, spec.split, i, n));
-        if path.exists() {
-            report.kept.push(path);
+    let outcomes: Vec<ShardOutcome> = inputs
+        .par_iter()
+        .enumerate()
+        .filter(|(i, _)| i % worker.count == worker.index)
+        .map(|(i, input)| {
+            let r = build_one(spec, i, n, input, out_dir);
             on_shard(i, n);
-            continue;
+            r
+        })
+        .collect::<Result<_>>()?;
+    let mut report = CacheReport::default();
+    for o in outcomes {
+        report.documents += o.documents;
+        report.stats.merge(&o.stats);
+        if o.kept {
+            report.kept.push(o.path);
+        } else {
+            report.written.push(o.path);
         }
-        let mut examples = Vec::new();
-        let mut stats = ExampleStats::default();
-        match spec.examples {
-            ExampleSource::Unsupervised(denoiser) => {
-                let texts = read_clean_texts(input, spec.split)?;
-                report.documents += texts.len() as u64;
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let docs = spec.vocab.encode_batch(&refs);
-                ShardCorruptor::new(denoiser, spec.seed, spec.task, i as u64)
-                    .run(docs.iter().map(Vec::as_slice), |inp, tgt| {
-                        stats.add(inp.len(), tgt.len());
-                        examples.push(ShardExample {
-                            task: spec.task.to_string(),
-                            inputs: inp.to_vec(),
-                            targets: tgt.to_vec(),
-                        });
-                    })
-                    .map_err(|e| PipelineError::Config {
-                        what: format!("task {}", spec.task),
-                        message: e.to_string(),
-                    })?;
-            }
-            ExampleSource::TextPairs(read) => {
-                let pairs = read(input).map_err(|m| PipelineError::BadInput {
-                    path: input.clone(),
-                    location: "rows".into(),
-                    message: m,
-                })?;
-                report.documents += pairs.len() as u64;
-                let texts: Vec<&str> = pairs
-                    .iter()
-                    .flat_map(|(a, b)| [a.as_str(), b.as_str()])
-                    .collect();
-                let ids = spec.vocab.encode_batch(&texts);
-                let eos = spec.vocab.eos_id().unwrap_or(1);
-                for pair in ids.chunks(2) {
-                    let (mut inp, mut tgt) = (pair[0].clone(), pair[1].clone());
-                    crate::preprocessors::append_eos_after_trim(&mut inp, spec.inputs_length, eos);
-                    crate::preprocessors::append_eos_after_trim(&mut tgt, spec.targets_length, eos);
-                    stats.add(inp.len(), tgt.len());
-                    examples.push(ShardExample {
-                        task: spec.task.to_string(),
-                        inputs: inp,
-                        targets: tgt,
-                    });
-                }
-            }
-        }
-        let meta = vec![
-            ("t5mix.task".to_string(), spec.task.to_string()),
-            ("t5mix.split".to_string(), spec.split.to_string()),
-            ("t5mix.source".to_string(), input.display().to_string()),
-            ("t5mix.shard".to_string(), format!("{i} of {n}")),
-            ("t5mix.seed".to_string(), spec.seed.to_string()),
-            ("t5mix.objective".to_string(), spec.examples.describe()),
-            (
-                "t5mix.sequence_length".to_string(),
-                format!(
-                    "inputs={},targets={}",
-                    spec.inputs_length, spec.targets_length
-                ),
-            ),
-            (
-                "t5mix.vocabulary_md5".to_string(),
-                spec.vocab.checksum().to_string(),
-            ),
-            (
-                "t5mix.stats".to_string(),
-                serde_json::to_string(&stats).unwrap_or_default(),
-            ),
-            (
-                "t5mix.version".to_string(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            ),
-        ];
-        write_example_shard(&path, &examples, &meta)?;
-        report.stats.merge(&stats);
-        report.written.push(path);
-        on_shard(i, n);
     }
     Ok(report)
 }
