@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled example:
-#   crawl text -> clean shards -> vocabulary -> span-corruption example shards.
-# (Multi-task mixtures and the training run join as their issues land.)
+#   crawl text -> clean shards -> vocabulary -> span-corruption example shards
+#   -> (with the shared GLUE files) a second task and a mixture of both.
+# (The training run joins when the trainer lands.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +43,12 @@ rm -rf out/c4_span_corruption
 $T5MIX build --task c4_span_corruption --input out/clean --vocab "$MODEL" \
   --sequence-length inputs=128,targets=29 --out out/c4_span_corruption
 $T5MIX inspect out/c4_span_corruption --vocab "$MODEL"
+
+# 4. With GLUE RTE from the shared data: a second task and a 3:1 mixture of both.
+if [ -d "$SHARED/glue-hf-dummy/rte" ]; then
+  rm -rf out/glue_rte out/demo_mixture
+  $T5MIX build --task glue_rte --input "$SHARED/glue-hf-dummy/rte" --vocab "$MODEL" --out out/glue_rte
+  $T5MIX build --mixture demo_c4_rte --tasks-file data/demo_mixture.toml \
+    --caches out/c4_span_corruption out/glue_rte --examples 200 --out out/demo_mixture
+  $T5MIX inspect out/demo_mixture --vocab "$MODEL" -n 2
+fi

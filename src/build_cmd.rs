@@ -47,6 +47,23 @@ enum TasksCommand {
         /// Task name.
         name: String,
     },
+    /// The formatted text and ids of a task's first examples.
+    Preview {
+        /// Task name.
+        name: String,
+        /// Task input: clean shards (unsupervised) or the task's directory.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<String>,
+        /// SentencePiece model.
+        #[arg(long, value_name = "FILE")]
+        vocab: PathBuf,
+        /// Split.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Examples to show.
+        #[arg(short, default_value_t = 5)]
+        n: usize,
+    },
 }
 
 pub fn tasks(a: TasksArgs) -> Result<()> {
@@ -71,6 +88,80 @@ pub fn tasks(a: TasksArgs) -> Result<()> {
                 .with_context(|| format!("no task {name:?} (see `t5mix tasks list`)"))?;
             println!("{}", serde_json::to_string_pretty(t)?);
         }
+        TasksCommand::Preview {
+            name,
+            input,
+            vocab,
+            split,
+            n,
+        } => preview(&reg, &name, &input, &vocab, &split, n)?,
+    }
+    Ok(())
+}
+
+fn preview(
+    reg: &TaskRegistry,
+    name: &str,
+    input: &[String],
+    vocab: &std::path::Path,
+    split: &str,
+    n: usize,
+) -> Result<()> {
+    let t = reg
+        .get(name)
+        .with_context(|| format!("no task {name:?} (see `t5mix tasks list`)"))?;
+    let v = Vocabulary::load(vocab, 100)?;
+    let li = t.sequence_length.get("inputs").copied().unwrap_or(512);
+    let lt = t.sequence_length.get("targets").copied().unwrap_or(128);
+    let mut shown = Vec::new();
+    match (&t.preprocessing, &t.source) {
+        (Preprocessing::Unsupervised { objective }, _) => {
+            let d = Denoiser::new(*objective, li, lt, v.vocab_size(), v.extra_ids())?;
+            let files: Vec<PathBuf> = expand_inputs(input)?
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect();
+            let first = files.first().context("no clean Parquet shards")?;
+            let texts = t5mix_pipeline::cache::read_clean_texts(first, split)?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let docs = v.encode_batch(&refs);
+            t5mix_pipeline::preprocessors::ShardCorruptor::new(&d, 0, &t.name, 0).run(
+                docs.iter().map(Vec::as_slice),
+                |i, g| {
+                    if shown.len() < n {
+                        shown.push((v.decode(i), v.decode(g), i.to_vec(), g.to_vec()));
+                    }
+                },
+            )?;
+        }
+        (Preprocessing::Supervised { format }, Source::Files { format: ff, splits }) => {
+            let globs = splits
+                .get(split)
+                .with_context(|| format!("task {name} has no split {split:?}"))?;
+            let pattern = std::path::Path::new(&input[0])
+                .join(&globs[0])
+                .display()
+                .to_string();
+            let file = expand_inputs(&[pattern])?.remove(0);
+            for (k, row) in read_rows(&file, ff)?.iter().take(n).enumerate() {
+                let (i, g) = format.format(row, &file, k + 1)?;
+                let mut ii = v.encode(&i);
+                t5mix_pipeline::preprocessors::append_eos_after_trim(&mut ii, li, 1);
+                let mut gg = v.encode(&g);
+                t5mix_pipeline::preprocessors::append_eos_after_trim(&mut gg, lt, 1);
+                shown.push((i, g, ii, gg));
+            }
+        }
+        (Preprocessing::Supervised { .. }, Source::CleanShards) => {
+            bail!("task {name}: a supervised task needs a files source")
+        }
+    }
+    for (k, (i, g, ii, gg)) in shown.iter().enumerate() {
+        println!("--- {name} example {k} ---");
+        println!("inputs:      {i}");
+        println!("targets:     {g}");
+        println!("inputs ids:  {ii:?}");
+        println!("targets ids: {gg:?}");
     }
     Ok(())
 }
@@ -95,9 +186,12 @@ pub struct BuildArgs {
     /// Task cache directories (each with its manifest.json) for `--mixture`.
     #[arg(long, num_args = 1..)]
     caches: Vec<PathBuf>,
-    /// Examples in the mixture (default: the sum of the task caches' examples).
-    #[arg(long)]
+    /// Examples in the mixture (default: one epoch, the sum of the task caches' examples).
+    #[arg(long, conflicts_with = "epochs")]
     examples: Option<u64>,
+    /// Mixture size in epochs of the task caches (the sum of their examples times this).
+    #[arg(long)]
+    epochs: Option<f64>,
     /// Examples per mixture shard.
     #[arg(long, default_value_t = 100_000)]
     shard_examples: u64,

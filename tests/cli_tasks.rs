@@ -346,3 +346,34 @@ members = [
     assert_eq!(bytes(&p("w")), first);
     assert!(dir.path().join("w/manifest.json").exists());
 }
+
+#[test]
+fn preview_shows_text_and_ids() {
+    let (Some(model), Some(glue)) = (
+        shared_path("t5-spm/spiece.model"),
+        shared_path("glue-hf-dummy"),
+    ) else {
+        eprintln!("SKIP preview_shows_text_and_ids: shared data not found");
+        return;
+    };
+    let o = t5mix(&[
+        "tasks",
+        "preview",
+        "glue_stsb",
+        "--input",
+        glue.join("stsb").to_str().unwrap(),
+        "--vocab",
+        model.to_str().unwrap(),
+        "-n",
+        "2",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("stsb sentence1: A plane is taking off.")
+            && out.contains("targets:     5.0")
+            && out.contains("targets:     3.75"),
+        "{out}"
+    );
+    assert_eq!(out.matches("--- glue_stsb example").count(), 2);
+}

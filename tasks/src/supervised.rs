@@ -100,12 +100,22 @@ pub enum SourceError {
 /// One row: column name → text.
 pub type Row = BTreeMap<String, String>;
 
-/// Reads every row of a file.
+fn open(path: &Path) -> std::io::Result<Box<dyn std::io::Read>> {
+    let f = std::fs::File::open(path)?;
+    Ok(if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else {
+        Box::new(f)
+    })
+}
+
+/// Reads every row of a file (`.gz` transparent).
 pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceError> {
     let err = |m: String| SourceError::Read {
         path: path.display().to_string(),
         message: m,
     };
+    let reader = open(path).map_err(|e| err(e.to_string()))?;
     match format {
         FileFormat::Tsv { header } | FileFormat::Csv { header } => {
             let tsv = matches!(format, FileFormat::Tsv { .. });
@@ -114,8 +124,7 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                 .quoting(!tsv)
                 .has_headers(*header)
                 .flexible(true)
-                .from_path(path)
-                .map_err(|e| err(e.to_string()))?;
+                .from_reader(reader);
             let names: Vec<String> = if *header {
                 rdr.headers()
                     .map_err(|e| err(e.to_string()))?
@@ -138,7 +147,9 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
             Ok(rows)
         }
         FileFormat::Jsonl => {
-            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut { reader }, &mut text)
+                .map_err(|e| err(e.to_string()))?;
             let mut rows = Vec::new();
             for (i, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
