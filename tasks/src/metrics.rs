@@ -188,3 +188,99 @@ pub fn squad(targets: &[Vec<String>], predictions: &[String]) -> (f64, f64) {
     }
     (100.0 * em / n, 100.0 * f1 / n)
 }
+
+fn intl_regexes() -> &'static [(Regex, &'static str); 3] {
+    static R: OnceLock<[(Regex, &'static str); 3]> = OnceLock::new();
+    R.get_or_init(|| {
+        [
+            (Regex::new(r"(\P{N})(\p{P})").unwrap(), "$1 $2 "),
+            (Regex::new(r"(\p{P})(\P{N})").unwrap(), " $1 $2"),
+            (Regex::new(r"(\p{S})").unwrap(), " $1 "),
+        ]
+    })
+}
+
+/// sacreBLEU's `intl` tokenizer (`TokenizerV14International`).
+pub fn tokenize_intl(line: &str) -> Vec<String> {
+    let mut s = line.to_string();
+    for (re, rep) in intl_regexes() {
+        s = re.replace_all(&s, *rep).into_owned();
+    }
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+fn ngrams(tokens: &[String], n: usize) -> HashMap<&[String], usize> {
+    let mut m = HashMap::new();
+    if tokens.len() >= n {
+        for w in tokens.windows(n) {
+            *m.entry(w).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// T5's `bleu`: sacreBLEU corpus BLEU (intl tokenizer, `exp` smoothing,
+/// closest reference length, 4-grams, not lower-cased). `references` are
+/// reference streams: `references[r][i]` is the r-th reference of example i.
+pub fn bleu(references: &[Vec<String>], predictions: &[String]) -> f64 {
+    let mut correct = [0usize; 4];
+    let mut total = [0usize; 4];
+    let (mut sys_len, mut ref_len) = (0usize, 0usize);
+    for (i, pred) in predictions.iter().enumerate() {
+        let hyp = tokenize_intl(pred.trim_end());
+        let refs: Vec<Vec<String>> = references
+            .iter()
+            .map(|stream| tokenize_intl(stream[i].trim_end()))
+            .collect();
+        sys_len += hyp.len();
+        // Closest reference length, ties to the shorter.
+        let mut closest: Option<(usize, usize)> = None;
+        for r in &refs {
+            let diff = r.len().abs_diff(hyp.len());
+            closest = match closest {
+                None => Some((diff, r.len())),
+                Some((d, l)) if diff < d || (diff == d && r.len() < l) => Some((diff, r.len())),
+                c => c,
+            };
+        }
+        ref_len += closest.map_or(0, |(_, l)| l);
+        for n in 1..=4 {
+            let h = ngrams(&hyp, n);
+            let mut max_ref: HashMap<&[String], usize> = HashMap::new();
+            for r in &refs {
+                for (g, c) in ngrams(r, n) {
+                    let e = max_ref.entry(g).or_default();
+                    *e = (*e).max(c);
+                }
+            }
+            for (g, c) in &h {
+                correct[n - 1] += (*c).min(max_ref.get(g).copied().unwrap_or(0));
+            }
+            total[n - 1] += hyp.len().saturating_sub(n - 1);
+        }
+    }
+    let mut precisions = [0.0f64; 4];
+    let mut smooth = 1.0;
+    for n in 0..4 {
+        if total[n] == 0 {
+            break;
+        }
+        if correct[n] == 0 {
+            smooth *= 2.0;
+            precisions[n] = 100.0 / (smooth * total[n] as f64);
+        } else {
+            precisions[n] = 100.0 * correct[n] as f64 / total[n] as f64;
+        }
+    }
+    let bp = if sys_len < ref_len {
+        if sys_len > 0 {
+            (1.0 - ref_len as f64 / sys_len as f64).exp()
+        } else {
+            0.0
+        }
+    } else {
+        1.0
+    };
+    let log = |p: f64| if p == 0.0 { -9_999_999_999.0 } else { p.ln() };
+    bp * (precisions.iter().map(|&p| log(p)).sum::<f64>() / 4.0).exp()
+}

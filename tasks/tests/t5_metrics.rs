@@ -1,6 +1,6 @@
 //! Postprocessors and metrics against t5.evaluation
-//! (../shared/data/t5-reference/metrics.jsonl). BLEU and ROUGE are not
-//! implemented yet; their rows are counted and skipped.
+//! (../shared/data/t5-reference/metrics.jsonl). ROUGE is not implemented
+//! yet; its rows are counted and skipped.
 
 use serde_json::Value;
 use t5mix_pipeline::shared_data::shared_or_skip;
@@ -98,6 +98,23 @@ fn metrics_match_t5() {
                     "squad/{case}: {em} {f1} vs {result}"
                 );
             }
+            "bleu" => {
+                let refs: Vec<Vec<String>> = match r["targets"][0].as_array() {
+                    Some(_) => r["targets"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(strings)
+                        .collect(),
+                    None => vec![strings(&r["targets"])],
+                };
+                let got = bleu(&refs, &strings(&r["predictions"]));
+                assert!(
+                    close(got, &result["bleu"]),
+                    "bleu/{case}: {got} vs {}",
+                    result["bleu"]
+                );
+            }
             _ => {
                 skipped += 1;
                 continue;
@@ -105,5 +122,5 @@ fn metrics_match_t5() {
         }
         checked += 1;
     }
-    assert_eq!((checked, skipped), (34, 11));
+    assert_eq!((checked, skipped), (40, 5));
 }
