@@ -27,6 +27,14 @@ pub enum FileFormat {
     },
     /// One JSON object per line (string, number and boolean fields).
     Jsonl,
+    /// SQuAD's JSON (`data[].paragraphs[].qas[]`): one row per question with
+    /// columns `id`, `title`, `context`, `question`, `answer` (the first
+    /// answer's text) and `answers` (all, joined by a newline).
+    SquadJson,
+    /// A CNN/DailyMail `.story` file as tfds `cnn_dailymail` reads it: one row
+    /// with `article` (lines joined, missing periods added) and `highlights`
+    /// (the `@highlight` lines joined with a newline), and `id` (file stem).
+    CnnStory,
 }
 
 fn yes() -> bool {
@@ -59,6 +67,31 @@ pub enum TextFormat {
         sentence2: String,
         /// Column of the score (missing: −1).
         score: String,
+    },
+    /// `preprocessors.squad`: `question: … context: …` with T5's punctuation
+    /// padding (or `squad trivia question: …` without context).
+    Squad {
+        /// Include the context.
+        #[serde(default = "yes")]
+        include_context: bool,
+    },
+    /// `preprocessors.summarize`: `summarize: <article>`.
+    Summarize {
+        /// Column of the article.
+        article: String,
+        /// Column of the summary.
+        summary: String,
+    },
+    /// `preprocessors.translate`: `translate English to German: <source>`.
+    Translate {
+        /// Source language code (en, de, fr, ro, …).
+        source_language: String,
+        /// Target language code.
+        target_language: String,
+        /// Column of the source text.
+        source: String,
+        /// Column of the target text.
+        target: String,
     },
     /// Free templates: `{column}` is replaced by that column's value.
     Template {
@@ -146,6 +179,58 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
             }
             Ok(rows)
         }
+        FileFormat::SquadJson => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut { reader }, &mut text)
+                .map_err(|e| err(e.to_string()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+            let mut rows = Vec::new();
+            let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
+            for article in v["data"]
+                .as_array()
+                .ok_or_else(|| err("no \"data\" array".into()))?
+            {
+                for para in article["paragraphs"].as_array().into_iter().flatten() {
+                    for qa in para["qas"].as_array().into_iter().flatten() {
+                        let answers: Vec<String> = qa["answers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|a| s(&a["text"]))
+                            .collect();
+                        let mut row = Row::new();
+                        row.insert("id".into(), s(&qa["id"]));
+                        row.insert("title".into(), s(&article["title"]));
+                        row.insert("context".into(), s(&para["context"]));
+                        row.insert("question".into(), s(&qa["question"]));
+                        row.insert(
+                            "answer".into(),
+                            answers.first().cloned().unwrap_or_default(),
+                        );
+                        row.insert("answers".into(), answers.join("\n"));
+                        rows.push(row);
+                    }
+                }
+            }
+            Ok(rows)
+        }
+        FileFormat::CnnStory => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut { reader }, &mut text)
+                .map_err(|e| err(e.to_string()))?;
+            let (article, highlights) = cnn_story(&text);
+            let mut row = Row::new();
+            row.insert("article".into(), article);
+            row.insert("highlights".into(), highlights);
+            row.insert(
+                "id".into(),
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            Ok(vec![row])
+        }
         FileFormat::Jsonl => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut { reader }, &mut text)
@@ -174,6 +259,36 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
             Ok(rows)
         }
     }
+}
+
+/// tfds `cnn_dailymail` `_get_art_abs` (version ≥ 2): lines stripped, a
+/// period added to lines without an end token, `@highlight` lines' successors
+/// as highlights (joined by newlines), the rest as the article (joined by
+/// spaces).
+pub fn cnn_story(text: &str) -> (String, String) {
+    const END: [char; 9] = ['.', '!', '?', '\'', '`', '"', '\u{2019}', '\u{201d}', ')'];
+    let mut article = Vec::new();
+    let mut highlights = Vec::new();
+    let mut next_is_highlight = false;
+    for raw in text.split('\n') {
+        let line =
+            raw.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
+        let line = if line.contains("@highlight") || line.is_empty() || line.ends_with(END) {
+            line.to_string()
+        } else {
+            format!("{line}.")
+        };
+        if line.is_empty() {
+            continue;
+        } else if line.starts_with("@highlight") {
+            next_is_highlight = true;
+        } else if next_is_highlight {
+            highlights.push(line);
+        } else {
+            article.push(line);
+        }
+    }
+    (article.join(" "), highlights.join("\n"))
 }
 
 /// Checks a template: balanced braces, non-empty placeholders.
@@ -236,7 +351,20 @@ impl TextFormat {
             TextFormat::Stsb { classes, .. } if *classes < 2 => {
                 Err(format!("stsb needs at least 2 classes, got {classes}"))
             }
-            TextFormat::Stsb { .. } => Ok(()),
+            TextFormat::Stsb { .. } | TextFormat::Squad { .. } | TextFormat::Summarize { .. } => {
+                Ok(())
+            }
+            TextFormat::Translate {
+                source_language,
+                target_language,
+                ..
+            } => {
+                for l in [source_language, target_language] {
+                    crate::formats::language_name(l)
+                        .ok_or_else(|| format!("unknown language code {l:?}"))?;
+                }
+                Ok(())
+            }
             TextFormat::Template { inputs, targets } => {
                 check_template(inputs).map_err(|e| format!("inputs: {e}"))?;
                 check_template(targets).map_err(|e| format!("targets: {e}"))?;
@@ -304,6 +432,31 @@ impl TextFormat {
                     stsb_target(s, *classes),
                 ))
             }
+            TextFormat::Squad { include_context } => Ok(crate::formats::squad(
+                &col("question")?,
+                &col("context")?,
+                &col("answer")?,
+                *include_context,
+            )),
+            TextFormat::Summarize { article, summary } => {
+                Ok(crate::formats::summarize(&col(article)?, &col(summary)?))
+            }
+            TextFormat::Translate {
+                source_language,
+                target_language,
+                source,
+                target,
+            } => crate::formats::translate(
+                source_language,
+                target_language,
+                &col(source)?,
+                &col(target)?,
+            )
+            .ok_or_else(|| {
+                SourceError::Format(format!(
+                    "unknown language in {source_language} → {target_language}"
+                ))
+            }),
             TextFormat::Template { inputs, targets } => {
                 Ok((fill(inputs, row, &col)?, fill(targets, row, &col)?))
             }

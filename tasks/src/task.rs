@@ -242,8 +242,72 @@ fn glue_format(config: &str, fields: &[(&str, &str)], label: &str) -> TextFormat
     }
 }
 
-/// GLUE tasks over the files of the GLUE download (one directory per task).
+fn files_task(
+    name: &str,
+    description: &str,
+    format: FileFormat,
+    splits: &[(&str, &str)],
+    text: TextFormat,
+    lengths: (usize, usize),
+) -> Task {
+    Task {
+        name: name.into(),
+        description: description.into(),
+        source: Source::Files {
+            format,
+            splits: splits
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect(),
+        },
+        preprocessing: Preprocessing::Supervised { format: text },
+        sequence_length: BTreeMap::from([
+            ("inputs".to_string(), lengths.0),
+            ("targets".to_string(), lengths.1),
+        ]),
+    }
+}
+
+/// GLUE tasks over the files of the GLUE download (one directory per task),
+/// SQuAD over its JSON files and CNN/DailyMail over `.story` files.
 fn glue_tasks() -> Vec<Task> {
+    let mut v = glue_tsv_tasks();
+    let squad_splits = [
+        ("train", "train-v1.1.json"),
+        ("validation", "dev-v1.1.json"),
+    ];
+    v.push(files_task(
+        "squad_v010_allanswers",
+        "SQuAD v1.1: `question: … context: …` with T5's punctuation padding → the first answer",
+        FileFormat::SquadJson,
+        &squad_splits,
+        TextFormat::Squad {
+            include_context: true,
+        },
+        (512, 128),
+    ));
+    v.push(files_task(
+        "squad_v010_context_free",
+        "SQuAD v1.1 without context: `squad trivia question: …`",
+        FileFormat::SquadJson,
+        &squad_splits,
+        TextFormat::Squad {
+            include_context: false,
+        },
+        (512, 128),
+    ));
+    v.push(files_task(
+        "cnn_dailymail",
+        "CNN/DailyMail: `summarize: <article>` → highlights (story files under train/, validation/, test/)",
+        FileFormat::CnnStory,
+        &[("train", "train/*.story"), ("validation", "validation/*.story"), ("test", "test/*.story")],
+        TextFormat::Summarize { article: "article".into(), summary: "highlights".into() },
+        (512, 128),
+    ));
+    v
+}
+
+fn glue_tsv_tasks() -> Vec<Task> {
     let std_splits = [
         ("train", "train.tsv"),
         ("validation", "dev.tsv"),

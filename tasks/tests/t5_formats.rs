@@ -122,3 +122,69 @@ fn stsb_labels_match_t5_on_all_rows() {
     }
     assert_eq!(classes.len(), 26);
 }
+
+/// SQuAD JSON and CNN/DailyMail story files read as tfds reads them, then
+/// formatted: equal to seqio's rows (text and ids).
+#[test]
+fn squad_and_cnn_sources_match_t5() {
+    use t5mix_tasks::supervised::{read_rows, FileFormat, TextFormat};
+    let test = "squad_and_cnn_sources_match_t5";
+    let (Some(rows), Some(root)) = (
+        rows("t5-reference/glue_format.jsonl", test),
+        shared_or_skip("t5-reference", test),
+    ) else {
+        return;
+    };
+    let root = root.parent().unwrap().to_path_buf();
+    let vocab =
+        shared_or_skip("t5-spm/spiece.model", test).map(|p| Vocabulary::load(&p, 100).unwrap());
+    let squad_rows = read_rows(
+        &root.join("squad-allennlp/squad.json"),
+        &FileFormat::SquadJson,
+    )
+    .unwrap();
+    let mut checked = 0;
+    for r in rows
+        .iter()
+        .filter(|r| r["family"] == "squad" || r["family"] == "summarize")
+    {
+        let (row, file, format) = if r["family"] == "squad" {
+            let id = s(&r["tfds_example"], "id");
+            let row = squad_rows.iter().find(|x| x["id"] == id).unwrap().clone();
+            (
+                row,
+                root.join("squad-allennlp/squad.json"),
+                TextFormat::Squad {
+                    include_context: s(r, "task") == "squad_v010_allanswers",
+                },
+            )
+        } else {
+            let file = root.join(r["source_files"][0].as_str().unwrap());
+            let row = read_rows(&file, &FileFormat::CnnStory).unwrap().remove(0);
+            assert_eq!(row["article"], s(&r["tfds_example"], "article"));
+            assert_eq!(row["highlights"], s(&r["tfds_example"], "highlights"));
+            (
+                row,
+                file,
+                TextFormat::Summarize {
+                    article: "article".into(),
+                    summary: "highlights".into(),
+                },
+            )
+        };
+        let (i, t) = format.format(&row, &file, 1).unwrap();
+        assert_eq!(
+            (i.as_str(), t.as_str()),
+            (s(r, "inputs"), s(r, "targets")),
+            "{}",
+            s(r, "task")
+        );
+        if let Some(v) = &vocab {
+            let mut ii = v.encode(&i);
+            append_eos_after_trim(&mut ii, 512, 1);
+            assert_eq!(ii, ids(&r["inputs_ids"]));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 30);
+}
