@@ -377,3 +377,48 @@ fn preview_shows_text_and_ids() {
     );
     assert_eq!(out.matches("--- glue_stsb example").count(), 2);
 }
+
+#[test]
+fn wmt_task_from_parallel_files_equals_seqio() {
+    let (Some(model), Some(wmt), Some(reference)) = (
+        shared_path("t5-spm/spiece.model"),
+        shared_path("wmt-ende-opennmt"),
+        shared_path("t5-reference/glue_format.jsonl"),
+    ) else {
+        eprintln!("SKIP wmt_task_from_parallel_files_equals_seqio: shared data not found");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wmt");
+    let o = t5mix(&[
+        "build",
+        "--task",
+        "wmt_t2t_ende",
+        "--input",
+        wmt.to_str().unwrap(),
+        "--vocab",
+        model.to_str().unwrap(),
+        "--split",
+        "validation",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let want: Vec<(Vec<u32>, Vec<u32>)> = std::fs::read_to_string(reference)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["task"] == "wmt_t2t_ende_v003")
+        .map(|r| (ids(&r["inputs_ids"]), ids(&r["targets_ids"])))
+        .collect();
+    assert_eq!(want.len(), 50);
+    assert_eq!(examples(&out), want);
+}

@@ -31,6 +31,16 @@ pub enum FileFormat {
     /// columns `id`, `title`, `context`, `question`, `answer` (the first
     /// answer's text) and `answers` (all, joined by a newline).
     SquadJson,
+    /// Parallel text: the matched file holds source lines, the file named by
+    /// replacing `source_marker` with `target_marker` in its name holds the
+    /// target lines (e.g. OpenNMT's `src-train.txt` / `tgt-train.txt`); rows
+    /// have columns `source` and `target`.
+    ParallelText {
+        /// Part of the source file's name.
+        source_marker: String,
+        /// What replaces it in the target file's name.
+        target_marker: String,
+    },
     /// A CNN/DailyMail `.story` file as tfds `cnn_dailymail` reads it: one row
     /// with `article` (lines joined, missing periods added) and `highlights`
     /// (the `@highlight` lines joined with a newline), and `id` (file stem).
@@ -214,6 +224,49 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                 }
             }
             Ok(rows)
+        }
+        FileFormat::ParallelText {
+            source_marker,
+            target_marker,
+        } => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !name.contains(source_marker.as_str()) {
+                return Err(err(format!(
+                    "file name has no {source_marker:?} to find its target file"
+                )));
+            }
+            let target =
+                path.with_file_name(name.replacen(source_marker.as_str(), target_marker, 1));
+            let mut src = String::new();
+            std::io::Read::read_to_string(&mut { reader }, &mut src)
+                .map_err(|e| err(e.to_string()))?;
+            let tgt = std::fs::read_to_string(&target).map_err(|e| SourceError::Read {
+                path: target.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let (s_lines, t_lines): (Vec<&str>, Vec<&str>) =
+                (src.lines().collect(), tgt.lines().collect());
+            if s_lines.len() != t_lines.len() {
+                return Err(err(format!(
+                    "{} source lines but {} target lines in {}",
+                    s_lines.len(),
+                    t_lines.len(),
+                    target.display()
+                )));
+            }
+            Ok(s_lines
+                .iter()
+                .zip(&t_lines)
+                .map(|(a, b)| {
+                    Row::from([
+                        ("source".to_string(), a.to_string()),
+                        ("target".to_string(), b.to_string()),
+                    ])
+                })
+                .collect())
         }
         FileFormat::CnnStory => {
             let mut text = String::new();

@@ -297,6 +297,19 @@ fn glue_tasks() -> Vec<Task> {
         (512, 128),
     ));
     v.push(files_task(
+        "wmt_t2t_ende",
+        "WMT English→German: `translate English to German: …` (OpenNMT layout: src-*.txt / tgt-*.txt)",
+        FileFormat::ParallelText { source_marker: "src".into(), target_marker: "tgt".into() },
+        &[("train", "src-train.txt"), ("validation", "src-val.txt")],
+        TextFormat::Translate {
+            source_language: "en".into(),
+            target_language: "de".into(),
+            source: "source".into(),
+            target: "target".into(),
+        },
+        (512, 128),
+    ));
+    v.push(files_task(
         "cnn_dailymail",
         "CNN/DailyMail: `summarize: <article>` → highlights (story files under train/, validation/, test/)",
         FileFormat::CnnStory,
