@@ -192,3 +192,42 @@ fn shards_hold_t5_span_corruption_examples() {
     let o = ok(&["tasks", "show", "c4_span_corruption"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("span_corruption"));
 }
+
+/// Shards are plain Parquet: read with pyarrow when it is installed (else the
+/// parquet crate's generic reader, as the other tests do).
+#[test]
+fn shards_read_with_pyarrow_if_available() {
+    let Some(s) = setup("shards_read_with_pyarrow_if_available") else {
+        return;
+    };
+    let has_pyarrow = Command::new("python3")
+        .args(["-c", "import pyarrow.parquet"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pyarrow {
+        eprintln!("SKIP pyarrow part: pyarrow is not installed; shards are read with the parquet crate elsewhere");
+        return;
+    }
+    let out = s.root.join("p");
+    build(&s, &out, &[]);
+    let (name, _) = shards(&out).remove(0);
+    let path = out.join(name);
+    let script = format!(
+        "import pyarrow.parquet as pq\nt = pq.read_table({:?})\nprint(t.num_rows, t.schema.field('task').type, t.column('inputs')[0].as_py()[-1])",
+        path.display().to_string()
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ex, _) = read_example_shard(&path).unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        text.trim(),
+        format!(
+            "{} dictionary<values=string, indices=int32, ordered=0> 1",
+            ex.len()
+        )
+    );
+}
