@@ -442,3 +442,97 @@ pub fn rouge(targets: &[String], predictions: &[String]) -> [f64; 3] {
     let n = targets.len().max(1) as f64;
     sum.map(|s| 100.0 * s / n)
 }
+
+/// numpy's legacy `RandomState` (MT19937), enough to replay
+/// `np.random.seed(s); np.random.choice(n, size=n)` exactly.
+struct NumpyRandomState {
+    mt: [u32; 624],
+    index: usize,
+}
+
+impl NumpyRandomState {
+    fn seed(seed: u32) -> Self {
+        let mut mt = [0u32; 624];
+        mt[0] = seed;
+        for i in 1..624 {
+            mt[i] = 1_812_433_253u32
+                .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
+                .wrapping_add(i as u32);
+        }
+        NumpyRandomState { mt, index: 624 }
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            for i in 0..624 {
+                let y = (self.mt[i] & 0x8000_0000) | (self.mt[(i + 1) % 624] & 0x7fff_ffff);
+                let mut v = self.mt[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 == 1 {
+                    v ^= 0x9908_b0df;
+                }
+                self.mt[i] = v;
+            }
+            self.index = 0;
+        }
+        let mut y = self.mt[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^= y >> 18;
+        y
+    }
+
+    /// `randint(0, n)` for small n: masked rejection sampling.
+    fn below(&mut self, n: u32) -> u32 {
+        let rng = n - 1;
+        if rng == 0 {
+            return 0;
+        }
+        let mut mask = rng;
+        for s in [1, 2, 4, 8, 16] {
+            mask |= mask >> s;
+        }
+        loop {
+            let v = self.next_u32() & mask;
+            if v <= rng {
+                return v;
+            }
+        }
+    }
+}
+
+/// `np.random.seed(seed); np.random.choice(n, size=count)` (numpy's legacy
+/// generator), as rouge_score's bootstrap draws its resamples.
+pub fn numpy_choice(seed: u32, n: u32, count: usize) -> Vec<u32> {
+    let mut rs = NumpyRandomState::seed(seed);
+    (0..count).map(|_| rs.below(n)).collect()
+}
+
+/// T5's `rouge` exactly: rouge_score's `BootstrapAggregator` (1000
+/// resamples of the examples, median of the resampled means) after
+/// `np.random.seed(seed)` — the reference values were made with seed 0.
+pub fn rouge_bootstrap(targets: &[String], predictions: &[String], seed: u32) -> [f64; 3] {
+    let scores: Vec<[RougeScore; 3]> = targets
+        .iter()
+        .zip(predictions)
+        .map(|(t, p)| rouge_example(t, p))
+        .collect();
+    let n = scores.len();
+    if n == 0 {
+        return [f64::NAN; 3];
+    }
+    let mut rs = NumpyRandomState::seed(seed);
+    let mut out = [0.0; 3];
+    for (k, o) in out.iter_mut().enumerate() {
+        let mut means: Vec<f64> = (0..1000)
+            .map(|_| {
+                let idx: Vec<usize> = (0..n).map(|_| rs.below(n as u32) as usize).collect();
+                idx.iter().map(|&i| scores[i][k].fmeasure).sum::<f64>() / n as f64
+            })
+            .collect();
+        means.sort_by(f64::total_cmp);
+        *o = 100.0 * (means[499] + means[500]) / 2.0;
+    }
+    out
+}
