@@ -27,6 +27,9 @@ pub enum FileFormat {
     },
     /// One JSON object per line (string, number and boolean fields).
     Jsonl,
+    /// Parquet: string columns as they are, numeric and boolean columns
+    /// printed (Arrow's display), nulls left out.
+    Parquet,
     /// SQuAD's JSON (`data[].paragraphs[].qas[]`): one row per question with
     /// columns `id`, `title`, `context`, `question`, `answer` (the first
     /// answer's text) and `answers` (all, joined by a newline).
@@ -189,6 +192,10 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
             }
             Ok(rows)
         }
+        FileFormat::Parquet => {
+            drop(reader);
+            read_parquet_rows(path).map_err(err)
+        }
         FileFormat::SquadJson => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut { reader }, &mut text)
@@ -312,6 +319,33 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
             Ok(rows)
         }
     }
+}
+
+fn read_parquet_rows(path: &Path) -> Result<Vec<Row>, String> {
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let schema = batch.schema();
+        let mut batch_rows = vec![Row::new(); batch.num_rows()];
+        for (field, col) in schema.fields().iter().zip(batch.columns()) {
+            let fmt =
+                arrow_cast::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())
+                    .map_err(|e| e.to_string())?;
+            for (i, row) in batch_rows.iter_mut().enumerate() {
+                if !col.is_null(i) {
+                    row.insert(field.name().clone(), fmt.value(i).to_string());
+                }
+            }
+        }
+        rows.extend(batch_rows);
+    }
+    Ok(rows)
 }
 
 /// tfds `cnn_dailymail` `_get_art_abs` (version ≥ 2): lines stripped, a
