@@ -24,6 +24,41 @@ fn registries(tasks_files: &[PathBuf]) -> Result<(TaskRegistry, MixtureRegistry)
     Ok((reg, mix))
 }
 
+/// The clean Parquet shards among the inputs (files, directories, globs).
+fn clean_shards(inputs: &[String]) -> Result<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = expand_inputs(inputs)?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    if files.is_empty() {
+        bail!("no clean Parquet shards among {inputs:?}");
+    }
+    Ok(files)
+}
+
+/// A supervised task's files for `split`: its globs under each input directory.
+fn split_files(
+    task: &str,
+    splits: &std::collections::BTreeMap<String, Vec<String>>,
+    split: &str,
+    dirs: &[String],
+) -> Result<Vec<PathBuf>> {
+    let globs = splits.get(split).with_context(|| {
+        format!(
+            "task {task} has no split {split:?} (splits: {:?})",
+            splits.keys().collect::<Vec<_>>()
+        )
+    })?;
+    let mut files = Vec::new();
+    for dir in dirs {
+        for g in globs {
+            let pattern = std::path::Path::new(dir).join(g).display().to_string();
+            files.extend(expand_inputs(&[pattern])?);
+        }
+    }
+    Ok(files)
+}
+
 fn registry(tasks_files: &[PathBuf]) -> Result<TaskRegistry> {
     Ok(registries(tasks_files)?.0)
 }
@@ -117,12 +152,8 @@ fn preview(
     match (&t.preprocessing, &t.source) {
         (Preprocessing::Unsupervised { objective }, _) => {
             let d = Denoiser::new(*objective, li, lt, v.vocab_size(), v.extra_ids())?;
-            let files: Vec<PathBuf> = expand_inputs(input)?
-                .into_iter()
-                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-                .collect();
-            let first = files.first().context("no clean Parquet shards")?;
-            let texts = t5mix_pipeline::cache::read_clean_texts(first, split)?;
+            let files = clean_shards(input)?;
+            let texts = t5mix_pipeline::cache::read_clean_texts(&files[0], split)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let docs = v.encode_batch(&refs);
             t5mix_pipeline::preprocessors::ShardCorruptor::new(&d, 0, &t.name, 0).run(
@@ -135,14 +166,7 @@ fn preview(
             )?;
         }
         (Preprocessing::Supervised { format }, Source::Files { format: ff, splits }) => {
-            let globs = splits
-                .get(split)
-                .with_context(|| format!("task {name} has no split {split:?}"))?;
-            let pattern = std::path::Path::new(&input[0])
-                .join(&globs[0])
-                .display()
-                .to_string();
-            let file = expand_inputs(&[pattern])?.remove(0);
+            let file = split_files(name, splits, split, input)?.remove(0);
             for (k, row) in read_rows(&file, ff)?.iter().take(n).enumerate() {
                 let (i, g) = format.format(row, &file, k + 1)?;
                 let mut ii = v.encode(&i);
@@ -317,13 +341,7 @@ pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         (Preprocessing::Unsupervised { objective }, _) => {
             denoiser = Denoiser::new(*objective, li, lt, vocab.vocab_size(), vocab.extra_ids())
                 .with_context(|| format!("task {}", task.name))?;
-            let inputs: Vec<PathBuf> = expand_inputs(&a.input)?
-                .into_iter()
-                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-                .collect();
-            if inputs.is_empty() {
-                bail!("no clean Parquet shards among {:?}", a.input);
-            }
+            let inputs = clean_shards(&a.input)?;
             (ExampleSource::Unsupervised(&denoiser), inputs)
         }
         (
@@ -333,21 +351,7 @@ pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
                 splits,
             },
         ) => {
-            let globs = splits.get(&a.split).with_context(|| {
-                format!(
-                    "task {} has no split {:?} (splits: {:?})",
-                    task.name,
-                    a.split,
-                    splits.keys().collect::<Vec<_>>()
-                )
-            })?;
-            let mut inputs = Vec::new();
-            for dir in &a.input {
-                for g in globs {
-                    let pattern = std::path::Path::new(dir).join(g).display().to_string();
-                    inputs.extend(expand_inputs(&[pattern])?);
-                }
-            }
+            let inputs = split_files(&task.name, splits, &a.split, &a.input)?;
             let (format, file_format) = (format.clone(), file_format.clone());
             reader = Box::new(move |path: &std::path::Path| {
                 let rows = read_rows(path, &file_format).map_err(|e| e.to_string())?;

@@ -85,6 +85,7 @@ pub struct EncDecFeatureConverter {
     window: usize,
 }
 
+#[derive(Default)]
 struct Row {
     examples: Vec<(usize, usize, usize)>, // (example index, inputs len, targets len)
     enc: usize,
@@ -146,7 +147,7 @@ impl EncDecFeatureConverter {
         match self.packing {
             Packing::None => {
                 for e in examples {
-                    rows.push(self.build(examples, &[(0, 0, 0)][..0], Some(e)));
+                    rows.push(self.build(examples, &[], Some(e)));
                 }
             }
             Packing::Greedy | Packing::FirstFitDecreasing => {
@@ -177,53 +178,32 @@ impl EncDecFeatureConverter {
         let fits = |r: &Row, (_, a, b): (usize, usize, usize)| {
             r.enc + a <= self.inputs_length && r.dec + b <= self.targets_length
         };
-        let add = |r: &mut Row, ex: (usize, usize, usize)| {
+        // Greedy (seqio): arrival order, only the last row is open.
+        // First-fit decreasing: largest first by the share of a row it fills
+        // (ties by arrival), every row is open.
+        let first_fit = self.packing == Packing::FirstFitDecreasing;
+        let mut order = lens;
+        if first_fit {
+            let share = |x: &(usize, usize, usize)| {
+                x.1 as f64 / self.inputs_length.max(1) as f64
+                    + x.2 as f64 / self.targets_length.max(1) as f64
+            };
+            order.sort_by(|x, y| share(y).total_cmp(&share(x)).then(x.0.cmp(&y.0)));
+        }
+        for ex in order {
+            let open = if first_fit {
+                rows.iter().position(|r| fits(r, ex))
+            } else {
+                rows.len().checked_sub(1).filter(|&i| fits(&rows[i], ex))
+            };
+            let i = open.unwrap_or_else(|| {
+                rows.push(Row::default());
+                rows.len() - 1
+            });
+            let r = &mut rows[i];
             r.enc += ex.1;
             r.dec += ex.2;
             r.examples.push(ex);
-        };
-        match self.packing {
-            Packing::Greedy => {
-                for &ex in &lens {
-                    match rows.last_mut() {
-                        Some(r) if fits(r, ex) => add(r, ex),
-                        _ => {
-                            let mut r = Row {
-                                examples: Vec::new(),
-                                enc: 0,
-                                dec: 0,
-                            };
-                            add(&mut r, ex);
-                            rows.push(r);
-                        }
-                    }
-                }
-            }
-            _ => {
-                let mut order = lens.clone();
-                // Largest first by the fraction of a row it fills; ties by arrival.
-                order.sort_by(|x, y| {
-                    let fx = x.1 as f64 / self.inputs_length.max(1) as f64
-                        + x.2 as f64 / self.targets_length.max(1) as f64;
-                    let fy = y.1 as f64 / self.inputs_length.max(1) as f64
-                        + y.2 as f64 / self.targets_length.max(1) as f64;
-                    fy.total_cmp(&fx).then(x.0.cmp(&y.0))
-                });
-                for ex in order {
-                    match rows.iter_mut().find(|r| fits(r, ex)) {
-                        Some(r) => add(r, ex),
-                        None => {
-                            let mut r = Row {
-                                examples: Vec::new(),
-                                enc: 0,
-                                dec: 0,
-                            };
-                            add(&mut r, ex);
-                            rows.push(r);
-                        }
-                    }
-                }
-            }
         }
         rows
     }

@@ -123,11 +123,11 @@ pub fn write_example_shard(
             task.append_value(&e.task);
             inputs
                 .values()
-                .append_slice(bytemuck_i32(&e.inputs).as_slice());
+                .extend(e.inputs.iter().map(|&x| Some(x as i32)));
             inputs.append(true);
             targets
                 .values()
-                .append_slice(bytemuck_i32(&e.targets).as_slice());
+                .extend(e.targets.iter().map(|&x| Some(x as i32)));
             targets.append(true);
         }
         let cols: Vec<ArrayRef> = vec![
@@ -141,10 +141,6 @@ pub fn write_example_shard(
     let inner = w.into_inner().map_err(|e| pq(&e))?;
     file.commit_file(inner)?;
     Ok(())
-}
-
-fn bytemuck_i32(v: &[u32]) -> Vec<i32> {
-    v.iter().map(|&x| x as i32).collect()
 }
 
 /// A shard's key/value metadata.

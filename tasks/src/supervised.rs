@@ -400,12 +400,7 @@ pub fn check_template(t: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn fill(
-    t: &str,
-    row: &Row,
-    col: &dyn Fn(&str) -> Result<String, SourceError>,
-) -> Result<String, SourceError> {
-    let _ = row;
+fn fill(t: &str, col: &dyn Fn(&str) -> Result<String, SourceError>) -> Result<String, SourceError> {
     let mut out = String::with_capacity(t.len());
     let mut rest = t;
     while let Some(open) = rest.find('{') {
@@ -545,7 +540,7 @@ impl TextFormat {
                 ))
             }),
             TextFormat::Template { inputs, targets } => {
-                Ok((fill(inputs, row, &col)?, fill(targets, row, &col)?))
+                Ok((fill(inputs, &col)?, fill(targets, &col)?))
             }
         }
     }

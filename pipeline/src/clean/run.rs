@@ -193,7 +193,9 @@ impl Spilled {
         Ok(())
     }
 
-    fn read(r: &mut impl Read) -> std::io::Result<Option<Self>> {
+    /// Reads the next record; without `with_text` (the line-dedup index)
+    /// the URL, timestamp and text are skipped, not read.
+    fn read(r: &mut (impl Read + std::io::Seek), with_text: bool) -> std::io::Result<Option<Self>> {
         let mut rec = [0u8; 8];
         match r.read_exact(&mut rec) {
             Ok(()) => {}
@@ -207,9 +209,16 @@ impl Spilled {
             *l = get_u32(r)?;
         }
         let normalized_url = get_str(r)?;
-        let url = get_str(r)?;
-        let timestamp = get_str(r)?;
-        let text = get_str(r)?;
+        let mut fields = [String::new(), String::new(), String::new()];
+        for f in &mut fields {
+            if with_text {
+                *f = get_str(r)?;
+            } else {
+                let n = get_u32(r)?;
+                r.seek_relative(n as i64)?;
+            }
+        }
+        let [url, timestamp, text] = fields;
         let mut h = [0u8; 16];
         r.read_exact(&mut h)?;
         let n = get_u32(r)? as usize;
@@ -228,40 +237,6 @@ impl Spilled {
                 .chunks_exact(16)
                 .map(|c| u128::from_le_bytes(c.try_into().unwrap()))
                 .collect(),
-        }))
-    }
-
-    /// Reads a record's fields but its text, for the line-dedup index.
-    fn read_keys_only(r: &mut (impl Read + std::io::Seek)) -> std::io::Result<Option<Self>> {
-        let mut rec = [0u8; 8];
-        match r.read_exact(&mut rec) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        let mut v = [0u8; 1];
-        r.read_exact(&mut v)?;
-        r.seek_relative(6 * 4)?;
-        let normalized_url = get_str(r)?;
-        for _ in 0..3 {
-            let n = get_u32(r)?;
-            r.seek_relative(n as i64)?;
-        }
-        let mut h = [0u8; 16];
-        r.read_exact(&mut h)?;
-        let n = get_u32(r)? as usize;
-        let mut keys = vec![0u8; n * 16];
-        r.read_exact(&mut keys)?;
-        Ok(Some(Spilled {
-            record: u64::from_le_bytes(rec),
-            verdict: v[0],
-            normalized_url,
-            url_hash: u128::from_le_bytes(h),
-            line_keys: keys
-                .chunks_exact(16)
-                .map(|c| u128::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            ..Default::default()
         }))
     }
 
@@ -393,14 +368,7 @@ fn for_each_spill_batch(
     let file = File::open(path).map_err(|e| PipelineError::io(path, e))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut batch = Vec::with_capacity(n);
-    let next = |r: &mut BufReader<File>| {
-        if keys_only {
-            Spilled::read_keys_only(r)
-        } else {
-            Spilled::read(r)
-        }
-    };
-    while let Some(s) = next(&mut r).map_err(|e| PipelineError::io(path, e))? {
+    while let Some(s) = Spilled::read(&mut r, !keys_only).map_err(|e| PipelineError::io(path, e))? {
         batch.push(s);
         if batch.len() >= n {
             f(std::mem::replace(&mut batch, Vec::with_capacity(n)))?;

@@ -65,6 +65,7 @@ mod ffi {
     }
 }
 
+#[cfg(spm_trainer)]
 fn cstring(s: &str) -> Result<std::ffi::CString, VocabError> {
     std::ffi::CString::new(s)
         .map_err(|_| VocabError::Train(format!("argument {s:?} holds a NUL byte")))
@@ -125,7 +126,6 @@ fn train_with_flags(flags: &[(&str, String)], seed: u32) -> Result<(), VocabErro
 
 #[cfg(not(spm_trainer))]
 fn train_with_flags(_: &[(&str, String)], _: u32) -> Result<(), VocabError> {
-    let _ = cstring;
     Err(VocabError::TrainerUnavailable)
 }
 
