@@ -3,41 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{ok, shard_bytes, t5mix};
+
 use t5mix_pipeline::shards::read_example_shard;
 use t5mix_pipeline::shared_data::shared_path;
-
-fn t5mix(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_t5mix"))
-        .args(args)
-        .output()
-        .expect("run t5mix")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = t5mix(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn shards(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -97,7 +67,7 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
     };
     let a = s.root.join("a");
     build(&s, &a, &["--threads", "1"]);
-    let first = shards(&a);
+    let first = shard_bytes(&a);
     assert!(
         first.len() >= 4,
         "one output shard per clean shard ({})",
@@ -107,7 +77,7 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
     // Same bytes on 2 threads.
     let b = s.root.join("b");
     build(&s, &b, &["--threads", "2"]);
-    assert_eq!(shards(&b), first);
+    assert_eq!(shard_bytes(&b), first);
 
     // Resume: a shard lost and a half-written temporary file left by a kill.
     let victim = a.join(&first[1].0);
@@ -119,7 +89,7 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(shards(&a), first);
+    assert_eq!(shard_bytes(&a), first);
 
     // Two workers, then --finalize: the same shards and manifest.
     let w = s.root.join("w");
@@ -142,7 +112,7 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
     build(&s, &w, &["--worker-index", "1", "--num-workers", "2"]);
     build(&s, &w, &["--finalize"]);
-    assert_eq!(shards(&w), first);
+    assert_eq!(shard_bytes(&w), first);
     let ma: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
     let mw: serde_json::Value =
@@ -161,7 +131,7 @@ fn shards_hold_t5_span_corruption_examples() {
     let out = s.root.join("o");
     build(&s, &out, &[]);
     let mut n = 0;
-    for (name, _) in shards(&out) {
+    for (name, _) in shard_bytes(&out) {
         let (ex, meta) = read_example_shard(&out.join(&name)).unwrap();
         assert!(meta
             .iter()
@@ -210,7 +180,7 @@ fn shards_read_with_pyarrow_if_available() {
     }
     let out = s.root.join("p");
     build(&s, &out, &[]);
-    let (name, _) = shards(&out).remove(0);
+    let (name, _) = shard_bytes(&out).remove(0);
     let path = out.join(name);
     let script = format!(
         "import pyarrow.parquet as pq\nt = pq.read_table({:?})\nprint(t.num_rows, t.schema.field('task').type, t.column('inputs')[0].as_py()[-1])",

@@ -3,17 +3,13 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{parquet_files, t5mix};
 
 use t5mix_pipeline::readers::{read_file, ReadOptions};
 use t5mix_pipeline::shared_data::shared_path;
-
-fn t5mix(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_t5mix"))
-        .args(args)
-        .output()
-        .expect("run t5mix")
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,13 +23,7 @@ fn stats(out: &Path) -> serde_json::Value {
 /// pipeline's generic Parquet reader.
 fn kept_pages(out: &Path) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    let mut shards: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    shards.sort();
-    for s in shards {
+    for s in parquet_files(out) {
         let mut texts = Vec::new();
         read_file(&s, &ReadOptions::default(), &mut |d| {
             texts.push(d);

@@ -1,32 +1,12 @@
 //! Supervised tasks built from real GLUE files equal seqio's examples, and
 //! tasks declared in TOML files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
-use t5mix_pipeline::shards::read_example_shard;
+mod common;
+use common::{example_pairs, ok, shard_bytes, t5mix};
+
 use t5mix_pipeline::shared_data::shared_path;
-
-fn t5mix(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_t5mix"))
-        .args(args)
-        .output()
-        .expect("run t5mix")
-}
-
-fn examples(dir: &Path) -> Vec<(Vec<u32>, Vec<u32>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| read_example_shard(f).unwrap().0)
-        .map(|e| (e.inputs, e.targets))
-        .collect()
-}
 
 #[test]
 fn glue_tasks_built_from_files_equal_seqio() {
@@ -69,7 +49,7 @@ fn glue_tasks_built_from_files_equal_seqio() {
                 "-q",
             ]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let got = examples(&out);
+            let got = example_pairs(&out);
             let ids = |v: &serde_json::Value| -> Vec<u32> {
                 v.as_array()
                     .unwrap()
@@ -141,7 +121,7 @@ format = { kind = "template", inputs = "question: {q}", targets = "{a}" }
             "-q",
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let ex = examples(&out);
+        let ex = example_pairs(&out);
         assert_eq!(ex.len(), 2);
         assert!(ex
             .iter()
@@ -220,15 +200,6 @@ fn mixture_shards_sample_task_caches_by_rate() {
     };
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
-    let ok = |args: &[&str]| {
-        let o = t5mix(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    };
     let m = model.to_str().unwrap();
     let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/crawl");
     ok(&[
@@ -310,7 +281,7 @@ members = [
         ok(&refs);
     };
     build(&p("mix"), &[]);
-    let mix = examples(&dir.path().join("mix"));
+    let mix = example_pairs(&dir.path().join("mix"));
     assert_eq!(mix.len(), 400);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("mix/manifest.json")).unwrap())
@@ -321,29 +292,14 @@ members = [
     assert!((260..340).contains(&c4), "about 3/4 from c4: {c4}");
     assert_eq!(manifest["probabilities"]["glue_rte"], 0.25);
     // Resume and workers give the same bytes.
-    let bytes = |d: &str| {
-        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .map(|p| {
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let first = bytes(&p("mix"));
+    let first = shard_bytes(&dir.path().join("mix"));
     std::fs::remove_file(dir.path().join("mix").join(&first[2].0)).unwrap();
     build(&p("mix"), &[]);
-    assert_eq!(bytes(&p("mix")), first);
+    assert_eq!(shard_bytes(&dir.path().join("mix")), first);
     build(&p("w"), &["--worker-index", "1", "--num-workers", "2"]);
     assert!(!dir.path().join("w/manifest.json").exists());
     build(&p("w"), &["--worker-index", "0", "--num-workers", "2"]);
-    assert_eq!(bytes(&p("w")), first);
+    assert_eq!(shard_bytes(&dir.path().join("w")), first);
     assert!(dir.path().join("w/manifest.json").exists());
 }
 
@@ -420,5 +376,5 @@ fn wmt_task_from_parallel_files_equals_seqio() {
         .map(|r| (ids(&r["inputs_ids"]), ids(&r["targets_ids"])))
         .collect();
     assert_eq!(want.len(), 50);
-    assert_eq!(examples(&out), want);
+    assert_eq!(example_pairs(&out), want);
 }

@@ -32,3 +32,29 @@ pub fn shared_or_skip(rel: &str, test: &str) -> Option<PathBuf> {
     }
     p
 }
+
+/// The rows of a JSON Lines file of the shared data, if it is present
+/// (printing a skip notice otherwise). Panics on a malformed row: the
+/// reference files are fixed inputs.
+pub fn jsonl_or_skip(rel: &str, test: &str) -> Option<Vec<serde_json::Value>> {
+    let p = shared_or_skip(rel, test)?;
+    Some(read_jsonl(&p))
+}
+
+/// The rows of a JSON Lines file.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
+}
+
+/// A JSON array of token ids.
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array of ids: {v}"))
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}

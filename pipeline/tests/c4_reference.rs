@@ -12,15 +12,7 @@ use t5mix_pipeline::clean::{
     BadWords, CleanConfig, Cleaned, LanguageFilter, LineRule, PageCleaner, PageRule, RuleCounters,
 };
 use t5mix_pipeline::readers::{read_file, Document, ReadOptions};
-use t5mix_pipeline::shared_data::shared_or_skip;
-
-fn load_jsonl(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use t5mix_pipeline::shared_data::{read_jsonl, shared_or_skip};
 
 fn read_all(path: &Path, opts: &ReadOptions) -> Vec<Document> {
     let mut v = Vec::new();
@@ -80,7 +72,7 @@ fn inputs(test: &str) -> Option<Inputs> {
         test,
     )?;
     let fake = shared_or_skip("tfds-c4-fake", test)?;
-    let rows = load_jsonl(&reference);
+    let rows = read_jsonl(&reference);
     let mut pages = read_all(&dolma, &dolma_opts());
     for f in ["cc_0.warc.wet", "cc_1.warc.wet"] {
         pages.extend(read_all(&fake.join(f), &ReadOptions::default()));
@@ -199,7 +191,7 @@ fn line_dedup_matches_tfds() {
     let Some(dedup_ref) = shared_or_skip("t5-reference/c4_dedup_dolma.jsonl", test) else {
         return;
     };
-    let dedup_rows = load_jsonl(&dedup_ref);
+    let dedup_rows = read_jsonl(&dedup_ref);
     let kept: Vec<&Value> = rows
         .iter()
         .filter(|r| {
@@ -273,7 +265,7 @@ fn language_id_agrees_with_langdetect() {
     let f =
         LanguageFilter::new("en", cfg.min_language_confidence, cfg.language_id_max_bytes).unwrap();
     let mut cases: Vec<(String, bool)> = Vec::new();
-    for d in load_jsonl(&dedup_ref) {
+    for d in read_jsonl(&dedup_ref) {
         if let Some(en) = d["detect_english"].as_bool() {
             let text = d["text"].as_str().map(str::to_string).unwrap_or_else(|| {
                 rows.iter().find(|r| r["id"] == d["id"]).unwrap()["cleaned_text"]

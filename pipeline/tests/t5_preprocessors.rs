@@ -7,26 +7,7 @@ use t5mix_pipeline::preprocessors::{
     append_eos_after_trim, noise_span_to_unique_sentinel, nonnoise_span_to_unique_sentinel,
     random_spans_helper, random_spans_noise_mask, Denoiser, ExampleKey, ExampleRng,
 };
-use t5mix_pipeline::shared_data::shared_or_skip;
-
-fn jsonl(rel: &str, test: &str) -> Option<Vec<Value>> {
-    let p = shared_or_skip(rel, test)?;
-    Some(
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
 
 #[test]
 fn random_spans_helper_matches_t5() {
@@ -91,7 +72,7 @@ fn structure(mask: &[bool]) -> Structure {
 /// the structure of every mask (t5-reference README).
 #[test]
 fn noise_mask_counts_and_structure_match_t5() {
-    let Some(rows) = jsonl(
+    let Some(rows) = jsonl_or_skip(
         "t5-reference/noise_mask_structure.jsonl",
         "noise_mask_counts_and_structure_match_t5",
     ) else {
@@ -151,7 +132,7 @@ fn noise_mask_counts_and_structure_match_t5() {
 
 #[test]
 fn sentinel_transforms_and_eos_match_t5() {
-    let Some(rows) = jsonl(
+    let Some(rows) = jsonl_or_skip(
         "t5-reference/sentinel_transform.jsonl",
         "sentinel_transforms_and_eos_match_t5",
     ) else {
@@ -159,7 +140,7 @@ fn sentinel_transforms_and_eos_match_t5() {
     };
     assert_eq!(rows.len(), 51);
     for r in &rows {
-        let toks = ids(&r["tokens"]);
+        let toks = json_ids(&r["tokens"]);
         let mask: Vec<bool> = r["mask"]
             .as_array()
             .unwrap()
@@ -171,8 +152,8 @@ fn sentinel_transforms_and_eos_match_t5() {
         let guarded = noise_span_to_unique_sentinel(&toks, &mask, vocab, 100, &mut Vec::new()).and(
             nonnoise_span_to_unique_sentinel(&toks, &mask, vocab, 100, &mut Vec::new()),
         );
-        let want_in = ids(&r["noise_span_to_unique_sentinel"]);
-        let want_tgt = ids(&r["nonnoise_span_to_unique_sentinel"]);
+        let want_in = json_ids(&r["noise_span_to_unique_sentinel"]);
+        let want_tgt = json_ids(&r["nonnoise_span_to_unique_sentinel"]);
         let s = structure(&mask);
         let t5_overflows = s.noise_spans > 100 || s.nonnoise_spans > 100;
         // T5 does not guard: with more than 100 spans its "sentinels" run into
@@ -192,13 +173,13 @@ fn sentinel_transforms_and_eos_match_t5() {
         append_eos_after_trim(&mut tgt, len("targets"), 1);
         assert_eq!(
             inp,
-            ids(&r["append_eos_after_trim"]["inputs"]),
+            json_ids(&r["append_eos_after_trim"]["inputs"]),
             "{}",
             r["name"]
         );
         assert_eq!(
             tgt,
-            ids(&r["append_eos_after_trim"]["targets"]),
+            json_ids(&r["append_eos_after_trim"]["targets"]),
             "{}",
             r["name"]
         );
@@ -219,7 +200,7 @@ fn row_json(r: &EncDecRow) -> Value {
 /// spells out our rows.
 #[test]
 fn feature_converter_matches_seqio() {
-    let Some(rows) = jsonl(
+    let Some(rows) = jsonl_or_skip(
         "t5-reference/feature_converter.jsonl",
         "feature_converter_matches_seqio",
     ) else {
@@ -240,7 +221,7 @@ fn feature_converter_matches_seqio() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| EncDecExample::new(ids(&e["inputs"]), ids(&e["targets"])))
+            .map(|e| EncDecExample::new(json_ids(&e["inputs"]), json_ids(&e["targets"])))
             .collect();
         let got = conv.convert(&examples);
         if r.get("error").is_some() {

@@ -1,32 +1,12 @@
 //! The T5 vocabulary against seqio / sentencepiece outputs:
 //! ../shared/data/t5-reference/spm_t5.jsonl and t5-spm/golden_encodings.jsonl.
 
-use serde_json::Value;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
 use t5mix_pipeline::vocab::Vocabulary;
 
 fn t5_vocab(test: &str) -> Option<Vocabulary> {
     let p = shared_or_skip("t5-spm/spiece.model", test)?;
     Some(Vocabulary::load(&p, 100).unwrap())
-}
-
-fn rows(rel: &str, test: &str) -> Option<Vec<Value>> {
-    let p = shared_or_skip(rel, test)?;
-    Some(
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]
@@ -53,7 +33,10 @@ fn extra_id_layout_matches_seqio() {
 #[test]
 fn special_row_of_the_reference() {
     let test = "special_row_of_the_reference";
-    let (Some(v), Some(rows)) = (t5_vocab(test), rows("t5-reference/spm_t5.jsonl", test)) else {
+    let (Some(v), Some(rows)) = (
+        t5_vocab(test),
+        jsonl_or_skip("t5-reference/spm_t5.jsonl", test),
+    ) else {
         return;
     };
     let s = &rows[0];
@@ -74,7 +57,10 @@ fn special_row_of_the_reference() {
 #[test]
 fn encodes_and_decodes_like_seqio() {
     let test = "encodes_and_decodes_like_seqio";
-    let (Some(v), Some(rows)) = (t5_vocab(test), rows("t5-reference/spm_t5.jsonl", test)) else {
+    let (Some(v), Some(rows)) = (
+        t5_vocab(test),
+        jsonl_or_skip("t5-reference/spm_t5.jsonl", test),
+    ) else {
         return;
     };
     let mut mismatches = Vec::new();
@@ -85,7 +71,7 @@ fn encodes_and_decodes_like_seqio() {
                 n_enc += 1;
                 let text = r["text"].as_str().unwrap();
                 let got = v.encode(text);
-                let want = ids(&r["ids"]);
+                let want = json_ids(&r["ids"]);
                 if got != want {
                     mismatches.push(format!(
                         "{:?} ({}): got {:?}.. want {:?}..",
@@ -104,7 +90,7 @@ fn encodes_and_decodes_like_seqio() {
             "decode" => {
                 n_dec += 1;
                 assert_eq!(
-                    v.decode(&ids(&r["ids"])),
+                    v.decode(&json_ids(&r["ids"])),
                     r["decoded"].as_str().unwrap(),
                     "{}",
                     r["ids"]
@@ -128,7 +114,7 @@ fn golden_encodings() {
     // Made with the plain model: no seqio extra ids.
     let (Some(p), Some(rows)) = (
         shared_or_skip("t5-spm/spiece.model", test),
-        rows("t5-spm/golden_encodings.jsonl", test),
+        jsonl_or_skip("t5-spm/golden_encodings.jsonl", test),
     ) else {
         return;
     };
@@ -136,7 +122,7 @@ fn golden_encodings() {
     for r in &rows {
         let text = r["text"].as_str().unwrap();
         let got = v.encode(text);
-        assert_eq!(got, ids(&r["ids"]), "{text:?}");
+        assert_eq!(got, json_ids(&r["ids"]), "{text:?}");
         // Unknown pieces are reported by their surface; compare the others.
         let want: Vec<&str> = r["pieces"]
             .as_array()

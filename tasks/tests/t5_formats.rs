@@ -4,22 +4,11 @@
 
 use serde_json::Value;
 use t5mix_pipeline::preprocessors::append_eos_after_trim;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
 use t5mix_pipeline::vocab::Vocabulary;
 use t5mix_tasks::formats::{
     glue, squad, stsb_inputs, stsb_target, summarize, translate, GlueBenchmark,
 };
-
-fn rows(rel: &str, test: &str) -> Option<Vec<Value>> {
-    let p = shared_or_skip(rel, test)?;
-    Some(
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
-}
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str()
@@ -66,18 +55,10 @@ fn format_row(r: &Value) -> (String, String) {
     }
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn every_builtin_format_matches_t5() {
     let test = "every_builtin_format_matches_t5";
-    let Some(rows) = rows("t5-reference/glue_format.jsonl", test) else {
+    let Some(rows) = jsonl_or_skip("t5-reference/glue_format.jsonl", test) else {
         return;
     };
     let vocab =
@@ -92,15 +73,20 @@ fn every_builtin_format_matches_t5() {
             append_eos_after_trim(&mut i, 512, 1);
             let mut t = v.encode(&targets);
             append_eos_after_trim(&mut t, 128, 1);
-            assert_eq!(i, ids(&r["inputs_ids"]), "{} inputs ids", s(r, "task"));
-            assert_eq!(t, ids(&r["targets_ids"]), "{} targets ids", s(r, "task"));
+            assert_eq!(i, json_ids(&r["inputs_ids"]), "{} inputs ids", s(r, "task"));
+            assert_eq!(
+                t,
+                json_ids(&r["targets_ids"]),
+                "{} targets ids",
+                s(r, "task")
+            );
         }
     }
 }
 
 #[test]
 fn stsb_labels_match_t5_on_all_rows() {
-    let Some(rows) = rows(
+    let Some(rows) = jsonl_or_skip(
         "t5-reference/stsb_labels.jsonl",
         "stsb_labels_match_t5_on_all_rows",
     ) else {
@@ -130,7 +116,7 @@ fn squad_and_cnn_sources_match_t5() {
     use t5mix_tasks::supervised::{read_rows, FileFormat, TextFormat};
     let test = "squad_and_cnn_sources_match_t5";
     let (Some(rows), Some(root)) = (
-        rows("t5-reference/glue_format.jsonl", test),
+        jsonl_or_skip("t5-reference/glue_format.jsonl", test),
         shared_or_skip("t5-reference", test),
     ) else {
         return;
@@ -182,7 +168,7 @@ fn squad_and_cnn_sources_match_t5() {
         if let Some(v) = &vocab {
             let mut ii = v.encode(&i);
             append_eos_after_trim(&mut ii, 512, 1);
-            assert_eq!(ii, ids(&r["inputs_ids"]));
+            assert_eq!(ii, json_ids(&r["inputs_ids"]));
         }
         checked += 1;
     }
