@@ -102,13 +102,12 @@ enum TasksCommand {
 }
 
 pub fn tasks(a: TasksArgs) -> Result<()> {
-    let reg = registry(&a.tasks_file)?;
+    let (reg, mix) = registries(&a.tasks_file)?;
     match a.command {
         TasksCommand::List => {
             for t in reg.iter() {
                 println!("{:<22} {}", t.name, t.description);
             }
-            let (_, mix) = registries(&a.tasks_file)?;
             for m in mix.names() {
                 let tasks = mix.tasks(m)?;
                 println!(
