@@ -1,0 +1,261 @@
+//! Parity with HF transformers on ../shared/data/hf-t5-tiny: the loader
+//! (F32 and BF16, tied and untied), position buckets, encoder and decoder
+//! states, logits, losses and greedy decoding.
+
+use dfdx::prelude::*;
+use serde_json::Value;
+use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_trainer::model::{
+    loss, relative_position_bucket, Batch, Dropout, LossConfig, LossNormalization,
+};
+use t5mix_trainer::weights::load_model;
+use t5mix_trainer::{Dev, T5};
+
+fn f32s(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(f32s).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap() as f32],
+        other => panic!("not a number: {other}"),
+    }
+}
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap() as u32)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn load(variant: &str) -> Option<(T5<Dev>, Value)> {
+    let dir = shared_or_skip(&format!("hf-t5-tiny/{variant}"), "hf parity")?;
+    let dev = Dev::default();
+    let model = load_model(&dir, &dev).unwrap();
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    Some((model, reference))
+}
+
+#[test]
+fn relative_position_buckets_match_transformers() {
+    let Some((_, r)) = load("t5-v1_0-tiny") else {
+        return;
+    };
+    let b = &r["relative_position_buckets"];
+    let rel = b["relative_position"].as_array().unwrap();
+    for (i, rp) in rel.iter().enumerate() {
+        let rp = rp.as_i64().unwrap();
+        assert_eq!(
+            relative_position_bucket(rp, true, 32, 128) as i64,
+            b["bidirectional_encoder"][i].as_i64().unwrap(),
+            "bidirectional {rp}"
+        );
+        assert_eq!(
+            relative_position_bucket(rp, false, 32, 128) as i64,
+            b["unidirectional_decoder"][i].as_i64().unwrap(),
+            "causal {rp}"
+        );
+    }
+}
+
+/// Checks one example or padded row against the reference values.
+#[allow(clippy::too_many_arguments)]
+fn check_row(
+    name: &str,
+    enc: &[f32],
+    dec: &[f32],
+    logits: &[f32],
+    row: &Value,
+    s_valid: usize,
+    t_valid: usize,
+    vocab: usize,
+    probe: &[usize],
+    tol_logits: f32,
+) {
+    let d = 64;
+    let want_enc = f32s(&row["encoder_last_hidden_state"]);
+    let e = max_diff(&enc[..s_valid * d], &want_enc[..s_valid * d]);
+    assert!(e < 1e-5, "{name}: encoder states differ by {e}");
+    let want_dec = f32s(&row["decoder_last_hidden_state"]);
+    let e = max_diff(&dec[..t_valid * d], &want_dec[..t_valid * d]);
+    assert!(e < 2e-5, "{name}: decoder states differ by {e}");
+    let ls = &row["logits_summary"];
+    for t in 0..t_valid {
+        let lrow = &logits[t * vocab..(t + 1) * vocab];
+        let got: Vec<f32> = probe.iter().map(|&i| lrow[i]).collect();
+        let want = f32s(&ls["probe_values"][t]);
+        let e = max_diff(&got, &want);
+        assert!(
+            e < tol_logits,
+            "{name}: position {t}: probe logits differ by {e}"
+        );
+        let argmax = (0..vocab).fold(0, |b, i| if lrow[i] > lrow[b] { i } else { b });
+        assert_eq!(
+            argmax as i64,
+            ls["argmax"][t].as_i64().unwrap(),
+            "{name}: argmax at {t}"
+        );
+        let m = lrow.iter().cloned().fold(f32::MIN, f32::max);
+        let lse = m + lrow
+            .iter()
+            .map(|x| ((x - m) as f64).exp())
+            .sum::<f64>()
+            .ln() as f32;
+        let want_lse = ls["logsumexp"][t].as_f64().unwrap() as f32;
+        assert!(
+            (lse - want_lse).abs() < tol_logits,
+            "{name}: logsumexp at {t}: {lse} vs {want_lse}"
+        );
+    }
+}
+
+fn parity(variant: &str, tol_logits: f32) {
+    let Some((model, r)) = load(variant) else {
+        return;
+    };
+    let vocab = model.cfg.vocab_size;
+    let probe: Vec<usize> = ids(&r["probe_ids"]).iter().map(|&x| x as usize).collect();
+    let lcfg = LossConfig {
+        z_loss: 0.0,
+        label_smoothing: 0.0,
+        normalization: LossNormalization::NumRealTargetTokens,
+    };
+    // single examples
+    for ex in r["examples"].as_array().unwrap() {
+        let name = ex["name"].as_str().unwrap();
+        let inp = ids(&ex["input_ids"]);
+        let lab = ids(&ex["labels"]);
+        let batch = Batch::from_pairs(&[(inp.clone(), lab.clone())], 0);
+        let dec_in: Vec<u32> = batch.dec_inputs.iter().map(|&x| x as u32).collect();
+        assert_eq!(
+            dec_in,
+            ids(&ex["decoder_input_ids"]),
+            "{name}: decoder inputs"
+        );
+        let mut off = Dropout::off();
+        let enc = model.encode::<NoneTape>(&batch, &mut off, NoneTape);
+        let dec = model.decode::<NoneTape>(&batch, enc.clone(), &mut off);
+        let logits = model.logits(dec.clone()).as_vec();
+        check_row(
+            name,
+            &enc.as_vec(),
+            &dec.as_vec(),
+            &logits,
+            ex,
+            inp.len(),
+            lab.len(),
+            vocab,
+            &probe,
+            tol_logits,
+        );
+        // the full first row
+        if let Some(full) = ex.get("full_logits_rows").and_then(|f| f.get("0")) {
+            let e = max_diff(&logits[..vocab], &f32s(full));
+            assert!(e < tol_logits, "{name}: full logits row differs by {e}");
+        }
+        // losses
+        let lg = model.forward::<NoneTape>(&batch, &mut off, NoneTape);
+        let (l, parts) = loss(lg, &batch, &lcfg, 1.0);
+        let want = ex["hf_loss"].as_f64().unwrap() as f32;
+        assert!(
+            (l.array() - want).abs() < 1e-4,
+            "{name}: loss {} vs {want}",
+            l.array()
+        );
+        let want_sum: f64 = f32s(&ex["token_loss"]).iter().map(|&x| x as f64).sum();
+        assert!(
+            (parts.cross_entropy - want_sum).abs() < 1e-3,
+            "{name}: summed loss"
+        );
+        // greedy decoding with the KV cache
+        let greedy = model.greedy(&batch, 10, false);
+        let mut want_greedy = ids(&ex["greedy_ids"]);
+        want_greedy.remove(0);
+        assert_eq!(greedy[0], want_greedy, "{name}: greedy ids");
+        let gen = model.greedy(&batch, 10, true);
+        let mut want_gen = ids(&ex["hf_generate_ids"]);
+        want_gen.remove(0);
+        assert_eq!(gen[0], want_gen, "{name}: generate ids");
+    }
+    // the padded batch
+    let pb = &r["padded_batch"];
+    let rows = pb["rows"].as_array().unwrap();
+    let mut pairs = Vec::new();
+    for (i, _) in rows.iter().enumerate() {
+        let inp: Vec<u32> = ids(&pb["input_ids"][i]);
+        let mask = ids(&pb["attention_mask"][i]);
+        let labels: Vec<i64> = pb["labels"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        let inp: Vec<u32> = inp
+            .iter()
+            .zip(&mask)
+            .filter(|(_, &m)| m == 1)
+            .map(|(&x, _)| x)
+            .collect();
+        let lab: Vec<u32> = labels
+            .iter()
+            .filter(|&&x| x >= 0)
+            .map(|&x| x as u32)
+            .collect();
+        pairs.push((inp, lab));
+    }
+    let batch = Batch::from_pairs(&pairs, 0);
+    assert_eq!(batch.enc_len, 147);
+    assert_eq!(batch.dec_len, 37);
+    let mut off = Dropout::off();
+    let enc = model.encode::<NoneTape>(&batch, &mut off, NoneTape);
+    let dec = model.decode::<NoneTape>(&batch, enc.clone(), &mut off);
+    let logits = model.logits(dec.clone()).as_vec();
+    let (encv, decv) = (enc.as_vec(), dec.as_vec());
+    for (i, row) in rows.iter().enumerate() {
+        let (s, t) = (batch.enc_len, batch.dec_len);
+        check_row(
+            &format!("padded row {i}"),
+            &encv[i * s * 64..(i + 1) * s * 64],
+            &decv[i * t * 64..(i + 1) * t * 64],
+            &logits[i * t * vocab..(i + 1) * t * vocab],
+            row,
+            pairs[i].0.len(),
+            pairs[i].1.len(),
+            vocab,
+            &probe,
+            tol_logits,
+        );
+    }
+    let lg = model.forward::<NoneTape>(&batch, &mut off, NoneTape);
+    let (l, _) = loss(lg, &batch, &lcfg, 1.0);
+    let want = pb["hf_loss"].as_f64().unwrap() as f32;
+    assert!(
+        (l.array() - want).abs() < 1e-4,
+        "padded batch loss {} vs {want}",
+        l.array()
+    );
+    let greedy = model.greedy(&batch, 10, true);
+    for (i, row) in rows.iter().enumerate() {
+        let mut want = ids(&row["hf_generate_ids"]);
+        want.remove(0);
+        assert_eq!(greedy[i], want, "padded row {i}: batched generate ids");
+    }
+}
+
+#[test]
+fn v1_0_tied_f32_matches_transformers() {
+    parity("t5-v1_0-tiny", 1e-5);
+}
+
+#[test]
+fn v1_1_untied_bf16_matches_transformers() {
+    parity("t5-v1_1-tiny", 1e-4);
+}
