@@ -2,8 +2,11 @@
 //! batcher, the optimizers and schedules, checkpoints and evaluation.
 
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod model;
+pub mod optim;
+pub mod train;
 pub mod weights;
 
 pub use config::T5Config;

@@ -1,0 +1,694 @@
+//! The training loop: batches from shards, loss, gradient accumulation,
+//! clipping, the optimizer and schedule, checkpoints (atomic, keep the last
+//! K), exact resume, held-out loss, a JSONL metrics log and a loss plot.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::T5Config;
+use crate::data::{shard_files, BatchStream, DataConfig};
+use crate::error::{Result, TrainError};
+use crate::model::{loss, Batch, Dropout, LossConfig, LossNormalization, T5};
+use crate::optim::{clip_global_norm, Optimizer, OptimizerConfig, Schedule};
+use crate::weights::{
+    decode_safetensors, encode_safetensors, load_model, save_model, write_atomic,
+};
+
+/// Where the weights come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelInit {
+    /// A fresh model of this shape, initialised from the seed.
+    Fresh(T5Config),
+    /// Saved weights (ours or HF transformers'), with a fresh optimizer and schedule.
+    From(PathBuf),
+}
+
+/// Everything a training run is told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Initial weights.
+    pub model: ModelInit,
+    /// Training shard files or folders.
+    pub train: Vec<PathBuf>,
+    /// Held-out shard files or folders for the evaluation loss.
+    pub eval: Vec<PathBuf>,
+    /// Output folder (checkpoints, metrics, plot, final model).
+    pub out: PathBuf,
+    /// Encoder length.
+    pub inputs_length: usize,
+    /// Decoder length.
+    pub targets_length: usize,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Pack examples into rows.
+    pub packing: t5mix_pipeline::features::Packing,
+    /// Shuffle buffer (examples).
+    pub shuffle_buffer: usize,
+    /// Optimizer steps in all.
+    pub steps: u64,
+    /// Optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// z-loss coefficient.
+    pub z_loss: f32,
+    /// Label smoothing.
+    pub label_smoothing: f32,
+    /// `sum`, `tokens` (mean over real target tokens) or a constant factor.
+    pub loss_normalization: String,
+    /// Global gradient-norm clipping.
+    pub clip_grad_norm: Option<f64>,
+    /// Dropout rate (default: the configuration's).
+    pub dropout: Option<f32>,
+    /// Seed of initialisation, data order and dropout.
+    pub seed: u64,
+    /// Steps between checkpoints (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
+    /// Steps between held-out evaluations (0: only at the end).
+    pub eval_every: u64,
+    /// Batches of held-out data per evaluation.
+    pub eval_batches: usize,
+}
+
+impl TrainOptions {
+    /// Defaults for a run of `steps` on `train` into `out` (t5x pretraining
+    /// settings: Adafactor, rsqrt, z-loss 1e-4, summed loss, packing).
+    pub fn new(model: ModelInit, train: Vec<PathBuf>, out: PathBuf, steps: u64) -> Self {
+        TrainOptions {
+            model,
+            train,
+            eval: Vec::new(),
+            out,
+            inputs_length: 512,
+            targets_length: 114,
+            batch_size: 8,
+            grad_accum: 1,
+            packing: t5mix_pipeline::features::Packing::Greedy,
+            shuffle_buffer: 1000,
+            steps,
+            optimizer: OptimizerConfig::adafactor(),
+            schedule: Schedule::Rsqrt {
+                base: 1.0,
+                warmup: 10_000,
+            },
+            z_loss: 1e-4,
+            label_smoothing: 0.0,
+            loss_normalization: "sum".into(),
+            clip_grad_norm: None,
+            dropout: None,
+            seed: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 3,
+            eval_every: 0,
+            eval_batches: 4,
+        }
+    }
+
+    fn loss_config(&self) -> Result<LossConfig> {
+        let normalization = match self.loss_normalization.as_str() {
+            "sum" => LossNormalization::Sum,
+            "tokens" | "num_real_target_tokens" => LossNormalization::NumRealTargetTokens,
+            s => LossNormalization::Constant(s.parse::<f32>().map_err(|_| {
+                TrainError::Config(format!(
+                    "loss normalization {s:?}: use sum, tokens or a number (e.g. 233472)"
+                ))
+            })?),
+        };
+        Ok(LossConfig {
+            z_loss: self.z_loss,
+            label_smoothing: self.label_smoothing,
+            normalization,
+        })
+    }
+
+    fn data_config(&self, epochs: Option<u64>) -> DataConfig {
+        DataConfig {
+            inputs_length: self.inputs_length,
+            targets_length: self.targets_length,
+            batch_size: self.batch_size,
+            packing: self.packing,
+            shuffle_buffer: self.shuffle_buffer,
+            seed: self.seed,
+            epochs,
+        }
+    }
+
+    /// The options that must not change when a run is resumed.
+    fn resume_key(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("options serialize");
+        let m = v.as_object_mut().expect("object");
+        for k in [
+            "steps",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "eval_every",
+            "eval_batches",
+            "eval",
+        ] {
+            m.remove(k);
+        }
+        v
+    }
+}
+
+/// One line of the metrics log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// The optimized loss (after normalisation).
+    pub loss: f64,
+    /// Cross-entropy per real target token.
+    pub ce_per_token: f64,
+    /// z-loss per real target token.
+    pub z_loss_per_token: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Real target tokens in the step.
+    pub target_tokens: u64,
+    /// Encoder + decoder positions processed in the step (padding included).
+    pub tokens: u64,
+    /// Wall seconds of the step.
+    pub seconds: f64,
+    /// Held-out cross-entropy per target token, when evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_ce_per_token: Option<f64>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Step the run started from (0, or the resumed checkpoint).
+    pub start_step: u64,
+    /// Steps completed in all.
+    pub steps: u64,
+    /// Number of parameters.
+    pub parameters: usize,
+    /// Mean cross-entropy per token over the first logged steps of this run.
+    pub first_ce_per_token: f64,
+    /// Mean cross-entropy per token over the last logged steps.
+    pub last_ce_per_token: f64,
+    /// Held-out cross-entropy per token at the end (with eval data).
+    pub eval_ce_per_token: Option<f64>,
+    /// Held-out cross-entropy of the training targets' unigram distribution
+    /// (add-one smoothed): the baseline a model must beat.
+    pub eval_unigram_ce_per_token: Option<f64>,
+    /// Tokens per second (encoder + decoder positions) over the run.
+    pub tokens_per_second: f64,
+    /// Milliseconds per optimizer step.
+    pub ms_per_step: f64,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// The final model folder (HF layout).
+    pub final_model: PathBuf,
+}
+
+/// The state saved next to a checkpoint's weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    batches_consumed: u64,
+    optimizer_step: u64,
+    options: serde_json::Value,
+    tool: String,
+}
+
+fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
+    out.join("checkpoints").join(format!("step_{step:08}"))
+}
+
+/// Checkpoints under `out`, oldest first.
+pub fn list_checkpoints(out: &Path) -> Vec<(u64, PathBuf)> {
+    let dir = out.join("checkpoints");
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let step = name.strip_prefix("step_")?.parse::<u64>().ok()?;
+            e.path()
+                .join("trainer_state.json")
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn save_checkpoint<D: Device<f32>>(
+    model: &T5<D>,
+    opt: &Optimizer,
+    state: &TrainerState,
+    out: &Path,
+    keep: usize,
+) -> Result<PathBuf> {
+    let final_dir = checkpoint_dir(out, state.step);
+    let tmp = out
+        .join("checkpoints")
+        .join(format!(".tmp_step_{:08}", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    save_model(model, &tmp)?;
+    let names: Vec<String> = model.param_info().iter().map(|p| p.name.clone()).collect();
+    let bytes = encode_safetensors(&opt.to_tensors(&names), None)?;
+    write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
+    let st = serde_json::to_vec_pretty(state).expect("state serializes");
+    write_atomic(&tmp.join("trainer_state.json"), &st)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    let all = list_checkpoints(out);
+    if all.len() > keep.max(1) {
+        for (_, p) in &all[..all.len() - keep.max(1)] {
+            std::fs::remove_dir_all(p).map_err(|e| TrainError::io(p, e))?;
+        }
+    }
+    Ok(final_dir)
+}
+
+/// Sums `add` into `acc`.
+fn accumulate(acc: &mut [Vec<f32>], add: Vec<Vec<f32>>) {
+    for (a, g) in acc.iter_mut().zip(add) {
+        if a.is_empty() {
+            *a = g;
+        } else {
+            a.iter_mut().zip(&g).for_each(|(x, y)| *x += y);
+        }
+    }
+}
+
+/// One optimizer step's forward and backward passes: the gradients summed
+/// over the micro-batches, and the step's loss values.
+pub fn compute_gradients<D: Device<f32>>(
+    model: &T5<D>,
+    micro: &[Batch],
+    loss_cfg: &LossConfig,
+    dropout: f32,
+    seed: u64,
+    step: u64,
+) -> (Vec<Vec<f32>>, StepLog) {
+    let total_tokens: usize = micro.iter().map(|b| b.target_tokens()).sum();
+    // a mean over the whole step's tokens, not per micro-batch
+    let cfg = match loss_cfg.normalization {
+        LossNormalization::NumRealTargetTokens => LossConfig {
+            normalization: LossNormalization::Constant(total_tokens.max(1) as f32),
+            ..*loss_cfg
+        },
+        _ => *loss_cfg,
+    };
+    let mut acc: Vec<Vec<f32>> = vec![Vec::new(); model.params.len()];
+    let mut log = StepLog {
+        step,
+        ..Default::default()
+    };
+    for (m, batch) in micro.iter().enumerate() {
+        let mut drop = Dropout::new(dropout, seed, step, m as u64);
+        let logits = model.forward(batch, &mut drop, model.new_tape());
+        let (l, parts) = loss(logits, batch, &cfg, 1.0);
+        log.loss += l.retaped::<NoneTape>().as_vec()[0] as f64;
+        log.ce_per_token += parts.cross_entropy;
+        log.z_loss_per_token += parts.z_loss;
+        log.target_tokens += parts.tokens as u64;
+        log.tokens += (batch.batch * (batch.enc_len + batch.dec_len)) as u64;
+        let grads = l.backward();
+        accumulate(&mut acc, model.param_grads(&grads));
+    }
+    let n = log.target_tokens.max(1) as f64;
+    log.ce_per_token /= n;
+    log.z_loss_per_token /= n;
+    (acc, log)
+}
+
+/// Held-out cross-entropy per target token over `batches`.
+pub fn eval_loss<D: Device<f32>>(model: &T5<D>, batches: &[Batch]) -> f64 {
+    let mut ce = 0.0;
+    let mut tokens = 0usize;
+    for b in batches {
+        let logits = model.forward::<NoneTape>(b, &mut Dropout::off(), NoneTape);
+        let cfg = LossConfig {
+            z_loss: 0.0,
+            label_smoothing: 0.0,
+            normalization: LossNormalization::Sum,
+        };
+        let (_, parts) = loss(logits, b, &cfg, 1.0);
+        ce += parts.cross_entropy;
+        tokens += parts.tokens;
+    }
+    ce / tokens.max(1) as f64
+}
+
+/// Cross-entropy per token of `eval` targets under the add-one smoothed
+/// unigram distribution of `train` targets.
+pub fn unigram_baseline(train: &[Batch], eval: &[Batch], vocab: usize) -> f64 {
+    let mut counts = vec![1.0f64; vocab];
+    let mut total = vocab as f64;
+    for b in train {
+        for (t, w) in b.targets.iter().zip(&b.weights) {
+            if *w > 0.0 && *t < vocab {
+                counts[*t] += 1.0;
+                total += 1.0;
+            }
+        }
+    }
+    let (mut ce, mut n) = (0.0, 0usize);
+    for b in eval {
+        for (t, w) in b.targets.iter().zip(&b.weights) {
+            if *w > 0.0 && *t < vocab {
+                ce -= (counts[*t] / total).ln();
+                n += 1;
+            }
+        }
+    }
+    ce / n.max(1) as f64
+}
+
+fn read_metrics(path: &Path) -> Vec<StepLog> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Draws the training (and held-out) loss per token against the step.
+pub fn plot_losses(logs: &[StepLog], path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    if logs.is_empty() {
+        return Ok(());
+    }
+    let train: Vec<(f64, f64)> = logs
+        .iter()
+        .map(|l| (l.step as f64, l.ce_per_token))
+        .collect();
+    let eval: Vec<(f64, f64)> = logs
+        .iter()
+        .filter_map(|l| l.eval_ce_per_token.map(|e| (l.step as f64, e)))
+        .collect();
+    let max_x = train.last().map_or(1.0, |p| p.0).max(1.0);
+    let max_y = train
+        .iter()
+        .chain(&eval)
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "t5mix train: cross-entropy per target token",
+                ("sans-serif", 20),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..max_x, 0.0..max_y)?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss / token")
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(train.clone(), &BLUE))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        if !eval.is_empty() {
+            chart
+                .draw_series(LineSeries::new(eval.clone(), &RED))?
+                .label("held-out")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        }
+        chart.configure_series_labels().border_style(BLACK).draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| TrainError::Data(format!("{}: plotting: {e}", path.display())))
+}
+
+/// A training run. `on_step` sees every step's log line (progress bars).
+pub struct Trainer<D: Device<f32>> {
+    /// The model.
+    pub model: T5<D>,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    opts: TrainOptions,
+    stream: BatchStream,
+    eval_batches: Vec<Batch>,
+    step: u64,
+    start_step: u64,
+}
+
+impl<D: Device<f32>> Trainer<D> {
+    /// Sets up a run: a fresh start, or with `resume` the latest checkpoint
+    /// under `opts.out` (an error if the options differ from that run's).
+    pub fn new(opts: TrainOptions, dev: &D, resume: bool) -> Result<Self> {
+        let loss_cfg = opts.loss_config()?;
+        let _ = loss_cfg;
+        if opts.grad_accum == 0 || opts.steps == 0 {
+            return Err(TrainError::Config(
+                "steps and gradient accumulation must be positive".into(),
+            ));
+        }
+        std::fs::create_dir_all(&opts.out).map_err(|e| TrainError::io(&opts.out, e))?;
+        let files = shard_files(&opts.train)?;
+        let mut stream = BatchStream::new(files, opts.data_config(None))?;
+        let eval_batches = if opts.eval.is_empty() {
+            Vec::new()
+        } else {
+            let mut es = BatchStream::new(
+                shard_files(&opts.eval)?,
+                DataConfig {
+                    shuffle_buffer: 0,
+                    epochs: Some(1),
+                    ..opts.data_config(Some(1))
+                },
+            )?;
+            let mut v = Vec::new();
+            while v.len() < opts.eval_batches.max(1) {
+                match es.next_batch()? {
+                    Some(b) => v.push(b),
+                    None => break,
+                }
+            }
+            v
+        };
+        let latest = list_checkpoints(&opts.out).pop();
+        let (model, optimizer, step) = match (resume, latest) {
+            (true, Some((step, dir))) => {
+                let text = std::fs::read_to_string(dir.join("trainer_state.json"))
+                    .map_err(|e| TrainError::io(&dir, e))?;
+                let state: TrainerState = serde_json::from_str(&text)
+                    .map_err(|e| TrainError::checkpoint(&dir, e.to_string()))?;
+                if state.options != opts.resume_key() {
+                    return Err(TrainError::checkpoint(
+                        &dir,
+                        "the run was started with other options (model, data, batch, \
+                         optimizer, schedule, loss or seed); resume with the same ones",
+                    ));
+                }
+                let model = load_model(&dir, dev)?;
+                let names: Vec<String> =
+                    model.param_info().iter().map(|p| p.name.clone()).collect();
+                let shapes: Vec<(usize, usize)> = model.params.iter().map(|p| *p.shape()).collect();
+                let mut opt = Optimizer::new(opts.optimizer, &shapes);
+                let path = dir.join("optimizer.safetensors");
+                let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+                opt.load_tensors(&names, &decode_safetensors(&bytes, &path)?)
+                    .map_err(|m| TrainError::checkpoint(&path, m))?;
+                opt.step = state.optimizer_step;
+                stream.skip(state.batches_consumed)?;
+                // the log keeps what the checkpoint had seen
+                let mpath = opts.out.join("metrics.jsonl");
+                let kept: Vec<StepLog> = read_metrics(&mpath)
+                    .into_iter()
+                    .filter(|l| l.step <= step)
+                    .collect();
+                let mut text = String::new();
+                for l in &kept {
+                    text.push_str(&serde_json::to_string(l).expect("log"));
+                    text.push('\n');
+                }
+                write_atomic(&mpath, text.as_bytes())?;
+                (model, opt, step)
+            }
+            (true, None) | (false, _) => {
+                if !resume && !list_checkpoints(&opts.out).is_empty() {
+                    return Err(TrainError::Config(format!(
+                        "{} already holds checkpoints: pass --resume to continue that run, \
+                         or choose another --out",
+                        opts.out.display()
+                    )));
+                }
+                let mut model = match &opts.model {
+                    ModelInit::Fresh(cfg) => T5::new(cfg.clone(), dev, Some(opts.seed)),
+                    ModelInit::From(dir) => load_model(dir, dev)?,
+                };
+                if let Some(d) = opts.dropout {
+                    model.cfg.dropout_rate = d;
+                }
+                let shapes: Vec<(usize, usize)> = model.params.iter().map(|p| *p.shape()).collect();
+                let _ = std::fs::remove_file(opts.out.join("metrics.jsonl"));
+                (model, Optimizer::new(opts.optimizer, &shapes), 0)
+            }
+        };
+        let opts_json = serde_json::to_vec_pretty(&opts).expect("options serialize");
+        write_atomic(&opts.out.join("train_options.json"), &opts_json)?;
+        Ok(Trainer {
+            model,
+            optimizer,
+            opts,
+            stream,
+            eval_batches,
+            step,
+            start_step: step,
+        })
+    }
+
+    /// The step training starts from.
+    pub fn start_step(&self) -> u64 {
+        self.start_step
+    }
+
+    /// Runs until `opts.steps` (or `stop_after` more steps, to simulate or
+    /// schedule an interruption) and writes the final model, the log and the plot.
+    pub fn run(
+        &mut self,
+        stop_after: Option<u64>,
+        on_step: &mut dyn FnMut(&StepLog),
+    ) -> Result<TrainSummary> {
+        let opts = self.opts.clone();
+        let loss_cfg = opts.loss_config()?;
+        let dropout = opts.dropout.unwrap_or(self.model.cfg.dropout_rate);
+        let mpath = opts.out.join("metrics.jsonl");
+        let mut log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&mpath)
+            .map_err(|e| TrainError::io(&mpath, e))?;
+        let started = Instant::now();
+        let mut tokens = 0u64;
+        let mut ran = 0u64;
+        let mut logs: Vec<StepLog> = Vec::new();
+        let end = match stop_after {
+            Some(n) => (self.step + n).min(opts.steps),
+            None => opts.steps,
+        };
+        let mut eval_ce = None;
+        while self.step < end {
+            let t0 = Instant::now();
+            let mut micro = Vec::with_capacity(opts.grad_accum);
+            for _ in 0..opts.grad_accum {
+                match self.stream.next_batch()? {
+                    Some(b) => micro.push(b),
+                    None => return Err(TrainError::Data("the training data ended".into())),
+                }
+            }
+            let lr = opts.schedule.lr(self.step);
+            let (mut grads, mut log) = compute_gradients(
+                &self.model,
+                &micro,
+                &loss_cfg,
+                dropout,
+                opts.seed,
+                self.step,
+            );
+            log.grad_norm = clip_global_norm(&mut grads, opts.clip_grad_norm);
+            let mut host: Vec<Vec<f32>> = self.model.params.iter().map(|p| p.as_vec()).collect();
+            self.optimizer.update(&mut host, &grads, lr);
+            for (p, h) in self.model.params.iter_mut().zip(&host) {
+                p.copy_from(h);
+            }
+            self.step += 1;
+            ran += 1;
+            log.step = self.step;
+            log.lr = lr;
+            let last = self.step == end;
+            if !self.eval_batches.is_empty()
+                && ((opts.eval_every > 0 && self.step.is_multiple_of(opts.eval_every))
+                    || self.step == opts.steps)
+            {
+                let e = eval_loss(&self.model, &self.eval_batches);
+                log.eval_ce_per_token = Some(e);
+                eval_ce = Some(e);
+            }
+            log.seconds = t0.elapsed().as_secs_f64();
+            tokens += log.tokens;
+            writeln!(log_file, "{}", serde_json::to_string(&log).expect("log"))
+                .map_err(|e| TrainError::io(&mpath, e))?;
+            on_step(&log);
+            logs.push(log);
+            if (opts.checkpoint_every > 0 && self.step.is_multiple_of(opts.checkpoint_every)) || last {
+                let state = TrainerState {
+                    step: self.step,
+                    batches_consumed: self.stream.batches,
+                    optimizer_step: self.optimizer.step,
+                    options: opts.resume_key(),
+                    tool: format!("t5mix {}", env!("CARGO_PKG_VERSION")),
+                };
+                save_checkpoint(
+                    &self.model,
+                    &self.optimizer,
+                    &state,
+                    &opts.out,
+                    opts.keep_checkpoints,
+                )?;
+            }
+        }
+        let final_model = opts.out.join("final");
+        if self.step == opts.steps {
+            save_model(&self.model, &final_model)?;
+        }
+        let all = read_metrics(&mpath);
+        plot_losses(&all, &opts.out.join("loss.svg"))?;
+        let k = (logs.len() / 5).clamp(1, 10);
+        let mean =
+            |s: &[StepLog]| s.iter().map(|l| l.ce_per_token).sum::<f64>() / s.len().max(1) as f64;
+        let secs = started.elapsed().as_secs_f64();
+        let unigram = (!self.eval_batches.is_empty()).then(|| {
+            // the training targets seen in this run's first batches
+            let mut s = BatchStream::new(
+                shard_files(&opts.train).unwrap_or_default(),
+                opts.data_config(Some(1)),
+            );
+            let mut train = Vec::new();
+            if let Ok(s) = s.as_mut() {
+                while let Ok(Some(b)) = s.next_batch() {
+                    train.push(b);
+                    if train.len() >= 256 {
+                        break;
+                    }
+                }
+            }
+            unigram_baseline(&train, &self.eval_batches, self.model.cfg.vocab_size)
+        });
+        Ok(TrainSummary {
+            start_step: self.start_step,
+            steps: self.step,
+            parameters: self.model.num_params(),
+            first_ce_per_token: mean(&logs[..k.min(logs.len())]),
+            last_ce_per_token: mean(&logs[logs.len().saturating_sub(k)..]),
+            eval_ce_per_token: eval_ce,
+            eval_unigram_ce_per_token: unigram,
+            tokens_per_second: tokens as f64 / secs.max(1e-9),
+            ms_per_step: secs * 1000.0 / ran.max(1) as f64,
+            seconds: secs,
+            final_model,
+        })
+    }
+}
