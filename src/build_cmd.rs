@@ -37,7 +37,7 @@ fn clean_shards(inputs: &[String]) -> Result<Vec<PathBuf>> {
 }
 
 /// A supervised task's files for `split`: its globs under each input directory.
-fn split_files(
+pub(crate) fn split_files(
     task: &str,
     splits: &std::collections::BTreeMap<String, Vec<String>>,
     split: &str,
@@ -59,7 +59,7 @@ fn split_files(
     Ok(files)
 }
 
-fn registry(tasks_files: &[PathBuf]) -> Result<TaskRegistry> {
+pub(crate) fn registry(tasks_files: &[PathBuf]) -> Result<TaskRegistry> {
     Ok(registries(tasks_files)?.0)
 }
 
@@ -255,7 +255,7 @@ pub struct BuildArgs {
     finalize: bool,
 }
 
-fn parse_lengths(s: &str) -> Result<BTreeMap<String, usize>> {
+pub(crate) fn parse_lengths(s: &str) -> Result<BTreeMap<String, usize>> {
     let mut m = BTreeMap::new();
     for part in s.split(',') {
         let (k, v) = part

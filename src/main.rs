@@ -4,6 +4,7 @@
 mod build_cmd;
 mod clean_cmd;
 mod progress;
+mod train_cmd;
 mod vocab_cmd;
 
 use anyhow::Result;
@@ -12,8 +13,8 @@ use clap::{Parser, Subcommand};
 /// The T5 data pipeline and trainer, without TensorFlow.
 ///
 /// Stages: `clean` raw crawl text with the C4 rules, `vocab` (SentencePiece
-/// with T5's sentinels); later `tasks`, `build` (mixture shards), `inspect`,
-/// `train` and `eval`.
+/// with T5's sentinels), `tasks` and `build` (task and mixture shards),
+/// `inspect`, `train` (a T5 model from shards) and `eval` (task metrics).
 #[derive(Debug, Parser)]
 #[command(name = "t5mix", version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -39,6 +40,10 @@ enum Command {
     Build(Box<build_cmd::BuildArgs>),
     /// Describe example shards.
     Inspect(build_cmd::InspectArgs),
+    /// Train a T5 model from example shards.
+    Train(Box<train_cmd::TrainArgs>),
+    /// Score a model on tasks (greedy decoding + the task's metrics).
+    Eval(Box<train_cmd::EvalArgs>),
 }
 
 fn main() {
@@ -61,5 +66,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tasks(args) => build_cmd::tasks(args),
         Command::Build(args) => build_cmd::build(*args, cli.quiet),
         Command::Inspect(args) => build_cmd::inspect(args),
+        Command::Train(args) => train_cmd::train(*args, cli.quiet),
+        Command::Eval(args) => train_cmd::eval(*args),
     }
 }

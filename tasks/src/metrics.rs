@@ -536,3 +536,74 @@ pub fn rouge_bootstrap(targets: &[String], predictions: &[String], seed: u32) ->
     }
     out
 }
+
+/// A task's metrics on decoded predictions, as T5 computes them: the
+/// format's postprocessor applied to targets and predictions, then its
+/// metrics (`get_glue_metric`, `stsb`, SQuAD, ROUGE, BLEU). Templates are
+/// scored by exact-match accuracy of the text.
+pub fn evaluate_task(
+    format: &crate::supervised::TextFormat,
+    targets: &[String],
+    predictions: &[String],
+) -> Vec<(String, f64)> {
+    use crate::formats::GlueBenchmark;
+    use crate::supervised::TextFormat;
+    match format {
+        TextFormat::Glue { config, .. } => {
+            let b = GlueBenchmark::from_config(config).unwrap_or(GlueBenchmark::Mnli);
+            let labels = b.label_names();
+            let ids = |v: &[String]| -> Vec<i64> {
+                v.iter()
+                    .map(|s| string_label_to_class_id(s, labels))
+                    .collect()
+            };
+            let (t, p) = (ids(targets), ids(predictions));
+            match b {
+                GlueBenchmark::Cola => {
+                    vec![("matthews_corrcoef".into(), matthews_corrcoef(&t, &p))]
+                }
+                GlueBenchmark::Mrpc | GlueBenchmark::Qqp => vec![
+                    ("f1".into(), f1_score_with_invalid(&t, &p)),
+                    ("accuracy".into(), accuracy(&t, &p)),
+                ],
+                _ => vec![("accuracy".into(), accuracy(&t, &p))],
+            }
+        }
+        TextFormat::Stsb { .. } => {
+            let f = |v: &[String]| -> Vec<f64> { v.iter().map(|s| string_to_float(s, -1.0)).collect() };
+            let (t, p) = (f(targets), f(predictions));
+            vec![
+                ("pearson_corrcoef".into(), pearson_corrcoef(&t, &p)),
+                ("spearman_corrcoef".into(), spearman_corrcoef(&t, &p)),
+            ]
+        }
+        TextFormat::Squad { .. } => {
+            let t: Vec<Vec<String>> = targets.iter().map(|s| vec![s.clone()]).collect();
+            let (em, f1) = squad(&t, predictions);
+            vec![("em".into(), em), ("f1".into(), f1)]
+        }
+        TextFormat::Summarize { .. } => {
+            let [r1, r2, rl] = rouge(targets, predictions);
+            vec![
+                ("rouge1".into(), r1),
+                ("rouge2".into(), r2),
+                ("rougeLsum".into(), rl),
+            ]
+        }
+        TextFormat::Translate { .. } => {
+            let refs: Vec<Vec<String>> = vec![targets.to_vec()];
+            vec![("bleu".into(), bleu(&refs, predictions))]
+        }
+        TextFormat::Template { .. } => {
+            let right = targets
+                .iter()
+                .zip(predictions)
+                .filter(|(t, p)| t.trim() == p.trim())
+                .count();
+            vec![(
+                "exact_match".into(),
+                100.0 * right as f64 / targets.len().max(1) as f64,
+            )]
+        }
+    }
+}

@@ -184,7 +184,14 @@ pub struct StepLog {
     /// Held-out cross-entropy per target token, when evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_ce_per_token: Option<f64>,
+    /// Task metrics from the evaluation hook, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_metrics: Option<serde_json::Value>,
 }
+
+/// Called at evaluation steps with the step and the model; returns task
+/// metrics for the log (e.g. greedy decoding + a task's metric).
+pub type EvalHook<'a, D> = dyn FnMut(u64, &T5<D>) -> Result<serde_json::Value> + 'a;
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -571,6 +578,7 @@ impl<D: Device<f32>> Trainer<D> {
         &mut self,
         stop_after: Option<u64>,
         on_step: &mut dyn FnMut(&StepLog),
+        mut eval_hook: Option<&mut EvalHook<'_, D>>,
     ) -> Result<TrainSummary> {
         let opts = self.opts.clone();
         let loss_cfg = opts.loss_config()?;
@@ -619,13 +627,17 @@ impl<D: Device<f32>> Trainer<D> {
             log.step = self.step;
             log.lr = lr;
             let last = self.step == end;
-            if !self.eval_batches.is_empty()
-                && ((opts.eval_every > 0 && self.step.is_multiple_of(opts.eval_every))
-                    || self.step == opts.steps)
-            {
+            let eval_now = (opts.eval_every > 0 && self.step.is_multiple_of(opts.eval_every))
+                || self.step == opts.steps;
+            if eval_now && !self.eval_batches.is_empty() {
                 let e = eval_loss(&self.model, &self.eval_batches);
                 log.eval_ce_per_token = Some(e);
                 eval_ce = Some(e);
+            }
+            if eval_now {
+                if let Some(h) = eval_hook.as_mut() {
+                    log.task_metrics = Some(h(self.step, &self.model)?);
+                }
             }
             log.seconds = t0.elapsed().as_secs_f64();
             tokens += log.tokens;

@@ -85,7 +85,7 @@ fn a_tiny_model_memorises_32_examples() {
     o.eval = vec![data.clone()];
     o.eval_batches = 2;
     let mut t = Trainer::new(o, &Dev::default(), false).unwrap();
-    let s = t.run(None, &mut |_| {}).unwrap();
+    let s = t.run(None, &mut |_| {}, None).unwrap();
     eprintln!("{s:?}");
     assert!(
         s.first_ce_per_token > 3.0,
@@ -143,11 +143,11 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     };
     let full = tmp.path().join("full");
     let mut t = Trainer::new(setup(full.clone()), &Dev::default(), false).unwrap();
-    t.run(None, &mut |_| {}).unwrap();
+    t.run(None, &mut |_| {}, None).unwrap();
 
     let part = tmp.path().join("part");
     let mut t = Trainer::new(setup(part.clone()), &Dev::default(), false).unwrap();
-    t.run(Some(3), &mut |_| {}).unwrap(); // "killed" after step 3; step 2 and 3 saved
+    t.run(Some(3), &mut |_| {}, None).unwrap(); // "killed" after step 3; step 2 and 3 saved
     drop(t);
     assert!(!part.join("final").exists());
     // a fresh start over an existing run is refused
@@ -158,7 +158,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     std::fs::remove_dir_all(&cps[1].1).unwrap();
     let mut t = Trainer::new(setup(part.clone()), &Dev::default(), true).unwrap();
     assert_eq!(t.start_step(), 2);
-    t.run(None, &mut |_| {}).unwrap();
+    t.run(None, &mut |_| {}, None).unwrap();
     assert_eq!(weights(&full.join("final")), weights(&part.join("final")));
     let log = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     let strip = |s: String| -> Vec<String> {
