@@ -26,8 +26,10 @@ use crate::build_cmd::{parse_lengths, registry, split_files};
 /// z-loss 1e-4, summed loss, packing. Fine-tune with `--init-from DIR
 /// --schedule constant:0.001`; continue an interrupted run with `--resume`.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  t5mix train --data out/demo_mixture --model tiny --steps 200 \
-    --batch-size 8 --sequence-length inputs=128,targets=32 --out out/run")]
+#[command(
+    after_help = "Example:\n  t5mix train --data out/demo_mixture --model tiny --steps 200 \
+    --batch-size 8 --sequence-length inputs=128,targets=32 --out out/run"
+)]
 pub struct TrainArgs {
     /// Training shard folders or files.
     #[arg(long, required = true, num_args = 1..)]
@@ -267,7 +269,11 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
         "model: {} parameters ({} {}), {} steps from step {}",
         trainer.model.num_params(),
         trainer.model.cfg.feed_forward_proj,
-        if trainer.model.cfg.tie_word_embeddings { "tied" } else { "untied" },
+        if trainer.model.cfg.tie_word_embeddings {
+            "tied"
+        } else {
+            "untied"
+        },
         a.steps,
         trainer.start_step()
     );
@@ -303,17 +309,32 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
             sets.iter().map(|s| score(m, vocab, s, targs).1).collect();
         Ok(metrics_json(sets, &results))
     };
-    let hook_ref: Option<&mut t5mix_trainer::train::EvalHook<'_, Dev>> =
-        if sets.is_some() { Some(&mut hook) } else { None };
+    let hook_ref: Option<&mut t5mix_trainer::train::EvalHook<'_, Dev>> = if sets.is_some() {
+        Some(&mut hook)
+    } else {
+        None
+    };
     let s = trainer.run(a.stop_after, &mut on_step, hook_ref)?;
     bar.finish();
     println!(
         "trained steps {}..{} of {}: {:.1} ms/step, {:.0} tokens/s, loss/token {:.3} -> {:.3}",
-        s.start_step, s.steps, a.steps, s.ms_per_step, s.tokens_per_second,
-        s.first_ce_per_token, s.last_ce_per_token
+        s.start_step,
+        s.steps,
+        a.steps,
+        s.ms_per_step,
+        s.tokens_per_second,
+        s.first_ce_per_token,
+        s.last_ce_per_token
     );
-    if let (Some(e), Some(u)) = (s.eval_ce_per_token, s.eval_unigram_ce_per_token) {
-        println!("held-out loss/token {e:.3} (unigram baseline {u:.3})");
+    if let (Some(e), Some(u), Some(o)) = (
+        s.eval_ce_per_token,
+        s.eval_unigram_ce_per_token,
+        s.eval_unigram_oracle_ce_per_token,
+    ) {
+        println!(
+            "held-out loss/token {e:.3} (unigram of the training targets: {u:.3}; \
+             the held-out targets' own unigram entropy: {o:.3})"
+        );
     }
     if s.steps == a.steps {
         println!("final model: {}", s.final_model.display());
@@ -331,8 +352,10 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
 /// Score a checkpoint on tasks: greedy decoding (batched, KV cache), the
 /// task's postprocessor and metrics.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  t5mix eval --checkpoint out/run/final --task glue_rte \
-    --task-input ../shared/data/glue-hf-dummy/rte --vocab spiece.model")]
+#[command(
+    after_help = "Example:\n  t5mix eval --checkpoint out/run/final --task glue_rte \
+    --task-input ../shared/data/glue-hf-dummy/rte --vocab spiece.model"
+)]
 pub struct EvalArgs {
     /// A model folder (config.json + model.safetensors): ours or HF transformers'.
     #[arg(long)]
@@ -375,7 +398,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         println!("{:<28} {:>8}  {}", s.name, s.inputs.len(), m.join("  "));
     }
     let n: usize = sets.iter().map(|s| s.inputs.len()).sum();
-    println!("{n} examples in {secs:.1} s ({:.1} examples/s)", n as f64 / secs.max(1e-9));
+    println!(
+        "{n} examples in {secs:.1} s ({:.1} examples/s)",
+        n as f64 / secs.max(1e-9)
+    );
     let mut report = BTreeMap::new();
     report.insert("checkpoint", serde_json::json!(a.checkpoint));
     report.insert("split", serde_json::json!(a.task_eval.split));

@@ -570,7 +570,8 @@ pub fn evaluate_task(
             }
         }
         TextFormat::Stsb { .. } => {
-            let f = |v: &[String]| -> Vec<f64> { v.iter().map(|s| string_to_float(s, -1.0)).collect() };
+            let f =
+                |v: &[String]| -> Vec<f64> { v.iter().map(|s| string_to_float(s, -1.0)).collect() };
             let (t, p) = (f(targets), f(predictions));
             vec![
                 ("pearson_corrcoef".into(), pearson_corrcoef(&t, &p)),

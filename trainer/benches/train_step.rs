@@ -17,11 +17,18 @@ use t5mix_trainer::{Dev, T5Config, T5};
 fn batch(b: usize, s: usize, t: usize, seed: u64) -> Batch {
     let mut x = seed;
     let mut next = || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         2 + ((x >> 33) % 32000) as u32
     };
     let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..b)
-        .map(|_| ((0..s).map(|_| next()).collect(), (0..t).map(|_| next()).collect()))
+        .map(|_| {
+            (
+                (0..s).map(|_| next()).collect(),
+                (0..t).map(|_| next()).collect(),
+            )
+        })
         .collect();
     Batch::from_pairs(&pairs, 0)
 }
@@ -74,16 +81,35 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let which = args.first().map(String::as_str).unwrap_or("tiny");
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     let optimizer = args.get(2).map(String::as_str).unwrap_or("adamw");
     if which == "tiny" || which == "all" {
-        run("tiny (batch 16, 128/32)", T5Config::named("tiny").unwrap(), 16, 128, 32, steps, optimizer);
+        run(
+            "tiny (batch 16, 128/32)",
+            T5Config::named("tiny").unwrap(),
+            16,
+            128,
+            32,
+            steps,
+            optimizer,
+        );
     }
     if which == "small" || which == "all" {
         let mut cfg = T5Config::named("t5-v1_0-small").unwrap();
         cfg.dropout_rate = 0.0;
-        run("t5-v1_0-small (batch 8, 512/114)", cfg, 8, 512, 114, steps, optimizer);
+        run(
+            "t5-v1_0-small (batch 8, 512/114)",
+            cfg,
+            8,
+            512,
+            114,
+            steps,
+            optimizer,
+        );
     }
 }

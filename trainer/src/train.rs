@@ -211,6 +211,9 @@ pub struct TrainSummary {
     /// Held-out cross-entropy of the training targets' unigram distribution
     /// (add-one smoothed): the baseline a model must beat.
     pub eval_unigram_ce_per_token: Option<f64>,
+    /// Entropy of the held-out targets' own unigram distribution: the
+    /// best any unigram model could do on them (an oracle, for reference).
+    pub eval_unigram_oracle_ce_per_token: Option<f64>,
     /// Tokens per second (encoder + decoder positions) over the run.
     pub tokens_per_second: f64,
     /// Milliseconds per optimizer step.
@@ -382,6 +385,25 @@ pub fn unigram_baseline(train: &[Batch], eval: &[Batch], vocab: usize) -> f64 {
         }
     }
     ce / n.max(1) as f64
+}
+
+/// Entropy (nats per token) of the unigram distribution of `eval`'s targets.
+pub fn unigram_oracle(eval: &[Batch], vocab: usize) -> f64 {
+    let mut counts = vec![0f64; vocab];
+    let mut n = 0f64;
+    for b in eval {
+        for (t, w) in b.targets.iter().zip(&b.weights) {
+            if *w > 0.0 && *t < vocab {
+                counts[*t] += 1.0;
+                n += 1.0;
+            }
+        }
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0.0)
+        .map(|&c| -(c / n) * (c / n).ln())
+        .sum()
 }
 
 fn read_metrics(path: &Path) -> Vec<StepLog> {
@@ -645,7 +667,9 @@ impl<D: Device<f32>> Trainer<D> {
                 .map_err(|e| TrainError::io(&mpath, e))?;
             on_step(&log);
             logs.push(log);
-            if (opts.checkpoint_every > 0 && self.step.is_multiple_of(opts.checkpoint_every)) || last {
+            if (opts.checkpoint_every > 0 && self.step.is_multiple_of(opts.checkpoint_every))
+                || last
+            {
                 let state = TrainerState {
                     step: self.step,
                     batches_consumed: self.stream.batches,
@@ -689,7 +713,10 @@ impl<D: Device<f32>> Trainer<D> {
             }
             unigram_baseline(&train, &self.eval_batches, self.model.cfg.vocab_size)
         });
+        let oracle = (!self.eval_batches.is_empty())
+            .then(|| unigram_oracle(&self.eval_batches, self.model.cfg.vocab_size));
         Ok(TrainSummary {
+            eval_unigram_oracle_ce_per_token: oracle,
             start_step: self.start_step,
             steps: self.step,
             parameters: self.model.num_params(),
