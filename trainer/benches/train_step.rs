@@ -20,7 +20,7 @@ fn batch(b: usize, s: usize, t: usize, seed: u64) -> Batch {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        2 + ((x >> 33) % 32000) as u32
+        2 + ((x >> 33) % 1000) as u32
     };
     let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..b)
         .map(|_| {
@@ -80,6 +80,48 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
     );
 }
 
+/// Matmul throughput of dfdx (gemm crate) on the tiny model's shapes.
+fn matmuls() {
+    let dev = Dev::default();
+    dev.enable_cache();
+    let shapes = [
+        ("ff in   [2048x256]@[256x1024]", 2048, 256, 1024),
+        ("ff out  [2048x1024]@[1024x256]", 2048, 1024, 256),
+        ("qkvo    [2048x256]@[256x256]", 2048, 256, 256),
+        ("logits  [512x256]@[256x32128]", 512, 256, 32128),
+    ];
+    for (name, m, k, n) in shapes {
+        let a: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(m, k));
+        let b: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(k, n));
+        let _ = a.clone().matmul(b.clone());
+        let reps = 10;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            let _ = a.clone().matmul(b.clone());
+        }
+        let s = t0.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "{name}: {:.1} ms, {:.0} GFLOP/s",
+            s * 1e3,
+            2.0 * (m * k * n) as f64 / s / 1e9
+        );
+    }
+    // attention scores: 128 batched [128x32]@[32x128]
+    let q: Tensor<(usize, usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 8, 128, 32));
+    let k: Tensor<(usize, usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 8, 32, 128));
+    let reps = 10;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        let _ = q.clone().matmul(k.clone());
+    }
+    let s = t0.elapsed().as_secs_f64() / reps as f64;
+    println!(
+        "scores  16x8 x [128x32]@[32x128]: {:.1} ms, {:.0} GFLOP/s",
+        s * 1e3,
+        2.0 * (16 * 8 * 128 * 32 * 128) as f64 / s / 1e9
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -88,6 +130,21 @@ fn main() {
     let which = args.first().map(String::as_str).unwrap_or("tiny");
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     let optimizer = args.get(2).map(String::as_str).unwrap_or("adamw");
+    if which == "matmul" {
+        matmuls();
+        return;
+    }
+    if which == "tiny-relu" {
+        let mut cfg = T5Config::named("tiny").unwrap();
+        cfg.feed_forward_proj = "relu".into();
+        cfg.dropout_rate = 0.0;
+        run("tiny with ReLU", cfg, 16, 128, 32, steps, optimizer);
+    }
+    if which == "tiny-smallvocab" {
+        let mut cfg = T5Config::named("tiny").unwrap();
+        cfg.vocab_size = 1024;
+        run("tiny with vocab 1024", cfg, 16, 128, 32, steps, optimizer);
+    }
     if which == "tiny" || which == "all" {
         run(
             "tiny (batch 16, 128/32)",

@@ -180,7 +180,7 @@ impl Dropout {
         }
     }
 
-    fn apply<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
+    fn apply<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
         &mut self,
         x: Tensor<S, f32, D, T>,
     ) -> Tensor<S, f32, D, T> {
@@ -208,7 +208,7 @@ impl Dropout {
 
 /// Splits a tensor into `n` uses: the first carries the tape, the rest get
 /// fresh tapes of the same kind (their operations merge back later).
-fn fork<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
+fn fork<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
     x: Tensor<S, f32, D, T>,
     n: usize,
 ) -> Vec<Tensor<S, f32, D, T>> {
@@ -467,17 +467,17 @@ impl<D: Device<f32>> T5<D> {
         }
     }
 
-    fn p<T: Tape<f32, D>>(&self, i: usize) -> T2<D, T> {
+    fn p<T: Tape<f32, D> + 'static>(&self, i: usize) -> T2<D, T> {
         self.params[i].retaped::<T>()
     }
 
     /// `x @ Wᵀ` for a dense weight stored `[out, in]`.
-    fn dense<T: Tape<f32, D>>(&self, x: T3<D, T>, w: usize) -> T3<D, T> {
+    fn dense<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>, w: usize) -> T3<D, T> {
         let wt = self.p::<T>(w).permute::<(usize, usize), Axes2<1, 0>>();
         x.matmul(wt)
     }
 
-    fn rms_norm<T: Tape<f32, D>>(&self, x: T3<D, T>, w: usize) -> T3<D, T> {
+    fn rms_norm<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>, w: usize) -> T3<D, T> {
         let shape = *x.shape();
         let mut xs = fork(x, 2);
         let x2 = xs.pop().unwrap();
@@ -492,7 +492,7 @@ impl<D: Device<f32>> T5<D> {
         y * w
     }
 
-    fn split_heads<T: Tape<f32, D>>(&self, x: T3<D, T>) -> T4<D, T> {
+    fn split_heads<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>) -> T4<D, T> {
         let (b, t, _) = *x.shape();
         x.reshape_like(&(b, t, self.cfg.num_heads, self.cfg.d_kv))
             .permute::<_, Axes4<0, 2, 1, 3>>()
@@ -501,7 +501,7 @@ impl<D: Device<f32>> T5<D> {
     /// Attention of `q_in` over `kv_in` (self-attention when they are forks
     /// of the same tensor); `bias` is added to the scores: position bias
     /// and/or mask, `[b, h, tq, tk]`.
-    fn attention<T: Tape<f32, D>>(
+    fn attention<T: Tape<f32, D> + 'static>(
         &self,
         q: T4<D, T>,
         k: T4<D, T>,
@@ -521,7 +521,12 @@ impl<D: Device<f32>> T5<D> {
         self.dense(ctx, a.o)
     }
 
-    fn feed_forward<T: Tape<f32, D>>(&self, x: T3<D, T>, f: FfIdx, drop: &mut Dropout) -> T3<D, T> {
+    fn feed_forward<T: Tape<f32, D> + 'static>(
+        &self,
+        x: T3<D, T>,
+        f: FfIdx,
+        drop: &mut Dropout,
+    ) -> T3<D, T> {
         match f {
             FfIdx::Relu { wi, wo } => {
                 let h = drop.apply(self.dense(x, wi).relu());
@@ -531,15 +536,15 @@ impl<D: Device<f32>> T5<D> {
                 let mut xs = fork(x, 2);
                 let x1 = xs.pop().unwrap();
                 let x0 = xs.pop().unwrap();
-                let g = self.dense(x0, wi0).fast_gelu();
-                let h = drop.apply(g * self.dense(x1, wi1));
+                let g = self.dense(x0, wi0);
+                let h = drop.apply(crate::kernels::gated_gelu(g, self.dense(x1, wi1)));
                 self.dense(h, wo)
             }
         }
     }
 
     /// Position bias `[b, h, tq, tk]` of a stack from its table.
-    fn position_bias<T: Tape<f32, D>>(
+    fn position_bias<T: Tape<f32, D> + 'static>(
         &self,
         stack: &StackIdx,
         b: usize,
@@ -560,7 +565,13 @@ impl<D: Device<f32>> T5<D> {
             .broadcast_like::<_, Axis<1>>(&(b, self.cfg.num_heads, tq, tk))
     }
 
-    fn embed<T: Tape<f32, D>>(&self, tokens: &[usize], b: usize, t: usize, tape: T) -> T3<D, T> {
+    fn embed<T: Tape<f32, D> + 'static>(
+        &self,
+        tokens: &[usize],
+        b: usize,
+        t: usize,
+        tape: T,
+    ) -> T3<D, T> {
         let idx = self.dev.tensor_from_vec(tokens.to_vec(), (b, t));
         self.params[self.shared].clone().put_tape(tape).gather(idx)
     }
@@ -592,7 +603,12 @@ impl<D: Device<f32>> T5<D> {
 
     /// The encoder: `[b, s, d]` after the final norm. The tape starts with
     /// `tape` (e.g. `OwnedTape` over [`T5::alloc_grads`]).
-    pub fn encode<T: Tape<f32, D>>(&self, batch: &Batch, drop: &mut Dropout, tape: T) -> T3<D, T> {
+    pub fn encode<T: Tape<f32, D> + 'static>(
+        &self,
+        batch: &Batch,
+        drop: &mut Dropout,
+        tape: T,
+    ) -> T3<D, T> {
         let (b, s) = (batch.batch, batch.enc_len);
         let mut x = drop.apply(self.embed::<T>(&batch.enc_tokens, b, s, tape));
         let mut m = vec![0f32; b * s * s];
@@ -665,7 +681,7 @@ impl<D: Device<f32>> T5<D> {
 
     /// The decoder over full target rows: `[b, t, d]` after the final norm
     /// (before any output scaling).
-    pub fn decode<T: Tape<f32, D>>(
+    pub fn decode<T: Tape<f32, D> + 'static>(
         &self,
         batch: &Batch,
         enc: T3<D, T>,
@@ -723,7 +739,7 @@ impl<D: Device<f32>> T5<D> {
     }
 
     /// Logits `[n, vocab]` of decoder states `[b, t, d]` (flattened rows).
-    pub fn logits<T: Tape<f32, D>>(&self, dec: T3<D, T>) -> T2<D, T> {
+    pub fn logits<T: Tape<f32, D> + 'static>(&self, dec: T3<D, T>) -> T2<D, T> {
         let (b, t, d) = *dec.shape();
         let mut h = dec.reshape_like(&(b * t, d));
         if self.cfg.scales_decoder_output() {
@@ -734,7 +750,12 @@ impl<D: Device<f32>> T5<D> {
     }
 
     /// Logits `[b × t, vocab]` of a whole batch.
-    pub fn forward<T: Tape<f32, D>>(&self, batch: &Batch, drop: &mut Dropout, tape: T) -> T2<D, T> {
+    pub fn forward<T: Tape<f32, D> + 'static>(
+        &self,
+        batch: &Batch,
+        drop: &mut Dropout,
+        tape: T,
+    ) -> T2<D, T> {
         let enc = self.encode::<T>(batch, drop, tape);
         let dec = self.decode(batch, enc, drop);
         self.logits(dec)
@@ -906,7 +927,7 @@ pub struct LossParts {
 
 /// The training loss of `logits` `[n, vocab]` (a scalar on the tape) and its
 /// parts. `scale` multiplies the result (gradient accumulation).
-pub fn loss<D: Device<f32>, T: Tape<f32, D>>(
+pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
     logits: T2<D, T>,
     batch: &Batch,
     cfg: &LossConfig,
@@ -921,6 +942,23 @@ pub fn loss<D: Device<f32>, T: Tape<f32, D>>(
         LossNormalization::NumRealTargetTokens => 1.0 / tokens.max(1) as f32,
     } * scale;
     let smoothing = cfg.label_smoothing;
+    let logits = match crate::kernels::row_loss_cpu(
+        logits,
+        &batch.targets,
+        &batch.weights,
+        cfg.z_loss,
+        smoothing,
+    ) {
+        Ok(r) => {
+            let parts = LossParts {
+                cross_entropy: r.cross_entropy,
+                z_loss: r.z_loss,
+                tokens,
+            };
+            return (r.loss.sum::<(), _>() * norm, parts);
+        }
+        Err(logits) => logits,
+    };
     let mut ls = fork(logits, if smoothing > 0.0 { 3 } else { 2 });
     let sum_logits = (smoothing > 0.0).then(|| ls.pop().unwrap().sum::<(usize,), Axis<1>>());
     let picked_in = ls.pop().unwrap();

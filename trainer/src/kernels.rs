@@ -1,0 +1,314 @@
+//! Fused, multi-threaded CPU kernels for the operations where dfdx's
+//! element-wise CPU kernels (one thread, one pass per primitive) dominate a
+//! training step: gated GELU (`gelu_new(a) · b`) and the cross-entropy +
+//! z-loss over the vocabulary. Each records its own backward operation on
+//! the tape. On other devices (CUDA) the same functions fall back to the
+//! composition of dfdx primitives, so the model code is device-generic.
+//!
+//! Profile that motivated them (tiny config, batch 16, 128/32, 2 threads):
+//! gated GELU forward+backward ~0.5 s of a 2.6 s step (libm `tanhf` on one
+//! thread), the loss over 512 × 32128 logits ~0.25 s.
+
+use std::any::Any;
+
+use dfdx::prelude::*;
+use rayon::prelude::*;
+
+/// Rows of work per rayon task.
+const CHUNK: usize = 4096;
+
+/// `tanh` from one `exp`: accurate to a few ulp, much faster than libm's `tanhf`.
+#[inline(always)]
+fn tanh_fast(x: f32) -> f32 {
+    if x.abs() > 9.0 {
+        return x.signum();
+    }
+    let e = (2.0 * x).exp();
+    (e - 1.0) / (e + 1.0)
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_C: f32 = 0.044715;
+
+/// HF's `gelu_new` and its derivative.
+#[inline(always)]
+fn gelu_and_grad(x: f32) -> (f32, f32) {
+    let inner = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+    let t = tanh_fast(inner);
+    let y = 0.5 * x * (1.0 + t);
+    let dinner = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
+    let dy = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner;
+    (y, dy)
+}
+
+/// Moves a value to the concrete type `U` if it is that type.
+fn cast<A: 'static, U: 'static>(a: A) -> Result<U, A> {
+    let b: Box<dyn Any> = Box::new(a);
+    match b.downcast::<U>() {
+        Ok(u) => Ok(*u),
+        Err(b) => Err(*b.downcast::<A>().expect("same type")),
+    }
+}
+
+type Cpu3<T> = Tensor<(usize, usize, usize), f32, Cpu, T>;
+
+/// `gelu_new(a) · b`, the gated feed-forward's hidden activation.
+pub fn gated_gelu<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    a: Tensor<(usize, usize, usize), f32, D, T>,
+    b: Tensor<(usize, usize, usize), f32, D, T>,
+) -> Tensor<(usize, usize, usize), f32, D, T> {
+    macro_rules! on_cpu {
+        ($tape:ty) => {
+            if let Ok(ac) = cast::<_, Cpu3<$tape>>(a) {
+                let bc = cast::<_, Cpu3<$tape>>(b)
+                    .ok()
+                    .expect("same device and tape");
+                return cast(gated_gelu_cpu(ac, bc)).ok().expect("same type");
+            } else {
+                unreachable!()
+            }
+        };
+    }
+    if std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
+        == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>()
+    {
+        on_cpu!(OwnedTape<f32, Cpu>);
+    }
+    if std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
+        == std::any::TypeId::of::<Cpu3<NoneTape>>()
+    {
+        on_cpu!(NoneTape);
+    }
+    a.fast_gelu() * b
+}
+
+fn gated_gelu_cpu<T: Tape<f32, Cpu>>(a: Cpu3<T>, b: Cpu3<T>) -> Cpu3<T> {
+    let (a, ta) = a.contiguous().split_tape();
+    let (b, tb) = b.contiguous().split_tape();
+    let mut tape = ta.merge(tb);
+    let av = a.as_vec();
+    let bv = b.as_vec();
+    let mut out = vec![0f32; av.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(av.par_chunks(CHUNK))
+        .zip(bv.par_chunks(CHUNK))
+        .for_each(|((o, x), y)| {
+            for i in 0..o.len() {
+                o[i] = gelu_and_grad(x[i]).0 * y[i];
+            }
+        });
+    let out = a.device().tensor_from_vec(out, *a.shape());
+    if T::OWNS_TAPE {
+        let (ga, gb, go) = (a.ghost(), b.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&ga)?;
+            grads.try_alloc_for(&gb)?;
+            let g_out: *const [f32] = grads.get_or_alloc_mut(&go)?.as_slice();
+            // SAFETY: the three buffers are distinct allocations that stay in
+            // place: no entry is inserted while the pointer is used.
+            let g_out = unsafe { &*g_out };
+            let da = grads.get_or_alloc_mut(&ga)?;
+            da.par_chunks_mut(CHUNK)
+                .zip(av.par_chunks(CHUNK))
+                .zip(bv.par_chunks(CHUNK))
+                .zip(g_out.par_chunks(CHUNK))
+                .for_each(|(((d, x), y), g)| {
+                    for i in 0..d.len() {
+                        d[i] += g[i] * gelu_and_grad(x[i]).1 * y[i];
+                    }
+                });
+            let db = grads.get_or_alloc_mut(&gb)?;
+            db.par_chunks_mut(CHUNK)
+                .zip(av.par_chunks(CHUNK))
+                .zip(g_out.par_chunks(CHUNK))
+                .for_each(|((d, x), g)| {
+                    for i in 0..d.len() {
+                        d[i] += g[i] * gelu_and_grad(x[i]).0;
+                    }
+                });
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// Per-row loss of logits `[n, v]`: `w·(CE + z·lse²)` with t5x's label
+/// smoothing, and the per-row (cross-entropy, z-loss) parts for logging.
+pub struct RowLoss<D: Device<f32>, T> {
+    /// `[n]` weighted per-row loss, on the tape.
+    pub loss: Tensor<(usize,), f32, D, T>,
+    /// Σ weighted cross-entropy.
+    pub cross_entropy: f64,
+    /// Σ weighted z-loss.
+    pub z_loss: f64,
+}
+
+/// Logits `[n, vocab]`.
+pub type Logits<D, T> = Tensor<(usize, usize), f32, D, T>;
+
+type Cpu2<T> = Tensor<(usize, usize), f32, Cpu, T>;
+
+/// The fused loss on the CPU; `None` on other devices (the caller composes
+/// dfdx primitives there).
+pub fn row_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    logits: Tensor<(usize, usize), f32, D, T>,
+    targets: &[usize],
+    weights: &[f32],
+    z_loss: f32,
+    smoothing: f32,
+) -> Result<RowLoss<D, T>, Logits<D, T>> {
+    macro_rules! on_cpu {
+        ($tape:ty) => {{
+            let l = cast::<_, Cpu2<$tape>>(logits).ok().expect("checked type");
+            let r = row_loss_impl(l, targets, weights, z_loss, smoothing);
+            return Ok(RowLoss {
+                loss: cast(r.loss).ok().expect("same type"),
+                cross_entropy: r.cross_entropy,
+                z_loss: r.z_loss,
+            });
+        }};
+    }
+    let this = std::any::TypeId::of::<Tensor<(usize, usize), f32, D, T>>();
+    if this == std::any::TypeId::of::<Cpu2<OwnedTape<f32, Cpu>>>() {
+        on_cpu!(OwnedTape<f32, Cpu>);
+    }
+    if this == std::any::TypeId::of::<Cpu2<NoneTape>>() {
+        on_cpu!(NoneTape);
+    }
+    Err(logits)
+}
+
+fn row_loss_impl<T: Tape<f32, Cpu>>(
+    logits: Cpu2<T>,
+    targets: &[usize],
+    weights: &[f32],
+    z: f32,
+    smoothing: f32,
+) -> RowLoss<Cpu, T> {
+    let (x, mut tape) = logits.contiguous().split_tape();
+    let (n, v) = *x.shape();
+    let xv = x.as_vec();
+    let confidence = 1.0 - smoothing;
+    let low = if v > 1 {
+        smoothing / (v as f32 - 1.0)
+    } else {
+        0.0
+    };
+    let constant = if smoothing > 0.0 {
+        -(confidence * confidence.ln() + (v as f32 - 1.0) * low * (low + 1e-20).ln())
+    } else {
+        0.0
+    };
+    // per row: (loss, ce, zl, lse)
+    let rows: Vec<(f32, f32, f32, f32)> = xv
+        .par_chunks(v)
+        .enumerate()
+        .map(|(i, row)| {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let s: f64 = row.iter().map(|&a| ((a - m) as f64).exp()).sum();
+            let lse = m + s.ln() as f32;
+            let t = targets[i];
+            let mut ce = lse - row[t];
+            if smoothing > 0.0 {
+                let sum: f64 = row.iter().map(|&a| a as f64).sum();
+                ce = lse - (confidence - low) * row[t] - low * sum as f32 - constant;
+            }
+            let w = weights[i];
+            let zl = z * lse * lse;
+            (w * (ce + zl), w * ce, w * zl, lse)
+        })
+        .collect();
+    let cross_entropy = rows.iter().map(|r| r.1 as f64).sum();
+    let z_loss = rows.iter().map(|r| r.2 as f64).sum();
+    let out = x
+        .device()
+        .tensor_from_vec(rows.iter().map(|r| r.0).collect(), (n,));
+    if T::OWNS_TAPE {
+        let (gx, go) = (x.ghost(), out.ghost());
+        let lse: Vec<f32> = rows.iter().map(|r| r.3).collect();
+        let targets = targets.to_vec();
+        let weights = weights.to_vec();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&gx)?;
+            let g_out: Vec<f32> = grads.get_or_alloc_mut(&go)?.to_vec();
+            let dx = grads.get_or_alloc_mut(&gx)?;
+            dx.par_chunks_mut(v)
+                .zip(xv.par_chunks(v))
+                .enumerate()
+                .for_each(|(i, (d, row))| {
+                    let g = g_out[i] * weights[i];
+                    if g == 0.0 {
+                        return;
+                    }
+                    let l = lse[i];
+                    // d/dx_j [lse − (c−low)·x_t − low·Σx + z·lse²]
+                    let scale = g * (1.0 + 2.0 * z * l);
+                    for j in 0..v {
+                        d[j] += scale * (row[j] - l).exp() - g * low;
+                    }
+                    d[targets[i]] -= g * (confidence - low);
+                });
+            Ok(())
+        });
+    }
+    RowLoss {
+        loss: out.put_tape(tape),
+        cross_entropy,
+        z_loss,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_loss_matches_the_definition() {
+        let dev = Cpu::default();
+        let v = 5;
+        let x = vec![0.5f32, -1.0, 2.0, 0.0, 0.25, 1.5, 1.5, -0.5, 0.0, 3.0];
+        let t = dev.tensor_from_vec(x.clone(), (2, v));
+        for (z, s) in [(0.0f32, 0.0f32), (1e-4, 0.0), (1e-4, 0.1)] {
+            let r = row_loss_cpu(t.clone(), &[2, 4], &[1.0, 0.5], z, s)
+                .ok()
+                .unwrap();
+            let got = r.loss.as_vec();
+            for (i, row) in x.chunks(v).enumerate() {
+                let lse = row.iter().map(|a| (*a as f64).exp()).sum::<f64>().ln();
+                let target = [2, 4][i];
+                let c = 1.0 - s as f64;
+                let low = s as f64 / (v as f64 - 1.0);
+                // −Σ q_j log p_j minus the entropy of q (t5x's normalising constant)
+                let mut ce = 0.0;
+                let mut ent = 0.0;
+                for (j, a) in row.iter().enumerate() {
+                    let q = if j == target { c } else { low };
+                    ce -= q * (*a as f64 - lse);
+                    if q > 0.0 {
+                        ent -= q * q.ln();
+                    }
+                }
+                let want = [1.0, 0.5][i] * (ce - ent + z as f64 * lse * lse);
+                assert!(
+                    (got[i] as f64 - want).abs() < 1e-5,
+                    "row {i} z {z} s {s}: {} vs {want}",
+                    got[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gated_gelu_matches_dfdx() {
+        let dev = Cpu::default();
+        let a: Vec<f32> = (0..24).map(|i| (i as f32 - 12.0) * 0.37).collect();
+        let b: Vec<f32> = (0..24).map(|i| 1.0 + i as f32 * 0.1).collect();
+        let ta = dev.tensor_from_vec(a, (2, 3, 4));
+        let tb = dev.tensor_from_vec(b, (2, 3, 4));
+        let fused = gated_gelu(ta.clone(), tb.clone()).as_vec();
+        let plain = (ta.fast_gelu() * tb).as_vec();
+        for (f, p) in fused.iter().zip(&plain) {
+            assert!((f - p).abs() < 1e-5 * p.abs().max(1.0), "{f} vs {p}");
+        }
+    }
+}
