@@ -36,29 +36,6 @@ fn clean_shards(inputs: &[String]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A supervised task's files for `split`: its globs under each input directory.
-pub(crate) fn split_files(
-    task: &str,
-    splits: &std::collections::BTreeMap<String, Vec<String>>,
-    split: &str,
-    dirs: &[String],
-) -> Result<Vec<PathBuf>> {
-    let globs = splits.get(split).with_context(|| {
-        format!(
-            "task {task} has no split {split:?} (splits: {:?})",
-            splits.keys().collect::<Vec<_>>()
-        )
-    })?;
-    let mut files = Vec::new();
-    for dir in dirs {
-        for g in globs {
-            let pattern = std::path::Path::new(dir).join(g).display().to_string();
-            files.extend(expand_inputs(&[pattern])?);
-        }
-    }
-    Ok(files)
-}
-
 pub(crate) fn registry(tasks_files: &[PathBuf]) -> Result<TaskRegistry> {
     Ok(registries(tasks_files)?.0)
 }
@@ -164,8 +141,12 @@ fn preview(
                 },
             )?;
         }
-        (Preprocessing::Supervised { format }, Source::Files { format: ff, splits }) => {
-            let file = split_files(name, splits, split, input)?.remove(0);
+        (Preprocessing::Supervised { format }, source @ Source::Files { .. }) => {
+            let file = source
+                .split_files(name, split, input)
+                .map_err(anyhow::Error::msg)?
+                .remove(0);
+            let ff = source.file_format(split).expect("files source");
             for (k, row) in read_rows(&file, ff)?.iter().take(n).enumerate() {
                 let (i, g) = format.format(row, &file, k + 1)?;
                 let mut ii = v.encode(&i);
@@ -241,6 +222,10 @@ pub struct BuildArgs {
     /// Seed of every example's random stream.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep supervised examples' text as `inputs_pretokenized` /
+    /// `targets_pretokenized` columns (seqio's features).
+    #[arg(long)]
+    pretokenized: bool,
     /// Output directory.
     #[arg(long, short)]
     out: PathBuf,
@@ -343,15 +328,12 @@ pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
             let inputs = clean_shards(&a.input)?;
             (ExampleSource::Unsupervised(&denoiser), inputs)
         }
-        (
-            Preprocessing::Supervised { format },
-            Source::Files {
-                format: file_format,
-                splits,
-            },
-        ) => {
-            let inputs = split_files(&task.name, splits, &a.split, &a.input)?;
-            let (format, file_format) = (format.clone(), file_format.clone());
+        (Preprocessing::Supervised { format }, source @ Source::Files { .. }) => {
+            let inputs = source
+                .split_files(&task.name, &a.split, &a.input)
+                .map_err(anyhow::Error::msg)?;
+            let file_format = source.file_format(&a.split).expect("files source").clone();
+            let format = format.clone();
             reader = Box::new(move |path: &std::path::Path| {
                 let rows = read_rows(path, &file_format).map_err(|e| e.to_string())?;
                 rows.iter()
@@ -373,6 +355,7 @@ pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         vocab: &vocab,
         inputs_length: li,
         targets_length: lt,
+        pretokenized: a.pretokenized,
     };
     if !a.finalize {
         let t = std::time::Instant::now();

@@ -18,7 +18,7 @@ use t5mix_trainer::train::{ModelInit, StepLog, TrainOptions, Trainer};
 use t5mix_trainer::weights::load_model;
 use t5mix_trainer::{Dev, T5Config, T5};
 
-use crate::build_cmd::{parse_lengths, registry, split_files};
+use crate::build_cmd::{parse_lengths, registry};
 
 /// Train a T5 model from example shards (`t5mix build` output).
 ///
@@ -167,7 +167,7 @@ fn eval_sets(names: &[String], a: &TaskEvalArgs) -> Result<Option<(Vocabulary, V
         let t = reg
             .get(name)
             .with_context(|| format!("no task {name:?} (see `t5mix tasks list`)"))?;
-        let (Preprocessing::Supervised { format }, Source::Files { format: ff, splits }) =
+        let (Preprocessing::Supervised { format }, source @ Source::Files { .. }) =
             (&t.preprocessing, &t.source)
         else {
             bail!("task {name} is not a supervised task with files: it has no metric to score");
@@ -180,7 +180,11 @@ fn eval_sets(names: &[String], a: &TaskEvalArgs) -> Result<Option<(Vocabulary, V
             inputs: Vec::new(),
             targets: Vec::new(),
         };
-        'files: for file in split_files(name, splits, &a.split, &a.input)? {
+        let ff = source.file_format(&a.split).expect("files source");
+        'files: for file in source
+            .split_files(name, &a.split, &a.input)
+            .map_err(anyhow::Error::msg)?
+        {
             for (k, row) in read_rows(&file, ff)?.iter().enumerate() {
                 if a.max_examples.is_some_and(|m| set.inputs.len() >= m) {
                     break 'files;

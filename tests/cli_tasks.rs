@@ -25,12 +25,16 @@ fn glue_tasks_built_from_files_equal_seqio() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut compared = 0;
-    for (ours, theirs, sub) in [
-        ("glue_rte", "glue_rte_v002", "rte"),
-        ("glue_qnli", "glue_qnli_v002", "qnli"),
-        ("glue_stsb_t5", "glue_stsb_v002", "stsb"),
+    let all = ["train", "validation", "test"];
+    for (ours, theirs, sub, splits) in [
+        ("glue_rte", "glue_rte_v002", "rte", &all[..]),
+        ("glue_qnli", "glue_qnli_v002", "qnli", &all[..]),
+        ("glue_stsb_t5", "glue_stsb_v002", "stsb", &all[..]),
+        ("glue_cola", "glue_cola_v002", "cola", &all[..]),
+        ("glue_mrpc", "glue_mrpc_v002", "mrpc", &all[..]),
+        ("glue_ax", "glue_ax_v002", "ax", &all[2..]),
     ] {
-        for split in ["train", "validation", "test"] {
+        for &split in splits {
             let out = dir.path().join(format!("{ours}-{split}"));
             let o = t5mix(&[
                 "build",
@@ -46,10 +50,26 @@ fn glue_tasks_built_from_files_equal_seqio() {
                 "inputs=512,targets=128",
                 "--out",
                 out.to_str().unwrap(),
+                "--pretokenized",
                 "-q",
             ]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let got = example_pairs(&out);
+            // the text columns hold the formatted text
+            let text: Vec<(String, String)> = common::parquet_files(&out)
+                .iter()
+                .flat_map(|f| t5mix_pipeline::shards::read_example_shard(f).unwrap().0)
+                .map(|e| e.pretokenized.expect("pretokenized text"))
+                .collect();
+            let want_text: Vec<(String, String)> = rows
+                .iter()
+                .filter(|r| r["task"] == theirs && r["split"] == split)
+                .map(|r| {
+                    let t = |k: &str| r[k].as_str().unwrap().to_string();
+                    (t("inputs"), t("targets"))
+                })
+                .collect();
+            assert_eq!(text, want_text, "{ours} {split} text");
             let ids = |v: &serde_json::Value| -> Vec<u32> {
                 v.as_array()
                     .unwrap()
@@ -67,7 +87,7 @@ fn glue_tasks_built_from_files_equal_seqio() {
             compared += want.len();
         }
     }
-    assert_eq!(compared, 18);
+    assert_eq!(compared, 18 + 6 + 33 + 3);
 }
 
 #[test]

@@ -98,6 +98,7 @@ fn main() {
             vocab: &vocab,
             inputs_length: 512,
             targets_length: 114,
+            pretokenized: false,
         };
         let t = Instant::now();
         // One worker per thread-sized slice of shards runs in parallel too.

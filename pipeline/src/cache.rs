@@ -43,6 +43,9 @@ pub struct CacheSpec<'a> {
     pub inputs_length: usize,
     /// Feature lengths, for the manifest.
     pub targets_length: usize,
+    /// Keep the text of supervised examples (`inputs_pretokenized`,
+    /// `targets_pretokenized` columns).
+    pub pretokenized: bool,
 }
 
 /// Where a cache's examples come from.
@@ -209,6 +212,7 @@ fn build_one(
                         task: spec.task.to_string(),
                         inputs: inp.to_vec(),
                         targets: tgt.to_vec(),
+                        pretokenized: None,
                     });
                 })
                 .map_err(|e| PipelineError::Config {
@@ -229,7 +233,7 @@ fn build_one(
                 .collect();
             let ids = spec.vocab.encode_batch(&texts);
             let eos = spec.vocab.eos_id().unwrap_or(1);
-            for pair in ids.chunks(2) {
+            for (pair, text) in ids.chunks(2).zip(&pairs) {
                 let (mut inp, mut tgt) = (pair[0].clone(), pair[1].clone());
                 crate::preprocessors::append_eos_after_trim(&mut inp, spec.inputs_length, eos);
                 crate::preprocessors::append_eos_after_trim(&mut tgt, spec.targets_length, eos);
@@ -238,6 +242,7 @@ fn build_one(
                     task: spec.task.to_string(),
                     inputs: inp,
                     targets: tgt,
+                    pretokenized: spec.pretokenized.then(|| text.clone()),
                 });
             }
         }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{Int32Builder, ListBuilder, StringDictionaryBuilder};
+use arrow_array::builder::{Int32Builder, ListBuilder, StringBuilder, StringDictionaryBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -32,6 +32,10 @@ pub struct ShardExample {
     pub inputs: Vec<u32>,
     /// Decoder tokens (EOS included).
     pub targets: Vec<u32>,
+    /// The `(inputs, targets)` text before tokenization (seqio's
+    /// `*_pretokenized` features), when the build keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretokenized: Option<(String, String)>,
 }
 
 /// Token statistics of a set of examples (seqio's `stats.<split>.json`).
@@ -71,6 +75,12 @@ impl ExampleStats {
 
 /// The schema of example shards.
 pub fn example_schema() -> Arc<Schema> {
+    example_schema_with(false)
+}
+
+/// The schema, with the nullable `inputs_pretokenized` / `targets_pretokenized`
+/// text columns when `pretokenized`.
+pub fn example_schema_with(pretokenized: bool) -> Arc<Schema> {
     let list = |name: &str| {
         Field::new(
             name,
@@ -78,7 +88,7 @@ pub fn example_schema() -> Arc<Schema> {
             false,
         )
     };
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new(
             "task",
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
@@ -86,7 +96,12 @@ pub fn example_schema() -> Arc<Schema> {
         ),
         list("inputs"),
         list("targets"),
-    ]))
+    ];
+    if pretokenized {
+        fields.push(Field::new("inputs_pretokenized", DataType::Utf8, true));
+        fields.push(Field::new("targets_pretokenized", DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 /// Writes `examples` to `path` atomically, with `metadata` as key/value pairs.
@@ -112,14 +127,29 @@ pub fn write_example_shard(
                 .collect(),
         ))
         .build();
-    let schema = example_schema();
+    let with_text = examples.iter().any(|e| e.pretokenized.is_some());
+    let schema = example_schema_with(with_text);
     let mut w = ArrowWriter::try_new(file.take_writer(), schema.clone(), Some(props))
         .map_err(|e| pq(&e))?;
     for chunk in examples.chunks(16_384) {
         let mut task = StringDictionaryBuilder::<Int32Type>::new();
         let mut inputs = ListBuilder::new(Int32Builder::new());
         let mut targets = ListBuilder::new(Int32Builder::new());
+        let mut inputs_text = StringBuilder::new();
+        let mut targets_text = StringBuilder::new();
         for e in chunk {
+            if with_text {
+                match &e.pretokenized {
+                    Some((i, t)) => {
+                        inputs_text.append_value(i);
+                        targets_text.append_value(t);
+                    }
+                    None => {
+                        inputs_text.append_null();
+                        targets_text.append_null();
+                    }
+                }
+            }
             task.append_value(&e.task);
             inputs
                 .values()
@@ -130,11 +160,15 @@ pub fn write_example_shard(
                 .extend(e.targets.iter().map(|&x| Some(x as i32)));
             targets.append(true);
         }
-        let cols: Vec<ArrayRef> = vec![
+        let mut cols: Vec<ArrayRef> = vec![
             Arc::new(task.finish()),
             Arc::new(inputs.finish()),
             Arc::new(targets.finish()),
         ];
+        if with_text {
+            cols.push(Arc::new(inputs_text.finish()));
+            cols.push(Arc::new(targets_text.finish()));
+        }
         let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| pq(&e))?;
         w.write(&batch).map_err(|e| pq(&e))?;
     }
@@ -187,11 +221,25 @@ pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, ShardMetada
         };
         let inputs = lists("inputs")?;
         let targets = lists("targets")?;
-        for ((t, i), g) in task.into_iter().zip(inputs).zip(targets) {
+        let text = |name: &str| -> Option<Vec<Option<String>>> {
+            let col = batch.column_by_name(name)?.as_string_opt::<i32>()?;
+            Some(
+                (0..col.len())
+                    .map(|i| (!col.is_null(i)).then(|| col.value(i).to_string()))
+                    .collect(),
+            )
+        };
+        let (it, tt) = (text("inputs_pretokenized"), text("targets_pretokenized"));
+        for (k, ((t, i), g)) in task.into_iter().zip(inputs).zip(targets).enumerate() {
+            let pretokenized = match (&it, &tt) {
+                (Some(a), Some(b)) => a[k].clone().zip(b[k].clone()),
+                _ => None,
+            };
             out.push(ShardExample {
                 task: t,
                 inputs: i,
                 targets: g,
+                pretokenized,
             });
         }
     }

@@ -549,6 +549,8 @@ pub fn evaluate_task(
     use crate::formats::GlueBenchmark;
     use crate::supervised::TextFormat;
     match format {
+        // T5 scores AX with nothing: it has a test set only
+        TextFormat::Glue { config, .. } if config == "ax" => Vec::new(),
         TextFormat::Glue { config, .. } => {
             let b = GlueBenchmark::from_config(config).unwrap_or(GlueBenchmark::Mnli);
             let labels = b.label_names();

@@ -18,6 +18,11 @@ pub enum FileFormat {
         /// The first row names the columns.
         #[serde(default = "yes")]
         header: bool,
+        /// Names for the columns of a header-less file (e.g. CoLA's
+        /// `source`, `label`, `original_label`, `sentence`); unnamed
+        /// columns are called "0", "1", ….
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<String>,
     },
     /// Comma-separated with quotes.
     Csv {
@@ -48,6 +53,31 @@ pub enum FileFormat {
     /// with `article` (lines joined, missing periods added) and `highlights`
     /// (the `@highlight` lines joined with a newline), and `id` (file stem).
     CnnStory,
+    /// tfds `cnn_dailymail`'s split lists: the matched file is a URL list
+    /// (`all_train.txt`, …); each URL's story is `<sha1(url)>.story` in one
+    /// of the `stories` folders (relative to the list's folder), read as
+    /// [`FileFormat::CnnStory`], in list order; URLs without a story file
+    /// are skipped, as tfds does.
+    CnnUrlList {
+        /// Story folders, relative to the URL list's folder.
+        stories: Vec<String>,
+    },
+    /// The MSR paraphrase files of GLUE's MRPC download
+    /// (`msr_paraphrase_train.txt` / `_test.txt`: quality, two ids, two
+    /// strings) with tfds's split by the `dev_ids` list: rows `sentence1`,
+    /// `sentence2`, `label` (−1 in the test file), `idx`.
+    MsrParaphrase {
+        /// The id-pair list (`dev_ids.tsv`; `|` separates alternatives),
+        /// relative to the data file's folder; none: every row.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ids: Option<String>,
+        /// Keep the rows whose id pair is listed (validation) or the others (train).
+        #[serde(default)]
+        keep_listed: bool,
+        /// The file has no labels (the test file).
+        #[serde(default)]
+        unlabeled: bool,
+    },
 }
 
 fn yes() -> bool {
@@ -163,8 +193,12 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
     };
     let reader = open(path).map_err(|e| err(e.to_string()))?;
     match format {
-        FileFormat::Tsv { header } | FileFormat::Csv { header } => {
+        FileFormat::Tsv { header, .. } | FileFormat::Csv { header } => {
             let tsv = matches!(format, FileFormat::Tsv { .. });
+            let columns: &[String] = match format {
+                FileFormat::Tsv { columns, .. } => columns,
+                _ => &[],
+            };
             let mut rdr = csv::ReaderBuilder::new()
                 .delimiter(if tsv { b'\t' } else { b',' })
                 .quoting(!tsv)
@@ -178,7 +212,7 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                     .map(str::to_string)
                     .collect()
             } else {
-                Vec::new()
+                columns.to_vec()
             };
             let mut rows = Vec::new();
             for (i, rec) in rdr.records().enumerate() {
@@ -291,6 +325,22 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
             );
             Ok(vec![row])
         }
+        FileFormat::MsrParaphrase {
+            ids,
+            keep_listed,
+            unlabeled,
+        } => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut { reader }, &mut text)
+                .map_err(|e| err(e.to_string()))?;
+            read_msr_paraphrase(path, &text, ids.as_deref(), *keep_listed, *unlabeled).map_err(err)
+        }
+        FileFormat::CnnUrlList { stories } => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut { reader }, &mut text)
+                .map_err(|e| err(e.to_string()))?;
+            read_cnn_url_list(path, &text, stories).map_err(err)
+        }
         FileFormat::Jsonl => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut { reader }, &mut text)
@@ -306,19 +356,124 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                     .as_object()
                     .ok_or_else(|| err(format!("line {}: not a JSON object", i + 1)))?;
                 let mut row = Row::new();
-                for (k, v) in obj {
-                    let s = match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        serde_json::Value::Null => continue,
-                        other => other.to_string(),
-                    };
-                    row.insert(k.clone(), s);
-                }
+                flatten_json("", obj, &mut row);
                 rows.push(row);
             }
             Ok(rows)
         }
     }
+}
+
+/// Object fields as columns; nested objects give dotted names
+/// (`translation.en`), nulls are left out.
+fn flatten_json(prefix: &str, obj: &serde_json::Map<String, serde_json::Value>, row: &mut Row) {
+    for (k, v) in obj {
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            serde_json::Value::String(s) => {
+                row.insert(name, s.clone());
+            }
+            serde_json::Value::Null => {}
+            serde_json::Value::Object(o) => flatten_json(&name, o, row),
+            other => {
+                row.insert(name, other.to_string());
+            }
+        }
+    }
+}
+
+/// The first existing file among `|`-separated alternatives in `dir`.
+fn first_existing(dir: &Path, alternatives: &str) -> Option<std::path::PathBuf> {
+    alternatives
+        .split('|')
+        .map(|a| dir.join(a.trim()))
+        .find(|p| p.is_file())
+}
+
+fn read_msr_paraphrase(
+    path: &Path,
+    text: &str,
+    ids: Option<&str>,
+    keep_listed: bool,
+    unlabeled: bool,
+) -> Result<Vec<Row>, String> {
+    let listed: std::collections::HashSet<(String, String)> = match ids {
+        None => Default::default(),
+        Some(alts) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let f = first_existing(dir, alts)
+                .ok_or_else(|| format!("no id list {alts:?} next to it"))?;
+            std::fs::read_to_string(&f)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+                .lines()
+                .filter_map(|l| {
+                    let mut p = l.split('\t');
+                    Some((p.next()?.trim().to_string(), p.next()?.trim().to_string()))
+                })
+                .collect()
+        }
+    };
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 5 {
+            return Err(format!(
+                "line {}: {} columns, MSR rows have 5",
+                n + 1,
+                f.len()
+            ));
+        }
+        if ids.is_some() {
+            let is_listed = listed.contains(&(f[1].to_string(), f[2].to_string()));
+            if is_listed != keep_listed {
+                continue;
+            }
+        }
+        let label = if unlabeled { "-1" } else { f[0] };
+        rows.push(Row::from([
+            ("sentence1".to_string(), f[3].to_string()),
+            ("sentence2".to_string(), f[4].to_string()),
+            ("label".to_string(), label.to_string()),
+            // tfds's idx: the row's position in the file
+            ("idx".to_string(), (n - 1).to_string()),
+        ]));
+    }
+    Ok(rows)
+}
+
+fn read_cnn_url_list(path: &Path, text: &str, stories: &[String]) -> Result<Vec<Row>, String> {
+    use sha1::Digest;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut rows = Vec::new();
+    for url in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let hash: String = sha1::Sha1::digest(url.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let Some(story) = stories
+            .iter()
+            .map(|s| dir.join(s).join(format!("{hash}.story")))
+            .find(|p| p.is_file())
+        else {
+            continue;
+        };
+        let t = std::fs::read_to_string(&story).map_err(|e| format!("{}: {e}", story.display()))?;
+        let (article, highlights) = cnn_story(&t);
+        rows.push(Row::from([
+            ("article".to_string(), article),
+            ("highlights".to_string(), highlights),
+            ("id".to_string(), hash),
+            ("url".to_string(), url.to_string()),
+        ]));
+    }
+    Ok(rows)
 }
 
 fn read_parquet_rows(path: &Path) -> Result<Vec<Row>, String> {
@@ -378,14 +533,22 @@ pub fn cnn_story(text: &str) -> (String, String) {
     (article.join(" "), highlights.join("\n"))
 }
 
-/// Checks a template: balanced braces, non-empty placeholders.
-pub fn check_template(t: &str) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
+/// A piece of a `{column}` template.
+enum Piece<'a> {
+    Text(&'a str),
+    Column(&'a str),
+}
+
+/// Splits a template into text and placeholders: balanced braces,
+/// non-empty placeholder names.
+fn parse_template(t: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
     let mut rest = t;
     while let Some(open) = rest.find(['{', '}']) {
         if rest.as_bytes()[open] == b'}' {
             return Err(format!("unmatched '}}' in {t:?}"));
         }
+        pieces.push(Piece::Text(&rest[..open]));
         let after = &rest[open + 1..];
         let close = after
             .find('}')
@@ -394,25 +557,33 @@ pub fn check_template(t: &str) -> Result<Vec<String>, String> {
         if name.is_empty() || name.contains('{') {
             return Err(format!("bad placeholder {{{name}}} in {t:?}"));
         }
-        names.push(name.to_string());
+        pieces.push(Piece::Column(name));
         rest = &after[close + 1..];
     }
-    Ok(names)
+    pieces.push(Piece::Text(rest));
+    Ok(pieces)
+}
+
+/// Checks a template: balanced braces, non-empty placeholders; returns
+/// the placeholder names.
+pub fn check_template(t: &str) -> Result<Vec<String>, String> {
+    Ok(parse_template(t)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Column(c) => Some(c.to_string()),
+            Piece::Text(_) => None,
+        })
+        .collect())
 }
 
 fn fill(t: &str, col: &dyn Fn(&str) -> Result<String, SourceError>) -> Result<String, SourceError> {
     let mut out = String::with_capacity(t.len());
-    let mut rest = t;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| SourceError::Format(format!("unclosed '{{' in {t:?}")))?;
-        out.push_str(&col(&after[..close])?);
-        rest = &after[close + 1..];
+    for piece in parse_template(t).map_err(SourceError::Format)? {
+        match piece {
+            Piece::Text(x) => out.push_str(x),
+            Piece::Column(c) => out.push_str(&col(c)?),
+        }
     }
-    out.push_str(rest);
     Ok(out)
 }
 

@@ -24,9 +24,77 @@ pub enum Source {
     Files {
         /// How rows are read.
         format: FileFormat,
-        /// Split name → file globs.
+        /// Split name → file globs (`a|b`: the first alternative that exists).
         splits: BTreeMap<String, Vec<String>>,
+        /// Formats of splits whose files differ from `format` (CoLA's headed
+        /// test file, MRPC's train/validation split by id list).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        split_formats: BTreeMap<String, FileFormat>,
     },
+}
+
+impl Source {
+    /// The file format of `split` (files sources only).
+    pub fn file_format(&self, split: &str) -> Option<&FileFormat> {
+        match self {
+            Source::CleanShards => None,
+            Source::Files {
+                format,
+                split_formats,
+                ..
+            } => Some(split_formats.get(split).unwrap_or(format)),
+        }
+    }
+
+    /// The files of `split` under each input folder, in order: every glob
+    /// of the split, an `a|b` entry matching its first alternative found.
+    pub fn split_files(
+        &self,
+        task: &str,
+        split: &str,
+        dirs: &[String],
+    ) -> Result<Vec<std::path::PathBuf>, String> {
+        let Source::Files { splits, .. } = self else {
+            return Err(format!("task {task} reads clean shards, not split files"));
+        };
+        let globs = splits.get(split).ok_or_else(|| {
+            format!(
+                "task {task} has no split {split:?} (splits: {:?})",
+                splits.keys().collect::<Vec<_>>()
+            )
+        })?;
+        let mut files = Vec::new();
+        for dir in dirs {
+            for g in globs {
+                let alternatives: Vec<&str> = g.split('|').collect();
+                let mut found = None;
+                let mut last_err = String::new();
+                for a in &alternatives {
+                    let pattern = std::path::Path::new(dir)
+                        .join(a.trim())
+                        .display()
+                        .to_string();
+                    match t5mix_pipeline::readers::expand_inputs(&[pattern]) {
+                        Ok(f) if !f.is_empty() => {
+                            found = Some(f);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => last_err = e.to_string(),
+                    }
+                }
+                match found {
+                    Some(f) => files.extend(f),
+                    None => {
+                        return Err(format!(
+                            "task {task}, split {split}: no file {g:?} in {dir} {last_err}"
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(files)
+    }
 }
 
 /// How the text becomes examples.
@@ -217,11 +285,15 @@ fn tsv_task(
         name: name.into(),
         description: description.into(),
         source: Source::Files {
-            format: FileFormat::Tsv { header: true },
+            format: FileFormat::Tsv {
+                header: true,
+                columns: vec![],
+            },
             splits: splits
                 .iter()
                 .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
                 .collect(),
+            split_formats: BTreeMap::new(),
         },
         preprocessing: Preprocessing::Supervised { format },
         sequence_length: BTreeMap::from([
@@ -259,6 +331,7 @@ fn files_task(
                 .iter()
                 .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
                 .collect(),
+            split_formats: BTreeMap::new(),
         },
         preprocessing: Preprocessing::Supervised { format: text },
         sequence_length: BTreeMap::from([
@@ -272,6 +345,104 @@ fn files_task(
 /// SQuAD over its JSON files and CNN/DailyMail over `.story` files.
 fn glue_tasks() -> Vec<Task> {
     let mut v = glue_tsv_tasks();
+    // CoLA: header-less train/dev files, a headed test file
+    let mut cola = tsv_task(
+        "glue_cola",
+        "GLUE CoLA: `cola sentence: …` → unacceptable / acceptable (Matthews correlation)",
+        &[
+            ("train", "train.tsv"),
+            ("validation", "dev.tsv"),
+            ("test", "test.tsv"),
+        ],
+        glue_format("cola", &[("sentence", "sentence")], "label"),
+        128,
+    );
+    if let Source::Files {
+        format,
+        split_formats,
+        ..
+    } = &mut cola.source
+    {
+        *format = FileFormat::Tsv {
+            header: false,
+            columns: ["source", "label", "original_label", "sentence"]
+                .map(String::from)
+                .to_vec(),
+        };
+        split_formats.insert(
+            "test".into(),
+            FileFormat::Tsv {
+                header: true,
+                columns: vec![],
+            },
+        );
+    }
+    v.push(cola);
+    // MRPC: the MSR paraphrase files, train/validation split by dev_ids as tfds
+    let msr = |ids: Option<&str>, keep_listed: bool, unlabeled: bool| FileFormat::MsrParaphrase {
+        ids: ids.map(String::from),
+        keep_listed,
+        unlabeled,
+    };
+    let mut mrpc = files_task(
+        "glue_mrpc",
+        "GLUE MRPC: `mrpc sentence1: … sentence2: …` → not_equivalent / equivalent (F1, accuracy); MSR files + dev_ids",
+        msr(Some("dev_ids.tsv|dev_ids"), false, false),
+        &[
+            ("train", "msr_paraphrase_train.txt|train"),
+            ("validation", "msr_paraphrase_train.txt|train"),
+            ("test", "msr_paraphrase_test.txt|test"),
+        ],
+        glue_format(
+            "mrpc",
+            &[("sentence1", "sentence1"), ("sentence2", "sentence2")],
+            "label",
+        ),
+        (512, 128),
+    );
+    if let Source::Files { split_formats, .. } = &mut mrpc.source {
+        split_formats.insert(
+            "validation".into(),
+            msr(Some("dev_ids.tsv|dev_ids"), true, false),
+        );
+        split_formats.insert("test".into(), msr(None, false, true));
+    }
+    v.push(mrpc);
+    v.push(tsv_task(
+        "glue_ax",
+        "GLUE AX diagnostics (test only), formatted as MNLI: `mnli hypothesis: … premise: …`",
+        &[("test", "AX.tsv|ax.tsv")],
+        TextFormat::Glue {
+            config: "ax".into(),
+            fields: [("hypothesis", "sentence2"), ("premise", "sentence1")]
+                .iter()
+                .map(|(k, c)| (k.to_string(), c.to_string()))
+                .collect(),
+            label: None,
+        },
+        128,
+    ));
+    // WMT English→Romanian / French in the Hugging Face JSON Lines layout
+    // ({"translation": {"en": …, "ro": …}}), as transformers' fixtures.
+    for (name, lang, what) in [
+        ("wmt16_enro", "ro", "WMT16 English→Romanian"),
+        ("wmt14_enfr", "fr", "WMT14 English→French"),
+        ("wmt15_enfr", "fr", "WMT15 English→French"),
+    ] {
+        v.push(files_task(
+            name,
+            &format!("{what}: `translate English to {}: …` (JSON Lines: translation.en / translation.{lang})", if lang == "ro" { "Romanian" } else { "French" }),
+            FileFormat::Jsonl,
+            &[("train", "train.json*"), ("validation", "val.json*|validation.json*"), ("test", "test.json*")],
+            TextFormat::Translate {
+                source_language: "en".into(),
+                target_language: lang.into(),
+                source: "translation.en".into(),
+                target: format!("translation.{lang}"),
+            },
+            (512, 128),
+        ));
+    }
     let squad_splits = [
         ("train", "train-v1.1.json"),
         ("validation", "dev-v1.1.json"),
@@ -311,9 +482,17 @@ fn glue_tasks() -> Vec<Task> {
     ));
     v.push(files_task(
         "cnn_dailymail",
-        "CNN/DailyMail: `summarize: <article>` → highlights (story files under train/, validation/, test/)",
-        FileFormat::CnnStory,
-        &[("train", "train/*.story"), ("validation", "validation/*.story"), ("test", "test/*.story")],
+        "CNN/DailyMail: `summarize: <article>` → highlights (tfds layout: url_lists/all_{train,val,test}.txt pick <sha1(url)>.story files)",
+        FileFormat::CnnUrlList {
+            stories: ["../cnn_stories", "../cnn/stories", "../dailymail/stories", "../dm_stories"]
+                .map(String::from)
+                .to_vec(),
+        },
+        &[
+            ("train", "url_lists/all_train.txt|all_train.txt"),
+            ("validation", "url_lists/all_val.txt|all_val.txt"),
+            ("test", "url_lists/all_test.txt|all_test.txt"),
+        ],
         TextFormat::Summarize { article: "article".into(), summary: "highlights".into() },
         (512, 128),
     ));
@@ -385,6 +564,7 @@ fn glue_tsv_tasks() -> Vec<Task> {
                 ("validation", "dev_matched.tsv"),
                 ("validation_mismatched", "dev_mismatched.tsv"),
                 ("test", "test_matched.tsv"),
+                ("test_mismatched", "test_mismatched.tsv"),
             ],
             glue_format(
                 "mnli",

@@ -41,7 +41,14 @@ fn tsv_without_header_and_gzip_jsonl() {
         "gj04\t1\t\tOur friends won't buy \"this\" analysis.\n",
     )
     .unwrap();
-    let rows = read_rows(&tsv, &FileFormat::Tsv { header: false }).unwrap();
+    let rows = read_rows(
+        &tsv,
+        &FileFormat::Tsv {
+            header: false,
+            columns: vec![],
+        },
+    )
+    .unwrap();
     assert_eq!(rows[0]["1"], "1");
     assert_eq!(
         rows[0]["3"], "Our friends won't buy \"this\" analysis.",

@@ -174,3 +174,173 @@ fn squad_and_cnn_sources_match_t5() {
     }
     assert_eq!(checked, 30);
 }
+
+/// Every GLUE reference row read through the registered task: its split's
+/// files in the GLUE download layout (header-less CoLA, the MSR files of
+/// MRPC split by dev_ids, AX as MNLI), the row at the example's index,
+/// formatted: equal to seqio's text.
+#[test]
+fn registered_glue_tasks_read_the_glue_files_as_tfds() {
+    use t5mix_tasks::supervised::read_rows;
+    use t5mix_tasks::{Preprocessing, TaskRegistry};
+    let test = "registered_glue_tasks_read_the_glue_files_as_tfds";
+    let (Some(rows), Some(glue_dir)) = (
+        jsonl_or_skip("t5-reference/glue_format.jsonl", test),
+        shared_or_skip("glue-hf-dummy", test),
+    ) else {
+        return;
+    };
+    let reg = TaskRegistry::builtin();
+    let mut checked = 0;
+    for r in rows.iter().filter(|r| r["family"] == "glue") {
+        let config = s(r, "tfds_config");
+        let name = match config {
+            "stsb" => "glue_stsb_t5".to_string(),
+            c => format!("glue_{c}"),
+        };
+        let task = reg.get(&name).unwrap_or_else(|| panic!("no task {name}"));
+        let split = match s(r, "split") {
+            "validation_matched" => "validation",
+            "test_matched" => "test",
+            x => x,
+        };
+        let dir = glue_dir.join(config).display().to_string();
+        let files = task.source.split_files(&name, split, &[dir]).unwrap();
+        let ff = task.source.file_format(split).unwrap();
+        let mut all = Vec::new();
+        for f in &files {
+            all.extend(
+                read_rows(f, ff)
+                    .unwrap()
+                    .into_iter()
+                    .map(|row| (f.clone(), row)),
+            );
+        }
+        let idx = r["tfds_example"]["idx"].as_u64().unwrap() as usize;
+        // MSR rows carry tfds's idx (the position in the file); others: the position
+        let (file, row) = all
+            .iter()
+            .find(|(_, row)| row.get("idx").is_some_and(|v| v == &idx.to_string()))
+            .unwrap_or_else(|| &all[idx]);
+        let Preprocessing::Supervised { format } = &task.preprocessing else {
+            panic!("supervised")
+        };
+        let (i, t) = format.format(row, file, idx + 1).unwrap();
+        assert_eq!(
+            (i.as_str(), t.as_str()),
+            (s(r, "inputs"), s(r, "targets")),
+            "{name} {split} row {idx}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 87);
+}
+
+/// WMT16 en-ro from transformers' JSON Lines fixture through the registered
+/// task; the en-fr tasks' format on the reference examples; CNN/DailyMail
+/// split by tfds's URL lists.
+#[test]
+fn registered_translation_and_cnn_tasks_match_t5() {
+    use t5mix_tasks::supervised::{read_rows, Row};
+    use t5mix_tasks::{Preprocessing, TaskRegistry};
+    let test = "registered_translation_and_cnn_tasks_match_t5";
+    let (Some(rows), Some(root)) = (
+        jsonl_or_skip("t5-reference/glue_format.jsonl", test),
+        shared_or_skip("t5-reference", test),
+    ) else {
+        return;
+    };
+    let root = root.parent().unwrap().to_path_buf();
+    let reg = TaskRegistry::builtin();
+    let text_format = |name: &str| match &reg.get(name).unwrap().preprocessing {
+        Preprocessing::Supervised { format } => format.clone(),
+        _ => panic!("supervised"),
+    };
+    // en-ro: rows read from val.json
+    let enro = reg.get("wmt16_enro").unwrap();
+    let dir = root
+        .join("transformers-fixtures/wmt_en_ro")
+        .display()
+        .to_string();
+    let files = enro
+        .source
+        .split_files("wmt16_enro", "validation", &[dir])
+        .unwrap();
+    let read = read_rows(&files[0], enro.source.file_format("validation").unwrap()).unwrap();
+    let fmt = text_format("wmt16_enro");
+    let mut n = 0;
+    for r in rows.iter().filter(|r| r["task"] == "wmt16_enro_v003") {
+        let en = s(&r["tfds_example"], "en");
+        let row = read
+            .iter()
+            .find(|x| x["translation.en"] == en)
+            .expect("the pair is in val.json");
+        assert_eq!(row["translation.ro"], s(&r["tfds_example"], "ro"));
+        let (i, t) = fmt.format(row, &files[0], 1).unwrap();
+        assert_eq!((i.as_str(), t.as_str()), (s(r, "inputs"), s(r, "targets")));
+        n += 1;
+    }
+    assert_eq!(n, 16);
+    // en-fr: the registered formats on the reference examples
+    for (task, reference) in [
+        ("wmt14_enfr", "wmt14_enfr_v003"),
+        ("wmt15_enfr", "wmt15_enfr_v003"),
+    ] {
+        let fmt = text_format(task);
+        for r in rows.iter().filter(|r| r["task"] == reference) {
+            let row = Row::from([
+                (
+                    "translation.en".to_string(),
+                    s(&r["tfds_example"], "en").to_string(),
+                ),
+                (
+                    "translation.fr".to_string(),
+                    s(&r["tfds_example"], "fr").to_string(),
+                ),
+            ]);
+            let (i, t) = fmt.format(&row, std::path::Path::new("x"), 1).unwrap();
+            assert_eq!(
+                (i.as_str(), t.as_str()),
+                (s(r, "inputs"), s(r, "targets")),
+                "{task}"
+            );
+        }
+    }
+    // CNN/DailyMail: which story goes to which split, and its text
+    let cnn = reg.get("cnn_dailymail").unwrap();
+    let fmt = text_format("cnn_dailymail");
+    let dir = root.join("cnn-dm-allennlp").display().to_string();
+    for split in ["train", "validation"] {
+        let files = cnn
+            .source
+            .split_files("cnn_dailymail", split, std::slice::from_ref(&dir))
+            .unwrap();
+        let read = read_rows(&files[0], cnn.source.file_format(split).unwrap()).unwrap();
+        let mut got: Vec<String> = read.iter().map(|r| r["id"].clone()).collect();
+        got.sort();
+        let mut want: Vec<String> = rows
+            .iter()
+            .filter(|r| r["family"] == "summarize" && r["split"] == split)
+            .map(|r| {
+                let f = r["source_files"][0].as_str().unwrap();
+                f.rsplit('/')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(".story")
+                    .to_string()
+            })
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{split} stories");
+        for row in &read {
+            let r = rows
+                .iter()
+                .find(|r| {
+                    r["family"] == "summarize" && s(r, "inputs").contains(&row["article"][..40])
+                })
+                .unwrap();
+            let (i, t) = fmt.format(row, &files[0], 1).unwrap();
+            assert_eq!((i.as_str(), t.as_str()), (s(r, "inputs"), s(r, "targets")));
+        }
+    }
+}

@@ -41,6 +41,7 @@ fn write_shards(dir: &Path) {
             task: "reverse".into(),
             inputs,
             targets,
+            pretokenized: None,
         });
     }
     write_example_shard(
