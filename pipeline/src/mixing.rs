@@ -188,14 +188,13 @@ pub fn build_mixture(
     for k in 0..n_shards {
         let lo = (k * per) as usize;
         let hi = ((k + 1) * per).min(spec.examples) as usize;
-        let examples: Vec<ShardExample> = assign[lo..hi]
-            .iter()
-            .map(|&(t, i)| {
-                let c = &caches[tasks[t]].examples;
-                c[(i % c.len() as u64) as usize].clone()
-            })
-            .collect();
-        for e in &examples {
+        // statistics of every shard (the manifest covers all), examples
+        // copied only for the shards this worker writes
+        let pick = |&(t, i): &(usize, u64)| {
+            let c = &caches[tasks[t]].examples;
+            &c[(i % c.len() as u64) as usize]
+        };
+        for e in assign[lo..hi].iter().map(pick) {
             per_task
                 .entry(e.task.clone())
                 .or_default()
@@ -220,6 +219,7 @@ pub fn build_mixture(
                 env!("CARGO_PKG_VERSION").to_string(),
             ),
         ];
+        let examples: Vec<ShardExample> = assign[lo..hi].iter().map(pick).cloned().collect();
         write_example_shard(&path, &examples, &meta)?;
         written.push(path);
     }
