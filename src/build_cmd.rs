@@ -11,7 +11,6 @@ use t5mix_pipeline::preprocessors::Denoiser;
 use t5mix_pipeline::readers::expand_inputs;
 use t5mix_pipeline::shards::{read_example_shard, ExampleStats};
 use t5mix_pipeline::vocab::Vocabulary;
-use t5mix_tasks::supervised::read_rows;
 use t5mix_tasks::{MixtureRegistry, Preprocessing, Source, TaskRegistry};
 
 fn registries(tasks_files: &[PathBuf]) -> Result<(TaskRegistry, MixtureRegistry)> {
@@ -141,23 +140,26 @@ fn preview(
                 },
             )?;
         }
-        (Preprocessing::Supervised { format }, source @ Source::Files { .. }) => {
+        (_, Source::CleanShards) => {
+            bail!("task {name}: a supervised task needs a files source")
+        }
+        (_, source @ Source::Files { .. }) => {
             let file = source
                 .split_files(name, split, input)
                 .map_err(anyhow::Error::msg)?
                 .remove(0);
-            let ff = source.file_format(split).expect("files source");
-            for (k, row) in read_rows(&file, ff)?.iter().take(n).enumerate() {
-                let (i, g) = format.format(row, &file, k + 1)?;
+            for (i, g) in t
+                .text_pairs(&file, split)
+                .map_err(anyhow::Error::msg)?
+                .into_iter()
+                .take(n)
+            {
                 let mut ii = v.encode(&i);
                 t5mix_pipeline::preprocessors::append_eos_after_trim(&mut ii, li, 1);
                 let mut gg = v.encode(&g);
                 t5mix_pipeline::preprocessors::append_eos_after_trim(&mut gg, lt, 1);
                 shown.push((i, g, ii, gg));
             }
-        }
-        (Preprocessing::Supervised { .. }, Source::CleanShards) => {
-            bail!("task {name}: a supervised task needs a files source")
         }
     }
     for (k, (i, g, ii, gg)) in shown.iter().enumerate() {
@@ -328,23 +330,16 @@ pub fn build(a: BuildArgs, quiet: bool) -> Result<()> {
             let inputs = clean_shards(&a.input)?;
             (ExampleSource::Unsupervised(&denoiser), inputs)
         }
-        (Preprocessing::Supervised { format }, source @ Source::Files { .. }) => {
+        (_, Source::CleanShards) => {
+            bail!("task {}: a supervised task needs a files source", task.name)
+        }
+        (_, source @ Source::Files { .. }) => {
             let inputs = source
                 .split_files(&task.name, &a.split, &a.input)
                 .map_err(anyhow::Error::msg)?;
-            let file_format = source.file_format(&a.split).expect("files source").clone();
-            let format = format.clone();
-            reader = Box::new(move |path: &std::path::Path| {
-                let rows = read_rows(path, &file_format).map_err(|e| e.to_string())?;
-                rows.iter()
-                    .enumerate()
-                    .map(|(i, r)| format.format(r, path, i + 1).map_err(|e| e.to_string()))
-                    .collect()
-            });
+            let (task, split) = (task.clone(), a.split.clone());
+            reader = Box::new(move |path: &std::path::Path| task.text_pairs(path, &split));
             (ExampleSource::TextPairs(reader.as_ref()), inputs)
-        }
-        (Preprocessing::Supervised { .. }, Source::CleanShards) => {
-            bail!("task {}: a supervised task needs a files source", task.name)
         }
     };
     let spec = CacheSpec {

@@ -10,7 +10,7 @@ use t5mix_pipeline::features::Packing;
 use t5mix_pipeline::preprocessors::append_eos_after_trim;
 use t5mix_pipeline::vocab::Vocabulary;
 use t5mix_tasks::metrics::evaluate_task;
-use t5mix_tasks::supervised::{read_rows, TextFormat};
+use t5mix_tasks::supervised::TextFormat;
 use t5mix_tasks::{Preprocessing, Source};
 use t5mix_trainer::eval::generate;
 use t5mix_trainer::optim::{OptimizerConfig, Schedule};
@@ -167,29 +167,34 @@ fn eval_sets(names: &[String], a: &TaskEvalArgs) -> Result<Option<(Vocabulary, V
         let t = reg
             .get(name)
             .with_context(|| format!("no task {name:?} (see `t5mix tasks list`)"))?;
-        let (Preprocessing::Supervised { format }, source @ Source::Files { .. }) =
-            (&t.preprocessing, &t.source)
-        else {
+        if !t.is_supervised() || matches!(t.source, Source::CleanShards) {
             bail!("task {name} is not a supervised task with files: it has no metric to score");
+        }
+        // a Rust-preprocessed task is scored by exact match
+        let format = match &t.preprocessing {
+            Preprocessing::Supervised { format } => format.clone(),
+            _ => TextFormat::Template {
+                inputs: String::new(),
+                targets: String::new(),
+            },
         };
         let li = t.sequence_length.get("inputs").copied().unwrap_or(512);
         let mut set = EvalSet {
             name: name.clone(),
-            format: format.clone(),
+            format,
             inputs_text: Vec::new(),
             inputs: Vec::new(),
             targets: Vec::new(),
         };
-        let ff = source.file_format(&a.split).expect("files source");
-        'files: for file in source
+        'files: for file in t
+            .source
             .split_files(name, &a.split, &a.input)
             .map_err(anyhow::Error::msg)?
         {
-            for (k, row) in read_rows(&file, ff)?.iter().enumerate() {
+            for (i, g) in t.text_pairs(&file, &a.split).map_err(anyhow::Error::msg)? {
                 if a.max_examples.is_some_and(|m| set.inputs.len() >= m) {
                     break 'files;
                 }
-                let (i, g) = format.format(row, &file, k + 1)?;
                 let mut ids = vocab.encode(&i);
                 append_eos_after_trim(&mut ids, li, 1);
                 set.inputs_text.push(i);

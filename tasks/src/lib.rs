@@ -14,4 +14,4 @@ pub mod task;
 pub use mixture::{
     rate_num_examples, validate_name, Member, Mixture, MixtureError, MixtureRegistry, Rate,
 };
-pub use task::{Preprocessing, Source, Task, TaskRegistry};
+pub use task::{CustomPreprocessor, Preprocessing, Preprocessor, Source, Task, TaskRegistry};

@@ -12,7 +12,9 @@ use t5mix_pipeline::preprocessors::{
 };
 
 use crate::mixture::{validate_name, MixtureError};
-use crate::supervised::{FileFormat, TextFormat};
+use crate::supervised::{read_rows, FileFormat, Row, TextFormat};
+use std::path::Path;
+use std::sync::Arc;
 
 /// Where a task's examples come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +99,57 @@ impl Source {
     }
 }
 
+/// A text preprocessor written in Rust: one source row → `(inputs, targets)`
+/// text. Closures `Fn(&Row) -> Result<(String, String), String>` are
+/// preprocessors:
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use t5mix_tasks::supervised::FileFormat;
+/// use t5mix_tasks::{Source, Task, TaskRegistry};
+/// let source = Source::Files {
+///     format: FileFormat::Jsonl,
+///     splits: BTreeMap::from([("train".to_string(), vec!["train.jsonl".to_string()])]),
+///     split_formats: BTreeMap::new(),
+/// };
+/// let task = Task::custom("shout_qa", source, "uppercase question → answer", |row: &t5mix_tasks::supervised::Row| {
+///     Ok((format!("question: {}", row["question"].to_uppercase()), row["answer"].clone()))
+/// });
+/// let mut reg = TaskRegistry::builtin();
+/// reg.add(task).unwrap();
+/// assert!(reg.get("shout_qa").is_some());
+/// ```
+pub trait Preprocessor: Send + Sync {
+    /// The `(inputs, targets)` text of one row.
+    fn preprocess(&self, row: &Row) -> Result<(String, String), String>;
+}
+
+impl<F> Preprocessor for F
+where
+    F: Fn(&Row) -> Result<(String, String), String> + Send + Sync,
+{
+    fn preprocess(&self, row: &Row) -> Result<(String, String), String> {
+        self(row)
+    }
+}
+
+/// A Rust preprocessor held by a task (not serialisable: such tasks live in
+/// the program that registers them).
+#[derive(Clone)]
+pub struct CustomPreprocessor(pub Arc<dyn Preprocessor>);
+
+impl std::fmt::Debug for CustomPreprocessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomPreprocessor")
+    }
+}
+
+impl PartialEq for CustomPreprocessor {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// How the text becomes examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
@@ -113,6 +166,9 @@ pub enum Preprocessing {
         /// The text format.
         format: TextFormat,
     },
+    /// Rows through a Rust [`Preprocessor`], then as `Supervised`.
+    #[serde(skip)]
+    Custom(CustomPreprocessor),
 }
 
 /// A registered task.
@@ -135,6 +191,54 @@ pub struct Task {
 
 fn default_lengths() -> BTreeMap<String, usize> {
     BTreeMap::from([("inputs".to_string(), 512), ("targets".to_string(), 128)])
+}
+
+impl Task {
+    /// A supervised task whose rows go through a Rust preprocessor (a
+    /// closure or a [`Preprocessor`] impl).
+    pub fn custom(
+        name: &str,
+        source: Source,
+        description: &str,
+        preprocessor: impl Preprocessor + 'static,
+    ) -> Task {
+        Task {
+            name: name.into(),
+            description: description.into(),
+            source,
+            preprocessing: Preprocessing::Custom(CustomPreprocessor(Arc::new(preprocessor))),
+            sequence_length: default_lengths(),
+        }
+    }
+
+    /// Whether rows become text pairs (a supervised or Rust-preprocessed task).
+    pub fn is_supervised(&self) -> bool {
+        !matches!(self.preprocessing, Preprocessing::Unsupervised { .. })
+    }
+
+    /// The `(inputs, targets)` text of every row of one of `split`'s files.
+    pub fn text_pairs(&self, path: &Path, split: &str) -> Result<Vec<(String, String)>, String> {
+        let ff = self
+            .source
+            .file_format(split)
+            .ok_or_else(|| format!("task {}: a supervised task needs a files source", self.name))?;
+        let rows = read_rows(path, ff).map_err(|e| e.to_string())?;
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| match &self.preprocessing {
+                Preprocessing::Supervised { format } => {
+                    format.format(r, path, i + 1).map_err(|e| e.to_string())
+                }
+                Preprocessing::Custom(p) => {
+                    p.0.preprocess(r)
+                        .map_err(|e| format!("{}: row {}: {e}", path.display(), i + 1))
+                }
+                Preprocessing::Unsupervised { .. } => {
+                    Err(format!("task {} is unsupervised", self.name))
+                }
+            })
+            .collect()
+    }
 }
 
 /// Tasks by name.
