@@ -140,6 +140,10 @@ pub struct CleanArgs {
     /// Pages per output shard.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pages_per_shard: usize,
+    /// Memory for cleaned pages between the passes (MB); beyond it pages
+    /// are spilled to temporary files inside --out.
+    #[arg(long, default_value_t = 1024, value_name = "MB")]
+    memory_budget_mb: u64,
     /// Replace shards left in --out by an earlier run.
     #[arg(long)]
     overwrite: bool,
@@ -259,6 +263,7 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         },
         pages_per_shard: a.pages_per_shard,
         batch_pages: 256,
+        memory_budget: a.memory_budget_mb << 20,
     };
     let bars = Bars::new(quiet);
     let stats = run_clean(&inputs, &opts, &bars)?;

@@ -114,16 +114,24 @@ fn output_is_identical_with_one_or_two_threads() {
     let b = tempfile::tempdir().unwrap();
     clean_sample(a.path(), &["--threads", "1", "--pages-per-shard", "7"]);
     clean_sample(b.path(), &["--threads", "2", "--pages-per-shard", "7"]);
+    // and with every page spilled to disk between the passes
+    let c = tempfile::tempdir().unwrap();
+    clean_sample(
+        c.path(),
+        &["--pages-per-shard", "7", "--memory-budget-mb", "0"],
+    );
     let mut n = 0;
     for e in std::fs::read_dir(a.path()).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap();
         if name.to_string_lossy().starts_with("part-") {
-            assert_eq!(
-                std::fs::read(&p).unwrap(),
-                std::fs::read(b.path().join(name)).unwrap(),
-                "{name:?}"
-            );
+            for other in [b.path(), c.path()] {
+                assert_eq!(
+                    std::fs::read(&p).unwrap(),
+                    std::fs::read(other.join(name)).unwrap(),
+                    "{name:?}"
+                );
+            }
             n += 1;
         }
     }

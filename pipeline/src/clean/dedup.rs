@@ -1,9 +1,10 @@
 //! URL normalization, URL de-duplication, global exact line de-duplication and
 //! the URL-hash split of tfds C4 (SPEC b8, steps 4, 8 and 11).
 //!
-//! Hashes are md5 digests read as big-endian 128-bit integers, so comparing
-//! two of them orders them exactly as tfds orders the hex strings
-//! (`Top.PerKey(1, key=_hash_text, reverse=True)` keeps the smallest).
+//! URL hashes are md5 digests read as big-endian 128-bit integers, so
+//! comparing two of them orders them exactly as tfds orders the hex strings
+//! (`Top.PerKey(1, key=_hash_text, reverse=True)` keeps the smallest). Line
+//! keys are only compared for equality, so they use the faster XXH3-128.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -43,34 +44,51 @@ pub fn md5_u128(s: &str) -> u128 {
     u128::from_be_bytes(Md5::digest(s.as_bytes()).into())
 }
 
-/// The key of a line in line de-duplication: `md5(line.strip().lower())`.
+/// The key of a line in line de-duplication: a 128-bit hash of
+/// `line.strip().lower()`. tfds keys lines by `md5` of that text; the key is
+/// only compared for equality (the page that keeps a line is chosen by
+/// `md5(url)`), so any 128-bit hash gives the same result: XXH3-128 is ~20×
+/// faster than md5.
 ///
-/// Hashes the lower-cased text as it is produced, without building it, except
-/// for lines with a capital sigma (whose lower case depends on the context).
+/// The lower-cased text is built in a reused buffer, except for lines with a
+/// capital sigma (whose lower case depends on the context).
 pub fn line_key(line: &str) -> u128 {
+    use std::cell::RefCell;
+    thread_local! {
+        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
     let s = py_strip(line);
     if s.contains('\u{3a3}') {
-        return md5_u128(&py_lower(s));
+        return xxh3_u128(py_lower(s).as_bytes());
     }
-    let mut h = Md5::new();
-    let mut buf = [0u8; 512];
-    let mut n = 0;
-    for c in s.chars() {
-        if n + 16 > buf.len() {
-            h.update(&buf[..n]);
-            n = 0;
-        }
-        if c.is_ascii() {
-            buf[n] = (c as u8).to_ascii_lowercase();
-            n += 1;
-        } else {
-            for l in c.to_lowercase() {
-                n += l.encode_utf8(&mut buf[n..]).len();
+    if s.is_ascii() {
+        return BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            b.extend(s.bytes().map(|c| c.to_ascii_lowercase()));
+            xxh3_u128(&b)
+        });
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        let mut tmp = [0u8; 4];
+        for c in s.chars() {
+            if c.is_ascii() {
+                b.push((c as u8).to_ascii_lowercase());
+            } else {
+                for l in c.to_lowercase() {
+                    b.extend_from_slice(l.encode_utf8(&mut tmp).as_bytes());
+                }
             }
         }
-    }
-    h.update(&buf[..n]);
-    u128::from_be_bytes(h.finalize().into())
+        xxh3_u128(&b)
+    })
+}
+
+#[inline]
+fn xxh3_u128(b: &[u8]) -> u128 {
+    twox_hash::XxHash3_128::oneshot(b)
 }
 
 /// The keys of the `\n`-separated lines of a page, in order.
@@ -263,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn line_key_is_md5_of_python_lower_strip() {
+    fn line_key_hashes_python_lower_strip() {
         for l in [
             "  Hello World. ",
             "ÀÉÎ Straße İstanbul K",
@@ -271,7 +289,11 @@ mod tests {
             "",
             "x".repeat(2000).as_str(),
         ] {
-            assert_eq!(line_key(l), md5_u128(&py_strip(l).to_lowercase()), "{l}");
+            assert_eq!(
+                line_key(l),
+                xxh3_u128(py_strip(l).to_lowercase().as_bytes()),
+                "{l}"
+            );
         }
     }
 

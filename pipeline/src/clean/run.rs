@@ -51,6 +51,9 @@ pub struct CleanOptions {
     pub pages_per_shard: usize,
     /// Pages cleaned together in one parallel batch.
     pub batch_pages: usize,
+    /// Bytes of cleaned pages kept in memory between the passes; beyond
+    /// it, pages are spilled to temporary files in the output folder.
+    pub memory_budget: u64,
 }
 
 impl CleanOptions {
@@ -64,6 +67,7 @@ impl CleanOptions {
             output_format: OutputFormat::Parquet,
             pages_per_shard: 100_000,
             batch_pages: 256,
+            memory_budget: 1 << 30,
         }
     }
 }
@@ -250,9 +254,29 @@ impl Spilled {
     }
 }
 
+/// Where pass 1 left one input file's pages.
+enum Store {
+    /// In memory (within the budget).
+    Memory(Vec<Spilled>),
+    /// Spilled to a temporary file.
+    File(PathBuf),
+}
+
+impl Spilled {
+    /// Approximate heap bytes, for the memory budget.
+    fn size(&self) -> u64 {
+        (self.text.len()
+            + self.url.len()
+            + self.normalized_url.len()
+            + self.timestamp.len()
+            + 16 * self.line_keys.len()
+            + 96) as u64
+    }
+}
+
 /// What pass 1 produced for one input file.
 struct FileSpill {
-    spill: PathBuf,
+    spill: Store,
     urls: UrlDedup,
     pages_in: u64,
     bytes_in: u64,
@@ -300,18 +324,48 @@ fn pass1_file(
     opts: &CleanOptions,
     cleaner: &PageCleaner,
     progress: &dyn Progress,
+    budget: &std::sync::atomic::AtomicU64,
 ) -> Result<FileSpill> {
+    use std::sync::atomic::Ordering;
     let spill = spill_dir.join(format!("{file_index:06}.spill"));
-    let f = File::create(&spill).map_err(|e| PipelineError::io(&spill, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
+    // pages stay in memory while the shared budget lasts, then this file's
+    // pages (those kept so far first, in order) go to its spill file
+    let mut memory: Vec<Spilled> = Vec::new();
+    let mut held = 0u64;
+    let mut w: Option<BufWriter<File>> = None;
     let mut urls = UrlDedup::default();
     let mut batch: Vec<Document> = Vec::with_capacity(opts.batch_pages);
     let (mut pages_in, mut bytes_in, mut too_long) = (0u64, 0u64, 0u64);
     let url_dedup = opts.config.url_dedup;
-    let flush = |batch: &mut Vec<Document>,
-                 w: &mut BufWriter<File>,
-                 urls: &mut UrlDedup,
-                 too_long: &mut u64|
+    let mut keep = |s: Spilled, w: &mut Option<BufWriter<File>>| -> Result<()> {
+        if w.is_none() {
+            let size = s.size();
+            let took = budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    b.checked_sub(size)
+                })
+                .is_ok();
+            if took {
+                held += size;
+                memory.push(s);
+                return Ok(());
+            }
+            let f = File::create(&spill).map_err(|e| PipelineError::io(&spill, e))?;
+            let mut fw = BufWriter::with_capacity(1 << 20, f);
+            for m in memory.drain(..) {
+                m.write(&mut fw).map_err(|e| PipelineError::io(&spill, e))?;
+            }
+            budget.fetch_add(held, Ordering::Relaxed);
+            held = 0;
+            *w = Some(fw);
+        }
+        let fw = w.as_mut().expect("spill writer");
+        s.write(fw).map_err(|e| PipelineError::io(&spill, e))
+    };
+    let mut flush = |batch: &mut Vec<Document>,
+                     w: &mut Option<BufWriter<File>>,
+                     urls: &mut UrlDedup,
+                     too_long: &mut u64|
      -> Result<()> {
         let bytes: u64 = batch.iter().map(|d| d.text.len() as u64).sum();
         let done: Vec<Option<Spilled>> = std::mem::take(batch)
@@ -329,7 +383,7 @@ fn pass1_file(
                             (file_index as u64, s.record),
                         );
                     }
-                    s.write(w).map_err(|e| PipelineError::io(&spill, e))?;
+                    keep(s, w)?;
                 }
             }
         }
@@ -346,15 +400,55 @@ fn pass1_file(
         Ok(())
     })?;
     flush(&mut batch, &mut w, &mut urls, &mut too_long)?;
-    w.flush().map_err(|e| PipelineError::io(&spill, e))?;
+    drop(flush);
+    let store = match w {
+        Some(mut fw) => {
+            fw.flush().map_err(|e| PipelineError::io(&spill, e))?;
+            Store::File(spill)
+        }
+        None => Store::Memory(memory),
+    };
     Ok(FileSpill {
-        spill,
+        spill: store,
         urls,
         pages_in,
         bytes_in,
         too_long,
         report,
     })
+}
+
+/// Calls `f` on every page of a store, in order (pages read back without
+/// their text).
+fn for_each_page_keys(store: &Store, n: usize, mut f: impl FnMut(&Spilled)) -> Result<()> {
+    match store {
+        Store::Memory(v) => {
+            v.iter().for_each(f);
+            Ok(())
+        }
+        Store::File(path) => for_each_spill_batch(path, n, true, |batch| {
+            batch.iter().for_each(&mut f);
+            Ok(())
+        }),
+    }
+}
+
+/// Hands the pages of a store to `f` in batches of `n`, in order.
+fn for_each_store_batch(
+    store: Store,
+    n: usize,
+    mut f: impl FnMut(Vec<Spilled>) -> Result<()>,
+) -> Result<()> {
+    match store {
+        Store::Memory(mut v) => {
+            while !v.is_empty() {
+                let rest = v.split_off(n.min(v.len()));
+                f(std::mem::replace(&mut v, rest))?;
+            }
+            Ok(())
+        }
+        Store::File(path) => for_each_spill_batch(&path, n, false, f),
+    }
 }
 
 /// Reads a spill file in batches of `n` pages (without their text if
@@ -529,10 +623,11 @@ pub fn run_clean(
         .sum();
     progress.stage("clean", total);
     let t = Instant::now();
+    let budget = std::sync::atomic::AtomicU64::new(opts.memory_budget);
     let spills: Vec<FileSpill> = inputs
         .par_iter()
         .enumerate()
-        .map(|(i, p)| pass1_file(i, p, spill_dir.path(), opts, &cleaner, progress))
+        .map(|(i, p)| pass1_file(i, p, spill_dir.path(), opts, &cleaner, progress, &budget))
         .collect::<Result<_>>()?;
     stats
         .seconds
@@ -564,18 +659,15 @@ pub fn run_clean(
         let tables: Vec<LineOwners> = spill_files
             .par_iter()
             .enumerate()
-            .map(|(i, path)| {
+            .map(|(i, store)| {
                 let mut owners = LineOwners::default();
-                for_each_spill_batch(path, opts.batch_pages, true, |batch| {
-                    for s in batch {
-                        if s.verdict == 0
-                            && (!cfg.url_dedup
-                                || urls.is_winner(&s.normalized_url, (i as u64, s.record)))
-                        {
-                            owners.offer_keys(&s.line_keys, s.url_hash);
-                        }
+                for_each_page_keys(store, opts.batch_pages, |s| {
+                    if s.verdict == 0
+                        && (!cfg.url_dedup
+                            || urls.is_winner(&s.normalized_url, (i as u64, s.record)))
+                    {
+                        owners.offer_keys(&s.line_keys, s.url_hash);
                     }
-                    Ok(())
                 })?;
                 Ok(owners)
             })
@@ -635,8 +727,8 @@ pub fn run_clean(
         .map_err(|e| PipelineError::io(&opts.out_dir, e))?;
     let mut send_failed = false;
     let filtered = (|| -> Result<()> {
-        for (i, path) in spill_files.iter().enumerate() {
-            for_each_spill_batch(path, opts.batch_pages, false, |batch| {
+        for (i, store) in spill_files.into_iter().enumerate() {
+            for_each_store_batch(store, opts.batch_pages, |batch| {
                 let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
                 let outcomes: Vec<Outcome> =
                     batch.into_par_iter().map(|s| fin.finish(i, s)).collect();
