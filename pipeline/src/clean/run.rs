@@ -400,7 +400,6 @@ fn pass1_file(
         Ok(())
     })?;
     flush(&mut batch, &mut w, &mut urls, &mut too_long)?;
-    drop(flush);
     let store = match w {
         Some(mut fw) => {
             fw.flush().map_err(|e| PipelineError::io(&spill, e))?;
