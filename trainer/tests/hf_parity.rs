@@ -85,8 +85,9 @@ fn check_row(
     let e = max_diff(&enc[..s_valid * d], &want_enc[..s_valid * d]);
     assert!(e < 1e-5, "{name}: encoder states differ by {e}");
     let want_dec = f32s(&row["decoder_last_hidden_state"]);
-    let e = max_diff(&dec[..t_valid * d], &want_dec[..t_valid * d]);
-    assert!(e < 2e-5, "{name}: decoder states differ by {e}");
+    let e2 = max_diff(&dec[..t_valid * d], &want_dec[..t_valid * d]);
+    assert!(e2 < 2e-5, "{name}: decoder states differ by {e2}");
+    let mut worst_logit = 0f32;
     let ls = &row["logits_summary"];
     for t in 0..t_valid {
         let lrow = &logits[t * vocab..(t + 1) * vocab];
@@ -97,6 +98,7 @@ fn check_row(
             e < tol_logits,
             "{name}: position {t}: probe logits differ by {e}"
         );
+        worst_logit = worst_logit.max(e);
         let argmax = (0..vocab).fold(0, |b, i| if lrow[i] > lrow[b] { i } else { b });
         assert_eq!(
             argmax as i64,
@@ -115,6 +117,9 @@ fn check_row(
             "{name}: logsumexp at {t}: {lse} vs {want_lse}"
         );
     }
+    eprintln!(
+        "{name}: max |diff| encoder {e:.1e}, decoder {e2:.1e}, probe logits {worst_logit:.1e}"
+    );
 }
 
 fn parity(variant: &str, tol_logits: f32) {
