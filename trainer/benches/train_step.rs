@@ -106,6 +106,51 @@ fn matmuls() {
             2.0 * (m * k * n) as f64 / s / 1e9
         );
     }
+    // weight gradients: xᵀ @ dy with x a transposed view (as in backward)
+    for (name, m, k, n) in [
+        ("dW ff   [256x2048]@[2048x1024]", 2048, 256, 1024),
+        ("dW lm   [256x512]@[512x32128]", 512, 256, 32128),
+    ] {
+        let x: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(m, k));
+        let dy: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(m, n));
+        let _ = x.clone().permute::<_, Axes2<1, 0>>().matmul(dy.clone());
+        let reps = 10;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            let _ = x.clone().permute::<_, Axes2<1, 0>>().matmul(dy.clone());
+        }
+        let s = t0.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "{name}: {:.1} ms, {:.0} GFLOP/s",
+            s * 1e3,
+            2.0 * (m * k * n) as f64 / s / 1e9
+        );
+    }
+    // the dense layer as the model called it: [16x128x256] @ W[1024x256]ᵀ
+    {
+        let x: Tensor<(usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 128, 256));
+        let w: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(1024, 256));
+        let x2: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(2048, 256));
+        let reps = 10;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            let _ = x.clone().matmul(w.clone().permute::<_, Axes2<1, 0>>());
+        }
+        let a = t0.elapsed().as_secs_f64() / reps as f64;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            let _ = x2.clone().matmul(w.clone().permute::<_, Axes2<1, 0>>());
+        }
+        let b = t0.elapsed().as_secs_f64() / reps as f64;
+        let f = 2.0 * (2048 * 256 * 1024) as f64;
+        println!(
+            "dense 3-D x Wᵀ: {:.1} ms ({:.0} GFLOP/s); as one 2-D product: {:.1} ms ({:.0} GFLOP/s)",
+            a * 1e3,
+            f / a / 1e9,
+            b * 1e3,
+            f / b / 1e9
+        );
+    }
     // attention scores: 128 batched [128x32]@[32x128]
     let q: Tensor<(usize, usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 8, 128, 32));
     let k: Tensor<(usize, usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 8, 32, 128));
@@ -132,6 +177,23 @@ fn main() {
     let optimizer = args.get(2).map(String::as_str).unwrap_or("adamw");
     if which == "matmul" {
         matmuls();
+        return;
+    }
+    if which == "forward" {
+        // forward passes only (no tape), to see the non-matmul share
+        let dev = Dev::default();
+        dev.enable_cache();
+        let model = T5::new(T5Config::named("tiny").unwrap(), &dev, Some(0));
+        let bt = batch(16, 128, 32, 1);
+        let _ = model.forward::<NoneTape>(&bt, &mut Dropout::off(), NoneTape);
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            let _ = model.forward::<NoneTape>(&bt, &mut Dropout::off(), NoneTape);
+        }
+        println!(
+            "tiny forward (no tape): {:.0} ms",
+            t0.elapsed().as_secs_f64() * 1e3 / steps as f64
+        );
         return;
     }
     if which == "tiny-relu" {

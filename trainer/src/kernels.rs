@@ -312,3 +312,239 @@ mod tests {
         }
     }
 }
+
+type Cpu4<T> = Tensor<(usize, usize, usize, usize), f32, Cpu, T>;
+type Attn3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
+type Attn4<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
+/// The inputs handed back when the fused kernel does not apply.
+pub type AttnInputs<D, T> = Box<(Attn3<D, T>, Attn3<D, T>, Attn3<D, T>, Attn4<D, T>)>;
+
+/// A raw pointer that may cross threads: every task writes a disjoint part.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c[m×n] (+)= a[m×k] · b[k×n]`; each matrix as (pointer, row stride,
+/// column stride). One thread: the callers parallelise over heads.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    c: *mut f32,
+    (c_rs, c_cs): (usize, usize),
+    accumulate: bool,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    (b_rs, b_cs): (usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        c_cs as isize,
+        c_rs as isize,
+        accumulate,
+        a,
+        a_cs as isize,
+        a_rs as isize,
+        b,
+        b_cs as isize,
+        b_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Multi-head attention `softmax(q·kᵀ + bias)·v` from the un-split
+/// projections `q [b, t, h·dk]`, `k`, `v [b, s, h·dk]` and `bias [b, h, t, s]`
+/// (position bias and mask), to `[b, t, h·dk]`: one fused kernel per
+/// (row, head), parallel over them, with its backward. `Err` gives the
+/// inputs back on devices other than the CPU.
+pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    q: Attn3<D, T>,
+    k: Attn3<D, T>,
+    v: Attn3<D, T>,
+    bias: Attn4<D, T>,
+    heads: usize,
+) -> Result<Attn3<D, T>, AttnInputs<D, T>> {
+    macro_rules! on_cpu {
+        ($tape:ty) => {{
+            let q = cast::<_, Cpu3<$tape>>(q).ok().expect("checked type");
+            let k = cast::<_, Cpu3<$tape>>(k).ok().expect("same type");
+            let v = cast::<_, Cpu3<$tape>>(v).ok().expect("same type");
+            let bias = cast::<_, Cpu4<$tape>>(bias).ok().expect("same type");
+            return Ok(cast(attention_impl(q, k, v, bias, heads))
+                .ok()
+                .expect("same type"));
+        }};
+    }
+    let this = std::any::TypeId::of::<Attn3<D, T>>();
+    if this == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>() {
+        on_cpu!(OwnedTape<f32, Cpu>);
+    }
+    if this == std::any::TypeId::of::<Cpu3<NoneTape>>() {
+        on_cpu!(NoneTape);
+    }
+    Err(Box::new((q, k, v, bias)))
+}
+
+fn attention_impl<T: Tape<f32, Cpu>>(
+    q: Cpu3<T>,
+    k: Cpu3<T>,
+    v: Cpu3<T>,
+    bias: Cpu4<T>,
+    heads: usize,
+) -> Cpu3<T> {
+    let (q, tq) = q.contiguous().split_tape();
+    let (k, tk) = k.contiguous().split_tape();
+    let (v, tv) = v.contiguous().split_tape();
+    let (bias, tb) = bias.contiguous().split_tape();
+    let mut tape = tq.merge(tk).merge(tv).merge(tb);
+    let (b, t, inner) = *q.shape();
+    let s = k.shape().1;
+    let dk = inner / heads;
+    let (qv, kv, vv, bv) = (q.as_vec(), k.as_vec(), v.as_vec(), bias.as_vec());
+    // probabilities [b, h, t, s], kept for the backward pass
+    let mut probs = bv;
+    probs.par_chunks_mut(t * s).enumerate().for_each(|(bh, p)| {
+        let (bi, h) = (bh / heads, bh % heads);
+        unsafe {
+            // p = bias + q·kᵀ
+            mm(
+                (t, s, dk),
+                p.as_mut_ptr(),
+                (s, 1),
+                true,
+                qv.as_ptr().add(bi * t * inner + h * dk),
+                (inner, 1),
+                kv.as_ptr().add(bi * s * inner + h * dk),
+                (1, inner),
+            );
+        }
+        for row in p.chunks_mut(s) {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for x in row.iter_mut() {
+                *x = (*x - m).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    });
+    let mut out = vec![0f32; b * t * inner];
+    let op = SyncPtr(out.as_mut_ptr());
+    (0..b * heads).into_par_iter().for_each(|bh| {
+        let (bi, h) = (bh / heads, bh % heads);
+        unsafe {
+            mm(
+                (t, dk, s),
+                op.get().add(bi * t * inner + h * dk),
+                (inner, 1),
+                false,
+                probs.as_ptr().add(bh * t * s),
+                (s, 1),
+                vv.as_ptr().add(bi * s * inner + h * dk),
+                (inner, 1),
+            );
+        }
+    });
+    let out = q.device().tensor_from_vec(out, (b, t, inner));
+    if T::OWNS_TAPE {
+        let (gq, gk, gv, gb, go) = (q.ghost(), k.ghost(), v.ghost(), bias.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&gq)?;
+            grads.try_alloc_for(&gk)?;
+            grads.try_alloc_for(&gv)?;
+            grads.try_alloc_for(&gb)?;
+            grads.try_alloc_for(&go)?;
+            // SAFETY: five distinct buffers, none reallocated while in use;
+            // each (row, head) task writes its own part of dq, dk, dv, dbias.
+            let g_out = SyncPtr(grads.get_or_alloc_mut(&go)?.as_mut_ptr());
+            let dq = SyncPtr(grads.get_or_alloc_mut(&gq)?.as_mut_ptr());
+            let dkp = SyncPtr(grads.get_or_alloc_mut(&gk)?.as_mut_ptr());
+            let dv = SyncPtr(grads.get_or_alloc_mut(&gv)?.as_mut_ptr());
+            let db = SyncPtr(grads.get_or_alloc_mut(&gb)?.as_mut_ptr());
+            (0..b * heads).into_par_iter().for_each(|bh| {
+                let (bi, h) = (bh / heads, bh % heads);
+                let (g_out, dq, dkp, dv, db) = (g_out, dq, dkp, dv, db);
+                let p = &probs[bh * t * s..(bh + 1) * t * s];
+                let qo = bi * t * inner + h * dk;
+                let ko = bi * s * inner + h * dk;
+                let mut ds = vec![0f32; t * s];
+                unsafe {
+                    // dP = dO · vᵀ
+                    mm(
+                        (t, s, dk),
+                        ds.as_mut_ptr(),
+                        (s, 1),
+                        false,
+                        g_out.0.add(qo),
+                        (inner, 1),
+                        vv.as_ptr().add(ko),
+                        (1, inner),
+                    );
+                    // dS = P ⊙ (dP − rowsum(dP ⊙ P)); the bias gets dS
+                    let dbias = std::slice::from_raw_parts_mut(db.0.add(bh * t * s), t * s);
+                    for ((drow, prow), brow) in
+                        ds.chunks_mut(s).zip(p.chunks(s)).zip(dbias.chunks_mut(s))
+                    {
+                        let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
+                        for j in 0..s {
+                            drow[j] = prow[j] * (drow[j] - dot);
+                            brow[j] += drow[j];
+                        }
+                    }
+                    // dV += Pᵀ · dO
+                    mm(
+                        (s, dk, t),
+                        dv.0.add(ko),
+                        (inner, 1),
+                        true,
+                        p.as_ptr(),
+                        (1, s),
+                        g_out.0.add(qo),
+                        (inner, 1),
+                    );
+                    // dQ += dS · k
+                    mm(
+                        (t, dk, s),
+                        dq.0.add(qo),
+                        (inner, 1),
+                        true,
+                        ds.as_ptr(),
+                        (s, 1),
+                        kv.as_ptr().add(ko),
+                        (inner, 1),
+                    );
+                    // dK += dSᵀ · q
+                    mm(
+                        (s, dk, t),
+                        dkp.0.add(ko),
+                        (inner, 1),
+                        true,
+                        ds.as_ptr(),
+                        (1, s),
+                        qv.as_ptr().add(qo),
+                        (inner, 1),
+                    );
+                }
+            });
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}

@@ -155,7 +155,7 @@ impl Batch {
 /// Dropout state for one forward pass: a counter-keyed stream, so a resumed
 /// run draws the same masks as an uninterrupted one.
 pub struct Dropout {
-    rate: f32,
+    pub(crate) rate: f32,
     rng: ChaCha8Rng,
 }
 
@@ -521,6 +521,34 @@ impl<D: Device<f32>> T5<D> {
         self.dense(ctx, a.o)
     }
 
+    /// Attention from un-split projections `[b, t, inner]`: the fused CPU
+    /// kernel when there is no attention dropout, else dfdx primitives.
+    #[allow(clippy::too_many_arguments)]
+    fn attention3<T: Tape<f32, D> + 'static>(
+        &self,
+        q: T3<D, T>,
+        k: T3<D, T>,
+        v: T3<D, T>,
+        bias: T4<D, T>,
+        a: AttnIdx,
+        drop: &mut Dropout,
+    ) -> T3<D, T> {
+        let (q, k, v, bias) = if drop.rate <= 0.0 {
+            match crate::kernels::attention_cpu(q, k, v, bias, self.cfg.num_heads) {
+                Ok(ctx) => return self.dense(ctx, a.o),
+                Err(back) => *back,
+            }
+        } else {
+            (q, k, v, bias)
+        };
+        let (q, k, v) = (
+            self.split_heads(q),
+            self.split_heads(k),
+            self.split_heads(v),
+        );
+        self.attention(q, k, v, bias, a, drop)
+    }
+
     fn feed_forward<T: Tape<f32, D> + 'static>(
         &self,
         x: T3<D, T>,
@@ -640,10 +668,10 @@ impl<D: Device<f32>> T5<D> {
             let hv = hs.pop().unwrap();
             let hk = hs.pop().unwrap();
             let hq = hs.pop().unwrap();
-            let q = self.split_heads(self.dense(hq, blk.self_attn.q));
-            let k = self.split_heads(self.dense(hk, blk.self_attn.k));
-            let v = self.split_heads(self.dense(hv, blk.self_attn.v));
-            let a = self.attention(q, k, v, bias, blk.self_attn, drop);
+            let q = self.dense(hq, blk.self_attn.q);
+            let k = self.dense(hk, blk.self_attn.k);
+            let v = self.dense(hv, blk.self_attn.v);
+            let a = self.attention3(q, k, v, bias, blk.self_attn, drop);
             x = drop.apply(a) + res;
             let mut xs = fork(x, 2);
             let res = xs.pop().unwrap();
@@ -710,23 +738,23 @@ impl<D: Device<f32>> T5<D> {
             let hv = hs.pop().unwrap();
             let hk = hs.pop().unwrap();
             let hq = hs.pop().unwrap();
-            let q = self.split_heads(self.dense(hq, blk.self_attn.q));
-            let k = self.split_heads(self.dense(hk, blk.self_attn.k));
-            let v = self.split_heads(self.dense(hv, blk.self_attn.v));
-            let a = self.attention(q, k, v, bias, blk.self_attn, drop);
+            let q = self.dense(hq, blk.self_attn.q);
+            let k = self.dense(hk, blk.self_attn.k);
+            let v = self.dense(hv, blk.self_attn.v);
+            let a = self.attention3(q, k, v, bias, blk.self_attn, drop);
             x = drop.apply(a) + res;
             // cross-attention
             let (ln, ca) = blk.cross.expect("decoder block has cross-attention");
             let mut xs = fork(x, 2);
             let res = xs.pop().unwrap();
             let h = self.rms_norm(xs.pop().unwrap(), ln);
-            let q = self.split_heads(self.dense(h, ca.q));
+            let q = self.dense(h, ca.q);
             let ek = encs.remove(0);
             let ev = encs.remove(0);
-            let k = self.split_heads(self.dense(ek, ca.k));
-            let v = self.split_heads(self.dense(ev, ca.v));
+            let k = self.dense(ek, ca.k);
+            let v = self.dense(ev, ca.v);
             let zero = cross_mask.retaped::<T>();
-            let a = self.attention(q, k, v, zero, ca, drop);
+            let a = self.attention3(q, k, v, zero, ca, drop);
             x = drop.apply(a) + res;
             let mut xs = fork(x, 2);
             let res = xs.pop().unwrap();
