@@ -571,6 +571,42 @@ impl<D: Device<f32>> T5<D> {
         }
     }
 
+    /// Pre-norm self-attention with its residual connection.
+    fn self_attention_sublayer<T: Tape<f32, D> + 'static>(
+        &self,
+        x: T3<D, T>,
+        blk: &BlockIdx,
+        bias: T4<D, T>,
+        drop: &mut Dropout,
+    ) -> T3<D, T> {
+        let mut xs = fork(x, 2);
+        let res = xs.pop().unwrap();
+        let h = self.rms_norm(xs.pop().unwrap(), blk.self_ln);
+        let mut hs = fork(h, 3);
+        let hv = hs.pop().unwrap();
+        let hk = hs.pop().unwrap();
+        let hq = hs.pop().unwrap();
+        let q = self.dense(hq, blk.self_attn.q);
+        let k = self.dense(hk, blk.self_attn.k);
+        let v = self.dense(hv, blk.self_attn.v);
+        let a = self.attention3(q, k, v, bias, blk.self_attn, drop);
+        drop.apply(a) + res
+    }
+
+    /// Pre-norm feed-forward with its residual connection.
+    fn ff_sublayer<T: Tape<f32, D> + 'static>(
+        &self,
+        x: T3<D, T>,
+        blk: &BlockIdx,
+        drop: &mut Dropout,
+    ) -> T3<D, T> {
+        let mut xs = fork(x, 2);
+        let res = xs.pop().unwrap();
+        let h = self.rms_norm(xs.pop().unwrap(), blk.ff_ln);
+        let f = self.feed_forward(h, blk.ff, drop);
+        drop.apply(f) + res
+    }
+
     /// Position bias `[b, h, tq, tk]` of a stack from its table.
     fn position_bias<T: Tape<f32, D> + 'static>(
         &self,
@@ -660,24 +696,8 @@ impl<D: Device<f32>> T5<D> {
         ) + self.mask4(m, b, s, s);
         let mut biases = fork(bias, layers.max(1));
         for blk in &self.encoder.blocks {
-            let bias = biases.remove(0);
-            let mut xs = fork(x, 2);
-            let res = xs.pop().unwrap();
-            let h = self.rms_norm(xs.pop().unwrap(), blk.self_ln);
-            let mut hs = fork(h, 3);
-            let hv = hs.pop().unwrap();
-            let hk = hs.pop().unwrap();
-            let hq = hs.pop().unwrap();
-            let q = self.dense(hq, blk.self_attn.q);
-            let k = self.dense(hk, blk.self_attn.k);
-            let v = self.dense(hv, blk.self_attn.v);
-            let a = self.attention3(q, k, v, bias, blk.self_attn, drop);
-            x = drop.apply(a) + res;
-            let mut xs = fork(x, 2);
-            let res = xs.pop().unwrap();
-            let h = self.rms_norm(xs.pop().unwrap(), blk.ff_ln);
-            let f = self.feed_forward(h, blk.ff, drop);
-            x = drop.apply(f) + res;
+            x = self.self_attention_sublayer(x, blk, biases.remove(0), drop);
+            x = self.ff_sublayer(x, blk, drop);
         }
         drop.apply(self.rms_norm(x, self.encoder.final_ln))
     }
@@ -730,19 +750,7 @@ impl<D: Device<f32>> T5<D> {
         let cross_mask = self.mask4(crossm, b, t, s);
         let mut encs = fork(enc, 2 * layers);
         for blk in &self.decoder.blocks {
-            let bias = biases.remove(0);
-            let mut xs = fork(x, 2);
-            let res = xs.pop().unwrap();
-            let h = self.rms_norm(xs.pop().unwrap(), blk.self_ln);
-            let mut hs = fork(h, 3);
-            let hv = hs.pop().unwrap();
-            let hk = hs.pop().unwrap();
-            let hq = hs.pop().unwrap();
-            let q = self.dense(hq, blk.self_attn.q);
-            let k = self.dense(hk, blk.self_attn.k);
-            let v = self.dense(hv, blk.self_attn.v);
-            let a = self.attention3(q, k, v, bias, blk.self_attn, drop);
-            x = drop.apply(a) + res;
+            x = self.self_attention_sublayer(x, blk, biases.remove(0), drop);
             // cross-attention
             let (ln, ca) = blk.cross.expect("decoder block has cross-attention");
             let mut xs = fork(x, 2);
@@ -756,11 +764,7 @@ impl<D: Device<f32>> T5<D> {
             let zero = cross_mask.retaped::<T>();
             let a = self.attention3(q, k, v, zero, ca, drop);
             x = drop.apply(a) + res;
-            let mut xs = fork(x, 2);
-            let res = xs.pop().unwrap();
-            let h = self.rms_norm(xs.pop().unwrap(), blk.ff_ln);
-            let f = self.feed_forward(h, blk.ff, drop);
-            x = drop.apply(f) + res;
+            x = self.ff_sublayer(x, blk, drop);
         }
         debug_assert!(encs.is_empty());
         drop.apply(self.rms_norm(x, self.decoder.final_ln))
