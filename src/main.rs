@@ -36,7 +36,7 @@ enum Command {
     Vocab(vocab_cmd::VocabArgs),
     /// The registered tasks.
     Tasks(build_cmd::TasksArgs),
-    /// Build a task's example shards from clean text shards.
+    /// Build a task's example shards (a task cache) or a mixture's shards from task caches.
     Build(Box<build_cmd::BuildArgs>),
     /// Describe example shards.
     Inspect(build_cmd::InspectArgs),
