@@ -14,6 +14,18 @@ use std::any::Any;
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
+static FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Switches the fused CPU kernels on or off (on by default). Off, the CPU
+/// runs the same dfdx compositions as other devices: tests compare the two.
+pub fn set_fused_kernels(on: bool) {
+    FUSED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn fused() -> bool {
+    FUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Rows of work per rayon task.
 const CHUNK: usize = 4096;
 
@@ -69,13 +81,15 @@ pub fn gated_gelu<D: Device<f32>, T: Tape<f32, D> + 'static>(
             }
         };
     }
-    if std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
-        == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>()
+    if fused()
+        && std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
+            == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>()
     {
         on_cpu!(OwnedTape<f32, Cpu>);
     }
-    if std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
-        == std::any::TypeId::of::<Cpu3<NoneTape>>()
+    if fused()
+        && std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
+            == std::any::TypeId::of::<Cpu3<NoneTape>>()
     {
         on_cpu!(NoneTape);
     }
@@ -169,10 +183,10 @@ pub fn row_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
         }};
     }
     let this = std::any::TypeId::of::<Tensor<(usize, usize), f32, D, T>>();
-    if this == std::any::TypeId::of::<Cpu2<OwnedTape<f32, Cpu>>>() {
+    if fused() && this == std::any::TypeId::of::<Cpu2<OwnedTape<f32, Cpu>>>() {
         on_cpu!(OwnedTape<f32, Cpu>);
     }
-    if this == std::any::TypeId::of::<Cpu2<NoneTape>>() {
+    if fused() && this == std::any::TypeId::of::<Cpu2<NoneTape>>() {
         on_cpu!(NoneTape);
     }
     Err(logits)
@@ -392,10 +406,10 @@ pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
         }};
     }
     let this = std::any::TypeId::of::<Attn3<D, T>>();
-    if this == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>() {
+    if fused() && this == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>() {
         on_cpu!(OwnedTape<f32, Cpu>);
     }
-    if this == std::any::TypeId::of::<Cpu3<NoneTape>>() {
+    if fused() && this == std::any::TypeId::of::<Cpu3<NoneTape>>() {
         on_cpu!(NoneTape);
     }
     Err(Box::new((q, k, v, bias)))

@@ -1,0 +1,78 @@
+//! The fused CPU kernels and the dfdx compositions that other devices (CUDA)
+//! run give the same losses, logits and gradients. Its own test binary: the
+//! switch is process-wide.
+
+use dfdx::prelude::*;
+use t5mix_trainer::kernels::set_fused_kernels;
+use t5mix_trainer::model::{loss, Batch, Dropout, LossConfig, T5};
+use t5mix_trainer::{Dev, T5Config};
+
+fn model(ff: &str) -> T5<Dev> {
+    let mut cfg = T5Config::named("micro").unwrap();
+    cfg.vocab_size = 96;
+    cfg.d_model = 16;
+    cfg.d_kv = 4;
+    cfg.d_ff = 24;
+    cfg.num_heads = 2;
+    cfg.feed_forward_proj = ff.into();
+    cfg.tie_word_embeddings = ff == "relu";
+    T5::new(cfg, &Dev::default(), Some(3))
+}
+
+fn run(m: &T5<Dev>, fused: bool, smoothing: f32) -> (f32, Vec<f32>, Vec<Vec<f32>>) {
+    set_fused_kernels(fused);
+    let b = Batch::from_pairs(
+        &[
+            (vec![5, 9, 11, 40, 2, 77, 1], vec![8, 3, 1]),
+            (vec![21, 13, 1], vec![4, 50, 61, 1]),
+        ],
+        0,
+    );
+    let cfg = LossConfig {
+        label_smoothing: smoothing,
+        ..LossConfig::default()
+    };
+    let logits = m
+        .forward::<NoneTape>(&b, &mut Dropout::off(), NoneTape)
+        .as_vec();
+    let out = m.forward(&b, &mut Dropout::off(), m.new_tape());
+    let (l, _) = loss(out, &b, &cfg, 1.0);
+    let value = l.retaped::<NoneTape>().as_vec()[0];
+    let grads = m.param_grads(&l.backward());
+    set_fused_kernels(true);
+    (value, logits, grads)
+}
+
+#[test]
+fn fused_kernels_equal_the_dfdx_compositions() {
+    for ff in ["gated-gelu", "relu"] {
+        let m = model(ff);
+        for smoothing in [0.0, 0.1] {
+            let (l1, x1, g1) = run(&m, true, smoothing);
+            let (l0, x0, g0) = run(&m, false, smoothing);
+            assert!(
+                (l1 - l0).abs() <= 1e-5 * l0.abs(),
+                "{ff}: loss {l1} vs {l0}"
+            );
+            let dx = x1
+                .iter()
+                .zip(&x0)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(dx < 1e-5, "{ff}: logits differ by {dx}");
+            for ((a, b), pi) in g1.iter().zip(&g0).zip(m.param_info()) {
+                let scale = b.iter().fold(0f32, |s, x| s.max(x.abs())).max(1e-3);
+                let d = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    d <= 1e-4 * scale,
+                    "{ff} {}: gradients differ by {d} (scale {scale})",
+                    pi.name
+                );
+            }
+        }
+    }
+}
