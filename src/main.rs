@@ -47,6 +47,13 @@ enum Command {
 }
 
 fn main() {
+    // Like other Unix tools: `t5mix tasks list | head` ends quietly instead
+    // of panicking on a closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
