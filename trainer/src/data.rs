@@ -36,6 +36,9 @@ pub struct DataConfig {
     pub seed: u64,
     /// Stop after this many passes over the data (`None`: repeat forever).
     pub epochs: Option<u64>,
+    /// Hand out a last, smaller batch at the end of the data (evaluation)
+    /// instead of dropping it (training).
+    pub keep_partial: bool,
 }
 
 /// The shard files under `inputs` (files or folders), sorted.
@@ -239,7 +242,7 @@ impl BatchStream {
     }
 
     /// The next batch, or `None` when the data (with `epochs`) is exhausted.
-    /// A last partial batch is dropped.
+    /// A last partial batch is dropped unless `keep_partial`.
     pub fn next_batch(&mut self) -> Result<Option<Batch>> {
         while self.rows.len() < self.cfg.batch_size && !self.finished {
             // one packing window at a time, as seqio
@@ -259,10 +262,12 @@ impl BatchStream {
             self.to_pack.clear();
             self.rows.extend(rows);
         }
-        if self.rows.len() < self.cfg.batch_size {
+        if self.rows.is_empty() || (self.rows.len() < self.cfg.batch_size && !self.cfg.keep_partial)
+        {
             return Ok(None);
         }
-        let rows: Vec<EncDecRow> = self.rows.drain(..self.cfg.batch_size).collect();
+        let n = self.cfg.batch_size.min(self.rows.len());
+        let rows: Vec<EncDecRow> = self.rows.drain(..n).collect();
         self.batches += 1;
         Ok(Some(rows_to_batch(&rows)))
     }

@@ -139,6 +139,7 @@ impl TrainOptions {
             shuffle_buffer: self.shuffle_buffer,
             seed: self.seed,
             epochs,
+            keep_partial: false,
         }
     }
 
@@ -505,6 +506,7 @@ impl<D: Device<f32>> Trainer<D> {
                 DataConfig {
                     shuffle_buffer: 0,
                     epochs: Some(1),
+                    keep_partial: true,
                     ..opts.data_config(Some(1))
                 },
             )?;
@@ -514,6 +516,12 @@ impl<D: Device<f32>> Trainer<D> {
                     Some(b) => v.push(b),
                     None => break,
                 }
+            }
+            if v.is_empty() {
+                return Err(TrainError::Data(format!(
+                    "the held-out data {:?} holds no examples",
+                    opts.eval
+                )));
             }
             v
         };

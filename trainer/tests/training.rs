@@ -185,3 +185,31 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     other.seed = 9;
     assert!(Trainer::new(other, &Dev::default(), true).is_err());
 }
+
+#[test]
+fn evaluation_streams_keep_the_last_partial_batch() {
+    use t5mix_trainer::data::{shard_files, BatchStream, DataConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    write_shards(tmp.path());
+    let sizes = |keep_partial: bool| -> Vec<usize> {
+        let cfg = DataConfig {
+            inputs_length: 16,
+            targets_length: 16,
+            batch_size: 20,
+            packing: Packing::None,
+            shuffle_buffer: 0,
+            seed: 0,
+            epochs: Some(1),
+            keep_partial,
+        };
+        let mut s =
+            BatchStream::new(shard_files(&[tmp.path().to_path_buf()]).unwrap(), cfg).unwrap();
+        let mut v = Vec::new();
+        while let Some(b) = s.next_batch().unwrap() {
+            v.push(b.batch);
+        }
+        v
+    };
+    assert_eq!(sizes(false), vec![20]);
+    assert_eq!(sizes(true), vec![20, 12]);
+}
