@@ -32,6 +32,9 @@ pub enum FileFormat {
     },
     /// One JSON object per line (string, number and boolean fields).
     Jsonl,
+    /// Plain text: one row per non-empty line, column `text` (and `line`,
+    /// its 1-based number).
+    Text,
     /// Parquet: string columns as they are, numeric and boolean columns
     /// printed (Arrow's display), nulls left out.
     Parquet,
@@ -324,6 +327,22 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                     .unwrap_or_default(),
             );
             Ok(vec![row])
+        }
+        FileFormat::Text => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut { reader }, &mut text)
+                .map_err(|e| err(e.to_string()))?;
+            Ok(text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    Row::from([
+                        ("text".to_string(), l.to_string()),
+                        ("line".to_string(), (i + 1).to_string()),
+                    ])
+                })
+                .collect())
         }
         FileFormat::MsrParaphrase {
             ids,

@@ -71,3 +71,27 @@ fn tsv_without_header_and_gzip_jsonl() {
         ("x", "3", None)
     );
 }
+
+#[test]
+fn plain_text_lines_feed_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let txt = dir.path().join("q.txt.gz");
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(&txt).unwrap(),
+        flate2::Compression::default(),
+    );
+    e.write_all("Who wrote Hamlet?\n\nWhere is Paris?\n".as_bytes())
+        .unwrap();
+    e.finish().unwrap();
+    let rows = read_rows(&txt, &FileFormat::Text).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["line"], "3");
+    let f = TextFormat::Template {
+        inputs: "trivia: {text}".into(),
+        targets: "line {line}".into(),
+    };
+    assert_eq!(
+        f.format(&rows[1], &txt, 2).unwrap(),
+        ("trivia: Where is Paris?".to_string(), "line 3".to_string())
+    );
+}
