@@ -73,14 +73,9 @@ impl ExampleStats {
     }
 }
 
-/// The schema of example shards.
-pub fn example_schema() -> Arc<Schema> {
-    example_schema_with(false)
-}
-
-/// The schema, with the nullable `inputs_pretokenized` / `targets_pretokenized`
-/// text columns when `pretokenized`.
-pub fn example_schema_with(pretokenized: bool) -> Arc<Schema> {
+/// The schema of example shards, with the nullable `inputs_pretokenized` /
+/// `targets_pretokenized` text columns when `pretokenized`.
+pub fn example_schema(pretokenized: bool) -> Arc<Schema> {
     let list = |name: &str| {
         Field::new(
             name,
@@ -128,7 +123,7 @@ pub fn write_example_shard(
         ))
         .build();
     let with_text = examples.iter().any(|e| e.pretokenized.is_some());
-    let schema = example_schema_with(with_text);
+    let schema = example_schema(with_text);
     let mut w = ArrowWriter::try_new(file.take_writer(), schema.clone(), Some(props))
         .map_err(|e| pq(&e))?;
     for chunk in examples.chunks(16_384) {

@@ -9,7 +9,7 @@
 //! plus one packing window.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -283,30 +283,4 @@ impl BatchStream {
         }
         Ok(())
     }
-}
-
-/// Reads every example of `files` (for held-out evaluation sets).
-pub fn read_all(files: &[PathBuf]) -> Result<Vec<EncDecExample>> {
-    let mut out = Vec::new();
-    for f in files {
-        let (ex, _) = read_example_shard(f)?;
-        out.extend(
-            ex.into_iter()
-                .map(|e| EncDecExample::new(e.inputs, e.targets)),
-        );
-    }
-    Ok(out)
-}
-
-/// The display name of a shard set, for logs.
-pub fn describe(files: &[PathBuf]) -> String {
-    let dirs: std::collections::BTreeSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
-    format!(
-        "{} shard(s) in {}",
-        files.len(),
-        dirs.iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }

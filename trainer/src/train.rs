@@ -8,15 +8,14 @@ use std::time::Instant;
 
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
+use t5mix_pipeline::atomic::write_atomic;
 
 use crate::config::T5Config;
 use crate::data::{shard_files, BatchStream, DataConfig};
 use crate::error::{Result, TrainError};
 use crate::model::{loss, Batch, Dropout, LossConfig, LossNormalization, T5};
 use crate::optim::{clip_global_norm, Optimizer, OptimizerConfig, Schedule};
-use crate::weights::{
-    decode_safetensors, encode_safetensors, load_model, save_model, write_atomic,
-};
+use crate::weights::{decode_safetensors, encode_safetensors, load_model, save_model};
 
 /// Where the weights come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

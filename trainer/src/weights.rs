@@ -10,7 +10,8 @@ use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 
 use crate::config::T5Config;
 use crate::error::{Result, TrainError};
-use crate::model::{shape2, T5};
+use crate::model::T5;
+use t5mix_pipeline::atomic::write_atomic;
 
 /// Tensors by name: stored shape and f32 values.
 pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
@@ -147,21 +148,4 @@ pub fn save_model<D: Device<f32>>(model: &T5<D>, dir: &Path) -> Result<()> {
     let cfg = serde_json::to_vec_pretty(&model.cfg.to_json()).expect("json");
     write_atomic(&dir.join("config.json"), &cfg)?;
     Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    Ok(())
-}
-
-/// The stored shape of a 2-D parameter, for callers holding raw tensors.
-pub fn model_shape(hf_shape: &[usize]) -> (usize, usize) {
-    shape2(hf_shape)
 }
