@@ -289,12 +289,13 @@ impl Optimizer {
                     let (b1, b2) = (beta1 as f32, beta2 as f32);
                     let lr_t = (lr * bc2.sqrt() / bc1) as f32;
                     let decay = (lr * weight_decay) as f32;
+                    let eps_t = eps as f32 * bc2.sqrt() as f32;
                     for i in 0..p.len() {
                         let gi = g[i];
                         m[i] = b1 * m[i] + (1.0 - b1) * gi;
                         v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
                         p[i] -= decay * p[i];
-                        p[i] -= lr_t * m[i] / (v[i].sqrt() + eps as f32 * bc2.sqrt() as f32);
+                        p[i] -= lr_t * m[i] / (v[i].sqrt() + eps_t);
                     }
                 }
             });

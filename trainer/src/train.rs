@@ -362,27 +362,30 @@ pub fn eval_loss<D: Device<f32>>(model: &T5<D>, batches: &[Batch]) -> f64 {
     ce / tokens.max(1) as f64
 }
 
+/// The real target tokens (loss weight > 0, inside the vocabulary) of batches.
+fn real_targets(batches: &[Batch], vocab: usize) -> impl Iterator<Item = usize> + '_ {
+    batches.iter().flat_map(move |b| {
+        b.targets
+            .iter()
+            .zip(&b.weights)
+            .filter(move |(t, w)| **w > 0.0 && **t < vocab)
+            .map(|(t, _)| *t)
+    })
+}
+
 /// Cross-entropy per token of `eval` targets under the add-one smoothed
 /// unigram distribution of `train` targets.
 pub fn unigram_baseline(train: &[Batch], eval: &[Batch], vocab: usize) -> f64 {
     let mut counts = vec![1.0f64; vocab];
     let mut total = vocab as f64;
-    for b in train {
-        for (t, w) in b.targets.iter().zip(&b.weights) {
-            if *w > 0.0 && *t < vocab {
-                counts[*t] += 1.0;
-                total += 1.0;
-            }
-        }
+    for t in real_targets(train, vocab) {
+        counts[t] += 1.0;
+        total += 1.0;
     }
     let (mut ce, mut n) = (0.0, 0usize);
-    for b in eval {
-        for (t, w) in b.targets.iter().zip(&b.weights) {
-            if *w > 0.0 && *t < vocab {
-                ce -= (counts[*t] / total).ln();
-                n += 1;
-            }
-        }
+    for t in real_targets(eval, vocab) {
+        ce -= (counts[t] / total).ln();
+        n += 1;
     }
     ce / n.max(1) as f64
 }
@@ -391,13 +394,9 @@ pub fn unigram_baseline(train: &[Batch], eval: &[Batch], vocab: usize) -> f64 {
 pub fn unigram_oracle(eval: &[Batch], vocab: usize) -> f64 {
     let mut counts = vec![0f64; vocab];
     let mut n = 0f64;
-    for b in eval {
-        for (t, w) in b.targets.iter().zip(&b.weights) {
-            if *w > 0.0 && *t < vocab {
-                counts[*t] += 1.0;
-                n += 1.0;
-            }
-        }
+    for t in real_targets(eval, vocab) {
+        counts[t] += 1.0;
+        n += 1.0;
     }
     counts
         .iter()
@@ -487,8 +486,8 @@ impl<D: Device<f32>> Trainer<D> {
     /// Sets up a run: a fresh start, or with `resume` the latest checkpoint
     /// under `opts.out` (an error if the options differ from that run's).
     pub fn new(opts: TrainOptions, dev: &D, resume: bool) -> Result<Self> {
-        let loss_cfg = opts.loss_config()?;
-        let _ = loss_cfg;
+        // reject a bad loss normalisation before any work
+        opts.loss_config()?;
         if opts.grad_accum == 0 || opts.steps == 0 {
             return Err(TrainError::Config(
                 "steps and gradient accumulation must be positive".into(),

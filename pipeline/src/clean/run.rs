@@ -439,12 +439,16 @@ fn for_each_store_batch(
     mut f: impl FnMut(Vec<Spilled>) -> Result<()>,
 ) -> Result<()> {
     match store {
-        Store::Memory(mut v) => {
-            while !v.is_empty() {
-                let rest = v.split_off(n.min(v.len()));
-                f(std::mem::replace(&mut v, rest))?;
+        Store::Memory(v) => {
+            // each page moves once (not the whole tail at every batch)
+            let mut pages = v.into_iter();
+            loop {
+                let batch: Vec<Spilled> = pages.by_ref().take(n.max(1)).collect();
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                f(batch)?;
             }
-            Ok(())
         }
         Store::File(path) => for_each_spill_batch(&path, n, false, f),
     }
