@@ -4,30 +4,14 @@
 
 use dfdx::prelude::*;
 use t5mix_trainer::kernels::set_fused_kernels;
-use t5mix_trainer::model::{loss, Batch, Dropout, LossConfig, T5};
-use t5mix_trainer::{Dev, T5Config};
+use t5mix_trainer::model::{loss, Dropout, LossConfig, T5};
+use t5mix_trainer::Dev;
 
-fn model(ff: &str) -> T5<Dev> {
-    let mut cfg = T5Config::named("micro").unwrap();
-    cfg.vocab_size = 96;
-    cfg.d_model = 16;
-    cfg.d_kv = 4;
-    cfg.d_ff = 24;
-    cfg.num_heads = 2;
-    cfg.feed_forward_proj = ff.into();
-    cfg.tie_word_embeddings = ff == "relu";
-    T5::new(cfg, &Dev::default(), Some(3))
-}
+mod common;
 
 fn run(m: &T5<Dev>, fused: bool, smoothing: f32) -> (f32, Vec<f32>, Vec<Vec<f32>>) {
     set_fused_kernels(fused);
-    let b = Batch::from_pairs(
-        &[
-            (vec![5, 9, 11, 40, 2, 77, 1], vec![8, 3, 1]),
-            (vec![21, 13, 1], vec![4, 50, 61, 1]),
-        ],
-        0,
-    );
+    let b = common::two_examples();
     let cfg = LossConfig {
         label_smoothing: smoothing,
         ..LossConfig::default()
@@ -46,7 +30,7 @@ fn run(m: &T5<Dev>, fused: bool, smoothing: f32) -> (f32, Vec<f32>, Vec<Vec<f32>
 #[test]
 fn fused_kernels_equal_the_dfdx_compositions() {
     for ff in ["gated-gelu", "relu"] {
-        let m = model(ff);
+        let m = common::small_model(ff, 3, None);
         for smoothing in [0.0, 0.1] {
             let (l1, x1, g1) = run(&m, true, smoothing);
             let (l0, x0, g0) = run(&m, false, smoothing);

@@ -3,31 +3,9 @@
 
 use dfdx::prelude::*;
 use t5mix_trainer::model::{loss, Batch, Dropout, LossConfig, T5};
-use t5mix_trainer::{Dev, T5Config};
+use t5mix_trainer::Dev;
 
-fn small(ff: &str) -> T5<Dev> {
-    let mut cfg = T5Config::named("micro").unwrap();
-    cfg.vocab_size = 96;
-    cfg.d_model = 16;
-    cfg.d_kv = 4;
-    cfg.d_ff = 24;
-    cfg.num_heads = 2;
-    cfg.feed_forward_proj = ff.into();
-    cfg.tie_word_embeddings = ff == "relu";
-    cfg.relative_attention_num_buckets = 8;
-    cfg.relative_attention_max_distance = 16;
-    T5::new(cfg, &Dev::default(), Some(7))
-}
-
-fn batch() -> Batch {
-    Batch::from_pairs(
-        &[
-            (vec![5, 9, 11, 40, 2, 77, 1], vec![8, 3, 1]),
-            (vec![21, 13, 1], vec![4, 50, 61, 1]),
-        ],
-        0,
-    )
-}
+mod common;
 
 fn loss_of(model: &T5<Dev>, b: &Batch) -> f64 {
     let logits = model.forward::<NoneTape>(b, &mut Dropout::off(), NoneTape);
@@ -35,8 +13,8 @@ fn loss_of(model: &T5<Dev>, b: &Batch) -> f64 {
 }
 
 fn check(ff: &str) {
-    let mut model = small(ff);
-    let b = batch();
+    let mut model = common::small_model(ff, 7, Some((8, 16)));
+    let b = common::two_examples();
     let tape = model.new_tape();
     let logits = model.forward(&b, &mut Dropout::off(), tape);
     let (l, _) = loss(logits, &b, &LossConfig::default(), 1.0);
