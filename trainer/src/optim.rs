@@ -376,11 +376,13 @@ fn adafactor(
 /// Scales `grads` so that their global L2 norm is at most `max_norm`;
 /// returns the norm before clipping.
 pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: Option<f64>) -> f64 {
-    let norm = grads
+    // per-tensor sums in parallel, added in tensor order: rayon's own
+    // reduction tree depends on scheduling, which changed the last bit
+    let squares: Vec<f64> = grads
         .par_iter()
         .map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-        .sum::<f64>()
-        .sqrt();
+        .collect();
+    let norm = squares.iter().sum::<f64>().sqrt();
     if let Some(m) = max_norm {
         if norm > m && norm > 0.0 {
             let s = (m / norm) as f32;
