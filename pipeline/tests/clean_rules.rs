@@ -197,7 +197,7 @@ fn read_output(out: &Path) -> BTreeMap<String, (String, String)> {
     for e in std::fs::read_dir(out).unwrap() {
         let p = e.unwrap().path();
         if p.to_string_lossy().ends_with(".jsonl.gz") {
-            let f = flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap());
+            let f = flate2::read::MultiGzDecoder::new(std::fs::File::open(&p).unwrap());
             for line in std::io::BufRead::lines(std::io::BufReader::new(f)) {
                 let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
                 m.insert(

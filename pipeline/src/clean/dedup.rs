@@ -76,6 +76,8 @@ pub fn line_key(line: &str) -> u128 {
         for c in s.chars() {
             if c.is_ascii() {
                 b.push((c as u8).to_ascii_lowercase());
+            } else if lowercase_is_itself(c) {
+                b.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
             } else {
                 for l in c.to_lowercase() {
                     b.extend_from_slice(l.encode_utf8(&mut tmp).as_bytes());
@@ -84,6 +86,14 @@ pub fn line_key(line: &str) -> u128 {
         }
         xxh3_u128(&b)
     })
+}
+
+/// Blocks whose characters all lower-case to themselves (checked by a test
+/// over every character), so crawl text's curly quotes, dashes, Latin-1
+/// symbols and CJK skip the case table.
+#[inline]
+fn lowercase_is_itself(c: char) -> bool {
+    matches!(c as u32, 0x80..=0xBF | 0x2000..=0x206F | 0x3000..=0x9FFF | 0xAC00..=0xD7A3)
 }
 
 #[inline]
@@ -254,6 +264,27 @@ impl LineOwners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caseless_blocks_lower_case_to_themselves() {
+        let mut checked = 0;
+        for c in (0x80..=0xD7A3u32).filter_map(char::from_u32) {
+            if lowercase_is_itself(c) {
+                assert!(
+                    c.to_lowercase().eq(std::iter::once(c)),
+                    "U+{:04X} lower-cases to something else",
+                    c as u32
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 0x40 + 0x70 + 0x7000 + 0x2BA4);
+        // the fast path gives the key of the fully lower-cased line
+        let line = "“Ça Va” – ÀB… 東京 Σ";
+        assert_eq!(line_key(line), line_key(&line.to_lowercase()));
+        let line = "“Ça Va” – ÀB… 東京";
+        assert_eq!(line_key(line), xxh3_u128(line.to_lowercase().as_bytes()));
+    }
 
     #[test]
     fn normalize_url_like_tfds() {

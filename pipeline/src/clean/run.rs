@@ -29,7 +29,7 @@ use serde::Serialize;
 use super::config::CleanConfig;
 use super::dedup::{is_validation, line_keys, md5_u128, normalize_url, LineOwners, UrlDedup};
 use super::filters::{BadWords, LanguageFilter};
-use super::output::{CleanPage, OutputFormat, ShardWriter};
+use super::output::{Chunk, CleanPage, EncodedChunk, OutputFormat, ShardWriter};
 use super::rules::{Cleaned, LineRule, PageCleaner, PageRule, RuleCounters};
 use crate::error::{PipelineError, Result};
 use crate::readers::{read_file, Document, ReadIssue, ReadOptions, WetCounters};
@@ -477,6 +477,10 @@ fn for_each_spill_batch(
     Ok(())
 }
 
+/// Pass 3 filters pages in batches of this many `batch_pages`; the pages a
+/// batch keeps become one Parquet row group (or gzip member).
+const PASS3_BATCHES: usize = 4;
+
 /// The pass-3 decision for one spilled page.
 struct Outcome {
     counters: RuleCounters,
@@ -715,52 +719,47 @@ pub fn run_clean(
         opts.pages_per_shard,
         metadata,
     )?;
-    // Shards are encoded on their own thread while the next batch is filtered.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<CleanPage>>(4);
-    let writer_thread = std::thread::Builder::new()
-        .name("shard-writer".into())
-        .spawn(move || -> Result<(Vec<PathBuf>, u64)> {
-            for batch in rx {
-                for p in batch {
-                    writer.push(p)?;
+    // Pipelined: while a batch is filtered, the pages kept from the previous
+    // one are compressed (both on the rayon pool), then written in order.
+    let encoding = writer.encoding();
+    let mut to_encode: Vec<Chunk> = Vec::new();
+    let encode_and_write = |chunks: Vec<Chunk>, writer: &mut ShardWriter| -> Result<()> {
+        let encoded: Vec<EncodedChunk> = chunks
+            .into_par_iter()
+            .map(|c| c.encode(&encoding))
+            .collect::<Result<_>>()?;
+        encoded.into_iter().try_for_each(|e| writer.append(e))
+    };
+    for (i, store) in spill_files.into_iter().enumerate() {
+        for_each_store_batch(store, opts.batch_pages * PASS3_BATCHES, |batch| {
+            let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
+            let previous = std::mem::take(&mut to_encode);
+            let (outcomes, written) = rayon::join(
+                || {
+                    batch
+                        .into_par_iter()
+                        .map(|s| fin.finish(i, s))
+                        .collect::<Vec<Outcome>>()
+                },
+                || encode_and_write(previous, &mut writer),
+            );
+            written?;
+            let mut pages = Vec::with_capacity(outcomes.len());
+            for o in outcomes {
+                counters.merge(&o.counters);
+                if let Some(p) = o.page {
+                    *stats.pages_per_split.entry(p.split.clone()).or_default() += 1;
+                    stats.pages_out += 1;
+                    pages.push(p);
                 }
             }
-            writer.finish()
-        })
-        .map_err(|e| PipelineError::io(&opts.out_dir, e))?;
-    let mut send_failed = false;
-    let filtered = (|| -> Result<()> {
-        for (i, store) in spill_files.into_iter().enumerate() {
-            for_each_store_batch(store, opts.batch_pages, |batch| {
-                let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
-                let outcomes: Vec<Outcome> =
-                    batch.into_par_iter().map(|s| fin.finish(i, s)).collect();
-                let mut pages = Vec::with_capacity(outcomes.len());
-                for o in outcomes {
-                    counters.merge(&o.counters);
-                    if let Some(p) = o.page {
-                        *stats.pages_per_split.entry(p.split.clone()).or_default() += 1;
-                        stats.pages_out += 1;
-                        pages.push(p);
-                    }
-                }
-                progress.advance(bytes);
-                if tx.send(pages).is_err() {
-                    // The writer stopped on an error; it is reported below.
-                    send_failed = true;
-                }
-                Ok(())
-            })?;
-            if send_failed {
-                break;
-            }
-        }
-        Ok(())
-    })();
-    drop(tx);
-    let written = writer_thread.join().expect("shard writer thread panicked");
-    filtered?;
-    let (shards, bytes_out) = written?;
+            to_encode = writer.plan(pages);
+            progress.advance(bytes);
+            Ok(())
+        })?;
+    }
+    encode_and_write(to_encode, &mut writer)?;
+    let (shards, bytes_out) = writer.finish()?;
     stats.shards = shards;
     stats.bytes_out = bytes_out;
     stats

@@ -4,24 +4,138 @@
 use std::io::BufRead;
 use std::path::Path;
 
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::{classify_io, Document, FileReport, Opened, ReadOptions};
 use crate::error::Result;
 
-fn field<'v>(v: &'v Value, dotted: &str) -> Option<&'v Value> {
+/// Moves the string (or number, as text) at a dotted path out of `v`.
+fn take_text(v: &mut Value, dotted: &str) -> Option<String> {
     let mut cur = v;
     for part in dotted.split('.') {
-        cur = cur.get(part)?;
+        cur = cur.get_mut(part)?;
     }
-    Some(cur)
+    scalar_text(cur)
 }
 
-fn as_text(v: &Value) -> Option<String> {
+/// Moves the string (or number, as text) out of `v`.
+fn scalar_text(v: &mut Value) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(std::mem::take(s)),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// A JSON scalar as text: strings as they are, numbers as serde_json prints
+/// them, anything else `None` (what [`take_text`] gives for a `Value`).
+struct TextValue(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for TextValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TextValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(Some(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(Some(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(Some(serde_json::Number::from(v).to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(Some(serde_json::Number::from(v).to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(
+                    serde_json::Number::from_f64(v).map(|n| n.to_string()),
+                ))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<TextValue, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TextValue(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<TextValue, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TextValue(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Pulls the text, URL and timestamp fields out of a JSON object while it is
+/// parsed, without building the other fields' values. A dotted field's
+/// top-level object is parsed into a `Value` and taken apart by
+/// [`take_text`]. Anything but an object is an error (the caller then parses
+/// the line as a `Value` to say what is wrong).
+struct Extract<'a> {
+    fields: [&'a str; 3],
+}
+
+impl<'de> DeserializeSeed<'de> for Extract<'_> {
+    type Value = [Option<String>; 3];
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Extract<'_> {
+    type Value = [Option<String>; 3];
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out: [Option<String>; 3] = Default::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let top = |f: &str| f.split('.').next() == Some(key.as_str());
+            let direct: Vec<usize> = (0..3).filter(|&i| self.fields[i] == key).collect();
+            let nested: Vec<usize> = (0..3)
+                .filter(|&i| self.fields[i] != key && top(self.fields[i]))
+                .collect();
+            if nested.is_empty() && !direct.is_empty() {
+                let v = map.next_value::<TextValue>()?.0;
+                for i in direct {
+                    out[i] = v.clone();
+                }
+            } else if !nested.is_empty() {
+                let mut v: Value = map.next_value()?;
+                for i in direct {
+                    out[i] = scalar_text(&mut v.clone());
+                }
+                for i in nested {
+                    let rest = &self.fields[i][key.len() + 1..];
+                    out[i] = take_text(&mut v, rest);
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -60,23 +174,41 @@ pub(super) fn read(
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        // serde_json checks UTF-8 itself; look closer only when it fails.
-        let v: Value = match serde_json::from_slice(&buf) {
-            Ok(v) => v,
-            Err(e) => {
-                let (kind, msg) = match std::str::from_utf8(&buf) {
-                    Err(u) => ("invalid_utf8", u.to_string()),
-                    // A partial last line without newline is most likely a cut file.
-                    Ok(_) if !buf.ends_with(b"\n") && e.is_eof() => {
-                        ("truncated_record", e.to_string())
-                    }
-                    Ok(_) => ("malformed_record", e.to_string()),
-                };
-                report.issue(opts.strict, path, loc(), kind, msg)?;
+        // One UTF-8 check of the whole line (serde_json's byte reader checks
+        // every piece between escapes, i.e. every line of a page, one by one).
+        let line = match super::utf8(&buf) {
+            Ok(l) => l,
+            Err(u) => {
+                report.issue(opts.strict, path, loc(), "invalid_utf8", u.to_string())?;
                 continue;
             }
         };
-        let Some(text) = field(&v, &opts.text_field).and_then(as_text) else {
+        let fields = [
+            opts.text_field.as_str(),
+            opts.url_field.as_str(),
+            opts.timestamp_field.as_str(),
+        ];
+        let mut de = serde_json::Deserializer::from_str(line);
+        let extracted = Extract { fields }
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v));
+        let [text, url, timestamp] = match extracted {
+            Ok(v) => v,
+            Err(_) => match serde_json::from_str::<Value>(line) {
+                Ok(mut v) => fields.map(|f| take_text(&mut v, f)),
+                Err(e) => {
+                    // A partial last line without newline is most likely a cut file.
+                    let kind = if !buf.ends_with(b"\n") && e.is_eof() {
+                        "truncated_record"
+                    } else {
+                        "malformed_record"
+                    };
+                    report.issue(opts.strict, path, loc(), kind, e.to_string())?;
+                    continue;
+                }
+            },
+        };
+        let Some(text) = text else {
             report.issue(
                 opts.strict,
                 path,
@@ -86,12 +218,8 @@ pub(super) fn read(
             )?;
             continue;
         };
-        let url = field(&v, &opts.url_field)
-            .and_then(as_text)
-            .unwrap_or_else(|| format!("{}#{}", path.display(), line_no));
-        let timestamp = field(&v, &opts.timestamp_field)
-            .and_then(as_text)
-            .unwrap_or_default();
+        let url = url.unwrap_or_else(|| format!("{}#{}", path.display(), line_no));
+        let timestamp = timestamp.unwrap_or_default();
         let doc = Document {
             url,
             timestamp,
@@ -102,4 +230,44 @@ pub(super) fn read(
         sink(doc, report)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streaming extractor gives what taking the fields out of a parsed
+    /// `Value` gives, or fails (and the reader then uses the `Value`).
+    #[test]
+    fn extractor_agrees_with_value() {
+        let lines = [
+            r#"{"text":"a\nb","url":"u","timestamp":"t","other":{"x":[1,2,{"y":null}]}}"#,
+            r#"{"text":"dup","text":"last","url":7,"timestamp":1.5e3}"#,
+            r#"{"text":"x","text":null}"#,
+            r#"{"te\u0078t":"escaped key","url":-3}"#,
+            r#"{"text":["not","text"],"metadata":{"url":"nested","created":"2019"}}"#,
+            r#"{"metadata":"flat","text":"t"}"#,
+            r#"{"text":true,"url":{"a":1}}"#,
+            r#"[1,2,3]"#,
+            r#""just a string""#,
+            r#"{"text":"é ✓ \ud83d\ude00"}"#,
+        ];
+        for fields in [
+            ["text", "url", "timestamp"],
+            ["text", "metadata.url", "metadata.created"],
+            ["text", "metadata", "text"],
+        ] {
+            for line in lines {
+                let by_value = serde_json::from_str::<Value>(line)
+                    .map(|v| fields.map(|f| take_text(&mut v.clone(), f)))
+                    .unwrap();
+                let mut de = serde_json::Deserializer::from_str(line);
+                let got = Extract { fields }.deserialize(&mut de);
+                match got {
+                    Ok(got) => assert_eq!(got, by_value, "{line} {fields:?}"),
+                    Err(_) => assert_eq!(by_value, [None, None, None], "{line}"),
+                }
+            }
+        }
+    }
 }

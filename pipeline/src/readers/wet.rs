@@ -90,7 +90,7 @@ pub(super) fn read(
         // Universal newlines: a lone "\r" also ends a line.
         let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
         for piece in body.split(|&b| b == b'\r') {
-            let text = match std::str::from_utf8(piece) {
+            let text = match super::utf8(piece) {
                 Ok(t) => std::borrow::Cow::Borrowed(t),
                 Err(_) => {
                     page.bad_utf8 = true;
