@@ -219,27 +219,42 @@ impl LineOwners {
     /// tfds `_remove_lines_from_text`: keeps the lines this page owns, once.
     /// Returns the new text and (lines kept, global duplicates, local duplicates).
     pub fn remove_lines(&self, text: &str, url_hash: u128) -> (String, [u64; 3]) {
-        self.remove_lines_keyed(text, &line_keys(text), url_hash)
+        self.remove_lines_keyed(text.to_string(), &line_keys(text), url_hash)
     }
 
-    /// Like [`LineOwners::remove_lines`] with the page's [`line_keys`].
+    /// Like [`LineOwners::remove_lines`] with the page's [`line_keys`]; a
+    /// page that keeps every line is returned as it is (no copy).
     pub fn remove_lines_keyed(
         &self,
-        text: &str,
+        text: String,
         keys: &[u128],
         url_hash: u128,
     ) -> (String, [u64; 3]) {
         let mut seen = DigestSet::default();
-        let mut out = String::with_capacity(text.len());
+        seen.reserve(keys.len());
         let mut counts = [0u64; 3];
+        let keep: Vec<bool> = keys
+            .iter()
+            .map(|&k| {
+                let slot = if self.owner.get(&k) != Some(&url_hash) {
+                    1
+                } else if !seen.insert(k) {
+                    2
+                } else {
+                    0
+                };
+                counts[slot] += 1;
+                slot == 0
+            })
+            .collect();
+        debug_assert_eq!(text.split('\n').count(), keys.len());
+        if counts[0] as usize == keys.len() {
+            return (text, counts);
+        }
+        let mut out = String::with_capacity(text.len());
         let mut first = true;
-        for (line, &k) in text.split('\n').zip(keys) {
-            if self.owner.get(&k) != Some(&url_hash) {
-                counts[1] += 1;
-            } else if !seen.insert(k) {
-                counts[2] += 1;
-            } else {
-                counts[0] += 1;
+        for (line, &k) in text.split('\n').zip(&keep) {
+            if k {
                 if !first {
                     out.push('\n');
                 }

@@ -521,7 +521,7 @@ impl Finisher<'_> {
         let mut text = s.text;
         if let Some(owners) = self.lines {
             let (new_text, [_, global, local]) =
-                owners.remove_lines_keyed(&text, &s.line_keys, s.url_hash);
+                owners.remove_lines_keyed(text, &s.line_keys, s.url_hash);
             counters.lines_dropped[LineRule::GlobalDuplicate as usize] += global;
             counters.lines_dropped[LineRule::LocalDuplicate as usize] += local;
             let drop = if new_text.is_empty() {
