@@ -35,6 +35,8 @@ fn batch(b: usize, s: usize, t: usize, seed: u64) -> Batch {
 
 fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, optimizer: &str) {
     let dev = Dev::default();
+    // as `Trainer::new` does
+    t5mix_trainer::reuse_freed_memory();
     if std::env::var_os("NO_CACHE").is_none() {
         dev.enable_cache();
     }
@@ -45,15 +47,16 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
     let lcfg = LossConfig::default();
     let (mut tf, mut tb, mut to) = (0.0, 0.0, 0.0);
     let mut total = 0.0;
+    // as `Trainer::run`: the optimizer keeps its own copy of the weights
+    let mut host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
     for step in 0..steps + 1 {
         let bt = batch(b, s, t, step as u64);
         let t0 = Instant::now();
         let logits = model.forward(&bt, &mut Dropout::off(), model.new_tape());
         let (l, _) = loss(logits, &bt, &lcfg, 1.0);
         let t1 = Instant::now();
-        let grads = model.param_grads(&l.backward());
+        let grads = model.param_grads(l.backward());
         let t2 = Instant::now();
-        let mut host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
         opt.update(&mut host, &grads, 1e-3);
         for (p, h) in model.params.iter_mut().zip(&host) {
             p.copy_from(h);

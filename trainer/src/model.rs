@@ -661,7 +661,23 @@ impl<D: Device<f32>> T5<D> {
     }
 
     /// Every parameter's gradient, in parameter order.
-    pub fn param_grads(&self, g: &Gradients<f32, D>) -> Vec<Vec<f32>> {
+    pub fn param_grads(&self, mut g: Gradients<f32, D>) -> Vec<Vec<f32>> {
+        // On the CPU each gradient is copied once (`get` clones a tensor and
+        // `as_vec` copies it again); the buffers go back to dfdx's cache.
+        let any: &mut dyn std::any::Any = &mut g;
+        if let Some(gc) = any.downcast_mut::<Gradients<f32, Cpu>>() {
+            return self
+                .params
+                .iter()
+                .map(|p| {
+                    let p: &dyn std::any::Any = p;
+                    let p = p.downcast_ref::<P2<Cpu>>().expect("CPU parameters");
+                    gc.get_or_alloc_mut(p)
+                        .expect("CPU gradient buffer")
+                        .to_vec()
+                })
+                .collect();
+        }
         self.params.iter().map(|p| g.get(p).as_vec()).collect()
     }
 

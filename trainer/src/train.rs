@@ -336,7 +336,7 @@ pub fn compute_gradients<D: Device<f32>>(
         log.target_tokens += parts.tokens as u64;
         log.tokens += (batch.batch * (batch.enc_len + batch.dec_len)) as u64;
         let grads = l.backward();
-        accumulate(&mut acc, model.param_grads(&grads));
+        accumulate(&mut acc, model.param_grads(grads));
     }
     let n = log.target_tokens.max(1) as f64;
     log.ce_per_token /= n;
@@ -488,6 +488,7 @@ impl<D: Device<f32>> Trainer<D> {
     pub fn new(opts: TrainOptions, dev: &D, resume: bool) -> Result<Self> {
         // reject a bad loss normalisation before any work
         opts.loss_config()?;
+        crate::reuse_freed_memory();
         if opts.grad_accum == 0 || opts.steps == 0 {
             return Err(TrainError::Config(
                 "steps and gradient accumulation must be positive".into(),
@@ -626,6 +627,9 @@ impl<D: Device<f32>> Trainer<D> {
             None => opts.steps,
         };
         let mut eval_ce = None;
+        // the optimizer's copy of the weights (only the optimizer changes
+        // them during the loop), copied into the model after each update
+        let mut host: Vec<Vec<f32>> = self.model.params.iter().map(|p| p.as_vec()).collect();
         while self.step < end {
             let t0 = Instant::now();
             let mut micro = Vec::with_capacity(opts.grad_accum);
@@ -645,7 +649,6 @@ impl<D: Device<f32>> Trainer<D> {
                 self.step,
             );
             log.grad_norm = clip_global_norm(&mut grads, opts.clip_grad_norm);
-            let mut host: Vec<Vec<f32>> = self.model.params.iter().map(|p| p.as_vec()).collect();
             self.optimizer.update(&mut host, &grads, lr);
             for (p, h) in self.model.params.iter_mut().zip(&host) {
                 p.copy_from(h);

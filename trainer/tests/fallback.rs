@@ -22,7 +22,7 @@ fn run(m: &T5<Dev>, fused: bool, smoothing: f32) -> (f32, Vec<f32>, Vec<Vec<f32>
     let out = m.forward(&b, &mut Dropout::off(), m.new_tape());
     let (l, _) = loss(out, &b, &cfg, 1.0);
     let value = l.retaped::<NoneTape>().as_vec()[0];
-    let grads = m.param_grads(&l.backward());
+    let grads = m.param_grads(l.backward());
     set_fused_kernels(true);
     (value, logits, grads)
 }

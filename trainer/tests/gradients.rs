@@ -18,7 +18,7 @@ fn check(ff: &str) {
     let tape = model.new_tape();
     let logits = model.forward(&b, &mut Dropout::off(), tape);
     let (l, _) = loss(logits, &b, &LossConfig::default(), 1.0);
-    let grads = model.param_grads(&l.backward());
+    let grads = model.param_grads(l.backward());
     for (pi, g) in model.param_info().iter().zip(&grads) {
         let max = g.iter().fold(0f32, |m, x| m.max(x.abs()));
         assert!(max > 0.0, "{ff}: parameter {} gets no gradient", pi.name);
