@@ -1,7 +1,7 @@
 //! Fused, multi-threaded CPU kernels for the operations where dfdx's
 //! element-wise CPU kernels (one thread, one pass per primitive) dominate a
-//! training step: gated GELU (`gelu_new(a) · b`) and the cross-entropy +
-//! z-loss over the vocabulary. Each records its own backward operation on
+//! training step: gated GELU (`gelu_new(a) · b`), RMS norm, attention and
+//! the cross-entropy + z-loss over the vocabulary. Each records its own backward operation on
 //! the tape. On other devices (CUDA) the same functions fall back to the
 //! composition of dfdx primitives, so the model code is device-generic.
 //!
@@ -162,6 +162,116 @@ fn gated_gelu_cpu<T: Tape<f32, Cpu>>(a: Cpu3<T>, b: Cpu3<T>) -> Cpu3<T> {
                         d[i] += g[i] * gelu_and_grad(x[i]).0;
                     }
                 });
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// T5's RMS norm over the last axis, `x · w / sqrt(mean(x²) + eps)`, for
+/// `x: [b, s, d]` and the weight `w` stored `[d, 1]` or `[1, d]`; `Err`
+/// gives the inputs back on other devices (the caller composes dfdx
+/// primitives there). dfdx's composition is ~9 one-thread passes forward
+/// and ~15 backward, each allocating its output.
+#[allow(clippy::type_complexity)]
+pub fn rms_norm_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    x: Tensor<(usize, usize, usize), f32, D, T>,
+    w: Tensor<(usize, usize), f32, D, T>,
+    eps: f32,
+) -> Result<
+    Tensor<(usize, usize, usize), f32, D, T>,
+    (
+        Tensor<(usize, usize, usize), f32, D, T>,
+        Tensor<(usize, usize), f32, D, T>,
+    ),
+> {
+    macro_rules! on_cpu {
+        ($tape:ty) => {{
+            let xc = cast::<_, Cpu3<$tape>>(x).ok().expect("checked type");
+            let wc = cast::<_, Cpu2<$tape>>(w)
+                .ok()
+                .expect("same device and tape");
+            return Ok(cast(rms_norm_impl(xc, wc, eps)).ok().expect("same type"));
+        }};
+    }
+    let this = std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>();
+    if fused() && this == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>() {
+        on_cpu!(OwnedTape<f32, Cpu>);
+    }
+    if fused() && this == std::any::TypeId::of::<Cpu3<NoneTape>>() {
+        on_cpu!(NoneTape);
+    }
+    Err((x, w))
+}
+
+/// Rows per rayon task in the norm.
+const NORM_ROWS: usize = 64;
+
+fn rms_norm_impl<T: Tape<f32, Cpu>>(x: Cpu3<T>, w: Cpu2<T>, eps: f32) -> Cpu3<T> {
+    let (x, tx) = x.contiguous().split_tape();
+    let (w, tw) = w.split_tape();
+    let mut tape = tx.merge(tw);
+    let d = x.shape().2;
+    let xv = x.as_vec();
+    let wv = w.as_vec();
+    assert_eq!(wv.len(), d, "norm weight size");
+    let rows = xv.len() / d.max(1);
+    let mut inv = vec![0f32; rows];
+    let mut out = vec![0f32; xv.len()];
+    out.par_chunks_mut(d * NORM_ROWS)
+        .zip(xv.par_chunks(d * NORM_ROWS))
+        .zip(inv.par_chunks_mut(NORM_ROWS))
+        .for_each(|((o, x), iv)| {
+            for ((o, x), i) in o.chunks_mut(d).zip(x.chunks(d)).zip(iv.iter_mut()) {
+                let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                *i = 1.0 / (ms + eps).sqrt();
+                for j in 0..d {
+                    o[j] = x[j] * *i * wv[j];
+                }
+            }
+        });
+    let out = x.device().tensor_from_vec(out, *x.shape());
+    if T::OWNS_TAPE {
+        let (gx, gw, go) = (x.ghost(), w.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&gx)?;
+            grads.try_alloc_for(&gw)?;
+            let g_out: *const [f32] = grads.get_or_alloc_mut(&go)?.as_slice();
+            // SAFETY: distinct buffers that stay in place (no entry is
+            // inserted while the pointer is used).
+            let g_out = unsafe { &*g_out };
+            let dx = grads.get_or_alloc_mut(&gx)?;
+            // dx = i·w·g − x·i³/d·Σₖ gₖwₖxₖ; per block, the weight gradient's
+            // partial sums Σ g·x·i (added in block order: deterministic)
+            let partial: Vec<Vec<f32>> = dx
+                .par_chunks_mut(d * NORM_ROWS)
+                .zip(xv.par_chunks(d * NORM_ROWS))
+                .zip(g_out.par_chunks(d * NORM_ROWS))
+                .zip(inv.par_chunks(NORM_ROWS))
+                .map(|(((dx, x), g), iv)| {
+                    let mut gw = vec![0f32; d];
+                    for (((dx, x), g), &i) in
+                        dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)).zip(iv)
+                    {
+                        let mut dot = 0f32;
+                        for j in 0..d {
+                            dot += g[j] * wv[j] * x[j];
+                            gw[j] += g[j] * x[j] * i;
+                        }
+                        let c = dot * i * i * i / d as f32;
+                        for j in 0..d {
+                            dx[j] += i * wv[j] * g[j] - x[j] * c;
+                        }
+                    }
+                    gw
+                })
+                .collect();
+            let dw = grads.get_or_alloc_mut(&gw)?;
+            for p in partial {
+                for (a, b) in dw.iter_mut().zip(&p) {
+                    *a += b;
+                }
+            }
             Ok(())
         });
     }
