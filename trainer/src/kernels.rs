@@ -42,21 +42,75 @@ pub fn exp_fast(x: f32) -> f32 {
     // round to nearest by the 1.5·2^23 trick (no libm `roundf`)
     const SHIFT: f32 = 12_582_912.0;
     let x = x.clamp(-87.336_55, 88.376_26);
-    let k = (x * LOG2E + SHIFT) - SHIFT;
+    let t = x * LOG2E + SHIFT;
+    let k = t - SHIFT;
+    // k as an integer from the low mantissa bits of t (no float → int cast)
+    let ki = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    p * f32::from_bits(((ki + 127) << 23) as u32)
+}
+
+/// Lanes of the vectorised reductions below.
+const LANES: usize = 16;
+
+/// `max(x)` (`-inf` for an empty slice) in independent lanes, so that it
+/// vectorises (a plain fold is a serial chain).
+#[inline]
+fn row_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    acc.iter().fold(tail, |a, &b| a.max(b))
+}
+
+/// `Σ x` in f32 lanes.
+#[inline]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `Σ exp(x − m)` with the exponentials in f32 lanes and the sum in f64.
+#[inline]
+fn sum_exp(x: &[f32], m: f32) -> f64 {
+    let mut acc = [0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] += exp_fast(c[l] - m) as f64;
+        }
+    }
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&a| exp_fast(a - m) as f64)
+        .sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 /// `tanh` from one `exp`: accurate to a few ulp, much faster than libm's `tanhf`.
 #[inline(always)]
 fn tanh_fast(x: f32) -> f32 {
-    if x.abs() > 9.0 {
-        return x.signum();
-    }
+    // tanh(±9) rounds to ±1 in f32: clamping (no branch) keeps e finite
+    let x = x.clamp(-9.0, 9.0);
     let e = exp_fast(2.0 * x);
     (e - 1.0) / (e + 1.0)
 }
@@ -350,8 +404,8 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
         .par_chunks(v)
         .enumerate()
         .map(|(i, row)| {
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let s: f64 = row.iter().map(|&a| exp_fast(a - m) as f64).sum();
+            let m = row_max(row);
+            let s = sum_exp(row, m);
             let lse = m + s.ln() as f32;
             let t = targets[i];
             let mut ce = lse - row[t];
@@ -406,7 +460,27 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
 
 #[cfg(test)]
 mod exp_tests {
-    use super::exp_fast;
+    use super::{exp_fast, lane_sum, row_max, sum_exp, tanh_fast};
+
+    #[test]
+    fn lane_reductions_and_tanh() {
+        let x: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 101) as f32 * 0.1 - 3.0)
+            .collect();
+        for n in [0, 1, 15, 16, 17, 37] {
+            let v = &x[..n];
+            let m = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(row_max(v), m);
+            let s: f64 = v.iter().map(|&a| ((a - 1.0) as f64).exp()).sum();
+            assert!((sum_exp(v, 1.0) - s).abs() <= 1e-6 * s.max(1.0), "{n}");
+            let t: f32 = v.iter().sum();
+            assert!((lane_sum(v) - t).abs() <= 1e-5 * t.abs().max(1.0), "{n}");
+        }
+        assert_eq!(tanh_fast(9.0), 1.0);
+        assert_eq!(tanh_fast(50.0), 1.0);
+        assert_eq!(tanh_fast(-50.0), -1.0);
+        assert!((tanh_fast(0.5) - 0.5f32.tanh()).abs() < 1e-6);
+    }
 
     #[test]
     fn exp_fast_is_within_three_ulp() {
@@ -602,12 +676,9 @@ fn attention_impl<T: Tape<f32, Cpu>>(
             );
         }
         for row in p.chunks_mut(s) {
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for x in row.iter_mut() {
-                *x = exp_fast(*x - m);
-                sum += *x;
-            }
+            let m = row_max(row);
+            row.iter_mut().for_each(|x| *x = exp_fast(*x - m));
+            let sum = lane_sum(row);
             let inv = 1.0 / sum;
             row.iter_mut().for_each(|x| *x *= inv);
         }
