@@ -11,6 +11,7 @@ need=()
 command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 dpkg -s libsentencepiece-dev >/dev/null 2>&1 || need+=(libsentencepiece-dev)
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=$(command -v sudo || true)
   $SUDO apt-get update && $SUDO apt-get install -y "${need[@]}"

@@ -276,7 +276,7 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     let mut trainer = Trainer::new(o, &dev, a.resume)?;
     let sets = eval_sets(&a.eval_task, &a.task_eval)?;
     eprintln!(
-        "model: {} parameters ({} {}), {} steps from step {}",
+        "model: {} parameters ({} {}), {} steps from step {}; {}",
         trainer.model.num_params(),
         trainer.model.cfg.feed_forward_proj,
         if trainer.model.cfg.tie_word_embeddings {
@@ -285,7 +285,20 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
             "untied"
         },
         a.steps,
-        trainer.start_step()
+        trainer.start_step(),
+        if cfg!(feature = "cuda") {
+            "on the GPU".to_string()
+        } else {
+            format!(
+                "CPU, {} threads, matrix products in {}",
+                rayon::current_num_threads(),
+                if t5mix_trainer::kernels::uses_openblas() {
+                    "OpenBLAS"
+                } else {
+                    "dfdx's gemm (install libopenblas-dev and rebuild for faster steps)"
+                }
+            )
+        }
     );
     let bar = if quiet {
         ProgressBar::hidden()

@@ -478,8 +478,7 @@ impl<D: Device<f32>> T5<D> {
     /// vs 143 GFLOP/s forward on the tiny shapes).
     fn dense<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>, w: usize) -> T3<D, T> {
         let (b, s, i) = *x.shape();
-        let wt = self.p::<T>(w).permute::<(usize, usize), Axes2<1, 0>>();
-        let y = x.reshape_like(&(b * s, i)).matmul(wt);
+        let y = crate::kernels::matmul_nt(x.reshape_like(&(b * s, i)), self.p::<T>(w));
         let o = y.shape().1;
         y.reshape_like(&(b, s, o))
     }
@@ -805,7 +804,7 @@ impl<D: Device<f32>> T5<D> {
             h = h * (d as f32).powf(-0.5);
         }
         let w = self.p::<T>(self.lm_head.unwrap_or(self.shared));
-        h.matmul(w.permute::<_, Axes2<1, 0>>())
+        crate::kernels::matmul_nt(h, w)
     }
 
     /// Logits `[b × t, vocab]` of a whole batch.
