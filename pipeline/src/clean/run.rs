@@ -6,12 +6,18 @@
 //! passes, each parallel with rayon and each deterministic:
 //!
 //! 1. read and clean every page (files in parallel, pages in parallel batches),
-//!    spilling the cleaned pages to a temporary file per input file, and
+//!    keeping the cleaned pages (or spilling them to a temporary file per
+//!    input file), and
 //!    build the table *normalized URL → newest page*;
 //! 2. read the spills and build the table *line → the page that keeps it*
 //!    (smallest md5 of the URL, as tfds);
 //! 3. read the spills again, drop lines and pages, run language ID and the
-//!    bad-words filter, and write the shards in input order.
+//!    bad-words filter, and write the shards in input order (each batch's
+//!    kept pages are compressed in parallel while the next batch is
+//!    filtered).
+//!
+//! Pages stay in memory between the passes within `memory_budget`; beyond
+//! it an input file's pages go to its spill file.
 //!
 //! Memory: the two tables grow with the number of distinct URLs and distinct
 //! kept lines (about 50 and 40 bytes each); everything else is streamed.
@@ -478,7 +484,9 @@ fn for_each_spill_batch(
 }
 
 /// Pass 3 filters pages in batches of this many `batch_pages`; the pages a
-/// batch keeps become one Parquet row group (or gzip member).
+/// batch keeps become Parquet row groups (or gzip members) of at most
+/// [`super::output::CHUNK_TEXT_BYTES`] of text, compressed on the rayon pool
+/// while the next batch is filtered.
 const PASS3_BATCHES: usize = 4;
 
 /// The pass-3 decision for one spilled page.
