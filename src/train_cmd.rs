@@ -272,7 +272,7 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     o.eval_every = a.eval_every;
     o.eval_batches = a.eval_batches;
     let dev = Dev::default();
-    dfdx::tensor::Cache::enable_cache(&dev);
+    t5mix_trainer::setup_device(&dev);
     let mut trainer = Trainer::new(o, &dev, a.resume)?;
     let sets = eval_sets(&a.eval_task, &a.task_eval)?;
     eprintln!(
@@ -398,7 +398,7 @@ pub struct EvalArgs {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let dev = Dev::default();
-    dfdx::tensor::Cache::enable_cache(&dev);
+    t5mix_trainer::setup_device(&dev);
     let model = load_model(&a.checkpoint, &dev)?;
     let (vocab, sets) = eval_sets(&a.task, &a.task_eval)?.expect("tasks given");
     let mut results = Vec::new();

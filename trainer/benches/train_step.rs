@@ -35,9 +35,9 @@ fn batch(b: usize, s: usize, t: usize, seed: u64) -> Batch {
 
 fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, optimizer: &str) {
     let dev = Dev::default();
-    // as `Trainer::new` does
-    t5mix_trainer::reuse_freed_memory();
-    if std::env::var_os("NO_CACHE").is_none() {
+    // as `t5mix train` does; DFDX_CACHE=1 turns dfdx's allocation cache on
+    t5mix_trainer::setup_device(&dev);
+    if std::env::var_os("DFDX_CACHE").is_some() {
         dev.enable_cache();
     }
     let model = T5::new(cfg, &dev, Some(0));
@@ -86,7 +86,7 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
 /// Matmul throughput of dfdx (gemm crate) on the tiny model's shapes.
 fn matmuls() {
     let dev = Dev::default();
-    dev.enable_cache();
+    t5mix_trainer::setup_device(&dev);
     let shapes = [
         ("ff in   [2048x256]@[256x1024]", 2048, 256, 1024),
         ("ff out  [2048x1024]@[1024x256]", 2048, 1024, 256),
@@ -185,7 +185,7 @@ fn main() {
     if which == "forward" {
         // forward passes only (no tape), to see the non-matmul share
         let dev = Dev::default();
-        dev.enable_cache();
+        t5mix_trainer::setup_device(&dev);
         let model = T5::new(T5Config::named("tiny").unwrap(), &dev, Some(0));
         let bt = batch(16, 128, 32, 1);
         let _ = model.forward::<NoneTape>(&bt, &mut Dropout::off(), NoneTape);

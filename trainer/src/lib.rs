@@ -43,3 +43,20 @@ pub fn reuse_freed_memory() {
         libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
+
+/// Prepares the device for training or evaluation. On the GPU, dfdx's
+/// allocation cache is turned on (device allocations are expensive). On the
+/// CPU it stays off and glibc keeps freed buffers instead
+/// ([`reuse_freed_memory`]): the fused kernels hand dfdx buffers that did not
+/// come from its cache, so with the cache on it grew by ~300 MB per `tiny`
+/// step (perf: a quarter of the step's CPU time in the kernel zeroing fresh
+/// pages); without it the step took 0.80 s instead of 1.2–1.4 s and memory
+/// stayed flat at ~1 GB.
+pub fn setup_device(dev: &Dev) {
+    if cfg!(feature = "cuda") {
+        dfdx::tensor::Cache::enable_cache(dev);
+    } else {
+        let _ = dev;
+        reuse_freed_memory();
+    }
+}
