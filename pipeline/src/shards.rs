@@ -75,6 +75,14 @@ impl ExampleStats {
 
 /// The schema of example shards, with the nullable `inputs_pretokenized` /
 /// `targets_pretokenized` text columns when `pretokenized`.
+/// `(key, value)` pairs as Parquet footer metadata.
+pub(crate) fn key_values(metadata: &[(String, String)]) -> Vec<KeyValue> {
+    metadata
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect()
+}
+
 pub fn example_schema(pretokenized: bool) -> Arc<Schema> {
     let list = |name: &str| {
         Field::new(
@@ -115,12 +123,7 @@ pub fn write_example_shard(
             ZstdLevel::try_new(1).map_err(|e| pq(&e))?,
         ))
         .set_max_row_group_row_count(Some(16_384))
-        .set_key_value_metadata(Some(
-            metadata
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                .collect(),
-        ))
+        .set_key_value_metadata(Some(key_values(metadata)))
         .build();
     let with_text = examples.iter().any(|e| e.pretokenized.is_some());
     let schema = example_schema(with_text);

@@ -21,7 +21,6 @@ use parquet::arrow::arrow_writer::{
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -232,12 +231,7 @@ impl ShardWriter {
                         ColumnPath::from("text"),
                         EnabledStatistics::None,
                     )
-                    .set_key_value_metadata(Some(
-                        metadata
-                            .iter()
-                            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                            .collect(),
-                    ))
+                    .set_key_value_metadata(Some(crate::shards::key_values(&metadata)))
                     .build();
                 let (_, factory) =
                     ArrowWriter::try_new(std::io::sink(), clean_schema(), Some(props.clone()))
