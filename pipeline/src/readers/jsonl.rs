@@ -28,65 +28,12 @@ fn scalar_text(v: &mut Value) -> Option<String> {
     }
 }
 
-/// A JSON scalar as text: strings as they are, numbers as serde_json prints
-/// them, anything else `None` (what [`take_text`] gives for a `Value`).
-struct TextValue(Option<String>);
-
-impl<'de> serde::Deserialize<'de> for TextValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = TextValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, v: &str) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(Some(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(Some(v)))
-            }
-            fn visit_u64<E>(self, v: u64) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(Some(serde_json::Number::from(v).to_string())))
-            }
-            fn visit_i64<E>(self, v: i64) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(Some(serde_json::Number::from(v).to_string())))
-            }
-            fn visit_f64<E>(self, v: f64) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(
-                    serde_json::Number::from_f64(v).map(|n| n.to_string()),
-                ))
-            }
-            fn visit_bool<E>(self, _: bool) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(None))
-            }
-            fn visit_unit<E>(self) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(None))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> std::result::Result<TextValue, A::Error> {
-                while a.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(TextValue(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> std::result::Result<TextValue, A::Error> {
-                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(TextValue(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// Pulls the text, URL and timestamp fields out of a JSON object while it is
-/// parsed, without building the other fields' values. A dotted field's
-/// top-level object is parsed into a `Value` and taken apart by
-/// [`take_text`]. Anything but an object is an error (the caller then parses
-/// the line as a `Value` to say what is wrong).
+/// parsed, without building the other fields' values: only the values of
+/// the keys the fields name (a dotted field: its top-level object) become
+/// `Value`s, taken apart by [`take_text`] (the text is moved, not copied).
+/// Anything but an object is an error (the caller then parses the line as a
+/// `Value` to say what is wrong).
 struct Extract<'a> {
     fields: [&'a str; 3],
 }
@@ -112,27 +59,24 @@ impl<'de> Visitor<'de> for Extract<'_> {
     ) -> std::result::Result<Self::Value, A::Error> {
         let mut out: [Option<String>; 3] = Default::default();
         while let Some(key) = map.next_key::<String>()? {
-            let top = |f: &str| f.split('.').next() == Some(key.as_str());
-            let direct: Vec<usize> = (0..3).filter(|&i| self.fields[i] == key).collect();
-            let nested: Vec<usize> = (0..3)
-                .filter(|&i| self.fields[i] != key && top(self.fields[i]))
-                .collect();
-            if nested.is_empty() && !direct.is_empty() {
-                let v = map.next_value::<TextValue>()?.0;
-                for i in direct {
-                    out[i] = v.clone();
-                }
-            } else if !nested.is_empty() {
-                let mut v: Value = map.next_value()?;
-                for i in direct {
-                    out[i] = scalar_text(&mut v.clone());
-                }
-                for i in nested {
-                    let rest = &self.fields[i][key.len() + 1..];
-                    out[i] = take_text(&mut v, rest);
-                }
-            } else {
+            // the fields named by this key: itself, or a dotted path under it
+            let (direct, nested): (Vec<usize>, Vec<usize>) = (0..3)
+                .filter(|&i| self.fields[i].split('.').next() == Some(key.as_str()))
+                .partition(|&i| self.fields[i] == key);
+            if direct.is_empty() && nested.is_empty() {
                 map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let mut v: Value = map.next_value()?;
+            for i in nested {
+                out[i] = take_text(&mut v, &self.fields[i][key.len() + 1..]);
+            }
+            if let Some((&last, rest)) = direct.split_last() {
+                let text = scalar_text(&mut v);
+                for &i in rest {
+                    out[i] = text.clone();
+                }
+                out[last] = text;
             }
         }
         Ok(out)
@@ -251,11 +195,13 @@ mod tests {
             r#"[1,2,3]"#,
             r#""just a string""#,
             r#"{"text":"é ✓ \ud83d\ude00"}"#,
+            r#"{"a.b":"dotted key","a":{"b":"nested"},"text":"t"}"#,
         ];
         for fields in [
             ["text", "url", "timestamp"],
             ["text", "metadata.url", "metadata.created"],
             ["text", "metadata", "text"],
+            ["a.b", "text", "a"],
         ] {
             for line in lines {
                 let by_value = serde_json::from_str::<Value>(line)
