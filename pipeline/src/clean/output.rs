@@ -84,10 +84,9 @@ enum EncodedBody {
     Gzip(Vec<u8>),
 }
 
-/// What encoding needs: the format and, for Parquet, the column writers'
-/// factory (schema and writer properties).
+/// What encoding needs: for Parquet the column writers' factory (schema and
+/// writer properties), `None` for JSON Lines.
 pub struct Encoding {
-    format: OutputFormat,
     /// The output folder (named in errors).
     dir: PathBuf,
     parquet: Option<(ArrowRowGroupWriterFactory, Arc<WriterProperties>)>,
@@ -159,11 +158,6 @@ impl Chunk {
                 EncodedBody::Gzip(gz.finish().map_err(io)?)
             }
         };
-        debug_assert!(matches!(
-            (&body, enc.format),
-            (EncodedBody::Parquet(_), OutputFormat::Parquet)
-                | (EncodedBody::Gzip(_), OutputFormat::Jsonl)
-        ));
         Ok(EncodedChunk {
             body,
             closes_shard: self.closes_shard,
@@ -247,7 +241,6 @@ impl ShardWriter {
         Ok(ShardWriter {
             dir: dir.to_path_buf(),
             encoding: Arc::new(Encoding {
-                format,
                 dir: dir.to_path_buf(),
                 parquet,
             }),
@@ -361,9 +354,10 @@ impl ShardWriter {
     }
 
     fn shard_path(&self) -> PathBuf {
-        let ext = match self.encoding.format {
-            OutputFormat::Parquet => "parquet",
-            OutputFormat::Jsonl => "jsonl.gz",
+        let ext = if self.encoding.parquet.is_some() {
+            "parquet"
+        } else {
+            "jsonl.gz"
         };
         self.dir
             .join(format!("part-{:05}.{ext}", self.shards.len()))
