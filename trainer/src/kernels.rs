@@ -26,6 +26,35 @@ fn fused() -> bool {
     FUSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Runs `$on_cpu!(tape)`, which returns, when the fused kernels are on and
+/// `$ty` (a tensor type generic over device and tape) is the CPU tensor
+/// `$cpu<OwnedTape<f32, Cpu>>` or `$cpu<NoneTape>`.
+macro_rules! on_cpu_tapes {
+    ($ty:ty, $cpu:ident, $on_cpu:ident) => {
+        let this = std::any::TypeId::of::<$ty>();
+        if fused() && this == std::any::TypeId::of::<$cpu<OwnedTape<f32, Cpu>>>() {
+            $on_cpu!(OwnedTape<f32, Cpu>);
+        }
+        if fused() && this == std::any::TypeId::of::<$cpu<NoneTape>>() {
+            $on_cpu!(NoneTape);
+        }
+    };
+}
+
+/// In a fused kernel's backward op: allocates the gradients of the input
+/// ghosts, then gives the output's gradient as a slice apart from `grads`
+/// (`?` on errors). The kernel then writes the inputs' gradients while
+/// reading it: distinct buffers that stay in place, since no entry is
+/// inserted after the allocations.
+macro_rules! output_grad {
+    ($grads:ident, $out:expr, [$($input:expr),+]) => {{
+        $($grads.try_alloc_for($input)?;)+
+        let g: *const [f32] = $grads.get_or_alloc_mut($out)?.as_slice();
+        // SAFETY: as above: `g` is not moved or freed while the op runs.
+        unsafe { &*g }
+    }};
+}
+
 /// Rows of work per rayon task.
 const CHUNK: usize = 4096;
 
@@ -129,7 +158,6 @@ fn gelu_and_grad(x: f32) -> (f32, f32) {
     (y, dy)
 }
 
-/// Moves a value to the concrete type `U` if it is that type.
 /// The values of a contiguous CPU tensor, borrowed: no copy (dfdx's
 /// `as_vec` walks an index iterator, ~2.7 ns per value here: 22 ms for the
 /// embedding, 44 ms for a step's logits). Holds the tensor (its buffer is
@@ -183,6 +211,7 @@ fn values<S: Shape>(t: &Tensor<S, f32, Cpu>) -> Values<S> {
     Values { t: t.clone(), len }
 }
 
+/// Moves a value to the concrete type `U` if it is that type.
 fn cast<A: 'static, U: 'static>(a: A) -> Result<U, A> {
     let b: Box<dyn Any> = Box::new(a);
     match b.downcast::<U>() {
@@ -199,29 +228,15 @@ pub fn gated_gelu<D: Device<f32>, T: Tape<f32, D> + 'static>(
     b: Tensor<(usize, usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize, usize), f32, D, T> {
     macro_rules! on_cpu {
-        ($tape:ty) => {
-            if let Ok(ac) = cast::<_, Cpu3<$tape>>(a) {
-                let bc = cast::<_, Cpu3<$tape>>(b)
-                    .ok()
-                    .expect("same device and tape");
-                return cast(gated_gelu_cpu(ac, bc)).ok().expect("same type");
-            } else {
-                unreachable!()
-            }
-        };
+        ($tape:ty) => {{
+            let ac = cast::<_, Cpu3<$tape>>(a).ok().expect("checked type");
+            let bc = cast::<_, Cpu3<$tape>>(b)
+                .ok()
+                .expect("same device and tape");
+            return cast(gated_gelu_cpu(ac, bc)).ok().expect("same type");
+        }};
     }
-    if fused()
-        && std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
-            == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>()
-    {
-        on_cpu!(OwnedTape<f32, Cpu>);
-    }
-    if fused()
-        && std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>()
-            == std::any::TypeId::of::<Cpu3<NoneTape>>()
-    {
-        on_cpu!(NoneTape);
-    }
+    on_cpu_tapes!(Tensor<(usize, usize, usize), f32, D, T>, Cpu3, on_cpu);
     a.fast_gelu() * b
 }
 
@@ -244,12 +259,7 @@ fn gated_gelu_cpu<T: Tape<f32, Cpu>>(a: Cpu3<T>, b: Cpu3<T>) -> Cpu3<T> {
     if T::OWNS_TAPE {
         let (ga, gb, go) = (a.ghost(), b.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&ga)?;
-            grads.try_alloc_for(&gb)?;
-            let g_out: *const [f32] = grads.get_or_alloc_mut(&go)?.as_slice();
-            // SAFETY: the three buffers are distinct allocations that stay in
-            // place: no entry is inserted while the pointer is used.
-            let g_out = unsafe { &*g_out };
+            let g_out = output_grad!(grads, &go, [&ga, &gb]);
             let da = grads.get_or_alloc_mut(&ga)?;
             da.par_chunks_mut(CHUNK)
                 .zip(av.par_chunks(CHUNK))
@@ -295,13 +305,7 @@ pub fn matmul_nt<D: Device<f32>, T: Tape<f32, D> + 'static>(
                 return cast(blas::matmul_nt(xc, wc)).ok().expect("same type");
             }};
         }
-        let this = std::any::TypeId::of::<Tensor<(usize, usize), f32, D, T>>();
-        if fused() && this == std::any::TypeId::of::<Cpu2<OwnedTape<f32, Cpu>>>() {
-            on_cpu!(OwnedTape<f32, Cpu>);
-        }
-        if fused() && this == std::any::TypeId::of::<Cpu2<NoneTape>>() {
-            on_cpu!(NoneTape);
-        }
+        on_cpu_tapes!(Tensor<(usize, usize), f32, D, T>, Cpu2, on_cpu);
     }
     x.matmul(w.permute::<_, Axes2<1, 0>>())
 }
@@ -410,12 +414,7 @@ mod blas {
         if T::OWNS_TAPE {
             let (gx, gw, go) = (x.ghost(), w.ghost(), out.ghost());
             tape.add_backward_op(move |grads| {
-                grads.try_alloc_for(&gx)?;
-                grads.try_alloc_for(&gw)?;
-                let g_out: *const [f32] = grads.get_or_alloc_mut(&go)?.as_slice();
-                // SAFETY: distinct buffers that stay in place (no entry is
-                // inserted while the pointer is used).
-                let g_out = unsafe { &*g_out };
+                let g_out = output_grad!(grads, &go, [&gx, &gw]);
                 // dx += g·w, dw += gᵀ·x
                 sgemm(
                     false,
@@ -468,13 +467,7 @@ pub fn rms_norm_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
             return Ok(cast(rms_norm_impl(xc, wc, eps)).ok().expect("same type"));
         }};
     }
-    let this = std::any::TypeId::of::<Tensor<(usize, usize, usize), f32, D, T>>();
-    if fused() && this == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>() {
-        on_cpu!(OwnedTape<f32, Cpu>);
-    }
-    if fused() && this == std::any::TypeId::of::<Cpu3<NoneTape>>() {
-        on_cpu!(NoneTape);
-    }
+    on_cpu_tapes!(Tensor<(usize, usize, usize), f32, D, T>, Cpu3, on_cpu);
     Err((x, w))
 }
 
@@ -508,12 +501,7 @@ fn rms_norm_impl<T: Tape<f32, Cpu>>(x: Cpu3<T>, w: Cpu2<T>, eps: f32) -> Cpu3<T>
     if T::OWNS_TAPE {
         let (gx, gw, go) = (x.ghost(), w.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&gx)?;
-            grads.try_alloc_for(&gw)?;
-            let g_out: *const [f32] = grads.get_or_alloc_mut(&go)?.as_slice();
-            // SAFETY: distinct buffers that stay in place (no entry is
-            // inserted while the pointer is used).
-            let g_out = unsafe { &*g_out };
+            let g_out = output_grad!(grads, &go, [&gx, &gw]);
             let dx = grads.get_or_alloc_mut(&gx)?;
             // dx = i·w·g − x·i³/d·Σₖ gₖwₖxₖ; per block, the weight gradient's
             // partial sums Σ g·x·i (added in block order: deterministic)
@@ -588,13 +576,7 @@ pub fn row_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
             });
         }};
     }
-    let this = std::any::TypeId::of::<Tensor<(usize, usize), f32, D, T>>();
-    if fused() && this == std::any::TypeId::of::<Cpu2<OwnedTape<f32, Cpu>>>() {
-        on_cpu!(OwnedTape<f32, Cpu>);
-    }
-    if fused() && this == std::any::TypeId::of::<Cpu2<NoneTape>>() {
-        on_cpu!(NoneTape);
-    }
+    on_cpu_tapes!(Tensor<(usize, usize), f32, D, T>, Cpu2, on_cpu);
     Err(logits)
 }
 
@@ -649,8 +631,7 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
         let targets = targets.to_vec();
         let weights = weights.to_vec();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&gx)?;
-            let g_out: Vec<f32> = grads.get_or_alloc_mut(&go)?.to_vec();
+            let g_out = output_grad!(grads, &go, [&gx]);
             let dx = grads.get_or_alloc_mut(&gx)?;
             dx.par_chunks_mut(v)
                 .zip(xv.par_chunks(v))
@@ -852,13 +833,7 @@ pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
                 .expect("same type"));
         }};
     }
-    let this = std::any::TypeId::of::<Attn3<D, T>>();
-    if fused() && this == std::any::TypeId::of::<Cpu3<OwnedTape<f32, Cpu>>>() {
-        on_cpu!(OwnedTape<f32, Cpu>);
-    }
-    if fused() && this == std::any::TypeId::of::<Cpu3<NoneTape>>() {
-        on_cpu!(NoneTape);
-    }
+    on_cpu_tapes!(Attn3<D, T>, Cpu3, on_cpu);
     Err(Box::new((q, k, v, bias)))
 }
 
@@ -878,10 +853,9 @@ fn attention_impl<T: Tape<f32, Cpu>>(
     let s = k.shape().1;
     let dk = inner / heads;
     let (qv, kv, vv) = (values(&q), values(&k), values(&v));
-    // the bias buffer becomes the probabilities (a copy: written in place)
-    let bv = values(&bias).to_vec();
-    // probabilities [b, h, t, s], kept for the backward pass
-    let mut probs = bv;
+    // probabilities [b, h, t, s], kept for the backward pass: a copy of the
+    // bias, to which the scores are added in place
+    let mut probs = values(&bias).to_vec();
     probs.par_chunks_mut(t * s).enumerate().for_each(|(bh, p)| {
         let (bi, h) = (bh / heads, bh % heads);
         unsafe {
