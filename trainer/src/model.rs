@@ -672,8 +672,8 @@ impl<D: Device<f32>> T5<D> {
 
     /// Every parameter's gradient, in parameter order.
     pub fn param_grads(&self, mut g: Gradients<f32, D>) -> Vec<Vec<f32>> {
-        // On the CPU each gradient is copied once (`get` clones a tensor and
-        // `as_vec` copies it again); the buffers go back to dfdx's cache.
+        // On the CPU each gradient buffer is moved out of `g` (`get` clones a
+        // tensor and `as_vec` copies it again; `g` is dropped here anyway).
         let any: &mut dyn std::any::Any = &mut g;
         if let Some(gc) = any.downcast_mut::<Gradients<f32, Cpu>>() {
             return self
@@ -682,9 +682,7 @@ impl<D: Device<f32>> T5<D> {
                 .map(|p| {
                     let p: &dyn std::any::Any = p;
                     let p = p.downcast_ref::<P2<Cpu>>().expect("CPU parameters");
-                    gc.get_or_alloc_mut(p)
-                        .expect("CPU gradient buffer")
-                        .to_vec()
+                    std::mem::take(&mut **gc.get_or_alloc_mut(p).expect("CPU gradient buffer"))
                 })
                 .collect();
         }
