@@ -29,11 +29,12 @@ pub type Dev = dfdx::tensor::Cuda;
 /// faults and TLB-shootdown interrupts (perf on the `tiny` step: ~8% of its
 /// CPU time). This turns off mmap for the main heap (other threads' arenas
 /// still map what does not fit them) and heap trimming, so freed buffers
-/// stay in the process for the next step: `--bench train_step -- tiny`
-/// 1.54 → 1.44 s with the threshold raised, → 1.19–1.20 s (from 1.24–1.32)
-/// with mmap off. Memory is then never handed back to the system while the
-/// process runs (its peak stays reserved). Process-wide; called by
-/// [`train::Trainer::new`]. Does nothing on other C libraries.
+/// stay in the process for the next step (`--bench train_step -- tiny`:
+/// 1.54 → 1.19 s when it was added). Memory is then never handed back to
+/// the system while the process runs (its peak stays reserved).
+/// Process-wide and idempotent; called by [`setup_device`] and by
+/// [`train::Trainer::new`] (for library users who skip `setup_device`).
+/// Does nothing on other C libraries.
 pub fn reuse_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters.
