@@ -83,6 +83,22 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
     );
 }
 
+/// Seconds per call of `f` (one warm-up call, then the mean of 10).
+fn time_per_call(mut f: impl FnMut()) -> f64 {
+    f();
+    let reps = 10;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t0.elapsed().as_secs_f64() / reps as f64
+}
+
+/// Prints `name: ms, GFLOP/s` for a product of `flops` taking `s` seconds.
+fn report(name: &str, s: f64, flops: f64) {
+    println!("{name}: {:.1} ms, {:.0} GFLOP/s", s * 1e3, flops / s / 1e9);
+}
+
 /// Matmul throughput of dfdx (gemm crate) on the tiny model's shapes.
 fn matmuls() {
     let dev = Dev::default();
@@ -96,18 +112,10 @@ fn matmuls() {
     for (name, m, k, n) in shapes {
         let a: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(m, k));
         let b: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(k, n));
-        let _ = a.clone().matmul(b.clone());
-        let reps = 10;
-        let t0 = Instant::now();
-        for _ in 0..reps {
+        let s = time_per_call(|| {
             let _ = a.clone().matmul(b.clone());
-        }
-        let s = t0.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "{name}: {:.1} ms, {:.0} GFLOP/s",
-            s * 1e3,
-            2.0 * (m * k * n) as f64 / s / 1e9
-        );
+        });
+        report(name, s, 2.0 * (m * k * n) as f64);
     }
     // weight gradients: xᵀ @ dy with x a transposed view (as in backward)
     for (name, m, k, n) in [
@@ -116,57 +124,39 @@ fn matmuls() {
     ] {
         let x: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(m, k));
         let dy: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(m, n));
-        let _ = x.clone().permute::<_, Axes2<1, 0>>().matmul(dy.clone());
-        let reps = 10;
-        let t0 = Instant::now();
-        for _ in 0..reps {
+        let s = time_per_call(|| {
             let _ = x.clone().permute::<_, Axes2<1, 0>>().matmul(dy.clone());
-        }
-        let s = t0.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "{name}: {:.1} ms, {:.0} GFLOP/s",
-            s * 1e3,
-            2.0 * (m * k * n) as f64 / s / 1e9
-        );
+        });
+        report(name, s, 2.0 * (m * k * n) as f64);
     }
     // the dense layer as the model called it: [16x128x256] @ W[1024x256]ᵀ
-    {
-        let x: Tensor<(usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 128, 256));
-        let w: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(1024, 256));
-        let x2: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(2048, 256));
-        let reps = 10;
-        let t0 = Instant::now();
-        for _ in 0..reps {
+    let x: Tensor<(usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 128, 256));
+    let w: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(1024, 256));
+    let x2: Tensor<(usize, usize), f32, Dev> = dev.ones_like(&(2048, 256));
+    let f = 2.0 * (2048 * 256 * 1024) as f64;
+    report(
+        "dense 3-D x Wᵀ",
+        time_per_call(|| {
             let _ = x.clone().matmul(w.clone().permute::<_, Axes2<1, 0>>());
-        }
-        let a = t0.elapsed().as_secs_f64() / reps as f64;
-        let t0 = Instant::now();
-        for _ in 0..reps {
+        }),
+        f,
+    );
+    report(
+        "dense as one 2-D product",
+        time_per_call(|| {
             let _ = x2.clone().matmul(w.clone().permute::<_, Axes2<1, 0>>());
-        }
-        let b = t0.elapsed().as_secs_f64() / reps as f64;
-        let f = 2.0 * (2048 * 256 * 1024) as f64;
-        println!(
-            "dense 3-D x Wᵀ: {:.1} ms ({:.0} GFLOP/s); as one 2-D product: {:.1} ms ({:.0} GFLOP/s)",
-            a * 1e3,
-            f / a / 1e9,
-            b * 1e3,
-            f / b / 1e9
-        );
-    }
+        }),
+        f,
+    );
     // attention scores: 128 batched [128x32]@[32x128]
     let q: Tensor<(usize, usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 8, 128, 32));
     let k: Tensor<(usize, usize, usize, usize), f32, Dev> = dev.ones_like(&(16, 8, 32, 128));
-    let reps = 10;
-    let t0 = Instant::now();
-    for _ in 0..reps {
-        let _ = q.clone().matmul(k.clone());
-    }
-    let s = t0.elapsed().as_secs_f64() / reps as f64;
-    println!(
-        "scores  16x8 x [128x32]@[32x128]: {:.1} ms, {:.0} GFLOP/s",
-        s * 1e3,
-        2.0 * (16 * 8 * 128 * 32 * 128) as f64 / s / 1e9
+    report(
+        "scores  16x8 x [128x32]@[32x128]",
+        time_per_call(|| {
+            let _ = q.clone().matmul(k.clone());
+        }),
+        2.0 * (16 * 8 * 128 * 32 * 128) as f64,
     );
 }
 
