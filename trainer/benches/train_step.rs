@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use dfdx::prelude::*;
-use t5mix_trainer::model::{loss, Batch, Dropout, LossConfig};
+use t5mix_trainer::model::{Batch, Dropout, LossConfig};
 use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
 use t5mix_trainer::{Dev, T5Config, T5};
 
@@ -47,13 +47,13 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
     let lcfg = LossConfig::default();
     let (mut tf, mut tb, mut to) = (0.0, 0.0, 0.0);
     let mut total = 0.0;
+    let mut each = Vec::with_capacity(steps);
     // as `Trainer::run`: the optimizer keeps its own copy of the weights
     let mut host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
     for step in 0..steps + 1 {
         let bt = batch(b, s, t, step as u64);
         let t0 = Instant::now();
-        let logits = model.forward(&bt, &mut Dropout::off(), model.new_tape());
-        let (l, _) = loss(logits, &bt, &lcfg, 1.0);
+        let (l, _) = model.forward_loss(&bt, &mut Dropout::off(), model.new_tape(), &lcfg, 1.0);
         let t1 = Instant::now();
         let grads = model.param_grads(l.backward());
         let t2 = Instant::now();
@@ -68,13 +68,17 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
             tb += (t2 - t1).as_secs_f64();
             to += (t3 - t2).as_secs_f64();
             total += (t3 - t0).as_secs_f64();
+            each.push((t3 - t0).as_secs_f64());
         }
     }
     let n = steps as f64;
+    each.sort_by(f64::total_cmp);
+    let median = each.get(each.len() / 2).copied().unwrap_or(0.0);
     let tokens = (b * (s + t)) as f64;
     println!(
-        "{name}: {:.0} ms/step ({:.0} forward+loss, {:.0} backward, {:.0} optimizer), {:.0} tokens/s, {} threads, {optimizer}",
+        "{name}: {:.0} ms/step (median {:.0}; {:.0} forward+loss, {:.0} backward, {:.0} optimizer), {:.0} tokens/s, {} threads, {optimizer}",
         total / n * 1e3,
+        median * 1e3,
         tf / n * 1e3,
         tb / n * 1e3,
         to / n * 1e3,

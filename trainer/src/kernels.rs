@@ -346,59 +346,216 @@ mod blas {
         fn openblas_set_num_threads(n: c_int);
     }
 
+    /// Blocks of an inner-dimension split.
+    const KSPLIT: usize = 2;
     static ONE_THREAD: std::sync::Once = std::sync::Once::new();
 
+    /// A raw pointer that may cross threads (each task writes its own block).
+    #[derive(Clone, Copy)]
+    struct Ptr(*mut f32);
+    unsafe impl Send for Ptr {}
+    unsafe impl Sync for Ptr {}
+
+    /// One single-threaded row-major `C = op(A)·op(B) + beta·C` call.
+    ///
+    /// # Safety
+    /// The pointers address matrices of the given sizes and leading dimensions.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn call(
+        (ta, tb): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let t = |x: bool| if x { TRANS } else { NO_TRANS };
+        cblas_sgemm(
+            ROW_MAJOR,
+            t(ta),
+            t(tb),
+            m as c_int,
+            n as c_int,
+            k as c_int,
+            1.0,
+            a,
+            lda as c_int,
+            b,
+            ldb as c_int,
+            beta,
+            c,
+            ldc as c_int,
+        )
+    }
+
     /// Row-major `C = op(A)·op(B) + beta·C` with `C: [m, n]`, `op(A): [m, k]`,
-    /// `op(B): [k, n]`, split into blocks of C's rows over the rayon pool,
-    /// each block one single-threaded OpenBLAS call (OpenBLAS's own threads
-    /// would spin between calls and take cores from the rayon kernels).
-    fn sgemm(
+    /// `op(B): [k, n]`, one block per rayon thread, each one single-threaded
+    /// OpenBLAS call (OpenBLAS's own threads would spin between calls and
+    /// take cores from the rayon kernels). Each call packs its whole share of
+    /// A and B, so the blocks split the dimension that repacks the least:
+    /// C's rows (B packed once per block), C's columns (A packed once per
+    /// block; the logits' 32128-row weight), or the inner dimension when it
+    /// dwarfs both (partial products summed in block order: the result does
+    /// not depend on the thread count, since the blocks are fixed by shape).
+    pub(super) fn sgemm(
+        ta: bool,
+        tb: bool,
+        dims: (usize, usize, usize),
+        a: &[f32],
+        b: &[f32],
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        assert!(c.len() >= dims.0 * dims.1);
+        // SAFETY: `c` holds m·n values.
+        unsafe { sgemm_raw(ta, tb, dims, a, b, beta, c.as_mut_ptr()) }
+    }
+
+    /// `op(A)·op(B)` into a new buffer (written once: no zero-filling).
+    pub(super) fn sgemm_new(
+        ta: bool,
+        tb: bool,
+        (m, n, k): (usize, usize, usize),
+        a: &[f32],
+        b: &[f32],
+    ) -> Vec<f32> {
+        if k == 0 {
+            return vec![0f32; m * n];
+        }
+        let mut c = Vec::with_capacity(m * n);
+        // SAFETY: `c` has room for m·n values; with beta 0 and k ≥ 1,
+        // OpenBLAS writes each of them (and reads none before writing).
+        unsafe {
+            sgemm_raw(ta, tb, (m, n, k), a, b, 0.0, c.as_mut_ptr());
+            c.set_len(m * n);
+        }
+        c
+    }
+
+    /// [`sgemm`] into `c`, which must hold m·n values (readable unless beta
+    /// is 0).
+    unsafe fn sgemm_raw(
         ta: bool,
         tb: bool,
         (m, n, k): (usize, usize, usize),
         a: &[f32],
         b: &[f32],
         beta: f32,
-        c: &mut [f32],
+        c: *mut f32,
     ) {
-        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+        assert!(a.len() >= m * k && b.len() >= k * n);
         ONE_THREAD.call_once(|| {
             // SAFETY: sets OpenBLAS's thread count.
             unsafe { openblas_set_num_threads(1) }
         });
         let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
-        let t = |x: bool| if x { TRANS } else { NO_TRANS };
-        let blocks = 2 * rayon::current_num_threads();
-        let rows = m.div_ceil(blocks).next_multiple_of(16).max(16);
-        c[..m * n]
-            .par_chunks_mut(rows * n)
-            .enumerate()
-            .for_each(|(i, c)| {
-                let r0 = i * rows;
-                let mb = c.len() / n;
-                // op(A)'s rows r0.. : A's rows (no transpose) or columns
-                let a = if ta { &a[r0..] } else { &a[r0 * lda..] };
-                // SAFETY: a/b/c hold the row-major blocks of the sizes
-                // checked above, with leading dimensions lda/ldb/n.
+        let p = rayon::current_num_threads().max(1);
+        // values packed when splitting rows (A once, B p times) or columns
+        let by_rows = m * k + p * k * n;
+        let by_cols = p * m * k + k * n;
+        let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), Ptr(c));
+        let (ap, bp) = (Ptr(ap as *mut f32), Ptr(bp as *mut f32));
+        // split the inner dimension into KSPLIT blocks (fixed, so that the
+        // rounding does not depend on the thread count): A and B packed
+        // once, plus the partial products written and summed
+        let by_inner = m * k + k * n + 2 * KSPLIT * m * n;
+        let fixed = |q: usize| (m * k + q * k * n).min(q * m * k + k * n);
+        if by_inner < fixed(KSPLIT) {
+            let kb = k.div_ceil(KSPLIT);
+            // written with beta 0 by their blocks
+            let mut parts = Vec::with_capacity((KSPLIT - 1) * m * n);
+            let pp = Ptr(parts.as_mut_ptr());
+            (0..KSPLIT).into_par_iter().for_each(|i| {
+                let (ap, bp, cp, pp) = (ap, bp, cp, pp);
+                let k0 = (i * kb).min(k);
+                let kk = kb.min(k - k0);
+                // op(A)'s columns k0.. and op(B)'s rows k0..
+                let a0 = if ta { k0 * lda } else { k0 };
+                let b0 = if tb { k0 } else { k0 * ldb };
+                // block 0 adds into C, the others write their own partial C
+                let (out, beta) = match i {
+                    0 => (cp.0, beta),
+                    // SAFETY: part i − 1 of `parts`, m·n values
+                    _ => (unsafe { pp.0.add((i - 1) * m * n) }, 0.0),
+                };
+                // SAFETY: the blocks read inside the sizes checked above and
+                // write distinct m × n outputs.
                 unsafe {
-                    cblas_sgemm(
-                        ROW_MAJOR,
-                        t(ta),
-                        t(tb),
-                        mb as c_int,
-                        n as c_int,
-                        k as c_int,
-                        1.0,
-                        a.as_ptr(),
-                        lda as c_int,
-                        b.as_ptr(),
-                        ldb as c_int,
+                    call(
+                        (ta, tb),
+                        (m, n, kk),
+                        ap.0.add(a0),
+                        lda,
+                        bp.0.add(b0),
+                        ldb,
                         beta,
-                        c.as_mut_ptr(),
-                        n as c_int,
+                        out,
+                        n,
                     )
                 }
             });
+            // SAFETY: every block wrote its m·n values
+            let c = unsafe {
+                parts.set_len((KSPLIT - 1) * m * n);
+                std::slice::from_raw_parts_mut(c, m * n)
+            };
+            for part in parts.chunks(m * n) {
+                c.par_chunks_mut(super::CHUNK)
+                    .zip(part.par_chunks(super::CHUNK))
+                    .for_each(|(c, p)| c.iter_mut().zip(p).for_each(|(c, p)| *c += p));
+            }
+            return;
+        }
+        if by_rows <= by_cols {
+            let rows = m.div_ceil(p).next_multiple_of(16).max(16);
+            (0..m.div_ceil(rows)).into_par_iter().for_each(|i| {
+                let (ap, bp, cp) = (ap, bp, cp);
+                let r0 = i * rows;
+                let mb = rows.min(m - r0);
+                // op(A)'s rows r0.. : A's rows (no transpose) or columns
+                let a0 = if ta { r0 } else { r0 * lda };
+                // SAFETY: block i covers C's rows r0..r0+mb, inside the sizes checked above.
+                unsafe {
+                    call(
+                        (ta, tb),
+                        (mb, n, k),
+                        ap.0.add(a0),
+                        lda,
+                        bp.0,
+                        ldb,
+                        beta,
+                        cp.0.add(r0 * n),
+                        n,
+                    )
+                }
+            });
+        } else {
+            let cols = n.div_ceil(p).next_multiple_of(16).max(16);
+            (0..n.div_ceil(cols)).into_par_iter().for_each(|j| {
+                let (ap, bp, cp) = (ap, bp, cp);
+                let c0 = j * cols;
+                let nb = cols.min(n - c0);
+                // op(B)'s columns c0.. : B's columns (no transpose) or rows
+                let b0 = if tb { c0 * ldb } else { c0 };
+                // SAFETY: block j covers C's columns c0..c0+nb, inside the sizes checked above.
+                unsafe {
+                    call(
+                        (ta, tb),
+                        (m, nb, k),
+                        ap.0,
+                        lda,
+                        bp.0.add(b0),
+                        ldb,
+                        beta,
+                        cp.0.add(c0),
+                        n,
+                    )
+                }
+            });
+        }
     }
 
     pub(super) fn matmul_nt<T: Tape<f32, Cpu>>(x: Cpu2<T>, w: Cpu2<T>) -> Cpu2<T> {
@@ -408,8 +565,7 @@ mod blas {
         let ((m, k), n) = (*x.shape(), w.shape().0);
         assert_eq!(w.shape().1, k, "inner sizes");
         let (xv, wv) = (super::values(&x), super::values(&w));
-        let mut out = vec![0f32; m * n];
-        sgemm(false, true, (m, n, k), &xv, &wv, 0.0, &mut out);
+        let out = sgemm_new(false, true, (m, n, k), &xv, &wv);
         let out = x.device().tensor_from_vec(out, (m, n));
         if T::OWNS_TAPE {
             let (gx, gw, go) = (x.ghost(), w.ghost(), out.ghost());
@@ -438,6 +594,76 @@ mod blas {
             });
         }
         out.put_tape(tape)
+    }
+
+    /// See [`super::logits_loss_cpu`].
+    pub(super) fn logits_loss<T: Tape<f32, Cpu>>(
+        h: Cpu2<T>,
+        w: Cpu2<T>,
+        targets: &[usize],
+        weights: &[f32],
+        rule: super::LossRule,
+    ) -> super::RowLoss<Cpu, T> {
+        let (h, th) = h.contiguous().split_tape();
+        let (w, tw) = w.contiguous().split_tape();
+        let mut tape = th.merge(tw);
+        let ((n, d), v) = (*h.shape(), w.shape().0);
+        assert_eq!(w.shape().1, d, "inner sizes");
+        let (hv, wv) = (super::values(&h), super::values(&w));
+        let mut logits = sgemm_new(false, true, (n, v, d), &hv, &wv);
+        let rows = rule.rows(&logits, v, targets, weights);
+        let cross_entropy = rows.iter().map(|r| r[1] as f64).sum();
+        let z_loss = rows.iter().map(|r| r[2] as f64).sum();
+        let out = h
+            .device()
+            .tensor_from_vec(rows.iter().map(|r| r[0]).collect(), (n,));
+        if T::OWNS_TAPE {
+            let (gh, gw, go) = (h.ghost(), w.ghost(), out.ghost());
+            let targets = targets.to_vec();
+            let weights = weights.to_vec();
+            tape.add_backward_op(move |grads| {
+                let g_out = output_grad!(grads, &go, [&gh, &gw]);
+                // the logits become their gradient, row by row
+                logits.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
+                    let g = g_out[i] * weights[i];
+                    if g == 0.0 {
+                        row.fill(0.0);
+                        return;
+                    }
+                    let l = rows[i][3];
+                    let (scale, shift, target) = rule.grad(g, l);
+                    for x in row.iter_mut() {
+                        *x = scale * super::exp_fast(*x - l) - shift;
+                    }
+                    row[targets[i]] -= target;
+                });
+                // dh += dlogits·w, dw += dlogitsᵀ·h
+                sgemm(
+                    false,
+                    false,
+                    (n, d, v),
+                    &logits,
+                    &wv,
+                    1.0,
+                    grads.get_or_alloc_mut(&gh)?,
+                );
+                sgemm(
+                    true,
+                    false,
+                    (v, d, n),
+                    &logits,
+                    &hv,
+                    1.0,
+                    grads.get_or_alloc_mut(&gw)?,
+                );
+                Ok(())
+            });
+        }
+        super::RowLoss {
+            loss: out.put_tape(tape),
+            cross_entropy,
+            z_loss,
+        }
     }
 }
 
@@ -580,6 +806,113 @@ pub fn row_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
     Err(logits)
 }
 
+/// The output layer and the loss in one kernel: logits `h · wᵀ` (`h:
+/// [n, d]`, `w: [vocab, d]`) and their [`row_loss_cpu`], on the CPU with
+/// OpenBLAS; `Err` gives `(h, w)` back otherwise. The logits never become
+/// a tensor: the backward pass turns them into their gradient in place and
+/// multiplies it out (dfdx would zero-fill a gradient buffer of the
+/// logits' size, 65 MB for the tiny config's batch, and add into it).
+#[allow(clippy::type_complexity)]
+pub fn logits_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    h: Tensor<(usize, usize), f32, D, T>,
+    w: Tensor<(usize, usize), f32, D, T>,
+    targets: &[usize],
+    weights: &[f32],
+    z_loss: f32,
+    smoothing: f32,
+) -> Result<RowLoss<D, T>, (Logits<D, T>, Logits<D, T>)> {
+    #[cfg(t5mix_openblas)]
+    {
+        macro_rules! on_cpu {
+            ($tape:ty) => {{
+                let hc = cast::<_, Cpu2<$tape>>(h).ok().expect("checked type");
+                let wc = cast::<_, Cpu2<$tape>>(w)
+                    .ok()
+                    .expect("same device and tape");
+                let rule = LossRule::new(z_loss, smoothing, wc.shape().0);
+                let r = blas::logits_loss(hc, wc, targets, weights, rule);
+                return Ok(RowLoss {
+                    loss: cast(r.loss).ok().expect("same type"),
+                    cross_entropy: r.cross_entropy,
+                    z_loss: r.z_loss,
+                });
+            }};
+        }
+        on_cpu_tapes!(Tensor<(usize, usize), f32, D, T>, Cpu2, on_cpu);
+    }
+    let _ = (targets, weights, z_loss, smoothing);
+    Err((h, w))
+}
+
+/// t5x's per-row loss over logits: cross-entropy against the smoothed
+/// target distribution plus the z-loss, weighted.
+struct LossRule {
+    z: f32,
+    smoothing: f32,
+    confidence: f32,
+    /// The probability of each non-target class.
+    low: f32,
+    /// Minus the entropy of the smoothed target distribution.
+    constant: f32,
+}
+
+impl LossRule {
+    fn new(z: f32, smoothing: f32, v: usize) -> Self {
+        let confidence = 1.0 - smoothing;
+        let low = if v > 1 {
+            smoothing / (v as f32 - 1.0)
+        } else {
+            0.0
+        };
+        let constant = if smoothing > 0.0 {
+            -(confidence * confidence.ln() + (v as f32 - 1.0) * low * (low + 1e-20).ln())
+        } else {
+            0.0
+        };
+        LossRule {
+            z,
+            smoothing,
+            confidence,
+            low,
+            constant,
+        }
+    }
+
+    /// Per row of `x` (`[n, v]`): (weighted loss, weighted cross-entropy,
+    /// weighted z-loss, log-sum-exp).
+    fn rows(&self, x: &[f32], v: usize, targets: &[usize], weights: &[f32]) -> Vec<[f32; 4]> {
+        x.par_chunks(v)
+            .enumerate()
+            .map(|(i, row)| {
+                let m = row_max(row);
+                let s = sum_exp(row, m);
+                let lse = m + s.ln() as f32;
+                let t = targets[i];
+                let mut ce = lse - row[t];
+                if self.smoothing > 0.0 {
+                    let sum: f64 = row.iter().map(|&a| a as f64).sum();
+                    ce = lse
+                        - (self.confidence - self.low) * row[t]
+                        - self.low * sum as f32
+                        - self.constant;
+                }
+                let w = weights[i];
+                let zl = self.z * lse * lse;
+                [w * (ce + zl), w * ce, w * zl, lse]
+            })
+            .collect()
+    }
+
+    /// The gradient of a row's loss with upstream gradient `g` (weight
+    /// included): `d_j = scale·e^(x_j − lse) − shift`, and the target's
+    /// entry less `target`.
+    fn grad(&self, g: f32, lse: f32) -> (f32, f32, f32) {
+        // d/dx_j [lse − (c−low)·x_t − low·Σx + z·lse²]
+        let scale = g * (1.0 + 2.0 * self.z * lse);
+        (scale, g * self.low, g * (self.confidence - self.low))
+    }
+}
+
 fn row_loss_impl<T: Tape<f32, Cpu>>(
     logits: Cpu2<T>,
     targets: &[usize],
@@ -590,44 +923,15 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
     let (x, mut tape) = logits.contiguous().split_tape();
     let (n, v) = *x.shape();
     let xv = values(&x);
-    let confidence = 1.0 - smoothing;
-    let low = if v > 1 {
-        smoothing / (v as f32 - 1.0)
-    } else {
-        0.0
-    };
-    let constant = if smoothing > 0.0 {
-        -(confidence * confidence.ln() + (v as f32 - 1.0) * low * (low + 1e-20).ln())
-    } else {
-        0.0
-    };
-    // per row: (loss, ce, zl, lse)
-    let rows: Vec<(f32, f32, f32, f32)> = xv
-        .par_chunks(v)
-        .enumerate()
-        .map(|(i, row)| {
-            let m = row_max(row);
-            let s = sum_exp(row, m);
-            let lse = m + s.ln() as f32;
-            let t = targets[i];
-            let mut ce = lse - row[t];
-            if smoothing > 0.0 {
-                let sum: f64 = row.iter().map(|&a| a as f64).sum();
-                ce = lse - (confidence - low) * row[t] - low * sum as f32 - constant;
-            }
-            let w = weights[i];
-            let zl = z * lse * lse;
-            (w * (ce + zl), w * ce, w * zl, lse)
-        })
-        .collect();
-    let cross_entropy = rows.iter().map(|r| r.1 as f64).sum();
-    let z_loss = rows.iter().map(|r| r.2 as f64).sum();
+    let rule = LossRule::new(z, smoothing, v);
+    let rows = rule.rows(&xv, v, targets, weights);
+    let cross_entropy = rows.iter().map(|r| r[1] as f64).sum();
+    let z_loss = rows.iter().map(|r| r[2] as f64).sum();
     let out = x
         .device()
-        .tensor_from_vec(rows.iter().map(|r| r.0).collect(), (n,));
+        .tensor_from_vec(rows.iter().map(|r| r[0]).collect(), (n,));
     if T::OWNS_TAPE {
         let (gx, go) = (x.ghost(), out.ghost());
-        let lse: Vec<f32> = rows.iter().map(|r| r.3).collect();
         let targets = targets.to_vec();
         let weights = weights.to_vec();
         tape.add_backward_op(move |grads| {
@@ -641,13 +945,12 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
                     if g == 0.0 {
                         return;
                     }
-                    let l = lse[i];
-                    // d/dx_j [lse − (c−low)·x_t − low·Σx + z·lse²]
-                    let scale = g * (1.0 + 2.0 * z * l);
+                    let l = rows[i][3];
+                    let (scale, shift, target) = rule.grad(g, l);
                     for j in 0..v {
-                        d[j] += scale * exp_fast(row[j] - l) - g * low;
+                        d[j] += scale * exp_fast(row[j] - l) - shift;
                     }
-                    d[targets[i]] -= g * (confidence - low);
+                    d[targets[i]] -= target;
                 });
             Ok(())
         });
@@ -703,6 +1006,55 @@ mod exp_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way `sgemm` splits a product (C's rows, C's columns, the inner
+    /// dimension), each transpose, beta 0 and 1, and a fresh output, against
+    /// a product in f64.
+    #[cfg(t5mix_openblas)]
+    #[test]
+    fn blas_products_split_three_ways() {
+        // the split depends on the thread count: two, as on CI
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(blas_products_split_three_ways_on_two_threads);
+    }
+
+    #[cfg(t5mix_openblas)]
+    fn blas_products_split_three_ways_on_two_threads() {
+        let val = |i: usize| ((i * 7919) % 23) as f32 * 0.125 - 1.4;
+        // (m, n, k): rows (tall C), columns (wide C), inner (long k)
+        for (m, n, k) in [(67, 5, 9), (6, 1043, 9), (7, 5, 903), (1, 1, 1)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a: Vec<f32> = (0..m * k).map(val).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| val(i + 5)).collect();
+                let at = |i: usize, l: usize| if ta { a[l * m + i] } else { a[i * k + l] };
+                let bt = |l: usize, j: usize| if tb { b[j * k + l] } else { b[l * n + j] };
+                let c0: Vec<f32> = (0..m * n).map(|i| val(i + 11)).collect();
+                let fresh = blas::sgemm_new(ta, tb, (m, n, k), &a, &b);
+                for beta in [0.0f32, 1.0] {
+                    let mut c = c0.clone();
+                    blas::sgemm(ta, tb, (m, n, k), &a, &b, beta, &mut c);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot: f64 = (0..k).map(|l| at(i, l) as f64 * bt(l, j) as f64).sum();
+                            let want = dot + beta as f64 * c0[i * n + j] as f64;
+                            let tol = 1e-4 * (k as f64).sqrt();
+                            let got = c[i * n + j] as f64;
+                            assert!(
+                                (got - want).abs() < tol,
+                                "{m}x{n}x{k} {ta} {tb} beta {beta}: {got} vs {want}"
+                            );
+                            if beta == 0.0 {
+                                assert_eq!(fresh[i * n + j], c[i * n + j]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn fused_loss_matches_the_definition() {

@@ -794,15 +794,48 @@ impl<D: Device<f32>> T5<D> {
         drop.apply(self.rms_norm(x, self.decoder.final_ln))
     }
 
-    /// Logits `[n, vocab]` of decoder states `[b, t, d]` (flattened rows).
-    pub fn logits<T: Tape<f32, D> + 'static>(&self, dec: T3<D, T>) -> T2<D, T> {
+    /// The output layer's inputs: decoder states `[b, t, d]` as rows `[n, d]`
+    /// (scaled for tied embeddings) and the weight `[vocab, d]`.
+    fn output_layer<T: Tape<f32, D> + 'static>(&self, dec: T3<D, T>) -> (T2<D, T>, T2<D, T>) {
         let (b, t, d) = *dec.shape();
         let mut h = dec.reshape_like(&(b * t, d));
         if self.cfg.scales_decoder_output() {
             h = h * (d as f32).powf(-0.5);
         }
-        let w = self.p::<T>(self.lm_head.unwrap_or(self.shared));
+        (h, self.p::<T>(self.lm_head.unwrap_or(self.shared)))
+    }
+
+    /// Logits `[n, vocab]` of decoder states `[b, t, d]` (flattened rows).
+    pub fn logits<T: Tape<f32, D> + 'static>(&self, dec: T3<D, T>) -> T2<D, T> {
+        let (h, w) = self.output_layer(dec);
         crate::kernels::matmul_nt(h, w)
+    }
+
+    /// The training loss of a batch: [`loss`] of [`T5::forward`]'s logits,
+    /// which on the CPU never materialise as a tensor (the output layer and
+    /// the loss are one kernel there).
+    pub fn forward_loss<T: Tape<f32, D> + 'static>(
+        &self,
+        batch: &Batch,
+        drop: &mut Dropout,
+        tape: T,
+        cfg: &LossConfig,
+        scale: f32,
+    ) -> (Tensor<(), f32, D, T>, LossParts) {
+        let enc = self.encode::<T>(batch, drop, tape);
+        let dec = self.decode(batch, enc, drop);
+        let (h, w) = self.output_layer(dec);
+        match crate::kernels::logits_loss_cpu(
+            h,
+            w,
+            &batch.targets,
+            &batch.weights,
+            cfg.z_loss,
+            cfg.label_smoothing,
+        ) {
+            Ok(r) => loss_total(r, batch, cfg, scale),
+            Err((h, w)) => loss(crate::kernels::matmul_nt(h, w), batch, cfg, scale),
+        }
     }
 
     /// Logits `[b × t, vocab]` of a whole batch.
@@ -981,6 +1014,31 @@ pub struct LossParts {
     pub tokens: usize,
 }
 
+/// The factor on the summed loss: the normalisation times `scale`.
+fn loss_norm(batch: &Batch, cfg: &LossConfig, scale: f32) -> f32 {
+    let norm = match cfg.normalization {
+        LossNormalization::Sum => 1.0,
+        LossNormalization::Constant(c) => 1.0 / c,
+        LossNormalization::NumRealTargetTokens => 1.0 / batch.target_tokens().max(1) as f32,
+    };
+    norm * scale
+}
+
+/// The training loss from a fused kernel's per-row losses.
+fn loss_total<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    r: crate::kernels::RowLoss<D, T>,
+    batch: &Batch,
+    cfg: &LossConfig,
+    scale: f32,
+) -> (Tensor<(), f32, D, T>, LossParts) {
+    let parts = LossParts {
+        cross_entropy: r.cross_entropy,
+        z_loss: r.z_loss,
+        tokens: batch.target_tokens(),
+    };
+    (r.loss.sum::<(), _>() * loss_norm(batch, cfg, scale), parts)
+}
+
 /// The training loss of `logits` `[n, vocab]` (a scalar on the tape) and its
 /// parts. `scale` multiplies the result (gradient accumulation).
 pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
@@ -992,11 +1050,7 @@ pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
     let dev = logits.device().clone();
     let (n, v) = *logits.shape();
     let tokens = batch.target_tokens();
-    let norm = match cfg.normalization {
-        LossNormalization::Sum => 1.0,
-        LossNormalization::Constant(c) => 1.0 / c,
-        LossNormalization::NumRealTargetTokens => 1.0 / tokens.max(1) as f32,
-    } * scale;
+    let norm = loss_norm(batch, cfg, scale);
     let smoothing = cfg.label_smoothing;
     let logits = match crate::kernels::row_loss_cpu(
         logits,
@@ -1005,14 +1059,7 @@ pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
         cfg.z_loss,
         smoothing,
     ) {
-        Ok(r) => {
-            let parts = LossParts {
-                cross_entropy: r.cross_entropy,
-                z_loss: r.z_loss,
-                tokens,
-            };
-            return (r.loss.sum::<(), _>() * norm, parts);
-        }
+        Ok(r) => return loss_total(r, batch, cfg, scale),
         Err(logits) => logits,
     };
     let mut ls = fork(logits, if smoothing > 0.0 { 3 } else { 2 });

@@ -13,7 +13,7 @@ use t5mix_pipeline::atomic::write_atomic;
 use crate::config::T5Config;
 use crate::data::{shard_files, BatchStream, DataConfig};
 use crate::error::{Result, TrainError};
-use crate::model::{loss, Batch, Dropout, LossConfig, LossNormalization, T5};
+use crate::model::{Batch, Dropout, LossConfig, LossNormalization, T5};
 use crate::optim::{clip_global_norm, Optimizer, OptimizerConfig, Schedule};
 use crate::weights::{decode_safetensors, encode_safetensors, load_model, save_model};
 
@@ -328,8 +328,7 @@ pub fn compute_gradients<D: Device<f32>>(
     };
     for (m, batch) in micro.iter().enumerate() {
         let mut drop = Dropout::new(dropout, seed, step, m as u64);
-        let logits = model.forward(batch, &mut drop, model.new_tape());
-        let (l, parts) = loss(logits, batch, &cfg, 1.0);
+        let (l, parts) = model.forward_loss(batch, &mut drop, model.new_tape(), &cfg, 1.0);
         log.loss += l.retaped::<NoneTape>().as_vec()[0] as f64;
         log.ce_per_token += parts.cross_entropy;
         log.z_loss_per_token += parts.z_loss;
@@ -349,13 +348,12 @@ pub fn eval_loss<D: Device<f32>>(model: &T5<D>, batches: &[Batch]) -> f64 {
     let mut ce = 0.0;
     let mut tokens = 0usize;
     for b in batches {
-        let logits = model.forward::<NoneTape>(b, &mut Dropout::off(), NoneTape);
         let cfg = LossConfig {
             z_loss: 0.0,
             label_smoothing: 0.0,
             normalization: LossNormalization::Sum,
         };
-        let (_, parts) = loss(logits, b, &cfg, 1.0);
+        let (_, parts) = model.forward_loss(b, &mut Dropout::off(), NoneTape, &cfg, 1.0);
         ce += parts.cross_entropy;
         tokens += parts.tokens;
     }

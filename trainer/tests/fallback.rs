@@ -9,7 +9,15 @@ use t5mix_trainer::Dev;
 
 mod common;
 
-fn run(m: &T5<Dev>, fused: bool, smoothing: f32) -> (f32, Vec<f32>, Vec<Vec<f32>>) {
+/// Loss, logits and gradients with the fused kernels on or off; the loss
+/// through `forward_loss` (on the CPU: output layer and loss in one kernel)
+/// or through `loss` of `forward`'s logits.
+fn run(
+    m: &T5<Dev>,
+    fused: bool,
+    smoothing: f32,
+    one_kernel: bool,
+) -> (f32, Vec<f32>, Vec<Vec<f32>>) {
     set_fused_kernels(fused);
     let b = common::two_examples();
     let cfg = LossConfig {
@@ -19,8 +27,12 @@ fn run(m: &T5<Dev>, fused: bool, smoothing: f32) -> (f32, Vec<f32>, Vec<Vec<f32>
     let logits = m
         .forward::<NoneTape>(&b, &mut Dropout::off(), NoneTape)
         .as_vec();
-    let out = m.forward(&b, &mut Dropout::off(), m.new_tape());
-    let (l, _) = loss(out, &b, &cfg, 1.0);
+    let (l, _) = if one_kernel {
+        m.forward_loss(&b, &mut Dropout::off(), m.new_tape(), &cfg, 1.0)
+    } else {
+        let out = m.forward(&b, &mut Dropout::off(), m.new_tape());
+        loss(out, &b, &cfg, 1.0)
+    };
     let value = l.retaped::<NoneTape>().as_vec()[0];
     let grads = m.param_grads(l.backward());
     set_fused_kernels(true);
@@ -31,12 +43,12 @@ fn run(m: &T5<Dev>, fused: bool, smoothing: f32) -> (f32, Vec<f32>, Vec<Vec<f32>
 fn fused_kernels_equal_the_dfdx_compositions() {
     for ff in ["gated-gelu", "relu"] {
         let m = common::small_model(ff, 3, None);
-        for smoothing in [0.0, 0.1] {
-            let (l1, x1, g1) = run(&m, true, smoothing);
-            let (l0, x0, g0) = run(&m, false, smoothing);
+        for (smoothing, one_kernel) in [(0.0, false), (0.1, false), (0.0, true), (0.1, true)] {
+            let (l1, x1, g1) = run(&m, true, smoothing, one_kernel);
+            let (l0, x0, g0) = run(&m, false, smoothing, one_kernel);
             assert!(
                 (l1 - l0).abs() <= 1e-5 * l0.abs(),
-                "{ff}: loss {l1} vs {l0}"
+                "{ff} {one_kernel}: loss {l1} vs {l0}"
             );
             let dx = x1
                 .iter()
@@ -53,7 +65,7 @@ fn fused_kernels_equal_the_dfdx_compositions() {
                     .fold(0f32, f32::max);
                 assert!(
                     d <= 1e-4 * scale,
-                    "{ff} {}: gradients differ by {d} (scale {scale})",
+                    "{ff} {one_kernel} {}: gradients differ by {d} (scale {scale})",
                     pi.name
                 );
             }

@@ -9,15 +9,19 @@ mod common;
 
 fn loss_of(model: &T5<Dev>, b: &Batch) -> f64 {
     let logits = model.forward::<NoneTape>(b, &mut Dropout::off(), NoneTape);
-    loss(logits, b, &LossConfig::default(), 1.0).0.array() as f64
+    let value = loss(logits, b, &LossConfig::default(), 1.0).0.array();
+    let cfg = LossConfig::default();
+    let fused = model.forward_loss(b, &mut Dropout::off(), NoneTape, &cfg, 1.0);
+    assert!((fused.0.array() - value).abs() <= 1e-5 * value.abs());
+    value as f64
 }
 
 fn check(ff: &str) {
     let mut model = common::small_model(ff, 7, Some((8, 16)));
     let b = common::two_examples();
     let tape = model.new_tape();
-    let logits = model.forward(&b, &mut Dropout::off(), tape);
-    let (l, _) = loss(logits, &b, &LossConfig::default(), 1.0);
+    // the output layer and the loss as one kernel (on the CPU)
+    let (l, _) = model.forward_loss(&b, &mut Dropout::off(), tape, &LossConfig::default(), 1.0);
     let grads = model.param_grads(l.backward());
     for (pi, g) in model.param_info().iter().zip(&grads) {
         let max = g.iter().fold(0f32, |m, x| m.max(x.abs()));
