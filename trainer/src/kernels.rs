@@ -1107,11 +1107,9 @@ mod tests {
     }
 }
 
-type Cpu4<T> = Tensor<(usize, usize, usize, usize), f32, Cpu, T>;
 type Attn3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
-type Attn4<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
 /// The inputs handed back when the fused kernel does not apply.
-pub type AttnInputs<D, T> = Box<(Attn3<D, T>, Attn3<D, T>, Attn3<D, T>, Attn4<D, T>)>;
+pub type AttnInputs<D, T> = Box<(Attn3<D, T>, Attn3<D, T>, Attn3<D, T>, Option<Attn3<D, T>>)>;
 
 /// A raw pointer that may cross threads: every task writes a disjoint part.
 #[derive(Clone, Copy)]
@@ -1162,16 +1160,19 @@ unsafe fn mm(
     )
 }
 
-/// Multi-head attention `softmax(q·kᵀ + bias)·v` from the un-split
-/// projections `q [b, t, h·dk]`, `k`, `v [b, s, h·dk]` and `bias [b, h, t, s]`
-/// (position bias and mask), to `[b, t, h·dk]`: one fused kernel per
-/// (row, head), parallel over them, with its backward. `Err` gives the
-/// inputs back on devices other than the CPU.
+/// Multi-head attention `softmax(q·kᵀ + pos + mask)·v` from the un-split
+/// projections `q [b, t, h·dk]`, `k`, `v [b, s, h·dk]`, a position bias
+/// `pos [h, t, s]` shared by the batch rows (none for cross-attention) and
+/// a mask `[b, t, s]` shared by the heads (0 or a large negative value,
+/// no gradient), to `[b, t, h·dk]`: one fused kernel per (row, head),
+/// parallel over them, with its backward. `Err` gives the inputs back on
+/// devices other than the CPU.
 pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
     q: Attn3<D, T>,
     k: Attn3<D, T>,
     v: Attn3<D, T>,
-    bias: Attn4<D, T>,
+    pos: Option<Attn3<D, T>>,
+    mask: &[f32],
     heads: usize,
 ) -> Result<Attn3<D, T>, AttnInputs<D, T>> {
     macro_rules! on_cpu {
@@ -1179,39 +1180,75 @@ pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
             let q = cast::<_, Cpu3<$tape>>(q).ok().expect("checked type");
             let k = cast::<_, Cpu3<$tape>>(k).ok().expect("same type");
             let v = cast::<_, Cpu3<$tape>>(v).ok().expect("same type");
-            let bias = cast::<_, Cpu4<$tape>>(bias).ok().expect("same type");
-            return Ok(cast(attention_impl(q, k, v, bias, heads))
+            let pos = pos.map(|p| cast::<_, Cpu3<$tape>>(p).ok().expect("same type"));
+            return Ok(cast(attention_impl(q, k, v, pos, mask, heads))
                 .ok()
                 .expect("same type"));
         }};
     }
     on_cpu_tapes!(Attn3<D, T>, Cpu3, on_cpu);
-    Err(Box::new((q, k, v, bias)))
+    Err(Box::new((q, k, v, pos)))
+}
+
+/// A new buffer of `n` values, each written once by `fill` over chunks of
+/// `chunk` values in parallel (no zero-filling first).
+fn written(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            // zeroing is a single vectorised pass over memory the chunk
+            // then overwrites; it keeps `fill` on initialised values
+            for x in c.iter_mut() {
+                x.write(0.0);
+            }
+            // SAFETY: every value of `c` was just initialised
+            let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            fill(i, c);
+        });
+    // SAFETY: all n values are initialised above
+    unsafe { out.set_len(n) };
+    out
 }
 
 fn attention_impl<T: Tape<f32, Cpu>>(
     q: Cpu3<T>,
     k: Cpu3<T>,
     v: Cpu3<T>,
-    bias: Cpu4<T>,
+    pos: Option<Cpu3<T>>,
+    mask: &[f32],
     heads: usize,
 ) -> Cpu3<T> {
     let (q, tq) = q.contiguous().split_tape();
     let (k, tk) = k.contiguous().split_tape();
     let (v, tv) = v.contiguous().split_tape();
-    let (bias, tb) = bias.contiguous().split_tape();
-    let mut tape = tq.merge(tk).merge(tv).merge(tb);
+    let mut tape = tq.merge(tk).merge(tv);
+    let pos = pos.map(|p| {
+        let (p, tp) = p.contiguous().split_tape();
+        tape = std::mem::take(&mut tape).merge(tp);
+        p
+    });
     let (b, t, inner) = *q.shape();
     let s = k.shape().1;
     let dk = inner / heads;
+    assert_eq!(mask.len(), b * t * s, "mask size");
     let (qv, kv, vv) = (values(&q), values(&k), values(&v));
-    // probabilities [b, h, t, s], kept for the backward pass: a copy of the
-    // bias, to which the scores are added in place
-    let mut probs = values(&bias).to_vec();
-    probs.par_chunks_mut(t * s).enumerate().for_each(|(bh, p)| {
+    let posv = pos.as_ref().map(values);
+    if let Some(p) = &posv {
+        assert_eq!(p.len(), heads * t * s, "position bias size");
+    }
+    // probabilities [b, h, t, s], kept for the backward pass
+    let probs = written(b * heads * t * s, t * s, |bh, p| {
         let (bi, h) = (bh / heads, bh % heads);
+        // p = mask + pos + q·kᵀ
+        p.copy_from_slice(&mask[bi * t * s..(bi + 1) * t * s]);
+        if let Some(pos) = &posv {
+            for (x, y) in p.iter_mut().zip(&pos[h * t * s..(h + 1) * t * s]) {
+                *x += y;
+            }
+        }
         unsafe {
-            // p = bias + q·kᵀ
             mm(
                 (t, s, dk),
                 p.as_mut_ptr(),
@@ -1250,24 +1287,27 @@ fn attention_impl<T: Tape<f32, Cpu>>(
     });
     let out = q.device().tensor_from_vec(out, (b, t, inner));
     if T::OWNS_TAPE {
-        let (gq, gk, gv, gb, go) = (q.ghost(), k.ghost(), v.ghost(), bias.ghost(), out.ghost());
+        let (gq, gk, gv, go) = (q.ghost(), k.ghost(), v.ghost(), out.ghost());
+        let gp = pos.as_ref().map(|p| p.ghost());
+        let mut probs = probs;
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&gq)?;
             grads.try_alloc_for(&gk)?;
             grads.try_alloc_for(&gv)?;
-            grads.try_alloc_for(&gb)?;
             grads.try_alloc_for(&go)?;
-            // SAFETY: five distinct buffers, none reallocated while in use;
-            // each (row, head) task writes its own part of dq, dk, dv, dbias.
+            if let Some(gp) = &gp {
+                grads.try_alloc_for(gp)?;
+            }
+            // SAFETY: four distinct buffers, none reallocated while in use;
+            // each (row, head) task writes its own part of dq, dk, dv.
             let g_out = SyncPtr(grads.get_or_alloc_mut(&go)?.as_mut_ptr());
             let dq = SyncPtr(grads.get_or_alloc_mut(&gq)?.as_mut_ptr());
             let dkp = SyncPtr(grads.get_or_alloc_mut(&gk)?.as_mut_ptr());
             let dv = SyncPtr(grads.get_or_alloc_mut(&gv)?.as_mut_ptr());
-            let db = SyncPtr(grads.get_or_alloc_mut(&gb)?.as_mut_ptr());
-            (0..b * heads).into_par_iter().for_each(|bh| {
+            // each task turns its probabilities into the scores' gradient dS
+            probs.par_chunks_mut(t * s).enumerate().for_each(|(bh, p)| {
                 let (bi, h) = (bh / heads, bh % heads);
-                let (g_out, dq, dkp, dv, db) = (g_out, dq, dkp, dv, db);
-                let p = &probs[bh * t * s..(bh + 1) * t * s];
+                let (g_out, dq, dkp, dv) = (g_out, dq, dkp, dv);
                 let qo = bi * t * inner + h * dk;
                 let ko = bi * s * inner + h * dk;
                 let mut ds = vec![0f32; t * s];
@@ -1283,17 +1323,6 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                         vv.as_ptr().add(ko),
                         (1, inner),
                     );
-                    // dS = P ⊙ (dP − rowsum(dP ⊙ P)); the bias gets dS
-                    let dbias = std::slice::from_raw_parts_mut(db.0.add(bh * t * s), t * s);
-                    for ((drow, prow), brow) in
-                        ds.chunks_mut(s).zip(p.chunks(s)).zip(dbias.chunks_mut(s))
-                    {
-                        let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
-                        for j in 0..s {
-                            drow[j] = prow[j] * (drow[j] - dot);
-                            brow[j] += drow[j];
-                        }
-                    }
                     // dV += Pᵀ · dO
                     mm(
                         (s, dk, t),
@@ -1305,13 +1334,22 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                         g_out.0.add(qo),
                         (inner, 1),
                     );
+                }
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), over P
+                for (drow, prow) in ds.chunks(s).zip(p.chunks_mut(s)) {
+                    let dot: f32 = drow.iter().zip(prow.iter()).map(|(a, b)| a * b).sum();
+                    for j in 0..s {
+                        prow[j] *= drow[j] - dot;
+                    }
+                }
+                unsafe {
                     // dQ += dS · k
                     mm(
                         (t, dk, s),
                         dq.0.add(qo),
                         (inner, 1),
                         true,
-                        ds.as_ptr(),
+                        p.as_ptr(),
                         (s, 1),
                         kv.as_ptr().add(ko),
                         (inner, 1),
@@ -1322,13 +1360,26 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                         dkp.0.add(ko),
                         (inner, 1),
                         true,
-                        ds.as_ptr(),
+                        p.as_ptr(),
                         (1, s),
                         qv.as_ptr().add(qo),
                         (inner, 1),
                     );
                 }
             });
+            // the position bias gets dS summed over the batch rows (in row order)
+            if let Some(gp) = &gp {
+                let dpos = grads.get_or_alloc_mut(gp)?;
+                dpos.par_chunks_mut(s).enumerate().for_each(|(hr, d)| {
+                    let (h, r) = (hr / t, hr % t);
+                    for bi in 0..b {
+                        let o = ((bi * heads + h) * t + r) * s;
+                        for (x, y) in d.iter_mut().zip(&probs[o..o + s]) {
+                            *x += y;
+                        }
+                    }
+                });
+            }
             Ok(())
         });
     }

@@ -289,6 +289,13 @@ impl Normal {
 
 type KeyValue<D> = (T4<D, NoneTape>, T4<D, NoneTape>);
 
+/// An attention mask `[b, tq, tk]` (0 or [`MASKED`]), shared by the heads
+/// and layers: host values for the fused CPU kernel, a tensor for dfdx.
+struct Mask<D: Device<f32>> {
+    host: Vec<f32>,
+    dev: T3<D, NoneTape>,
+}
+
 /// Per-forward cached state of the decoder for incremental decoding.
 pub struct DecodeCache<D: Device<f32>> {
     cross_kv: Vec<KeyValue<D>>,
@@ -531,25 +538,36 @@ impl<D: Device<f32>> T5<D> {
         self.dense(ctx, a.o)
     }
 
-    /// Attention from un-split projections `[b, t, inner]`: the fused CPU
-    /// kernel when there is no attention dropout, else dfdx primitives.
+    /// Attention from un-split projections `[b, t, inner]` with a position
+    /// bias `[h, tq, tk]` (self-attention) and a mask: the fused CPU kernel
+    /// when there is no attention dropout, else dfdx primitives over the
+    /// bias and mask broadcast to `[b, h, tq, tk]`.
     #[allow(clippy::too_many_arguments)]
     fn attention3<T: Tape<f32, D> + 'static>(
         &self,
         q: T3<D, T>,
         k: T3<D, T>,
         v: T3<D, T>,
-        bias: T4<D, T>,
+        pos: Option<T3<D, T>>,
+        mask: &Mask<D>,
         a: AttnIdx,
         drop: &mut Dropout,
     ) -> T3<D, T> {
-        let (q, k, v, bias) = if drop.rate <= 0.0 {
-            match crate::kernels::attention_cpu(q, k, v, bias, self.cfg.num_heads) {
+        let heads = self.cfg.num_heads;
+        let (q, k, v, pos) = if drop.rate <= 0.0 {
+            match crate::kernels::attention_cpu(q, k, v, pos, &mask.host, heads) {
                 Ok(ctx) => return self.dense(ctx, a.o),
                 Err(back) => *back,
             }
         } else {
-            (q, k, v, bias)
+            (q, k, v, pos)
+        };
+        let (b, tq, tk) = *mask.dev.shape();
+        let shape = (b, heads, tq, tk);
+        let mask = mask.dev.clone().broadcast_like::<_, Axis<1>>(&shape);
+        let bias = match pos {
+            Some(p) => p.broadcast_like::<_, Axis<0>>(&shape) + mask,
+            None => mask.retaped::<T>(),
         };
         let (q, k, v) = (
             self.split_heads(q),
@@ -586,7 +604,8 @@ impl<D: Device<f32>> T5<D> {
         &self,
         x: T3<D, T>,
         blk: &BlockIdx,
-        bias: T4<D, T>,
+        pos: T3<D, T>,
+        mask: &Mask<D>,
         drop: &mut Dropout,
     ) -> T3<D, T> {
         let mut xs = fork(x, 2);
@@ -599,7 +618,7 @@ impl<D: Device<f32>> T5<D> {
         let q = self.dense(hq, blk.self_attn.q);
         let k = self.dense(hk, blk.self_attn.k);
         let v = self.dense(hv, blk.self_attn.v);
-        let a = self.attention3(q, k, v, bias, blk.self_attn, drop);
+        let a = self.attention3(q, k, v, Some(pos), mask, blk.self_attn, drop);
         drop.apply(a) + res
     }
 
@@ -617,6 +636,20 @@ impl<D: Device<f32>> T5<D> {
         drop.apply(f) + res
     }
 
+    /// Position bias `[h, tq, tk]` of a stack from its table (contiguous).
+    fn position_table<T: Tape<f32, D> + 'static>(
+        &self,
+        stack: &StackIdx,
+        buckets: Vec<usize>,
+        tq: usize,
+        tk: usize,
+    ) -> T3<D, T> {
+        let idx = self.dev.tensor_from_vec(buckets, (tq, tk));
+        let table = self.p::<T>(stack.rel_bias); // [buckets, heads]
+        let g: T3<D, T> = table.gather(idx); // [tq, tk, h]
+        g.permute::<_, Axes3<2, 0, 1>>().contiguous()
+    }
+
     /// Position bias `[b, h, tq, tk]` of a stack from its table.
     fn position_bias<T: Tape<f32, D> + 'static>(
         &self,
@@ -626,11 +659,16 @@ impl<D: Device<f32>> T5<D> {
         tq: usize,
         tk: usize,
     ) -> T4<D, T> {
-        let idx = self.dev.tensor_from_vec(buckets, (tq, tk));
-        let table = self.p::<T>(stack.rel_bias); // [buckets, heads]
-        let g: T3<D, T> = table.gather(idx); // [tq, tk, h]
-        g.permute::<_, Axes3<2, 0, 1>>()
+        self.position_table(stack, buckets, tq, tk)
             .broadcast_like::<_, Axis<0>>(&(b, self.cfg.num_heads, tq, tk))
+    }
+
+    /// An attention mask `[b, tq, tk]` on the host and the device.
+    fn mask(&self, m: Vec<f32>, b: usize, tq: usize, tk: usize) -> Mask<D> {
+        Mask {
+            dev: self.dev.tensor_from_vec(m.clone(), (b, tq, tk)),
+            host: m,
+        }
     }
 
     fn mask4(&self, m: Vec<f32>, b: usize, tq: usize, tk: usize) -> T4<D, NoneTape> {
@@ -711,16 +749,12 @@ impl<D: Device<f32>> T5<D> {
             }
         }
         let layers = self.encoder.blocks.len();
-        let bias = self.position_bias::<T>(
-            &self.encoder,
-            b,
-            bucket_matrix(&self.cfg, 0, s, s, true),
-            s,
-            s,
-        ) + self.mask4(m, b, s, s);
-        let mut biases = fork(bias, layers.max(1));
+        let mask = self.mask(m, b, s, s);
+        let pos =
+            self.position_table::<T>(&self.encoder, bucket_matrix(&self.cfg, 0, s, s, true), s, s);
+        let mut biases = fork(pos, layers.max(1));
         for blk in &self.encoder.blocks {
-            x = self.self_attention_sublayer(x, blk, biases.remove(0), drop);
+            x = self.self_attention_sublayer(x, blk, biases.remove(0), &mask, drop);
             x = self.ff_sublayer(x, blk, drop);
         }
         drop.apply(self.rms_norm(x, self.encoder.final_ln))
@@ -763,18 +797,18 @@ impl<D: Device<f32>> T5<D> {
         let layers = self.decoder.blocks.len();
         let (selfm, crossm) = self.decoder_masks(batch);
         let mut x = drop.apply(self.embed::<T>(&batch.dec_inputs, b, t, T::default()));
-        let bias = self.position_bias::<T>(
+        let self_mask = self.mask(selfm, b, t, t);
+        let pos = self.position_table::<T>(
             &self.decoder,
-            b,
             bucket_matrix(&self.cfg, 0, t, t, false),
             t,
             t,
-        ) + self.mask4(selfm, b, t, t);
-        let mut biases = fork(bias, layers.max(1));
-        let cross_mask = self.mask4(crossm, b, t, s);
+        );
+        let mut biases = fork(pos, layers.max(1));
+        let cross_mask = self.mask(crossm, b, t, s);
         let mut encs = fork(enc, 2 * layers);
         for blk in &self.decoder.blocks {
-            x = self.self_attention_sublayer(x, blk, biases.remove(0), drop);
+            x = self.self_attention_sublayer(x, blk, biases.remove(0), &self_mask, drop);
             // cross-attention
             let (ln, ca) = blk.cross.expect("decoder block has cross-attention");
             let mut xs = fork(x, 2);
@@ -785,8 +819,7 @@ impl<D: Device<f32>> T5<D> {
             let ev = encs.remove(0);
             let k = self.dense(ek, ca.k);
             let v = self.dense(ev, ca.v);
-            let zero = cross_mask.retaped::<T>();
-            let a = self.attention3(q, k, v, zero, ca, drop);
+            let a = self.attention3(q, k, v, None, &cross_mask, ca, drop);
             x = drop.apply(a) + res;
             x = self.ff_sublayer(x, blk, drop);
         }
