@@ -10,6 +10,10 @@ mod vocab_cmd;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+// large zero-filled buffers (the trainer's gradients) are cleared on all cores
+#[global_allocator]
+static ALLOC: t5mix_trainer::ParallelZeroing = t5mix_trainer::ParallelZeroing;
+
 /// The T5 data pipeline and trainer, without TensorFlow.
 ///
 /// Stages: `clean` raw crawl text with the C4 rules, `vocab` (SentencePiece

@@ -14,6 +14,10 @@ use t5mix_trainer::model::{Batch, Dropout, LossConfig};
 use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
 use t5mix_trainer::{Dev, T5Config, T5};
 
+// as the `t5mix` binary
+#[global_allocator]
+static ALLOC: t5mix_trainer::ParallelZeroing = t5mix_trainer::ParallelZeroing;
+
 fn batch(b: usize, s: usize, t: usize, seed: u64) -> Batch {
     let mut x = seed;
     let mut next = || {
