@@ -619,7 +619,7 @@ impl<D: Device<f32>> T5<D> {
         let k = self.dense(hk, blk.self_attn.k);
         let v = self.dense(hv, blk.self_attn.v);
         let a = self.attention3(q, k, v, Some(pos), mask, blk.self_attn, drop);
-        drop.apply(a) + res
+        crate::kernels::add(drop.apply(a), res)
     }
 
     /// Pre-norm feed-forward with its residual connection.
@@ -633,7 +633,7 @@ impl<D: Device<f32>> T5<D> {
         let res = xs.pop().unwrap();
         let h = self.rms_norm(xs.pop().unwrap(), blk.ff_ln);
         let f = self.feed_forward(h, blk.ff, drop);
-        drop.apply(f) + res
+        crate::kernels::add(drop.apply(f), res)
     }
 
     /// Position bias `[h, tq, tk]` of a stack from its table (contiguous).
@@ -820,7 +820,7 @@ impl<D: Device<f32>> T5<D> {
             let k = self.dense(ek, ca.k);
             let v = self.dense(ev, ca.v);
             let a = self.attention3(q, k, v, None, &cross_mask, ca, drop);
-            x = drop.apply(a) + res;
+            x = crate::kernels::add(drop.apply(a), res);
             x = self.ff_sublayer(x, blk, drop);
         }
         debug_assert!(encs.is_empty());
