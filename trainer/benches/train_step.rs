@@ -62,9 +62,7 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
         let grads = model.param_grads(l.backward());
         let t2 = Instant::now();
         opt.update(&mut host, &grads, 1e-3);
-        for (p, h) in model.params.iter_mut().zip(&host) {
-            p.copy_from(h);
-        }
+        model.set_params(&host);
         let t3 = Instant::now();
         if step > 0 {
             // the first step warms allocations up

@@ -211,6 +211,34 @@ fn values<S: Shape>(t: &Tensor<S, f32, Cpu>) -> Values<S> {
     Values { t: t.clone(), len }
 }
 
+/// `t.copy_from(src)`, on the CPU in parallel chunks.
+pub fn copy_from<D: Device<f32>>(t: &mut Tensor<(usize, usize), f32, D>, src: &[f32]) {
+    let any: &mut dyn Any = t;
+    let Some(t) = any.downcast_mut::<Tensor<(usize, usize), f32, Cpu>>() else {
+        let t = any
+            .downcast_mut::<Tensor<(usize, usize), f32, D>>()
+            .expect("same type");
+        return t.copy_from(src);
+    };
+    let n = t.shape().num_elements();
+    assert_eq!(src.len(), n, "copied values");
+    if n == 0 {
+        return;
+    }
+    // checks contiguity and bounds (shares the buffer only for this check)
+    drop(values(t));
+    // unique buffer (IndexMut makes it so), standard strides (checked):
+    // the n values are one run from the first
+    let first = SyncPtr(&mut t[[0, 0]] as *mut f32);
+    src.par_chunks(CHUNK * 16).enumerate().for_each(|(i, c)| {
+        let first = first;
+        // SAFETY: chunk i of the n values, written by this task only
+        unsafe {
+            std::ptr::copy_nonoverlapping(c.as_ptr(), first.get().add(i * CHUNK * 16), c.len())
+        }
+    });
+}
+
 /// Moves a value to the concrete type `U` if it is that type.
 fn cast<A: 'static, U: 'static>(a: A) -> Result<U, A> {
     let b: Box<dyn Any> = Box::new(a);
@@ -1140,6 +1168,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn parallel_copy_sets_every_value_of_its_own_buffer() {
+        let dev = Cpu::default();
+        let mut t = dev.tensor_from_vec(vec![0f32; 3 * 70_000], (3, 70_000));
+        let before = t.clone();
+        let src: Vec<f32> = (0..3 * 70_000).map(|i| i as f32).collect();
+        copy_from(&mut t, &src);
+        assert_eq!(t.as_vec(), src);
+        assert!(before.as_vec().iter().all(|&x| x == 0.0), "a clone changed");
     }
 
     #[test]

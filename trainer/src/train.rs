@@ -648,9 +648,7 @@ impl<D: Device<f32>> Trainer<D> {
             );
             log.grad_norm = clip_global_norm(&mut grads, opts.clip_grad_norm);
             self.optimizer.update(&mut host, &grads, lr);
-            for (p, h) in self.model.params.iter_mut().zip(&host) {
-                p.copy_from(h);
-            }
+            self.model.set_params(&host);
             self.step += 1;
             ran += 1;
             log.step = self.step;
