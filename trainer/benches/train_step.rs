@@ -38,6 +38,11 @@ fn batch(b: usize, s: usize, t: usize, seed: u64) -> Batch {
 }
 
 fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, optimizer: &str) {
+    // the bar's configuration: no dropout; `T5MIX_BENCH_DROPOUT=0.1` turns it on
+    let dropout: f32 = std::env::var("T5MIX_BENCH_DROPOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     let dev = Dev::default();
     // as `t5mix train` does; DFDX_CACHE=1 turns dfdx's allocation cache on
     t5mix_trainer::setup_device(&dev);
@@ -57,7 +62,8 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
     for step in 0..steps + 1 {
         let bt = batch(b, s, t, step as u64);
         let t0 = Instant::now();
-        let (l, _) = model.forward_loss(&bt, &mut Dropout::off(), model.new_tape(), &lcfg, 1.0);
+        let mut drop = Dropout::new(dropout, 0, step as u64, 0);
+        let (l, _) = model.forward_loss(&bt, &mut drop, model.new_tape(), &lcfg, 1.0);
         let t1 = Instant::now();
         let grads = model.param_grads(l.backward());
         let t2 = Instant::now();
@@ -78,7 +84,7 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
     let median = each.get(each.len() / 2).copied().unwrap_or(0.0);
     let tokens = (b * (s + t)) as f64;
     println!(
-        "{name}: {:.0} ms/step (median {:.0}; {:.0} forward+loss, {:.0} backward, {:.0} optimizer), {:.0} tokens/s, {} threads, {optimizer}",
+        "{name}: {:.0} ms/step (median {:.0}; {:.0} forward+loss, {:.0} backward, {:.0} optimizer), {:.0} tokens/s, {} threads, {optimizer}, dropout {dropout}",
         total / n * 1e3,
         median * 1e3,
         tf / n * 1e3,

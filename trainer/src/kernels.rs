@@ -231,7 +231,6 @@ pub fn copy_from<D: Device<f32>>(t: &mut Tensor<(usize, usize), f32, D>, src: &[
     // the n values are one run from the first
     let first = SyncPtr(&mut t[[0, 0]] as *mut f32);
     src.par_chunks(CHUNK * 16).enumerate().for_each(|(i, c)| {
-        let first = first;
         // SAFETY: chunk i of the n values, written by this task only
         unsafe {
             std::ptr::copy_nonoverlapping(c.as_ptr(), first.get().add(i * CHUNK * 16), c.len())
@@ -294,6 +293,64 @@ fn add_cpu<T: Tape<f32, Cpu>>(a: Cpu3<T>, b: Cpu3<T>) -> Cpu3<T> {
                     .zip(g_out.par_chunks(CHUNK))
                     .for_each(|(d, g)| d.iter_mut().zip(g).for_each(|(d, g)| *d += g));
             }
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// `x ⊙ mask` for a constant mask of `x`'s size in standard order (dropout):
+/// one parallel pass each way on the CPU, dfdx's multiply elsewhere.
+pub fn mul_mask<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
+    x: Tensor<S, f32, D, T>,
+    mask: Vec<f32>,
+) -> Tensor<S, f32, D, T> {
+    let this = std::any::TypeId::of::<Tensor<S, f32, D, T>>();
+    if fused() && this == std::any::TypeId::of::<Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>>() {
+        let xc = cast::<_, Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>>(x)
+            .ok()
+            .expect("checked type");
+        return cast(mul_mask_cpu(xc, mask)).unwrap_or_else(|_| unreachable!("same type"));
+    }
+    if fused() && this == std::any::TypeId::of::<Tensor<S, f32, Cpu, NoneTape>>() {
+        let xc = cast::<_, Tensor<S, f32, Cpu, NoneTape>>(x)
+            .ok()
+            .expect("checked type");
+        return cast(mul_mask_cpu(xc, mask)).unwrap_or_else(|_| unreachable!("same type"));
+    }
+    let shape = *x.shape();
+    let m = x.device().tensor_from_vec(mask, shape);
+    x * m
+}
+
+fn mul_mask_cpu<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+    mask: Vec<f32>,
+) -> Tensor<S, f32, Cpu, T> {
+    let (x, mut tape) = x.contiguous().split_tape();
+    let xv = values(&x);
+    assert_eq!(xv.len(), mask.len(), "mask size");
+    let out = written(xv.len(), CHUNK, |i, o| {
+        let (x, m) = (&xv[i * CHUNK..], &mask[i * CHUNK..]);
+        for j in 0..o.len() {
+            o[j] = x[j] * m[j];
+        }
+    });
+    let out = x.device().tensor_from_vec(out, *x.shape());
+    if T::OWNS_TAPE {
+        let (gx, go) = (x.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let g_out = output_grad!(grads, &go, [&gx]);
+            grads
+                .get_or_alloc_mut(&gx)?
+                .par_chunks_mut(CHUNK)
+                .zip(g_out.par_chunks(CHUNK))
+                .zip(mask.par_chunks(CHUNK))
+                .for_each(|((d, g), m)| {
+                    for j in 0..d.len() {
+                        d[j] += g[j] * m[j];
+                    }
+                });
             Ok(())
         });
     }
@@ -1198,7 +1255,13 @@ mod tests {
 
 type Attn3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
 /// The inputs handed back when the fused kernel does not apply.
-pub type AttnInputs<D, T> = Box<(Attn3<D, T>, Attn3<D, T>, Attn3<D, T>, Option<Attn3<D, T>>)>;
+pub type AttnInputs<D, T> = Box<(
+    Attn3<D, T>,
+    Attn3<D, T>,
+    Attn3<D, T>,
+    Option<Attn3<D, T>>,
+    Option<Vec<f32>>,
+)>;
 
 /// A raw pointer that may cross threads: every task writes a disjoint part.
 #[derive(Clone, Copy)]
@@ -1254,14 +1317,16 @@ unsafe fn mm(
 /// `pos [h, t, s]` shared by the batch rows (none for cross-attention) and
 /// a mask `[b, t, s]` shared by the heads (0 or a large negative value,
 /// no gradient), to `[b, t, h·dk]`: one fused kernel per (row, head),
-/// parallel over them, with its backward. `Err` gives the inputs back on
-/// devices other than the CPU.
+/// parallel over them, with its backward. `dropout` is an optional mask
+/// `[b, h, t, s]` (0 or 1 / keep) on the probabilities. `Err` gives the
+/// inputs back on devices other than the CPU.
 pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
     q: Attn3<D, T>,
     k: Attn3<D, T>,
     v: Attn3<D, T>,
     pos: Option<Attn3<D, T>>,
     mask: &[f32],
+    dropout: Option<Vec<f32>>,
     heads: usize,
 ) -> Result<Attn3<D, T>, AttnInputs<D, T>> {
     macro_rules! on_cpu {
@@ -1270,13 +1335,13 @@ pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
             let k = cast::<_, Cpu3<$tape>>(k).ok().expect("same type");
             let v = cast::<_, Cpu3<$tape>>(v).ok().expect("same type");
             let pos = pos.map(|p| cast::<_, Cpu3<$tape>>(p).ok().expect("same type"));
-            return Ok(cast(attention_impl(q, k, v, pos, mask, heads))
+            return Ok(cast(attention_impl(q, k, v, pos, mask, dropout, heads))
                 .ok()
                 .expect("same type"));
         }};
     }
     on_cpu_tapes!(Attn3<D, T>, Cpu3, on_cpu);
-    Err(Box::new((q, k, v, pos)))
+    Err(Box::new((q, k, v, pos, dropout)))
 }
 
 /// A new buffer of `n` values, each written once by `fill` over chunks of
@@ -1301,12 +1366,27 @@ fn written(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> V
     out
 }
 
+/// The probabilities `p` of (row, head) `bh` as multiplied by v: after
+/// dropout (written to `scratch`) when there is a mask.
+fn dropped(dropout: &Option<Vec<f32>>, bh: usize, p: &[f32], scratch: &mut Vec<f32>) -> *const f32 {
+    match dropout {
+        None => p.as_ptr(),
+        Some(d) => {
+            let m = &d[bh * p.len()..(bh + 1) * p.len()];
+            scratch.clear();
+            scratch.extend(p.iter().zip(m).map(|(p, m)| p * m));
+            scratch.as_ptr()
+        }
+    }
+}
+
 fn attention_impl<T: Tape<f32, Cpu>>(
     q: Cpu3<T>,
     k: Cpu3<T>,
     v: Cpu3<T>,
     pos: Option<Cpu3<T>>,
     mask: &[f32],
+    dropout: Option<Vec<f32>>,
     heads: usize,
 ) -> Cpu3<T> {
     let (q, tq) = q.contiguous().split_tape();
@@ -1322,6 +1402,10 @@ fn attention_impl<T: Tape<f32, Cpu>>(
     let s = k.shape().1;
     let dk = inner / heads;
     assert_eq!(mask.len(), b * t * s, "mask size");
+    if let Some(d) = &dropout {
+        assert_eq!(d.len(), b * heads * t * s, "dropout mask size");
+    }
+
     let (qv, kv, vv) = (values(&q), values(&k), values(&v));
     let posv = pos.as_ref().map(values);
     if let Some(p) = &posv {
@@ -1361,13 +1445,20 @@ fn attention_impl<T: Tape<f32, Cpu>>(
     let op = SyncPtr(out.as_mut_ptr());
     (0..b * heads).into_par_iter().for_each(|bh| {
         let (bi, h) = (bh / heads, bh % heads);
+        let mut scratch = Vec::new();
+        let p = dropped(
+            &dropout,
+            bh,
+            &probs[bh * t * s..(bh + 1) * t * s],
+            &mut scratch,
+        );
         unsafe {
             mm(
                 (t, dk, s),
                 op.get().add(bi * t * inner + h * dk),
                 (inner, 1),
                 false,
-                probs.as_ptr().add(bh * t * s),
+                p,
                 (s, 1),
                 vv.as_ptr().add(bi * s * inner + h * dk),
                 (inner, 1),
@@ -1400,6 +1491,8 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                 let qo = bi * t * inner + h * dk;
                 let ko = bi * s * inner + h * dk;
                 let mut ds = vec![0f32; t * s];
+                let mut scratch = Vec::new();
+                let pd = dropped(&dropout, bh, p, &mut scratch);
                 unsafe {
                     // dP = dO · vᵀ
                     mm(
@@ -1412,17 +1505,22 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                         vv.as_ptr().add(ko),
                         (1, inner),
                     );
-                    // dV += Pᵀ · dO
+                    // dV += Pᵀ · dO (P after dropout)
                     mm(
                         (s, dk, t),
                         dv.0.add(ko),
                         (inner, 1),
                         true,
-                        p.as_ptr(),
+                        pd,
                         (1, s),
                         g_out.0.add(qo),
                         (inner, 1),
                     );
+                }
+                // through the dropout: dP ⊙ mask
+                if let Some(d) = &dropout {
+                    let m = &d[bh * t * s..(bh + 1) * t * s];
+                    ds.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
                 }
                 // dS = P ⊙ (dP − rowsum(dP ⊙ P)), over P
                 for (drow, prow) in ds.chunks(s).zip(p.chunks_mut(s)) {

@@ -180,6 +180,32 @@ impl Dropout {
         }
     }
 
+    /// The next `n` mask values (0, or 1 / keep with probability keep), as
+    /// drawn one `u32` at a time from the stream, generated in parallel
+    /// chunks that each start at their own word of the stream.
+    pub(crate) fn mask(&mut self, n: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        const WORDS: usize = 1 << 16;
+        let keep = 1.0 - self.rate;
+        let threshold = (keep as f64 * u32::MAX as f64) as u32;
+        let scale = 1.0 / keep;
+        let start = self.rng.get_word_pos();
+        let mut mask = vec![0f32; n];
+        mask.par_chunks_mut(WORDS).enumerate().for_each(|(i, c)| {
+            let mut rng = self.rng.clone();
+            rng.set_word_pos(start + (i * WORDS) as u128);
+            for x in c {
+                *x = if rng.next_u32() <= threshold {
+                    scale
+                } else {
+                    0.0
+                };
+            }
+        });
+        self.rng.set_word_pos(start + n as u128);
+        mask
+    }
+
     fn apply<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
         &mut self,
         x: Tensor<S, f32, D, T>,
@@ -187,22 +213,8 @@ impl Dropout {
         if self.rate <= 0.0 {
             return x;
         }
-        let n = x.shape().num_elements();
-        let keep = 1.0 - self.rate;
-        let threshold = (keep as f64 * u32::MAX as f64) as u32;
-        let scale = 1.0 / keep;
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                if self.rng.next_u32() <= threshold {
-                    scale
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let shape = *x.shape();
-        let m = x.device().tensor_from_vec(mask, shape);
-        x * m
+        let mask = self.mask(x.shape().num_elements());
+        crate::kernels::mul_mask(x, mask)
     }
 }
 
@@ -517,7 +529,7 @@ impl<D: Device<f32>> T5<D> {
 
     /// Attention of `q_in` over `kv_in` (self-attention when they are forks
     /// of the same tensor); `bias` is added to the scores: position bias
-    /// and/or mask, `[b, h, tq, tk]`.
+    /// and/or mask, `[b, h, tq, tk]`; `dropout`, a mask on the probabilities.
     fn attention<T: Tape<f32, D> + 'static>(
         &self,
         q: T4<D, T>,
@@ -525,12 +537,15 @@ impl<D: Device<f32>> T5<D> {
         v: T4<D, T>,
         bias: T4<D, T>,
         a: AttnIdx,
-        drop: &mut Dropout,
+        dropout: Option<Vec<f32>>,
     ) -> T3<D, T> {
         let (b, _, tq, _) = *q.shape();
         let kt = k.permute::<_, Axes4<0, 1, 3, 2>>();
         let scores = q.matmul(kt) + bias;
-        let probs = drop.apply(scores.softmax::<Axis<3>>());
+        let mut probs = scores.softmax::<Axis<3>>();
+        if let Some(m) = dropout {
+            probs = crate::kernels::mul_mask(probs, m);
+        }
         let ctx = probs.matmul(v); // [b, h, tq, dk]
         let ctx =
             ctx.permute::<_, Axes4<0, 2, 1, 3>>()
@@ -539,8 +554,8 @@ impl<D: Device<f32>> T5<D> {
     }
 
     /// Attention from un-split projections `[b, t, inner]` with a position
-    /// bias `[h, tq, tk]` (self-attention) and a mask: the fused CPU kernel
-    /// when there is no attention dropout, else dfdx primitives over the
+    /// bias `[h, tq, tk]` (self-attention), a mask and dropout on the
+    /// probabilities: the fused CPU kernel, else dfdx primitives over the
     /// bias and mask broadcast to `[b, h, tq, tk]`.
     #[allow(clippy::too_many_arguments)]
     fn attention3<T: Tape<f32, D> + 'static>(
@@ -554,15 +569,14 @@ impl<D: Device<f32>> T5<D> {
         drop: &mut Dropout,
     ) -> T3<D, T> {
         let heads = self.cfg.num_heads;
-        let (q, k, v, pos) = if drop.rate <= 0.0 {
-            match crate::kernels::attention_cpu(q, k, v, pos, &mask.host, heads) {
+        let (b, tq, tk) = *mask.dev.shape();
+        // drawn here for both paths: the same masks either way
+        let dropout = (drop.rate > 0.0).then(|| drop.mask(b * heads * tq * tk));
+        let (q, k, v, pos, dropout) =
+            match crate::kernels::attention_cpu(q, k, v, pos, &mask.host, dropout, heads) {
                 Ok(ctx) => return self.dense(ctx, a.o),
                 Err(back) => *back,
-            }
-        } else {
-            (q, k, v, pos)
-        };
-        let (b, tq, tk) = *mask.dev.shape();
+            };
         let shape = (b, heads, tq, tk);
         let mask = mask.dev.clone().broadcast_like::<_, Axis<1>>(&shape);
         let bias = match pos {
@@ -574,7 +588,7 @@ impl<D: Device<f32>> T5<D> {
             self.split_heads(k),
             self.split_heads(v),
         );
-        self.attention(q, k, v, bias, a, drop)
+        self.attention(q, k, v, bias, a, dropout)
     }
 
     fn feed_forward<T: Tape<f32, D> + 'static>(
@@ -950,7 +964,7 @@ impl<D: Device<f32>> T5<D> {
             let k = k.contiguous();
             let v = v.contiguous();
             cache.self_kv[l] = Some((k.clone(), v.clone()));
-            x = self.attention(q, k, v, bias.clone(), blk.self_attn, &mut off) + x;
+            x = self.attention(q, k, v, bias.clone(), blk.self_attn, None) + x;
             let (ln, ca) = blk.cross.expect("decoder block has cross-attention");
             let h = self.rms_norm(x.clone(), ln);
             let q = self.split_heads(self.dense(h, ca.q));
@@ -961,7 +975,7 @@ impl<D: Device<f32>> T5<D> {
                 cv.clone(),
                 cache.cross_mask.clone(),
                 ca,
-                &mut off,
+                None,
             ) + x;
             let h = self.rms_norm(x.clone(), blk.ff_ln);
             x = self.feed_forward(h, blk.ff, &mut off) + x;
@@ -1142,4 +1156,36 @@ pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
     };
     let total = (ce_w + z_w).sum::<(), _>() * norm;
     (total, parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Masks generated in parallel chunks are the values drawn one at a time
+    /// from the stream, and the stream goes on after them.
+    #[test]
+    fn dropout_masks_follow_the_stream() {
+        let mut d = Dropout::new(0.25, 3, 5, 1);
+        let mut serial = d.rng.clone();
+        let threshold = (0.75f64 * u32::MAX as f64) as u32;
+        for n in [1, 70_000, 200_000, 3] {
+            let mask = d.mask(n);
+            let want: Vec<f32> = (0..n)
+                .map(|_| {
+                    if serial.next_u32() <= threshold {
+                        1.0 / 0.75
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            assert_eq!(mask, want, "n {n}");
+        }
+        let dropped = d.mask(10_000).iter().filter(|&&x| x == 0.0).count();
+        assert!(
+            (2_200..2_800).contains(&dropped),
+            "{dropped} of 10000 dropped"
+        );
+    }
 }

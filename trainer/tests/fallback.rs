@@ -17,6 +17,7 @@ fn run(
     fused: bool,
     smoothing: f32,
     one_kernel: bool,
+    dropout: f32,
 ) -> (f32, Vec<f32>, Vec<Vec<f32>>) {
     set_fused_kernels(fused);
     let b = common::two_examples();
@@ -27,10 +28,12 @@ fn run(
     let logits = m
         .forward::<NoneTape>(&b, &mut Dropout::off(), NoneTape)
         .as_vec();
+    // the same dropout masks in both runs (seed, step, micro-batch)
+    let mut drop = Dropout::new(dropout, 7, 3, 0);
     let (l, _) = if one_kernel {
-        m.forward_loss(&b, &mut Dropout::off(), m.new_tape(), &cfg, 1.0)
+        m.forward_loss(&b, &mut drop, m.new_tape(), &cfg, 1.0)
     } else {
-        let out = m.forward(&b, &mut Dropout::off(), m.new_tape());
+        let out = m.forward(&b, &mut drop, m.new_tape());
         loss(out, &b, &cfg, 1.0)
     };
     let value = l.retaped::<NoneTape>().as_vec()[0];
@@ -43,12 +46,19 @@ fn run(
 fn fused_kernels_equal_the_dfdx_compositions() {
     for ff in ["gated-gelu", "relu"] {
         let m = common::small_model(ff, 3, None);
-        for (smoothing, one_kernel) in [(0.0, false), (0.1, false), (0.0, true), (0.1, true)] {
-            let (l1, x1, g1) = run(&m, true, smoothing, one_kernel);
-            let (l0, x0, g0) = run(&m, false, smoothing, one_kernel);
+        for (smoothing, one_kernel, dropout) in [
+            (0.0, false, 0.0),
+            (0.1, false, 0.0),
+            (0.0, true, 0.0),
+            (0.1, true, 0.0),
+            (0.0, true, 0.2),
+            (0.1, false, 0.2),
+        ] {
+            let (l1, x1, g1) = run(&m, true, smoothing, one_kernel, dropout);
+            let (l0, x0, g0) = run(&m, false, smoothing, one_kernel, dropout);
             assert!(
                 (l1 - l0).abs() <= 1e-5 * l0.abs(),
-                "{ff} {one_kernel}: loss {l1} vs {l0}"
+                "{ff} {one_kernel} {dropout}: loss {l1} vs {l0}"
             );
             let dx = x1
                 .iter()
@@ -65,7 +75,7 @@ fn fused_kernels_equal_the_dfdx_compositions() {
                     .fold(0f32, f32::max);
                 assert!(
                     d <= 1e-4 * scale,
-                    "{ff} {one_kernel} {}: gradients differ by {d} (scale {scale})",
+                    "{ff} {one_kernel} {dropout} {}: gradients differ by {d} (scale {scale})",
                     pi.name
                 );
             }
