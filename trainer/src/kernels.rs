@@ -1441,7 +1441,8 @@ fn attention_impl<T: Tape<f32, Cpu>>(
             row.iter_mut().for_each(|x| *x *= inv);
         }
     });
-    let mut out = vec![0f32; b * t * inner];
+    // every value is written by one (row, head) task below (no zero-filling)
+    let mut out: Vec<f32> = Vec::with_capacity(b * t * inner);
     let op = SyncPtr(out.as_mut_ptr());
     (0..b * heads).into_par_iter().for_each(|bh| {
         let (bi, h) = (bh / heads, bh % heads);
@@ -1465,6 +1466,8 @@ fn attention_impl<T: Tape<f32, Cpu>>(
             );
         }
     });
+    // SAFETY: the tasks wrote all b·t·inner values (each its rows' head columns)
+    unsafe { out.set_len(b * t * inner) };
     let out = q.device().tensor_from_vec(out, (b, t, inner));
     if T::OWNS_TAPE {
         let (gq, gk, gv, go) = (q.ghost(), k.ghost(), v.ghost(), out.ghost());
@@ -1490,7 +1493,8 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                 let (g_out, dq, dkp, dv) = (g_out, dq, dkp, dv);
                 let qo = bi * t * inner + h * dk;
                 let ko = bi * s * inner + h * dk;
-                let mut ds = vec![0f32; t * s];
+                // written by the first product (no zero-filling: 1 MB per task at 512 × 512)
+                let mut ds: Vec<f32> = Vec::with_capacity(t * s);
                 let mut scratch = Vec::new();
                 let pd = dropped(&dropout, bh, p, &mut scratch);
                 unsafe {
@@ -1505,6 +1509,7 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                         vv.as_ptr().add(ko),
                         (1, inner),
                     );
+                    ds.set_len(t * s);
                     // dV += Pᵀ · dO (P after dropout)
                     mm(
                         (s, dk, t),
