@@ -429,6 +429,24 @@ pub fn matmul_nt<D: Device<f32>, T: Tape<f32, D> + 'static>(
     x: Tensor<(usize, usize), f32, D, T>,
     w: Tensor<(usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize), f32, D, T> {
+    product(x, w, false)
+}
+
+/// `relu(x · wᵀ)` (the v1.0 feed-forward's first layer): on the CPU with
+/// OpenBLAS one kernel whose backward masks the gradient into a private
+/// buffer (dfdx's ReLU makes a second activation-sized tensor and gradient).
+pub fn matmul_nt_relu<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    x: Tensor<(usize, usize), f32, D, T>,
+    w: Tensor<(usize, usize), f32, D, T>,
+) -> Tensor<(usize, usize), f32, D, T> {
+    product(x, w, true)
+}
+
+fn product<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    x: Tensor<(usize, usize), f32, D, T>,
+    w: Tensor<(usize, usize), f32, D, T>,
+    relu: bool,
+) -> Tensor<(usize, usize), f32, D, T> {
     #[cfg(t5mix_openblas)]
     {
         macro_rules! on_cpu {
@@ -437,12 +455,17 @@ pub fn matmul_nt<D: Device<f32>, T: Tape<f32, D> + 'static>(
                 let wc = cast::<_, Cpu2<$tape>>(w)
                     .ok()
                     .expect("same device and tape");
-                return cast(blas::matmul_nt(xc, wc)).ok().expect("same type");
+                return cast(blas::matmul_nt(xc, wc, relu)).ok().expect("same type");
             }};
         }
         on_cpu_tapes!(Tensor<(usize, usize), f32, D, T>, Cpu2, on_cpu);
     }
-    x.matmul(w.permute::<_, Axes2<1, 0>>())
+    let y = x.matmul(w.permute::<_, Axes2<1, 0>>());
+    if relu {
+        y.relu()
+    } else {
+        y
+    }
 }
 
 /// Whether the CPU matrix products run in OpenBLAS (found at build time).
@@ -693,19 +716,41 @@ mod blas {
         }
     }
 
-    pub(super) fn matmul_nt<T: Tape<f32, Cpu>>(x: Cpu2<T>, w: Cpu2<T>) -> Cpu2<T> {
+    /// `x · wᵀ`, then ReLU when `relu` (the v1.0 feed-forward's first layer:
+    /// its gradient is then masked into a private buffer, not a tensor's).
+    pub(super) fn matmul_nt<T: Tape<f32, Cpu>>(x: Cpu2<T>, w: Cpu2<T>, relu: bool) -> Cpu2<T> {
         let (x, tx) = x.contiguous().split_tape();
         let (w, tw) = w.contiguous().split_tape();
         let mut tape = tx.merge(tw);
         let ((m, k), n) = (*x.shape(), w.shape().0);
         assert_eq!(w.shape().1, k, "inner sizes");
         let (xv, wv) = (super::values(&x), super::values(&w));
-        let out = sgemm_new(false, true, (m, n, k), &xv, &wv);
+        let mut out = sgemm_new(false, true, (m, n, k), &xv, &wv);
+        if relu {
+            out.par_chunks_mut(super::CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|x| *x = x.max(0.0)));
+        }
         let out = x.device().tensor_from_vec(out, (m, n));
         if T::OWNS_TAPE {
             let (gx, gw, go) = (x.ghost(), w.ghost(), out.ghost());
+            let ov = relu.then(|| super::values(&out));
             tape.add_backward_op(move |grads| {
                 let g_out = output_grad!(grads, &go, [&gx, &gw]);
+                // through the ReLU: the gradient where the output is positive
+                let masked;
+                let g_out = match &ov {
+                    None => g_out,
+                    Some(ov) => {
+                        masked = super::written(g_out.len(), super::CHUNK, |i, d| {
+                            let o = i * super::CHUNK;
+                            let (g, y) = (&g_out[o..], &ov[o..]);
+                            for j in 0..d.len() {
+                                d[j] = if y[j] > 0.0 { g[j] } else { 0.0 };
+                            }
+                        });
+                        &masked[..]
+                    }
+                };
                 // dx += g·w, dw += gᵀ·x
                 sgemm(
                     false,

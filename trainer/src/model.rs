@@ -496,8 +496,18 @@ impl<D: Device<f32>> T5<D> {
     /// with an inner size of only `s` (`--bench train_step -- matmul`: 123
     /// vs 143 GFLOP/s forward on the tiny shapes).
     fn dense<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>, w: usize) -> T3<D, T> {
+        self.dense_act(x, w, false)
+    }
+
+    /// [`T5::dense`], then ReLU when `relu` (one kernel on the CPU).
+    fn dense_act<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>, w: usize, relu: bool) -> T3<D, T> {
         let (b, s, i) = *x.shape();
-        let y = crate::kernels::matmul_nt(x.reshape_like(&(b * s, i)), self.p::<T>(w));
+        let (x, w) = (x.reshape_like(&(b * s, i)), self.p::<T>(w));
+        let y = if relu {
+            crate::kernels::matmul_nt_relu(x, w)
+        } else {
+            crate::kernels::matmul_nt(x, w)
+        };
         let o = y.shape().1;
         y.reshape_like(&(b, s, o))
     }
@@ -599,7 +609,7 @@ impl<D: Device<f32>> T5<D> {
     ) -> T3<D, T> {
         match f {
             FfIdx::Relu { wi, wo } => {
-                let h = drop.apply(self.dense(x, wi).relu());
+                let h = drop.apply(self.dense_act(x, wi, true));
                 self.dense(h, wo)
             }
             FfIdx::Gated { wi0, wi1, wo } => {
