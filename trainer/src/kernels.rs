@@ -1389,8 +1389,10 @@ pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
     Err(Box::new((q, k, v, pos, dropout)))
 }
 
-/// A new buffer of `n` values, each written once by `fill` over chunks of
-/// `chunk` values in parallel (no zero-filling first).
+/// A new buffer of `n` values filled by `fill(i, chunk i)` over chunks of
+/// `chunk` values in parallel: each chunk is cleared just before `fill`
+/// writes it (in cache, on the task's core), not the whole buffer by
+/// `calloc` on the calling thread first.
 fn written(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(n);
     out.spare_capacity_mut()[..n]
