@@ -249,22 +249,31 @@ fn cast<A: 'static, U: 'static>(a: A) -> Result<U, A> {
 
 type Cpu3<T> = Tensor<(usize, usize, usize), f32, Cpu, T>;
 
+/// In a function of two 3-D tensors `$a`, `$b` (generic over device and
+/// tape `D`, `T`): returns `$kernel(a, b)` when they are CPU tensors and the
+/// fused kernels are on.
+macro_rules! on_cpu_pair {
+    ($a:ident, $b:ident, $kernel:ident) => {
+        macro_rules! on_cpu {
+            ($tape:ty) => {{
+                let ac = cast::<_, Cpu3<$tape>>($a).ok().expect("checked type");
+                let bc = cast::<_, Cpu3<$tape>>($b)
+                    .ok()
+                    .expect("same device and tape");
+                return cast($kernel(ac, bc)).ok().expect("same type");
+            }};
+        }
+        on_cpu_tapes!(Tensor<(usize, usize, usize), f32, D, T>, Cpu3, on_cpu);
+    };
+}
+
 /// `a + b` (the residual connections): dfdx's add runs forward and backward
 /// on one thread, ~1% of a t5-v1_0-small step's CPU time with the other core idle.
 pub fn add<D: Device<f32>, T: Tape<f32, D> + 'static>(
     a: Tensor<(usize, usize, usize), f32, D, T>,
     b: Tensor<(usize, usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize, usize), f32, D, T> {
-    macro_rules! on_cpu {
-        ($tape:ty) => {{
-            let ac = cast::<_, Cpu3<$tape>>(a).ok().expect("checked type");
-            let bc = cast::<_, Cpu3<$tape>>(b)
-                .ok()
-                .expect("same device and tape");
-            return cast(add_cpu(ac, bc)).ok().expect("same type");
-        }};
-    }
-    on_cpu_tapes!(Tensor<(usize, usize, usize), f32, D, T>, Cpu3, on_cpu);
+    on_cpu_pair!(a, b, add_cpu);
     a + b
 }
 
@@ -362,16 +371,7 @@ pub fn gated_gelu<D: Device<f32>, T: Tape<f32, D> + 'static>(
     a: Tensor<(usize, usize, usize), f32, D, T>,
     b: Tensor<(usize, usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize, usize), f32, D, T> {
-    macro_rules! on_cpu {
-        ($tape:ty) => {{
-            let ac = cast::<_, Cpu3<$tape>>(a).ok().expect("checked type");
-            let bc = cast::<_, Cpu3<$tape>>(b)
-                .ok()
-                .expect("same device and tape");
-            return cast(gated_gelu_cpu(ac, bc)).ok().expect("same type");
-        }};
-    }
-    on_cpu_tapes!(Tensor<(usize, usize, usize), f32, D, T>, Cpu3, on_cpu);
+    on_cpu_pair!(a, b, gated_gelu_cpu);
     a.fast_gelu() * b
 }
 
