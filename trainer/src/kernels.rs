@@ -27,15 +27,15 @@ fn fused() -> bool {
 }
 
 /// Runs `$on_cpu!(tape)`, which returns, when the fused kernels are on and
-/// `$ty` (a tensor type generic over device and tape) is the CPU tensor
-/// `$cpu<OwnedTape<f32, Cpu>>` or `$cpu<NoneTape>`.
+/// `$ty` (a tensor type of shape `$s`, generic over device and tape) is the
+/// CPU tensor with an `OwnedTape<f32, Cpu>` or a `NoneTape`.
 macro_rules! on_cpu_tapes {
-    ($ty:ty, $cpu:ident, $on_cpu:ident) => {
+    ($s:ty, $ty:ty, $on_cpu:ident) => {
         let this = std::any::TypeId::of::<$ty>();
-        if fused() && this == std::any::TypeId::of::<$cpu<OwnedTape<f32, Cpu>>>() {
+        if fused() && this == std::any::TypeId::of::<Tensor<$s, f32, Cpu, OwnedTape<f32, Cpu>>>() {
             $on_cpu!(OwnedTape<f32, Cpu>);
         }
-        if fused() && this == std::any::TypeId::of::<$cpu<NoneTape>>() {
+        if fused() && this == std::any::TypeId::of::<Tensor<$s, f32, Cpu, NoneTape>>() {
             $on_cpu!(NoneTape);
         }
     };
@@ -373,21 +373,23 @@ fn cast<A: 'static, U: 'static>(a: A) -> Result<U, A> {
 
 type Cpu3<T> = Tensor<(usize, usize, usize), f32, Cpu, T>;
 
-/// In a function of two 3-D tensors `$a`, `$b` (generic over device and
-/// tape `D`, `T`): returns `$kernel(a, b)` when they are CPU tensors and the
-/// fused kernels are on.
+/// In a function of two tensors `$a`, `$b` of shape `$s` (generic over
+/// device and tape `D`, `T`): returns `$kernel` (of the CPU tensors `$ac`,
+/// `$bc`) when they are CPU tensors and the fused kernels are on.
 macro_rules! on_cpu_pair {
-    ($a:ident, $b:ident, $kernel:ident) => {
+    ($a:ident, $b:ident, $s:ty, |$ac:ident, $bc:ident| $kernel:expr) => {
         macro_rules! on_cpu {
             ($tape:ty) => {{
-                let ac = cast::<_, Cpu3<$tape>>($a).ok().expect("checked type");
-                let bc = cast::<_, Cpu3<$tape>>($b)
+                let $ac = cast::<_, Tensor<$s, f32, Cpu, $tape>>($a)
+                    .ok()
+                    .expect("checked type");
+                let $bc = cast::<_, Tensor<$s, f32, Cpu, $tape>>($b)
                     .ok()
                     .expect("same device and tape");
-                return cast($kernel(ac, bc)).ok().expect("same type");
+                return cast($kernel).ok().expect("same type");
             }};
         }
-        on_cpu_tapes!(Tensor<(usize, usize, usize), f32, D, T>, Cpu3, on_cpu);
+        on_cpu_tapes!($s, Tensor<$s, f32, D, T>, on_cpu);
     };
 }
 
@@ -397,7 +399,7 @@ pub fn add<D: Device<f32>, T: Tape<f32, D> + 'static>(
     a: Tensor<(usize, usize, usize), f32, D, T>,
     b: Tensor<(usize, usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize, usize), f32, D, T> {
-    on_cpu_pair!(a, b, add_cpu);
+    on_cpu_pair!(a, b, (usize, usize, usize), |a, b| add_cpu(a, b));
     a + b
 }
 
@@ -438,19 +440,15 @@ pub fn mul_mask<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
     x: Tensor<S, f32, D, T>,
     mask: Vec<f32>,
 ) -> Tensor<S, f32, D, T> {
-    let this = std::any::TypeId::of::<Tensor<S, f32, D, T>>();
-    if fused() && this == std::any::TypeId::of::<Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>>() {
-        let xc = cast::<_, Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>>(x)
-            .ok()
-            .expect("checked type");
-        return cast(mul_mask_cpu(xc, mask)).unwrap_or_else(|_| unreachable!("same type"));
+    macro_rules! on_cpu {
+        ($tape:ty) => {{
+            let xc = cast::<_, Tensor<S, f32, Cpu, $tape>>(x)
+                .ok()
+                .expect("checked type");
+            return cast(mul_mask_cpu(xc, mask)).unwrap_or_else(|_| unreachable!("same type"));
+        }};
     }
-    if fused() && this == std::any::TypeId::of::<Tensor<S, f32, Cpu, NoneTape>>() {
-        let xc = cast::<_, Tensor<S, f32, Cpu, NoneTape>>(x)
-            .ok()
-            .expect("checked type");
-        return cast(mul_mask_cpu(xc, mask)).unwrap_or_else(|_| unreachable!("same type"));
-    }
+    on_cpu_tapes!(S, Tensor<S, f32, D, T>, on_cpu);
     let shape = *x.shape();
     let m = x.device().tensor_from_vec(mask, shape);
     x * m
@@ -495,7 +493,7 @@ pub fn gated_gelu<D: Device<f32>, T: Tape<f32, D> + 'static>(
     a: Tensor<(usize, usize, usize), f32, D, T>,
     b: Tensor<(usize, usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize, usize), f32, D, T> {
-    on_cpu_pair!(a, b, gated_gelu_cpu);
+    on_cpu_pair!(a, b, (usize, usize, usize), |a, b| gated_gelu_cpu(a, b));
     a.fast_gelu() * b
 }
 
@@ -561,16 +559,7 @@ fn product<D: Device<f32>, T: Tape<f32, D> + 'static>(
 ) -> Tensor<(usize, usize), f32, D, T> {
     #[cfg(t5mix_openblas)]
     {
-        macro_rules! on_cpu {
-            ($tape:ty) => {{
-                let xc = cast::<_, Cpu2<$tape>>(x).ok().expect("checked type");
-                let wc = cast::<_, Cpu2<$tape>>(w)
-                    .ok()
-                    .expect("same device and tape");
-                return cast(blas::matmul_nt(xc, wc, relu)).ok().expect("same type");
-            }};
-        }
-        on_cpu_tapes!(Tensor<(usize, usize), f32, D, T>, Cpu2, on_cpu);
+        on_cpu_pair!(x, w, (usize, usize), |x, w| blas::matmul_nt(x, w, relu));
     }
     let y = x.matmul(w.permute::<_, Axes2<1, 0>>());
     if relu {
@@ -587,7 +576,7 @@ pub fn uses_openblas() -> bool {
 
 #[cfg(t5mix_openblas)]
 mod blas {
-    use super::Cpu2;
+    use super::{Cpu2, SyncPtr as Ptr};
     use dfdx::prelude::*;
     use rayon::prelude::*;
     use std::os::raw::c_int;
@@ -619,12 +608,6 @@ mod blas {
     /// Blocks of an inner-dimension split.
     const KSPLIT: usize = 2;
     static ONE_THREAD: std::sync::Once = std::sync::Once::new();
-
-    /// A raw pointer that may cross threads (each task writes its own block).
-    #[derive(Clone, Copy)]
-    struct Ptr(*mut f32);
-    unsafe impl Send for Ptr {}
-    unsafe impl Sync for Ptr {}
 
     /// One single-threaded row-major `C = op(A)·op(B) + beta·C` call.
     ///
@@ -723,17 +706,18 @@ mod blas {
         });
         let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
         let p = rayon::current_num_threads().max(1);
-        // values packed when splitting rows (A once, B p times) or columns
-        let by_rows = m * k + p * k * n;
-        let by_cols = p * m * k + k * n;
+        // values packed when q blocks split C's rows (A once, B q times) or
+        // its columns (A q times, B once)
+        let packed = |q: usize| (m * k + q * k * n, q * m * k + k * n);
+        let (by_rows, by_cols) = packed(p);
         let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), Ptr(c));
         let (ap, bp) = (Ptr(ap as *mut f32), Ptr(bp as *mut f32));
         // split the inner dimension into KSPLIT blocks (fixed, so that the
         // rounding does not depend on the thread count): A and B packed
         // once, plus the partial products written and summed
         let by_inner = m * k + k * n + 2 * KSPLIT * m * n;
-        let fixed = |q: usize| (m * k + q * k * n).min(q * m * k + k * n);
-        if by_inner < fixed(KSPLIT) {
+        let (rows_k, cols_k) = packed(KSPLIT);
+        if by_inner < rows_k.min(cols_k) {
             let kb = k.div_ceil(KSPLIT);
             // written with beta 0 by their blocks
             let mut parts = Vec::with_capacity((KSPLIT - 1) * m * n);
@@ -983,7 +967,7 @@ pub fn rms_norm_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
             return Ok(cast(rms_norm_impl(xc, wc, eps)).ok().expect("same type"));
         }};
     }
-    on_cpu_tapes!(Tensor<(usize, usize, usize), f32, D, T>, Cpu3, on_cpu);
+    on_cpu_tapes!((usize, usize, usize), Tensor<(usize, usize, usize), f32, D, T>, on_cpu);
     Err((x, w))
 }
 
@@ -1074,7 +1058,7 @@ pub fn row_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
             });
         }};
     }
-    on_cpu_tapes!(Tensor<(usize, usize), f32, D, T>, Cpu2, on_cpu);
+    on_cpu_tapes!((usize, usize), Tensor<(usize, usize), f32, D, T>, on_cpu);
     Err(logits)
 }
 
@@ -1110,7 +1094,7 @@ pub fn logits_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
                 });
             }};
         }
-        on_cpu_tapes!(Tensor<(usize, usize), f32, D, T>, Cpu2, on_cpu);
+        on_cpu_tapes!((usize, usize), Tensor<(usize, usize), f32, D, T>, on_cpu);
     }
     let _ = (targets, weights, z_loss, smoothing);
     Err((h, w))
@@ -1531,7 +1515,7 @@ pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
                 .expect("same type"));
         }};
     }
-    on_cpu_tapes!(Attn3<D, T>, Cpu3, on_cpu);
+    on_cpu_tapes!((usize, usize, usize), Attn3<D, T>, on_cpu);
     Err(Box::new((q, k, v, pos, dropout)))
 }
 
