@@ -89,120 +89,124 @@ pub fn exp_fast(x: f32) -> f32 {
 /// step was 7% faster on one thread). No value depends on the level: the
 /// loops are the same IEEE operations in the same order, only wider.
 mod simd {
-    use super::{exp_fast, gelu_and_grad, lane_sum, row_max, sum_exp};
-    use multiversion::multiversion;
+    use super::{exp_fast, gelu_and_grad, lane_dot, lane_sum, row_max, sum_exp, LANES};
 
-    /// `o = gelu_new(x) · y`.
-    #[multiversion(targets = "simd")]
-    pub(super) fn gelu_gate(o: &mut [f32], x: &[f32], y: &[f32]) {
-        let n = o.len();
-        let (x, y) = (&x[..n], &y[..n]);
-        for i in 0..n {
-            o[i] = gelu_and_grad(x[i]).0 * y[i];
-        }
-    }
-
-    /// `d += g · gelu_new'(x) · y`.
-    #[multiversion(targets = "simd")]
-    pub(super) fn gelu_gate_grad_a(d: &mut [f32], x: &[f32], y: &[f32], g: &[f32]) {
-        let n = d.len();
-        let (x, y, g) = (&x[..n], &y[..n], &g[..n]);
-        for i in 0..n {
-            d[i] += g[i] * gelu_and_grad(x[i]).1 * y[i];
-        }
-    }
-
-    /// `d += g · gelu_new(x)`.
-    #[multiversion(targets = "simd")]
-    pub(super) fn gelu_gate_grad_b(d: &mut [f32], x: &[f32], g: &[f32]) {
-        let n = d.len();
-        let (x, g) = (&x[..n], &g[..n]);
-        for i in 0..n {
-            d[i] += g[i] * gelu_and_grad(x[i]).0;
-        }
-    }
-
-    /// RMS norm of rows of `w.len()` values: `o = x · inv · w`, `inv` per row.
-    #[multiversion(targets = "simd")]
-    pub(super) fn norm_rows(o: &mut [f32], x: &[f32], inv: &mut [f32], w: &[f32], eps: f32) {
-        let d = w.len();
-        for ((o, x), i) in o.chunks_mut(d).zip(x.chunks(d)).zip(inv.iter_mut()) {
-            let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
-            *i = 1.0 / (ms + eps).sqrt();
-            for j in 0..d {
-                o[j] = x[j] * *i * w[j];
+    simd_fns! {
+        /// `o = gelu_new(x) · y`.
+        pub(super) fn gelu_gate(o: &mut [f32], x: &[f32], y: &[f32]) {
+            let n = o.len();
+            let (x, y) = (&x[..n], &y[..n]);
+            for i in 0..n {
+                o[i] = gelu_and_grad(x[i]).0 * y[i];
             }
         }
-    }
 
-    /// The norm's backward over rows: `dx = i·w·g − x·i³/d·Σₖ gₖwₖxₖ` added,
-    /// and the weight gradient's `Σ g·x·i` added to `gw`.
-    #[multiversion(targets = "simd")]
-    pub(super) fn norm_rows_grad(
-        dx: &mut [f32],
-        x: &[f32],
-        g: &[f32],
-        inv: &[f32],
-        w: &[f32],
-        gw: &mut [f32],
-    ) {
-        let d = w.len();
-        for (((dx, x), g), &i) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)).zip(inv) {
-            let mut dot = 0f32;
-            for j in 0..d {
-                dot += g[j] * w[j] * x[j];
-                gw[j] += g[j] * x[j] * i;
-            }
-            let c = dot * i * i * i / d as f32;
-            for j in 0..d {
-                dx[j] += i * w[j] * g[j] - x[j] * c;
+        /// `d += g · gelu_new'(x) · y`.
+        pub(super) fn gelu_gate_grad_a(d: &mut [f32], x: &[f32], y: &[f32], g: &[f32]) {
+            let n = d.len();
+            let (x, y, g) = (&x[..n], &y[..n], &g[..n]);
+            for i in 0..n {
+                d[i] += g[i] * gelu_and_grad(x[i]).1 * y[i];
             }
         }
-    }
 
-    /// Softmax of each row of `s` values, in place.
-    #[multiversion(targets = "simd")]
-    pub(super) fn softmax_rows(p: &mut [f32], s: usize) {
-        for row in p.chunks_mut(s) {
+        /// `d += g · gelu_new(x)`.
+        pub(super) fn gelu_gate_grad_b(d: &mut [f32], x: &[f32], g: &[f32]) {
+            let n = d.len();
+            let (x, g) = (&x[..n], &g[..n]);
+            for i in 0..n {
+                d[i] += g[i] * gelu_and_grad(x[i]).0;
+            }
+        }
+
+        /// RMS norm of rows of `w.len()` values: `o = x · inv · w`, `inv` per row.
+        pub(super) fn norm_rows(o: &mut [f32], x: &[f32], inv: &mut [f32], w: &[f32], eps: f32) {
+            let d = w.len();
+            for ((o, x), i) in o.chunks_mut(d).zip(x.chunks(d)).zip(inv.iter_mut()) {
+                let ms = lane_dot(x, x) / d as f32;
+                *i = 1.0 / (ms + eps).sqrt();
+                for j in 0..d {
+                    o[j] = x[j] * *i * w[j];
+                }
+            }
+        }
+
+        /// The norm's backward over rows: `dx = i·w·g − x·i³/d·Σₖ gₖwₖxₖ` added,
+        /// and the weight gradient's `Σ g·x·i` added to `gw`.
+        pub(super) fn norm_rows_grad(
+            dx: &mut [f32],
+            x: &[f32],
+            g: &[f32],
+            inv: &[f32],
+            w: &[f32],
+            gw: &mut [f32],
+        ) {
+            let d = w.len();
+            for (((dx, x), g), &i) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)).zip(inv) {
+                // Σ g·w·x in lanes, as `lane_dot`
+                let mut acc = [0f32; LANES];
+                let lanes = g
+                    .chunks_exact(LANES)
+                    .zip(x.chunks_exact(LANES))
+                    .zip(w.chunks_exact(LANES))
+                    .zip(gw.chunks_exact_mut(LANES));
+                for (((g, x), w), gw) in lanes {
+                    for l in 0..LANES {
+                        acc[l] += g[l] * w[l] * x[l];
+                        gw[l] += g[l] * x[l] * i;
+                    }
+                }
+                let mut dot: f32 = acc.iter().sum();
+                for j in d - d % LANES..d {
+                    dot += g[j] * w[j] * x[j];
+                    gw[j] += g[j] * x[j] * i;
+                }
+                let c = dot * i * i * i / d as f32;
+                for j in 0..d {
+                    dx[j] += i * w[j] * g[j] - x[j] * c;
+                }
+            }
+        }
+
+        /// Softmax of each row of `s` values, in place.
+        pub(super) fn softmax_rows(p: &mut [f32], s: usize) {
+            for row in p.chunks_mut(s) {
+                let m = row_max(row);
+                row.iter_mut().for_each(|x| *x = exp_fast(*x - m));
+                let inv = 1.0 / lane_sum(row);
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+
+        /// Softmax backward over rows: `p ← p ⊙ (dp − rowsum(dp ⊙ p))`.
+        pub(super) fn softmax_grad_rows(p: &mut [f32], dp: &[f32], s: usize) {
+            for (drow, prow) in dp.chunks(s).zip(p.chunks_mut(s)) {
+                let dot = lane_dot(drow, prow);
+                for j in 0..s {
+                    prow[j] *= drow[j] - dot;
+                }
+            }
+        }
+
+        /// A row's max and `Σ exp(x − max)` (in f64).
+        pub(super) fn max_and_sum_exp(row: &[f32]) -> (f32, f64) {
             let m = row_max(row);
-            row.iter_mut().for_each(|x| *x = exp_fast(*x - m));
-            let inv = 1.0 / lane_sum(row);
-            row.iter_mut().for_each(|x| *x *= inv);
+            (m, sum_exp(row, m))
         }
-    }
 
-    /// Softmax backward over rows: `p ← p ⊙ (dp − rowsum(dp ⊙ p))`.
-    #[multiversion(targets = "simd")]
-    pub(super) fn softmax_grad_rows(p: &mut [f32], dp: &[f32], s: usize) {
-        for (drow, prow) in dp.chunks(s).zip(p.chunks_mut(s)) {
-            let dot: f32 = drow.iter().zip(prow.iter()).map(|(a, b)| a * b).sum();
-            for j in 0..s {
-                prow[j] *= drow[j] - dot;
+        /// `d += scale · e^(x − lse) − shift`.
+        pub(super) fn add_loss_grad(d: &mut [f32], x: &[f32], scale: f32, shift: f32, lse: f32) {
+            let x = &x[..d.len()];
+            for j in 0..d.len() {
+                d[j] += scale * exp_fast(x[j] - lse) - shift;
             }
         }
-    }
 
-    /// A row's max and `Σ exp(x − max)` (in f64).
-    #[multiversion(targets = "simd")]
-    pub(super) fn max_and_sum_exp(row: &[f32]) -> (f32, f64) {
-        let m = row_max(row);
-        (m, sum_exp(row, m))
-    }
-
-    /// `d += scale · e^(x − lse) − shift`.
-    #[multiversion(targets = "simd")]
-    pub(super) fn add_loss_grad(d: &mut [f32], x: &[f32], scale: f32, shift: f32, lse: f32) {
-        let x = &x[..d.len()];
-        for j in 0..d.len() {
-            d[j] += scale * exp_fast(x[j] - lse) - shift;
-        }
-    }
-
-    /// `x ← scale · e^(x − lse) − shift`.
-    #[multiversion(targets = "simd")]
-    pub(super) fn loss_grad_in_place(x: &mut [f32], scale: f32, shift: f32, lse: f32) {
-        for v in x.iter_mut() {
-            *v = scale * exp_fast(*v - lse) - shift;
+        /// `x ← scale · e^(x − lse) − shift`.
+        pub(super) fn loss_grad_in_place(x: &mut [f32], scale: f32, shift: f32, lse: f32) {
+            for v in x.iter_mut() {
+                *v = scale * exp_fast(*v - lse) - shift;
+            }
         }
     }
 }
@@ -212,7 +216,7 @@ const LANES: usize = 16;
 
 /// `max(x)` (`-inf` for an empty slice) in independent lanes, so that it
 /// vectorises (a plain fold is a serial chain).
-#[inline]
+#[inline(always)]
 fn row_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -229,7 +233,7 @@ fn row_max(x: &[f32]) -> f32 {
 }
 
 /// `Σ x` in f32 lanes.
-#[inline]
+#[inline(always)]
 fn lane_sum(x: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -241,8 +245,29 @@ fn lane_sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
+/// `Σ a·b` in f32 lanes (a plain `sum` of products is one serial chain of
+/// additions: ~4 cycles per element).
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let b = &b[..a.len()];
+    let mut acc = [0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// `Σ exp(x − m)` with the exponentials in f32 lanes and the sum in f64.
-#[inline]
+#[inline(always)]
 fn sum_exp(x: &[f32], m: f32) -> f64 {
     let mut acc = [0f64; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -1217,7 +1242,7 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
 
 #[cfg(test)]
 mod simd_tests {
-    use super::{exp_fast, gelu_and_grad, lane_sum, row_max, simd, sum_exp};
+    use super::{exp_fast, gelu_and_grad, lane_dot, lane_sum, row_max, simd, sum_exp};
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
@@ -1251,6 +1276,13 @@ mod simd_tests {
             let want: Vec<f32> = e.iter().map(|v| v * inv).collect();
             assert_eq!(got, &want[..]);
         }
+        let mut q = p.clone();
+        simd::softmax_grad_rows(&mut q, &g, 100);
+        for ((prow, grow), got) in p.chunks(100).zip(g.chunks(100)).zip(q.chunks(100)) {
+            let dot = lane_dot(grow, prow);
+            let want: Vec<f32> = prow.iter().zip(grow).map(|(p, g)| p * (g - dot)).collect();
+            assert_eq!(got, &want[..]);
+        }
         let (m, s) = simd::max_and_sum_exp(&x);
         assert_eq!((m, s), (row_max(&x), sum_exp(&x, row_max(&x))));
         // norm over rows of 50
@@ -1258,7 +1290,7 @@ mod simd_tests {
         let mut inv = vec![0f32; n / 50];
         simd::norm_rows(&mut o, &x, &mut inv, &w, 1e-6);
         for (r, row) in x.chunks(50).enumerate() {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / 50.0;
+            let ms = lane_dot(row, row) / 50.0;
             let i = 1.0 / (ms + 1e-6f32).sqrt();
             assert_eq!(inv[r], i);
             for j in 0..50 {
@@ -1274,7 +1306,7 @@ mod simd_tests {
 
 #[cfg(test)]
 mod exp_tests {
-    use super::{exp_fast, lane_sum, row_max, sum_exp, tanh_fast};
+    use super::{exp_fast, lane_dot, lane_sum, row_max, sum_exp, tanh_fast};
 
     #[test]
     fn lane_reductions_and_tanh() {
@@ -1289,6 +1321,9 @@ mod exp_tests {
             assert!((sum_exp(v, 1.0) - s).abs() <= 1e-6 * s.max(1.0), "{n}");
             let t: f32 = v.iter().sum();
             assert!((lane_sum(v) - t).abs() <= 1e-5 * t.abs().max(1.0), "{n}");
+            let w = &x[37 - n..];
+            let t: f32 = v.iter().zip(w).map(|(a, b)| a * b).sum();
+            assert!((lane_dot(v, w) - t).abs() <= 1e-5 * t.abs().max(1.0), "{n}");
         }
         assert_eq!(tanh_fast(9.0), 1.0);
         assert_eq!(tanh_fast(50.0), 1.0);

@@ -308,25 +308,26 @@ impl Optimizer {
     }
 }
 
-/// AdamW on one chunk, compiled for each SIMD level (picked at run time;
-/// the same values at every level).
-#[multiversion::multiversion(targets = "simd")]
-fn adamw_chunk(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    (b1, b2): (f32, f32),
-    (lr_t, decay, eps_t): (f32, f32, f32),
-) {
-    let n = p.len();
-    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-    for i in 0..n {
-        let gi = g[i];
-        m[i] = b1 * m[i] + (1.0 - b1) * gi;
-        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-        p[i] -= decay * p[i];
-        p[i] -= lr_t * m[i] / (v[i].sqrt() + eps_t);
+simd_fns! {
+    /// AdamW on one chunk, compiled for each SIMD level (picked at run time;
+    /// the same values at every level).
+    fn adamw_chunk(
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        (b1, b2): (f32, f32),
+        (lr_t, decay, eps_t): (f32, f32, f32),
+    ) {
+        let n = p.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let gi = g[i];
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            p[i] -= decay * p[i];
+            p[i] -= lr_t * m[i] / (v[i].sqrt() + eps_t);
+        }
     }
 }
 
