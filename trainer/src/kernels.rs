@@ -119,6 +119,27 @@ mod simd {
             }
         }
 
+        /// The gated activation's backward, assigned: from `g` (the
+        /// gradient of `gelu_new(a) · b`), `g ← g · gelu_new'(a) · b`
+        /// and `gb = g · gelu_new(a)`.
+        pub(super) fn gelu_gate_grads(g: &mut [f32], gb: &mut [f32], a: &[f32], b: &[f32]) {
+            let n = g.len();
+            let (gb, a, b) = (&mut gb[..n], &a[..n], &b[..n]);
+            for i in 0..n {
+                let (v, dv) = gelu_and_grad(a[i]);
+                gb[i] = g[i] * v;
+                g[i] = g[i] * dv * b[i];
+            }
+        }
+
+        /// ReLU's backward from its output `h`, in place: `g` where `h > 0`.
+        pub(super) fn relu_grad(g: &mut [f32], h: &[f32]) {
+            let h = &h[..g.len()];
+            for i in 0..g.len() {
+                g[i] = if h[i] > 0.0 { g[i] } else { 0.0 };
+            }
+        }
+
         /// RMS norm of rows of `w.len()` values: `o = x · inv · w`, `inv` per row.
         pub(super) fn norm_rows(o: &mut [f32], x: &[f32], inv: &mut [f32], w: &[f32], eps: f32) {
             let d = w.len();
@@ -564,34 +585,56 @@ pub fn matmul_nt<D: Device<f32>, T: Tape<f32, D> + 'static>(
     x: Tensor<(usize, usize), f32, D, T>,
     w: Tensor<(usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize), f32, D, T> {
-    product(x, w, false)
-}
-
-/// `relu(x · wᵀ)` (the v1.0 feed-forward's first layer): on the CPU with
-/// OpenBLAS one kernel whose backward masks the gradient into a private
-/// buffer (dfdx's ReLU makes a second activation-sized tensor and gradient).
-pub fn matmul_nt_relu<D: Device<f32>, T: Tape<f32, D> + 'static>(
-    x: Tensor<(usize, usize), f32, D, T>,
-    w: Tensor<(usize, usize), f32, D, T>,
-) -> Tensor<(usize, usize), f32, D, T> {
-    product(x, w, true)
+    product(x, w)
 }
 
 fn product<D: Device<f32>, T: Tape<f32, D> + 'static>(
     x: Tensor<(usize, usize), f32, D, T>,
     w: Tensor<(usize, usize), f32, D, T>,
-    relu: bool,
 ) -> Tensor<(usize, usize), f32, D, T> {
     #[cfg(t5mix_openblas)]
     {
-        on_cpu_pair!(x, w, (usize, usize), |x, w| blas::matmul_nt(x, w, relu));
+        on_cpu_pair!(x, w, (usize, usize), |x, w| blas::matmul_nt(x, w));
     }
-    let y = x.matmul(w.permute::<_, Axes2<1, 0>>());
-    if relu {
-        y.relu()
-    } else {
-        y
+    x.matmul(w.permute::<_, Axes2<1, 0>>())
+}
+
+type T2<D, T> = Tensor<(usize, usize), f32, D, T>;
+/// The inputs handed back when the fused feed-forward does not apply.
+pub type FfInputs<D, T> = Box<(T2<D, T>, Vec<T2<D, T>>, T2<D, T>, Option<Vec<f32>>)>;
+
+/// The feed-forward `act(x · wiᵀ) ⊙ dropout · woᵀ` for `x: [m, d]`, `wi`
+/// one weight `[f, d]` (ReLU, v1.0) or two (`gelu_new(x · wi₀ᵀ) ⊙ x · wi₁ᵀ`,
+/// v1.1), `wo: [d, f]` and an optional dropout mask `[m, f]` on the hidden
+/// activation. On the CPU with OpenBLAS, one kernel whose backward keeps the
+/// hidden gradient in a private buffer, written once by its product (a
+/// dfdx tensor's gradient is zero-filled, then added into, then masked
+/// into another buffer: three extra passes over the step's largest
+/// activations). Otherwise the inputs come back for the composition.
+pub fn feed_forward_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
+    x: T2<D, T>,
+    wi: Vec<T2<D, T>>,
+    wo: T2<D, T>,
+    dropout: Option<Vec<f32>>,
+) -> Result<T2<D, T>, FfInputs<D, T>> {
+    #[cfg(t5mix_openblas)]
+    {
+        macro_rules! on_cpu {
+            ($tape:ty) => {{
+                let x = cast::<_, Cpu2<$tape>>(x).ok().expect("checked type");
+                let wi = wi
+                    .into_iter()
+                    .map(|w| cast::<_, Cpu2<$tape>>(w).ok().expect("same type"))
+                    .collect();
+                let wo = cast::<_, Cpu2<$tape>>(wo).ok().expect("same type");
+                return Ok(cast(blas::feed_forward(x, wi, wo, dropout))
+                    .ok()
+                    .expect("same type"));
+            }};
+        }
+        on_cpu_tapes!((usize, usize), T2<D, T>, on_cpu);
     }
+    Err(Box::new((x, wi, wo, dropout)))
 }
 
 /// Whether the CPU matrix products run in OpenBLAS (found at build time).
@@ -837,41 +880,20 @@ mod blas {
         }
     }
 
-    /// `x · wᵀ`, then ReLU when `relu` (the v1.0 feed-forward's first layer:
-    /// its gradient is then masked into a private buffer, not a tensor's).
-    pub(super) fn matmul_nt<T: Tape<f32, Cpu>>(x: Cpu2<T>, w: Cpu2<T>, relu: bool) -> Cpu2<T> {
+    /// `x · wᵀ`.
+    pub(super) fn matmul_nt<T: Tape<f32, Cpu>>(x: Cpu2<T>, w: Cpu2<T>) -> Cpu2<T> {
         let (x, tx) = x.contiguous().split_tape();
         let (w, tw) = w.contiguous().split_tape();
         let mut tape = tx.merge(tw);
         let ((m, k), n) = (*x.shape(), w.shape().0);
         assert_eq!(w.shape().1, k, "inner sizes");
         let (xv, wv) = (super::values(&x), super::values(&w));
-        let mut out = sgemm_new(false, true, (m, n, k), &xv, &wv);
-        if relu {
-            out.par_chunks_mut(super::CHUNK)
-                .for_each(|c| c.iter_mut().for_each(|x| *x = x.max(0.0)));
-        }
+        let out = sgemm_new(false, true, (m, n, k), &xv, &wv);
         let out = x.device().tensor_from_vec(out, (m, n));
         if T::OWNS_TAPE {
             let (gx, gw, go) = (x.ghost(), w.ghost(), out.ghost());
-            let ov = relu.then(|| super::values(&out));
             tape.add_backward_op(move |grads| {
                 let g_out = output_grad!(grads, &go, [&gx, &gw]);
-                // through the ReLU: the gradient where the output is positive
-                let masked;
-                let g_out = match &ov {
-                    None => g_out,
-                    Some(ov) => {
-                        masked = super::written(g_out.len(), super::CHUNK, |i, d| {
-                            let o = i * super::CHUNK;
-                            let (g, y) = (&g_out[o..], &ov[o..]);
-                            for j in 0..d.len() {
-                                d[j] = if y[j] > 0.0 { g[j] } else { 0.0 };
-                            }
-                        });
-                        &masked[..]
-                    }
-                };
                 // dx += g·w, dw += gᵀ·x
                 sgemm(
                     false,
@@ -891,6 +913,143 @@ mod blas {
                     1.0,
                     grads.get_or_alloc_mut(&gw)?,
                 );
+                Ok(())
+            });
+        }
+        out.put_tape(tape)
+    }
+
+    /// See [`super::feed_forward_cpu`].
+    pub(super) fn feed_forward<T: Tape<f32, Cpu>>(
+        x: Cpu2<T>,
+        wi: Vec<Cpu2<T>>,
+        wo: Cpu2<T>,
+        dropout: Option<Vec<f32>>,
+    ) -> Cpu2<T> {
+        assert!(matches!(wi.len(), 1 | 2), "one or two input weights");
+        let gated = wi.len() == 2;
+        let (x, mut tape) = x.contiguous().split_tape();
+        let mut wis = Vec::with_capacity(wi.len());
+        for w in wi {
+            let (w, t) = w.contiguous().split_tape();
+            tape = tape.merge(t);
+            wis.push(w);
+        }
+        let (wo, t) = wo.contiguous().split_tape();
+        let mut tape = tape.merge(t);
+        let ((m, d), f) = (*x.shape(), wis[0].shape().0);
+        for w in &wis {
+            assert_eq!(*w.shape(), (f, d), "feed-forward input weight");
+        }
+        assert_eq!(*wo.shape(), (d, f), "feed-forward output weight");
+        if let Some(mask) = &dropout {
+            assert_eq!(mask.len(), m * f, "dropout mask size");
+        }
+        let xv = super::values(&x);
+        let wiv: Vec<_> = wis.iter().map(super::values).collect();
+        let wov = super::values(&wo);
+        // Gated: both pre-activations are kept for the backward. ReLU: none;
+        // its gradient passes where the hidden activation is positive
+        // (dropout scales kept values by 1/keep > 0, and dropped ones have
+        // no gradient either way).
+        let pre: Vec<Vec<f32>> = if gated {
+            wiv.iter()
+                .map(|w| sgemm_new(false, true, (m, f, d), &xv, w))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let hidden = if gated {
+            super::written(m * f, super::CHUNK, |i, h| {
+                let o = i * super::CHUNK;
+                super::simd::gelu_gate(h, &pre[0][o..], &pre[1][o..]);
+                if let Some(mask) = &dropout {
+                    h.iter_mut().zip(&mask[o..]).for_each(|(h, k)| *h *= k);
+                }
+            })
+        } else {
+            let mut h = sgemm_new(false, true, (m, f, d), &xv, &wiv[0]);
+            h.par_chunks_mut(super::CHUNK)
+                .enumerate()
+                .for_each(|(i, h)| match &dropout {
+                    None => h.iter_mut().for_each(|h| *h = h.max(0.0)),
+                    Some(mask) => {
+                        let mask = &mask[i * super::CHUNK..];
+                        h.iter_mut()
+                            .zip(mask)
+                            .for_each(|(h, k)| *h = h.max(0.0) * k)
+                    }
+                });
+            h
+        };
+        let out = sgemm_new(false, true, (m, d, f), &hidden, &wov);
+        let out = x.device().tensor_from_vec(out, (m, d));
+        if T::OWNS_TAPE {
+            let (gx, go, gwo) = (x.ghost(), out.ghost(), wo.ghost());
+            let gwi: Vec<_> = wis.iter().map(|w| w.ghost()).collect();
+            tape.add_backward_op(move |grads| {
+                for w in &gwi {
+                    grads.try_alloc_for(w)?;
+                }
+                let g_out = output_grad!(grads, &go, [&gx, &gwo]);
+                // dwo += gᵀ·hidden
+                let gw = grads.get_or_alloc_mut(&gwo)?;
+                sgemm(true, false, (d, f, m), g_out, &hidden, 1.0, gw);
+                // the hidden activation's gradient g·wo, then back through
+                // dropout and the activation, in place (gated: the gate's
+                // part in place, the linear part into `g_lin`)
+                let mut g_hid = sgemm_new(false, false, (m, f, d), g_out, &wov);
+                let mut g_lin = Vec::new();
+                if gated {
+                    g_lin.reserve_exact(m * f);
+                    g_hid
+                        .par_chunks_mut(super::CHUNK)
+                        .zip(g_lin.spare_capacity_mut()[..m * f].par_chunks_mut(super::CHUNK))
+                        .enumerate()
+                        .for_each(|(i, (g, gl))| {
+                            let o = i * super::CHUNK;
+                            let gl = super::zeroed(gl);
+                            if let Some(mask) = &dropout {
+                                g.iter_mut().zip(&mask[o..]).for_each(|(g, k)| *g *= k);
+                            }
+                            super::simd::gelu_gate_grads(g, gl, &pre[0][o..], &pre[1][o..]);
+                        });
+                    // SAFETY: every chunk of the m·f values was initialised above
+                    unsafe { g_lin.set_len(m * f) };
+                } else {
+                    g_hid
+                        .par_chunks_mut(super::CHUNK)
+                        .zip(hidden.par_chunks(super::CHUNK))
+                        .enumerate()
+                        .for_each(|(i, (g, h))| {
+                            super::simd::relu_grad(g, h);
+                            if let Some(mask) = &dropout {
+                                let mask = &mask[i * super::CHUNK..];
+                                g.iter_mut().zip(mask).for_each(|(g, k)| *g *= k);
+                            }
+                        });
+                }
+                // dx += Σ gᵢ·wiᵢ, dwiᵢ += gᵢᵀ·x
+                for (g, (w, gw)) in [&g_hid, &g_lin].into_iter().zip(wiv.iter().zip(&gwi)) {
+                    sgemm(
+                        false,
+                        false,
+                        (m, d, f),
+                        g,
+                        w,
+                        1.0,
+                        grads.get_or_alloc_mut(&gx)?,
+                    );
+                    sgemm(
+                        true,
+                        false,
+                        (f, d, m),
+                        g,
+                        &xv,
+                        1.0,
+                        grads.get_or_alloc_mut(gw)?,
+                    );
+                }
                 Ok(())
             });
         }
@@ -1563,19 +1722,21 @@ fn written(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> V
     out.spare_capacity_mut()[..n]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
-        .for_each(|(i, c)| {
-            // zeroing is a single vectorised pass over memory the chunk
-            // then overwrites; it keeps `fill` on initialised values
-            for x in c.iter_mut() {
-                x.write(0.0);
-            }
-            // SAFETY: every value of `c` was just initialised
-            let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-            fill(i, c);
-        });
+        .for_each(|(i, c)| fill(i, zeroed(c)));
     // SAFETY: all n values are initialised above
     unsafe { out.set_len(n) };
     out
+}
+
+/// `c` zero-filled, as initialised values: a single vectorised pass over
+/// memory the caller then overwrites (it keeps the writer on initialised
+/// values), in cache when the writer follows at once.
+fn zeroed(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    for x in c.iter_mut() {
+        x.write(0.0);
+    }
+    // SAFETY: every value of `c` was just initialised
+    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// The probabilities `p` of (row, head) `bh` as multiplied by v: after

@@ -496,18 +496,9 @@ impl<D: Device<f32>> T5<D> {
     /// with an inner size of only `s` (`--bench train_step -- matmul`: 123
     /// vs 143 GFLOP/s forward on the tiny shapes).
     fn dense<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>, w: usize) -> T3<D, T> {
-        self.dense_act(x, w, false)
-    }
-
-    /// [`T5::dense`], then ReLU when `relu` (one kernel on the CPU).
-    fn dense_act<T: Tape<f32, D> + 'static>(&self, x: T3<D, T>, w: usize, relu: bool) -> T3<D, T> {
         let (b, s, i) = *x.shape();
         let (x, w) = (x.reshape_like(&(b * s, i)), self.p::<T>(w));
-        let y = if relu {
-            crate::kernels::matmul_nt_relu(x, w)
-        } else {
-            crate::kernels::matmul_nt(x, w)
-        };
+        let y = crate::kernels::matmul_nt(x, w);
         let o = y.shape().1;
         y.reshape_like(&(b, s, o))
     }
@@ -601,26 +592,44 @@ impl<D: Device<f32>> T5<D> {
         self.attention(q, k, v, bias, a, dropout)
     }
 
+    /// The feed-forward: the fused CPU kernel, else dfdx primitives.
     fn feed_forward<T: Tape<f32, D> + 'static>(
         &self,
         x: T3<D, T>,
         f: FfIdx,
         drop: &mut Dropout,
     ) -> T3<D, T> {
-        match f {
-            FfIdx::Relu { wi, wo } => {
-                let h = drop.apply(self.dense_act(x, wi, true));
-                self.dense(h, wo)
-            }
-            FfIdx::Gated { wi0, wi1, wo } => {
-                let mut xs = fork(x, 2);
-                let x1 = xs.pop().unwrap();
-                let x0 = xs.pop().unwrap();
-                let g = self.dense(x0, wi0);
-                let h = drop.apply(crate::kernels::gated_gelu(g, self.dense(x1, wi1)));
-                self.dense(h, wo)
-            }
-        }
+        let (b, s, d) = *x.shape();
+        let (wi, wo) = match f {
+            FfIdx::Relu { wi, wo } => (vec![self.p::<T>(wi)], wo),
+            FfIdx::Gated { wi0, wi1, wo } => (vec![self.p::<T>(wi0), self.p::<T>(wi1)], wo),
+        };
+        // drawn here for both paths: the same mask either way
+        let dropout = (drop.rate > 0.0).then(|| drop.mask(b * s * self.cfg.d_ff));
+        let x = x.reshape_like(&(b * s, d));
+        let (x, mut wi, wo, dropout) =
+            match crate::kernels::feed_forward_cpu(x, wi, self.p::<T>(wo), dropout) {
+                Ok(y) => return y.reshape_like(&(b, s, d)),
+                Err(back) => *back,
+            };
+        let dense = |x: T2<D, T>, w: T2<D, T>| crate::kernels::matmul_nt(x, w);
+        let h = if wi.len() == 1 {
+            dense(x, wi.remove(0)).relu()
+        } else {
+            let (wi0, wi1) = (wi.remove(0), wi.remove(0));
+            let mut xs = fork(x, 2);
+            let x1 = xs.pop().unwrap();
+            let x0 = xs.pop().unwrap();
+            let shape = (b, s, self.cfg.d_ff);
+            let g = dense(x0, wi0).reshape_like(&shape);
+            let l = dense(x1, wi1).reshape_like(&shape);
+            crate::kernels::gated_gelu(g, l).reshape_like(&(b * s, self.cfg.d_ff))
+        };
+        let h = match dropout {
+            Some(m) => crate::kernels::mul_mask(h, m),
+            None => h,
+        };
+        dense(h, wo).reshape_like(&(b, s, d))
     }
 
     /// Pre-norm self-attention with its residual connection.
