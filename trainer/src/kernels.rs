@@ -1,8 +1,9 @@
 //! Fused, multi-threaded CPU kernels for the operations where dfdx's
 //! element-wise CPU kernels (one thread, one pass per primitive) dominate a
-//! training step: gated GELU (`gelu_new(a) · b`), RMS norm, attention and
-//! the cross-entropy + z-loss over the vocabulary. Each records its own backward operation on
-//! the tape. On other devices (CUDA) the same functions fall back to the
+//! training step: the feed-forward (its products in OpenBLAS, with ReLU or
+//! gated GELU `gelu_new(a) · b` and dropout), RMS norm, attention, residual
+//! adds, dropout and the cross-entropy + z-loss over the vocabulary. Each
+//! records its own backward operation on the tape. On other devices (CUDA) the same functions fall back to the
 //! composition of dfdx primitives, so the model code is device-generic.
 //!
 //! Profile that motivated them (tiny config, batch 16, 128/32, 2 threads):
