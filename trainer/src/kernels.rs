@@ -674,6 +674,34 @@ mod blas {
         fn openblas_set_num_threads(n: c_int);
     }
 
+    /// The backward of `y = x · wᵀ` (`x: [m, k]`, `w: [n, k]`) from `g = dy`
+    /// `[m, n]`: `dx += g·w`, `dw += gᵀ·x`, into the gradients of the ghosts
+    /// (in a backward op: `?` on errors). A macro: dfdx's ghost type and its
+    /// trait are private to it.
+    macro_rules! nt_backward {
+        ($grads:ident, $g:expr, ($m:expr, $n:expr, $k:expr), ($x:expr, $gx:expr), ($w:expr, $gw:expr)) => {
+            let (m, n, k) = ($m, $n, $k);
+            sgemm(
+                false,
+                false,
+                (m, k, n),
+                $g,
+                $w,
+                1.0,
+                $grads.get_or_alloc_mut($gx)?,
+            );
+            sgemm(
+                true,
+                false,
+                (n, k, m),
+                $g,
+                $x,
+                1.0,
+                $grads.get_or_alloc_mut($gw)?,
+            );
+        };
+    }
+
     /// Blocks of an inner-dimension split.
     const KSPLIT: usize = 2;
     static ONE_THREAD: std::sync::Once = std::sync::Once::new();
@@ -895,25 +923,7 @@ mod blas {
             let (gx, gw, go) = (x.ghost(), w.ghost(), out.ghost());
             tape.add_backward_op(move |grads| {
                 let g_out = output_grad!(grads, &go, [&gx, &gw]);
-                // dx += g·w, dw += gᵀ·x
-                sgemm(
-                    false,
-                    false,
-                    (m, k, n),
-                    g_out,
-                    &wv,
-                    1.0,
-                    grads.get_or_alloc_mut(&gx)?,
-                );
-                sgemm(
-                    true,
-                    false,
-                    (n, k, m),
-                    g_out,
-                    &xv,
-                    1.0,
-                    grads.get_or_alloc_mut(&gw)?,
-                );
+                nt_backward!(grads, g_out, (m, n, k), (&xv, &gx), (&wv, &gw));
                 Ok(())
             });
         }
@@ -1032,24 +1042,7 @@ mod blas {
                 }
                 // dx += Σ gᵢ·wiᵢ, dwiᵢ += gᵢᵀ·x
                 for (g, (w, gw)) in [&g_hid, &g_lin].into_iter().zip(wiv.iter().zip(&gwi)) {
-                    sgemm(
-                        false,
-                        false,
-                        (m, d, f),
-                        g,
-                        w,
-                        1.0,
-                        grads.get_or_alloc_mut(&gx)?,
-                    );
-                    sgemm(
-                        true,
-                        false,
-                        (f, d, m),
-                        g,
-                        &xv,
-                        1.0,
-                        grads.get_or_alloc_mut(gw)?,
-                    );
+                    nt_backward!(grads, g, (m, f, d), (&xv, &gx), (w, gw));
                 }
                 Ok(())
             });
@@ -1097,24 +1090,7 @@ mod blas {
                     row[targets[i]] -= target;
                 });
                 // dh += dlogits·w, dw += dlogitsᵀ·h
-                sgemm(
-                    false,
-                    false,
-                    (n, d, v),
-                    &logits,
-                    &wv,
-                    1.0,
-                    grads.get_or_alloc_mut(&gh)?,
-                );
-                sgemm(
-                    true,
-                    false,
-                    (v, d, n),
-                    &logits,
-                    &hv,
-                    1.0,
-                    grads.get_or_alloc_mut(&gw)?,
-                );
+                nt_backward!(grads, &logits, (n, v, d), (&hv, &gh), (&wv, &gw));
                 Ok(())
             });
         }
