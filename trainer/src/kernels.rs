@@ -1705,6 +1705,34 @@ fn written(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> V
     out
 }
 
+/// A new buffer of `n` values written by `fill(i, chunk i)` over chunks of
+/// `chunk` values in parallel; `fill` must initialise all of its chunk (by
+/// [`init_with`]), which it gets uninitialised.
+fn written_with(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: `fill` initialised every chunk
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `c[j] = f(j)` for every `j`, as initialised values.
+#[inline(always)]
+fn init_with(c: &mut [std::mem::MaybeUninit<f32>], f: impl Fn(usize) -> f32) -> &mut [f32] {
+    for (j, x) in c.iter_mut().enumerate() {
+        x.write(f(j));
+    }
+    // SAFETY: every value of `c` was just initialised
+    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// `c` zero-filled, as initialised values: a single vectorised pass over
 /// memory the caller then overwrites (it keeps the writer on initialised
 /// values), in cache when the writer follows at once.
@@ -1762,15 +1790,17 @@ fn attention_impl<T: Tape<f32, Cpu>>(
         assert_eq!(p.len(), heads * t * s, "position bias size");
     }
     // probabilities [b, h, t, s], kept for the backward pass
-    let probs = written(b * heads * t * s, t * s, |bh, p| {
+    let probs = written_with(b * heads * t * s, t * s, |bh, p| {
         let (bi, h) = (bh / heads, bh % heads);
         // p = mask + pos + q·kᵀ
-        p.copy_from_slice(&mask[bi * t * s..(bi + 1) * t * s]);
-        if let Some(pos) = &posv {
-            for (x, y) in p.iter_mut().zip(&pos[h * t * s..(h + 1) * t * s]) {
-                *x += y;
+        let m = &mask[bi * t * s..(bi + 1) * t * s];
+        let p = match &posv {
+            Some(pos) => {
+                let pos = &pos[h * t * s..(h + 1) * t * s];
+                init_with(p, |j| m[j] + pos[j])
             }
-        }
+            None => init_with(p, |j| m[j]),
+        };
         unsafe {
             mm(
                 (t, s, dk),
