@@ -612,7 +612,7 @@ impl<D: Device<f32>> T5<D> {
                 Ok(y) => return y.reshape_like(&(b, s, d)),
                 Err(back) => *back,
             };
-        let dense = |x: T2<D, T>, w: T2<D, T>| crate::kernels::matmul_nt(x, w);
+        use crate::kernels::matmul_nt as dense;
         let h = if wi.len() == 1 {
             dense(x, wi.remove(0)).relu()
         } else {
