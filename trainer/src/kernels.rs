@@ -493,7 +493,7 @@ pub fn mul_mask<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
             let xc = cast::<_, Tensor<S, f32, Cpu, $tape>>(x)
                 .ok()
                 .expect("checked type");
-            return cast(mul_mask_cpu(xc, mask)).unwrap_or_else(|_| unreachable!("same type"));
+            return cast(mul_mask_cpu(xc, mask)).ok().expect("same type");
         }};
     }
     on_cpu_tapes!(S, Tensor<S, f32, D, T>, on_cpu);
@@ -551,11 +551,9 @@ fn gated_gelu_cpu<T: Tape<f32, Cpu>>(a: Cpu3<T>, b: Cpu3<T>) -> Cpu3<T> {
     let mut tape = ta.merge(tb);
     let av = values(&a);
     let bv = values(&b);
-    let mut out = vec![0f32; av.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(av.par_chunks(CHUNK))
-        .zip(bv.par_chunks(CHUNK))
-        .for_each(|((o, x), y)| simd::gelu_gate(o, x, y));
+    let out = written(av.len(), CHUNK, |i, o| {
+        simd::gelu_gate(o, &av[i * CHUNK..], &bv[i * CHUNK..])
+    });
     let out = a.device().tensor_from_vec(out, *a.shape());
     if T::OWNS_TAPE {
         let (ga, gb, go) = (a.ghost(), b.ghost(), out.ghost());
@@ -584,13 +582,6 @@ fn gated_gelu_cpu<T: Tape<f32, Cpu>>(a: Cpu3<T>, b: Cpu3<T>) -> Cpu3<T> {
 /// shapes at 150–183 GFLOP/s on 2 threads here, dfdx's `gemm` crate at
 /// 113–143); otherwise dfdx's product.
 pub fn matmul_nt<D: Device<f32>, T: Tape<f32, D> + 'static>(
-    x: Tensor<(usize, usize), f32, D, T>,
-    w: Tensor<(usize, usize), f32, D, T>,
-) -> Tensor<(usize, usize), f32, D, T> {
-    product(x, w)
-}
-
-fn product<D: Device<f32>, T: Tape<f32, D> + 'static>(
     x: Tensor<(usize, usize), f32, D, T>,
     w: Tensor<(usize, usize), f32, D, T>,
 ) -> Tensor<(usize, usize), f32, D, T> {
@@ -1067,11 +1058,8 @@ mod blas {
         let (hv, wv) = (super::values(&h), super::values(&w));
         let mut logits = sgemm_new(false, true, (n, v, d), &hv, &wv);
         let rows = rule.rows(&logits, v, targets, weights);
-        let cross_entropy = rows.iter().map(|r| r[1] as f64).sum();
-        let z_loss = rows.iter().map(|r| r[2] as f64).sum();
-        let out = h
-            .device()
-            .tensor_from_vec(rows.iter().map(|r| r[0]).collect(), (n,));
+        let (losses, cross_entropy, z_loss) = super::LossRule::totals(&rows);
+        let out = h.device().tensor_from_vec(losses, (n,));
         if T::OWNS_TAPE {
             let (gh, gw, go) = (h.ghost(), w.ghost(), out.ghost());
             let targets = targets.to_vec();
@@ -1080,13 +1068,12 @@ mod blas {
                 let g_out = output_grad!(grads, &go, [&gh, &gw]);
                 // the logits become their gradient, row by row
                 logits.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
-                    let g = g_out[i] * weights[i];
-                    if g == 0.0 {
+                    let Some((scale, shift, target, l)) =
+                        rule.grad(g_out[i] * weights[i], &rows[i])
+                    else {
                         row.fill(0.0);
                         return;
-                    }
-                    let l = rows[i][3];
-                    let (scale, shift, target) = rule.grad(g, l);
+                    };
                     super::simd::loss_grad_in_place(row, scale, shift, l);
                     row[targets[i]] -= target;
                 });
@@ -1320,13 +1307,26 @@ impl LossRule {
             .collect()
     }
 
-    /// The gradient of a row's loss with upstream gradient `g` (weight
-    /// included): `d_j = scale·e^(x_j − lse) − shift`, and the target's
-    /// entry less `target`.
-    fn grad(&self, g: f32, lse: f32) -> (f32, f32, f32) {
+    /// The per-row losses and the sums of the weighted cross-entropy and
+    /// z-loss, from [`LossRule::rows`].
+    fn totals(rows: &[[f32; 4]]) -> (Vec<f32>, f64, f64) {
+        let cross_entropy = rows.iter().map(|r| r[1] as f64).sum();
+        let z_loss = rows.iter().map(|r| r[2] as f64).sum();
+        (rows.iter().map(|r| r[0]).collect(), cross_entropy, z_loss)
+    }
+
+    /// The gradient of a row's loss (its [`LossRule::rows`] values) with
+    /// upstream gradient `g` (weight included): `d_j = scale·e^(x_j − lse)
+    /// − shift`, and the target's entry less `target`, as (scale, shift,
+    /// target, lse); `None` when `g` is 0 (the row has no gradient).
+    fn grad(&self, g: f32, row: &[f32; 4]) -> Option<(f32, f32, f32, f32)> {
+        if g == 0.0 {
+            return None;
+        }
+        let lse = row[3];
         // d/dx_j [lse − (c−low)·x_t − low·Σx + z·lse²]
         let scale = g * (1.0 + 2.0 * self.z * lse);
-        (scale, g * self.low, g * (self.confidence - self.low))
+        Some((scale, g * self.low, g * (self.confidence - self.low), lse))
     }
 }
 
@@ -1342,11 +1342,8 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
     let xv = values(&x);
     let rule = LossRule::new(z, smoothing, v);
     let rows = rule.rows(&xv, v, targets, weights);
-    let cross_entropy = rows.iter().map(|r| r[1] as f64).sum();
-    let z_loss = rows.iter().map(|r| r[2] as f64).sum();
-    let out = x
-        .device()
-        .tensor_from_vec(rows.iter().map(|r| r[0]).collect(), (n,));
+    let (losses, cross_entropy, z_loss) = LossRule::totals(&rows);
+    let out = x.device().tensor_from_vec(losses, (n,));
     if T::OWNS_TAPE {
         let (gx, go) = (x.ghost(), out.ghost());
         let targets = targets.to_vec();
@@ -1358,12 +1355,11 @@ fn row_loss_impl<T: Tape<f32, Cpu>>(
                 .zip(xv.par_chunks(v))
                 .enumerate()
                 .for_each(|(i, (d, row))| {
-                    let g = g_out[i] * weights[i];
-                    if g == 0.0 {
+                    let Some((scale, shift, target, l)) =
+                        rule.grad(g_out[i] * weights[i], &rows[i])
+                    else {
                         return;
-                    }
-                    let l = rows[i][3];
-                    let (scale, shift, target) = rule.grad(g, l);
+                    };
                     simd::add_loss_grad(d, row, scale, shift, l);
                     d[targets[i]] -= target;
                 });
@@ -1696,14 +1692,7 @@ pub fn attention_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
 /// writes it (in cache, on the task's core), not the whole buffer by
 /// `calloc` on the calling thread first.
 fn written(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, c)| fill(i, zeroed(c)));
-    // SAFETY: all n values are initialised above
-    unsafe { out.set_len(n) };
-    out
+    written_with(n, chunk, |i, c| fill(i, zeroed(c)))
 }
 
 /// A new buffer of `n` values written by `fill(i, chunk i)` over chunks of
@@ -1738,11 +1727,7 @@ fn init_with(c: &mut [std::mem::MaybeUninit<f32>], f: impl Fn(usize) -> f32) -> 
 /// memory the caller then overwrites (it keeps the writer on initialised
 /// values), in cache when the writer follows at once.
 fn zeroed(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
-    for x in c.iter_mut() {
-        x.write(0.0);
-    }
-    // SAFETY: every value of `c` was just initialised
-    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+    init_with(c, |_| 0.0)
 }
 
 /// The probabilities `p` of (row, head) `bh` as multiplied by v: after
@@ -1849,23 +1834,19 @@ fn attention_impl<T: Tape<f32, Cpu>>(
         let gp = pos.as_ref().map(|p| p.ghost());
         let mut probs = probs;
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&gq)?;
-            grads.try_alloc_for(&gk)?;
-            grads.try_alloc_for(&gv)?;
-            grads.try_alloc_for(&go)?;
             if let Some(gp) = &gp {
                 grads.try_alloc_for(gp)?;
             }
-            // SAFETY: four distinct buffers, none reallocated while in use;
+            let g_out = output_grad!(grads, &go, [&gq, &gk, &gv]);
+            // SAFETY: three distinct buffers, none reallocated while in use;
             // each (row, head) task writes its own part of dq, dk, dv.
-            let g_out = SyncPtr(grads.get_or_alloc_mut(&go)?.as_mut_ptr());
             let dq = SyncPtr(grads.get_or_alloc_mut(&gq)?.as_mut_ptr());
             let dkp = SyncPtr(grads.get_or_alloc_mut(&gk)?.as_mut_ptr());
             let dv = SyncPtr(grads.get_or_alloc_mut(&gv)?.as_mut_ptr());
             // each task turns its probabilities into the scores' gradient dS
             probs.par_chunks_mut(t * s).enumerate().for_each(|(bh, p)| {
                 let (bi, h) = (bh / heads, bh % heads);
-                let (g_out, dq, dkp, dv) = (g_out, dq, dkp, dv);
+                let (dq, dkp, dv) = (dq, dkp, dv);
                 let qo = bi * t * inner + h * dk;
                 let ko = bi * s * inner + h * dk;
                 // written by the first product (no zero-filling: 1 MB per task at 512 × 512)
@@ -1879,7 +1860,7 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                         ds.as_mut_ptr(),
                         (s, 1),
                         false,
-                        g_out.0.add(qo),
+                        g_out.as_ptr().add(qo),
                         (inner, 1),
                         vv.as_ptr().add(ko),
                         (1, inner),
@@ -1893,7 +1874,7 @@ fn attention_impl<T: Tape<f32, Cpu>>(
                         true,
                         pd,
                         (1, s),
-                        g_out.0.add(qo),
+                        g_out.as_ptr().add(qo),
                         (inner, 1),
                     );
                 }

@@ -1126,8 +1126,6 @@ pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
 ) -> (Tensor<(), f32, D, T>, LossParts) {
     let dev = logits.device().clone();
     let (n, v) = *logits.shape();
-    let tokens = batch.target_tokens();
-    let norm = loss_norm(batch, cfg, scale);
     let smoothing = cfg.label_smoothing;
     let logits = match crate::kernels::row_loss_cpu(
         logits,
@@ -1139,6 +1137,8 @@ pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
         Ok(r) => return loss_total(r, batch, cfg, scale),
         Err(logits) => logits,
     };
+    let tokens = batch.target_tokens();
+    let norm = loss_norm(batch, cfg, scale);
     let mut ls = fork(logits, if smoothing > 0.0 { 3 } else { 2 });
     let sum_logits = (smoothing > 0.0).then(|| ls.pop().unwrap().sum::<(usize,), Axis<1>>());
     let picked_in = ls.pop().unwrap();

@@ -9,8 +9,8 @@ mod common;
 
 fn loss_of(model: &T5<Dev>, b: &Batch) -> f64 {
     let logits = model.forward::<NoneTape>(b, &mut Dropout::off(), NoneTape);
-    let value = loss(logits, b, &LossConfig::default(), 1.0).0.array();
     let cfg = LossConfig::default();
+    let value = loss(logits, b, &cfg, 1.0).0.array();
     let fused = model.forward_loss(b, &mut Dropout::off(), NoneTape, &cfg, 1.0);
     assert!((fused.0.array() - value).abs() <= 1e-5 * value.abs());
     value as f64
