@@ -107,14 +107,17 @@ fn toml_task_files_add_tasks_and_report_errors() {
 [[task]]
 name = "my_qa"
 description = "questions and answers"
-sequence_length = { inputs = 64, targets = 16 }
+preprocessors = [
+  { text = { kind = "template", inputs = "question: {q}", targets = "{a}" } },
+  "tokenize",
+  "append_eos_after_trim",
+]
+output_features = { inputs = { length = 64 }, targets = { length = 16 } }
+metrics = ["exact_match", "bleu"]
 [task.source]
 kind = "files"
 format = { kind = "jsonl" }
 splits = { train = ["train.jsonl"] }
-[task.preprocessing]
-kind = "supervised"
-format = { kind = "template", inputs = "question: {q}", targets = "{a}" }
 "#,
     )
     .unwrap();
@@ -165,14 +168,14 @@ format = { kind = "template", inputs = "question: {q}", targets = "{a}" }
     // Bad template.
     std::fs::write(
         &tasks,
-        "[[task]]\nname = \"y\"\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"t.jsonl\"] }\n[task.preprocessing]\nkind = \"supervised\"\nformat = { kind = \"template\", inputs = \"q: {q\", targets = \"{a}\" }\n",
+        "[[task]]\nname = \"y\"\npreprocessors = [{ text = { kind = \"template\", inputs = \"q: {q\", targets = \"{a}\" } }, \"tokenize\"]\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"t.jsonl\"] }\n",
     )
     .unwrap();
     let o = t5mix(&["tasks", "--tasks-file", tasks.to_str().unwrap(), "list"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success()
-            && err.contains("task \"y\"")
+            && err.contains("task y")
             && err.contains("inputs")
             && err.contains("unclosed"),
         "{err}"
@@ -180,7 +183,7 @@ format = { kind = "template", inputs = "question: {q}", targets = "{a}" }
     // A missing column names the file and row.
     std::fs::write(
         &tasks,
-        "[[task]]\nname = \"z\"\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"train.jsonl\"] }\n[task.preprocessing]\nkind = \"supervised\"\nformat = { kind = \"template\", inputs = \"{question}\", targets = \"{a}\" }\n",
+        "[[task]]\nname = \"z\"\npreprocessors = [{ text = { kind = \"template\", inputs = \"{question}\", targets = \"{a}\" } }, \"tokenize\", \"append_eos_after_trim\"]\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"train.jsonl\"] }\n",
     )
     .unwrap();
     if let Some(model) = shared_path("t5-spm/spiece.model") {

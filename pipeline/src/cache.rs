@@ -22,58 +22,54 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PipelineError, Result};
-use crate::preprocessors::{Denoiser, ShardCorruptor};
+use crate::features::SequenceLength;
 use crate::shards::{read_example_shard, write_example_shard, ExampleStats, ShardExample};
 use crate::vocab::Vocabulary;
 
 /// What to build.
-#[derive(Debug, Clone)]
+#[derive(Clone, Copy)]
 pub struct CacheSpec<'a> {
     /// Task name.
     pub task: &'a str,
-    /// Split to read from the clean shards (`train` / `validation`).
+    /// Split to read from the sources.
     pub split: &'a str,
     /// Seed of every example's random stream.
     pub seed: u64,
-    /// Where the examples come from.
-    pub examples: ExampleSource<'a>,
-    /// The vocabulary.
+    /// Turns one source file into examples (a task's preprocessors).
+    pub examples: &'a dyn ExampleProducer,
+    /// The vocabulary (its checksum and size go into the metadata).
     pub vocab: &'a Vocabulary,
     /// Feature lengths, for the manifest.
-    pub inputs_length: usize,
-    /// Feature lengths, for the manifest.
-    pub targets_length: usize,
-    /// Keep the text of supervised examples (`inputs_pretokenized`,
-    /// `targets_pretokenized` columns).
-    pub pretokenized: bool,
+    pub sequence_length: SequenceLength,
 }
 
-/// Where a cache's examples come from.
-#[derive(Clone, Copy)]
-pub enum ExampleSource<'a> {
-    /// Clean text shards through an unsupervised objective.
-    Unsupervised(&'a Denoiser),
-    /// `(inputs, targets)` text of each source file's rows (a supervised
-    /// task's formatter); tokenized, then EOS after trimming.
-    TextPairs(&'a TextPairFn),
+/// Turns source file `index` of a cache into its examples, in order. The
+/// pipeline knows nothing of tasks: `t5mix_tasks::Task` implements this
+/// with its preprocessors.
+pub trait ExampleProducer: Sync {
+    /// Emits the examples of source file `index` (`input`); returns the
+    /// number of source records (documents, rows) read.
+    fn produce(
+        &self,
+        index: usize,
+        input: &Path,
+        emit: &mut dyn FnMut(ShardExample),
+    ) -> Result<u64>;
+
+    /// How examples are made, for manifests and shard metadata (the
+    /// objective and its parameters).
+    fn describe(&self) -> String;
 }
 
-/// Reads one source file into `(inputs, targets)` text pairs.
-pub type TextPairFn = dyn Fn(&Path) -> std::result::Result<Vec<(String, String)>, String> + Sync;
-
-impl std::fmt::Debug for ExampleSource<'_> {
+impl std::fmt::Debug for CacheSpec<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl ExampleSource<'_> {
-    /// For manifests and shard metadata.
-    pub fn describe(&self) -> String {
-        match self {
-            ExampleSource::Unsupervised(d) => format!("{:?}", d.objective()),
-            ExampleSource::TextPairs(_) => "supervised text pairs".to_string(),
-        }
+        f.debug_struct("CacheSpec")
+            .field("task", &self.task)
+            .field("split", &self.split)
+            .field("seed", &self.seed)
+            .field("examples", &self.examples.describe())
+            .field("sequence_length", &self.sequence_length)
+            .finish()
     }
 }
 
@@ -194,59 +190,12 @@ fn build_one(
             stats: ExampleStats::default(),
         });
     }
-    let input = input.to_path_buf();
-    let input = &input;
-    let mut documents = 0u64;
     let mut examples = Vec::new();
     let mut stats = ExampleStats::default();
-    match spec.examples {
-        ExampleSource::Unsupervised(denoiser) => {
-            let texts = read_clean_texts(input, spec.split)?;
-            documents += texts.len() as u64;
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let docs = spec.vocab.encode_batch(&refs);
-            ShardCorruptor::new(denoiser, spec.seed, spec.task, i as u64)
-                .run(docs.iter().map(Vec::as_slice), |inp, tgt| {
-                    stats.add(inp.len(), tgt.len());
-                    examples.push(ShardExample {
-                        task: spec.task.to_string(),
-                        inputs: inp.to_vec(),
-                        targets: tgt.to_vec(),
-                        pretokenized: None,
-                    });
-                })
-                .map_err(|e| PipelineError::Config {
-                    what: format!("task {}", spec.task),
-                    message: e.to_string(),
-                })?;
-        }
-        ExampleSource::TextPairs(read) => {
-            let pairs = read(input).map_err(|m| PipelineError::BadInput {
-                path: input.clone(),
-                location: "rows".into(),
-                message: m,
-            })?;
-            documents += pairs.len() as u64;
-            let texts: Vec<&str> = pairs
-                .iter()
-                .flat_map(|(a, b)| [a.as_str(), b.as_str()])
-                .collect();
-            let ids = spec.vocab.encode_batch(&texts);
-            let eos = spec.vocab.eos_id().unwrap_or(1);
-            for (pair, text) in ids.chunks(2).zip(&pairs) {
-                let (mut inp, mut tgt) = (pair[0].clone(), pair[1].clone());
-                crate::preprocessors::append_eos_after_trim(&mut inp, spec.inputs_length, eos);
-                crate::preprocessors::append_eos_after_trim(&mut tgt, spec.targets_length, eos);
-                stats.add(inp.len(), tgt.len());
-                examples.push(ShardExample {
-                    task: spec.task.to_string(),
-                    inputs: inp,
-                    targets: tgt,
-                    pretokenized: spec.pretokenized.then(|| text.clone()),
-                });
-            }
-        }
-    }
+    let documents = spec.examples.produce(i, input, &mut |e: ShardExample| {
+        stats.add(e.inputs.len(), e.targets.len());
+        examples.push(e);
+    })?;
     let meta = vec![
         ("t5mix.task".to_string(), spec.task.to_string()),
         ("t5mix.split".to_string(), spec.split.to_string()),
@@ -256,10 +205,7 @@ fn build_one(
         ("t5mix.objective".to_string(), spec.examples.describe()),
         (
             "t5mix.sequence_length".to_string(),
-            format!(
-                "inputs={},targets={}",
-                spec.inputs_length, spec.targets_length
-            ),
+            spec.sequence_length.to_string(),
         ),
         (
             "t5mix.vocabulary_md5".to_string(),
@@ -383,8 +329,8 @@ pub fn finalize(spec: &CacheSpec<'_>, num_shards: usize, out_dir: &Path) -> Resu
         seed: spec.seed,
         objective: spec.examples.describe(),
         sequence_length: BTreeMap::from([
-            ("inputs".to_string(), spec.inputs_length),
-            ("targets".to_string(), spec.targets_length),
+            ("inputs".to_string(), spec.sequence_length.inputs),
+            ("targets".to_string(), spec.sequence_length.targets),
         ]),
         vocabulary: BTreeMap::from([
             ("md5".to_string(), spec.vocab.checksum().to_string()),

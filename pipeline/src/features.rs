@@ -24,6 +24,73 @@ use serde::{Deserialize, Serialize};
 
 use crate::preprocessors::PreprocessError;
 
+/// Feature lengths of an encoder-decoder example (seqio's
+/// `sequence_length`): the one home of the default lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceLength {
+    /// Encoder length.
+    pub inputs: usize,
+    /// Decoder length.
+    pub targets: usize,
+}
+
+impl SequenceLength {
+    /// T5's pre-training lengths (span corruption: 512 / 114).
+    pub const PRETRAINING: SequenceLength = SequenceLength {
+        inputs: 512,
+        targets: 114,
+    };
+    /// T5's fine-tuning lengths for text-to-text tasks (512 / 128).
+    pub const SUPERVISED: SequenceLength = SequenceLength {
+        inputs: 512,
+        targets: 128,
+    };
+    /// Upper bound of either length (2^20 tokens): longer is a typo, not a model.
+    pub const MAX: usize = 1 << 20;
+
+    /// Parses `inputs=N,targets=M` (either may be left out: it keeps
+    /// `base`'s value); each length in `1..=MAX`.
+    pub fn parse_over(base: SequenceLength, s: &str) -> Result<SequenceLength, String> {
+        let mut out = base;
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not NAME=N (e.g. inputs=512,targets=114)"))?;
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{v:?} is not a whole number"))?;
+            match k.trim() {
+                "inputs" => out.inputs = n,
+                "targets" => out.targets = n,
+                k => return Err(format!("unknown feature {k:?} (inputs, targets)")),
+            }
+        }
+        out.check()?;
+        Ok(out)
+    }
+
+    /// Both lengths in range (inputs may be 0: decoder-only objectives).
+    pub fn check(&self) -> Result<(), String> {
+        if self.targets == 0 || self.targets > Self::MAX || self.inputs > Self::MAX {
+            return Err(format!(
+                "lengths inputs={} targets={}: targets must be in 1..={max}, inputs in 0..={max}",
+                self.inputs,
+                self.targets,
+                max = Self::MAX
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for SequenceLength {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "inputs={},targets={}", self.inputs, self.targets)
+    }
+}
+
 /// One task example: `inputs` and `targets`, EOS already appended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncDecExample {
@@ -73,6 +140,20 @@ pub enum Packing {
     Greedy,
     /// First-fit decreasing within each window: denser rows, same windows.
     FirstFitDecreasing,
+}
+
+impl std::str::FromStr for Packing {
+    type Err = String;
+
+    /// `greedy` (seqio), `ffd` (first-fit decreasing) or `none`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "greedy" => Packing::Greedy,
+            "ffd" | "first-fit-decreasing" => Packing::FirstFitDecreasing,
+            "none" => Packing::None,
+            _ => return Err(format!("packing {s:?}: use greedy, ffd or none")),
+        })
+    }
 }
 
 /// `EncDecFeatureConverter` with fixed task feature lengths.

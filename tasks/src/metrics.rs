@@ -537,76 +537,274 @@ pub fn rouge_bootstrap(targets: &[String], predictions: &[String], seed: u32) ->
     out
 }
 
-/// A task's metrics on decoded predictions, as T5 computes them: the
-/// format's postprocessor applied to targets and predictions, then its
-/// metrics (`get_glue_metric`, `stsb`, SQuAD, ROUGE, BLEU). Templates are
-/// scored by exact-match accuracy of the text.
-pub fn evaluate_task(
-    format: &crate::supervised::TextFormat,
-    targets: &[String],
-    predictions: &[String],
-) -> Vec<(String, f64)> {
-    use crate::formats::GlueBenchmark;
-    use crate::supervised::TextFormat;
-    match format {
-        // T5 scores AX with nothing: it has a test set only
-        TextFormat::Glue { config, .. } if config == "ax" => Vec::new(),
-        TextFormat::Glue { config, .. } => {
-            let b = GlueBenchmark::from_config(config).unwrap_or(GlueBenchmark::Mnli);
-            let labels = b.label_names();
-            let ids = |v: &[String]| -> Vec<i64> {
-                v.iter()
-                    .map(|s| string_label_to_class_id(s, labels))
-                    .collect()
-            };
-            let (t, p) = (ids(targets), ids(predictions));
-            match b {
-                GlueBenchmark::Cola => {
-                    vec![("matthews_corrcoef".into(), matthews_corrcoef(&t, &p))]
-                }
-                GlueBenchmark::Mrpc | GlueBenchmark::Qqp => vec![
-                    ("f1".into(), f1_score_with_invalid(&t, &p)),
-                    ("accuracy".into(), accuracy(&t, &p)),
-                ],
-                _ => vec![("accuracy".into(), accuracy(&t, &p))],
+/// A postprocessed target or prediction (what seqio's `postprocess_fn`
+/// returns and its `metric_fns` take).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Text as decoded.
+    Text(String),
+    /// Several acceptable texts (SQuAD's answers).
+    Texts(Vec<String>),
+    /// A class id (−1: not a label).
+    Label(i64),
+    /// A number.
+    Float(f64),
+}
+
+impl Value {
+    fn texts(&self) -> Vec<String> {
+        match self {
+            Value::Text(t) => vec![t.clone()],
+            Value::Texts(t) => t.clone(),
+            Value::Label(l) => vec![l.to_string()],
+            Value::Float(f) => vec![f.to_string()],
+        }
+    }
+
+    fn text(&self) -> String {
+        self.texts().into_iter().next().unwrap_or_default()
+    }
+}
+
+/// A postprocessor written in Rust: `(decoded text, the example's row,
+/// is_target) → value`; closures of that shape are postprocessors.
+pub trait PostprocessFn: Send + Sync {
+    /// The value of one target or prediction.
+    fn postprocess(&self, text: &str, row: &crate::supervised::Row, is_target: bool) -> Value;
+}
+
+impl<F> PostprocessFn for F
+where
+    F: Fn(&str, &crate::supervised::Row, bool) -> Value + Send + Sync,
+{
+    fn postprocess(&self, text: &str, row: &crate::supervised::Row, is_target: bool) -> Value {
+        self(text, row, is_target)
+    }
+}
+
+/// A metric written in Rust: `(targets, predictions) → named scores`;
+/// closures of that shape are metrics.
+pub trait MetricFn: Send + Sync {
+    /// Scores of one task.
+    fn compute(
+        &self,
+        targets: &[Value],
+        predictions: &[Value],
+    ) -> Result<Vec<(String, f64)>, String>;
+}
+
+impl<F> MetricFn for F
+where
+    F: Fn(&[Value], &[Value]) -> Result<Vec<(String, f64)>, String> + Send + Sync,
+{
+    fn compute(
+        &self,
+        targets: &[Value],
+        predictions: &[Value],
+    ) -> Result<Vec<(String, f64)>, String> {
+        self(targets, predictions)
+    }
+}
+
+/// T5's postprocessors by name (`t5.data.postprocessors`), or the user's.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Postprocessor {
+    /// The text as decoded.
+    #[default]
+    Text,
+    /// `string_label_to_class_id` over these labels.
+    StringLabel {
+        /// Class names in id order.
+        labels: Vec<String>,
+    },
+    /// `string_to_float`, `default` when the text is not a number.
+    StringToFloat {
+        /// Value of a non-number.
+        default: f64,
+    },
+    /// `qa`: a target is the list of all the row's answers (column
+    /// `answers`, one per line), a prediction its text.
+    Qa,
+    /// The user's function.
+    Custom(crate::task::Custom<dyn PostprocessFn>),
+}
+
+impl Postprocessor {
+    /// The value of one decoded target or prediction of `row`.
+    pub fn apply(&self, text: &str, row: &crate::supervised::Row, is_target: bool) -> Value {
+        match self {
+            Postprocessor::Text => Value::Text(text.to_string()),
+            Postprocessor::StringLabel { labels } => {
+                let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+                Value::Label(string_label_to_class_id(text, &l))
             }
+            Postprocessor::StringToFloat { default } => {
+                Value::Float(string_to_float(text, *default))
+            }
+            Postprocessor::Qa if is_target => Value::Texts(match row.get("answers") {
+                Some(a) => a.split('\n').map(str::to_string).collect(),
+                None => vec![text.to_string()],
+            }),
+            Postprocessor::Qa => Value::Text(text.to_string()),
+            Postprocessor::Custom(c) => c.f.postprocess(text, row, is_target),
         }
-        TextFormat::Stsb { .. } => {
-            let f =
-                |v: &[String]| -> Vec<f64> { v.iter().map(|s| string_to_float(s, -1.0)).collect() };
-            let (t, p) = (f(targets), f(predictions));
-            vec![
-                ("pearson_corrcoef".into(), pearson_corrcoef(&t, &p)),
-                ("spearman_corrcoef".into(), spearman_corrcoef(&t, &p)),
-            ]
-        }
-        TextFormat::Squad { .. } => {
-            let t: Vec<Vec<String>> = targets.iter().map(|s| vec![s.clone()]).collect();
-            let (em, f1) = squad(&t, predictions);
-            vec![("em".into(), em), ("f1".into(), f1)]
-        }
-        TextFormat::Summarize { .. } => {
-            let [r1, r2, rl] = rouge(targets, predictions);
-            vec![
-                ("rouge1".into(), r1),
-                ("rouge2".into(), r2),
-                ("rougeLsum".into(), rl),
-            ]
-        }
-        TextFormat::Translate { .. } => {
-            let refs: Vec<Vec<String>> = vec![targets.to_vec()];
-            vec![("bleu".into(), bleu(&refs, predictions))]
-        }
-        TextFormat::Template { .. } => {
-            let right = targets
-                .iter()
-                .zip(predictions)
-                .filter(|(t, p)| t.trim() == p.trim())
-                .count();
-            vec![(
-                "exact_match".into(),
-                100.0 * right as f64 / targets.len().max(1) as f64,
-            )]
+    }
+}
+
+/// T5's metrics by name (`t5.evaluation.metrics`), or the user's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// `accuracy` over class ids (or exact text).
+    Accuracy,
+    /// `sklearn_metrics_wrapper("matthews_corrcoef")`.
+    MatthewsCorrcoef,
+    /// `f1_score_with_invalid` (reported as `f1`).
+    F1WithInvalid,
+    /// `pearson_corrcoef`.
+    PearsonCorrcoef,
+    /// `spearman_corrcoef`.
+    SpearmanCorrcoef,
+    /// `squad`: exact match and F1, max over each target's answers (`em`, `f1`).
+    Squad,
+    /// `bleu` (sacreBLEU, intl tokenizer).
+    Bleu,
+    /// `rouge`: `rouge1`, `rouge2`, `rougeLsum`.
+    Rouge,
+    /// Exact match of the trimmed text ×100 (`exact_match`).
+    ExactMatch,
+    /// The user's function.
+    Custom(crate::task::Custom<dyn MetricFn>),
+}
+
+impl Metric {
+    /// Named scores over postprocessed targets and predictions.
+    pub fn compute(
+        &self,
+        targets: &[Value],
+        predictions: &[Value],
+    ) -> Result<Vec<(String, f64)>, String> {
+        let labels = |v: &[Value]| -> Result<Vec<i64>, String> {
+            v.iter()
+                .map(|x| match x {
+                    Value::Label(l) => Ok(*l),
+                    other => Err(format!(
+                        "{self:?} needs class ids (a string_label postprocessor), got {other:?}"
+                    )),
+                })
+                .collect()
+        };
+        let floats = |v: &[Value]| -> Result<Vec<f64>, String> {
+            v.iter()
+                .map(|x| match x {
+                    Value::Float(f) => Ok(*f),
+                    Value::Label(l) => Ok(*l as f64),
+                    other => Err(format!(
+                        "{self:?} needs numbers (a string_to_float postprocessor), got {other:?}"
+                    )),
+                })
+                .collect()
+        };
+        let texts = |v: &[Value]| -> Vec<String> { v.iter().map(Value::text).collect() };
+        Ok(match self {
+            Metric::Accuracy => match (labels(targets), labels(predictions)) {
+                (Ok(t), Ok(p)) => vec![("accuracy".into(), accuracy(&t, &p))],
+                _ => {
+                    let right = texts(targets)
+                        .iter()
+                        .zip(texts(predictions))
+                        .filter(|(t, p)| *t == p)
+                        .count();
+                    let n = targets.len();
+                    vec![(
+                        "accuracy".into(),
+                        if n == 0 {
+                            f64::NAN
+                        } else {
+                            100.0 * right as f64 / n as f64
+                        },
+                    )]
+                }
+            },
+            Metric::MatthewsCorrcoef => vec![(
+                "matthews_corrcoef".into(),
+                matthews_corrcoef(&labels(targets)?, &labels(predictions)?),
+            )],
+            Metric::F1WithInvalid => vec![(
+                "f1".into(),
+                f1_score_with_invalid(&labels(targets)?, &labels(predictions)?),
+            )],
+            Metric::PearsonCorrcoef => vec![(
+                "pearson_corrcoef".into(),
+                pearson_corrcoef(&floats(targets)?, &floats(predictions)?),
+            )],
+            Metric::SpearmanCorrcoef => vec![(
+                "spearman_corrcoef".into(),
+                spearman_corrcoef(&floats(targets)?, &floats(predictions)?),
+            )],
+            Metric::Squad => {
+                let t: Vec<Vec<String>> = targets.iter().map(Value::texts).collect();
+                let (em, f1) = squad(&t, &texts(predictions));
+                vec![("em".into(), em), ("f1".into(), f1)]
+            }
+            Metric::Bleu => vec![("bleu".into(), bleu(&[texts(targets)], &texts(predictions)))],
+            Metric::Rouge => {
+                let [r1, r2, rl] = rouge(&texts(targets), &texts(predictions));
+                vec![
+                    ("rouge1".into(), r1),
+                    ("rouge2".into(), r2),
+                    ("rougeLsum".into(), rl),
+                ]
+            }
+            Metric::ExactMatch => {
+                let right = texts(targets)
+                    .iter()
+                    .zip(texts(predictions))
+                    .filter(|(t, p)| t.trim() == p.trim())
+                    .count();
+                vec![(
+                    "exact_match".into(),
+                    100.0 * right as f64 / targets.len().max(1) as f64,
+                )]
+            }
+            Metric::Custom(c) => c.f.compute(targets, predictions)?,
+        })
+    }
+}
+
+impl crate::supervised::TextFormat {
+    /// The postprocessor and metrics T5 gives a task of this format
+    /// (`get_glue_metric`, `get_glue_postprocess_fn`, SQuAD's `qa`, ROUGE,
+    /// BLEU); a template is scored by exact match.
+    pub fn default_evaluation(&self) -> (Postprocessor, Vec<Metric>) {
+        use crate::formats::GlueBenchmark;
+        use crate::supervised::TextFormat;
+        match self {
+            TextFormat::Glue { config, .. } => {
+                let b = GlueBenchmark::from_config(config).unwrap_or(GlueBenchmark::Mnli);
+                let post = Postprocessor::StringLabel {
+                    labels: b.label_names().iter().map(|s| s.to_string()).collect(),
+                };
+                let metrics = match b {
+                    // T5 scores AX with nothing: it has a test set only
+                    _ if config == "ax" => vec![],
+                    GlueBenchmark::Cola => vec![Metric::MatthewsCorrcoef],
+                    GlueBenchmark::Mrpc | GlueBenchmark::Qqp => {
+                        vec![Metric::F1WithInvalid, Metric::Accuracy]
+                    }
+                    _ => vec![Metric::Accuracy],
+                };
+                (post, metrics)
+            }
+            TextFormat::Stsb { .. } => (
+                Postprocessor::StringToFloat { default: -1.0 },
+                vec![Metric::PearsonCorrcoef, Metric::SpearmanCorrcoef],
+            ),
+            TextFormat::Squad { .. } => (Postprocessor::Qa, vec![Metric::Squad]),
+            TextFormat::Summarize { .. } => (Postprocessor::Text, vec![Metric::Rouge]),
+            TextFormat::Translate { .. } => (Postprocessor::Text, vec![Metric::Bleu]),
+            TextFormat::Template { .. } => (Postprocessor::Text, vec![Metric::ExactMatch]),
         }
     }
 }

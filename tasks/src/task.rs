@@ -1,26 +1,34 @@
-//! Tasks: a source, preprocessing, output features (seqio's `Task`).
+//! Tasks: a source, an ordered list of preprocessors, output features, a
+//! postprocessor and metrics — seqio's `Task`.
 //!
-//! This part covers unsupervised tasks over clean text shards (T5's
-//! `c4_v220_span_corruption` and the other objectives). Supervised tasks
-//! with text templates, their postprocessors and metrics follow.
+//! Preprocessors run in order. Row-level ones (before [`Preprocessor::Tokenize`])
+//! map a source row (column → text) to a row whose `inputs` / `targets`
+//! fields are the example's text; `Tokenize` encodes them; token-level ones
+//! (after it) map token sequences, e.g. T5's span corruption or the user's own
+//! function; [`Preprocessor::AppendEosAfterTrim`] ends each feature as its
+//! [`Feature`] says. The built-in catalog ([`crate::catalog`]) is written with
+//! this same public API.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use t5mix_pipeline::preprocessors::{
-    Objective, DEFAULT_MEAN_NOISE_SPAN_LENGTH, DEFAULT_NOISE_DENSITY,
-};
+use t5mix_pipeline::features::SequenceLength;
+use t5mix_pipeline::preprocessors::{ExampleRng, Objective};
+use t5mix_pipeline::vocab::Vocabulary;
 
-use crate::mixture::{validate_name, MixtureError};
-use crate::supervised::{read_rows, FileFormat, Row, TextFormat};
-use std::path::Path;
-use std::sync::Arc;
+use crate::error::{Result, TaskError};
+use crate::metrics::{Metric, MetricFn, PostprocessFn, Postprocessor};
+use crate::mixture::validate_name;
+use crate::supervised::{FileFormat, Row, TextFormat};
 
 /// Where a task's examples come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Source {
-    /// The Parquet shards of `t5mix clean` (columns `text`, `split`).
+    /// The Parquet shards of `t5mix clean`: one row per page with column
+    /// `text`, of the split asked for.
     CleanShards,
     /// Files by split, as globs relative to the input directory.
     Files {
@@ -36,6 +44,18 @@ pub enum Source {
 }
 
 impl Source {
+    /// Files of `split` in `format`, one glob each.
+    pub fn files(format: FileFormat, splits: &[(&str, &str)]) -> Source {
+        Source::Files {
+            format,
+            splits: splits
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect(),
+            split_formats: BTreeMap::new(),
+        }
+    }
+
     /// The file format of `split` (files sources only).
     pub fn file_format(&self, split: &str) -> Option<&FileFormat> {
         match self {
@@ -48,34 +68,43 @@ impl Source {
         }
     }
 
-    /// The files of `split` under each input folder, in order: every glob
-    /// of the split, an `a|b` entry matching its first alternative found.
-    pub fn split_files(
-        &self,
-        task: &str,
-        split: &str,
-        dirs: &[String],
-    ) -> Result<Vec<std::path::PathBuf>, String> {
-        let Source::Files { splits, .. } = self else {
-            return Err(format!("task {task} reads clean shards, not split files"));
+    /// The source files of `split` under the inputs: the clean Parquet
+    /// shards among them (files, folders, globs), or every glob of the split
+    /// under each input folder, in order (an `a|b` entry matching its first
+    /// alternative found).
+    pub fn split_files(&self, task: &str, split: &str, inputs: &[String]) -> Result<Vec<PathBuf>> {
+        let splits = match self {
+            Source::CleanShards => {
+                let files: Vec<PathBuf> = t5mix_pipeline::readers::expand_inputs(inputs)?
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                    .collect();
+                if files.is_empty() {
+                    return Err(TaskError::task(
+                        task,
+                        format!("no clean Parquet shards among {inputs:?}"),
+                    ));
+                }
+                return Ok(files);
+            }
+            Source::Files { splits, .. } => splits,
         };
         let globs = splits.get(split).ok_or_else(|| {
-            format!(
-                "task {task} has no split {split:?} (splits: {:?})",
-                splits.keys().collect::<Vec<_>>()
+            TaskError::task(
+                task,
+                format!(
+                    "no split {split:?} (splits: {:?})",
+                    splits.keys().collect::<Vec<_>>()
+                ),
             )
         })?;
         let mut files = Vec::new();
-        for dir in dirs {
+        for dir in inputs {
             for g in globs {
-                let alternatives: Vec<&str> = g.split('|').collect();
                 let mut found = None;
                 let mut last_err = String::new();
-                for a in &alternatives {
-                    let pattern = std::path::Path::new(dir)
-                        .join(a.trim())
-                        .display()
-                        .to_string();
+                for a in g.split('|') {
+                    let pattern = Path::new(dir).join(a.trim()).display().to_string();
                     match t5mix_pipeline::readers::expand_inputs(&[pattern]) {
                         Ok(f) if !f.is_empty() => {
                             found = Some(f);
@@ -85,90 +114,262 @@ impl Source {
                         Err(e) => last_err = e.to_string(),
                     }
                 }
-                match found {
-                    Some(f) => files.extend(f),
-                    None => {
-                        return Err(format!(
-                            "task {task}, split {split}: no file {g:?} in {dir} {last_err}"
-                        ))
-                    }
-                }
+                files.extend(found.ok_or_else(|| {
+                    TaskError::task(
+                        task,
+                        format!("split {split}: no file {g:?} in {dir} {last_err}"),
+                    )
+                })?);
             }
         }
         Ok(files)
     }
 }
 
-/// A text preprocessor written in Rust: one source row → `(inputs, targets)`
-/// text. Closures `Fn(&Row) -> Result<(String, String), String>` are
-/// preprocessors:
-///
-/// ```
-/// use std::collections::BTreeMap;
-/// use t5mix_tasks::supervised::FileFormat;
-/// use t5mix_tasks::{Source, Task, TaskRegistry};
-/// let source = Source::Files {
-///     format: FileFormat::Jsonl,
-///     splits: BTreeMap::from([("train".to_string(), vec!["train.jsonl".to_string()])]),
-///     split_formats: BTreeMap::new(),
-/// };
-/// let task = Task::custom("shout_qa", source, "uppercase question → answer", |row: &t5mix_tasks::supervised::Row| {
-///     Ok((format!("question: {}", row["question"].to_uppercase()), row["answer"].clone()))
-/// });
-/// let mut reg = TaskRegistry::builtin();
-/// reg.add(task).unwrap();
-/// assert!(reg.get("shout_qa").is_some());
-/// ```
-pub trait Preprocessor: Send + Sync {
-    /// The `(inputs, targets)` text of one row.
-    fn preprocess(&self, row: &Row) -> Result<(String, String), String>;
+/// One output feature (seqio's `Feature`): its length, whether it ends with
+/// EOS, whether an example must have it. The vocabulary is the build's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    /// Length the feature is trimmed to (EOS included).
+    pub length: usize,
+    /// `append_eos_after_trim` puts EOS at its end.
+    #[serde(default = "yes")]
+    pub add_eos: bool,
+    /// An example must have it (seqio's `required`).
+    #[serde(default = "yes")]
+    pub required: bool,
 }
 
-impl<F> Preprocessor for F
+fn yes() -> bool {
+    true
+}
+
+impl Feature {
+    /// A required feature of `length` with EOS.
+    pub fn new(length: usize) -> Feature {
+        Feature {
+            length,
+            add_eos: true,
+            required: true,
+        }
+    }
+}
+
+/// The `inputs` and `targets` features of an encoder-decoder task.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputFeatures {
+    /// Encoder feature.
+    pub inputs: Feature,
+    /// Decoder feature.
+    pub targets: Feature,
+}
+
+impl Default for OutputFeatures {
+    fn default() -> Self {
+        OutputFeatures::lengths(SequenceLength::SUPERVISED)
+    }
+}
+
+impl OutputFeatures {
+    /// Both features with EOS, of these lengths.
+    pub fn lengths(l: SequenceLength) -> Self {
+        OutputFeatures {
+            inputs: Feature::new(l.inputs),
+            targets: Feature::new(l.targets),
+        }
+    }
+
+    /// The two lengths.
+    pub fn sequence_length(&self) -> SequenceLength {
+        SequenceLength {
+            inputs: self.inputs.length,
+            targets: self.targets.length,
+        }
+    }
+
+    /// The same features with other lengths.
+    pub fn with_lengths(mut self, l: SequenceLength) -> Self {
+        self.inputs.length = l.inputs;
+        self.targets.length = l.targets;
+        self
+    }
+}
+
+/// A row-level preprocessor written in Rust (seqio's map over examples):
+/// closures `Fn(&Row) -> Result<Row, String>` are row preprocessors. The
+/// returned row's `inputs` / `targets` fields are what `Tokenize` encodes;
+/// [`crate::pair`] builds such a row.
+pub trait RowFn: Send + Sync {
+    /// The row after this step.
+    fn map(&self, row: &Row) -> std::result::Result<Row, String>;
+}
+
+impl<F> RowFn for F
 where
-    F: Fn(&Row) -> Result<(String, String), String> + Send + Sync,
+    F: Fn(&Row) -> std::result::Result<Row, String> + Send + Sync,
 {
-    fn preprocess(&self, row: &Row) -> Result<(String, String), String> {
+    fn map(&self, row: &Row) -> std::result::Result<Row, String> {
         self(row)
     }
 }
 
-/// A Rust preprocessor held by a task (not serialisable: such tasks live in
-/// the program that registers them).
-#[derive(Clone)]
-pub struct CustomPreprocessor(pub Arc<dyn Preprocessor>);
+/// One tokenized example as token preprocessors see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Encoder tokens.
+    pub inputs: Vec<u32>,
+    /// Decoder tokens.
+    pub targets: Vec<u32>,
+}
 
-impl std::fmt::Debug for CustomPreprocessor {
+/// What a token preprocessor may use: the example's own random stream
+/// (keyed by seed, task, source shard and example index, so results do not
+/// depend on threads or workers), the vocabulary and the output features.
+pub struct TokenContext<'a> {
+    /// The example's random stream.
+    pub rng: ExampleRng,
+    /// The build's vocabulary.
+    pub vocab: &'a Vocabulary,
+    /// The task's output features.
+    pub features: &'a OutputFeatures,
+}
+
+/// A token-level preprocessor written in Rust: closures
+/// `Fn(&mut Tokens, &mut TokenContext) -> Result<(), String>` are token
+/// preprocessors.
+pub trait TokenFn: Send + Sync {
+    /// Changes one example in place.
+    fn map(
+        &self,
+        tokens: &mut Tokens,
+        cx: &mut TokenContext<'_>,
+    ) -> std::result::Result<(), String>;
+}
+
+impl<F> TokenFn for F
+where
+    F: Fn(&mut Tokens, &mut TokenContext<'_>) -> std::result::Result<(), String> + Send + Sync,
+{
+    fn map(
+        &self,
+        tokens: &mut Tokens,
+        cx: &mut TokenContext<'_>,
+    ) -> std::result::Result<(), String> {
+        self(tokens, cx)
+    }
+}
+
+/// A user's function held by a task: compared by identity, shown by name,
+/// never serialised (such tasks live in the program that registers them).
+pub struct Custom<T: ?Sized> {
+    /// Name shown by `t5mix tasks show`.
+    pub name: String,
+    /// The function.
+    pub f: Arc<T>,
+}
+
+impl<T: ?Sized> Clone for Custom<T> {
+    fn clone(&self) -> Self {
+        Custom {
+            name: self.name.clone(),
+            f: self.f.clone(),
+        }
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Custom<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CustomPreprocessor")
+        write!(f, "Custom({:?})", self.name)
     }
 }
 
-impl PartialEq for CustomPreprocessor {
+impl<T: ?Sized> PartialEq for Custom<T> {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.f, &other.f)
     }
 }
 
-/// How the text becomes examples.
+impl<T: ?Sized> Serialize for Custom<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("<rust: {}>", self.name))
+    }
+}
+
+impl<'de, T: ?Sized> Deserialize<'de> for Custom<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> std::result::Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "a Rust function cannot come from a file: register it from Rust",
+        ))
+    }
+}
+
+/// One step of a task (seqio's `preprocessors=[...]`).
+///
+/// In a TOML task file: `preprocessors = [{ text = { kind = "template",
+/// inputs = "q: {q}", targets = "{a}" } }, "tokenize", "append_eos_after_trim"]`
+/// or, for T5's span corruption, `[{ rekey = { targets = "text" } },
+/// "tokenize", { denoise = { name = "span_corruption", noise_density = 0.15,
+/// mean_noise_span_length = 3.0 } }, "append_eos_after_trim"]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
-pub enum Preprocessing {
-    /// T5's unsupervised chain: tokenize (no EOS) → `select_random_chunk` →
-    /// `reduce_concat_tokens` → `split_tokens` → the objective →
-    /// `append_eos_after_trim`.
-    Unsupervised {
-        /// The objective.
-        objective: Objective,
-    },
-    /// Rows formatted into `inputs` / `targets` text, tokenized, EOS after trimming.
-    Supervised {
-        /// The text format.
-        format: TextFormat,
-    },
-    /// Rows through a Rust [`Preprocessor`], then as `Supervised`.
-    #[serde(skip)]
-    Custom(CustomPreprocessor),
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Preprocessor {
+    /// `seqio.preprocessors.rekey`: feature ← column (T5's unsupervised
+    /// tasks: `targets` ← `text`); other columns are dropped.
+    Rekey(BTreeMap<String, String>),
+    /// One of T5's text preprocessors (`glue`, `stsb`, `squad`,
+    /// `summarize`, `translate`) or a `{column}` template: sets `inputs` and
+    /// `targets`, keeps the other columns.
+    Text(TextFormat),
+    /// The user's row function.
+    Rows(Custom<dyn RowFn>),
+    /// `seqio.preprocessors.tokenize`: `inputs` / `targets` text → ids (no EOS).
+    Tokenize,
+    /// T5's unsupervised chain on `targets`: `select_random_chunk` →
+    /// `reduce_concat_tokens` → `split_tokens` → the objective
+    /// (`span_corruption`, `iid_denoising`, `prefix_lm`, `deshuffling`, `full_lm`).
+    Denoise(Objective),
+    /// The user's token function.
+    Tokens(Custom<dyn TokenFn>),
+    /// `seqio.preprocessors.append_eos_after_trim`: each feature trimmed to
+    /// its length, EOS last where the feature says `add_eos`.
+    AppendEosAfterTrim,
+}
+
+impl Preprocessor {
+    /// A row preprocessor from a Rust function.
+    pub fn rows(name: &str, f: impl RowFn + 'static) -> Self {
+        Preprocessor::Rows(Custom {
+            name: name.into(),
+            f: Arc::new(f),
+        })
+    }
+
+    /// A token preprocessor from a Rust function.
+    pub fn tokens(name: &str, f: impl TokenFn + 'static) -> Self {
+        Preprocessor::Tokens(Custom {
+            name: name.into(),
+            f: Arc::new(f),
+        })
+    }
+
+    /// Runs before tokenization (on rows of text).
+    pub fn is_row_level(&self) -> bool {
+        matches!(
+            self,
+            Preprocessor::Rekey(_) | Preprocessor::Text(_) | Preprocessor::Rows(_)
+        )
+    }
+}
+
+/// A row holding `inputs` and `targets` text (what a row preprocessor
+/// returns for a text-to-text example).
+pub fn pair(inputs: impl Into<String>, targets: impl Into<String>) -> Row {
+    Row::from([
+        ("inputs".to_string(), inputs.into()),
+        ("targets".to_string(), targets.into()),
+    ])
 }
 
 /// A registered task.
@@ -182,62 +383,196 @@ pub struct Task {
     pub description: String,
     /// Its source.
     pub source: Source,
-    /// Its preprocessing.
-    pub preprocessing: Preprocessing,
-    /// Default feature lengths (`inputs`, `targets`; 512 / 128 if not given).
-    #[serde(default = "default_lengths")]
-    pub sequence_length: BTreeMap<String, usize>,
-}
-
-fn default_lengths() -> BTreeMap<String, usize> {
-    BTreeMap::from([("inputs".to_string(), 512), ("targets".to_string(), 128)])
+    /// Its preprocessors, in order.
+    pub preprocessors: Vec<Preprocessor>,
+    /// Its output features (lengths are defaults a build may override).
+    #[serde(default)]
+    pub output_features: OutputFeatures,
+    /// Applied to decoded predictions and to targets before the metrics
+    /// (default: the text format's, as T5 sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postprocessor: Option<Postprocessor>,
+    /// Metrics (default: the text format's, as T5 sets them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<Metric>>,
 }
 
 impl Task {
-    /// A supervised task whose rows go through a Rust preprocessor (a
-    /// closure or a [`Preprocessor`] impl).
-    pub fn custom(
-        name: &str,
-        source: Source,
-        description: &str,
-        preprocessor: impl Preprocessor + 'static,
-    ) -> Task {
+    /// A task with no preprocessors yet, T5's supervised lengths (512 / 128).
+    pub fn new(name: &str, source: Source) -> Task {
         Task {
             name: name.into(),
-            description: description.into(),
+            description: String::new(),
             source,
-            preprocessing: Preprocessing::Custom(CustomPreprocessor(Arc::new(preprocessor))),
-            sequence_length: default_lengths(),
+            preprocessors: Vec::new(),
+            output_features: OutputFeatures::default(),
+            postprocessor: None,
+            metrics: None,
         }
     }
 
-    /// Whether rows become text pairs (a supervised or Rust-preprocessed task).
-    pub fn is_supervised(&self) -> bool {
-        !matches!(self.preprocessing, Preprocessing::Unsupervised { .. })
+    /// The one-line description.
+    pub fn description(mut self, d: &str) -> Task {
+        self.description = d.into();
+        self
     }
 
-    /// The `(inputs, targets)` text of every row of one of `split`'s files.
-    pub fn text_pairs(&self, path: &Path, split: &str) -> Result<Vec<(String, String)>, String> {
-        let ff = self
-            .source
-            .file_format(split)
-            .ok_or_else(|| format!("task {}: a supervised task needs a files source", self.name))?;
-        let rows = read_rows(path, ff).map_err(|e| e.to_string())?;
-        rows.iter()
+    /// Appends a preprocessor.
+    pub fn preprocessor(mut self, p: Preprocessor) -> Task {
+        self.preprocessors.push(p);
+        self
+    }
+
+    /// Appends a text format, then `tokenize` and `append_eos_after_trim`:
+    /// T5's supervised chain.
+    pub fn text_to_text(self, format: TextFormat) -> Task {
+        self.preprocessor(Preprocessor::Text(format))
+            .preprocessor(Preprocessor::Tokenize)
+            .preprocessor(Preprocessor::AppendEosAfterTrim)
+    }
+
+    /// The default feature lengths.
+    pub fn lengths(mut self, inputs: usize, targets: usize) -> Task {
+        self.output_features = self
+            .output_features
+            .with_lengths(SequenceLength { inputs, targets });
+        self
+    }
+
+    /// The output features.
+    pub fn output_features(mut self, f: OutputFeatures) -> Task {
+        self.output_features = f;
+        self
+    }
+
+    /// The postprocessor.
+    pub fn postprocessor(mut self, p: Postprocessor) -> Task {
+        self.postprocessor = Some(p);
+        self
+    }
+
+    /// A postprocessor written in Rust.
+    pub fn postprocess_fn(self, name: &str, f: impl PostprocessFn + 'static) -> Task {
+        self.postprocessor(Postprocessor::Custom(Custom {
+            name: name.into(),
+            f: Arc::new(f),
+        }))
+    }
+
+    /// Adds a metric.
+    pub fn metric(mut self, m: Metric) -> Task {
+        self.metrics.get_or_insert_with(Vec::new).push(m);
+        self
+    }
+
+    /// Adds a metric written in Rust.
+    pub fn metric_fn(self, name: &str, f: impl MetricFn + 'static) -> Task {
+        self.metric(Metric::Custom(Custom {
+            name: name.into(),
+            f: Arc::new(f),
+        }))
+    }
+
+    /// The default feature lengths.
+    pub fn sequence_length(&self) -> SequenceLength {
+        self.output_features.sequence_length()
+    }
+
+    /// The text format among the preprocessors, if any.
+    pub fn text_format(&self) -> Option<&TextFormat> {
+        self.preprocessors.iter().find_map(|p| match p {
+            Preprocessor::Text(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// The unsupervised objective among the preprocessors, if any.
+    pub fn objective(&self) -> Option<Objective> {
+        self.preprocessors.iter().find_map(|p| match p {
+            Preprocessor::Denoise(o) => Some(*o),
+            _ => None,
+        })
+    }
+
+    /// The postprocessor used: the task's, else its text format's, else none.
+    pub fn effective_postprocessor(&self) -> Postprocessor {
+        self.postprocessor.clone().unwrap_or_else(|| {
+            self.text_format()
+                .map(|f| f.default_evaluation().0)
+                .unwrap_or_default()
+        })
+    }
+
+    /// The metrics used: the task's, else its text format's (T5's
+    /// `metric_fns`), else exact match for a text task.
+    pub fn effective_metrics(&self) -> Vec<Metric> {
+        if let Some(m) = &self.metrics {
+            return m.clone();
+        }
+        match self.text_format() {
+            Some(f) => f.default_evaluation().1,
+            None if self.objective().is_none() => vec![Metric::ExactMatch],
+            None => Vec::new(),
+        }
+    }
+
+    /// Checks the task before it is registered: its name, that the chain
+    /// tokenizes once with row steps before and token steps after, its text
+    /// formats and lengths.
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        let bad = |m: String| Err(TaskError::task(&self.name, m));
+        let tokenize: Vec<usize> = self
+            .preprocessors
+            .iter()
             .enumerate()
-            .map(|(i, r)| match &self.preprocessing {
-                Preprocessing::Supervised { format } => {
-                    format.format(r, path, i + 1).map_err(|e| e.to_string())
-                }
-                Preprocessing::Custom(p) => {
-                    p.0.preprocess(r)
-                        .map_err(|e| format!("{}: row {}: {e}", path.display(), i + 1))
-                }
-                Preprocessing::Unsupervised { .. } => {
-                    Err(format!("task {} is unsupervised", self.name))
-                }
-            })
-            .collect()
+            .filter(|(_, p)| matches!(p, Preprocessor::Tokenize))
+            .map(|(i, _)| i)
+            .collect();
+        let [at] = tokenize[..] else {
+            return bad(format!(
+                "preprocessors need exactly one \"tokenize\" (found {})",
+                tokenize.len()
+            ));
+        };
+        for (i, p) in self.preprocessors.iter().enumerate() {
+            if p.is_row_level() != (i < at) {
+                return bad(format!(
+                    "preprocessor {} ({}) is {}-level but comes {} \"tokenize\"",
+                    i + 1,
+                    step_name(p),
+                    if p.is_row_level() { "row" } else { "token" },
+                    if i < at { "before" } else { "after" }
+                ));
+            }
+            if let Preprocessor::Text(f) = p {
+                f.validate()
+                    .or_else(|e| bad(format!("preprocessor {}: {e}", i + 1)))?;
+            }
+        }
+        if matches!(self.source, Source::CleanShards)
+            && !self.preprocessors[..at]
+                .iter()
+                .any(|p| matches!(p, Preprocessor::Rekey(_) | Preprocessor::Rows(_)))
+        {
+            return bad("a clean-shards source has only a `text` column: rekey it (e.g. targets = \"text\")".into());
+        }
+        self.sequence_length()
+            .check()
+            .or_else(|e| bad(format!("output_features: {e}")))?;
+        Ok(())
+    }
+}
+
+fn step_name(p: &Preprocessor) -> String {
+    match p {
+        Preprocessor::Rekey(_) => "rekey".into(),
+        Preprocessor::Text(_) => "text".into(),
+        Preprocessor::Rows(c) => format!("rows {:?}", c.name),
+        Preprocessor::Tokenize => "tokenize".into(),
+        Preprocessor::Denoise(_) => "denoise".into(),
+        Preprocessor::Tokens(c) => format!("tokens {:?}", c.name),
+        Preprocessor::AppendEosAfterTrim => "append_eos_after_trim".into(),
     }
 }
 
@@ -248,11 +583,11 @@ pub struct TaskRegistry {
 }
 
 impl TaskRegistry {
-    /// Registers a task.
-    pub fn add(&mut self, task: Task) -> Result<(), MixtureError> {
-        validate_name(&task.name)?;
+    /// Registers a task after [`Task::validate`].
+    pub fn add(&mut self, task: Task) -> Result<()> {
+        task.validate()?;
         if self.tasks.contains_key(&task.name) {
-            return Err(MixtureError::Duplicate(task.name));
+            return Err(crate::MixtureError::Duplicate(task.name).into());
         }
         self.tasks.insert(task.name.clone(), task);
         Ok(())
@@ -263,433 +598,24 @@ impl TaskRegistry {
         self.tasks.get(name)
     }
 
+    /// The task of that name, or an error that says where to look.
+    pub fn task(&self, name: &str) -> Result<&Task> {
+        self.get(name).ok_or_else(|| {
+            TaskError::task(name, "no such task (see `t5mix tasks list`)".to_string())
+        })
+    }
+
     /// All tasks, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values()
     }
 
-    /// The built-in catalog.
+    /// The built-in catalog ([`crate::catalog`]).
     pub fn builtin() -> Self {
         let mut r = TaskRegistry::default();
-        let lengths = |i: usize, t: usize| {
-            BTreeMap::from([("inputs".to_string(), i), ("targets".to_string(), t)])
-        };
-        let unsup =
-            |name: &str, description: &str, objective: Objective, i: usize, t: usize| Task {
-                name: name.into(),
-                description: description.into(),
-                source: Source::CleanShards,
-                preprocessing: Preprocessing::Unsupervised { objective },
-                sequence_length: lengths(i, t),
-            };
-        let tasks = [
-            unsup(
-                "c4_span_corruption",
-                "T5's pre-training objective on clean C4-style text: 15% noise in spans of mean length 3, unique sentinels",
-                Objective::SpanCorruption {
-                    noise_density: DEFAULT_NOISE_DENSITY,
-                    mean_noise_span_length: DEFAULT_MEAN_NOISE_SPAN_LENGTH,
-                },
-                512,
-                114,
-            ),
-            unsup(
-                "c4_iid_denoising",
-                "i.i.d. token noise (15%), each noise run replaced by a unique sentinel",
-                Objective::IidDenoising { noise_density: 0.15 },
-                512,
-                512,
-            ),
-            unsup("c4_prefix_lm", "a random prefix as inputs, the rest as targets", Objective::PrefixLm, 512, 512),
-            unsup("c4_deshuffling", "shuffled tokens as inputs, the original order as targets", Objective::Deshuffling, 512, 512),
-            unsup("c4_full_lm", "language modelling: empty inputs, the text as targets", Objective::FullLm, 0, 512),
-        ];
-        for t in tasks {
-            r.add(t).expect("built-in task");
-        }
-        for t in glue_tasks() {
+        for t in crate::catalog::tasks() {
             r.add(t).expect("built-in task");
         }
         r
     }
-
-    /// Adds the tasks of a TOML task file (`[[task]]` tables); errors name
-    /// the file, and the line and key where TOML or the schema says so.
-    pub fn add_toml_file(&mut self, path: &std::path::Path) -> Result<Vec<String>, String> {
-        self.add_toml_file_with_mixtures(path, &mut crate::mixture::MixtureRegistry::default())
-    }
-
-    /// Like [`TaskRegistry::add_toml_file`], also adding the file's
-    /// `[[mixture]]` tables to `mixtures`.
-    pub fn add_toml_file_with_mixtures(
-        &mut self,
-        path: &std::path::Path,
-        mixtures: &mut crate::mixture::MixtureRegistry,
-    ) -> Result<Vec<String>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct TaskFile {
-            #[serde(default)]
-            task: Vec<Task>,
-            #[serde(default)]
-            mixture: Vec<crate::mixture::Mixture>,
-        }
-        let file: TaskFile =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut names = Vec::new();
-        for t in file.task {
-            if let Preprocessing::Supervised { format } = &t.preprocessing {
-                format.validate().map_err(|e| {
-                    format!(
-                        "{}: task {:?}: preprocessing.format: {e}",
-                        path.display(),
-                        t.name
-                    )
-                })?;
-                if matches!(t.source, Source::CleanShards) {
-                    return Err(format!(
-                        "{}: task {:?}: a supervised task needs a `files` source",
-                        path.display(),
-                        t.name
-                    ));
-                }
-            }
-            for k in t.sequence_length.keys() {
-                if k != "inputs" && k != "targets" {
-                    return Err(format!(
-                        "{}: task {:?}: sequence_length.{k}: only inputs and targets",
-                        path.display(),
-                        t.name
-                    ));
-                }
-            }
-            names.push(t.name.clone());
-            self.add(t)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        for m in file.mixture {
-            names.push(m.name.clone());
-            mixtures
-                .add(m)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        Ok(names)
-    }
-}
-
-fn tsv_task(
-    name: &str,
-    description: &str,
-    splits: &[(&str, &str)],
-    format: TextFormat,
-    targets_length: usize,
-) -> Task {
-    Task {
-        name: name.into(),
-        description: description.into(),
-        source: Source::Files {
-            format: FileFormat::Tsv {
-                header: true,
-                columns: vec![],
-            },
-            splits: splits
-                .iter()
-                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
-                .collect(),
-            split_formats: BTreeMap::new(),
-        },
-        preprocessing: Preprocessing::Supervised { format },
-        sequence_length: BTreeMap::from([
-            ("inputs".to_string(), 512),
-            ("targets".to_string(), targets_length),
-        ]),
-    }
-}
-
-fn glue_format(config: &str, fields: &[(&str, &str)], label: &str) -> TextFormat {
-    TextFormat::Glue {
-        config: config.into(),
-        fields: fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        label: Some(label.into()),
-    }
-}
-
-fn files_task(
-    name: &str,
-    description: &str,
-    format: FileFormat,
-    splits: &[(&str, &str)],
-    text: TextFormat,
-    lengths: (usize, usize),
-) -> Task {
-    Task {
-        name: name.into(),
-        description: description.into(),
-        source: Source::Files {
-            format,
-            splits: splits
-                .iter()
-                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
-                .collect(),
-            split_formats: BTreeMap::new(),
-        },
-        preprocessing: Preprocessing::Supervised { format: text },
-        sequence_length: BTreeMap::from([
-            ("inputs".to_string(), lengths.0),
-            ("targets".to_string(), lengths.1),
-        ]),
-    }
-}
-
-/// GLUE tasks over the files of the GLUE download (one directory per task),
-/// SQuAD over its JSON files and CNN/DailyMail over `.story` files.
-fn glue_tasks() -> Vec<Task> {
-    let mut v = glue_tsv_tasks();
-    // CoLA: header-less train/dev files, a headed test file
-    let mut cola = tsv_task(
-        "glue_cola",
-        "GLUE CoLA: `cola sentence: …` → unacceptable / acceptable (Matthews correlation)",
-        &[
-            ("train", "train.tsv"),
-            ("validation", "dev.tsv"),
-            ("test", "test.tsv"),
-        ],
-        glue_format("cola", &[("sentence", "sentence")], "label"),
-        128,
-    );
-    if let Source::Files {
-        format,
-        split_formats,
-        ..
-    } = &mut cola.source
-    {
-        *format = FileFormat::Tsv {
-            header: false,
-            columns: ["source", "label", "original_label", "sentence"]
-                .map(String::from)
-                .to_vec(),
-        };
-        split_formats.insert(
-            "test".into(),
-            FileFormat::Tsv {
-                header: true,
-                columns: vec![],
-            },
-        );
-    }
-    v.push(cola);
-    // MRPC: the MSR paraphrase files, train/validation split by dev_ids as tfds
-    let msr = |ids: Option<&str>, keep_listed: bool, unlabeled: bool| FileFormat::MsrParaphrase {
-        ids: ids.map(String::from),
-        keep_listed,
-        unlabeled,
-    };
-    let mut mrpc = files_task(
-        "glue_mrpc",
-        "GLUE MRPC: `mrpc sentence1: … sentence2: …` → not_equivalent / equivalent (F1, accuracy); MSR files + dev_ids",
-        msr(Some("dev_ids.tsv|dev_ids"), false, false),
-        &[
-            ("train", "msr_paraphrase_train.txt|train"),
-            ("validation", "msr_paraphrase_train.txt|train"),
-            ("test", "msr_paraphrase_test.txt|test"),
-        ],
-        glue_format(
-            "mrpc",
-            &[("sentence1", "sentence1"), ("sentence2", "sentence2")],
-            "label",
-        ),
-        (512, 128),
-    );
-    if let Source::Files { split_formats, .. } = &mut mrpc.source {
-        split_formats.insert(
-            "validation".into(),
-            msr(Some("dev_ids.tsv|dev_ids"), true, false),
-        );
-        split_formats.insert("test".into(), msr(None, false, true));
-    }
-    v.push(mrpc);
-    v.push(tsv_task(
-        "glue_ax",
-        "GLUE AX diagnostics (test only), formatted as MNLI: `mnli hypothesis: … premise: …`",
-        &[("test", "AX.tsv|ax.tsv")],
-        TextFormat::Glue {
-            config: "ax".into(),
-            fields: [("hypothesis", "sentence2"), ("premise", "sentence1")]
-                .iter()
-                .map(|(k, c)| (k.to_string(), c.to_string()))
-                .collect(),
-            label: None,
-        },
-        128,
-    ));
-    // WMT English→Romanian / French in the Hugging Face JSON Lines layout
-    // ({"translation": {"en": …, "ro": …}}), as transformers' fixtures.
-    for (name, lang, what) in [
-        ("wmt16_enro", "ro", "WMT16 English→Romanian"),
-        ("wmt14_enfr", "fr", "WMT14 English→French"),
-        ("wmt15_enfr", "fr", "WMT15 English→French"),
-    ] {
-        v.push(files_task(
-            name,
-            &format!("{what}: `translate English to {}: …` (JSON Lines: translation.en / translation.{lang})", if lang == "ro" { "Romanian" } else { "French" }),
-            FileFormat::Jsonl,
-            &[("train", "train.json*"), ("validation", "val.json*|validation.json*"), ("test", "test.json*")],
-            TextFormat::Translate {
-                source_language: "en".into(),
-                target_language: lang.into(),
-                source: "translation.en".into(),
-                target: format!("translation.{lang}"),
-            },
-            (512, 128),
-        ));
-    }
-    let squad_splits = [
-        ("train", "train-v1.1.json"),
-        ("validation", "dev-v1.1.json"),
-    ];
-    v.push(files_task(
-        "squad_v010_allanswers",
-        "SQuAD v1.1: `question: … context: …` with T5's punctuation padding → the first answer",
-        FileFormat::SquadJson,
-        &squad_splits,
-        TextFormat::Squad {
-            include_context: true,
-        },
-        (512, 128),
-    ));
-    v.push(files_task(
-        "squad_v010_context_free",
-        "SQuAD v1.1 without context: `squad trivia question: …`",
-        FileFormat::SquadJson,
-        &squad_splits,
-        TextFormat::Squad {
-            include_context: false,
-        },
-        (512, 128),
-    ));
-    v.push(files_task(
-        "wmt_t2t_ende",
-        "WMT English→German: `translate English to German: …` (OpenNMT layout: src-*.txt / tgt-*.txt)",
-        FileFormat::ParallelText { source_marker: "src".into(), target_marker: "tgt".into() },
-        &[("train", "src-train.txt"), ("validation", "src-val.txt")],
-        TextFormat::Translate {
-            source_language: "en".into(),
-            target_language: "de".into(),
-            source: "source".into(),
-            target: "target".into(),
-        },
-        (512, 128),
-    ));
-    v.push(files_task(
-        "cnn_dailymail",
-        "CNN/DailyMail: `summarize: <article>` → highlights (tfds layout: url_lists/all_{train,val,test}.txt pick <sha1(url)>.story files)",
-        FileFormat::CnnUrlList {
-            stories: ["../cnn_stories", "../cnn/stories", "../dailymail/stories", "../dm_stories"]
-                .map(String::from)
-                .to_vec(),
-        },
-        &[
-            ("train", "url_lists/all_train.txt|all_train.txt"),
-            ("validation", "url_lists/all_val.txt|all_val.txt"),
-            ("test", "url_lists/all_test.txt|all_test.txt"),
-        ],
-        TextFormat::Summarize { article: "article".into(), summary: "highlights".into() },
-        (512, 128),
-    ));
-    v
-}
-
-fn glue_tsv_tasks() -> Vec<Task> {
-    let std_splits = [
-        ("train", "train.tsv"),
-        ("validation", "dev.tsv"),
-        ("test", "test.tsv"),
-    ];
-    let s12 = [("sentence1", "sentence1"), ("sentence2", "sentence2")];
-    let stsb = |classes: u32| TextFormat::Stsb {
-        classes,
-        sentence1: "sentence1".into(),
-        sentence2: "sentence2".into(),
-        score: "score".into(),
-    };
-    vec![
-        tsv_task(
-            "glue_rte",
-            "GLUE RTE: `rte sentence1: … sentence2: …` → entailment / not_entailment",
-            &std_splits,
-            glue_format("rte", &s12, "label"),
-            128,
-        ),
-        tsv_task(
-            "glue_wnli",
-            "GLUE WNLI: `wnli sentence1: … sentence2: …`",
-            &std_splits,
-            glue_format("wnli", &s12, "label"),
-            128,
-        ),
-        tsv_task(
-            "glue_qnli",
-            "GLUE QNLI: `qnli question: … sentence: …`",
-            &std_splits,
-            glue_format(
-                "qnli",
-                &[("question", "question"), ("sentence", "sentence")],
-                "label",
-            ),
-            128,
-        ),
-        tsv_task(
-            "glue_sst2",
-            "GLUE SST-2: `sst2 sentence: …` → negative / positive",
-            &std_splits,
-            glue_format("sst2", &[("sentence", "sentence")], "label"),
-            128,
-        ),
-        tsv_task(
-            "glue_qqp",
-            "GLUE QQP: `qqp question1: … question2: …` → not_duplicate / duplicate",
-            &std_splits,
-            glue_format(
-                "qqp",
-                &[("question1", "question1"), ("question2", "question2")],
-                "is_duplicate",
-            ),
-            128,
-        ),
-        tsv_task(
-            "glue_mnli",
-            "GLUE MNLI: `mnli hypothesis: … premise: …` (validation = matched)",
-            &[
-                ("train", "train.tsv"),
-                ("validation", "dev_matched.tsv"),
-                ("validation_mismatched", "dev_mismatched.tsv"),
-                ("test", "test_matched.tsv"),
-                ("test_mismatched", "test_mismatched.tsv"),
-            ],
-            glue_format(
-                "mnli",
-                &[("hypothesis", "sentence2"), ("premise", "sentence1")],
-                "gold_label",
-            ),
-            128,
-        ),
-        tsv_task(
-            "glue_stsb",
-            "GLUE STS-B, score bucketed into 21 classes (0.0, 0.25, …, 5.0)",
-            &std_splits,
-            stsb(21),
-            128,
-        ),
-        tsv_task(
-            "glue_stsb_t5",
-            "GLUE STS-B exactly as T5: 26 classes (0.0, 0.2, …, 5.0)",
-            &std_splits,
-            stsb(26),
-            128,
-        ),
-    ]
 }

@@ -1,17 +1,64 @@
-//! A task registered in Rust with a closure preprocessor, built end to end
-//! into example shards with the library API.
+//! A task registered in Rust — its own row preprocessor, token
+//! preprocessor, postprocessor and metric — built through its front door,
+//! mixed with another task and scored by the evaluator.
 
-use std::collections::BTreeMap;
-
-use t5mix_pipeline::cache::{build_cache, CacheSpec, ExampleSource, Worker};
 use t5mix_pipeline::shards::read_example_shard;
 use t5mix_pipeline::shared_data::shared_or_skip;
 use t5mix_pipeline::vocab::Vocabulary;
 use t5mix_tasks::supervised::{FileFormat, Row};
-use t5mix_tasks::{Source, Task, TaskRegistry};
+use t5mix_tasks::{
+    pair, BuildOptions, Evaluator, Metric, Mixture, MixtureOptions, Preprocessor, Rate, Registry,
+    Source, Task, TokenContext, Tokens, Value,
+};
+
+fn shout_qa() -> Task {
+    Task::new(
+        "shout_qa",
+        Source::files(
+            FileFormat::Jsonl,
+            &[("train", "train.jsonl"), ("validation", "train.jsonl")],
+        ),
+    )
+    .description("uppercase trivia")
+    .preprocessor(Preprocessor::rows("shout", |row: &Row| {
+        let q = row.get("q").ok_or("no column q")?;
+        Ok(pair(
+            format!("trivia: {}", q.to_uppercase()),
+            row["a"].clone(),
+        ))
+    }))
+    .preprocessor(Preprocessor::Tokenize)
+    // a token-level step: drop the first input token, append a random one
+    // from the example's own stream
+    .preprocessor(Preprocessor::tokens(
+        "rotate",
+        |t: &mut Tokens, cx: &mut TokenContext<'_>| {
+            if t.inputs.is_empty() {
+                return Err("empty inputs".into());
+            }
+            t.inputs.remove(0);
+            t.inputs.push(3 + cx.rng.below(100) as u32);
+            Ok(())
+        },
+    ))
+    .preprocessor(Preprocessor::AppendEosAfterTrim)
+    .lengths(64, 8)
+    .postprocess_fn("lower", |s: &str, _: &Row, _: bool| {
+        Value::Text(s.to_lowercase())
+    })
+    .metric(Metric::ExactMatch)
+    .metric_fn("length_match", |t: &[Value], p: &[Value]| {
+        let same = t
+            .iter()
+            .zip(p)
+            .filter(|(a, b)| format!("{a:?}").len() == format!("{b:?}").len())
+            .count();
+        Ok(vec![("length_match".into(), same as f64)])
+    })
+}
 
 #[test]
-fn a_rust_registered_task_builds_end_to_end() {
+fn a_rust_registered_task_builds_mixes_and_scores() {
     let Some(spm) = shared_or_skip("t5-spm/spiece.model", "rust task") else {
         return;
     };
@@ -22,45 +69,20 @@ fn a_rust_registered_task_builds_end_to_end() {
         "{\"q\": \"who wrote hamlet?\", \"a\": \"Shakespeare\"}\n{\"q\": \"capital of france?\", \"a\": \"Paris\"}\n",
     )
     .unwrap();
-    // the few lines a user writes
-    let source = Source::Files {
-        format: FileFormat::Jsonl,
-        splits: BTreeMap::from([("train".to_string(), vec!["train.jsonl".to_string()])]),
-        split_formats: BTreeMap::new(),
-    };
-    let task = Task::custom("shout_qa", source, "uppercase trivia", |row: &Row| {
-        let q = row.get("q").ok_or("no column q")?;
-        Ok((format!("trivia: {}", q.to_uppercase()), row["a"].clone()))
-    });
-    let mut reg = TaskRegistry::builtin();
-    reg.add(task).unwrap();
-
-    let task = reg.get("shout_qa").unwrap().clone();
-    let inputs = task
-        .source
-        .split_files("shout_qa", "train", &[dir.path().display().to_string()])
+    let mut reg = Registry::builtin();
+    reg.add_task(shout_qa()).unwrap();
+    reg.add_mixture(Mixture::new("shout_twice").task("shout_qa", Rate::fixed(1.0)))
         .unwrap();
-    let t = task.clone();
-    let read = move |p: &std::path::Path| t.text_pairs(p, "train");
-    let spec = CacheSpec {
-        task: "shout_qa",
-        split: "train",
-        seed: 0,
-        examples: ExampleSource::TextPairs(&read),
-        vocab: &vocab,
-        inputs_length: 64,
-        targets_length: 8,
-        pretokenized: true,
-    };
+    let task = reg.tasks.task("shout_qa").unwrap();
+    let input = [dir.path().display().to_string()];
+    let mut o = BuildOptions::new(&vocab);
+    o.pretokenized = true;
     let out = dir.path().join("out");
-    build_cache(&spec, &inputs, &out, Worker::default(), |_, _| {}).unwrap();
-    let shard = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .unwrap();
-    let (examples, meta) = read_example_shard(&shard).unwrap();
-    assert_eq!(examples.len(), 2);
+    let built = task.build_cache(&input, &out, &o, |_, _| {}).unwrap();
+    let manifest = built.manifest.unwrap();
+    assert_eq!(manifest.stats.examples, 2);
+    assert_eq!(manifest.sequence_length["inputs"], 64);
+    let (examples, meta) = read_example_shard(&out.join(&manifest.shards[0])).unwrap();
     let e = &examples[0];
     assert_eq!(e.task, "shout_qa");
     assert_eq!(
@@ -70,17 +92,79 @@ fn a_rust_registered_task_builds_end_to_end() {
             "Shakespeare".to_string()
         )
     );
-    let mut want = vocab.encode("trivia: WHO WROTE HAMLET?");
-    want.push(1);
-    assert_eq!(e.inputs, want);
+    // the token step ran: the first id is gone, a random one and EOS follow
+    let plain = vocab.encode("trivia: WHO WROTE HAMLET?");
+    assert_eq!(&e.inputs[..plain.len() - 1], &plain[1..]);
+    assert_eq!(e.inputs.len(), plain.len() + 1);
+    assert_eq!(*e.inputs.last().unwrap(), 1);
     assert!(meta
         .iter()
         .any(|(k, v)| k == "t5mix.task" && v == "shout_qa"));
+    // the same options give the same bytes (the token step's stream is keyed)
+    let again = dir.path().join("again");
+    task.build_cache(&input, &again, &o, |_, _| {}).unwrap();
+    assert_eq!(
+        std::fs::read(out.join(&manifest.shards[0])).unwrap(),
+        std::fs::read(again.join(&manifest.shards[0])).unwrap()
+    );
 
-    // a preprocessor error names the file and row
+    // mixed through the registry's front door
+    let mix = dir.path().join("mix");
+    let m = reg
+        .mixtures
+        .build(
+            "shout_twice",
+            std::slice::from_ref(&out),
+            &mix,
+            &MixtureOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(m.examples, 2);
+    assert!(m.manifest.is_some());
+
+    // scored with its postprocessor and both metrics
+    let ev = Evaluator::new(
+        &reg.tasks,
+        &["shout_qa".into()],
+        &input,
+        "validation",
+        vocab.clone(),
+        None,
+    )
+    .unwrap();
+    let answers = [vocab.encode("SHAKESPEARE"), vocab.encode("london")];
+    let scores = ev
+        .evaluate(&mut |inputs: &[Vec<u32>]| {
+            assert_eq!(inputs.len(), 2);
+            answers.to_vec()
+        })
+        .unwrap();
+    assert_eq!(scores[0].metrics[0], ("exact_match".to_string(), 50.0));
+    assert_eq!(scores[0].metrics[1].0, "length_match");
+
+    // a row preprocessor's error names the file and row
     std::fs::write(dir.path().join("train.jsonl"), "{\"x\": 1}\n").unwrap();
     let err = task
-        .text_pairs(&dir.path().join("train.jsonl"), "train")
-        .unwrap_err();
+        .build_cache(&input, &dir.path().join("bad"), &o, |_, _| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("train.jsonl: row 1: no column q"), "{err}");
+}
+
+#[test]
+fn chains_are_checked_when_registered() {
+    let mut reg = Registry::default();
+    let src = Source::files(FileFormat::Jsonl, &[("train", "t.jsonl")]);
+    let no_tokenize = Task::new("a", src.clone()).preprocessor(Preprocessor::AppendEosAfterTrim);
+    let e = reg.add_task(no_tokenize).unwrap_err().to_string();
+    assert!(e.contains("exactly one \"tokenize\""), "{e}");
+    let late_row_step = Task::new("b", src)
+        .preprocessor(Preprocessor::Tokenize)
+        .preprocessor(Preprocessor::rows("late", |r: &Row| Ok(r.clone())));
+    let e = reg.add_task(late_row_step).unwrap_err().to_string();
+    assert!(e.contains("row-level but comes after"), "{e}");
+    let clean_without_rekey =
+        Task::new("c", Source::CleanShards).preprocessor(Preprocessor::Tokenize);
+    let e = reg.add_task(clean_without_rekey).unwrap_err().to_string();
+    assert!(e.contains("rekey"), "{e}");
 }

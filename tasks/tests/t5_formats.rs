@@ -182,7 +182,7 @@ fn squad_and_cnn_sources_match_t5() {
 #[test]
 fn registered_glue_tasks_read_the_glue_files_as_tfds() {
     use t5mix_tasks::supervised::read_rows;
-    use t5mix_tasks::{Preprocessing, TaskRegistry};
+    use t5mix_tasks::TaskRegistry;
     let test = "registered_glue_tasks_read_the_glue_files_as_tfds";
     let (Some(rows), Some(glue_dir)) = (
         jsonl_or_skip("t5-reference/glue_format.jsonl", test),
@@ -222,9 +222,7 @@ fn registered_glue_tasks_read_the_glue_files_as_tfds() {
             .iter()
             .find(|(_, row)| row.get("idx").is_some_and(|v| v == &idx.to_string()))
             .unwrap_or_else(|| &all[idx]);
-        let Preprocessing::Supervised { format } = &task.preprocessing else {
-            panic!("supervised")
-        };
+        let format = task.text_format().expect("supervised");
         let (i, t) = format.format(row, file, idx + 1).unwrap();
         assert_eq!(
             (i.as_str(), t.as_str()),
@@ -242,7 +240,7 @@ fn registered_glue_tasks_read_the_glue_files_as_tfds() {
 #[test]
 fn registered_translation_and_cnn_tasks_match_t5() {
     use t5mix_tasks::supervised::{read_rows, Row};
-    use t5mix_tasks::{Preprocessing, TaskRegistry};
+    use t5mix_tasks::TaskRegistry;
     let test = "registered_translation_and_cnn_tasks_match_t5";
     let (Some(rows), Some(root)) = (
         jsonl_or_skip("t5-reference/glue_format.jsonl", test),
@@ -252,10 +250,7 @@ fn registered_translation_and_cnn_tasks_match_t5() {
     };
     let root = root.parent().unwrap().to_path_buf();
     let reg = TaskRegistry::builtin();
-    let text_format = |name: &str| match &reg.get(name).unwrap().preprocessing {
-        Preprocessing::Supervised { format } => format.clone(),
-        _ => panic!("supervised"),
-    };
+    let text_format = |name: &str| reg.get(name).unwrap().text_format().unwrap().clone();
     // en-ro: rows read from val.json
     let enro = reg.get("wmt16_enro").unwrap();
     let dir = root

@@ -111,6 +111,26 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Checks that every token id is a row of an embedding of `vocab_size`
+    /// (shards built with another vocabulary would index past it).
+    pub fn check_ids(&self, vocab_size: usize) -> crate::Result<()> {
+        let max = self
+            .enc_tokens
+            .iter()
+            .chain(&self.dec_inputs)
+            .chain(&self.targets)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        if max >= vocab_size {
+            return Err(crate::TrainError::Data(format!(
+                "token id {max} is past the model's {vocab_size} embedding rows: the shards were \
+                 built with a larger vocabulary (or more --extra-ids) than the model has"
+            )));
+        }
+        Ok(())
+    }
+
     /// An unpacked batch from (inputs, targets) pairs, EOS already in place;
     /// right-padded to the longest of each.
     pub fn from_pairs(pairs: &[(Vec<u32>, Vec<u32>)], start: u32) -> Batch {
@@ -328,6 +348,18 @@ impl<D: Device<f32>> T5<D> {
     }
 
     /// Number of scalar parameters.
+    /// Refuses a tokenizer with more ids than the model's embedding rows.
+    pub fn check_vocabulary(&self, vocab_size: usize) -> crate::Result<()> {
+        if vocab_size > self.cfg.vocab_size {
+            return Err(crate::TrainError::Config(format!(
+                "the vocabulary has {vocab_size} ids but the model only {} embedding rows",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of parameters.
     pub fn num_params(&self) -> usize {
         self.params.iter().map(|p| p.shape().num_elements()).sum()
     }
@@ -1069,8 +1101,9 @@ impl Default for LossConfig {
     }
 }
 
-/// t5x's `loss_normalizing_factor`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// t5x's `loss_normalizing_factor`; written `sum`, `tokens` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum LossNormalization {
     /// None: the weighted sum over target tokens (t5x's default).
     Sum,
@@ -1078,6 +1111,43 @@ pub enum LossNormalization {
     Constant(f32),
     /// Divided by the number of real target tokens (a mean).
     NumRealTargetTokens,
+}
+
+impl std::str::FromStr for LossNormalization {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "sum" => LossNormalization::Sum,
+            "tokens" | "num_real_target_tokens" => LossNormalization::NumRealTargetTokens,
+            _ => match s.parse::<f32>() {
+                Ok(c) if c.is_finite() && c > 0.0 => LossNormalization::Constant(c),
+                _ => {
+                    return Err(format!(
+                    "loss normalization {s:?}: use sum, tokens or a positive number (e.g. 233472)"
+                ))
+                }
+            },
+        })
+    }
+}
+
+impl TryFrom<String> for LossNormalization {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<LossNormalization> for String {
+    fn from(n: LossNormalization) -> String {
+        match n {
+            LossNormalization::Sum => "sum".into(),
+            LossNormalization::NumRealTargetTokens => "tokens".into(),
+            LossNormalization::Constant(c) => c.to_string(),
+        }
+    }
 }
 
 /// Loss values of a batch, for logging.

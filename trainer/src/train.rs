@@ -9,6 +9,7 @@ use std::time::Instant;
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use t5mix_pipeline::atomic::write_atomic;
+use t5mix_pipeline::features::SequenceLength;
 
 use crate::config::T5Config;
 use crate::data::{shard_files, BatchStream, DataConfig};
@@ -61,7 +62,7 @@ pub struct TrainOptions {
     /// Label smoothing.
     pub label_smoothing: f32,
     /// `sum`, `tokens` (mean over real target tokens) or a constant factor.
-    pub loss_normalization: String,
+    pub loss_normalization: LossNormalization,
     /// Global gradient-norm clipping.
     pub clip_grad_norm: Option<f64>,
     /// Dropout rate (default: the configuration's).
@@ -79,6 +80,11 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// Examples in the shuffle buffer unless told otherwise.
+    pub const DEFAULT_SHUFFLE_BUFFER: u32 = 10_000;
+    /// Steps between checkpoints unless told otherwise.
+    pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
     /// Defaults for a run of `steps` on `train` into `out` (t5x pretraining
     /// settings: Adafactor, rsqrt, z-loss 1e-4, summed loss, packing).
     pub fn new(model: ModelInit, train: Vec<PathBuf>, out: PathBuf, steps: u64) -> Self {
@@ -87,12 +93,12 @@ impl TrainOptions {
             train,
             eval: Vec::new(),
             out,
-            inputs_length: 512,
-            targets_length: 114,
+            inputs_length: SequenceLength::PRETRAINING.inputs,
+            targets_length: SequenceLength::PRETRAINING.targets,
             batch_size: 8,
             grad_accum: 1,
             packing: t5mix_pipeline::features::Packing::Greedy,
-            shuffle_buffer: 1000,
+            shuffle_buffer: Self::DEFAULT_SHUFFLE_BUFFER as usize,
             steps,
             optimizer: OptimizerConfig::adafactor(),
             schedule: Schedule::Rsqrt {
@@ -101,11 +107,11 @@ impl TrainOptions {
             },
             z_loss: 1e-4,
             label_smoothing: 0.0,
-            loss_normalization: "sum".into(),
+            loss_normalization: LossNormalization::Sum,
             clip_grad_norm: None,
             dropout: None,
             seed: 0,
-            checkpoint_every: 0,
+            checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
             keep_checkpoints: 3,
             eval_every: 0,
             eval_batches: 4,
@@ -113,19 +119,10 @@ impl TrainOptions {
     }
 
     fn loss_config(&self) -> Result<LossConfig> {
-        let normalization = match self.loss_normalization.as_str() {
-            "sum" => LossNormalization::Sum,
-            "tokens" | "num_real_target_tokens" => LossNormalization::NumRealTargetTokens,
-            s => LossNormalization::Constant(s.parse::<f32>().map_err(|_| {
-                TrainError::Config(format!(
-                    "loss normalization {s:?}: use sum, tokens or a number (e.g. 233472)"
-                ))
-            })?),
-        };
         Ok(LossConfig {
             z_loss: self.z_loss,
             label_smoothing: self.label_smoothing,
-            normalization,
+            normalization: self.loss_normalization,
         })
     }
 
@@ -189,6 +186,23 @@ pub struct StepLog {
     pub task_metrics: Option<serde_json::Value>,
 }
 
+impl std::fmt::Display for StepLog {
+    /// One progress line: loss per token, learning rate, speed, held-out loss.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "loss/token {:.3}  lr {:.2e}  {:.0} tok/s",
+            self.ce_per_token,
+            self.lr,
+            self.tokens as f64 / self.seconds.max(1e-9)
+        )?;
+        if let Some(e) = self.eval_ce_per_token {
+            write!(f, "  held-out {e:.3}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Called at evaluation steps with the step and the model; returns task
 /// metrics for the log (e.g. greedy decoding + a task's metric).
 pub type EvalHook<'a, D> = dyn FnMut(u64, &T5<D>) -> Result<serde_json::Value> + 'a;
@@ -222,6 +236,49 @@ pub struct TrainSummary {
     pub seconds: f64,
     /// The final model folder (HF layout).
     pub final_model: PathBuf,
+    /// Steps the run is for.
+    #[serde(default)]
+    pub total_steps: u64,
+    /// The metrics log (its plot is `loss.svg` beside it).
+    #[serde(default)]
+    pub log: PathBuf,
+}
+
+impl std::fmt::Display for TrainSummary {
+    /// What `t5mix train` prints at the end.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "trained steps {}..{} of {}: {:.1} ms/step, {:.0} tokens/s, loss/token {:.3} -> {:.3}",
+            self.start_step,
+            self.steps,
+            self.total_steps,
+            self.ms_per_step,
+            self.tokens_per_second,
+            self.first_ce_per_token,
+            self.last_ce_per_token
+        )?;
+        if let (Some(e), Some(u), Some(o)) = (
+            self.eval_ce_per_token,
+            self.eval_unigram_ce_per_token,
+            self.eval_unigram_oracle_ce_per_token,
+        ) {
+            writeln!(
+                f,
+                "held-out loss/token {e:.3} (unigram of the training targets: {u:.3}; \
+                 the held-out targets' own unigram entropy: {o:.3})"
+            )?;
+        }
+        if self.steps == self.total_steps {
+            writeln!(f, "final model: {}", self.final_model.display())?;
+        }
+        write!(
+            f,
+            "log: {}  plot: {}",
+            self.log.display(),
+            self.log.with_file_name("loss.svg").display()
+        )
+    }
 }
 
 /// The state saved next to a checkpoint's weights.
@@ -594,6 +651,34 @@ impl<D: Device<f32>> Trainer<D> {
         })
     }
 
+    /// Parameters, feed-forward, embeddings and where the step runs.
+    pub fn describe(&self) -> String {
+        let c = &self.model.cfg;
+        let device = if cfg!(feature = "cuda") {
+            "on the GPU".to_string()
+        } else {
+            format!(
+                "CPU, {} threads, matrix products in {}",
+                rayon::current_num_threads(),
+                if crate::kernels::uses_openblas() {
+                    "OpenBLAS"
+                } else {
+                    "dfdx's gemm (install libopenblas-dev and rebuild for faster steps)"
+                }
+            )
+        };
+        format!(
+            "{} parameters ({} {}), {device}",
+            self.model.num_params(),
+            c.feed_forward_proj,
+            if c.tie_word_embeddings {
+                "tied"
+            } else {
+                "untied"
+            },
+        )
+    }
+
     /// The step training starts from.
     pub fn start_step(&self) -> u64 {
         self.start_step
@@ -636,6 +721,9 @@ impl<D: Device<f32>> Trainer<D> {
                     Some(b) => micro.push(b),
                     None => return Err(TrainError::Data("the training data ended".into())),
                 }
+            }
+            for b in &micro {
+                b.check_ids(self.model.cfg.vocab_size)?;
             }
             let lr = opts.schedule.lr(self.step);
             let (mut grads, mut log) = compute_gradients(
@@ -720,7 +808,7 @@ impl<D: Device<f32>> Trainer<D> {
         });
         let oracle = (!self.eval_batches.is_empty())
             .then(|| unigram_oracle(&self.eval_batches, self.model.cfg.vocab_size));
-        Ok(TrainSummary {
+        let summary = TrainSummary {
             eval_unigram_oracle_ce_per_token: oracle,
             start_step: self.start_step,
             steps: self.step,
@@ -733,6 +821,11 @@ impl<D: Device<f32>> Trainer<D> {
             ms_per_step: secs * 1000.0 / ran.max(1) as f64,
             seconds: secs,
             final_model,
-        })
+            total_steps: opts.steps,
+            log: mpath,
+        };
+        let json = serde_json::to_vec_pretty(&summary).expect("summary");
+        write_atomic(&opts.out.join("summary.json"), &json)?;
+        Ok(summary)
     }
 }

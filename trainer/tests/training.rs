@@ -70,7 +70,7 @@ fn options(data: &Path, out: &Path, steps: u64) -> TrainOptions {
     o.batch_size = 16;
     o.packing = Packing::None;
     o.shuffle_buffer = 32;
-    o.loss_normalization = "tokens".into();
+    o.loss_normalization = t5mix_trainer::model::LossNormalization::NumRealTargetTokens;
     o
 }
 

@@ -172,6 +172,24 @@ impl Denoiser {
         inputs: &mut Vec<u32>,
         targets: &mut Vec<u32>,
     ) -> Result<(), PreprocessError> {
+        self.corrupt(segment, rng, inputs, targets)?;
+        if !matches!(self.objective, Objective::FullLm) {
+            append_eos_after_trim(inputs, self.inputs_length, self.eos_id);
+        }
+        append_eos_after_trim(targets, self.targets_length, self.eos_id);
+        Ok(())
+    }
+
+    /// The objective alone (no trimming, no EOS): `inputs` and `targets`
+    /// (cleared first) as T5's objective leaves them before
+    /// `append_eos_after_trim`.
+    pub fn corrupt(
+        &self,
+        segment: &[u32],
+        rng: &mut ExampleRng,
+        inputs: &mut Vec<u32>,
+        targets: &mut Vec<u32>,
+    ) -> Result<(), PreprocessError> {
         inputs.clear();
         targets.clear();
         match self.objective {
@@ -212,10 +230,6 @@ impl Denoiser {
             }
             Objective::FullLm => targets.extend_from_slice(segment),
         }
-        if !matches!(self.objective, Objective::FullLm) {
-            append_eos_after_trim(inputs, self.inputs_length, self.eos_id);
-        }
-        append_eos_after_trim(targets, self.targets_length, self.eos_id);
         Ok(())
     }
 
@@ -363,6 +377,9 @@ pub struct ShardCorruptor<'a> {
     pub eos_between_docs: bool,
     /// `select_random_chunk` maximum (T5: 65536).
     pub max_chunk: usize,
+    /// End each feature with EOS after trimming (off when the caller runs
+    /// `append_eos_after_trim` itself).
+    pub append_eos: bool,
 }
 
 impl<'a> ShardCorruptor<'a> {
@@ -376,6 +393,7 @@ impl<'a> ShardCorruptor<'a> {
             docs_per_group: super::DEFAULT_DOCS_PER_GROUP,
             eos_between_docs: false,
             max_chunk: super::DEFAULT_MAX_CHUNK,
+            append_eos: true,
         }
     }
 
@@ -414,7 +432,11 @@ impl<'a> ShardCorruptor<'a> {
                 .map(|(j, seg)| {
                     let mut rng = ExampleRng::new(key(base + j as u64), "denoise");
                     let (mut i, mut t) = (Vec::new(), Vec::new());
-                    self.denoiser.denoise(seg, &mut rng, &mut i, &mut t)?;
+                    if self.append_eos {
+                        self.denoiser.denoise(seg, &mut rng, &mut i, &mut t)?;
+                    } else {
+                        self.denoiser.corrupt(seg, &mut rng, &mut i, &mut t)?;
+                    }
                     Ok((i, t))
                 })
                 .collect();

@@ -33,6 +33,9 @@ pub use model_proto::{ModelProto, NormalizerSpec, PieceType, SentencePiece, Trai
 use normalizer::Normalizer;
 use unigram::{viterbi, PieceInfo, PieceTrie};
 
+/// Sentinels seqio adds to T5's vocabulary (`<extra_id_0>` … `<extra_id_99>`).
+pub const DEFAULT_EXTRA_IDS: u32 = 100;
+
 /// Errors of loading a vocabulary.
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {

@@ -9,7 +9,7 @@ use t5mix_pipeline::clean::{
 };
 use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit};
 
-use crate::progress::Bars;
+use super::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PresetArg {

@@ -53,3 +53,17 @@ impl Progress for Bars {
         }
     }
 }
+
+/// A bar counting `what` (shards, steps), hidden with `--quiet`.
+pub fn counter(quiet: bool, prefix: &str, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(0);
+    let template = format!(
+        "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {what} {{msg}} [{{elapsed_precise}}, ETA {{eta}}]"
+    );
+    b.set_style(ProgressStyle::with_template(&template).expect("template"));
+    b.set_prefix(prefix.to_string());
+    b
+}

@@ -1,8 +1,9 @@
-//! End-to-end `build` of the C4 span-corruption task from clean text shards:
+//! End-to-end `build` of the C4 span-corruption task from clean text shards
+//! through the task's front door (`Task::build_cache`):
 //! read Parquet, tokenize with the T5 vocabulary, span-corrupt at 512/114,
 //! write example shards. MB/s of text in, examples/s out, on 1 and 2 threads.
 //!
-//!     cargo bench -p t5mix-pipeline --bench build_span_corruption
+//!     cargo bench -p t5mix-tasks --bench build_span_corruption
 //!
 //! Input: the dolma crawl pages (../shared/data), repeated into 8 clean shards
 //! of `T5MIX_BENCH_MB` (default 48) MB in all.
@@ -10,11 +11,10 @@
 use std::io::Read;
 use std::time::Instant;
 
-use t5mix_pipeline::cache::{build_cache, CacheSpec, ExampleSource, Worker};
 use t5mix_pipeline::clean::output::{CleanPage, OutputFormat, ShardWriter};
-use t5mix_pipeline::preprocessors::Denoiser;
 use t5mix_pipeline::shared_data::shared_or_skip;
 use t5mix_pipeline::vocab::Vocabulary;
+use t5mix_tasks::{BuildOptions, TaskRegistry};
 
 fn main() {
     let (Some(model), Some(dolma)) = (
@@ -77,8 +77,9 @@ fn main() {
         }
     }
     let vocab = Vocabulary::load(&model, 100).unwrap();
-    let denoiser =
-        Denoiser::span_corruption(512, 114, vocab.vocab_size(), vocab.extra_ids()).unwrap();
+    let registry = TaskRegistry::builtin();
+    let task = registry.task("c4_span_corruption").unwrap();
+    let inputs = [clean.display().to_string()];
     let mb = bytes as f64 / 1e6;
     println!(
         "build_span_corruption: {mb:.1} MB of clean text in {} shards",
@@ -90,21 +91,13 @@ fn main() {
             .build()
             .unwrap();
         let out = dir.path().join(format!("out{threads}"));
-        let spec = CacheSpec {
-            task: "c4_span_corruption",
-            split: "train",
-            seed: 0,
-            examples: ExampleSource::Unsupervised(&denoiser),
-            vocab: &vocab,
-            inputs_length: 512,
-            targets_length: 114,
-            pretokenized: false,
-        };
+        let options = BuildOptions::new(&vocab);
         let t = Instant::now();
         // One worker per thread-sized slice of shards runs in parallel too.
         let report = pool
-            .install(|| build_cache(&spec, &shards, &out, Worker::default(), |_, _| {}))
-            .unwrap();
+            .install(|| task.build_cache(&inputs, &out, &options, |_, _| {}))
+            .unwrap()
+            .report;
         let s = t.elapsed().as_secs_f64();
         println!(
             "  {threads} thread(s): {:6.1} MB/s of text in, {:8.0} examples/s out ({} examples of 512/114)",
