@@ -15,8 +15,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The run's statistics, from the clean folder's manifest.
 fn stats(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(out.join("stats.json")).unwrap()).unwrap()
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["kind"], "clean");
+    m["stats"].clone()
 }
 
 /// URL → split of every page in the Parquet shards, read back with the

@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
 use crate::features::SequenceLength;
+use crate::manifest::{Manifest, TaskManifest, VocabularyInfo};
 use crate::shards::{read_example_shard, write_example_shard, ExampleStats, ShardExample};
 use crate::vocab::Vocabulary;
 
@@ -99,31 +100,6 @@ pub struct CacheReport {
     pub documents: u64,
     /// Statistics of the shards written now.
     pub stats: ExampleStats,
-}
-
-/// `manifest.json` of a built cache.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Manifest {
-    /// Task name.
-    pub task: String,
-    /// Split.
-    pub split: String,
-    /// Seed.
-    pub seed: u64,
-    /// Objective and its parameters.
-    pub objective: String,
-    /// Feature lengths.
-    pub sequence_length: BTreeMap<String, usize>,
-    /// md5 of the vocabulary model file, and its size with sentinels.
-    pub vocabulary: BTreeMap<String, String>,
-    /// Shards, in order.
-    pub shards: Vec<String>,
-    /// Totals over all shards.
-    pub stats: ExampleStats,
-    /// Statistics per task.
-    pub tasks: BTreeMap<String, ExampleStats>,
-    /// t5mix version.
-    pub tool_version: String,
 }
 
 /// Reads the texts of one clean shard for one split.
@@ -272,7 +248,7 @@ pub fn build_cache(
 
 /// Checks that all `n` shards of the cache are there and writes
 /// `manifest.json` (atomically) from their metadata.
-pub fn finalize(spec: &CacheSpec<'_>, num_shards: usize, out_dir: &Path) -> Result<Manifest> {
+pub fn finalize(spec: &CacheSpec<'_>, num_shards: usize, out_dir: &Path) -> Result<TaskManifest> {
     let mut stats = ExampleStats::default();
     let mut shards = Vec::new();
     let mut missing = Vec::new();
@@ -323,28 +299,18 @@ pub fn finalize(spec: &CacheSpec<'_>, num_shards: usize, out_dir: &Path) -> Resu
             ),
         });
     }
-    let manifest = Manifest {
+    let manifest = TaskManifest {
         task: spec.task.to_string(),
         split: spec.split.to_string(),
         seed: spec.seed,
         objective: spec.examples.describe(),
-        sequence_length: BTreeMap::from([
-            ("inputs".to_string(), spec.sequence_length.inputs),
-            ("targets".to_string(), spec.sequence_length.targets),
-        ]),
-        vocabulary: BTreeMap::from([
-            ("md5".to_string(), spec.vocab.checksum().to_string()),
-            (
-                "vocab_size".to_string(),
-                spec.vocab.vocab_size().to_string(),
-            ),
-        ]),
+        sequence_length: spec.sequence_length,
+        vocabulary: VocabularyInfo::of(spec.vocab),
         shards,
         tasks: BTreeMap::from([(spec.task.to_string(), stats.clone())]),
         stats,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let json = serde_json::to_vec_pretty(&manifest).expect("manifest");
-    crate::atomic::write_atomic(&out_dir.join("manifest.json"), &json)?;
+    Manifest::Task(manifest.clone()).write(out_dir)?;
     Ok(manifest)
 }

@@ -11,17 +11,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::cache::Manifest;
 use crate::error::{PipelineError, Result};
+use crate::manifest::{Manifest, MixtureManifest, TaskManifest};
 use crate::preprocessors::{ExampleKey, ExampleRng};
 use crate::shards::{read_example_shard, write_example_shard, ExampleStats, ShardExample};
 
 /// A built task cache: its manifest and examples.
 pub struct TaskCache {
     /// The cache's manifest.
-    pub manifest: Manifest,
+    pub manifest: TaskManifest,
     /// All examples, in shard order.
     pub examples: Vec<ShardExample>,
 }
@@ -29,51 +27,13 @@ pub struct TaskCache {
 impl TaskCache {
     /// Loads the cache in `dir` (`manifest.json` and its shards).
     pub fn load(dir: &Path) -> Result<Self> {
-        let mpath = dir.join("manifest.json");
-        let bytes = std::fs::read(&mpath).map_err(|e| PipelineError::io(&mpath, e))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| PipelineError::BadInput {
-                path: mpath.clone(),
-                location: "manifest".into(),
-                message: e.to_string(),
-            })?;
+        let manifest = Manifest::read(dir)?.into_task(dir)?;
         let mut examples = Vec::new();
         for s in &manifest.shards {
             examples.extend(read_example_shard(&dir.join(s))?.0);
         }
         Ok(TaskCache { manifest, examples })
     }
-}
-
-/// `manifest.json` of a mixture.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct MixtureManifest {
-    /// Mixture name.
-    pub mixture: String,
-    /// Seed.
-    pub seed: u64,
-    /// Examples in the mixture.
-    pub examples: u64,
-    /// Examples per shard.
-    pub shard_examples: u64,
-    /// Shards, in order.
-    pub shards: Vec<String>,
-    /// Rate of each task (unnormalized, as seqio's `get_rate`).
-    pub rates: BTreeMap<String, f64>,
-    /// Sampling probability of each task.
-    pub probabilities: BTreeMap<String, f64>,
-    /// Where the rates' example counts come from.
-    pub rates_from: String,
-    /// Statistics per task in the mixture.
-    pub tasks: BTreeMap<String, ExampleStats>,
-    /// Totals.
-    pub stats: ExampleStats,
-    /// Vocabulary md5 shared by all tasks.
-    pub vocabulary_md5: String,
-    /// Feature lengths per task.
-    pub sequence_length: BTreeMap<String, BTreeMap<String, usize>>,
-    /// t5mix version.
-    pub tool_version: String,
 }
 
 /// What to mix.
@@ -154,20 +114,17 @@ pub fn build_mixture(
             _ => {}
         }
     }
-    let md5s: std::collections::BTreeSet<&str> = tasks
+    let vocabulary = caches[tasks[0]].manifest.vocabulary.clone();
+    if let Some(t) = tasks
         .iter()
-        .filter_map(|t| {
-            caches[*t]
-                .manifest
-                .vocabulary
-                .get("md5")
-                .map(String::as_str)
-        })
-        .collect();
-    if md5s.len() > 1 {
+        .find(|t| caches[**t].manifest.vocabulary != vocabulary)
+    {
         return Err(PipelineError::Config {
             what: format!("mixture {}", spec.name),
-            message: "its tasks were built with different vocabularies".into(),
+            message: format!(
+                "its tasks were built with different vocabularies ({} and {} have {:?} and {:?})",
+                tasks[0], t, vocabulary, caches[*t].manifest.vocabulary
+            ),
         });
     }
     let total: f64 = tasks.iter().map(|t| spec.probabilities[*t]).sum();
@@ -238,15 +195,14 @@ pub fn build_mixture(
             rates_from: "the example counts in each task cache's manifest.json".into(),
             tasks: per_task,
             stats,
-            vocabulary_md5: md5s.into_iter().next().unwrap_or_default().to_string(),
+            vocabulary,
             sequence_length: tasks
                 .iter()
-                .map(|t| (t.to_string(), caches[*t].manifest.sequence_length.clone()))
+                .map(|t| (t.to_string(), caches[*t].manifest.sequence_length))
                 .collect(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let json = serde_json::to_vec_pretty(&manifest).expect("manifest");
-        crate::atomic::write_atomic(&out_dir.join("manifest.json"), &json)?;
+        Manifest::Mixture(manifest).write(out_dir)?;
     }
     Ok(written)
 }

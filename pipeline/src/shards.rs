@@ -257,3 +257,135 @@ fn arrow_cast_to_strings(col: &ArrayRef) -> Option<Vec<String>> {
     let s = col.as_string_opt::<i32>()?;
     Some((0..s.len()).map(|i| s.value(i).to_string()).collect())
 }
+
+/// What `t5mix inspect` reports on a shard or a folder of shards: metadata,
+/// examples and tokens per task, length histograms, the first examples.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The shard files, sorted.
+    pub files: Vec<std::path::PathBuf>,
+    /// The first shard's `t5mix.*` metadata.
+    pub metadata: ShardMetadata,
+    /// Statistics per task.
+    pub tasks: std::collections::BTreeMap<String, ExampleStats>,
+    /// Length of every example's inputs.
+    pub inputs_lengths: Vec<usize>,
+    /// Length of every example's targets.
+    pub targets_lengths: Vec<usize>,
+    /// The first examples.
+    pub sample: Vec<ShardExample>,
+}
+
+impl Inspection {
+    /// Reads `path` (a shard, or every `.parquet` file of a folder), keeping
+    /// the first `n` examples.
+    pub fn read(path: &Path, n: usize) -> Result<Self> {
+        let files: Vec<std::path::PathBuf> = if path.is_dir() {
+            let mut v: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| PipelineError::io(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![path.to_path_buf()]
+        };
+        if files.is_empty() {
+            return Err(PipelineError::NoInput(format!(
+                "{}: no Parquet shards",
+                path.display()
+            )));
+        }
+        let mut out = Inspection {
+            files: files.clone(),
+            metadata: Vec::new(),
+            tasks: Default::default(),
+            inputs_lengths: Vec::new(),
+            targets_lengths: Vec::new(),
+            sample: Vec::new(),
+        };
+        for f in &files {
+            let (examples, meta) = read_example_shard(f)?;
+            if out.metadata.is_empty() {
+                out.metadata = meta;
+            }
+            for e in examples {
+                out.tasks
+                    .entry(e.task.clone())
+                    .or_default()
+                    .add(e.inputs.len(), e.targets.len());
+                out.inputs_lengths.push(e.inputs.len());
+                out.targets_lengths.push(e.targets.len());
+                if out.sample.len() < n {
+                    out.sample.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The report, decoding the sample with `vocab` when given.
+    pub fn report(&self, vocab: Option<&crate::vocab::Vocabulary>) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "schema: task: dictionary<int32, utf8>, inputs: list<int32>, targets: list<int32>"
+        );
+        for (k, v) in self
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with("t5mix."))
+        {
+            let _ = writeln!(s, "  {k} = {v}");
+        }
+        let total: u64 = self.tasks.values().map(|t| t.examples).sum();
+        for (t, x) in &self.tasks {
+            let _ = writeln!(
+                s,
+                "task {t}: {} examples ({:.1}%), inputs {} tokens (max {}), targets {} tokens (max {})",
+                x.examples,
+                100.0 * x.examples as f64 / total.max(1) as f64,
+                x.inputs_tokens,
+                x.inputs_max_tokens,
+                x.targets_tokens,
+                x.targets_max_tokens
+            );
+        }
+        let _ = writeln!(s, "inputs lengths:  {}", histogram(&self.inputs_lengths));
+        let _ = writeln!(s, "targets lengths: {}", histogram(&self.targets_lengths));
+        for e in &self.sample {
+            let _ = writeln!(s, "--- {} ---", e.task);
+            match vocab {
+                Some(v) => {
+                    let _ = writeln!(s, "inputs:  {}", v.decode(&e.inputs));
+                    let _ = writeln!(s, "targets: {}", v.decode(&e.targets));
+                }
+                None => {
+                    let _ = writeln!(s, "inputs:  {:?}", &e.inputs[..e.inputs.len().min(32)]);
+                    let _ = writeln!(s, "targets: {:?}", &e.targets[..e.targets.len().min(32)]);
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Eight equal-width bins from 0 to the longest length.
+fn histogram(lengths: &[usize]) -> String {
+    let Some(&max) = lengths.iter().max() else {
+        return "-".into();
+    };
+    let width = max.div_ceil(8).max(1);
+    let mut counts = [0usize; 8];
+    for &l in lengths {
+        counts[(l / width).min(7)] += 1;
+    }
+    let bins: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("[{}..{}]:{c}", i * width, (i + 1) * width))
+        .collect();
+    bins.join(" ")
+}

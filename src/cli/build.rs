@@ -1,12 +1,12 @@
 //! `t5mix tasks`, `t5mix build` and `t5mix inspect`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use t5mix_pipeline::features::SequenceLength;
-use t5mix_pipeline::shards::{read_example_shard, ExampleStats};
+use t5mix_pipeline::manifest::Manifest;
+use t5mix_pipeline::shards::Inspection;
 use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
 use t5mix_tasks::{BuildOptions, MixtureOptions, MixtureSize, Registry, Worker};
 
@@ -104,20 +104,9 @@ pub fn tasks(a: TasksArgs, reg: &Registry) -> Result<()> {
         TasksCommand::Preview { name, task, n } => {
             let t = reg.tasks.task(&name)?;
             let v = task.vocab()?;
-            for (k, e) in t
-                .preview(&task.input, &task.options(&v, t)?, n)?
-                .iter()
-                .enumerate()
-            {
-                let text = |f: &str, ids: &[u32]| match &e.row {
-                    Some(r) if r.contains_key(f) => r[f].clone(),
-                    _ => v.decode(ids),
-                };
-                println!("--- {name} example {k} ---");
-                println!("inputs:      {}", text("inputs", &e.tokens.inputs));
-                println!("targets:     {}", text("targets", &e.tokens.targets));
-                println!("inputs ids:  {:?}", e.tokens.inputs);
-                println!("targets ids: {:?}", e.tokens.targets);
+            let examples = t.preview(&task.input, &task.options(&v, t)?, n)?;
+            for (k, e) in examples.iter().enumerate() {
+                print!("--- {name} example {k} ---\n{}", e.describe(&v));
             }
         }
     }
@@ -186,7 +175,6 @@ pub fn build(a: BuildArgs, reg: &Registry, quiet: bool) -> Result<()> {
             worker.count
         );
     }
-    let started = std::time::Instant::now();
     if let Some(name) = &a.mixture {
         let o = MixtureOptions {
             seed: a.input.seed,
@@ -197,17 +185,7 @@ pub fn build(a: BuildArgs, reg: &Registry, quiet: bool) -> Result<()> {
             shard_examples: a.shard_examples,
             worker,
         };
-        let m = reg.mixtures.build(name, &a.caches, &a.out, &o)?;
-        eprintln!(
-            "build mixture {name}: {} examples from {} task(s), {} shard(s) written in {:.2} s",
-            m.examples,
-            m.probabilities.len(),
-            m.written.len(),
-            started.elapsed().as_secs_f64()
-        );
-        for (task, p) in &m.probabilities {
-            eprintln!("  {task:<24} rate {:>12.3}  p {p:.4}", m.rates[task]);
-        }
+        eprintln!("{}", reg.mixtures.build(name, &a.caches, &a.out, &o)?);
         return Ok(());
     }
     if a.input.input.is_empty() {
@@ -218,8 +196,9 @@ pub fn build(a: BuildArgs, reg: &Registry, quiet: bool) -> Result<()> {
     let mut o = a.input.options(&vocab, task)?;
     o.pretokenized = a.pretokenized;
     o.worker = worker;
-    let manifest = if a.finalize {
-        task.finalize_cache(&a.input.input, &a.out, &o)?
+    if a.finalize {
+        let m = task.finalize_cache(&a.input.input, &a.out, &o)?;
+        eprintln!("{}", t5mix_tasks::build::manifest_line(&m));
     } else {
         let bar = counter(quiet, &task.name, "source files");
         let b = task.build_cache(&a.input.input, &a.out, &o, |_, n| {
@@ -227,31 +206,8 @@ pub fn build(a: BuildArgs, reg: &Registry, quiet: bool) -> Result<()> {
             bar.inc(1)
         })?;
         bar.finish_and_clear();
-        let (r, secs) = (&b.report, started.elapsed().as_secs_f64());
-        eprintln!(
-            "build {}: {} shard(s) written, {} kept from an earlier run; {} documents -> {} examples ({} input / {} target tokens) in {secs:.2} s ({:.0} examples/s)",
-            task.name, r.written.len(), r.kept.len(), r.documents, r.stats.examples,
-            r.stats.inputs_tokens, r.stats.targets_tokens, r.stats.examples as f64 / secs.max(1e-9)
-        );
-        match b.manifest {
-            Some(m) => m,
-            None => {
-                eprintln!(
-                    "  worker {} of {}: run `--finalize` once all workers are done",
-                    worker.index, worker.count
-                );
-                return Ok(());
-            }
-        }
-    };
-    eprintln!(
-        "  manifest: {} shards, {} examples, max lengths {}/{}, written to {}",
-        manifest.shards.len(),
-        manifest.stats.examples,
-        manifest.stats.inputs_max_tokens,
-        manifest.stats.targets_max_tokens,
-        a.out.join("manifest.json").display()
-    );
+        eprintln!("{b}");
+    }
     Ok(())
 }
 
@@ -268,128 +224,27 @@ pub struct InspectArgs {
     n: usize,
 }
 
-fn histogram(lengths: &[usize]) -> String {
-    let Some(&max) = lengths.iter().max() else {
-        return "-".into();
-    };
-    let width = max.div_ceil(8).max(1);
-    let mut counts = [0usize; 8];
-    for &l in lengths {
-        counts[(l / width).min(7)] += 1;
-    }
-    let bins: Vec<String> = counts
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("[{}..{}]:{c}", i * width, (i + 1) * width))
-        .collect();
-    bins.join(" ")
-}
-
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let files: Vec<PathBuf> = if a.path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&a.path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![a.path.clone()]
-    };
-    if files.is_empty() {
-        bail!("{}: no Parquet shards", a.path.display());
-    }
-    let mut per_task: BTreeMap<String, ExampleStats> = BTreeMap::new();
-    let (mut li, mut lt) = (Vec::new(), Vec::new());
-    let mut sample = Vec::new();
-    let mut meta0 = Vec::new();
-    for f in &files {
-        let (ex, meta) =
-            read_example_shard(f).with_context(|| format!("reading {}", f.display()))?;
-        if meta0.is_empty() {
-            meta0 = meta;
-        }
-        for e in ex {
-            per_task
-                .entry(e.task.clone())
-                .or_default()
-                .add(e.inputs.len(), e.targets.len());
-            li.push(e.inputs.len());
-            lt.push(e.targets.len());
-            if sample.len() < a.n {
-                sample.push(e);
-            }
-        }
-    }
+    let found = Inspection::read(&a.path, a.n)?;
     let vocab = match &a.vocab {
-        Some(p) => Some(vocab_for_shards(p, &a.path, &meta0)?),
+        // the manifest says which model and how many sentinels
+        Some(p) => Some(
+            match Manifest::read(&a.path)
+                .ok()
+                .as_ref()
+                .and_then(Manifest::vocabulary)
+            {
+                Some(info) => info.load(p)?,
+                None => Vocabulary::load(p, DEFAULT_EXTRA_IDS)?,
+            },
+        ),
         None => None,
     };
-    println!("{} shard(s) in {}", files.len(), a.path.display());
-    println!("schema: task: dictionary<int32, utf8>, inputs: list<int32>, targets: list<int32>");
-    for (k, v) in meta0.iter().filter(|(k, _)| k.starts_with("t5mix.")) {
-        println!("  {k} = {v}");
-    }
-    let total: u64 = per_task.values().map(|s| s.examples).sum();
-    for (t, s) in &per_task {
-        println!(
-            "task {t}: {} examples ({:.1}%), inputs {} tokens (max {}), targets {} tokens (max {})",
-            s.examples,
-            100.0 * s.examples as f64 / total.max(1) as f64,
-            s.inputs_tokens,
-            s.inputs_max_tokens,
-            s.targets_tokens,
-            s.targets_max_tokens
-        );
-    }
-    println!("inputs lengths:  {}", histogram(&li));
-    println!("targets lengths: {}", histogram(&lt));
-    for e in &sample {
-        println!("--- {} ---", e.task);
-        match &vocab {
-            Some(v) => {
-                println!("inputs:  {}", v.decode(&e.inputs));
-                println!("targets: {}", v.decode(&e.targets));
-            }
-            None => {
-                println!("inputs:  {:?}", &e.inputs[..e.inputs.len().min(32)]);
-                println!("targets: {:?}", &e.targets[..e.targets.len().min(32)]);
-            }
-        }
-    }
+    print!(
+        "{} shard(s) in {}\n{}",
+        found.files.len(),
+        a.path.display(),
+        found.report(vocab.as_ref())
+    );
     Ok(())
-}
-
-/// The vocabulary at `path` with as many sentinels as the cache's manifest
-/// says; refuses a model whose checksum differs from the shards'.
-fn vocab_for_shards(
-    path: &std::path::Path,
-    shards: &std::path::Path,
-    meta: &[(String, String)],
-) -> Result<Vocabulary> {
-    let get = |k: &str| {
-        meta.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let base = Vocabulary::load(path, 0)?;
-    if let Some(md5) = get("t5mix.vocabulary_md5") {
-        if md5 != base.checksum() {
-            bail!(
-                "{}: md5 {} but the shards were built with a vocabulary of md5 {md5}",
-                path.display(),
-                base.checksum()
-            );
-        }
-    }
-    let manifest: Option<serde_json::Value> = std::fs::read(shards.join("manifest.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let size: Option<u32> = manifest
-        .as_ref()
-        .and_then(|m| m["vocabulary"]["vocab_size"].as_str()?.parse().ok());
-    let extra = size.map_or(DEFAULT_EXTRA_IDS, |s| {
-        s.saturating_sub(base.base_vocab_size())
-    });
-    Ok(Vocabulary::load(path, extra)?)
 }

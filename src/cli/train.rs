@@ -102,6 +102,9 @@ pub struct TrainArgs {
     /// Held-out batches per evaluation.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     eval_batches: u32,
+    /// Train on folders without a manifest.json (partial or foreign shards).
+    #[arg(long)]
+    allow_partial: bool,
     /// Tasks to score (greedy decoding + metric) at each evaluation.
     #[arg(long, num_args = 1..)]
     eval_task: Vec<String>,
@@ -199,6 +202,7 @@ fn options(a: &TrainArgs) -> Result<TrainOptions> {
     o.keep_checkpoints = a.keep_checkpoints as usize;
     o.eval_every = a.eval_every;
     o.eval_batches = a.eval_batches as usize;
+    o.allow_partial = a.allow_partial;
     Ok(o)
 }
 

@@ -1,11 +1,14 @@
 //! `t5mix vocab`: inspect a SentencePiece model, encode text, decode ids.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use t5mix_pipeline::vocab::Vocabulary;
+use t5mix_pipeline::atomic::AtomicFile;
+use t5mix_pipeline::vocab::lines::{decode_lines, encode_lines, LineFormat};
+use t5mix_pipeline::vocab::train::{train_from_inputs, TrainOptions};
+use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
 
 /// SentencePiece vocabularies with T5's sentinels.
 #[derive(Debug, Args)]
@@ -20,7 +23,7 @@ struct ModelArgs {
     #[arg(long, short, value_name = "FILE")]
     model: PathBuf,
     /// Sentinels appended as seqio does (`<extra_id_0>` gets the highest id).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_EXTRA_IDS, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100_000))]
     extra_ids: u32,
 }
 
@@ -28,17 +31,23 @@ struct ModelArgs {
 enum VocabCommand {
     /// Size, special ids and sentinel range of a model.
     Info(ModelArgs),
-    /// Encode text to ids (arguments, or one text per stdin line).
+    /// Encode text to ids: arguments, or every line of --input / stdin,
+    /// in parallel batches.
     Encode {
         #[command(flatten)]
         model: ModelArgs,
-        /// Print pieces instead of ids.
+        /// Print pieces instead of ids (same as --format pieces).
         #[arg(long)]
         pieces: bool,
+        /// Output: ids, pieces or jsonl ({"text", "ids"} per line).
+        #[arg(long, default_value = "ids")]
+        format: LineFormat,
         /// Append EOS, as T5 features with add_eos do.
         #[arg(long)]
         eos: bool,
-        /// Texts to encode; none: read stdin.
+        #[command(flatten)]
+        io: LineFiles,
+        /// Texts to encode; none: read --input or stdin.
         text: Vec<String>,
     },
     /// Train a unigram model with T5's settings (nmt_nfkc, coverage 0.9995,
@@ -48,7 +57,7 @@ enum VocabCommand {
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<String>,
         /// Pieces in the model.
-        #[arg(long, default_value_t = 32000)]
+        #[arg(long, default_value_t = 32000, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
         vocab_size: u32,
         /// Output prefix: writes PREFIX.model and PREFIX.vocab.
         #[arg(long, short)]
@@ -63,83 +72,75 @@ enum VocabCommand {
         #[arg(long, default_value_t = 0)]
         seed: u32,
     },
-    /// Decode ids to text (arguments, or one space-separated list per stdin line).
+    /// Decode ids to text: arguments, or one space-separated list per line
+    /// of --input / stdin.
     Decode {
         #[command(flatten)]
         model: ModelArgs,
-        /// Ids to decode; none: read stdin.
+        #[command(flatten)]
+        io: LineFiles,
+        /// Ids to decode; none: read --input or stdin.
         ids: Vec<u32>,
     },
+}
+
+/// Where lines come from and go.
+#[derive(Debug, Args)]
+struct LineFiles {
+    /// Read lines from this file instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Write to this file (written whole, then renamed) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+impl LineFiles {
+    /// Runs `f` from the input to the output.
+    fn run(
+        &self,
+        args: Vec<String>,
+        f: impl FnOnce(&mut dyn BufRead, &mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
+        let mut input: Box<dyn BufRead> = match (&self.input, args.is_empty()) {
+            (_, false) => Box::new(std::io::Cursor::new(args.join("\n").into_bytes())),
+            (Some(p), true) => Box::new(std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("{}", p.display()))?,
+            )),
+            (None, true) => Box::new(std::io::stdin().lock()),
+        };
+        match &self.output {
+            Some(p) => {
+                let mut file = AtomicFile::create(p)?;
+                f(&mut input, file.writer())?;
+                file.commit()?;
+            }
+            None => f(&mut input, &mut std::io::stdout().lock())?,
+        }
+        Ok(())
+    }
 }
 
 fn load(m: &ModelArgs) -> Result<Vocabulary> {
     Ok(Vocabulary::load(&m.model, m.extra_ids)?)
 }
 
-fn inputs(args: &[String]) -> Result<Vec<String>> {
-    if !args.is_empty() {
-        return Ok(args.to_vec());
-    }
-    std::io::stdin()
-        .lock()
-        .lines()
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("reading stdin")
-}
-
 pub fn run(a: VocabArgs) -> Result<()> {
     match a.command {
-        VocabCommand::Info(m) => {
-            let v = load(&m)?;
-            println!("model            {}", m.model.display());
-            println!("md5              {}", v.checksum());
-            println!(
-                "pieces           {} (+ {} extra ids = vocab_size {})",
-                v.base_vocab_size(),
-                v.extra_ids(),
-                v.vocab_size()
-            );
-            println!(
-                "embedding rows   {} (vocab_size rounded up to 128)",
-                v.padded_vocab_size(128)
-            );
-            println!(
-                "pad / eos / unk  {} / {:?} / {}",
-                v.pad_id(),
-                v.eos_id(),
-                v.unk_id()
-            );
-            println!("bos              {:?}", v.bos_id());
-            if v.extra_ids() > 0 {
-                println!(
-                    "sentinels        <extra_id_0> = {} … <extra_id_{}> = {}",
-                    v.sentinel(0),
-                    v.extra_ids() - 1,
-                    v.sentinel(v.extra_ids() - 1)
-                );
-            }
-        }
+        VocabCommand::Info(m) => println!("model            {}\n{}", m.model.display(), load(&m)?),
         VocabCommand::Encode {
             model,
             pieces,
+            format,
             eos,
+            io,
             text,
         } => {
             let v = load(&model)?;
-            for t in inputs(&text)? {
-                let mut ids = v.encode(&t);
-                if eos {
-                    ids.extend(v.eos_id());
-                }
-                let out: Vec<String> = if pieces {
-                    ids.iter()
-                        .map(|&i| v.id_to_piece(i).unwrap_or("?").to_string())
-                        .collect()
-                } else {
-                    ids.iter().map(u32::to_string).collect()
-                };
-                println!("{}", out.join(" "));
-            }
+            let format = if pieces { LineFormat::Pieces } else { format };
+            io.run(text, |i, o| {
+                Ok(encode_lines(&v, i, o, format, eos).map(|_| ())?)
+            })?;
         }
         VocabCommand::Train {
             input,
@@ -149,67 +150,23 @@ pub fn run(a: VocabArgs) -> Result<()> {
             character_coverage,
             seed,
         } => {
-            use std::io::Write;
-            if !t5mix_pipeline::vocab::train::trainer_available() {
-                return Err(t5mix_pipeline::vocab::VocabError::TrainerUnavailable.into());
-            }
-            let files = t5mix_pipeline::readers::expand_inputs(&input)?;
-            let dir = tempfile::tempdir().context("temporary directory")?;
-            let text_path = dir.path().join("sentences.txt");
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&text_path)?);
-            let (mut lines, mut bytes) = (0u64, 0u64);
-            let opts = t5mix_pipeline::readers::ReadOptions::default();
-            for f in &files {
-                t5mix_pipeline::readers::read_file(f, &opts, &mut |d| {
-                    for l in d.text.split('\n').filter(|l| !l.trim().is_empty()) {
-                        lines += 1;
-                        bytes += l.len() as u64;
-                        w.write_all(l.as_bytes())
-                            .and_then(|_| w.write_all(b"\n"))
-                            .map_err(|e| t5mix_pipeline::PipelineError::io(&text_path, e))?;
-                    }
-                    Ok(())
-                })?;
-            }
-            w.flush()?;
-            drop(w);
-            let t = std::time::Instant::now();
-            let opts = t5mix_pipeline::vocab::train::TrainOptions {
+            let opts = TrainOptions {
                 vocab_size,
                 input_sentence_size,
                 character_coverage,
                 seed,
                 ..Default::default()
             };
-            let model =
-                t5mix_pipeline::vocab::train::train_from_text_file(&text_path, &out, &opts)?;
-            let v = Vocabulary::load(&model, 0)?;
-            eprintln!(
-                "vocab train: {lines} lines ({:.1} MB) from {} file(s) -> {} ({} pieces) in {:.1} s",
-                bytes as f64 / 1e6,
-                files.len(),
-                model.display(),
-                v.vocab_size(),
-                t.elapsed().as_secs_f64()
-            );
+            eprintln!("{}", train_from_inputs(&input, &out, &opts)?);
         }
-        VocabCommand::Decode { model, ids } => {
+        VocabCommand::Decode { model, io, ids } => {
             let v = load(&model)?;
-            if !ids.is_empty() {
-                println!("{}", v.decode(&ids));
+            let lines = if ids.is_empty() {
+                vec![]
             } else {
-                for (n, line) in inputs(&[])?.iter().enumerate() {
-                    let ids = line
-                        .split_whitespace()
-                        .map(|x| {
-                            x.parse::<u32>().with_context(|| {
-                                format!("stdin line {}: {x:?} is not an id", n + 1)
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    println!("{}", v.decode(&ids));
-                }
-            }
+                vec![ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")]
+            };
+            io.run(lines, |i, o| Ok(decode_lines(&v, i, o).map(|_| ())?))?;
         }
     }
     Ok(())

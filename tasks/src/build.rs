@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use t5mix_pipeline::cache::{self, CacheReport, CacheSpec, ExampleProducer, Manifest, Worker};
+use t5mix_pipeline::cache::{self, CacheReport, CacheSpec, ExampleProducer, Worker};
 use t5mix_pipeline::features::SequenceLength;
-use t5mix_pipeline::mixing::{build_mixture, MixSpec, MixtureManifest, TaskCache};
+use t5mix_pipeline::manifest::{Manifest, MixtureManifest, TaskManifest};
+use t5mix_pipeline::mixing::{build_mixture, MixSpec, TaskCache};
 use t5mix_pipeline::preprocessors::{
     append_eos_after_trim, Denoiser, ExampleKey, ExampleRng, ShardCorruptor,
 };
@@ -53,15 +54,56 @@ impl<'a> BuildOptions<'a> {
     }
 }
 
-/// What [`Task::build_cache`] did.
+/// What [`Task::build_cache`] did (its `Display` is `t5mix build`'s summary).
 #[derive(Debug, Clone)]
 pub struct CacheBuild {
+    /// Task name.
+    pub task: String,
+    /// Wall seconds.
+    pub seconds: f64,
     /// Shards written and kept, documents read, statistics.
     pub report: CacheReport,
     /// The manifest, once every shard is there (one worker, or `finalize`).
-    pub manifest: Option<Manifest>,
+    pub manifest: Option<TaskManifest>,
     /// Source files of the whole cache.
     pub sources: usize,
+}
+
+impl std::fmt::Display for CacheBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (r, secs) = (&self.report, self.seconds);
+        write!(
+            f,
+            "build {}: {} shard(s) written, {} kept from an earlier run; {} documents -> {} \
+             examples ({} input / {} target tokens) in {secs:.2} s ({:.0} examples/s)",
+            self.task,
+            r.written.len(),
+            r.kept.len(),
+            r.documents,
+            r.stats.examples,
+            r.stats.inputs_tokens,
+            r.stats.targets_tokens,
+            r.stats.examples as f64 / secs.max(1e-9)
+        )?;
+        match &self.manifest {
+            Some(m) => write!(f, "\n{}", manifest_line(m)),
+            None => write!(
+                f,
+                "\n  this worker's shards are done: run `--finalize` once all workers are"
+            ),
+        }
+    }
+}
+
+/// One line on a task cache's manifest.
+pub fn manifest_line(m: &TaskManifest) -> String {
+    format!(
+        "  manifest: {} shards, {} examples, max lengths {}/{}",
+        m.shards.len(),
+        m.stats.examples,
+        m.stats.inputs_max_tokens,
+        m.stats.targets_max_tokens
+    )
 }
 
 /// One example after a task's preprocessors: its tokens and, until a
@@ -73,6 +115,29 @@ pub struct Example {
     /// The row after the row-level steps (`inputs` / `targets` text and
     /// the other columns).
     pub row: Option<Row>,
+}
+
+impl Example {
+    /// Text (the row's, else decoded) and ids of both features, as
+    /// `t5mix tasks preview` shows them.
+    pub fn describe(&self, vocab: &Vocabulary) -> String {
+        let mut out = String::new();
+        let features = [
+            ("inputs", &self.tokens.inputs),
+            ("targets", &self.tokens.targets),
+        ];
+        for (name, ids) in features {
+            let text = match self.row.as_ref().and_then(|r| r.get(name)) {
+                Some(t) => t.clone(),
+                None => vocab.decode(ids),
+            };
+            out += &format!("{:<12} {text}\n", format!("{name}:"));
+        }
+        for (name, ids) in features {
+            out += &format!("{:<12} {ids:?}\n", format!("{name} ids:"));
+        }
+        out
+    }
 }
 
 /// A task's chain for one build: the task, split, vocabulary, features, seed.
@@ -336,6 +401,7 @@ impl Task {
         o: &BuildOptions<'_>,
         on_shard: impl Fn(usize, usize) + Sync,
     ) -> Result<CacheBuild> {
+        let started = std::time::Instant::now();
         let files = self.source.split_files(&self.name, &o.split, inputs)?;
         let producer = Producer {
             chain: self.chain(&o.split, o.vocab, o.seed, o.sequence_length),
@@ -349,6 +415,8 @@ impl Task {
             None
         };
         Ok(CacheBuild {
+            task: self.name.clone(),
+            seconds: started.elapsed().as_secs_f64(),
             report,
             manifest,
             sources: files.len(),
@@ -362,7 +430,7 @@ impl Task {
         inputs: &[String],
         out: &Path,
         o: &BuildOptions<'_>,
-    ) -> Result<Manifest> {
+    ) -> Result<TaskManifest> {
         let files = self.source.split_files(&self.name, &o.split, inputs)?;
         let producer = Producer {
             chain: self.chain(&o.split, o.vocab, o.seed, o.sequence_length),
@@ -439,9 +507,13 @@ impl Default for MixtureOptions {
     }
 }
 
-/// What [`MixtureRegistry::build`] did.
+/// What [`MixtureRegistry::build`] did (its `Display` is `t5mix build`'s summary).
 #[derive(Debug, Clone)]
 pub struct MixtureBuild {
+    /// Mixture name.
+    pub name: String,
+    /// Wall seconds.
+    pub seconds: f64,
     /// Shards written now.
     pub written: Vec<PathBuf>,
     /// Examples in the mixture.
@@ -452,6 +524,28 @@ pub struct MixtureBuild {
     pub probabilities: BTreeMap<String, f64>,
     /// The manifest, once every shard is there.
     pub manifest: Option<MixtureManifest>,
+}
+
+impl std::fmt::Display for MixtureBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "build mixture {}: {} examples from {} task(s), {} shard(s) written in {:.2} s",
+            self.name,
+            self.examples,
+            self.probabilities.len(),
+            self.written.len(),
+            self.seconds
+        )?;
+        for (task, p) in &self.probabilities {
+            write!(
+                f,
+                "\n  {task:<24} rate {:>12.3}  p {p:.4}",
+                self.rates[task]
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Largest mixture (examples): its task choices are computed up front.
@@ -476,6 +570,7 @@ impl MixtureRegistry {
         if o.shard_examples == 0 {
             return Err(bad("shard_examples", "must be at least 1".into()));
         }
+        let started = std::time::Instant::now();
         let mut loaded = BTreeMap::new();
         for dir in caches {
             let c = TaskCache::load(dir)?;
@@ -508,10 +603,13 @@ impl MixtureRegistry {
         };
         let worker = (o.worker.count > 1).then_some((o.worker.index, o.worker.count));
         let written = build_mixture(&spec, &loaded, out, worker)?;
-        let manifest = std::fs::read(out.join("manifest.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let manifest = match Manifest::read(out) {
+            Ok(Manifest::Mixture(m)) => Some(m),
+            _ => None,
+        };
         Ok(MixtureBuild {
+            name: name.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
             written,
             examples,
             rates,

@@ -81,7 +81,7 @@ fn a_rust_registered_task_builds_mixes_and_scores() {
     let built = task.build_cache(&input, &out, &o, |_, _| {}).unwrap();
     let manifest = built.manifest.unwrap();
     assert_eq!(manifest.stats.examples, 2);
-    assert_eq!(manifest.sequence_length["inputs"], 64);
+    assert_eq!(manifest.sequence_length.inputs, 64);
     let (examples, meta) = read_example_shard(&out.join(&manifest.shards[0])).unwrap();
     let e = &examples[0];
     assert_eq!(e.task, "shout_qa");

@@ -169,3 +169,53 @@ fn bootstrap_draws_replay_numpy() {
         vec![0, 1, 0, 1, 1, 2, 0, 2, 0, 0, 0, 2]
     );
 }
+
+/// T5 scores SQuAD against every answer (the `qa` postprocessor gives the
+/// targets as the list of answers; `squad` takes the max over them), while
+/// the training target is the first answer.
+#[test]
+fn squad_is_scored_against_all_answers() {
+    use t5mix_pipeline::vocab::Vocabulary;
+    use t5mix_tasks::{TaskRegistry, Value};
+    let Some(spm) =
+        t5mix_pipeline::shared_data::shared_or_skip("t5-spm/spiece.model", "squad all answers")
+    else {
+        return;
+    };
+    let vocab = Vocabulary::load(&spm, 100).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let qa = |q: &str, answers: &[&str]| {
+        serde_json::json!({"id": q, "question": q,
+            "answers": answers.iter().map(|a| serde_json::json!({"text": a, "answer_start": 0})).collect::<Vec<_>>()})
+    };
+    let data = serde_json::json!({"data": [{"title": "t", "paragraphs": [{
+        "context": "Super Bowl 50 was played at Levi's Stadium in Santa Clara.",
+        "qas": [qa("Where was it played?", &["Santa Clara", "Levi's Stadium"]), qa("Which game?", &["Super Bowl 50"])]
+    }]}]});
+    std::fs::write(dir.path().join("dev-v1.1.json"), data.to_string()).unwrap();
+    let reg = TaskRegistry::builtin();
+    let task = reg.task("squad_v010_allanswers").unwrap();
+    let set = task
+        .eval_set(
+            &[dir.path().display().to_string()],
+            "validation",
+            &vocab,
+            None,
+        )
+        .unwrap();
+    assert_eq!(set.examples[0].target_text, "Santa Clara");
+    assert_eq!(
+        set.examples[0].target,
+        Value::Texts(vec!["Santa Clara".into(), "Levi's Stadium".into()])
+    );
+    let scores = set
+        .score(&["Levi's Stadium".into(), "Super Bowl".into()])
+        .unwrap();
+    // the first prediction matches the second answer: EM 1 of 2
+    assert_eq!(scores[0], ("em".to_string(), 50.0));
+    assert_eq!(scores[1].0, "f1");
+    assert!(
+        (scores[1].1 - 100.0 * (1.0 + 0.8) / 2.0).abs() < 1e-9,
+        "{scores:?}"
+    );
+}

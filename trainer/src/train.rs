@@ -77,6 +77,9 @@ pub struct TrainOptions {
     pub eval_every: u64,
     /// Batches of held-out data per evaluation.
     pub eval_batches: usize,
+    /// Train on folders without a manifest (partial or foreign shards).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_partial: bool,
 }
 
 impl TrainOptions {
@@ -115,6 +118,7 @@ impl TrainOptions {
             keep_checkpoints: 3,
             eval_every: 0,
             eval_batches: 4,
+            allow_partial: false,
         }
     }
 
@@ -144,6 +148,7 @@ impl TrainOptions {
         let mut v = serde_json::to_value(self).expect("options serialize");
         let m = v.as_object_mut().expect("object");
         for k in [
+            "allow_partial",
             "steps",
             "checkpoint_every",
             "keep_checkpoints",
@@ -544,6 +549,18 @@ impl<D: Device<f32>> Trainer<D> {
         // reject a bad loss normalisation before any work
         opts.loss_config()?;
         crate::reuse_freed_memory();
+        let lengths = SequenceLength {
+            inputs: opts.inputs_length,
+            targets: opts.targets_length,
+        };
+        lengths
+            .check()
+            .and_then(|()| {
+                (opts.inputs_length > 0 && opts.batch_size > 0)
+                    .then_some(())
+                    .ok_or_else(|| "inputs length and batch size must be positive".to_string())
+            })
+            .map_err(TrainError::Config)?;
         if opts.grad_accum == 0 || opts.steps == 0 {
             return Err(TrainError::Config(
                 "steps and gradient accumulation must be positive".into(),
@@ -638,6 +655,18 @@ impl<D: Device<f32>> Trainer<D> {
                 (model, Optimizer::new(opts.optimizer, &shapes), 0)
             }
         };
+        let lengths = SequenceLength {
+            inputs: opts.inputs_length,
+            targets: opts.targets_length,
+        };
+        for paths in [&opts.train, &opts.eval] {
+            t5mix_pipeline::manifest::check_example_folders(
+                paths,
+                model.cfg.vocab_size,
+                lengths,
+                opts.allow_partial,
+            )?;
+        }
         let opts_json = serde_json::to_vec_pretty(&opts).expect("options serialize");
         write_atomic(&opts.out.join("train_options.json"), &opts_json)?;
         Ok(Trainer {

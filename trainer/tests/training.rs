@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use t5mix_pipeline::features::Packing;
-use t5mix_pipeline::shards::{write_example_shard, ShardExample};
+use t5mix_pipeline::features::{Packing, SequenceLength};
+use t5mix_pipeline::manifest::{Manifest, TaskManifest, VocabularyInfo};
+use t5mix_pipeline::shards::{write_example_shard, ExampleStats, ShardExample};
 use t5mix_trainer::optim::{OptimizerConfig, Schedule};
 use t5mix_trainer::train::{list_checkpoints, ModelInit, TrainOptions, Trainer};
 use t5mix_trainer::weights::read_safetensors;
@@ -55,6 +56,39 @@ fn write_shards(dir: &Path) {
         &examples[16..],
         &[],
     )
+    .unwrap();
+    write_manifest(dir, &examples, 128);
+}
+
+/// A task-cache manifest for `examples` with a vocabulary of `vocab_size` ids.
+fn write_manifest(dir: &Path, examples: &[ShardExample], vocab_size: u32) {
+    let mut stats = ExampleStats::default();
+    for e in examples {
+        stats.add(e.inputs.len(), e.targets.len());
+    }
+    Manifest::Task(TaskManifest {
+        task: "reverse".into(),
+        split: "train".into(),
+        seed: 0,
+        objective: "reversal".into(),
+        sequence_length: SequenceLength {
+            inputs: 16,
+            targets: 16,
+        },
+        vocabulary: VocabularyInfo {
+            md5: "synthetic".into(),
+            vocab_size,
+            extra_ids: 0,
+        },
+        shards: vec![
+            "train-00000-of-00002.parquet".into(),
+            "train-00001-of-00002.parquet".into(),
+        ],
+        tasks: Default::default(),
+        stats,
+        tool_version: "test".into(),
+    })
+    .write(dir)
     .unwrap();
 }
 
@@ -213,3 +247,59 @@ fn evaluation_streams_keep_the_last_partial_batch() {
     assert_eq!(sizes(false), vec![20]);
     assert_eq!(sizes(true), vec![20, 12]);
 }
+
+/// Shards are checked against the model before step 1: a folder without a
+/// manifest, a vocabulary larger than the embedding, examples longer than
+/// the lengths; ids past the embedding stop training with an error.
+#[test]
+fn shards_are_checked_against_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_shards(&data);
+    let err = |o: TrainOptions| match Trainer::new(o, &Dev::default(), false) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    };
+    let e = err(options(&data, &tmp.path().join("a"), 2).tap(|o| o.inputs_length = 4));
+    assert!(
+        e.contains("inputs have up to 9 tokens") && e.contains("inputs=9"),
+        "{e}"
+    );
+    let e = err(options(&data, &tmp.path().join("b"), 2).tap(|o| o.targets_length = 0));
+    assert!(e.contains("targets must be in 1..="), "{e}");
+    std::fs::remove_file(data.join("manifest.json")).unwrap();
+    let e = err(options(&data, &tmp.path().join("c"), 2));
+    assert!(
+        e.contains("no manifest.json") && e.contains("--allow-partial"),
+        "{e}"
+    );
+    // a cache built with a larger vocabulary than the model's embedding
+    let (examples, _) =
+        t5mix_pipeline::shards::read_example_shard(&data.join("train-00000-of-00002.parquet"))
+            .unwrap();
+    write_manifest(&data, &examples, 32100);
+    let e = err(options(&data, &tmp.path().join("d"), 2));
+    assert!(e.contains("32100 ids") && e.contains("128"), "{e}");
+    // foreign shards with an id past the embedding: a clear error, no panic
+    let mut bad = examples.clone();
+    bad[0].inputs[0] = 500;
+    write_example_shard(&data.join("train-00000-of-00002.parquet"), &bad, &[]).unwrap();
+    std::fs::remove_file(data.join("manifest.json")).unwrap();
+    let mut o = options(&data, &tmp.path().join("e"), 2);
+    o.allow_partial = true;
+    o.shuffle_buffer = 0;
+    let mut t = Trainer::new(o, &Dev::default(), false).unwrap();
+    let e = t.run(None, &mut |_| {}, None).unwrap_err().to_string();
+    assert!(
+        e.contains("token id 500") && e.contains("128 embedding rows"),
+        "{e}"
+    );
+}
+
+trait Tap: Sized {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+impl Tap for TrainOptions {}

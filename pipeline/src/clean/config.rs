@@ -129,3 +129,5 @@ impl CleanConfig {
             .map_err(|e: toml::de::Error| e.to_string())
     }
 }
+
+crate::from_name!(Preset, "preset", ["c4", "paper"]);

@@ -563,3 +563,36 @@ mod tests {
         }
     }
 }
+
+crate::from_name!(OutputFormat, "output format", ["parquet", "jsonl"]);
+
+/// Makes `out` ready for a clean run: refuses one holding an earlier run's
+/// shards or manifest unless `overwrite`, which removes them first.
+pub fn prepare_out_dir(out: &std::path::Path, overwrite: bool) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let stale: Vec<std::path::PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("part-") || n == crate::manifest::MANIFEST
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(PipelineError::Config {
+            what: out.display().to_string(),
+            message: format!(
+                "already holds shards of an earlier run ({} files); pass --overwrite to replace them",
+                stale.len()
+            ),
+        });
+    }
+    for p in stale {
+        std::fs::remove_file(&p).map_err(|e| PipelineError::io(&p, e))?;
+    }
+    Ok(())
+}

@@ -94,8 +94,8 @@ impl Progress for NoProgress {
     fn advance(&self, _: u64) {}
 }
 
-/// The summary of a clean run (written as `stats.json`).
-#[derive(Debug, Clone, Default, Serialize)]
+/// The summary of a clean run (in its `manifest.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct CleanStats {
     /// Input files.
     pub files: u64,
@@ -137,7 +137,8 @@ pub struct CleanStats {
     pub language_filter: String,
     /// Bad-words filter in force.
     pub badwords_filter: String,
-    /// Output shards.
+    /// Output shards (the manifest lists their names).
+    #[serde(skip)]
     pub shards: Vec<PathBuf>,
 }
 
@@ -590,7 +591,7 @@ impl Finisher<'_> {
 }
 
 /// Runs the cleaner over `inputs` (in that order) and writes shards and
-/// `stats.json` into `opts.out_dir`.
+/// `manifest.json` into `opts.out_dir`.
 pub fn run_clean(
     inputs: &[PathBuf],
     opts: &CleanOptions,
@@ -788,7 +789,112 @@ pub fn run_clean(
     let secs = t0.elapsed().as_secs_f64();
     stats.seconds.insert("total".into(), secs);
     stats.mb_per_s = stats.bytes_in as f64 / 1e6 / secs.max(1e-9);
-    let json = serde_json::to_vec_pretty(&stats).expect("stats serialize");
-    crate::atomic::write_atomic(&opts.out_dir.join("stats.json"), &json)?;
+    crate::manifest::Manifest::Clean(crate::manifest::CleanManifest {
+        shards: stats
+            .shards
+            .iter()
+            .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .collect(),
+        stats: stats.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+    .write(&opts.out_dir)?;
     Ok(stats)
+}
+
+impl std::fmt::Display for CleanStats {
+    /// The summary `t5mix clean` prints: pages and bytes in and out, speed,
+    /// splits, what each rule dropped, skipped input.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self;
+
+        let mb = |b: u64| b as f64 / 1e6;
+        writeln!(f,
+        "clean: {} files, {} pages ({:.1} MB of text) in, {} pages ({:.1} MB) out in {:.2} s ({:.1} MB/s, {} threads)",
+        s.files,
+        s.pages_in,
+        mb(s.bytes_in),
+        s.pages_out,
+        mb(s.bytes_out),
+        s.seconds.get("total").copied().unwrap_or(0.0),
+        s.mb_per_s,
+        s.threads
+    )?;
+        let splits: Vec<String> = s
+            .pages_per_split
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(
+            f,
+            "  splits: {}",
+            if splits.is_empty() {
+                "-".into()
+            } else {
+                splits.join(", ")
+            }
+        )?;
+        let dropped: Vec<String> = s
+            .pages_dropped
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(
+            f,
+            "  pages dropped: {}",
+            if dropped.is_empty() {
+                "none".into()
+            } else {
+                dropped.join(", ")
+            }
+        )?;
+        let lines: Vec<String> = s
+            .lines_dropped
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(
+            f,
+            "  lines: {} kept by clean_page; dropped: {}",
+            s.lines_passed,
+            if lines.is_empty() {
+                "none".into()
+            } else {
+                lines.join(", ")
+            }
+        )?;
+        let w = &s.wet_records_skipped;
+        if w.no_url + w.no_content + w.no_timestamp + w.other_record_type > 0 {
+            writeln!(f,
+            "  WET records skipped: no url {}, no content {}, no timestamp {}, other record type {}",
+            w.no_url, w.no_content, w.no_timestamp, w.other_record_type
+        )?;
+        }
+        writeln!(
+            f,
+            "  language: {}; bad words: {}",
+            s.language_filter, s.badwords_filter
+        )?;
+        if !s.read_issues.is_empty() {
+            let kinds: Vec<String> = s
+                .read_issues
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            writeln!(f, "  bad input skipped: {}", kinds.join(", "))?;
+            for i in s.read_issue_examples.iter().take(5) {
+                writeln!(
+                    f,
+                    "    {}: {}: {}: {}",
+                    i.path.display(),
+                    i.location,
+                    i.kind,
+                    i.message
+                )?;
+            }
+        }
+        write!(f, "  wrote {} shard(s) and manifest.json", s.shards.len())
+    }
 }

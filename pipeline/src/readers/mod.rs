@@ -95,7 +95,7 @@ impl Default for ReadOptions {
 }
 
 /// A problem with the input that was counted and skipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReadIssue {
     /// The file.
     pub path: PathBuf,
@@ -354,3 +354,10 @@ pub(crate) fn utf8(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Erro
         Err(_) => std::str::from_utf8(bytes),
     }
 }
+
+crate::from_name!(
+    InputFormat,
+    "input format",
+    ["auto", "wet", "jsonl", "parquet", "text"]
+);
+crate::from_name!(TextUnit, "text unit", ["file", "paragraph"]);

@@ -21,7 +21,7 @@ use crate::clean::rules::py_strip;
 use crate::error::Result;
 
 /// Pages `split_wet_file` skips, and records of other types.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct WetCounters {
     /// Records without `WARC-Target-URI` (e.g. `warcinfo`).
     pub no_url: u64,

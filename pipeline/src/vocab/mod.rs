@@ -18,6 +18,7 @@
 //! assert_eq!(v.decode(&[8774, 296, 1, 5]), "Hello world");
 //! ```
 
+pub mod lines;
 mod model_proto;
 mod normalizer;
 pub mod train;
@@ -62,6 +63,9 @@ pub enum VocabError {
     /// The SentencePiece trainer failed.
     #[error("SentencePiece trainer: {0}")]
     Train(String),
+    /// Reading lines to encode or writing the result failed.
+    #[error("{0}")]
+    Lines(String),
     /// This build has no SentencePiece trainer.
     #[error("this t5mix was built without the SentencePiece C++ library: install libsentencepiece-dev and pkg-config (Debian/Ubuntu) and rebuild to enable training")]
     TrainerUnavailable,

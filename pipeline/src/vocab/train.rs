@@ -176,3 +176,83 @@ impl Drop for ReferenceEncoder {
         unsafe { ffi::t5mix_spm_unload(self.handle) }
     }
 }
+
+/// What [`train_from_inputs`] did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Input files read.
+    pub files: usize,
+    /// Non-empty lines given to the trainer.
+    pub lines: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The model written.
+    pub model: PathBuf,
+    /// Pieces in it.
+    pub pieces: u32,
+    /// Seconds the trainer took.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vocab train: {} lines ({:.1} MB) from {} file(s) -> {} ({} pieces) in {:.1} s",
+            self.lines,
+            self.bytes as f64 / 1e6,
+            self.files,
+            self.model.display(),
+            self.pieces,
+            self.seconds
+        )
+    }
+}
+
+/// Trains on every non-empty line of the documents of `inputs` (clean
+/// shards, JSONL, WET, text: files, folders, globs) and writes
+/// `<model_prefix>.model` / `.vocab`.
+pub fn train_from_inputs(
+    inputs: &[String],
+    model_prefix: &Path,
+    opts: &TrainOptions,
+) -> Result<TrainReport, VocabError> {
+    use std::io::Write;
+    if !trainer_available() {
+        return Err(VocabError::TrainerUnavailable);
+    }
+    let err = |e: &dyn std::fmt::Display| VocabError::Train(e.to_string());
+    let files = crate::readers::expand_inputs(inputs).map_err(|e| err(&e))?;
+    let dir = tempfile::tempdir().map_err(|e| err(&e))?;
+    let text_path = dir.path().join("sentences.txt");
+    let file = std::fs::File::create(&text_path).map_err(|e| err(&e))?;
+    let mut w = std::io::BufWriter::new(file);
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    let read = crate::readers::ReadOptions::default();
+    for f in &files {
+        crate::readers::read_file(f, &read, &mut |d| {
+            for l in d.text.split('\n').filter(|l| !l.trim().is_empty()) {
+                lines += 1;
+                bytes += l.len() as u64;
+                w.write_all(l.as_bytes())
+                    .and_then(|_| w.write_all(b"\n"))
+                    .map_err(|e| crate::PipelineError::io(&text_path, e))?;
+            }
+            Ok(())
+        })
+        .map_err(|e| err(&e))?;
+    }
+    w.flush().map_err(|e| err(&e))?;
+    drop(w);
+    let t = std::time::Instant::now();
+    let model = train_from_text_file(&text_path, model_prefix, opts)?;
+    let pieces = super::Vocabulary::load(&model, 0)?.vocab_size();
+    Ok(TrainReport {
+        files: files.len(),
+        lines,
+        bytes,
+        model,
+        pieces,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
