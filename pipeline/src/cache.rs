@@ -1,6 +1,6 @@
 //! Building a task cache from clean text shards: tokenize, run an
 //! unsupervised objective (T5's span corruption by default), write example
-//! shards and a manifest (SPEC b13, seqio's `cache_tasks_main`).
+//! shards and a manifest (seqio's `cache_tasks_main`).
 //!
 //! Source shard `i` (the i-th input file, sorted) becomes output shard
 //! `<task>-<split>-<i>-of-<n>.parquet`, and its examples draw their random

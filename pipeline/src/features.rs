@@ -1,4 +1,4 @@
-//! seqio's `EncDecFeatureConverter` (SPEC b12): task features `inputs` /
+//! seqio's `EncDecFeatureConverter`: task features `inputs` /
 //! `targets` (EOS included) → model features for an encoder-decoder, padded,
 //! optionally packed several examples to a row.
 //!

@@ -1,9 +1,32 @@
 //! # t5mix-pipeline
 //!
 //! The data side of t5mix, with no task knowledge: document readers
-//! ([`readers`]), C4 cleaning ([`clean`]), atomic file output ([`atomic`]) and,
-//! as later issues land, the vocabulary, token preprocessors, feature
-//! conversion, Parquet shard I/O and the mixing engine.
+//! ([`readers`]), C4 cleaning ([`clean`]), the SentencePiece vocabulary
+//! ([`vocab`]), T5's token preprocessors ([`preprocessors`]), feature
+//! conversion and packing ([`features`]), Parquet example shards
+//! ([`shards`]), the cache engine that turns source files into task shards
+//! ([`cache`], fed by `t5mix_tasks::Task`), the mixing engine ([`mixing`])
+//! and the manifests that say what each folder holds ([`manifest`]).
+//!
+//! The path a task takes through it — register a task (in `t5mix_tasks`)
+//! → build its cache → build a mixture → train (in `t5mix_trainer`):
+//!
+//! ```no_run
+//! use t5mix_pipeline::{clean, manifest::Manifest, vocab::Vocabulary};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // crawl text → clean shards with the C4 rules (manifest.json says what was kept)
+//! let inputs = t5mix_pipeline::readers::expand_inputs(&["data/crawl".into()])?;
+//! let opts = clean::CleanOptions::new("out/clean");
+//! clean::run_clean(&inputs, &opts, &clean::NoProgress)?;
+//! // a task's cache: `t5mix_tasks::Task::build_cache` runs its preprocessors
+//! // through `cache::build_cache` with this vocabulary
+//! let vocab = Vocabulary::load("spiece.model".as_ref(), 100)?;
+//! # let _ = vocab;
+//! // mixtures read the caches' manifests; the trainer reads the mixture's
+//! let m = Manifest::read("out/mix".as_ref())?;
+//! println!("{} shards of {} examples", m.shards().len(), m.example_stats().unwrap().examples);
+//! # Ok(()) }
+//! ```
 //!
 //! Every stage is a library call that the `t5mix` binary only wires together.
 

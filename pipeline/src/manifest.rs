@@ -225,15 +225,16 @@ impl Manifest {
 
 /// Checks the shards of example folders against a model before training:
 /// every folder given (not a single file) must have a manifest of examples
-/// (unless `allow_partial`), their ids must fit `vocab_size` embedding rows
-/// and their examples the lengths. Returns the folders' manifests.
+/// (unless `allow_partial`) and their ids must fit `vocab_size` embedding
+/// rows. Returns notes on what the lengths will trim (as seqio's feature
+/// converter, longer examples are cut to the lengths).
 pub fn check_example_folders(
     paths: &[PathBuf],
     vocab_size: usize,
     lengths: SequenceLength,
     allow_partial: bool,
-) -> Result<Vec<(PathBuf, Manifest)>> {
-    let mut out = Vec::new();
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
     for p in paths.iter().filter(|p| p.is_dir()) {
         let m = match Manifest::read(p) {
             Ok(m) => m,
@@ -267,13 +268,12 @@ pub fn check_example_folders(
             ("targets", s.targets_max_tokens, lengths.targets),
         ] {
             if max as usize > len {
-                return Err(bad(format!(
-                    "its {name} have up to {max} tokens, more than the {len} of \
-                     --sequence-length (train with {name}={max} or more, or rebuild shorter)"
-                )));
+                notes.push(format!(
+                    "{}: {name} of up to {max} tokens are trimmed to {len}",
+                    p.display()
+                ));
             }
         }
-        out.push((p.clone(), m));
     }
-    Ok(out)
+    Ok(notes)
 }

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::cache::Worker;
 use crate::error::{PipelineError, Result};
 use crate::manifest::{Manifest, MixtureManifest, TaskManifest};
 use crate::preprocessors::{ExampleKey, ExampleRng};
@@ -75,15 +76,21 @@ fn assignments(spec: &MixSpec<'_>, tasks: &[&str], cum: &[f64], upto: u64) -> Ve
     out
 }
 
-/// Writes the mixture's shards (those `index % count == worker` when
-/// `worker` is given, skipping complete ones) and, when all are there, its
+/// Writes the mixture's shards (those `k % worker.count == worker.index`,
+/// skipping complete ones) and, when all are there, its
 /// manifest. Returns the shards written now.
 pub fn build_mixture(
     spec: &MixSpec<'_>,
     caches: &BTreeMap<String, TaskCache>,
     out_dir: &Path,
-    worker: Option<(usize, usize)>,
+    worker: Worker,
 ) -> Result<Vec<PathBuf>> {
+    if worker.count == 0 || worker.index >= worker.count {
+        return Err(PipelineError::Config {
+            what: "workers".into(),
+            message: format!("worker index {} of {} workers", worker.index, worker.count),
+        });
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
     let tasks: Vec<&str> = spec
         .probabilities
@@ -158,10 +165,8 @@ pub fn build_mixture(
                 .add(e.inputs.len(), e.targets.len());
             stats.add(e.inputs.len(), e.targets.len());
         }
-        if let Some((w, count)) = worker {
-            if (k as usize) % count != w {
-                continue;
-            }
+        if (k as usize) % worker.count != worker.index {
+            continue;
         }
         let path = out_dir.join(shard_name(spec.name, k, n_shards));
         if path.exists() {

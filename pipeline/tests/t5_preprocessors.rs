@@ -157,7 +157,7 @@ fn sentinel_transforms_and_eos_match_t5() {
         let s = structure(&mask);
         let t5_overflows = s.noise_spans > 100 || s.nonnoise_spans > 100;
         // T5 does not guard: with more than 100 spans its "sentinels" run into
-        // ordinary ids (SPEC b1). Ours refuses; unguarded, it gives T5's ids.
+        // ordinary ids. Ours refuses; unguarded, it gives T5's ids.
         assert_eq!(guarded.is_err(), t5_overflows, "{}", r["name"]);
         noise_span_to_unique_sentinel(&toks, &mask, vocab, vocab, &mut inp).unwrap();
         nonnoise_span_to_unique_sentinel(&toks, &mask, vocab, vocab, &mut tgt).unwrap();
@@ -336,7 +336,7 @@ fn chi_critical(df: usize) -> f64 {
     k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
 }
 
-/// Span lengths are uniformly random compositions (SPEC b3): the first noise
+/// Span lengths are uniformly random compositions: the first noise
 /// span of `n` noise tokens in `k` spans has length `l` with probability
 /// C(n-l-1, k-2) / C(n-1, k-1); likewise the first non-noise span.
 #[test]

@@ -209,9 +209,12 @@ fn options(a: &TrainArgs) -> Result<TrainOptions> {
 pub fn train(a: TrainArgs, reg: &Registry, quiet: bool) -> Result<()> {
     let o = options(&a)?;
     let dev = Dev::default();
-    t5mix_trainer::setup_device(&dev);
+    t5mix_trainer::Runtime::default().install(&dev);
     let mut trainer = Trainer::new(o, &dev, a.resume)?;
     let evaluator = a.task_eval.evaluator(&a.eval_task, reg)?;
+    for n in &trainer.notes {
+        eprintln!("note: {n}");
+    }
     eprintln!(
         "model: {} steps from step {}; {}",
         a.steps,
@@ -266,7 +269,7 @@ pub struct EvalArgs {
 
 pub fn eval(a: EvalArgs, reg: &Registry) -> Result<()> {
     let dev = Dev::default();
-    t5mix_trainer::setup_device(&dev);
+    t5mix_trainer::Runtime::default().install(&dev);
     let model = load_model(&a.checkpoint, &dev)?;
     let e = a.task_eval.evaluator(&a.task, reg)?.expect("tasks given");
     model.check_vocabulary(e.vocab.vocab_size() as usize)?;

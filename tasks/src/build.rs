@@ -601,8 +601,7 @@ impl MixtureRegistry {
             examples,
             shard_examples: o.shard_examples,
         };
-        let worker = (o.worker.count > 1).then_some((o.worker.index, o.worker.count));
-        let written = build_mixture(&spec, &loaded, out, worker)?;
+        let written = build_mixture(&spec, &loaded, out, o.worker)?;
         let manifest = match Manifest::read(out) {
             Ok(Manifest::Mixture(m)) => Some(m),
             _ => None,

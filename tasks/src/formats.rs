@@ -1,4 +1,4 @@
-//! T5's supervised text formats (`t5/data/preprocessors.py`, SPEC b10–b11):
+//! T5's supervised text formats (`t5.data.preprocessors`: `glue`, `stsb`, `squad`, `summarize`, `translate`):
 //! the strings a task's examples become before tokenization.
 //!
 //! ```

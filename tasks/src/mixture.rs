@@ -1,4 +1,4 @@
-//! Mixtures of tasks and their rates (SPEC b9, `seqio.Mixture`).
+//! Mixtures of tasks and their rates (`seqio.Mixture`, `seqio.mixing_rate_num_examples`).
 //!
 //! A mixture lists tasks (each with a [`Rate`]) and sub-mixtures (each with a
 //! fixed rate). As seqio's `Mixture.get_rate`, a task's rate is its own rate

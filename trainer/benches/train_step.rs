@@ -49,7 +49,7 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
         .unwrap_or(0.0);
     let dev = Dev::default();
     // as `t5mix train` does; DFDX_CACHE=1 turns dfdx's allocation cache on
-    t5mix_trainer::setup_device(&dev);
+    t5mix_trainer::Runtime::default().install(&dev);
     if std::env::var_os("DFDX_CACHE").is_some() {
         dev.enable_cache();
     }
@@ -118,7 +118,7 @@ fn report(name: &str, s: f64, flops: f64) {
 /// Matmul throughput of dfdx (gemm crate) on the tiny model's shapes.
 fn matmuls() {
     let dev = Dev::default();
-    t5mix_trainer::setup_device(&dev);
+    t5mix_trainer::Runtime::default().install(&dev);
     let shapes = [
         ("ff in   [2048x256]@[256x1024]", 2048, 256, 1024),
         ("ff out  [2048x1024]@[1024x256]", 2048, 1024, 256),
@@ -180,7 +180,7 @@ fn matmuls() {
 /// layer's shapes (batch 8, 512 tokens, 8 heads of 64, position bias).
 fn attention() {
     let dev = Dev::default();
-    t5mix_trainer::setup_device(&dev);
+    t5mix_trainer::Runtime::default().install(&dev);
     let (b, t, h, dk) = (8, 512, 8, 64);
     let x: [Tensor<(usize, usize, usize), f32, Dev>; 3] =
         std::array::from_fn(|_| dev.sample_normal_like(&(b, t, h * dk)));
@@ -221,7 +221,7 @@ fn main() {
     if which == "forward" {
         // forward passes only (no tape), to see the non-matmul share
         let dev = Dev::default();
-        t5mix_trainer::setup_device(&dev);
+        t5mix_trainer::Runtime::default().install(&dev);
         let model = T5::new(T5Config::named("tiny").unwrap(), &dev, Some(0));
         let bt = batch(16, 128, 32, 1);
         let _ = model.forward::<NoneTape>(&bt, &mut Dropout::off(), NoneTape);

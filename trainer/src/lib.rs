@@ -54,9 +54,8 @@ pub type Dev = dfdx::tensor::Cuda;
 /// stay in the process for the next step (`--bench train_step -- tiny`:
 /// 1.54 → 1.19 s when it was added). Memory is then never handed back to
 /// the system while the process runs (its peak stays reserved).
-/// Process-wide and idempotent; called by [`setup_device`] and by
-/// [`train::Trainer::new`] (for library users who skip `setup_device`).
-/// Does nothing on other C libraries.
+/// Process-wide and idempotent; called by [`Runtime::install`]. Does
+/// nothing on other C libraries.
 pub fn reuse_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters.
@@ -131,20 +130,49 @@ unsafe fn clear_in_parallel(ptr: *mut u8, size: usize) {
     });
 }
 
-/// Prepares the device for training or evaluation. On the GPU, dfdx's
-/// allocation cache is turned on (device allocations are expensive). On the
-/// CPU it stays off and glibc keeps freed buffers instead
-/// ([`reuse_freed_memory`]): the fused kernels hand dfdx buffers that did not
-/// come from its cache, so with the cache on it grew by ~300 MB per `tiny`
-/// step (perf: a quarter of the step's CPU time in the kernel zeroing fresh
-/// pages); without it the step took 0.80 s instead of 1.2–1.4 s and memory
-/// stayed flat at ~1 GB.
-pub fn setup_device(dev: &Dev) {
-    if cfg!(feature = "cuda") {
-        dfdx::tensor::Cache::enable_cache(dev);
-    } else {
-        let _ = dev;
-        reuse_freed_memory();
+/// The trainer's process-wide settings, installed once at start-up before
+/// any work (the `t5mix` binary does it right after parsing its arguments;
+/// a program using the library calls [`Runtime::install`] itself — without
+/// it training is correct, only slower on the CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    /// The fused multi-threaded CPU kernels ([`kernels`]); off, the CPU runs
+    /// the dfdx compositions other devices run (the tests compare the two).
+    pub fused_kernels: bool,
+    /// On the CPU, glibc keeps freed buffers for the next step and large
+    /// zero-filled blocks are cleared on the rayon pool
+    /// ([`reuse_freed_memory`], [`ParallelZeroing`]); on the GPU, dfdx's
+    /// allocation cache (device allocations are expensive).
+    pub reuse_memory: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            fused_kernels: true,
+            reuse_memory: true,
+        }
+    }
+}
+
+impl Runtime {
+    /// Applies the settings to the process and `dev`. On the CPU dfdx's
+    /// allocation cache stays off: the fused kernels hand dfdx buffers that
+    /// did not come from its cache, so with it on it grew by ~300 MB per
+    /// `tiny` step (a quarter of the step in the kernel zeroing fresh
+    /// pages); without it the step took 0.80 s instead of 1.2–1.4 s and
+    /// memory stayed flat at ~1 GB.
+    pub fn install(self, dev: &Dev) {
+        kernels::set_fused_kernels(self.fused_kernels);
+        if !self.reuse_memory {
+            return;
+        }
+        if cfg!(feature = "cuda") {
+            dfdx::tensor::Cache::enable_cache(dev);
+        } else {
+            let _ = dev;
+            reuse_freed_memory();
+        }
     }
 }
 

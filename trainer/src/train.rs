@@ -535,6 +535,8 @@ pub struct Trainer<D: Device<f32>> {
     pub model: T5<D>,
     /// The optimizer.
     pub optimizer: Optimizer,
+    /// What the data check found worth saying (examples the lengths trim).
+    pub notes: Vec<String>,
     opts: TrainOptions,
     stream: BatchStream,
     eval_batches: Vec<Batch>,
@@ -548,7 +550,6 @@ impl<D: Device<f32>> Trainer<D> {
     pub fn new(opts: TrainOptions, dev: &D, resume: bool) -> Result<Self> {
         // reject a bad loss normalisation before any work
         opts.loss_config()?;
-        crate::reuse_freed_memory();
         let lengths = SequenceLength {
             inputs: opts.inputs_length,
             targets: opts.targets_length,
@@ -659,17 +660,19 @@ impl<D: Device<f32>> Trainer<D> {
             inputs: opts.inputs_length,
             targets: opts.targets_length,
         };
+        let mut notes = Vec::new();
         for paths in [&opts.train, &opts.eval] {
-            t5mix_pipeline::manifest::check_example_folders(
+            notes.extend(t5mix_pipeline::manifest::check_example_folders(
                 paths,
                 model.cfg.vocab_size,
                 lengths,
                 opts.allow_partial,
-            )?;
+            )?);
         }
         let opts_json = serde_json::to_vec_pretty(&opts).expect("options serialize");
         write_atomic(&opts.out.join("train_options.json"), &opts_json)?;
         Ok(Trainer {
+            notes,
             model,
             optimizer,
             opts,

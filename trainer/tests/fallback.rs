@@ -3,9 +3,8 @@
 //! switch is process-wide.
 
 use dfdx::prelude::*;
-use t5mix_trainer::kernels::set_fused_kernels;
 use t5mix_trainer::model::{loss, Dropout, LossConfig, T5};
-use t5mix_trainer::Dev;
+use t5mix_trainer::{Dev, Runtime};
 
 mod common;
 
@@ -19,7 +18,11 @@ fn run(
     one_kernel: bool,
     dropout: f32,
 ) -> (f32, Vec<f32>, Vec<Vec<f32>>) {
-    set_fused_kernels(fused);
+    let runtime = |fused_kernels| Runtime {
+        fused_kernels,
+        reuse_memory: false,
+    };
+    runtime(fused).install(m.device());
     let b = common::two_examples();
     let cfg = LossConfig {
         label_smoothing: smoothing,
@@ -38,7 +41,7 @@ fn run(
     };
     let value = l.retaped::<NoneTape>().as_vec()[0];
     let grads = m.param_grads(l.backward());
-    set_fused_kernels(true);
+    runtime(true).install(m.device());
     (value, logits, grads)
 }
 

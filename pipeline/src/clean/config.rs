@@ -1,4 +1,4 @@
-//! The knobs of the C4 cleaner, with the two presets (SPEC b8).
+//! The knobs of the C4 cleaner, with the two presets.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +10,7 @@ pub enum Preset {
     #[default]
     C4,
     /// The "5 sentences / 3 words" reading quoted by datatrove and some copies of
-    /// the T5 paper (SPEC b8, paper vs code discrepancies).
+    /// the T5 paper (its wording, not `c4_utils`'s constants).
     Paper,
 }
 

@@ -1,5 +1,6 @@
 //! URL normalization, URL de-duplication, global exact line de-duplication and
-//! the URL-hash split of tfds C4 (SPEC b8, steps 4, 8 and 11).
+//! the URL-hash split of tfds C4 (`c4_utils.dedupe_urls`, `remove_duplicate_text` and `c4.py`'s
+//! md5(url) split).
 //!
 //! URL hashes are md5 digests read as big-endian 128-bit integers, so
 //! comparing two of them orders them exactly as tfds orders the hex strings

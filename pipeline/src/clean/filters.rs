@@ -1,5 +1,6 @@
 //! The document-level filters that run after line de-duplication: language
-//! identification and the LDNOOBW bad-words filter (SPEC b8, steps 9 and 10).
+//! identification and the LDNOOBW bad-words filter (tfds `c4_utils.detect_english` and
+//! `get_badwords_filter_fn`).
 
 use std::collections::BTreeSet;
 use std::path::Path;

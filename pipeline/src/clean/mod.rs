@@ -1,4 +1,4 @@
-//! C4 cleaning (SPEC b8): tfds `c4_utils` rules, Punkt sentence counting,
+//! C4 cleaning (tfds `c4/en`): tfds `c4_utils` rules, Punkt sentence counting,
 //! URL and line de-duplication, language ID, bad words, URL-hash split.
 //!
 //! [`PageCleaner`] applies the per-page rules to one text; [`run_clean`]

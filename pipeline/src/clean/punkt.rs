@@ -2,7 +2,7 @@
 //! NLTK's pretrained English parameters.
 //!
 //! C4 counts the sentences of every kept line with
-//! `nltk.data.load("tokenizers/punkt/english.pickle").tokenize(line)` (SPEC b8),
+//! `nltk.data.load("tokenizers/punkt/english.pickle").tokenize(line)`,
 //! so the page filter "at least 3 sentences" depends on Punkt's exact
 //! decisions. This module reproduces `PunktSentenceTokenizer.span_tokenize`
 //! of nltk 3.10.4 (the version the reference vectors were made with):

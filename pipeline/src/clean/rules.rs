@@ -1,4 +1,4 @@
-//! tfds `c4_utils.clean_page`: the per-line and per-page C4 rules (SPEC b8).
+//! tfds `c4_utils.clean_page`: the per-line and per-page C4 rules.
 //!
 //! Text handling follows Python's `str` methods exactly, since that is what
 //! C4 ran: `splitlines()` (which also breaks on `\r`, `\x0b`, `\x0c`,

@@ -1,5 +1,5 @@
-//! The whole `c4/en` page pipeline over many input files (SPEC b8, in tfds
-//! order): length → URL normalization and newest-page dedup → `clean_page` →
+//! The whole `c4/en` page pipeline over many input files (tfds `c4.C4`, in
+//! its order): length → URL normalization and newest-page dedup → `clean_page` →
 //! global line dedup → language ID → bad words → URL-hash split.
 //!
 //! URL dedup and line dedup need the whole corpus, so the run makes three

@@ -1,4 +1,4 @@
-//! Document handling before denoising (`t5/data/preprocessors.py`, SPEC b2):
+//! Document handling before denoising (`t5.data.preprocessors`):
 //! random chunks of long documents, concatenation of document groups, fixed
 //! length segments, and EOS after trimming.
 

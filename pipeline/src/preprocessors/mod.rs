@@ -1,6 +1,6 @@
 //! Token preprocessors: T5's span corruption and the other unsupervised
 //! objectives, document chunking and concatenation, EOS handling, and the
-//! deterministic per-example random streams they draw from (SPEC b2–b5, b13).
+//! deterministic per-example random streams they draw from (`t5.data.preprocessors`).
 //!
 //! Everything works on `&[u32]` token slices and appends into caller-owned
 //! buffers, so a hot loop allocates nothing per token.

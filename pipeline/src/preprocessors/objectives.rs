@@ -1,6 +1,6 @@
 //! T5's unsupervised objectives as named presets over token segments.
 //!
-//! [`Denoiser::span_corruption`] is T5's pre-training objective (SPEC b2):
+//! [`Denoiser::span_corruption`] is T5's pre-training objective (`t5.data.preprocessors.span_corruption`):
 //! 512-token inputs from 568 raw tokens, 15% noise in spans of mean length 3,
 //! each noise span replaced by a unique sentinel in the inputs and the
 //! non-noise spans by sentinels in the targets, then EOS after trimming.
@@ -354,7 +354,7 @@ mod tests {
 /// `(inputs, targets)` of one example.
 type Example = (Vec<u32>, Vec<u32>);
 
-/// The whole unsupervised pipeline of one source shard (SPEC b2):
+/// The whole unsupervised pipeline of one source shard:
 /// `select_random_chunk` → `reduce_concat_tokens` → `split_tokens` →
 /// denoise → `append_eos_after_trim`.
 ///

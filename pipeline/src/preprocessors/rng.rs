@@ -1,8 +1,7 @@
 //! Per-example random streams that depend only on what the example *is*.
 //!
 //! seqio zips a random stream with the element stream, so an example's masks
-//! depend on its position and on how the data was sharded (SPEC b13,
-//! google/seqio#243). Here the stream of every example is derived from
+//! depend on its position and on how the data was sharded (google/seqio#243). Here the stream of every example is derived from
 //! `(seed, task name, source shard, example index)` alone, so the same inputs
 //! give byte-identical outputs with any number of threads or workers.
 //!

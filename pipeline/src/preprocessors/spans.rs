@@ -1,5 +1,5 @@
 //! Noise masks and the token functions of T5's denoising objectives
-//! (`t5/data/preprocessors.py`; SPEC b3–b5).
+//! (`t5.data.preprocessors`).
 //!
 //! Masks are `&[bool]` (true = noise). Token functions read `&[u32]` and
 //! append to a caller's buffer, so a hot loop reuses its allocations.
@@ -7,9 +7,9 @@
 use super::rng::ExampleRng;
 use super::PreprocessError;
 
-/// T5's default noise density for span corruption (SPEC b2).
+/// T5's default noise density for span corruption (`t5.data.preprocessors.span_corruption`).
 pub const DEFAULT_NOISE_DENSITY: f64 = 0.15;
-/// T5's default mean noise span length (SPEC b2).
+/// T5's default mean noise span length (`t5.data.preprocessors.span_corruption`).
 pub const DEFAULT_MEAN_NOISE_SPAN_LENGTH: f64 = 3.0;
 
 /// TF's `tf.round` (half to even) in float32, as the mask code computes it.
@@ -18,7 +18,7 @@ fn round_f32(x: f32) -> f32 {
     x.round_ties_even()
 }
 
-/// `random_spans_helper` (SPEC b4): the raw token length that, after span
+/// `random_spans_helper`: the raw token length that, after span
 /// corruption with this density and mean span length, gives inputs of exactly
 /// `inputs_length` (EOS included), and the resulting targets length.
 ///
@@ -73,7 +73,7 @@ pub fn random_spans_helper(
     Ok((tokens_length, targets_length))
 }
 
-/// The counts `random_spans_noise_mask` derives from the length (SPEC b3):
+/// The counts `random_spans_noise_mask` derives from the length:
 /// `(num_noise_tokens, num_noise_spans)` for a (guarded) length.
 pub fn noise_span_counts(
     length: usize,
@@ -125,7 +125,7 @@ pub struct SpanLayout {
 }
 
 impl SpanLayout {
-    /// Draws the layout for `length` tokens (SPEC b3 steps 1–7).
+    /// Draws the layout for `length` tokens (the steps of `random_spans_noise_mask`).
     pub fn draw(
         &mut self,
         length: usize,
@@ -161,7 +161,7 @@ impl SpanLayout {
 }
 
 /// `random_spans_noise_mask(length, noise_density, mean_noise_span_length)`
-/// (SPEC b3): `round(length·d)` noise tokens (float32, half to even, clamped
+/// `round(length·d)` noise tokens (float32, half to even, clamped
 /// to `[1, length-1]` after `length = max(length, 2)`) in
 /// `max(1, round(noise/μ))` spans, span lengths uniformly random
 /// compositions, non-noise first, ending in noise, cut to `length`.
@@ -212,7 +212,7 @@ pub fn iid_noise_mask(length: usize, noise_density: f64, rng: &mut ExampleRng) -
         .collect()
 }
 
-/// `noise_span_to_unique_sentinel` (SPEC b5): each noise run becomes one
+/// `noise_span_to_unique_sentinel`: each noise run becomes one
 /// sentinel, `vocab_size - k` for the k-th run (k from 1); other tokens stay.
 /// Fails if there are more runs than `extra_ids` sentinels.
 pub fn noise_span_to_unique_sentinel(

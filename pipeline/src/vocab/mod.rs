@@ -1,4 +1,4 @@
-//! SentencePiece vocabularies with T5's sentinels (SPEC b1), in pure Rust.
+//! SentencePiece vocabularies with T5's sentinels (`seqio.SentencePieceVocabulary`), in pure Rust.
 //!
 //! [`Vocabulary`] reads a SentencePiece unigram `.model`, appends `extra_ids`
 //! sentinel pieces as seqio's `SentencePieceVocabulary` does (in reverse, so

@@ -8,7 +8,7 @@
 //! Gradient bookkeeping: dfdx records a tensor's backward operations on the
 //! tape that travels with it. A tensor used more than once (the normed input
 //! of q/k/v, the position bias in every layer, the encoder output in every
-//! cross-attention, the shared embedding) is [`fork`]ed: the first use keeps
+//! cross-attention, the shared embedding) is `fork`ed: the first use keeps
 //! its tape, the others get fresh tapes that merge back when the branches
 //! meet. Parameters always enter through `retaped`, so their own view
 //! operations are recorded. The test `every_parameter_gets_a_gradient` and
@@ -85,220 +85,6 @@ pub struct T5<D: Device<f32>> {
     dev: D,
 }
 
-/// What the model needs of one batch (rows of equal length).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    /// Rows.
-    pub batch: usize,
-    /// Encoder length.
-    pub enc_len: usize,
-    /// Decoder length.
-    pub dec_len: usize,
-    /// `[batch × enc_len]` encoder tokens (0 = padding).
-    pub enc_tokens: Vec<usize>,
-    /// `[batch × dec_len]` decoder inputs (targets shifted right).
-    pub dec_inputs: Vec<usize>,
-    /// `[batch × dec_len]` targets.
-    pub targets: Vec<usize>,
-    /// `[batch × dec_len]` loss weights (1 on real targets).
-    pub weights: Vec<f32>,
-    /// `[batch × enc_len]` segment ids: 0 = padding, 1… = the example of a
-    /// packed row (unpacked rows: 1 on every real token).
-    pub enc_segments: Vec<u32>,
-    /// `[batch × dec_len]` decoder segment ids for packed rows; `None`:
-    /// one example per row (only causal masking in the decoder).
-    pub dec_segments: Option<Vec<u32>>,
-}
-
-impl Batch {
-    /// Checks that every token id is a row of an embedding of `vocab_size`
-    /// (shards built with another vocabulary would index past it).
-    pub fn check_ids(&self, vocab_size: usize) -> crate::Result<()> {
-        let max = self
-            .enc_tokens
-            .iter()
-            .chain(&self.dec_inputs)
-            .chain(&self.targets)
-            .max()
-            .copied()
-            .unwrap_or(0);
-        if max >= vocab_size {
-            return Err(crate::TrainError::Data(format!(
-                "token id {max} is past the model's {vocab_size} embedding rows: the shards were \
-                 built with a larger vocabulary (or more --extra-ids) than the model has"
-            )));
-        }
-        Ok(())
-    }
-
-    /// An unpacked batch from (inputs, targets) pairs, EOS already in place;
-    /// right-padded to the longest of each.
-    pub fn from_pairs(pairs: &[(Vec<u32>, Vec<u32>)], start: u32) -> Batch {
-        let b = pairs.len();
-        let s = pairs.iter().map(|p| p.0.len()).max().unwrap_or(1).max(1);
-        let t = pairs.iter().map(|p| p.1.len()).max().unwrap_or(1).max(1);
-        let mut out = Batch {
-            batch: b,
-            enc_len: s,
-            dec_len: t,
-            enc_tokens: vec![0; b * s],
-            dec_inputs: vec![0; b * t],
-            targets: vec![0; b * t],
-            weights: vec![0.0; b * t],
-            enc_segments: vec![0; b * s],
-            dec_segments: None,
-        };
-        for (r, (inp, tgt)) in pairs.iter().enumerate() {
-            for (i, &x) in inp.iter().enumerate() {
-                out.enc_tokens[r * s + i] = x as usize;
-                out.enc_segments[r * s + i] = 1;
-            }
-            for (i, &y) in tgt.iter().enumerate() {
-                out.targets[r * t + i] = y as usize;
-                out.weights[r * t + i] = 1.0;
-                out.dec_inputs[r * t + i] = if i == 0 {
-                    start as usize
-                } else {
-                    tgt[i - 1] as usize
-                };
-            }
-        }
-        out
-    }
-
-    /// Number of real target tokens.
-    pub fn target_tokens(&self) -> usize {
-        self.weights.iter().filter(|&&w| w > 0.0).count()
-    }
-}
-
-/// Dropout state for one forward pass: a counter-keyed stream, so a resumed
-/// run draws the same masks as an uninterrupted one.
-pub struct Dropout {
-    pub(crate) rate: f32,
-    rng: ChaCha8Rng,
-}
-
-impl Dropout {
-    /// No dropout (evaluation).
-    pub fn off() -> Self {
-        Dropout {
-            rate: 0.0,
-            rng: ChaCha8Rng::seed_from_u64(0),
-        }
-    }
-    /// Dropout at `rate`, seeded by (seed, step, micro-batch).
-    pub fn new(rate: f32, seed: u64, step: u64, micro: u64) -> Self {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&seed.to_le_bytes());
-        key[8..16].copy_from_slice(&step.to_le_bytes());
-        key[16..24].copy_from_slice(&micro.to_le_bytes());
-        key[24..].copy_from_slice(b"dropout!");
-        Dropout {
-            rate,
-            rng: ChaCha8Rng::from_seed(key),
-        }
-    }
-
-    /// The next `n` mask values (0, or 1 / keep with probability keep), as
-    /// drawn one `u32` at a time from the stream, generated in parallel
-    /// chunks that each start at their own word of the stream.
-    pub(crate) fn mask(&mut self, n: usize) -> Vec<f32> {
-        use rayon::prelude::*;
-        const WORDS: usize = 1 << 16;
-        let keep = 1.0 - self.rate;
-        let threshold = (keep as f64 * u32::MAX as f64) as u32;
-        let scale = 1.0 / keep;
-        let start = self.rng.get_word_pos();
-        let mut mask = vec![0f32; n];
-        mask.par_chunks_mut(WORDS).enumerate().for_each(|(i, c)| {
-            let mut rng = self.rng.clone();
-            rng.set_word_pos(start + (i * WORDS) as u128);
-            for x in c {
-                *x = if rng.next_u32() <= threshold {
-                    scale
-                } else {
-                    0.0
-                };
-            }
-        });
-        self.rng.set_word_pos(start + n as u128);
-        mask
-    }
-
-    fn apply<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
-        &mut self,
-        x: Tensor<S, f32, D, T>,
-    ) -> Tensor<S, f32, D, T> {
-        if self.rate <= 0.0 {
-            return x;
-        }
-        let mask = self.mask(x.shape().num_elements());
-        crate::kernels::mul_mask(x, mask)
-    }
-}
-
-/// Splits a tensor into `n` uses: the first carries the tape, the rest get
-/// fresh tapes of the same kind (their operations merge back later).
-fn fork<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
-    x: Tensor<S, f32, D, T>,
-    n: usize,
-) -> Vec<Tensor<S, f32, D, T>> {
-    let (x, tape) = x.split_tape();
-    let mut out = Vec::with_capacity(n);
-    for _ in 1..n {
-        out.push(x.retaped::<T>());
-    }
-    out.insert(0, x.put_tape(tape));
-    out
-}
-
-/// HF's `_relative_position_bucket` (t5x's `_relative_position_bucket`):
-/// the bucket of `relative = key − query`.
-pub fn relative_position_bucket(
-    relative: i64,
-    bidirectional: bool,
-    num_buckets: usize,
-    max_distance: usize,
-) -> usize {
-    let mut num_buckets = num_buckets as i64;
-    let mut bucket = 0i64;
-    let n = if bidirectional {
-        num_buckets /= 2;
-        if relative > 0 {
-            bucket += num_buckets;
-        }
-        relative.abs()
-    } else {
-        (-relative).max(0)
-    };
-    let max_exact = num_buckets / 2;
-    if n < max_exact {
-        return (bucket + n) as usize;
-    }
-    // float32 log, as the reference computes it
-    let v = ((n as f32 / max_exact as f32).ln() / (max_distance as f32 / max_exact as f32).ln()
-        * (num_buckets - max_exact) as f32) as i64;
-    let large = (max_exact + v).min(num_buckets - 1);
-    (bucket + large) as usize
-}
-
-/// Builds the `[len_q × len_k]` bucket matrix (queries start at `q0`).
-fn bucket_matrix(cfg: &T5Config, q0: usize, len_q: usize, len_k: usize, bidi: bool) -> Vec<usize> {
-    let mut v = Vec::with_capacity(len_q * len_k);
-    for i in 0..len_q {
-        for j in 0..len_k {
-            v.push(relative_position_bucket(
-                j as i64 - (q0 + i) as i64,
-                bidi,
-                cfg.relative_attention_num_buckets,
-                cfg.relative_attention_max_distance,
-            ));
-        }
-    }
-    v
-}
-
 /// Box–Muller standard normals from a seeded stream.
 struct Normal {
     rng: ChaCha8Rng,
@@ -317,23 +103,6 @@ impl Normal {
         self.spare = Some(r * th.sin());
         r * th.cos()
     }
-}
-
-type KeyValue<D> = (T4<D, NoneTape>, T4<D, NoneTape>);
-
-/// An attention mask `[b, tq, tk]` (0 or [`MASKED`]), shared by the heads
-/// and layers: host values for the fused CPU kernel, a tensor for dfdx.
-struct Mask<D: Device<f32>> {
-    host: Vec<f32>,
-    dev: T3<D, NoneTape>,
-}
-
-/// Per-forward cached state of the decoder for incremental decoding.
-pub struct DecodeCache<D: Device<f32>> {
-    cross_kv: Vec<KeyValue<D>>,
-    self_kv: Vec<Option<KeyValue<D>>>,
-    cross_mask: T4<D, NoneTape>,
-    step: usize,
 }
 
 impl<D: Device<f32>> T5<D> {
@@ -958,117 +727,6 @@ impl<D: Device<f32>> T5<D> {
         let dec = self.decode(batch, enc, drop);
         self.logits(dec)
     }
-
-    /// Starts incremental decoding: runs the encoder and precomputes every
-    /// layer's cross-attention keys and values.
-    pub fn start_decoding(&self, batch: &Batch) -> DecodeCache<D> {
-        let mut off = Dropout::off();
-        let enc = self.encode::<NoneTape>(batch, &mut off, NoneTape);
-        let (b, s) = (batch.batch, batch.enc_len);
-        let cross_kv = self
-            .decoder
-            .blocks
-            .iter()
-            .map(|blk| {
-                let (_, ca) = blk.cross.expect("decoder block has cross-attention");
-                let k = self.split_heads(self.dense(enc.clone(), ca.k));
-                let v = self.split_heads(self.dense(enc.clone(), ca.v));
-                (k, v)
-            })
-            .collect();
-        let mut m = vec![0f32; b * s];
-        for (i, &seg) in batch.enc_segments.iter().enumerate() {
-            if seg == 0 {
-                m[i] = MASKED;
-            }
-        }
-        let cross_mask = self.mask4(m, b, 1, s);
-        DecodeCache {
-            cross_kv,
-            self_kv: vec![None; self.decoder.blocks.len()],
-            cross_mask,
-            step: 0,
-        }
-    }
-
-    /// One decoding step: the logits `[b, vocab]` of the next token given the
-    /// current input ids (one per row), with keys and values cached.
-    pub fn decode_step(&self, cache: &mut DecodeCache<D>, ids: &[usize]) -> T2<D, NoneTape> {
-        let b = ids.len();
-        let t = cache.step;
-        let mut off = Dropout::off();
-        let mut x = self.embed::<NoneTape>(ids, b, 1, NoneTape);
-        let buckets = bucket_matrix(&self.cfg, t, 1, t + 1, false);
-        let bias = self.position_bias::<NoneTape>(&self.decoder, b, buckets, 1, t + 1);
-        for (l, blk) in self.decoder.blocks.iter().enumerate() {
-            let h = self.rms_norm(x.clone(), blk.self_ln);
-            let q = self.split_heads(self.dense(h.clone(), blk.self_attn.q));
-            let k = self.split_heads(self.dense(h.clone(), blk.self_attn.k));
-            let v = self.split_heads(self.dense(h, blk.self_attn.v));
-            let (k, v) = match cache.self_kv[l].take() {
-                None => (k, v),
-                Some((pk, pv)) => (
-                    (pk, k).concat_along(Axis::<2>).realize(),
-                    (pv, v).concat_along(Axis::<2>).realize(),
-                ),
-            };
-            let k = k.contiguous();
-            let v = v.contiguous();
-            cache.self_kv[l] = Some((k.clone(), v.clone()));
-            x = self.attention(q, k, v, bias.clone(), blk.self_attn, None) + x;
-            let (ln, ca) = blk.cross.expect("decoder block has cross-attention");
-            let h = self.rms_norm(x.clone(), ln);
-            let q = self.split_heads(self.dense(h, ca.q));
-            let (ck, cv) = &cache.cross_kv[l];
-            x = self.attention(
-                q,
-                ck.clone(),
-                cv.clone(),
-                cache.cross_mask.clone(),
-                ca,
-                None,
-            ) + x;
-            let h = self.rms_norm(x.clone(), blk.ff_ln);
-            x = self.feed_forward(h, blk.ff, &mut off) + x;
-        }
-        cache.step += 1;
-        let out = self.rms_norm(x, self.decoder.final_ln);
-        self.logits(out)
-    }
-
-    /// Greedy decoding with a KV cache: up to `max_len` tokens per row,
-    /// stopping a row at EOS (which is kept) and all rows when all stopped.
-    pub fn greedy(&self, batch: &Batch, max_len: usize, stop_at_eos: bool) -> Vec<Vec<u32>> {
-        let b = batch.batch;
-        let mut cache = self.start_decoding(batch);
-        let mut ids = vec![self.cfg.decoder_start_token_id as usize; b];
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
-        let mut done = vec![false; b];
-        let v = self.cfg.vocab_size;
-        for _ in 0..max_len {
-            let logits = self.decode_step(&mut cache, &ids).as_vec();
-            for r in 0..b {
-                let row = &logits[r * v..(r + 1) * v];
-                let mut best = 0;
-                for (i, &x) in row.iter().enumerate() {
-                    if x > row[best] {
-                        best = i;
-                    }
-                }
-                ids[r] = best;
-                if !done[r] {
-                    out[r].push(best as u32);
-                    if stop_at_eos && best as u32 == self.cfg.eos_token_id {
-                        done[r] = true;
-                    }
-                }
-            }
-            if done.iter().all(|&d| d) {
-                break;
-            }
-        }
-        out
-    }
 }
 
 /// A stored shape as the model's 2-D shape (`[d]` → `[1, d]`).
@@ -1080,201 +738,32 @@ pub fn shape2(s: &[usize]) -> (usize, usize) {
     }
 }
 
-/// Loss options (t5x `cross_entropy_with_logits` + normalisation).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LossConfig {
-    /// z-loss coefficient (t5x: 1e-4).
-    pub z_loss: f32,
-    /// Label smoothing (t5x: 0).
-    pub label_smoothing: f32,
-    /// How the summed loss is normalised.
-    pub normalization: LossNormalization,
-}
-
-impl Default for LossConfig {
-    fn default() -> Self {
-        LossConfig {
-            z_loss: 1e-4,
-            label_smoothing: 0.0,
-            normalization: LossNormalization::Sum,
-        }
+/// Splits a tensor into `n` uses: the first carries the tape, the rest get
+/// fresh tapes of the same kind (their operations merge back later).
+fn fork<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
+    x: Tensor<S, f32, D, T>,
+    n: usize,
+) -> Vec<Tensor<S, f32, D, T>> {
+    let (x, tape) = x.split_tape();
+    let mut out = Vec::with_capacity(n);
+    for _ in 1..n {
+        out.push(x.retaped::<T>());
     }
+    out.insert(0, x.put_tape(tape));
+    out
 }
 
-/// t5x's `loss_normalizing_factor`; written `sum`, `tokens` or a number.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum LossNormalization {
-    /// None: the weighted sum over target tokens (t5x's default).
-    Sum,
-    /// Divided by a constant (e.g. 233472 = 2048 × 114 for Mesh-TF fine-tuning).
-    Constant(f32),
-    /// Divided by the number of real target tokens (a mean).
-    NumRealTargetTokens,
-}
+mod batch;
+mod decoding;
+mod dropout;
+mod loss;
+mod position;
 
-impl std::str::FromStr for LossNormalization {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s {
-            "sum" => LossNormalization::Sum,
-            "tokens" | "num_real_target_tokens" => LossNormalization::NumRealTargetTokens,
-            _ => match s.parse::<f32>() {
-                Ok(c) if c.is_finite() && c > 0.0 => LossNormalization::Constant(c),
-                _ => {
-                    return Err(format!(
-                    "loss normalization {s:?}: use sum, tokens or a positive number (e.g. 233472)"
-                ))
-                }
-            },
-        })
-    }
-}
-
-impl TryFrom<String> for LossNormalization {
-    type Error = String;
-
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<LossNormalization> for String {
-    fn from(n: LossNormalization) -> String {
-        match n {
-            LossNormalization::Sum => "sum".into(),
-            LossNormalization::NumRealTargetTokens => "tokens".into(),
-            LossNormalization::Constant(c) => c.to_string(),
-        }
-    }
-}
-
-/// Loss values of a batch, for logging.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LossParts {
-    /// Weighted cross-entropy sum.
-    pub cross_entropy: f64,
-    /// Weighted z-loss sum.
-    pub z_loss: f64,
-    /// Real target tokens.
-    pub tokens: usize,
-}
-
-/// The factor on the summed loss: the normalisation times `scale`.
-fn loss_norm(batch: &Batch, cfg: &LossConfig, scale: f32) -> f32 {
-    let norm = match cfg.normalization {
-        LossNormalization::Sum => 1.0,
-        LossNormalization::Constant(c) => 1.0 / c,
-        LossNormalization::NumRealTargetTokens => 1.0 / batch.target_tokens().max(1) as f32,
-    };
-    norm * scale
-}
-
-/// The training loss from a fused kernel's per-row losses.
-fn loss_total<D: Device<f32>, T: Tape<f32, D> + 'static>(
-    r: crate::kernels::RowLoss<D, T>,
-    batch: &Batch,
-    cfg: &LossConfig,
-    scale: f32,
-) -> (Tensor<(), f32, D, T>, LossParts) {
-    let parts = LossParts {
-        cross_entropy: r.cross_entropy,
-        z_loss: r.z_loss,
-        tokens: batch.target_tokens(),
-    };
-    (r.loss.sum::<(), _>() * loss_norm(batch, cfg, scale), parts)
-}
-
-/// The training loss of `logits` `[n, vocab]` (a scalar on the tape) and its
-/// parts. `scale` multiplies the result (gradient accumulation).
-pub fn loss<D: Device<f32>, T: Tape<f32, D> + 'static>(
-    logits: T2<D, T>,
-    batch: &Batch,
-    cfg: &LossConfig,
-    scale: f32,
-) -> (Tensor<(), f32, D, T>, LossParts) {
-    let dev = logits.device().clone();
-    let (n, v) = *logits.shape();
-    let smoothing = cfg.label_smoothing;
-    let logits = match crate::kernels::row_loss_cpu(
-        logits,
-        &batch.targets,
-        &batch.weights,
-        cfg.z_loss,
-        smoothing,
-    ) {
-        Ok(r) => return loss_total(r, batch, cfg, scale),
-        Err(logits) => logits,
-    };
-    let tokens = batch.target_tokens();
-    let norm = loss_norm(batch, cfg, scale);
-    let mut ls = fork(logits, if smoothing > 0.0 { 3 } else { 2 });
-    let sum_logits = (smoothing > 0.0).then(|| ls.pop().unwrap().sum::<(usize,), Axis<1>>());
-    let picked_in = ls.pop().unwrap();
-    let lse: T1<D, T> = ls.pop().unwrap().logsumexp::<(usize,), Axis<1>>();
-    let idx = dev.tensor_from_vec(batch.targets.clone(), (n,));
-    let picked: T1<D, T> = picked_in.select(idx);
-    let mut lses = fork(lse, 2);
-    let lse_z = lses.pop().unwrap();
-    let lse_ce = lses.pop().unwrap();
-    let ce = match sum_logits {
-        None => lse_ce - picked,
-        Some(s) => {
-            let confidence = 1.0 - smoothing;
-            let low = smoothing / (v as f32 - 1.0);
-            let constant =
-                -(confidence * confidence.ln() + (v as f32 - 1.0) * low * (low + 1e-20).ln());
-            lse_ce - picked * (confidence - low) - s * low - constant
-        }
-    };
-    let w = dev.tensor_from_vec(batch.weights.clone(), (n,));
-    let ce_w = ce * w.clone();
-    let z_w = lse_z.square() * cfg.z_loss * w;
-    let sum = |t: &T1<D, T>| -> f64 {
-        t.retaped::<NoneTape>()
-            .as_vec()
-            .iter()
-            .map(|&x| x as f64)
-            .sum()
-    };
-    let parts = LossParts {
-        cross_entropy: sum(&ce_w),
-        z_loss: sum(&z_w),
-        tokens,
-    };
-    let total = (ce_w + z_w).sum::<(), _>() * norm;
-    (total, parts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Masks generated in parallel chunks are the values drawn one at a time
-    /// from the stream, and the stream goes on after them.
-    #[test]
-    fn dropout_masks_follow_the_stream() {
-        let mut d = Dropout::new(0.25, 3, 5, 1);
-        let mut serial = d.rng.clone();
-        let threshold = (0.75f64 * u32::MAX as f64) as u32;
-        for n in [1, 70_000, 200_000, 3] {
-            let mask = d.mask(n);
-            let want: Vec<f32> = (0..n)
-                .map(|_| {
-                    if serial.next_u32() <= threshold {
-                        1.0 / 0.75
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            assert_eq!(mask, want, "n {n}");
-        }
-        let dropped = d.mask(10_000).iter().filter(|&&x| x == 0.0).count();
-        assert!(
-            (2_200..2_800).contains(&dropped),
-            "{dropped} of 10000 dropped"
-        );
-    }
-}
+pub use batch::Batch;
+pub use decoding::DecodeCache;
+use decoding::*;
+pub use dropout::Dropout;
+use loss::*;
+pub use loss::{loss, LossConfig, LossNormalization, LossParts};
+pub use position::relative_position_bucket;
+use position::*;
