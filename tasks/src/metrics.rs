@@ -710,22 +710,10 @@ impl Metric {
         Ok(match self {
             Metric::Accuracy => match (labels(targets), labels(predictions)) {
                 (Ok(t), Ok(p)) => vec![("accuracy".into(), accuracy(&t, &p))],
-                _ => {
-                    let right = texts(targets)
-                        .iter()
-                        .zip(texts(predictions))
-                        .filter(|(t, p)| *t == p)
-                        .count();
-                    let n = targets.len();
-                    vec![(
-                        "accuracy".into(),
-                        if n == 0 {
-                            f64::NAN
-                        } else {
-                            100.0 * right as f64 / n as f64
-                        },
-                    )]
-                }
+                _ => vec![(
+                    "accuracy".into(),
+                    percent_equal(targets, predictions, false),
+                )],
             },
             Metric::MatthewsCorrcoef => vec![(
                 "matthews_corrcoef".into(),
@@ -757,20 +745,35 @@ impl Metric {
                     ("rougeLsum".into(), rl),
                 ]
             }
-            Metric::ExactMatch => {
-                let right = texts(targets)
-                    .iter()
-                    .zip(texts(predictions))
-                    .filter(|(t, p)| t.trim() == p.trim())
-                    .count();
-                vec![(
-                    "exact_match".into(),
-                    100.0 * right as f64 / targets.len().max(1) as f64,
-                )]
-            }
+            Metric::ExactMatch => vec![(
+                "exact_match".into(),
+                percent_equal(targets, predictions, true),
+            )],
             Metric::Custom(c) => c.f.compute(targets, predictions)?,
         })
     }
+}
+
+/// Share of predictions whose text equals the target's (×100; NaN for
+/// none), after trimming when `trim`.
+fn percent_equal(targets: &[Value], predictions: &[Value], trim: bool) -> f64 {
+    let norm = |v: &Value| {
+        let t = v.text();
+        if trim {
+            t.trim().to_string()
+        } else {
+            t
+        }
+    };
+    let right = targets
+        .iter()
+        .zip(predictions)
+        .filter(|(t, p)| norm(t) == norm(p))
+        .count();
+    if targets.is_empty() {
+        return f64::NAN;
+    }
+    100.0 * right as f64 / targets.len() as f64
 }
 
 impl crate::supervised::TextFormat {

@@ -177,69 +177,26 @@ pub enum SourceError {
 }
 
 /// One row: column name → text.
-pub type Row = BTreeMap<String, String>;
+pub use t5mix_pipeline::readers::rows::Row;
 
-fn open(path: &Path) -> std::io::Result<Box<dyn std::io::Read>> {
-    let f = std::fs::File::open(path)?;
-    Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else {
-        Box::new(f)
-    })
-}
-
-/// Reads every row of a file (`.gz` transparent).
-pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceError> {
+/// Reads every row of a file (gzip detected by content): the tabular formats
+/// through `t5mix_pipeline::readers::rows`, T5's dataset layouts here.
+pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, crate::TaskError> {
+    use t5mix_pipeline::readers::rows;
     let err = |m: String| SourceError::Read {
         path: path.display().to_string(),
         message: m,
     };
-    let reader = open(path).map_err(|e| err(e.to_string()))?;
-    match format {
-        FileFormat::Tsv { header, .. } | FileFormat::Csv { header } => {
-            let tsv = matches!(format, FileFormat::Tsv { .. });
-            let columns: &[String] = match format {
-                FileFormat::Tsv { columns, .. } => columns,
-                _ => &[],
-            };
-            let mut rdr = csv::ReaderBuilder::new()
-                .delimiter(if tsv { b'\t' } else { b',' })
-                .quoting(!tsv)
-                .has_headers(*header)
-                .flexible(true)
-                .from_reader(reader);
-            let names: Vec<String> = if *header {
-                rdr.headers()
-                    .map_err(|e| err(e.to_string()))?
-                    .iter()
-                    .map(str::to_string)
-                    .collect()
-            } else {
-                columns.to_vec()
-            };
-            let mut rows = Vec::new();
-            for (i, rec) in rdr.records().enumerate() {
-                let rec = rec.map_err(|e| err(format!("row {}: {e}", i + 1)))?;
-                let mut row = Row::new();
-                for (k, v) in rec.iter().enumerate() {
-                    let name = names.get(k).cloned().unwrap_or_else(|| k.to_string());
-                    row.insert(name, v.to_string());
-                }
-                rows.push(row);
-            }
-            Ok(rows)
-        }
-        FileFormat::Parquet => {
-            drop(reader);
-            read_parquet_rows(path).map_err(err)
-        }
+    Ok(match format {
+        FileFormat::Tsv { header, columns } => rows::read_delimited(path, true, *header, columns)?,
+        FileFormat::Csv { header } => rows::read_delimited(path, false, *header, &[])?,
+        FileFormat::Jsonl => rows::read_jsonl_rows(path)?,
+        FileFormat::Parquet => rows::read_parquet_rows(path)?,
+        FileFormat::Text => rows::read_line_rows(path)?,
         FileFormat::SquadJson => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut { reader }, &mut text)
-                .map_err(|e| err(e.to_string()))?;
             let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-            let mut rows = Vec::new();
+                serde_json::from_str(&rows::read_text(path)?).map_err(|e| err(e.to_string()))?;
+            let mut out = Vec::new();
             let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
             for article in v["data"]
                 .as_array()
@@ -253,21 +210,21 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                             .flatten()
                             .map(|a| s(&a["text"]))
                             .collect();
-                        let mut row = Row::new();
-                        row.insert("id".into(), s(&qa["id"]));
-                        row.insert("title".into(), s(&article["title"]));
-                        row.insert("context".into(), s(&para["context"]));
-                        row.insert("question".into(), s(&qa["question"]));
-                        row.insert(
-                            "answer".into(),
-                            answers.first().cloned().unwrap_or_default(),
-                        );
-                        row.insert("answers".into(), answers.join("\n"));
-                        rows.push(row);
+                        out.push(Row::from([
+                            ("id".into(), s(&qa["id"])),
+                            ("title".into(), s(&article["title"])),
+                            ("context".into(), s(&para["context"])),
+                            ("question".into(), s(&qa["question"])),
+                            (
+                                "answer".into(),
+                                answers.first().cloned().unwrap_or_default(),
+                            ),
+                            ("answers".into(), answers.join("\n")),
+                        ]));
                     }
                 }
             }
-            Ok(rows)
+            out
         }
         FileFormat::ParallelText {
             source_marker,
@@ -280,17 +237,12 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
             if !name.contains(source_marker.as_str()) {
                 return Err(err(format!(
                     "file name has no {source_marker:?} to find its target file"
-                )));
+                ))
+                .into());
             }
             let target =
                 path.with_file_name(name.replacen(source_marker.as_str(), target_marker, 1));
-            let mut src = String::new();
-            std::io::Read::read_to_string(&mut { reader }, &mut src)
-                .map_err(|e| err(e.to_string()))?;
-            let tgt = std::fs::read_to_string(&target).map_err(|e| SourceError::Read {
-                path: target.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let (src, tgt) = (rows::read_text(path)?, rows::read_text(&target)?);
             let (s_lines, t_lines): (Vec<&str>, Vec<&str>) =
                 (src.lines().collect(), tgt.lines().collect());
             if s_lines.len() != t_lines.len() {
@@ -299,9 +251,10 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                     s_lines.len(),
                     t_lines.len(),
                     target.display()
-                )));
+                ))
+                .into());
             }
-            Ok(s_lines
+            s_lines
                 .iter()
                 .zip(&t_lines)
                 .map(|(a, b)| {
@@ -310,99 +263,36 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, SourceErr
                         ("target".to_string(), b.to_string()),
                     ])
                 })
-                .collect())
+                .collect()
         }
         FileFormat::CnnStory => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut { reader }, &mut text)
-                .map_err(|e| err(e.to_string()))?;
-            let (article, highlights) = cnn_story(&text);
-            let mut row = Row::new();
-            row.insert("article".into(), article);
-            row.insert("highlights".into(), highlights);
-            row.insert(
-                "id".into(),
-                path.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
-            Ok(vec![row])
-        }
-        FileFormat::Text => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut { reader }, &mut text)
-                .map_err(|e| err(e.to_string()))?;
-            Ok(text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| {
-                    Row::from([
-                        ("text".to_string(), l.to_string()),
-                        ("line".to_string(), (i + 1).to_string()),
-                    ])
-                })
-                .collect())
+            let (article, highlights) = cnn_story(&rows::read_text(path)?);
+            let id = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            vec![Row::from([
+                ("article".into(), article),
+                ("highlights".into(), highlights),
+                ("id".into(), id),
+            ])]
         }
         FileFormat::MsrParaphrase {
             ids,
             keep_listed,
             unlabeled,
-        } => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut { reader }, &mut text)
-                .map_err(|e| err(e.to_string()))?;
-            read_msr_paraphrase(path, &text, ids.as_deref(), *keep_listed, *unlabeled).map_err(err)
-        }
+        } => read_msr_paraphrase(
+            path,
+            &rows::read_text(path)?,
+            ids.as_deref(),
+            *keep_listed,
+            *unlabeled,
+        )
+        .map_err(err)?,
         FileFormat::CnnUrlList { stories } => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut { reader }, &mut text)
-                .map_err(|e| err(e.to_string()))?;
-            read_cnn_url_list(path, &text, stories).map_err(err)
+            read_cnn_url_list(path, &rows::read_text(path)?, stories).map_err(err)?
         }
-        FileFormat::Jsonl => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut { reader }, &mut text)
-                .map_err(|e| err(e.to_string()))?;
-            let mut rows = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v: serde_json::Value =
-                    serde_json::from_str(line).map_err(|e| err(format!("line {}: {e}", i + 1)))?;
-                let obj = v
-                    .as_object()
-                    .ok_or_else(|| err(format!("line {}: not a JSON object", i + 1)))?;
-                let mut row = Row::new();
-                flatten_json("", obj, &mut row);
-                rows.push(row);
-            }
-            Ok(rows)
-        }
-    }
-}
-
-/// Object fields as columns; nested objects give dotted names
-/// (`translation.en`), nulls are left out.
-fn flatten_json(prefix: &str, obj: &serde_json::Map<String, serde_json::Value>, row: &mut Row) {
-    for (k, v) in obj {
-        let name = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            serde_json::Value::String(s) => {
-                row.insert(name, s.clone());
-            }
-            serde_json::Value::Null => {}
-            serde_json::Value::Object(o) => flatten_json(&name, o, row),
-            other => {
-                row.insert(name, other.to_string());
-            }
-        }
-    }
+    })
 }
 
 /// The first existing file among `|`-separated alternatives in `dir`.
@@ -491,33 +381,6 @@ fn read_cnn_url_list(path: &Path, text: &str, stories: &[String]) -> Result<Vec<
             ("id".to_string(), hash),
             ("url".to_string(), url.to_string()),
         ]));
-    }
-    Ok(rows)
-}
-
-fn read_parquet_rows(path: &Path) -> Result<Vec<Row>, String> {
-    use arrow_array::Array;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .and_then(|b| b.build())
-        .map_err(|e| e.to_string())?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
-        let schema = batch.schema();
-        let mut batch_rows = vec![Row::new(); batch.num_rows()];
-        for (field, col) in schema.fields().iter().zip(batch.columns()) {
-            let fmt =
-                arrow_cast::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())
-                    .map_err(|e| e.to_string())?;
-            for (i, row) in batch_rows.iter_mut().enumerate() {
-                if !col.is_null(i) {
-                    row.insert(field.name().clone(), fmt.value(i).to_string());
-                }
-            }
-        }
-        rows.extend(batch_rows);
     }
     Ok(rows)
 }

@@ -11,6 +11,7 @@
 mod jsonl;
 mod parquet_text;
 mod plain;
+pub mod rows;
 mod wet;
 
 use std::fs::File;
