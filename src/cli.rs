@@ -2,7 +2,6 @@
 
 mod build;
 mod clean;
-mod progress;
 mod train;
 mod vocab;
 
@@ -13,10 +12,6 @@ use clap::{Parser, Subcommand};
 use t5mix_tasks::Registry;
 
 /// The T5 data pipeline and trainer, without TensorFlow.
-///
-/// Stages: `clean` raw crawl text with the C4 rules, `vocab` (SentencePiece
-/// with T5's sentinels), `tasks` and `build` (task and mixture shards),
-/// `inspect`, `train` (a T5 model from shards) and `eval` (task metrics).
 #[derive(Debug, Parser)]
 #[command(name = "t5mix", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {

@@ -209,9 +209,10 @@ fn bad_input_is_reported_with_file_and_offset_and_the_rest_kept() {
         "--out".into(),
         out.display().to_string(),
         "-q".into(),
-        "--language".into(),
-        "none".into(),
-        "--no-line-dedup".into(),
+        "--set".into(),
+        "language=".into(),
+        "--set".into(),
+        "line_dedup=false".into(),
     ]);
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = t5mix(&args_ref);

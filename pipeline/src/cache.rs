@@ -83,6 +83,19 @@ pub struct Worker {
     pub count: usize,
 }
 
+impl Worker {
+    /// Worker `index` of `count`, checked (`index < count`).
+    pub fn new(index: usize, count: usize) -> Result<Worker> {
+        if count == 0 || index >= count {
+            return Err(PipelineError::Config {
+                what: "workers".into(),
+                message: format!("worker index {index} of {count} workers"),
+            });
+        }
+        Ok(Worker { index, count })
+    }
+}
+
 impl Default for Worker {
     fn default() -> Self {
         Worker { index: 0, count: 1 }
@@ -215,12 +228,7 @@ pub fn build_cache(
     on_shard: impl Fn(usize, usize) + Sync,
 ) -> Result<CacheReport> {
     use rayon::prelude::*;
-    if worker.count == 0 || worker.index >= worker.count {
-        return Err(PipelineError::Config {
-            what: "workers".into(),
-            message: format!("worker index {} of {} workers", worker.index, worker.count),
-        });
-    }
+    Worker::new(worker.index, worker.count)?;
     std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
     let n = inputs.len();
     let outcomes: Vec<ShardOutcome> = inputs

@@ -38,6 +38,7 @@ pub mod features;
 pub mod manifest;
 pub mod mixing;
 pub mod preprocessors;
+pub mod progress;
 pub mod readers;
 pub mod shards;
 pub mod shared_data;

@@ -211,6 +211,25 @@ impl Manifest {
         }
     }
 
+    /// The model at `path` for the ids in `dir`: with the sentinels and
+    /// checksum its manifest records (another model is refused), or T5's 100
+    /// sentinels for a folder without one.
+    pub fn vocabulary_for(dir: &Path, path: &Path) -> Result<Vocabulary> {
+        match Manifest::read(dir)
+            .ok()
+            .as_ref()
+            .and_then(Manifest::vocabulary)
+        {
+            Some(info) => info.load(path),
+            None => Vocabulary::load(path, crate::vocab::DEFAULT_EXTRA_IDS).map_err(|e| {
+                PipelineError::Config {
+                    what: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            }),
+        }
+    }
+
     /// A task cache's manifest, or an error saying what `dir` holds instead.
     pub fn into_task(self, dir: &Path) -> Result<TaskManifest> {
         match self {

@@ -85,12 +85,7 @@ pub fn build_mixture(
     out_dir: &Path,
     worker: Worker,
 ) -> Result<Vec<PathBuf>> {
-    if worker.count == 0 || worker.index >= worker.count {
-        return Err(PipelineError::Config {
-            what: "workers".into(),
-            message: format!("worker index {} of {} workers", worker.index, worker.count),
-        });
-    }
+    Worker::new(worker.index, worker.count)?;
     std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
     let tasks: Vec<&str> = spec
         .probabilities

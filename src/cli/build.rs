@@ -10,7 +10,7 @@ use t5mix_pipeline::shards::Inspection;
 use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
 use t5mix_tasks::{BuildOptions, MixtureOptions, MixtureSize, Registry, Worker};
 
-use super::progress::counter;
+use t5mix_pipeline::progress::counter;
 
 /// List and show the registered tasks.
 #[derive(Debug, Args)]
@@ -89,15 +89,7 @@ impl TaskInput {
 
 pub fn tasks(a: TasksArgs, reg: &Registry) -> Result<()> {
     match a.command {
-        TasksCommand::List => {
-            for t in reg.tasks.iter() {
-                println!("{:<22} {}", t.name, t.description);
-            }
-            for m in reg.mixtures.names() {
-                let tasks: Vec<String> = reg.mixtures.tasks(m)?.into_iter().collect();
-                println!("{m:<22} mixture of {}", tasks.join(", "));
-            }
-        }
+        TasksCommand::List => print!("{reg}"),
         TasksCommand::Show { name } => {
             println!("{}", serde_json::to_string_pretty(reg.tasks.task(&name)?)?)
         }
@@ -164,17 +156,7 @@ pub struct BuildArgs {
 }
 
 pub fn build(a: BuildArgs, reg: &Registry, quiet: bool) -> Result<()> {
-    let worker = Worker {
-        index: a.worker_index,
-        count: a.num_workers,
-    };
-    if worker.count == 0 || worker.index >= worker.count {
-        bail!(
-            "--worker-index {} of --num-workers {}",
-            worker.index,
-            worker.count
-        );
-    }
+    let worker = Worker::new(a.worker_index, a.num_workers)?;
     if let Some(name) = &a.mixture {
         let o = MixtureOptions {
             seed: a.input.seed,
@@ -227,17 +209,7 @@ pub struct InspectArgs {
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let found = Inspection::read(&a.path, a.n)?;
     let vocab = match &a.vocab {
-        // the manifest says which model and how many sentinels
-        Some(p) => Some(
-            match Manifest::read(&a.path)
-                .ok()
-                .as_ref()
-                .and_then(Manifest::vocabulary)
-            {
-                Some(info) => info.load(p)?,
-                None => Vocabulary::load(p, DEFAULT_EXTRA_IDS)?,
-            },
-        ),
+        Some(p) => Some(Manifest::vocabulary_for(&a.path, p)?),
         None => None,
     };
     print!(

@@ -8,7 +8,7 @@ use t5mix_pipeline::clean::output::prepare_out_dir;
 use t5mix_pipeline::clean::{run_clean, BadWords, CleanConfig, CleanOptions, OutputFormat, Preset};
 use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit};
 
-use super::progress::Bars;
+use t5mix_pipeline::progress::Bars;
 
 /// Clean raw web text with the C4 rules.
 ///
@@ -22,11 +22,16 @@ use super::progress::Bars;
 )]
 pub struct CleanArgs {
     /// Input files, directories (read recursively) or glob patterns.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "print_config", value_name = "INPUT")]
     inputs: Vec<String>,
     /// Output directory for the shards and manifest.json.
-    #[arg(long, short, value_name = "DIR")]
-    out: PathBuf,
+    #[arg(
+        long,
+        short,
+        value_name = "DIR",
+        required_unless_present = "print_config"
+    )]
+    out: Option<PathBuf>,
     /// Rule preset to start from: c4 (tfds as it runs) or paper.
     #[arg(long, default_value = "c4")]
     preset: Preset,
@@ -40,48 +45,14 @@ pub struct CleanArgs {
     #[arg(long, default_value = "en", value_name = "LANG")]
     badwords_lang: String,
 
-    /// Keep pages of this language ("en"); "none" turns language ID off.
-    #[arg(long, value_name = "LANG")]
-    language: Option<String>,
-    /// Minimum language-ID confidence.
-    #[arg(long, value_name = "P")]
-    min_language_confidence: Option<f64>,
-    /// Minimum Punkt sentences per page (0: off).
-    #[arg(long, value_name = "N")]
-    min_sentences: Option<usize>,
-    /// Minimum words per line (0: off).
-    #[arg(long, value_name = "N")]
-    min_words: Option<usize>,
-    /// Maximum word length in characters (0: off).
-    #[arg(long, value_name = "N")]
-    max_word_length: Option<usize>,
-    /// Maximum page length in characters (0: off).
-    #[arg(long, value_name = "N")]
-    max_page_chars: Option<usize>,
-    /// Keep every page of a URL (no newest-page URL dedup).
+    /// Set any rule, as KEY=VALUE with the keys of --config's TOML (e.g.
+    /// line_dedup=false, min_num_sentences=5, language=de, language="" for
+    /// no language ID); see them all with --print-config.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Print the rules in effect (preset, --config, --set) as TOML and exit.
     #[arg(long)]
-    no_url_dedup: bool,
-    /// No global line de-duplication.
-    #[arg(long)]
-    no_line_dedup: bool,
-    /// Keep citation markers like [1] and [edit].
-    #[arg(long)]
-    no_citation_removal: bool,
-    /// Do not require terminal punctuation.
-    #[arg(long)]
-    no_end_marks: bool,
-    /// Do not drop pages mentioning lorem ipsum.
-    #[arg(long)]
-    no_lorem_ipsum: bool,
-    /// Do not drop lines mentioning javascript.
-    #[arg(long)]
-    no_javascript: bool,
-    /// Do not drop pages containing '{'.
-    #[arg(long)]
-    no_curly_bracket: bool,
-    /// Do not drop lines with policy phrases (cookies, terms of use).
-    #[arg(long)]
-    no_policy: bool,
+    print_config: bool,
 
     /// Input format: auto (detect by content), wet, jsonl, parquet or text.
     #[arg(long, default_value = "auto")]
@@ -119,7 +90,7 @@ pub struct CleanArgs {
 
 fn build_config(a: &CleanArgs) -> Result<CleanConfig> {
     let base = CleanConfig::preset(a.preset);
-    let mut c = match &a.config {
+    let c = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading config {}", p.display()))?;
@@ -128,48 +99,18 @@ fn build_config(a: &CleanArgs) -> Result<CleanConfig> {
         }
         None => base,
     };
-    if let Some(l) = &a.language {
-        c.language = if l == "none" {
-            String::new()
-        } else {
-            l.clone()
-        };
-    }
-    if let Some(v) = a.min_language_confidence {
-        c.min_language_confidence = v;
-    }
-    if let Some(v) = a.min_sentences {
-        c.min_num_sentences = v;
-    }
-    if let Some(v) = a.min_words {
-        c.min_words_per_line = v;
-    }
-    if let Some(v) = a.max_word_length {
-        c.max_word_length = v;
-    }
-    if let Some(v) = a.max_page_chars {
-        c.max_page_chars = v;
-    }
-    c.url_dedup &= !a.no_url_dedup;
-    c.line_dedup &= !a.no_line_dedup;
-    c.remove_citations &= !a.no_citation_removal;
-    if a.no_end_marks {
-        c.end_marks.clear();
-        c.drop_ellipsis_lines = false;
-    }
-    c.drop_lorem_ipsum_pages &= !a.no_lorem_ipsum;
-    c.drop_javascript_lines &= !a.no_javascript;
-    c.drop_curly_bracket_pages &= !a.no_curly_bracket;
-    if a.no_policy {
-        c.policy_substrings.clear();
-    }
-    Ok(c)
+    c.with_settings(&a.settings).map_err(anyhow::Error::msg)
 }
 
 pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
     let config = build_config(&a)?;
+    if a.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let out = a.out.clone().context("--out is needed")?;
     let inputs = expand_inputs(&a.inputs)?;
-    prepare_out_dir(&a.out, a.overwrite)?;
+    prepare_out_dir(&out, a.overwrite)?;
     let badwords = match &a.badwords {
         Some(p) => Some(BadWords::load(p, &a.badwords_lang)?),
         None => None,
@@ -185,7 +126,7 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
             strict: a.strict,
         },
         badwords,
-        out_dir: a.out.clone(),
+        out_dir: out.clone(),
         output_format: a.output_format,
         pages_per_shard: a.pages_per_shard,
         batch_pages: 256,
@@ -194,6 +135,6 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
     let bars = Bars::new(quiet);
     let stats = run_clean(&inputs, &opts, &bars)?;
     bars.finish();
-    eprintln!("{stats} to {}", a.out.display());
+    eprintln!("{stats} to {}", out.display());
     Ok(())
 }

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use t5mix_pipeline::features::{Packing, SequenceLength};
-use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
+use t5mix_pipeline::vocab::DEFAULT_EXTRA_IDS;
 use t5mix_tasks::{Evaluator, Registry};
 use t5mix_trainer::eval::generate;
 use t5mix_trainer::optim::{OptimizerConfig, Schedule};
@@ -13,7 +13,7 @@ use t5mix_trainer::train::{ModelInit, StepLog, TrainOptions, Trainer};
 use t5mix_trainer::weights::load_model;
 use t5mix_trainer::{Dev, LossNormalization, T5Config, T5};
 
-use super::progress::counter;
+use t5mix_pipeline::progress::counter;
 
 /// Train a T5 model from example shards (`t5mix build` output).
 ///
@@ -140,27 +140,18 @@ pub struct TaskEvalArgs {
 
 impl TaskEvalArgs {
     fn evaluator(&self, tasks: &[String], reg: &Registry) -> Result<Option<Evaluator>> {
-        if tasks.is_empty() {
-            return Ok(None);
-        }
-        let vocab = self
-            .vocab
-            .as_ref()
-            .context("task evaluation needs --vocab (the SentencePiece model)")?;
-        anyhow::ensure!(
-            !self.input.is_empty(),
-            "task evaluation needs --task-input (the tasks' input folders)"
-        );
-        let vocab = Vocabulary::load(vocab, self.extra_ids)?;
-        let e = Evaluator::new(
+        let (vocab, inputs) = (self.vocab.as_deref(), &self.input);
+        let max = self.max_examples;
+        let e = Evaluator::load(
             &reg.tasks,
             tasks,
-            &self.input,
+            inputs,
             &self.split,
             vocab,
-            self.max_examples,
+            self.extra_ids,
+            max,
         )?;
-        Ok(Some(e))
+        Ok(e)
     }
 
     fn predict<'a>(&'a self, m: &'a T5<Dev>) -> impl FnMut(&[Vec<u32>]) -> Vec<Vec<u32>> + 'a {
@@ -212,15 +203,7 @@ pub fn train(a: TrainArgs, reg: &Registry, quiet: bool) -> Result<()> {
     t5mix_trainer::Runtime::default().install(&dev);
     let mut trainer = Trainer::new(o, &dev, a.resume)?;
     let evaluator = a.task_eval.evaluator(&a.eval_task, reg)?;
-    for n in &trainer.notes {
-        eprintln!("note: {n}");
-    }
-    eprintln!(
-        "model: {} steps from step {}; {}",
-        a.steps,
-        trainer.start_step(),
-        trainer.describe()
-    );
+    eprintln!("{}", trainer.describe());
     let bar = counter(quiet, "train", "steps");
     bar.set_length(a.steps);
     bar.set_position(trainer.start_step());
@@ -282,10 +265,7 @@ pub fn eval(a: EvalArgs, reg: &Registry) -> Result<()> {
         "{n} examples in {secs:.1} s ({:.1} examples/s)",
         n as f64 / secs.max(1e-9)
     );
-    let report = serde_json::json!({
-        "checkpoint": a.checkpoint, "split": e.split, "tasks": e.metrics_json(&scores)
-    });
-    let text = serde_json::to_string_pretty(&report)?;
+    let text = serde_json::to_string_pretty(&e.report(&a.checkpoint, &scores))?;
     match &a.out {
         Some(p) => t5mix_pipeline::atomic::write_atomic(p, text.as_bytes())?,
         None => println!("{text}"),

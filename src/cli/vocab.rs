@@ -1,12 +1,10 @@
 //! `t5mix vocab`: inspect a SentencePiece model, encode text, decode ids.
 
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use t5mix_pipeline::atomic::AtomicFile;
-use t5mix_pipeline::vocab::lines::{decode_lines, encode_lines, LineFormat};
+use t5mix_pipeline::vocab::lines::{decode_lines, encode_lines, with_lines, LineFormat};
 use t5mix_pipeline::vocab::train::{train_from_inputs, TrainOptions};
 use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
 
@@ -95,32 +93,6 @@ struct LineFiles {
     output: Option<PathBuf>,
 }
 
-impl LineFiles {
-    /// Runs `f` from the input to the output.
-    fn run(
-        &self,
-        args: Vec<String>,
-        f: impl FnOnce(&mut dyn BufRead, &mut dyn Write) -> Result<()>,
-    ) -> Result<()> {
-        let mut input: Box<dyn BufRead> = match (&self.input, args.is_empty()) {
-            (_, false) => Box::new(std::io::Cursor::new(args.join("\n").into_bytes())),
-            (Some(p), true) => Box::new(std::io::BufReader::new(
-                std::fs::File::open(p).with_context(|| format!("{}", p.display()))?,
-            )),
-            (None, true) => Box::new(std::io::stdin().lock()),
-        };
-        match &self.output {
-            Some(p) => {
-                let mut file = AtomicFile::create(p)?;
-                f(&mut input, file.writer())?;
-                file.commit()?;
-            }
-            None => f(&mut input, &mut std::io::stdout().lock())?,
-        }
-        Ok(())
-    }
-}
-
 fn load(m: &ModelArgs) -> Result<Vocabulary> {
     Ok(Vocabulary::load(&m.model, m.extra_ids)?)
 }
@@ -138,8 +110,8 @@ pub fn run(a: VocabArgs) -> Result<()> {
         } => {
             let v = load(&model)?;
             let format = if pieces { LineFormat::Pieces } else { format };
-            io.run(text, |i, o| {
-                Ok(encode_lines(&v, i, o, format, eos).map(|_| ())?)
+            with_lines(&text, io.input.as_deref(), io.output.as_deref(), |i, o| {
+                encode_lines(&v, i, o, format, eos).map(|_| ())
             })?;
         }
         VocabCommand::Train {
@@ -166,7 +138,9 @@ pub fn run(a: VocabArgs) -> Result<()> {
             } else {
                 vec![ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")]
             };
-            io.run(lines, |i, o| Ok(decode_lines(&v, i, o).map(|_| ())?))?;
+            with_lines(&lines, io.input.as_deref(), io.output.as_deref(), |i, o| {
+                decode_lines(&v, i, o).map(|_| ())
+            })?;
         }
     }
     Ok(())

@@ -175,6 +175,39 @@ impl Evaluator {
         })
     }
 
+    /// As [`Evaluator::new`], loading the vocabulary; none when no task is
+    /// asked for, an error naming what is missing otherwise.
+    pub fn load(
+        registry: &TaskRegistry,
+        tasks: &[String],
+        inputs: &[String],
+        split: &str,
+        vocab: Option<&Path>,
+        extra_ids: u32,
+        max_examples: Option<usize>,
+    ) -> Result<Option<Self>> {
+        if tasks.is_empty() {
+            return Ok(None);
+        }
+        let missing = |what: &str| TaskError::Option {
+            option: what.into(),
+            message: "task evaluation needs it".into(),
+        };
+        let vocab = vocab.ok_or_else(|| missing("--vocab (the SentencePiece model)"))?;
+        if inputs.is_empty() {
+            return Err(missing("--task-input (the tasks' input folders)"));
+        }
+        let vocab = Vocabulary::load(vocab, extra_ids)?;
+        Self::new(registry, tasks, inputs, split, vocab, max_examples).map(Some)
+    }
+
+    /// `{checkpoint, split, tasks: {task: {examples, metric: value}}}`.
+    pub fn report(&self, checkpoint: &Path, scores: &[TaskScores]) -> serde_json::Value {
+        serde_json::json!({
+            "checkpoint": checkpoint, "split": self.split, "tasks": self.metrics_json(scores)
+        })
+    }
+
     /// Scores every task: `predict` gets all of a task's encoder inputs
     /// and returns the generated ids, one sequence each.
     pub fn evaluate(&self, predict: &mut PredictFn<'_>) -> Result<Vec<TaskScores>> {

@@ -78,3 +78,22 @@ impl Registry {
         Ok(names)
     }
 }
+
+impl std::fmt::Display for Registry {
+    /// A line per task (name, description) and per mixture (its tasks).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for t in self.tasks.iter() {
+            writeln!(f, "{:<22} {}", t.name, t.description)?;
+        }
+        for m in self.mixtures.names() {
+            match self.mixtures.tasks(m) {
+                Ok(tasks) => {
+                    let tasks: Vec<String> = tasks.into_iter().collect();
+                    writeln!(f, "{m:<22} mixture of {}", tasks.join(", "))?
+                }
+                Err(e) => writeln!(f, "{m:<22} mixture ({e})")?,
+            }
+        }
+        Ok(())
+    }
+}

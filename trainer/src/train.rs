@@ -683,7 +683,8 @@ impl<D: Device<f32>> Trainer<D> {
         })
     }
 
-    /// Parameters, feed-forward, embeddings and where the step runs.
+    /// What the run is: the data notes, steps, parameters, feed-forward,
+    /// embeddings and where the step runs.
     pub fn describe(&self) -> String {
         let c = &self.model.cfg;
         let device = if cfg!(feature = "cuda") {

@@ -124,9 +124,50 @@ impl CleanConfig {
                 m.insert(k, v);
             }
         }
-        merged
+        let c: CleanConfig = merged
             .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Applies `key=value` settings (`t5mix clean --set`): the keys of the
+    /// TOML file, values in TOML syntax (`true`, `3`, `0.5`, `[".", "!"]`)
+    /// or plain text for strings (`language=de`).
+    pub fn with_settings(&self, settings: &[String]) -> Result<Self, String> {
+        let mut toml_text = String::new();
+        for s in settings {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| format!("--set {s:?}: use KEY=VALUE (e.g. line_dedup=false)"))?;
+            let (k, v) = (k.trim(), v.trim());
+            let line = format!("{k} = {v}\n");
+            let line = match toml::from_str::<toml::Table>(&line) {
+                Ok(_) => line,
+                Err(_) => format!("{k} = {}\n", toml::Value::String(v.to_string())),
+            };
+            toml_text.push_str(&line);
+        }
+        Self::from_toml_over(self, &toml_text).map_err(|e| format!("--set: {e}"))
+    }
+
+    /// The configuration as TOML (`t5mix clean --print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+
+    /// Every value in its range: confidences in [0, 1], a positive modulus.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.min_language_confidence) {
+            return Err(format!(
+                "min_language_confidence {}: must be in [0, 1]",
+                self.min_language_confidence
+            ));
+        }
+        if self.validation_modulus == 0 {
+            return Err("validation_modulus must be at least 1".into());
+        }
+        Ok(())
     }
 }
 

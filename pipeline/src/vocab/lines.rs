@@ -110,6 +110,33 @@ pub fn decode_lines(
     Ok(n)
 }
 
+/// Runs `f` over lines from `args` (one line each) when given, else from
+/// `input` (a file) or stdin, writing to `output` (a file written whole,
+/// then renamed) or stdout.
+pub fn with_lines(
+    args: &[String],
+    input: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+    f: impl FnOnce(&mut dyn BufRead, &mut dyn Write) -> Result<(), VocabError>,
+) -> Result<(), VocabError> {
+    let open = |p: &std::path::Path| {
+        std::fs::File::open(p).map_err(|e| VocabError::Lines(format!("{}: {e}", p.display())))
+    };
+    let mut lines: Box<dyn BufRead> = match (input, args.is_empty()) {
+        (_, false) => Box::new(std::io::Cursor::new(args.join("\n").into_bytes())),
+        (Some(p), true) => Box::new(std::io::BufReader::new(open(p)?)),
+        (None, true) => Box::new(std::io::stdin().lock()),
+    };
+    let Some(p) = output else {
+        return f(&mut lines, &mut std::io::stdout().lock());
+    };
+    let atomic = |e: crate::PipelineError| VocabError::Lines(e.to_string());
+    let mut file = crate::atomic::AtomicFile::create(p).map_err(atomic)?;
+    f(&mut lines, file.writer())?;
+    file.commit().map_err(atomic)?;
+    Ok(())
+}
+
 impl std::fmt::Display for Vocabulary {
     /// Size, special ids and the sentinel range (`t5mix vocab info`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

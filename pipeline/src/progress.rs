@@ -1,9 +1,12 @@
-//! indicatif progress for the pipeline's stages.
+//! Progress on a terminal (indicatif) for long work: a spinner per stage of
+//! the cleaner ([`Bars`], a [`crate::clean::Progress`]) and a counting bar
+//! ([`counter`]); both hidden when quiet. For the `t5mix` binary and users'
+//! own programs.
 
+use crate::clean::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Mutex;
 use std::time::Duration;
-use t5mix_pipeline::clean::Progress;
 
 /// A spinner per stage showing bytes of text done and the rate.
 pub struct Bars {
@@ -12,6 +15,7 @@ pub struct Bars {
 }
 
 impl Bars {
+    /// Bars on stderr, or none when `quiet`.
     pub fn new(quiet: bool) -> Self {
         Bars {
             bar: Mutex::new(None),
@@ -19,6 +23,7 @@ impl Bars {
         }
     }
 
+    /// Ends the last stage's bar.
     pub fn finish(&self) {
         if let Some(b) = self.bar.lock().unwrap().take() {
             b.finish();
