@@ -342,7 +342,15 @@ fn vocab_info_encode_decode() {
         "<extra_id_0>",
     ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "8774 296 1\n32099 1\n");
-    let o = t5mix(&["vocab", "encode", "--model", m, "--pieces", "Hello world"]);
+    let o = t5mix(&[
+        "vocab",
+        "encode",
+        "--model",
+        m,
+        "--format",
+        "pieces",
+        "Hello world",
+    ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "▁Hello ▁world\n");
     let o = t5mix(&[
         "vocab", "decode", "--model", m, "8774", "32099", "296", "1", "5",

@@ -199,4 +199,15 @@ fn example_task_builds_mixes_trains_and_scores_with_its_own_metric() {
         .count();
     assert_eq!(preds.lines().count(), 12);
     assert_eq!(within, 100.0 * close as f64 / 12.0);
+
+    // the model records its data's vocabulary: another tokenizer is refused
+    assert!(tmp.path().join("run/final/t5mix_vocabulary.json").exists());
+    run(&["vocab", "train", "--input", &p("clean"), "--vocab-size", "300", "--out", &p("other")]);
+    let o = Command::new(example())
+        .args(["eval", "--checkpoint", &p("run/final"), "--task", "add_numbers"])
+        .args(["--task-input", &data, "--vocab", &p("other.model")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("md5"), "{err}");
 }

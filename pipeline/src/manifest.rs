@@ -242,18 +242,54 @@ impl Manifest {
     }
 }
 
+/// What [`check_example_folders`] found.
+#[derive(Debug, Clone, Default)]
+pub struct FolderCheck {
+    /// Things worth saying (examples the lengths trim).
+    pub notes: Vec<String>,
+    /// The vocabulary all the folders' manifests name (none without manifests).
+    pub vocabulary: Option<VocabularyInfo>,
+}
+
+/// File name of the vocabulary record a trained model carries.
+pub const MODEL_VOCABULARY: &str = "t5mix_vocabulary.json";
+
+impl VocabularyInfo {
+    /// Writes this record into a model folder.
+    pub fn write_to_model(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("serializes");
+        crate::atomic::write_atomic(&dir.join(MODEL_VOCABULARY), &json)
+    }
+
+    /// The record of a model folder, if it has one.
+    pub fn of_model(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(MODEL_VOCABULARY);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| PipelineError::BadInput {
+                    path,
+                    location: format!("line {}", e.line()),
+                    message: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PipelineError::io(&path, e)),
+        }
+    }
+}
+
 /// Checks the shards of example folders against a model before training:
 /// every folder given (not a single file) must have a manifest of examples
-/// (unless `allow_partial`) and their ids must fit `vocab_size` embedding
-/// rows. Returns notes on what the lengths will trim (as seqio's feature
-/// converter, longer examples are cut to the lengths).
+/// (unless `allow_partial`), all of one vocabulary, whose ids fit
+/// `vocab_size` embedding rows. Notes what the lengths will trim (as
+/// seqio's feature converter, longer examples are cut to the lengths).
 pub fn check_example_folders(
     paths: &[PathBuf],
     vocab_size: usize,
     lengths: SequenceLength,
     allow_partial: bool,
-) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
+) -> Result<FolderCheck> {
+    let mut found = FolderCheck::default();
     for p in paths.iter().filter(|p| p.is_dir()) {
         let m = match Manifest::read(p) {
             Ok(m) => m,
@@ -282,17 +318,25 @@ pub fn check_example_folders(
                 v.vocab_size, v.md5
             )));
         }
+        match &found.vocabulary {
+            Some(first) if first != v => {
+                return Err(bad(format!(
+                    "built with another vocabulary ({v:?}) than the folders before it ({first:?})"
+                )))
+            }
+            _ => found.vocabulary = Some(v.clone()),
+        }
         for (name, max, len) in [
             ("inputs", s.inputs_max_tokens, lengths.inputs),
             ("targets", s.targets_max_tokens, lengths.targets),
         ] {
             if max as usize > len {
-                notes.push(format!(
+                found.notes.push(format!(
                     "{}: {name} of up to {max} tokens are trimmed to {len}",
                     p.display()
                 ));
             }
         }
     }
-    Ok(notes)
+    Ok(found)
 }

@@ -6,11 +6,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use t5mix_pipeline::features::SequenceLength;
 use t5mix_pipeline::manifest::Manifest;
+use t5mix_pipeline::progress::counter;
 use t5mix_pipeline::shards::Inspection;
 use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
 use t5mix_tasks::{BuildOptions, MixtureOptions, MixtureSize, Registry, Worker};
-
-use t5mix_pipeline::progress::counter;
 
 /// List and show the registered tasks.
 #[derive(Debug, Args)]

@@ -6,9 +6,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use t5mix_pipeline::clean::output::prepare_out_dir;
 use t5mix_pipeline::clean::{run_clean, BadWords, CleanConfig, CleanOptions, OutputFormat, Preset};
-use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit};
-
 use t5mix_pipeline::progress::Bars;
+use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit};
 
 /// Clean raw web text with the C4 rules.
 ///

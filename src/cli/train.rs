@@ -5,15 +5,14 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use t5mix_pipeline::features::{Packing, SequenceLength};
-use t5mix_pipeline::vocab::DEFAULT_EXTRA_IDS;
+use t5mix_pipeline::manifest::VocabularyInfo;
+use t5mix_pipeline::progress::counter;
 use t5mix_tasks::{Evaluator, Registry};
 use t5mix_trainer::eval::generate;
 use t5mix_trainer::optim::{OptimizerConfig, Schedule};
 use t5mix_trainer::train::{ModelInit, StepLog, TrainOptions, Trainer};
 use t5mix_trainer::weights::load_model;
 use t5mix_trainer::{Dev, LossNormalization, T5Config, T5};
-
-use t5mix_pipeline::progress::counter;
 
 /// Train a T5 model from example shards (`t5mix build` output).
 ///
@@ -121,9 +120,9 @@ pub struct TaskEvalArgs {
     /// SentencePiece model (to encode inputs and decode predictions).
     #[arg(long, value_name = "FILE")]
     vocab: Option<PathBuf>,
-    /// Sentinels added to the vocabulary.
-    #[arg(long, default_value_t = DEFAULT_EXTRA_IDS, value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    extra_ids: u32,
+    /// Sentinels added to the vocabulary (default: as the model's training data).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    extra_ids: Option<u32>,
     /// Split to evaluate.
     #[arg(long, default_value = "validation")]
     split: String,
@@ -139,19 +138,23 @@ pub struct TaskEvalArgs {
 }
 
 impl TaskEvalArgs {
-    fn evaluator(&self, tasks: &[String], reg: &Registry) -> Result<Option<Evaluator>> {
-        let (vocab, inputs) = (self.vocab.as_deref(), &self.input);
-        let max = self.max_examples;
-        let e = Evaluator::load(
+    fn evaluator(
+        &self,
+        tasks: &[String],
+        reg: &Registry,
+        model: Option<&VocabularyInfo>,
+    ) -> Result<Option<Evaluator>> {
+        let (v, x, n) = (self.vocab.as_deref(), self.extra_ids, self.max_examples);
+        Ok(Evaluator::load(
             &reg.tasks,
             tasks,
-            inputs,
+            &self.input,
             &self.split,
-            vocab,
-            self.extra_ids,
-            max,
-        )?;
-        Ok(e)
+            v,
+            x,
+            model,
+            n,
+        )?)
     }
 
     fn predict<'a>(&'a self, m: &'a T5<Dev>) -> impl FnMut(&[Vec<u32>]) -> Vec<Vec<u32>> + 'a {
@@ -202,7 +205,9 @@ pub fn train(a: TrainArgs, reg: &Registry, quiet: bool) -> Result<()> {
     let dev = Dev::default();
     t5mix_trainer::Runtime::default().install(&dev);
     let mut trainer = Trainer::new(o, &dev, a.resume)?;
-    let evaluator = a.task_eval.evaluator(&a.eval_task, reg)?;
+    let evaluator = a
+        .task_eval
+        .evaluator(&a.eval_task, reg, trainer.vocabulary.as_ref())?;
     eprintln!("{}", trainer.describe());
     let bar = counter(quiet, "train", "steps");
     bar.set_length(a.steps);
@@ -254,7 +259,11 @@ pub fn eval(a: EvalArgs, reg: &Registry) -> Result<()> {
     let dev = Dev::default();
     t5mix_trainer::Runtime::default().install(&dev);
     let model = load_model(&a.checkpoint, &dev)?;
-    let e = a.task_eval.evaluator(&a.task, reg)?.expect("tasks given");
+    let recorded = VocabularyInfo::of_model(&a.checkpoint)?;
+    let e = a
+        .task_eval
+        .evaluator(&a.task, reg, recorded.as_ref())?
+        .expect("tasks given");
     model.check_vocabulary(e.vocab.vocab_size() as usize)?;
     let started = std::time::Instant::now();
     let scores = e.evaluate(&mut a.task_eval.predict(&model))?;

@@ -29,14 +29,10 @@ struct ModelArgs {
 enum VocabCommand {
     /// Size, special ids and sentinel range of a model.
     Info(ModelArgs),
-    /// Encode text to ids: arguments, or every line of --input / stdin,
-    /// in parallel batches.
+    /// Encode text (arguments, or the lines of --input / stdin) in parallel batches.
     Encode {
         #[command(flatten)]
         model: ModelArgs,
-        /// Print pieces instead of ids (same as --format pieces).
-        #[arg(long)]
-        pieces: bool,
         /// Output: ids, pieces or jsonl ({"text", "ids"} per line).
         #[arg(long, default_value = "ids")]
         format: LineFormat,
@@ -70,8 +66,7 @@ enum VocabCommand {
         #[arg(long, default_value_t = 0)]
         seed: u32,
     },
-    /// Decode ids to text: arguments, or one space-separated list per line
-    /// of --input / stdin.
+    /// Decode ids (arguments, or one space-separated list per line of --input / stdin).
     Decode {
         #[command(flatten)]
         model: ModelArgs,
@@ -102,14 +97,12 @@ pub fn run(a: VocabArgs) -> Result<()> {
         VocabCommand::Info(m) => println!("model            {}\n{}", m.model.display(), load(&m)?),
         VocabCommand::Encode {
             model,
-            pieces,
             format,
             eos,
             io,
             text,
         } => {
             let v = load(&model)?;
-            let format = if pieces { LineFormat::Pieces } else { format };
             with_lines(&text, io.input.as_deref(), io.output.as_deref(), |i, o| {
                 encode_lines(&v, i, o, format, eos).map(|_| ())
             })?;

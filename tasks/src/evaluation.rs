@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use t5mix_pipeline::vocab::Vocabulary;
+use t5mix_pipeline::manifest::VocabularyInfo;
+use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
 
 use crate::error::{Result, TaskError};
 use crate::metrics::{Metric, Postprocessor, Value};
@@ -175,15 +176,19 @@ impl Evaluator {
         })
     }
 
-    /// As [`Evaluator::new`], loading the vocabulary; none when no task is
-    /// asked for, an error naming what is missing otherwise.
+    /// As [`Evaluator::new`], loading the vocabulary — with the sentinels
+    /// `extra_ids`, else those the model's training data `recorded` (whose
+    /// md5 it must have), else T5's 100; none when no task is asked for, an
+    /// error naming what is missing otherwise.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         registry: &TaskRegistry,
         tasks: &[String],
         inputs: &[String],
         split: &str,
         vocab: Option<&Path>,
-        extra_ids: u32,
+        extra_ids: Option<u32>,
+        recorded: Option<&VocabularyInfo>,
         max_examples: Option<usize>,
     ) -> Result<Option<Self>> {
         if tasks.is_empty() {
@@ -197,7 +202,10 @@ impl Evaluator {
         if inputs.is_empty() {
             return Err(missing("--task-input (the tasks' input folders)"));
         }
-        let vocab = Vocabulary::load(vocab, extra_ids)?;
+        let vocab = match (extra_ids, recorded) {
+            (None, Some(info)) => info.load(vocab)?,
+            (e, _) => Vocabulary::load(vocab, e.unwrap_or(DEFAULT_EXTRA_IDS))?,
+        };
         Self::new(registry, tasks, inputs, split, vocab, max_examples).map(Some)
     }
 

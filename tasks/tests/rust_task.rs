@@ -168,3 +168,82 @@ fn chains_are_checked_when_registered() {
     let e = reg.add_task(clean_without_rekey).unwrap_err().to_string();
     assert!(e.contains("rekey"), "{e}");
 }
+
+/// A TOML task maps onto the same structure: token preprocessors with
+/// parameters and metrics by name; T5's span corruption declared in TOML
+/// builds the examples the built-in task builds (under its own name, so its
+/// own random streams: the same shapes and sentinels, not the same bytes).
+#[test]
+fn toml_tasks_pick_token_preprocessors_and_metrics_by_name() {
+    let Some(spm) = shared_or_skip("t5-spm/spiece.model", "toml task") else {
+        return;
+    };
+    let vocab = Vocabulary::load(&spm, 100).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tasks.toml");
+    std::fs::write(
+        &toml,
+        r#"
+[[task]]
+name = "my_span_corruption"
+preprocessors = [
+  { rekey = { targets = "text" } },
+  "tokenize",
+  { denoise = { name = "span_corruption", noise_density = 0.15, mean_noise_span_length = 3.0 } },
+  "append_eos_after_trim",
+]
+output_features = { inputs = { length = 64 }, targets = { length = 16 } }
+metrics = ["exact_match"]
+[task.source]
+kind = "clean_shards"
+"#,
+    )
+    .unwrap();
+    let mut reg = Registry::builtin();
+    assert_eq!(
+        reg.add_toml_file(&toml).unwrap(),
+        vec!["my_span_corruption"]
+    );
+    let mine = reg.tasks.task("my_span_corruption").unwrap();
+    let builtin = reg.tasks.task("c4_span_corruption").unwrap();
+    assert_eq!(mine.preprocessors, builtin.preprocessors);
+    assert_eq!(mine.effective_metrics(), vec![Metric::ExactMatch]);
+    // both build from the same clean text with the same lengths
+    let text: String = (0..40)
+        .map(|i| format!("Sentence number {i} says something about the weather today. "))
+        .collect();
+    let clean = dir.path().join("clean");
+    let mut w = t5mix_pipeline::clean::output::ShardWriter::new(
+        &clean,
+        t5mix_pipeline::clean::OutputFormat::Parquet,
+        usize::MAX,
+        vec![],
+    )
+    .unwrap();
+    for k in 0..4 {
+        w.push(t5mix_pipeline::clean::CleanPage {
+            text: format!("{k} {text}"),
+            url: format!("u{k}"),
+            timestamp: String::new(),
+            split: "train".into(),
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let mut o = BuildOptions::new(&vocab);
+    o.sequence_length = Some(t5mix_pipeline::features::SequenceLength {
+        inputs: 64,
+        targets: 16,
+    });
+    let input = [clean.display().to_string()];
+    let a = mine
+        .build_cache(&input, &dir.path().join("a"), &o, |_, _| {})
+        .unwrap();
+    let b = builtin
+        .build_cache(&input, &dir.path().join("b"), &o, |_, _| {})
+        .unwrap();
+    let (a, b) = (a.manifest.unwrap(), b.manifest.unwrap());
+    assert_eq!(a.stats.examples, b.stats.examples);
+    assert_eq!(a.stats.inputs_max_tokens, 64);
+    assert_eq!(a.objective, b.objective);
+}

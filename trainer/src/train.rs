@@ -10,6 +10,7 @@ use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use t5mix_pipeline::atomic::write_atomic;
 use t5mix_pipeline::features::SequenceLength;
+use t5mix_pipeline::manifest::{check_example_folders, FolderCheck, VocabularyInfo};
 
 use crate::config::T5Config;
 use crate::data::{shard_files, BatchStream, DataConfig};
@@ -322,6 +323,7 @@ pub fn list_checkpoints(out: &Path) -> Vec<(u64, PathBuf)> {
 
 fn save_checkpoint<D: Device<f32>>(
     model: &T5<D>,
+    vocabulary: Option<&VocabularyInfo>,
     opt: &Optimizer,
     state: &TrainerState,
     out: &Path,
@@ -335,6 +337,9 @@ fn save_checkpoint<D: Device<f32>>(
         std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
     save_model(model, &tmp)?;
+    if let Some(v) = vocabulary {
+        v.write_to_model(&tmp)?;
+    }
     let names: Vec<String> = model.param_info().iter().map(|p| p.name.clone()).collect();
     let bytes = encode_safetensors(&opt.to_tensors(&names), None)?;
     write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
@@ -537,6 +542,9 @@ pub struct Trainer<D: Device<f32>> {
     pub optimizer: Optimizer,
     /// What the data check found worth saying (examples the lengths trim).
     pub notes: Vec<String>,
+    /// The vocabulary of the data (from its manifests), recorded with every
+    /// saved model so that evaluation decodes with the same one.
+    pub vocabulary: Option<VocabularyInfo>,
     opts: TrainOptions,
     stream: BatchStream,
     eval_batches: Vec<Batch>,
@@ -660,19 +668,15 @@ impl<D: Device<f32>> Trainer<D> {
             inputs: opts.inputs_length,
             targets: opts.targets_length,
         };
-        let mut notes = Vec::new();
-        for paths in [&opts.train, &opts.eval] {
-            notes.extend(t5mix_pipeline::manifest::check_example_folders(
-                paths,
-                model.cfg.vocab_size,
-                lengths,
-                opts.allow_partial,
-            )?);
-        }
+        let mut all = opts.train.clone();
+        all.extend(opts.eval.iter().cloned());
+        let FolderCheck { notes, vocabulary } =
+            check_example_folders(&all, model.cfg.vocab_size, lengths, opts.allow_partial)?;
         let opts_json = serde_json::to_vec_pretty(&opts).expect("options serialize");
         write_atomic(&opts.out.join("train_options.json"), &opts_json)?;
         Ok(Trainer {
             notes,
+            vocabulary,
             model,
             optimizer,
             opts,
@@ -805,6 +809,7 @@ impl<D: Device<f32>> Trainer<D> {
                 };
                 save_checkpoint(
                     &self.model,
+                    self.vocabulary.as_ref(),
                     &self.optimizer,
                     &state,
                     &opts.out,
@@ -815,6 +820,9 @@ impl<D: Device<f32>> Trainer<D> {
         let final_model = opts.out.join("final");
         if self.step == opts.steps {
             save_model(&self.model, &final_model)?;
+            if let Some(v) = &self.vocabulary {
+                v.write_to_model(&final_model)?;
+            }
         }
         let all = read_metrics(&mpath);
         plot_losses(&all, &opts.out.join("loss.svg"))?;
