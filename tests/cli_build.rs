@@ -123,6 +123,84 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
     assert_eq!(ma["stats"]["targets_max_tokens"], 14);
 }
 
+/// A resumed or split build made with other options than the shards on disk
+/// is refused (it would mix shards of two builds): another seed, other
+/// lengths, another vocabulary, on resume and at --finalize; the manifest
+/// then still describes what is there.
+#[test]
+fn builds_with_other_options_do_not_mix_shards() {
+    let Some(s) = setup("builds_with_other_options_do_not_mix_shards") else {
+        return;
+    };
+    let refused = |out: &Path, extra: &[&str], what: &str| {
+        let mut args = vec![
+            "build",
+            "--task",
+            "c4_span_corruption",
+            "--input",
+            s.clean.to_str().unwrap(),
+            "--vocab",
+            s.model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend(extra);
+        let o = t5mix(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(what),
+            "{extra:?}: {err}"
+        );
+    };
+    let a = s.root.join("a");
+    build(&s, &a, &[]);
+    let before = shard_bytes(&a);
+    let manifest = std::fs::read(a.join("manifest.json")).unwrap();
+    // a complete cache rerun with another seed or other lengths
+    refused(
+        &a,
+        &["--sequence-length", "inputs=64,targets=14", "--seed", "7"],
+        "t5mix.seed = 0",
+    );
+    refused(
+        &a,
+        &["--sequence-length", "inputs=128,targets=28"],
+        "t5mix.sequence_length",
+    );
+    // an interrupted one resumed with other options
+    std::fs::remove_file(a.join(&before[0].0)).unwrap();
+    refused(
+        &a,
+        &["--sequence-length", "inputs=64,targets=14", "--seed", "3"],
+        "t5mix.seed",
+    );
+    build(&s, &a, &[]);
+    assert_eq!(shard_bytes(&a), before);
+    assert_eq!(std::fs::read(a.join("manifest.json")).unwrap(), manifest);
+    // worker 1 with another vocabulary: its shards are refused at --finalize
+    let w = s.root.join("w");
+    build(&s, &w, &["--worker-index", "0", "--num-workers", "2"]);
+    build(
+        &s,
+        &w,
+        &[
+            "--worker-index",
+            "1",
+            "--num-workers",
+            "2",
+            "--extra-ids",
+            "50",
+        ],
+    );
+    refused(
+        &w,
+        &["--sequence-length", "inputs=64,targets=14", "--finalize"],
+        "made with",
+    );
+    assert!(!w.join("manifest.json").exists());
+}
+
 #[test]
 fn shards_hold_t5_span_corruption_examples() {
     let Some(s) = setup("shards_hold_t5_span_corruption_examples") else {
@@ -200,4 +278,48 @@ fn shards_read_with_pyarrow_if_available() {
             ex.len()
         )
     );
+}
+
+/// What a build reads is checked first: a clean folder without its manifest
+/// (an interrupted clean) unless --allow-partial, a split with no pages, a
+/// split name that would write outside --out.
+#[test]
+fn builds_refuse_partial_or_unknown_inputs() {
+    let Some(s) = setup("builds_refuse_partial_or_unknown_inputs") else {
+        return;
+    };
+    let run = |extra: &[&str]| {
+        let out = s.root.join("o");
+        let mut args = vec![
+            "build",
+            "--task",
+            "c4_span_corruption",
+            "--input",
+            s.clean.to_str().unwrap(),
+            "--vocab",
+            s.model.to_str().unwrap(),
+            "--sequence-length",
+            "inputs=64,targets=14",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend(extra);
+        t5mix(&args)
+    };
+    let refused = |extra: &[&str], what: &str| {
+        let o = run(extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(what),
+            "{extra:?}: {err}"
+        );
+    };
+    refused(&["--split", "../../x"], "split: \"../../x\"");
+    refused(&["--split", "bogus"], "no pages of split \"bogus\"");
+    assert!(!s.root.join("x").exists());
+    std::fs::remove_file(s.clean.join("manifest.json")).unwrap();
+    refused(&[], "no manifest.json");
+    let o = run(&["--allow-partial"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

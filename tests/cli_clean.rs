@@ -363,3 +363,36 @@ fn vocab_info_encode_decode() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.model"));
 }
+
+/// The output folder never overlaps the input (an --overwrite would delete
+/// it) and a file as --out is named as such; the input is left whole.
+#[test]
+fn clean_output_never_overlaps_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(
+        root().join("data/crawl/sample.jsonl"),
+        data.join("sample.jsonl"),
+    )
+    .unwrap();
+    let before = std::fs::read(data.join("sample.jsonl")).unwrap();
+    let d = data.to_str().unwrap();
+    for args in [
+        vec!["clean", d, "--out", d, "--overwrite", "-q"],
+        vec!["clean", d, "--out", d, "-q"],
+    ] {
+        let o = t5mix(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("holds the input"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(data.join("sample.jsonl")).unwrap(), before);
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, "x").unwrap();
+    let o = t5mix(&["clean", d, "--out", file.to_str().unwrap(), "-q"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is a file"), "{err}");
+}

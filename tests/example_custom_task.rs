@@ -202,9 +202,24 @@ fn example_task_builds_mixes_trains_and_scores_with_its_own_metric() {
 
     // the model records its data's vocabulary: another tokenizer is refused
     assert!(tmp.path().join("run/final/t5mix_vocabulary.json").exists());
-    run(&["vocab", "train", "--input", &p("clean"), "--vocab-size", "300", "--out", &p("other")]);
+    run(&[
+        "vocab",
+        "train",
+        "--input",
+        &p("clean"),
+        "--vocab-size",
+        "300",
+        "--out",
+        &p("other"),
+    ]);
     let o = Command::new(example())
-        .args(["eval", "--checkpoint", &p("run/final"), "--task", "add_numbers"])
+        .args([
+            "eval",
+            "--checkpoint",
+            &p("run/final"),
+            "--task",
+            "add_numbers",
+        ])
         .args(["--task-input", &data, "--vocab", &p("other.model")])
         .output()
         .unwrap();

@@ -24,7 +24,10 @@ use serde::Serialize;
 use crate::error::{PipelineError, Result};
 use crate::features::SequenceLength;
 use crate::manifest::{Manifest, TaskManifest, VocabularyInfo};
-use crate::shards::{read_example_shard, write_example_shard, ExampleStats, ShardExample};
+use crate::shards::{
+    read_example_shard, read_shard_metadata, write_example_shard, ExampleStats, ShardExample,
+    ShardMetadata,
+};
 use crate::vocab::Vocabulary;
 
 /// What to build.
@@ -150,6 +153,55 @@ pub fn read_clean_texts(path: &Path, split: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The metadata that says how a shard was made: a shard kept on resume, or
+/// listed at `finalize`, must have been made with the same.
+fn identity(spec: &CacheSpec<'_>) -> Vec<(String, String)> {
+    vec![
+        ("t5mix.task".to_string(), spec.task.to_string()),
+        ("t5mix.split".to_string(), spec.split.to_string()),
+        ("t5mix.seed".to_string(), spec.seed.to_string()),
+        ("t5mix.objective".to_string(), spec.examples.describe()),
+        (
+            "t5mix.sequence_length".to_string(),
+            spec.sequence_length.to_string(),
+        ),
+        (
+            "t5mix.vocabulary_md5".to_string(),
+            spec.vocab.checksum().to_string(),
+        ),
+        // sentinels change ids: recorded last (after the version), so the
+        // older keys keep their order
+        (
+            "t5mix.vocab_size".to_string(),
+            spec.vocab.vocab_size().to_string(),
+        ),
+    ]
+}
+
+/// Refuses a shard on disk made with other options than `spec`'s (an
+/// earlier run, or another worker, with another seed, vocabulary, lengths
+/// or objective): mixing them would give a cache no single build makes.
+fn check_identity(spec: &CacheSpec<'_>, path: &Path) -> Result<ShardMetadata> {
+    let meta = read_shard_metadata(path)?;
+    for (k, want) in identity(spec) {
+        let got = meta
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.as_str());
+        if got != Some(want.as_str()) {
+            return Err(PipelineError::Config {
+                what: path.display().to_string(),
+                message: format!(
+                    "made with {k} = {} but this build has {want}: build into another folder, \
+                     or remove the folder to rebuild it",
+                    got.unwrap_or("(none)")
+                ),
+            });
+        }
+    }
+    Ok(meta)
+}
+
 fn shard_name(task: &str, split: &str, i: usize, n: usize) -> String {
     format!("{task}-{split}-{i:05}-of-{n:05}.parquet")
 }
@@ -172,6 +224,7 @@ fn build_one(
 ) -> Result<ShardOutcome> {
     let path = out_dir.join(shard_name(spec.task, spec.split, i, n));
     if path.exists() {
+        // checked by build_cache before any shard was written
         return Ok(ShardOutcome {
             path,
             kept: true,
@@ -185,21 +238,16 @@ fn build_one(
         stats.add(e.inputs.len(), e.targets.len());
         examples.push(e);
     })?;
-    let meta = vec![
-        ("t5mix.task".to_string(), spec.task.to_string()),
-        ("t5mix.split".to_string(), spec.split.to_string()),
+    // the old key order (task, split, source, shard, seed, …): same bytes
+    let mut meta = identity(spec);
+    let vocab_size = meta.pop().expect("vocab size");
+    let rest = meta.split_off(2);
+    meta.extend([
         ("t5mix.source".to_string(), input.display().to_string()),
         ("t5mix.shard".to_string(), format!("{i} of {n}")),
-        ("t5mix.seed".to_string(), spec.seed.to_string()),
-        ("t5mix.objective".to_string(), spec.examples.describe()),
-        (
-            "t5mix.sequence_length".to_string(),
-            spec.sequence_length.to_string(),
-        ),
-        (
-            "t5mix.vocabulary_md5".to_string(),
-            spec.vocab.checksum().to_string(),
-        ),
+    ]);
+    meta.extend(rest);
+    meta.extend([
         (
             "t5mix.stats".to_string(),
             serde_json::to_string(&stats).unwrap_or_default(),
@@ -208,7 +256,8 @@ fn build_one(
             "t5mix.version".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
         ),
-    ];
+        vocab_size,
+    ]);
     write_example_shard(&path, &examples, &meta)?;
     Ok(ShardOutcome {
         path,
@@ -231,6 +280,13 @@ pub fn build_cache(
     Worker::new(worker.index, worker.count)?;
     std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
     let n = inputs.len();
+    // shards of an earlier run must be this build's before anything is written
+    for i in (0..n).filter(|i| i % worker.count == worker.index) {
+        let path = out_dir.join(shard_name(spec.task, spec.split, i, n));
+        if path.exists() {
+            check_identity(spec, &path)?;
+        }
+    }
     let outcomes: Vec<ShardOutcome> = inputs
         .par_iter()
         .enumerate()
@@ -267,22 +323,11 @@ pub fn finalize(spec: &CacheSpec<'_>, num_shards: usize, out_dir: &Path) -> Resu
             missing.push(name);
             continue;
         }
-        let f = File::open(&path).map_err(|e| PipelineError::io(&path, e))?;
-        let b =
-            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| PipelineError::Parquet {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        let s: Option<ExampleStats> = b
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| {
-                kv.iter()
-                    .find(|k| k.key == "t5mix.stats")
-                    .and_then(|k| k.value.clone())
-            })
-            .and_then(|v| serde_json::from_str(&v).ok());
+        let meta = check_identity(spec, &path)?;
+        let s: Option<ExampleStats> = meta
+            .iter()
+            .find(|(k, _)| k == "t5mix.stats")
+            .and_then(|(_, v)| serde_json::from_str(v).ok());
         let s = match s {
             Some(s) => s,
             None => {

@@ -57,23 +57,72 @@ fn shard_name(name: &str, k: u64, n: u64) -> String {
     format!("{name}-{k:05}-of-{n:05}.parquet")
 }
 
-/// Which task each example of `range` draws from, and its index within the task.
-fn assignments(spec: &MixSpec<'_>, tasks: &[&str], cum: &[f64], upto: u64) -> Vec<(usize, u64)> {
-    let mut next = vec![0u64; tasks.len()];
-    let mut out = Vec::with_capacity(upto as usize);
-    for j in 0..upto {
+/// The task choices of a mixture in order: for example `j`, the task it
+/// draws from and its index within that task. One at a time, so memory does
+/// not grow with the mixture's size.
+struct Assignments<'a> {
+    spec: &'a MixSpec<'a>,
+    cum: &'a [f64],
+    next: Vec<u64>,
+    j: u64,
+}
+
+impl Iterator for Assignments<'_> {
+    type Item = (usize, u64);
+
+    fn next(&mut self) -> Option<(usize, u64)> {
+        if self.j == self.spec.examples {
+            return None;
+        }
         let key = ExampleKey {
-            seed: spec.seed,
-            task: spec.name,
+            seed: self.spec.seed,
+            task: self.spec.name,
             shard: 0,
-            index: j,
+            index: self.j,
         };
+        self.j += 1;
         let u = ExampleRng::new(key, "mixture").unit_f64();
-        let t = cum.iter().position(|&c| u < c).unwrap_or(tasks.len() - 1);
-        out.push((t, next[t]));
-        next[t] += 1;
+        let t = self
+            .cum
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.cum.len() - 1);
+        self.next[t] += 1;
+        Some((t, self.next[t] - 1))
     }
-    out
+}
+
+/// The task probabilities as a shard records them.
+fn probabilities_key(spec: &MixSpec<'_>) -> String {
+    serde_json::to_string(spec.probabilities).expect("probabilities serialize")
+}
+
+/// Refuses a shard of an earlier run made with another seed or other task
+/// probabilities (mixing them would give a mixture no single build makes).
+fn check_kept(spec: &MixSpec<'_>, path: &Path) -> Result<()> {
+    let meta = crate::shards::read_shard_metadata(path)?;
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let want = [
+        ("t5mix.seed", spec.seed.to_string()),
+        ("t5mix.probabilities", probabilities_key(spec)),
+    ];
+    for (k, v) in want {
+        if get(k).as_deref() != Some(v.as_str()) {
+            return Err(PipelineError::Config {
+                what: path.display().to_string(),
+                message: format!(
+                    "made with {k} = {} but this build has {v}: build into another folder, or \
+                     remove the folder to rebuild it",
+                    get(k).unwrap_or_else(|| "(none)".into())
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes the mixture's shards (those `k % worker.count == worker.index`,
@@ -140,31 +189,44 @@ pub fn build_mixture(
         .collect();
     let per = spec.shard_examples.max(1);
     let n_shards = spec.examples.div_ceil(per);
-    let assign = assignments(spec, &tasks, &cum, spec.examples);
+    // shards of an earlier run must be this build's before anything is written
+    for k in (0..n_shards).filter(|k| (*k as usize) % worker.count == worker.index) {
+        let path = out_dir.join(shard_name(spec.name, k, n_shards));
+        if path.exists() {
+            check_kept(spec, &path)?;
+        }
+    }
+    let mut assign = Assignments {
+        spec,
+        cum: &cum,
+        next: vec![0; tasks.len()],
+        j: 0,
+    };
     let mut written = Vec::new();
     let mut per_task: BTreeMap<String, ExampleStats> = BTreeMap::new();
     let mut stats = ExampleStats::default();
+    let pick = |(t, i): (usize, u64)| {
+        let c = &caches[tasks[t]].examples;
+        &c[(i % c.len() as u64) as usize]
+    };
     for k in 0..n_shards {
-        let lo = (k * per) as usize;
-        let hi = ((k + 1) * per).min(spec.examples) as usize;
+        let count = ((k + 1) * per).min(spec.examples) - k * per;
+        let path = out_dir.join(shard_name(spec.name, k, n_shards));
         // statistics of every shard (the manifest covers all), examples
         // copied only for the shards this worker writes
-        let pick = |&(t, i): &(usize, u64)| {
-            let c = &caches[tasks[t]].examples;
-            &c[(i % c.len() as u64) as usize]
-        };
-        for e in assign[lo..hi].iter().map(pick) {
+        let write = (k as usize) % worker.count == worker.index && !path.exists();
+        let mut examples: Vec<ShardExample> = Vec::new();
+        for e in assign.by_ref().take(count as usize).map(pick) {
             per_task
                 .entry(e.task.clone())
                 .or_default()
                 .add(e.inputs.len(), e.targets.len());
             stats.add(e.inputs.len(), e.targets.len());
+            if write {
+                examples.push(e.clone());
+            }
         }
-        if (k as usize) % worker.count != worker.index {
-            continue;
-        }
-        let path = out_dir.join(shard_name(spec.name, k, n_shards));
-        if path.exists() {
+        if !write {
             continue;
         }
         let meta = vec![
@@ -175,8 +237,8 @@ pub fn build_mixture(
                 "t5mix.version".to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),
             ),
+            ("t5mix.probabilities".to_string(), probabilities_key(spec)),
         ];
-        let examples: Vec<ShardExample> = assign[lo..hi].iter().map(pick).cloned().collect();
         write_example_shard(&path, &examples, &meta)?;
         written.push(path);
     }

@@ -178,15 +178,21 @@ pub fn write_example_shard(
 /// A shard's key/value metadata.
 pub type ShardMetadata = Vec<(String, String)>;
 
-/// Reads every example of a shard, with the file's key/value metadata.
-pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, ShardMetadata)> {
-    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
+/// A shard's key/value metadata, from its footer only (no row is read).
+pub fn read_shard_metadata(path: &Path) -> Result<ShardMetadata> {
     let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| pq(&e))?;
-    let meta: Vec<(String, String)> = builder
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| PipelineError::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(footer_metadata(&builder))
+}
+
+fn footer_metadata<T>(
+    builder: &parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+) -> ShardMetadata {
+    builder
         .metadata()
         .file_metadata()
         .key_value_metadata()
@@ -195,7 +201,18 @@ pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, ShardMetada
                 .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Reads every example of a shard, with the file's key/value metadata.
+pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, ShardMetadata)> {
+    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| pq(&e))?;
+    let meta = footer_metadata(&builder);
     let mut out = Vec::new();
     for batch in builder.build().map_err(|e| pq(&e))? {
         let batch = batch.map_err(|e| pq(&e))?;

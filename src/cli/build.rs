@@ -11,7 +11,6 @@ use t5mix_pipeline::shards::Inspection;
 use t5mix_pipeline::vocab::{Vocabulary, DEFAULT_EXTRA_IDS};
 use t5mix_tasks::{BuildOptions, MixtureOptions, MixtureSize, Registry, Worker};
 
-/// List and show the registered tasks.
 #[derive(Debug, Args)]
 pub struct TasksArgs {
     #[command(subcommand)]
@@ -62,6 +61,9 @@ pub struct TaskInput {
     /// Seed of every example's random stream.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Read clean-shard folders without a manifest.json (an interrupted clean).
+    #[arg(long)]
+    allow_partial: bool,
 }
 
 impl TaskInput {
@@ -77,6 +79,7 @@ impl TaskInput {
         let mut o = BuildOptions::new(v);
         o.split = self.split.clone();
         o.seed = self.seed;
+        o.allow_partial = self.allow_partial;
         if let Some(s) = &self.sequence_length {
             let l = SequenceLength::parse_over(task.sequence_length(), s)
                 .map_err(|e| anyhow::anyhow!("--sequence-length: {e}"))?;

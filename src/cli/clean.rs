@@ -44,9 +44,8 @@ pub struct CleanArgs {
     #[arg(long, default_value = "en", value_name = "LANG")]
     badwords_lang: String,
 
-    /// Set any rule, as KEY=VALUE with the keys of --config's TOML (e.g.
-    /// line_dedup=false, min_num_sentences=5, language=de, language="" for
-    /// no language ID); see them all with --print-config.
+    /// Set a rule: KEY=VALUE, keys as in --config (line_dedup=false, language=de,
+    /// language="" for no language ID, …; all of them: --print-config).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
     /// Print the rules in effect (preset, --config, --set) as TOML and exit.
@@ -109,7 +108,7 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
     }
     let out = a.out.clone().context("--out is needed")?;
     let inputs = expand_inputs(&a.inputs)?;
-    prepare_out_dir(&out, a.overwrite)?;
+    prepare_out_dir(&out, a.overwrite, &inputs)?;
     let badwords = match &a.badwords {
         Some(p) => Some(BadWords::load(p, &a.badwords_lang)?),
         None => None,

@@ -38,6 +38,8 @@ pub struct BuildOptions<'a> {
     pub pretokenized: bool,
     /// Which source files this process builds.
     pub worker: Worker,
+    /// Read clean-shard folders without a manifest (an interrupted clean).
+    pub allow_partial: bool,
 }
 
 impl<'a> BuildOptions<'a> {
@@ -50,6 +52,7 @@ impl<'a> BuildOptions<'a> {
             sequence_length: None,
             pretokenized: false,
             worker: Worker::default(),
+            allow_partial: false,
         }
     }
 }
@@ -371,6 +374,60 @@ impl ExampleProducer for Producer<'_> {
 }
 
 impl Task {
+    /// The source files of a build, after checking what it reads: a split
+    /// name fit for file names, and clean-shard folders that a complete
+    /// `t5mix clean` wrote (a manifest, unless `allow_partial`) with pages
+    /// of that split.
+    fn build_inputs(&self, inputs: &[String], o: &BuildOptions<'_>) -> Result<Vec<PathBuf>> {
+        let split = &o.split;
+        if split.is_empty()
+            || split.starts_with('.')
+            || !split
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(TaskError::Option {
+                option: "split".into(),
+                message: format!("{split:?}: use letters, digits, '_', '-' and '.'"),
+            });
+        }
+        if matches!(self.source, Source::CleanShards) {
+            for dir in inputs.iter().map(Path::new).filter(|p| p.is_dir()) {
+                let m = match Manifest::read(dir) {
+                    Ok(Manifest::Clean(m)) => m,
+                    Ok(other) => {
+                        return Err(TaskError::task(
+                            &self.name,
+                            format!(
+                                "{} holds {} shards, not clean text",
+                                dir.display(),
+                                other.kind()
+                            ),
+                        ))
+                    }
+                    Err(_) if o.allow_partial => continue,
+                    Err(e) => {
+                        return Err(TaskError::task(
+                            &self.name,
+                            format!("{e} (pass --allow-partial to read it anyway)"),
+                        ))
+                    }
+                };
+                if m.stats.pages_per_split.get(split).copied().unwrap_or(0) == 0 {
+                    return Err(TaskError::task(
+                        &self.name,
+                        format!(
+                            "{} has no pages of split {split:?} (it has {:?})",
+                            dir.display(),
+                            m.stats.pages_per_split
+                        ),
+                    ));
+                }
+            }
+        }
+        self.source.split_files(&self.name, split, inputs)
+    }
+
     /// The chain of this task for a build with these options.
     pub(crate) fn chain<'a>(
         &'a self,
@@ -402,7 +459,7 @@ impl Task {
         on_shard: impl Fn(usize, usize) + Sync,
     ) -> Result<CacheBuild> {
         let started = std::time::Instant::now();
-        let files = self.source.split_files(&self.name, &o.split, inputs)?;
+        let files = self.build_inputs(inputs, o)?;
         let producer = Producer {
             chain: self.chain(&o.split, o.vocab, o.seed, o.sequence_length),
             pretokenized: o.pretokenized,
@@ -431,7 +488,7 @@ impl Task {
         out: &Path,
         o: &BuildOptions<'_>,
     ) -> Result<TaskManifest> {
-        let files = self.source.split_files(&self.name, &o.split, inputs)?;
+        let files = self.build_inputs(inputs, o)?;
         let producer = Producer {
             chain: self.chain(&o.split, o.vocab, o.seed, o.sequence_length),
             pretokenized: o.pretokenized,
@@ -466,7 +523,7 @@ impl Task {
         o: &BuildOptions<'_>,
         n: usize,
     ) -> Result<Vec<Example>> {
-        let files = self.source.split_files(&self.name, &o.split, inputs)?;
+        let files = self.build_inputs(inputs, o)?;
         let chain = self.chain(&o.split, o.vocab, o.seed, o.sequence_length);
         let mut examples = chain.run(0, &files[0])?.1;
         examples.truncate(n);

@@ -7,8 +7,8 @@ use t5mix_pipeline::shared_data::shared_or_skip;
 use t5mix_pipeline::vocab::Vocabulary;
 use t5mix_tasks::supervised::{FileFormat, Row};
 use t5mix_tasks::{
-    pair, BuildOptions, Evaluator, Metric, Mixture, MixtureOptions, Preprocessor, Rate, Registry,
-    Source, Task, TokenContext, Tokens, Value,
+    pair, BuildOptions, Evaluator, Metric, Mixture, MixtureOptions, MixtureSize, Preprocessor,
+    Rate, Registry, Source, Task, TokenContext, Tokens, Value,
 };
 
 fn shout_qa() -> Task {
@@ -121,6 +121,32 @@ fn a_rust_registered_task_builds_mixes_and_scores() {
         .unwrap();
     assert_eq!(m.examples, 2);
     assert!(m.manifest.is_some());
+    // --epochs is honoured and checked; a rerun with another seed is refused
+    let out_cache = out.clone();
+    let sized = |size: MixtureSize, seed: u64, out: &str| {
+        let o = MixtureOptions {
+            size,
+            seed,
+            ..MixtureOptions::default()
+        };
+        reg.mixtures.build(
+            "shout_twice",
+            std::slice::from_ref(&out_cache),
+            &dir.path().join(out),
+            &o,
+        )
+    };
+    assert_eq!(
+        sized(MixtureSize::Epochs(2.0), 0, "mix2").unwrap().examples,
+        4
+    );
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(sized(MixtureSize::Epochs(bad), 0, "mix3").is_err(), "{bad}");
+    }
+    let e = sized(MixtureSize::Epochs(1.0), 7, "mix")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t5mix.seed = 0"), "{e}");
 
     // scored with its postprocessor and both metrics
     let ev = Evaluator::new(
@@ -231,6 +257,7 @@ kind = "clean_shards"
     }
     w.finish().unwrap();
     let mut o = BuildOptions::new(&vocab);
+    o.allow_partial = true; // shards written here, without `t5mix clean`'s manifest
     o.sequence_length = Some(t5mix_pipeline::features::SequenceLength {
         inputs: 64,
         targets: 16,

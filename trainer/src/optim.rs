@@ -62,8 +62,26 @@ impl Schedule {
         }
     }
 
+    /// Every rate finite and not negative (a NaN or infinite rate trains
+    /// to NaN weights), warm-ups of at most 10^9 steps.
+    pub fn check(&self) -> Result<()> {
+        let (rates, warmup) = match *self {
+            Schedule::Rsqrt { base, warmup } => (vec![base], warmup),
+            Schedule::Constant { lr } => (vec![lr], 0),
+            Schedule::Cosine {
+                peak, min, warmup, ..
+            } => (vec![peak, min], warmup),
+        };
+        if rates.iter().any(|r| !r.is_finite() || *r < 0.0) || warmup > 1_000_000_000 {
+            return Err(TrainError::Config(format!(
+                "schedule {self:?}: learning rates must be finite and not negative, warm-ups at most 10^9 steps"
+            )));
+        }
+        Ok(())
+    }
+
     /// Parses `rsqrt`, `rsqrt:WARMUP`, `constant:LR`, `cosine:PEAK:WARMUP`
-    /// (decaying to 0 over `total_steps`).
+    /// (decaying to 0 over `total_steps`); values are checked.
     pub fn parse(s: &str, total_steps: u64) -> Result<Schedule> {
         let parts: Vec<&str> = s.split(':').collect();
         let num = |i: usize| -> Result<f64> {
@@ -73,7 +91,7 @@ impl Schedule {
                 .parse::<f64>()
                 .map_err(|_| TrainError::Config(format!("schedule {s:?}: bad number")))
         };
-        Ok(match parts[0] {
+        let schedule = match parts[0] {
             "rsqrt" => Schedule::Rsqrt {
                 base: 1.0,
                 warmup: if parts.len() > 1 {
@@ -96,7 +114,18 @@ impl Schedule {
                     "schedule {s:?}: use rsqrt[:WARMUP], constant[:LR] or cosine:PEAK[:WARMUP]"
                 )))
             }
-        })
+        };
+        if parts
+            .iter()
+            .skip(1)
+            .any(|p| p.parse::<f64>().map_or(true, |x| x < 0.0 || !x.is_finite()))
+        {
+            return Err(TrainError::Config(format!(
+                "schedule {s:?}: values must be finite, not negative numbers"
+            )));
+        }
+        schedule.check()?;
+        Ok(schedule)
     }
 }
 

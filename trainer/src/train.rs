@@ -123,6 +123,28 @@ impl TrainOptions {
         }
     }
 
+    /// Every value in its range before any work: a NaN, infinite or
+    /// out-of-range rate, loss weight, dropout or clipping norm would train
+    /// to NaN weights (or do nothing) without a word.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: &str, v: f64, range: &str| {
+            Err(TrainError::Config(format!("{what} {v}: must be {range}")))
+        };
+        if !(self.z_loss.is_finite() && self.z_loss >= 0.0) {
+            return bad("z-loss", self.z_loss as f64, "a finite number ≥ 0");
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("label smoothing", self.label_smoothing as f64, "in [0, 1)");
+        }
+        if let Some(d) = self.dropout.filter(|d| !(0.0..1.0).contains(d)) {
+            return bad("dropout", d as f64, "in [0, 1)");
+        }
+        if let Some(c) = self.clip_grad_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return bad("gradient clipping norm", c, "a finite number > 0");
+        }
+        self.schedule.check()
+    }
+
     fn loss_config(&self) -> Result<LossConfig> {
         Ok(LossConfig {
             z_loss: self.z_loss,
@@ -570,6 +592,7 @@ impl<D: Device<f32>> Trainer<D> {
                     .ok_or_else(|| "inputs length and batch size must be positive".to_string())
             })
             .map_err(TrainError::Config)?;
+        opts.check()?;
         if opts.grad_accum == 0 || opts.steps == 0 {
             return Err(TrainError::Config(
                 "steps and gradient accumulation must be positive".into(),
@@ -772,6 +795,17 @@ impl<D: Device<f32>> Trainer<D> {
                 self.step,
             );
             log.grad_norm = clip_global_norm(&mut grads, opts.clip_grad_norm);
+            if !(log.loss.is_finite() && log.grad_norm.is_finite()) {
+                return Err(TrainError::Data(format!(
+                    "step {}: the loss is {} and the gradient norm {}; stopped before the \
+                     update (the last checkpoint in {} holds the last good weights): lower \
+                     the learning rate or clip gradients (--clip-grad-norm)",
+                    self.step + 1,
+                    log.loss,
+                    log.grad_norm,
+                    opts.out.join("checkpoints").display()
+                )));
+            }
             self.optimizer.update(&mut host, &grads, lr);
             self.model.set_params(&host);
             self.step += 1;

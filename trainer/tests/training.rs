@@ -306,3 +306,51 @@ trait Tap: Sized {
     }
 }
 impl Tap for TrainOptions {}
+
+/// Options that would train to NaN weights are refused before any work,
+/// and a loss that becomes non-finite stops the run with an error before
+/// the update, with no final model written.
+#[test]
+fn non_finite_training_is_refused_and_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_shards(&data);
+    let refused = |f: &dyn Fn(&mut TrainOptions), what: &str| {
+        let mut o = options(&data, &tmp.path().join("x"), 2);
+        f(&mut o);
+        match Trainer::new(o, &Dev::default(), false) {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(e) => assert!(e.to_string().contains(what), "{e}"),
+        }
+    };
+    refused(&|o| o.z_loss = f32::NAN, "z-loss");
+    refused(&|o| o.label_smoothing = 2.0, "label smoothing");
+    refused(&|o| o.dropout = Some(1.5), "dropout");
+    refused(&|o| o.dropout = Some(-0.5), "dropout");
+    refused(&|o| o.clip_grad_norm = Some(0.0), "clipping");
+    refused(
+        &|o| o.schedule = Schedule::Constant { lr: f64::INFINITY },
+        "learning rates",
+    );
+    refused(
+        &|o| o.schedule = Schedule::Constant { lr: -1.0 },
+        "learning rates",
+    );
+    for s in [
+        "constant:NaN",
+        "constant:inf",
+        "constant:-0.1",
+        "cosine:1e400",
+    ] {
+        assert!(Schedule::parse(s, 10).is_err(), "{s}");
+    }
+    // a rate that blows the weights up: stopped at the first non-finite loss
+    let out = tmp.path().join("blowup");
+    let mut o = options(&data, &out, 20);
+    o.optimizer = OptimizerConfig::adamw();
+    o.schedule = Schedule::Constant { lr: 1e30 };
+    let mut t = Trainer::new(o, &Dev::default(), false).unwrap();
+    let e = t.run(None, &mut |_| {}, None).unwrap_err().to_string();
+    assert!(e.contains("stopped before the update"), "{e}");
+    assert!(!out.join("final").exists());
+}

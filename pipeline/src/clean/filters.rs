@@ -28,10 +28,16 @@ impl BadWords {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        // a blank line is no word (as a regex alternative it would match
+        // every page)
         let set: BTreeSet<String> = words
             .into_iter()
             .map(|w| py_strip(w.as_ref()).to_string())
+            .filter(|w| !w.is_empty())
             .collect();
+        if set.is_empty() {
+            return Err("the list has no words (only blank lines)".into());
+        }
         let alts: Vec<String> = set.iter().map(|w| regex::escape(w)).collect();
         let pattern = if matches!(lang, "ja" | "th" | "zh") {
             alts.join("|")
@@ -178,6 +184,17 @@ mod tests {
         assert!(!b.matches("a button"));
         assert!(b.matches("x a.b y"));
         assert!(!b.matches("x aXb y"), "words are escaped");
+    }
+
+    /// A blank line in the list is no word (it used to drop every page); a
+    /// list of only blank lines is an error, not a filter that is off.
+    #[test]
+    fn blank_lines_are_not_bad_words() {
+        let b = BadWords::new(["", "butt", "   ", ""], "en").unwrap();
+        assert_eq!(b.len(), 1);
+        assert!(!b.matches("An ordinary page about gardening."));
+        assert!(b.matches("a butt"));
+        assert!(BadWords::new(["", "  "], "en").is_err());
     }
 
     #[test]

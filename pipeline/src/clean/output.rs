@@ -566,9 +566,33 @@ mod tests {
 
 crate::from_name!(OutputFormat, "output format", ["parquet", "jsonl"]);
 
-/// Makes `out` ready for a clean run: refuses one holding an earlier run's
-/// shards or manifest unless `overwrite`, which removes them first.
-pub fn prepare_out_dir(out: &std::path::Path, overwrite: bool) -> Result<()> {
+/// Makes `out` ready for a clean run: refuses an `out` that is a file or
+/// holds one of the `inputs` (an overwrite would delete them), and one
+/// holding an earlier run's shards or manifest unless `overwrite`, which
+/// removes them first.
+pub fn prepare_out_dir(
+    out: &std::path::Path,
+    overwrite: bool,
+    inputs: &[std::path::PathBuf],
+) -> Result<()> {
+    let bad = |message: String| PipelineError::Config {
+        what: format!("--out {}", out.display()),
+        message,
+    };
+    if out.exists() && !out.is_dir() {
+        return Err(bad("is a file, not a folder".into()));
+    }
+    if let Ok(o) = out.canonicalize() {
+        if let Some(i) = inputs
+            .iter()
+            .find(|i| i.canonicalize().is_ok_and(|i| i.starts_with(&o)))
+        {
+            return Err(bad(format!(
+                "holds the input {}: write the output elsewhere",
+                i.display()
+            )));
+        }
+    }
     let Ok(rd) = std::fs::read_dir(out) else {
         return Ok(());
     };
