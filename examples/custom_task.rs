@@ -22,7 +22,7 @@ use t5mix_tasks::{
 /// `add: 12 plus 7` → `19`.
 fn add_numbers() -> Task {
     let source = Source::files(
-        FileFormat::Jsonl,
+        FileFormat::Jsonl {},
         &[("train", "train.jsonl"), ("validation", "validation.jsonl")],
     );
     Task::new("add_numbers", source)

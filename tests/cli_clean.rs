@@ -396,3 +396,50 @@ fn clean_output_never_overlaps_its_input() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("is a file"), "{err}");
 }
+
+/// What a killed run left (a spill folder, a half-written shard) is removed
+/// by the next run; numeric options out of range are refused up front.
+#[test]
+fn leftovers_are_removed_and_ranges_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let spill = out.join(".t5mix-clean-abc123");
+    std::fs::create_dir_all(&spill).unwrap();
+    std::fs::write(spill.join("batch-0.spill"), vec![7u8; 4096]).unwrap();
+    std::fs::write(out.join(".part-00000.parquet.tmp"), b"half").unwrap();
+    let crawl = root().join("data/crawl");
+    let o = t5mix(&[
+        "clean",
+        crawl.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!spill.exists() && !out.join(".part-00000.parquet.tmp").exists());
+    for (flag, value) in [
+        ("--pages-per-shard", "0"),
+        ("--memory-budget-mb", "0"),
+        ("--threads", "100000"),
+    ] {
+        let o = t5mix(&[
+            "clean",
+            crawl.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(flag), "{flag}: {err}");
+    }
+    let o = t5mix(&[
+        "clean",
+        crawl.to_str().unwrap(),
+        "--out",
+        "x",
+        "--set",
+        "min_language_confidence=nan",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("min_language_confidence NaN"));
+}

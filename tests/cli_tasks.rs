@@ -210,6 +210,22 @@ splits = { train = ["train.jsonl"] }
             "{err}"
         );
     }
+    // Unknown keys inside a nested table, and a feature of length 0 with EOS.
+    for (text, want) in [
+        (
+            "[[task]]\nname = \"u\"\npreprocessors = [\"tokenize\"]\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\", bogus = 3 }\nsplits = { train = [\"t.jsonl\"] }\n",
+            "unknown field `bogus`",
+        ),
+        (
+            "[[task]]\nname = \"v\"\npreprocessors = [{ text = { kind = \"template\", inputs = \"{q}\", targets = \"{a}\" } }, \"tokenize\", \"append_eos_after_trim\"]\noutput_features = { inputs = { length = 0 }, targets = { length = 8 } }\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"t.jsonl\"] }\n",
+            "no room for EOS",
+        ),
+    ] {
+        std::fs::write(&tasks, text).unwrap();
+        let o = t5mix(&["tasks", "--tasks-file", tasks.to_str().unwrap(), "list"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{err}");
+    }
 }
 
 #[test]

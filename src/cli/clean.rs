@@ -75,11 +75,11 @@ pub struct CleanArgs {
     #[arg(long, default_value = "parquet")]
     output_format: OutputFormat,
     /// Pages per output shard.
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pages_per_shard: usize,
+    #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pages_per_shard: u64,
     /// Memory for cleaned pages between the passes (MB); beyond it pages
     /// are spilled to temporary files inside --out.
-    #[arg(long, default_value_t = 1024, value_name = "MB")]
+    #[arg(long, default_value_t = 1024, value_name = "MB", value_parser = clap::value_parser!(u64).range(16..=1 << 30))]
     memory_budget_mb: u64,
     /// Replace shards left in --out by an earlier run.
     #[arg(long)]
@@ -126,7 +126,7 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         badwords,
         out_dir: out.clone(),
         output_format: a.output_format,
-        pages_per_shard: a.pages_per_shard,
+        pages_per_shard: a.pages_per_shard as usize,
         batch_pages: 256,
         memory_budget: a.memory_budget_mb << 20,
     };

@@ -155,7 +155,7 @@ pub(crate) struct Chain<'a> {
 impl Chain<'_> {
     fn source_rows(&self, path: &Path) -> Result<Vec<Row>> {
         Ok(match &self.task.source {
-            Source::CleanShards => cache::read_clean_texts(path, self.split)?
+            Source::CleanShards {} => cache::read_clean_texts(path, self.split)?
                 .into_iter()
                 .map(|t| Row::from([("text".to_string(), t)]))
                 .collect(),
@@ -391,7 +391,7 @@ impl Task {
                 message: format!("{split:?}: use letters, digits, '_', '-' and '.'"),
             });
         }
-        if matches!(self.source, Source::CleanShards) {
+        if matches!(self.source, Source::CleanShards {}) {
             for dir in inputs.iter().map(Path::new).filter(|p| p.is_dir()) {
                 let m = match Manifest::read(dir) {
                     Ok(Manifest::Clean(m)) => m,

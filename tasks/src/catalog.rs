@@ -29,7 +29,7 @@ pub fn unsupervised(
             required: false,
         };
     }
-    Task::new(name, Source::CleanShards)
+    Task::new(name, Source::CleanShards {})
         .description(description)
         .preprocessor(Preprocessor::Rekey(BTreeMap::from([(
             "targets".to_string(),
@@ -204,7 +204,7 @@ fn glue_tasks() -> Vec<Task> {
         v.push(files_task(
             name,
             &format!("{what}: `translate English to {}: …` (JSON Lines: translation.en / translation.{lang})", if lang == "ro" { "Romanian" } else { "French" }),
-            FileFormat::Jsonl,
+            FileFormat::Jsonl {},
             &[("train", "train.json*"), ("validation", "val.json*|validation.json*"), ("test", "test.json*")],
             TextFormat::Translate {
                 source_language: "en".into(),
@@ -222,7 +222,7 @@ fn glue_tasks() -> Vec<Task> {
     v.push(files_task(
         "squad_v010_allanswers",
         "SQuAD v1.1: `question: … context: …` with T5's punctuation padding → the first answer (scored against all answers, as T5)",
-        FileFormat::SquadJson,
+        FileFormat::SquadJson {},
         &squad_splits,
         TextFormat::Squad {
             include_context: true,
@@ -232,7 +232,7 @@ fn glue_tasks() -> Vec<Task> {
     v.push(files_task(
         "squad_v010_context_free",
         "SQuAD v1.1 without context: `squad trivia question: …`",
-        FileFormat::SquadJson,
+        FileFormat::SquadJson {},
         &squad_splits,
         TextFormat::Squad {
             include_context: false,

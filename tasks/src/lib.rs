@@ -14,7 +14,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut reg = Registry::builtin();
 //! reg.add_task(
-//!     Task::new("trivia", Source::files(FileFormat::Jsonl, &[("train", "train.jsonl")]))
+//!     Task::new("trivia", Source::files(FileFormat::Jsonl {}, &[("train", "train.jsonl")]))
 //!         .preprocessor(Preprocessor::rows("qa", |r: &t5mix_tasks::supervised::Row| {
 //!             Ok(pair(format!("trivia: {}", r["q"]), r["a"].clone()))
 //!         }))

@@ -607,12 +607,11 @@ where
 }
 
 /// T5's postprocessors by name (`t5.data.postprocessors`), or the user's.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Postprocessor {
     /// The text as decoded.
-    #[default]
-    Text,
+    Text {},
     /// `string_label_to_class_id` over these labels.
     StringLabel {
         /// Class names in id order.
@@ -625,16 +624,22 @@ pub enum Postprocessor {
     },
     /// `qa`: a target is the list of all the row's answers (column
     /// `answers`, one per line), a prediction its text.
-    Qa,
+    Qa {},
     /// The user's function.
     Custom(crate::task::Custom<dyn PostprocessFn>),
+}
+
+impl Default for Postprocessor {
+    fn default() -> Self {
+        Postprocessor::Text {}
+    }
 }
 
 impl Postprocessor {
     /// The value of one decoded target or prediction of `row`.
     pub fn apply(&self, text: &str, row: &crate::supervised::Row, is_target: bool) -> Value {
         match self {
-            Postprocessor::Text => Value::Text(text.to_string()),
+            Postprocessor::Text {} => Value::Text(text.to_string()),
             Postprocessor::StringLabel { labels } => {
                 let l: Vec<&str> = labels.iter().map(String::as_str).collect();
                 Value::Label(string_label_to_class_id(text, &l))
@@ -642,11 +647,11 @@ impl Postprocessor {
             Postprocessor::StringToFloat { default } => {
                 Value::Float(string_to_float(text, *default))
             }
-            Postprocessor::Qa if is_target => Value::Texts(match row.get("answers") {
+            Postprocessor::Qa {} if is_target => Value::Texts(match row.get("answers") {
                 Some(a) => a.split('\n').map(str::to_string).collect(),
                 None => vec![text.to_string()],
             }),
-            Postprocessor::Qa => Value::Text(text.to_string()),
+            Postprocessor::Qa {} => Value::Text(text.to_string()),
             Postprocessor::Custom(c) => c.f.postprocess(text, row, is_target),
         }
     }
@@ -804,10 +809,10 @@ impl crate::supervised::TextFormat {
                 Postprocessor::StringToFloat { default: -1.0 },
                 vec![Metric::PearsonCorrcoef, Metric::SpearmanCorrcoef],
             ),
-            TextFormat::Squad { .. } => (Postprocessor::Qa, vec![Metric::Squad]),
-            TextFormat::Summarize { .. } => (Postprocessor::Text, vec![Metric::Rouge]),
-            TextFormat::Translate { .. } => (Postprocessor::Text, vec![Metric::Bleu]),
-            TextFormat::Template { .. } => (Postprocessor::Text, vec![Metric::ExactMatch]),
+            TextFormat::Squad { .. } => (Postprocessor::Qa {}, vec![Metric::Squad]),
+            TextFormat::Summarize { .. } => (Postprocessor::Text {}, vec![Metric::Rouge]),
+            TextFormat::Translate { .. } => (Postprocessor::Text {}, vec![Metric::Bleu]),
+            TextFormat::Template { .. } => (Postprocessor::Text {}, vec![Metric::ExactMatch]),
         }
     }
 }

@@ -61,7 +61,7 @@ impl Registry {
             if t.preprocessors
                 .iter()
                 .any(|p| matches!(p, Preprocessor::Text(_)))
-                && matches!(t.source, Source::CleanShards)
+                && matches!(t.source, Source::CleanShards {})
             {
                 return Err(file_err(format!(
                     "task {:?}: a text format needs a `files` source",

@@ -31,17 +31,17 @@ pub enum FileFormat {
         header: bool,
     },
     /// One JSON object per line (string, number and boolean fields).
-    Jsonl,
+    Jsonl {},
     /// Plain text: one row per non-empty line, column `text` (and `line`,
     /// its 1-based number).
-    Text,
+    Text {},
     /// Parquet: string columns as they are, numeric and boolean columns
     /// printed (Arrow's display), nulls left out.
-    Parquet,
+    Parquet {},
     /// SQuAD's JSON (`data[].paragraphs[].qas[]`): one row per question with
     /// columns `id`, `title`, `context`, `question`, `answer` (the first
     /// answer's text) and `answers` (all, joined by a newline).
-    SquadJson,
+    SquadJson {},
     /// Parallel text: the matched file holds source lines, the file named by
     /// replacing `source_marker` with `target_marker` in its name holds the
     /// target lines (e.g. OpenNMT's `src-train.txt` / `tgt-train.txt`); rows
@@ -55,11 +55,11 @@ pub enum FileFormat {
     /// A CNN/DailyMail `.story` file as tfds `cnn_dailymail` reads it: one row
     /// with `article` (lines joined, missing periods added) and `highlights`
     /// (the `@highlight` lines joined with a newline), and `id` (file stem).
-    CnnStory,
+    CnnStory {},
     /// tfds `cnn_dailymail`'s split lists: the matched file is a URL list
     /// (`all_train.txt`, …); each URL's story is `<sha1(url)>.story` in one
     /// of the `stories` folders (relative to the list's folder), read as
-    /// [`FileFormat::CnnStory`], in list order; URLs without a story file
+    /// [`FileFormat::CnnStory {}`], in list order; URLs without a story file
     /// are skipped, as tfds does.
     CnnUrlList {
         /// Story folders, relative to the URL list's folder.
@@ -190,10 +190,10 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, crate::Ta
     Ok(match format {
         FileFormat::Tsv { header, columns } => rows::read_delimited(path, true, *header, columns)?,
         FileFormat::Csv { header } => rows::read_delimited(path, false, *header, &[])?,
-        FileFormat::Jsonl => rows::read_jsonl_rows(path)?,
-        FileFormat::Parquet => rows::read_parquet_rows(path)?,
-        FileFormat::Text => rows::read_line_rows(path)?,
-        FileFormat::SquadJson => {
+        FileFormat::Jsonl {} => rows::read_jsonl_rows(path)?,
+        FileFormat::Parquet {} => rows::read_parquet_rows(path)?,
+        FileFormat::Text {} => rows::read_line_rows(path)?,
+        FileFormat::SquadJson {} => {
             let v: serde_json::Value =
                 serde_json::from_str(&rows::read_text(path)?).map_err(|e| err(e.to_string()))?;
             let mut out = Vec::new();
@@ -265,7 +265,7 @@ pub fn read_rows(path: &Path, format: &FileFormat) -> Result<Vec<Row>, crate::Ta
                 })
                 .collect()
         }
-        FileFormat::CnnStory => {
+        FileFormat::CnnStory {} => {
             let (article, highlights) = cnn_story(&rows::read_text(path)?);
             let id = path
                 .file_stem()

@@ -29,7 +29,7 @@ use crate::supervised::{FileFormat, Row, TextFormat};
 pub enum Source {
     /// The Parquet shards of `t5mix clean`: one row per page with column
     /// `text`, of the split asked for.
-    CleanShards,
+    CleanShards {},
     /// Files by split, as globs relative to the input directory.
     Files {
         /// How rows are read.
@@ -59,7 +59,7 @@ impl Source {
     /// The file format of `split` (files sources only).
     pub fn file_format(&self, split: &str) -> Option<&FileFormat> {
         match self {
-            Source::CleanShards => None,
+            Source::CleanShards {} => None,
             Source::Files {
                 format,
                 split_formats,
@@ -74,7 +74,7 @@ impl Source {
     /// alternative found).
     pub fn split_files(&self, task: &str, split: &str, inputs: &[String]) -> Result<Vec<PathBuf>> {
         let splits = match self {
-            Source::CleanShards => {
+            Source::CleanShards {} => {
                 let files: Vec<PathBuf> = t5mix_pipeline::readers::expand_inputs(inputs)?
                     .into_iter()
                     .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
@@ -550,7 +550,7 @@ impl Task {
                     .or_else(|e| bad(format!("preprocessor {}: {e}", i + 1)))?;
             }
         }
-        if matches!(self.source, Source::CleanShards)
+        if matches!(self.source, Source::CleanShards {})
             && !self.preprocessors[..at]
                 .iter()
                 .any(|p| matches!(p, Preprocessor::Rekey(_) | Preprocessor::Rows(_)))
@@ -560,6 +560,17 @@ impl Task {
         self.sequence_length()
             .check()
             .or_else(|e| bad(format!("output_features: {e}")))?;
+        for (name, f) in [
+            ("inputs", &self.output_features.inputs),
+            ("targets", &self.output_features.targets),
+        ] {
+            if f.length == 0 && f.add_eos {
+                return bad(format!(
+                    "output_features.{name}: length 0 leaves no room for EOS (add_eos = false \
+                     for a feature a task does not have)"
+                ));
+            }
+        }
         Ok(())
     }
 }

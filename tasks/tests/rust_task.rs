@@ -15,7 +15,7 @@ fn shout_qa() -> Task {
     Task::new(
         "shout_qa",
         Source::files(
-            FileFormat::Jsonl,
+            FileFormat::Jsonl {},
             &[("train", "train.jsonl"), ("validation", "train.jsonl")],
         ),
     )
@@ -180,7 +180,7 @@ fn a_rust_registered_task_builds_mixes_and_scores() {
 #[test]
 fn chains_are_checked_when_registered() {
     let mut reg = Registry::default();
-    let src = Source::files(FileFormat::Jsonl, &[("train", "t.jsonl")]);
+    let src = Source::files(FileFormat::Jsonl {}, &[("train", "t.jsonl")]);
     let no_tokenize = Task::new("a", src.clone()).preprocessor(Preprocessor::AppendEosAfterTrim);
     let e = reg.add_task(no_tokenize).unwrap_err().to_string();
     assert!(e.contains("exactly one \"tokenize\""), "{e}");
@@ -190,7 +190,7 @@ fn chains_are_checked_when_registered() {
     let e = reg.add_task(late_row_step).unwrap_err().to_string();
     assert!(e.contains("row-level but comes after"), "{e}");
     let clean_without_rekey =
-        Task::new("c", Source::CleanShards).preprocessor(Preprocessor::Tokenize);
+        Task::new("c", Source::CleanShards {}).preprocessor(Preprocessor::Tokenize);
     let e = reg.add_task(clean_without_rekey).unwrap_err().to_string();
     assert!(e.contains("rekey"), "{e}");
 }

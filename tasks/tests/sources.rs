@@ -19,7 +19,7 @@ fn parquet_rows_feed_templates() {
         .unwrap();
     }
     let (shards, _) = w.finish().unwrap();
-    let rows = read_rows(&shards[0], &FileFormat::Parquet).unwrap();
+    let rows = read_rows(&shards[0], &FileFormat::Parquet {}).unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[1]["text"], "question 1?");
     let f = TextFormat::Template {
@@ -61,7 +61,7 @@ fn tsv_without_header_and_gzip_jsonl() {
     );
     writeln!(e, "{{\"a\": \"x\", \"n\": 3, \"skip\": null}}").unwrap();
     e.finish().unwrap();
-    let rows = read_rows(&gz, &FileFormat::Jsonl).unwrap();
+    let rows = read_rows(&gz, &FileFormat::Jsonl {}).unwrap();
     assert_eq!(
         (
             rows[0]["a"].as_str(),
@@ -83,7 +83,7 @@ fn plain_text_lines_feed_templates() {
     e.write_all("Who wrote Hamlet?\n\nWhere is Paris?\n".as_bytes())
         .unwrap();
     e.finish().unwrap();
-    let rows = read_rows(&txt, &FileFormat::Text).unwrap();
+    let rows = read_rows(&txt, &FileFormat::Text {}).unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["line"], "3");
     let f = TextFormat::Template {

@@ -126,7 +126,7 @@ fn squad_and_cnn_sources_match_t5() {
         shared_or_skip("t5-spm/spiece.model", test).map(|p| Vocabulary::load(&p, 100).unwrap());
     let squad_rows = read_rows(
         &root.join("squad-allennlp/squad.json"),
-        &FileFormat::SquadJson,
+        &FileFormat::SquadJson {},
     )
     .unwrap();
     let mut checked = 0;
@@ -146,7 +146,9 @@ fn squad_and_cnn_sources_match_t5() {
             )
         } else {
             let file = root.join(r["source_files"][0].as_str().unwrap());
-            let row = read_rows(&file, &FileFormat::CnnStory).unwrap().remove(0);
+            let row = read_rows(&file, &FileFormat::CnnStory {})
+                .unwrap()
+                .remove(0);
             assert_eq!(row["article"], s(&r["tfds_example"], "article"));
             assert_eq!(row["highlights"], s(&r["tfds_example"], "highlights"));
             (

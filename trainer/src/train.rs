@@ -168,7 +168,15 @@ impl TrainOptions {
 
     /// The options that must not change when a run is resumed.
     fn resume_key(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("options serialize");
+        // paths as absolute ones: `out` and `./out` are one run
+        let mut canonical = self.clone();
+        let abs = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone());
+        canonical.out = abs(&self.out);
+        canonical.train = self.train.iter().map(abs).collect();
+        if let ModelInit::From(d) = &self.model {
+            canonical.model = ModelInit::From(abs(d));
+        }
+        let mut v = serde_json::to_value(&canonical).expect("options serialize");
         let m = v.as_object_mut().expect("object");
         for k in [
             "allow_partial",
@@ -341,6 +349,43 @@ pub fn list_checkpoints(out: &Path) -> Vec<(u64, PathBuf)> {
         .collect();
     v.sort();
     v
+}
+
+/// The model, optimizer and state of checkpoint `dir`: `Err` (outer) when
+/// it was made with other options, `Ok(Err)` when it cannot be read.
+#[allow(clippy::type_complexity)]
+fn load_checkpoint<D: Device<f32>>(
+    dir: &Path,
+    opts: &TrainOptions,
+    dev: &D,
+) -> Result<std::result::Result<(T5<D>, Optimizer, TrainerState), TrainError>> {
+    let state: TrainerState = match std::fs::read_to_string(dir.join("trainer_state.json"))
+        .map_err(|e| TrainError::io(dir, e))
+        .and_then(|t| {
+            serde_json::from_str(&t).map_err(|e| TrainError::checkpoint(dir, e.to_string()))
+        }) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    if state.options != opts.resume_key() {
+        return Err(TrainError::checkpoint(
+            dir,
+            "the run was started with other options (model, data, batch, \
+             optimizer, schedule, loss or seed); resume with the same ones",
+        ));
+    }
+    let load = || -> Result<(T5<D>, Optimizer)> {
+        let model = load_model(dir, dev)?;
+        let names: Vec<String> = model.param_info().iter().map(|p| p.name.clone()).collect();
+        let shapes: Vec<(usize, usize)> = model.params.iter().map(|p| *p.shape()).collect();
+        let mut opt = Optimizer::new(opts.optimizer, &shapes);
+        let path = dir.join("optimizer.safetensors");
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        opt.load_tensors(&names, &decode_safetensors(&bytes, &path)?)
+            .map_err(|m| TrainError::checkpoint(&path, m))?;
+        Ok((model, opt))
+    };
+    Ok(load().map(|(m, o)| (m, o, state)))
 }
 
 fn save_checkpoint<D: Device<f32>>(
@@ -628,29 +673,40 @@ impl<D: Device<f32>> Trainer<D> {
             }
             v
         };
-        let latest = list_checkpoints(&opts.out).pop();
-        let (model, optimizer, step) = match (resume, latest) {
-            (true, Some((step, dir))) => {
-                let text = std::fs::read_to_string(dir.join("trainer_state.json"))
-                    .map_err(|e| TrainError::io(&dir, e))?;
-                let state: TrainerState = serde_json::from_str(&text)
-                    .map_err(|e| TrainError::checkpoint(&dir, e.to_string()))?;
-                if state.options != opts.resume_key() {
-                    return Err(TrainError::checkpoint(
-                        &dir,
-                        "the run was started with other options (model, data, batch, \
-                         optimizer, schedule, loss or seed); resume with the same ones",
-                    ));
+        let mut resume_notes = Vec::new();
+        let mut resumed = None;
+        if resume {
+            let cps = list_checkpoints(&opts.out);
+            if cps.is_empty() {
+                resume_notes.push(format!(
+                    "--resume: no checkpoint in {} yet, starting at step 0",
+                    opts.out.display()
+                ));
+            }
+            // the newest readable checkpoint: a truncated one (a kill while
+            // the disk was full) falls back to the one before
+            for (step, dir) in cps.iter().rev() {
+                match load_checkpoint(dir, &opts, dev)? {
+                    Ok((model, opt, state)) => {
+                        resumed = Some((*step, model, opt, state));
+                        break;
+                    }
+                    Err(e) => resume_notes.push(format!(
+                        "checkpoint {} cannot be read ({e}); using the one before",
+                        dir.display()
+                    )),
                 }
-                let model = load_model(&dir, dev)?;
-                let names: Vec<String> =
-                    model.param_info().iter().map(|p| p.name.clone()).collect();
-                let shapes: Vec<(usize, usize)> = model.params.iter().map(|p| *p.shape()).collect();
-                let mut opt = Optimizer::new(opts.optimizer, &shapes);
-                let path = dir.join("optimizer.safetensors");
-                let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
-                opt.load_tensors(&names, &decode_safetensors(&bytes, &path)?)
-                    .map_err(|m| TrainError::checkpoint(&path, m))?;
+            }
+            if resumed.is_none() && !cps.is_empty() {
+                return Err(TrainError::Config(format!(
+                    "--resume: no readable checkpoint in {}: {}",
+                    opts.out.display(),
+                    resume_notes.join("; ")
+                )));
+            }
+        }
+        let (model, optimizer, step) = match resumed {
+            Some((step, model, mut opt, state)) => {
                 opt.step = state.optimizer_step;
                 stream.skip(state.batches_consumed)?;
                 // the log keeps what the checkpoint had seen
@@ -667,7 +723,7 @@ impl<D: Device<f32>> Trainer<D> {
                 write_atomic(&mpath, text.as_bytes())?;
                 (model, opt, step)
             }
-            (true, None) | (false, _) => {
+            None => {
                 if !resume && !list_checkpoints(&opts.out).is_empty() {
                     return Err(TrainError::Config(format!(
                         "{} already holds checkpoints: pass --resume to continue that run, \
@@ -697,6 +753,8 @@ impl<D: Device<f32>> Trainer<D> {
             check_example_folders(&all, model.cfg.vocab_size, lengths, opts.allow_partial)?;
         let opts_json = serde_json::to_vec_pretty(&opts).expect("options serialize");
         write_atomic(&opts.out.join("train_options.json"), &opts_json)?;
+        let mut notes = notes;
+        notes.extend(resume_notes);
         Ok(Trainer {
             notes,
             vocabulary,

@@ -187,12 +187,23 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert!(!part.join("final").exists());
     // a fresh start over an existing run is refused
     assert!(Trainer::new(setup(part.clone()), &Dev::default(), false).is_err());
-    // remove the step-3 checkpoint: resume from step 2 and redo step 3
+    // the step-3 checkpoint truncated (a kill while writing, a full disk):
+    // resume falls back to step 2, says so, and redoes step 3
     let cps = list_checkpoints(&part);
     assert_eq!(cps.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3]);
-    std::fs::remove_dir_all(&cps[1].1).unwrap();
-    let mut t = Trainer::new(setup(part.clone()), &Dev::default(), true).unwrap();
+    let weights_file = cps[1].1.join("model.safetensors");
+    let bytes = std::fs::read(&weights_file).unwrap();
+    std::fs::write(&weights_file, &bytes[..bytes.len() / 2]).unwrap();
+    // `out` spelled another way is the same run
+    let mut again = setup(part.clone());
+    again.out = part.join("..").join("part");
+    let mut t = Trainer::new(again, &Dev::default(), true).unwrap();
     assert_eq!(t.start_step(), 2);
+    assert!(
+        t.notes.iter().any(|n| n.contains("cannot be read")),
+        "{:?}",
+        t.notes
+    );
     t.run(None, &mut |_| {}, None).unwrap();
     assert_eq!(weights(&full.join("final")), weights(&part.join("final")));
     let log = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
@@ -353,4 +364,25 @@ fn non_finite_training_is_refused_and_stopped() {
     let e = t.run(None, &mut |_| {}, None).unwrap_err().to_string();
     assert!(e.contains("stopped before the update"), "{e}");
     assert!(!out.join("final").exists());
+}
+
+/// `--resume` with no checkpoint yet starts at step 0 and says so (job
+/// scripts resume unconditionally).
+#[test]
+fn resume_without_a_checkpoint_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_shards(&data);
+    let t = Trainer::new(
+        options(&data, &tmp.path().join("r"), 2),
+        &Dev::default(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(t.start_step(), 0);
+    assert!(
+        t.notes.iter().any(|n| n.contains("no checkpoint")),
+        "{:?}",
+        t.notes
+    );
 }

@@ -596,8 +596,25 @@ pub fn prepare_out_dir(
     let Ok(rd) = std::fs::read_dir(out) else {
         return Ok(());
     };
-    let stale: Vec<std::path::PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
+    let entries: Vec<std::path::PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // what a killed run left: spill folders and half-written shards
+    for p in &entries {
+        let n = p.file_name().unwrap_or_default().to_string_lossy();
+        let spill = n.starts_with(".t5mix-clean-") && p.is_dir();
+        if spill || (n.starts_with(".part-") && n.ends_with(".tmp")) {
+            let r = if spill {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+            r.map_err(|e| PipelineError::Config {
+                what: p.display().to_string(),
+                message: format!("left by an interrupted run and cannot be removed: {e}"),
+            })?;
+        }
+    }
+    let stale: Vec<std::path::PathBuf> = entries
+        .into_iter()
         .filter(|p| {
             let n = p.file_name().unwrap_or_default().to_string_lossy();
             n.starts_with("part-") || n == crate::manifest::MANIFEST
