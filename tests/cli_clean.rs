@@ -419,7 +419,7 @@ fn leftovers_are_removed_and_ranges_checked() {
     assert!(!spill.exists() && !out.join(".part-00000.parquet.tmp").exists());
     for (flag, value) in [
         ("--pages-per-shard", "0"),
-        ("--memory-budget-mb", "0"),
+        ("--memory-budget-mb", "99999999999"),
         ("--threads", "100000"),
     ] {
         let o = t5mix(&[

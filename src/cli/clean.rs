@@ -79,7 +79,7 @@ pub struct CleanArgs {
     pages_per_shard: u64,
     /// Memory for cleaned pages between the passes (MB); beyond it pages
     /// are spilled to temporary files inside --out.
-    #[arg(long, default_value_t = 1024, value_name = "MB", value_parser = clap::value_parser!(u64).range(16..=1 << 30))]
+    #[arg(long, default_value_t = 1024, value_name = "MB", value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
     memory_budget_mb: u64,
     /// Replace shards left in --out by an earlier run.
     #[arg(long)]
