@@ -183,3 +183,109 @@ fn inputs_expand_dirs_and_globs_sorted() {
     assert_eq!(g.len(), 2);
     assert!(expand_inputs(&[format!("{}/*.nothing", dir.path().display())]).is_err());
 }
+
+/// One WET record with a correct Content-Length.
+fn wet_record(url: &str, text: &str) -> String {
+    format!(
+        "WARC/1.0\r\nWARC-Type: conversion\r\nWARC-Target-URI: {url}\r\nWARC-Date: 2019-04-18T10:38:25Z\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}\r\n\r\n",
+        text.len()
+    )
+}
+
+/// Pages and issue kinds of a WET file (`strict` off), and whether
+/// `--strict` refuses it.
+fn wet(bytes: &[u8]) -> (Vec<Document>, Vec<String>, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.warc.wet");
+    std::fs::write(&p, bytes).unwrap();
+    let opts = ReadOptions {
+        format: InputFormat::Wet,
+        ..Default::default()
+    };
+    let mut docs = Vec::new();
+    let r = read_file(&p, &opts, &mut |d| {
+        docs.push(d);
+        Ok(())
+    })
+    .unwrap();
+    let strict = ReadOptions {
+        strict: true,
+        ..opts
+    };
+    let refused = read_file(&p, &strict, &mut |_| Ok(())).is_err();
+    (
+        docs,
+        r.issues.iter().map(|i| i.kind.clone()).collect(),
+        refused,
+    )
+}
+
+/// WET records are framed by Content-Length where it is right: a
+/// `WARC/1.0` line inside a page does not cut it; garbage after the last
+/// gzip member loses no page; what disagrees is counted (and refused with
+/// --strict): a wrong or missing Content-Length (read as tfds reads it), a
+/// truncated file, a file with no record at all.
+#[test]
+fn wet_records_follow_content_length_and_report_what_disagrees() {
+    let inside = "First line of the page.\nWARC/1.0\nThe page goes on after that line.";
+    let good = wet_record("http://a.example/1", inside)
+        + &wet_record("http://a.example/2", "Second page.");
+    let (docs, issues, refused) = wet(good.as_bytes());
+    assert_eq!(docs.len(), 2, "{issues:?}");
+    assert!(
+        docs[0].text.ends_with("The page goes on after that line."),
+        "{}",
+        docs[0].text
+    );
+    assert!(issues.is_empty() && !refused, "{issues:?}");
+
+    // gzip members, then garbage: every page is kept, the garbage reported
+    let mut gz = Vec::new();
+    for r in [
+        wet_record("http://b.example/1", "Page one."),
+        wet_record("http://b.example/2", "Page two."),
+    ] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(r.as_bytes()).unwrap();
+        gz.extend(e.finish().unwrap());
+    }
+    gz.extend_from_slice(b"this is not gzip at all");
+    let (docs, issues, refused) = wet(&gz);
+    assert_eq!(
+        docs.iter().map(|d| d.url.as_str()).collect::<Vec<_>>(),
+        ["http://b.example/1", "http://b.example/2"]
+    );
+    assert!(!issues.is_empty() && refused, "{issues:?}");
+
+    // a Content-Length too small: read to the next record, reported
+    let short = good.replacen(
+        &format!("Content-Length: {}", inside.len()),
+        "Content-Length: 10",
+        1,
+    );
+    let (docs, issues, refused) = wet(short.as_bytes());
+    // tfds cuts at the WARC/1.0 line: the rest is a record without headers
+    assert_eq!(issues, ["content_length_mismatch", "bad_content_length"]);
+    assert!(refused);
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0].text, "First line of the page.");
+
+    // no Content-Length
+    let missing = good.replacen(&format!("Content-Length: {}\r\n", inside.len()), "", 1);
+    let (docs, issues, _) = wet(missing.as_bytes());
+    assert_eq!(issues, ["bad_content_length", "bad_content_length"]);
+    assert_eq!(docs.len(), 2);
+
+    // a truncated file: the last record is cut short
+    let cut = &good.as_bytes()[..good.len() - 8];
+    let (docs, issues, refused) = wet(cut);
+    assert_eq!(issues, ["truncated_record"]);
+    assert!(refused && docs.len() == 2);
+
+    // JSON Lines read as WET: no record, said so
+    let (docs, issues, refused) = wet(b"{\"text\": \"hello\"}\n{\"text\": \"world\"}\n");
+    assert!(
+        docs.is_empty() && issues == ["not_a_record"] && refused,
+        "{issues:?}"
+    );
+}

@@ -872,6 +872,13 @@ impl std::fmt::Display for CleanStats {
             w.no_url, w.no_content, w.no_timestamp, w.other_record_type
         )?;
         }
+        if w.warc_lines_in_content > 0 {
+            writeln!(
+                f,
+                "  WARC/1.0 lines inside pages (tfds would have cut those pages there): {}",
+                w.warc_lines_in_content
+            )?;
+        }
         writeln!(
             f,
             "  language: {}; bad words: {}",

@@ -1,10 +1,22 @@
-//! Common Crawl WET files, parsed exactly as tfds `c4_utils.split_wet_file`.
+//! Common Crawl WET files: WARC records framed by their `Content-Length`
+//! (as WARC readers read them), each record's text taken exactly as tfds
+//! `c4_utils.split_wet_file` takes it.
 //!
 //! tfds reads the file line by line (universal newlines), strips each line,
 //! skips empty ones, starts a page at each `WARC/1.0` line, takes the URL from
 //! `WARC-Target-URI:` and the timestamp from `WARC-Date:`, leaves out every
 //! line that starts with `WARC`, `CONTENT-` or `Content-`, and joins the
 //! rest with `\n`. A page without URL, text or timestamp is skipped.
+//!
+//! Here a record's content is its `Content-Length` bytes when they end
+//! where the next record (or the file) begins, so a `WARC/1.0` line inside
+//! a page no longer cuts it in two (counted: `warc_lines_in_content`) and a
+//! record is complete as soon as its bytes are read (garbage after the last
+//! gzip member loses nothing). A `Content-Length` that is missing or does
+//! not end at a record boundary (tfds's own test files have such) is
+//! reported, and the record then runs to the next `WARC/1.0` line exactly as
+//! tfds reads it; a record cut short by the end of the file is reported
+//! (and kept, as tfds keeps it). Reports are errors with `--strict`.
 //!
 //! One addition: WARC records of other types than `conversion` and
 //! `warcinfo` (`request`, `response`, `metadata`, … as in a full WARC file)
@@ -31,6 +43,10 @@ pub struct WetCounters {
     pub no_timestamp: u64,
     /// Records of a type other than `conversion`/`warcinfo`.
     pub other_record_type: u64,
+    /// `WARC/1.0` lines inside a record's content (tfds would have cut the
+    /// page there).
+    #[serde(default)]
+    pub warc_lines_in_content: u64,
 }
 
 impl WetCounters {
@@ -40,6 +56,7 @@ impl WetCounters {
         self.no_content += o.no_content;
         self.no_timestamp += o.no_timestamp;
         self.other_record_type += o.other_record_type;
+        self.warc_lines_in_content += o.warc_lines_in_content;
     }
 }
 
@@ -53,80 +70,33 @@ struct Page {
     bad_utf8: bool,
 }
 
-pub(super) fn read(
-    path: &Path,
-    mut opened: Opened,
-    opts: &ReadOptions,
-    report: &mut FileReport,
-    sink: &mut dyn FnMut(Document, &mut FileReport) -> Result<()>,
-) -> Result<()> {
-    let mut page = Page::default();
-    let mut buf = Vec::new();
-    let mut offset = 0u64;
-    let mut line_no = 0u64;
-    let mut record = 0u64;
-    loop {
-        buf.clear();
-        let n = match opened.reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                let kind = classify_io(&e, opened.gzip);
-                let pos = opened
-                    .compressed_pos
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                report.issue(
-                    opts.strict,
-                    path,
-                    format!("byte {offset} of the text (compressed byte ≤ {pos})"),
-                    kind,
-                    format!("{e}; the page being read there is dropped"),
-                )?;
-                return Ok(());
-            }
-        };
-        let line_start = offset;
-        offset += n as u64;
-        // Universal newlines: a lone "\r" also ends a line.
-        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        for piece in body.split(|&b| b == b'\r') {
+impl Page {
+    /// Adds one physical line (without its newline) by tfds's rules;
+    /// returns whether it was a `WARC/1.0` line.
+    fn add_line(&mut self, raw: &[u8]) -> bool {
+        let mut version = false;
+        // universal newlines: a lone "\r" also ends a line
+        for piece in raw.split(|&b| b == b'\r') {
             let text = match super::utf8(piece) {
                 Ok(t) => std::borrow::Cow::Borrowed(t),
                 Err(_) => {
-                    page.bad_utf8 = true;
+                    self.bad_utf8 = true;
                     String::from_utf8_lossy(piece)
                 }
             };
-            let i = line_no;
-            line_no += 1;
             let line = py_strip(&text);
             if line.is_empty() {
                 continue;
             }
-            if line == "WARC/1.0" {
-                if i > 0 {
-                    finish(
-                        path,
-                        std::mem::take(&mut page),
-                        opts,
-                        report,
-                        &mut record,
-                        sink,
-                    )?;
-                }
-                page = Page {
-                    start: line_start,
-                    ..Default::default()
-                };
-            }
+            version |= line == "WARC/1.0";
             if let Some(rest) = line.strip_prefix("WARC-Target-URI:") {
-                page.url = py_strip(rest).to_string();
+                self.url = py_strip(rest).to_string();
             }
             if let Some(rest) = line.strip_prefix("WARC-Date:") {
-                page.timestamp = py_strip(rest).to_string();
+                self.timestamp = py_strip(rest).to_string();
             }
             if let Some(rest) = line.strip_prefix("WARC-Type:") {
-                page.warc_type = py_strip(rest).to_string();
+                self.warc_type = py_strip(rest).to_string();
             }
             if line.starts_with("WARC")
                 || line.starts_with("CONTENT-")
@@ -134,13 +104,240 @@ pub(super) fn read(
             {
                 continue;
             }
-            if !page.text.is_empty() {
-                page.text.push('\n');
+            if !self.text.is_empty() {
+                self.text.push('\n');
             }
-            page.text.push_str(line);
+            self.text.push_str(line);
         }
+        version
     }
-    finish(path, page, opts, report, &mut record, sink)
+}
+
+/// Whether `line` opens a record (tfds: the stripped line is `WARC/1.0`).
+fn is_version_line(line: &[u8]) -> bool {
+    line.trim_ascii() == b"WARC/1.0"
+}
+
+pub(super) fn read(
+    path: &Path,
+    mut opened: Opened,
+    opts: &ReadOptions,
+    report: &mut FileReport,
+    sink: &mut dyn FnMut(Document, &mut FileReport) -> Result<()>,
+) -> Result<()> {
+    let mut record = 0u64;
+    let mut offset = 0u64;
+    let mut line = Vec::new();
+    // a version line already read (the end of a record without a usable
+    // Content-Length), to open the next record with
+    let mut pending: Option<(u64, Vec<u8>)> = None;
+    let mut records = 0u64;
+    let io_issue = |e: std::io::Error, at: u64, report: &mut FileReport, opened: &Opened| {
+        let kind = classify_io(&e, opened.gzip);
+        let pos = opened
+            .compressed_pos
+            .load(std::sync::atomic::Ordering::Relaxed);
+        report.issue(
+            opts.strict,
+            path,
+            format!("byte {at} of the text (compressed byte ≤ {pos})"),
+            kind,
+            format!("{e}; the record being read there is dropped"),
+        )
+    };
+    loop {
+        // the next record's version line, skipping blank lines between records
+        let (start, first) = match pending.take() {
+            Some(p) => p,
+            None => {
+                let mut skipped = None;
+                loop {
+                    line.clear();
+                    let at = offset;
+                    match opened.reader.read_until(b'\n', &mut line) {
+                        Ok(0) => break,
+                        Ok(n) => offset += n as u64,
+                        Err(e) => return io_issue(e, at, report, &opened),
+                    }
+                    if is_version_line(&line) {
+                        break;
+                    }
+                    if !line.trim_ascii().is_empty() && skipped.is_none() {
+                        skipped = Some(at);
+                    }
+                }
+                if let Some(at) = skipped {
+                    report.issue(
+                        opts.strict,
+                        path,
+                        format!("byte {at}"),
+                        "not_a_record",
+                        if records == 0 && line.is_empty() {
+                            "no WARC record in the file (is it WET?)".into()
+                        } else {
+                            "text outside a WARC record; skipped to the next record".into()
+                        },
+                    )?;
+                }
+                if line.is_empty() {
+                    return Ok(());
+                }
+                (offset - line.len() as u64, std::mem::take(&mut line))
+            }
+        };
+        records += 1;
+        let mut page = Page {
+            start,
+            ..Default::default()
+        };
+        page.add_line(first.strip_suffix(b"\n").unwrap_or(&first));
+        // header lines up to the blank line
+        let mut length: Option<std::result::Result<u64, String>> = None;
+        loop {
+            line.clear();
+            let at = offset;
+            match opened.reader.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(n) => offset += n as u64,
+                Err(e) => return io_issue(e, at, report, &opened),
+            }
+            if line.trim_ascii().is_empty() {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            if let Some(v) = text.trim().strip_prefix("Content-Length:") {
+                length = Some(v.trim().parse().map_err(|_| v.trim().to_string()));
+            }
+            page.add_line(line.strip_suffix(b"\n").unwrap_or(&line));
+        }
+        match length {
+            Some(Ok(n)) => {
+                let mut content = Vec::with_capacity(n.min(1 << 24) as usize);
+                let at = offset;
+                let got = std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut opened.reader, n),
+                    &mut content,
+                );
+                offset += content.len() as u64;
+                if let Err(e) = got {
+                    return io_issue(e, at, report, &opened);
+                }
+                // a version line followed by a WARC header line inside the
+                // content: the next record, under a Content-Length too large
+                let lines: Vec<&[u8]> = content.split(|&b| b == b'\n').collect();
+                let holds_record = lines
+                    .windows(2)
+                    .any(|w| is_version_line(w[0]) && w[1].trim_ascii().starts_with(b"WARC-"));
+                if (content.len() as u64) < n && !holds_record {
+                    // cut short by the end of the file: kept as tfds keeps
+                    // it, and reported
+                    report.issue(
+                        opts.strict,
+                        path,
+                        format!("record at byte {start}"),
+                        "truncated_record",
+                        format!(
+                            "Content-Length {n} but the file ends after {} bytes",
+                            content.len()
+                        ),
+                    )?;
+                    for l in lines {
+                        page.add_line(l);
+                    }
+                    return finish(path, page, opts, report, &mut record, sink);
+                }
+                // what follows: blank lines, then the next record or the end
+                let mut after = Vec::new();
+                let next = loop {
+                    line.clear();
+                    match opened.reader.read_until(b'\n', &mut line) {
+                        Ok(0) => break Ok(None),
+                        Ok(_) if line.trim_ascii().is_empty() => after.extend_from_slice(&line),
+                        Ok(_) => break Ok(Some(std::mem::take(&mut line))),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let at_boundary = (content.len() as u64) == n
+                    && !holds_record
+                    && !matches!(&next, Ok(Some(l)) if !is_version_line(l));
+                match next {
+                    next if at_boundary => {
+                        // the record ends where the next begins: take it whole
+                        for l in lines {
+                            if page.add_line(l) {
+                                report.wet.warc_lines_in_content += 1;
+                            }
+                        }
+                        offset += after.len() as u64;
+                        let end = offset;
+                        finish(path, page, opts, report, &mut record, sink)?;
+                        match next {
+                            Ok(Some(l)) => {
+                                offset += l.len() as u64;
+                                pending = Some((end, l));
+                                continue;
+                            }
+                            Ok(None) => return Ok(()),
+                            Err(e) => return io_issue(e, end, report, &opened),
+                        }
+                    }
+                    next => {
+                        report.issue(
+                            opts.strict,
+                            path,
+                            format!("record at byte {start}"),
+                            "content_length_mismatch",
+                            format!(
+                                "Content-Length {n} does not end at a record boundary; read up to \
+                                 the next WARC/1.0 line as tfds does"
+                            ),
+                        )?;
+                        // read it all again, line by line
+                        let mut back = content;
+                        back.extend_from_slice(&after);
+                        if let Ok(Some(l)) = next {
+                            back.extend_from_slice(&l);
+                        }
+                        offset = at;
+                        let rest =
+                            std::mem::replace(&mut opened.reader, Box::new(std::io::empty()));
+                        opened.reader =
+                            Box::new(std::io::Read::chain(std::io::Cursor::new(back), rest));
+                    }
+                }
+            }
+            bad => {
+                report.issue(
+                    opts.strict,
+                    path,
+                    format!("record at byte {start}"),
+                    "bad_content_length",
+                    match bad {
+                        Some(Err(v)) => format!(
+                            "Content-Length {v:?} is not a number; read up to the next record"
+                        ),
+                        _ => "no Content-Length; read up to the next record".into(),
+                    },
+                )?;
+            }
+        }
+        // the record runs to the next WARC/1.0 line (tfds's framing)
+        loop {
+            line.clear();
+            let at = offset;
+            match opened.reader.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(n) => offset += n as u64,
+                Err(e) => return io_issue(e, at, report, &opened),
+            }
+            if is_version_line(&line) {
+                pending = Some((at, std::mem::take(&mut line)));
+                break;
+            }
+            page.add_line(line.strip_suffix(b"\n").unwrap_or(&line));
+        }
+        finish(path, page, opts, report, &mut record, sink)?;
+    }
 }
 
 fn finish(
