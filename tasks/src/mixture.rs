@@ -62,7 +62,7 @@ pub fn validate_name(name: &str) -> Result<(), MixtureError> {
 
 /// How a task's rate is set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Rate {
     /// A fixed number (T5's `rate_unsupervised` is `Fixed(1e6)`; equal mixing is `Fixed(1.0)`).
     Fixed {
@@ -156,7 +156,7 @@ pub fn rate_num_examples(n: u64, maximum: Option<f64>, temperature: f64, scale: 
 
 /// A member of a mixture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Member {
     /// A task with its rate.
     Task {

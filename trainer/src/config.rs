@@ -172,11 +172,40 @@ impl T5Config {
                 self.relative_attention_num_buckets,
             ),
         ] {
-            if v == 0 {
-                return Err(format!("{k} must be positive"));
+            if v == 0 || v > 1 << 22 {
+                return Err(format!("{k} {v}: must be in 1..={}", 1 << 22));
             }
         }
+        if self.num_layers + self.num_decoder_layers > 4096 || self.num_heads > 4096 {
+            return Err("more than 4096 layers or heads".into());
+        }
+        // what T5::new would allocate must fit in memory (f32 weights)
+        let params = self.estimated_params();
+        if params > 1 << 36 {
+            return Err(format!(
+                "{params} parameters: more than this program can hold"
+            ));
+        }
         Ok(())
+    }
+
+    /// Parameters of a model of this shape (from the layer shapes; the
+    /// checkpoint reader compares it with the weights file's size).
+    pub fn estimated_params(&self) -> u128 {
+        let (d, inner) = (self.d_model as u128, (self.num_heads * self.d_kv) as u128);
+        let attn = 4 * d * inner;
+        let ff = (if self.feed_forward() == FeedForward::GatedGelu {
+            3
+        } else {
+            2
+        }) * d
+            * self.d_ff as u128;
+        let emb = self.vocab_size as u128 * d * if self.tie_word_embeddings { 1 } else { 2 };
+        let bias = 2 * self.relative_attention_num_buckets as u128 * self.num_heads as u128;
+        emb + bias
+            + self.num_layers as u128 * (attn + ff + 2 * d)
+            + self.num_decoder_layers as u128 * (2 * attn + ff + 3 * d)
+            + 2 * d
     }
 
     /// Writes `config.json` in HF's layout.

@@ -59,6 +59,20 @@ pub fn decode_safetensors(bytes: &[u8], path: &Path) -> Result<NamedTensors> {
 pub fn load_model<D: Device<f32>>(dir: &Path, dev: &D) -> Result<T5<D>> {
     let mut cfg = T5Config::from_file(&dir.join("config.json"))?;
     let path = dir.join("model.safetensors");
+    // at least 2 bytes a weight (BF16): a config larger than its weights is refused
+    // before the model is allocated
+    let bytes = std::fs::metadata(&path)
+        .map_err(|e| TrainError::io(&path, e))?
+        .len();
+    if cfg.estimated_params() * 2 > bytes as u128 + (1 << 20) {
+        return Err(TrainError::checkpoint(
+            dir,
+            format!(
+                "config.json describes {} parameters but model.safetensors holds {bytes} bytes",
+                cfg.estimated_params()
+            ),
+        ));
+    }
     let tensors = read_safetensors(&path)?;
     let untied = tensors.contains_key("lm_head.weight");
     if cfg.scale_decoder_outputs.is_none() {
