@@ -2,7 +2,10 @@
 //! reference encoder) when pkg-config finds it (Debian/Ubuntu:
 //! `apt install libsentencepiece-dev pkg-config`). Without it, everything
 //! else builds and `t5mix vocab train` says how to enable it.
+include!("../build/shared_data.rs");
+
 fn main() {
+    shared_data_cfg(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     println!("cargo:rustc-check-cfg=cfg(spm_trainer)");
     println!("cargo:rerun-if-changed=spm_shim/trainer.cc");
     println!("cargo:rerun-if-env-changed=T5MIX_NO_SPM_TRAINER");

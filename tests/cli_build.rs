@@ -61,6 +61,10 @@ fn build(s: &Setup, out: &Path, extra: &[&str]) -> Output {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn build_is_deterministic_resumable_and_splits_over_workers() {
     let Some(s) = setup("build_is_deterministic_resumable_and_splits_over_workers") else {
         return;
@@ -128,6 +132,10 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
 /// lengths, another vocabulary, on resume and at --finalize; the manifest
 /// then still describes what is there.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn builds_with_other_options_do_not_mix_shards() {
     let Some(s) = setup("builds_with_other_options_do_not_mix_shards") else {
         return;
@@ -202,6 +210,10 @@ fn builds_with_other_options_do_not_mix_shards() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn shards_hold_t5_span_corruption_examples() {
     let Some(s) = setup("shards_hold_t5_span_corruption_examples") else {
         return;
@@ -244,6 +256,10 @@ fn shards_hold_t5_span_corruption_examples() {
 /// Shards are plain Parquet: read with pyarrow when it is installed (else the
 /// parquet crate's generic reader, as the other tests do).
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn shards_read_with_pyarrow_if_available() {
     let Some(s) = setup("shards_read_with_pyarrow_if_available") else {
         return;
@@ -284,6 +300,10 @@ fn shards_read_with_pyarrow_if_available() {
 /// (an interrupted clean) unless --allow-partial, a split with no pages, a
 /// split name that would write outside --out.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn builds_refuse_partial_or_unknown_inputs() {
     let Some(s) = setup("builds_refuse_partial_or_unknown_inputs") else {
         return;

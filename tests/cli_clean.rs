@@ -318,6 +318,10 @@ fn help_lists_clean() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn vocab_info_encode_decode() {
     let Some(model) = shared_path("t5-spm/spiece.model") else {
         eprintln!("SKIP vocab_info_encode_decode: ../shared/data/t5-spm/spiece.model not found");

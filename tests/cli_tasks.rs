@@ -9,6 +9,10 @@ use common::{example_pairs, ok, shard_bytes, t5mix};
 use t5mix_pipeline::shared_data::shared_path;
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn glue_tasks_built_from_files_equal_seqio() {
     let (Some(model), Some(glue), Some(reference)) = (
         shared_path("t5-spm/spiece.model"),
@@ -229,6 +233,10 @@ splits = { train = ["train.jsonl"] }
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn mixture_shards_sample_task_caches_by_rate() {
     let (Some(model), Some(glue)) = (
         shared_path("t5-spm/spiece.model"),
@@ -343,6 +351,10 @@ members = [
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn preview_shows_text_and_ids() {
     let (Some(model), Some(glue)) = (
         shared_path("t5-spm/spiece.model"),
@@ -374,6 +386,10 @@ fn preview_shows_text_and_ids() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn wmt_task_from_parallel_files_equals_seqio() {
     let (Some(model), Some(wmt), Some(reference)) = (
         shared_path("t5-spm/spiece.model"),

@@ -10,6 +10,10 @@ use common::ok;
 use t5mix_pipeline::shared_data::shared_or_skip;
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn pretrain_finetune_eval_and_resume() {
     let Some(spm) = shared_or_skip("t5-spm/spiece.model", "cli train") else {
         return;

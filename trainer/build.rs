@@ -2,7 +2,10 @@
 //! (Debian/Ubuntu: `apt install libopenblas-dev pkg-config`); without it
 //! the products run in dfdx's own GEMM (the `gemm` crate). Set
 //! `T5MIX_NO_OPENBLAS=1` to build without it.
+include!("../build/shared_data.rs");
+
 fn main() {
+    shared_data_cfg(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     println!("cargo:rustc-check-cfg=cfg(t5mix_openblas)");
     println!("cargo:rerun-if-env-changed=T5MIX_NO_OPENBLAS");
     if std::env::var_os("T5MIX_NO_OPENBLAS").is_some() {

@@ -120,37 +120,39 @@ pub struct CacheReport {
 
 /// Reads the texts of one clean shard for one split.
 pub fn read_clean_texts(path: &Path, split: &str) -> Result<Vec<String>> {
-    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| pq(&e))?
-        .build()
-        .map_err(|e| pq(&e))?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| pq(&e))?;
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_string_opt::<i32>().cloned())
-                .ok_or_else(|| PipelineError::BadInput {
-                    path: path.to_path_buf(),
-                    location: "schema".into(),
-                    message: format!("not a clean shard: no string column {name:?}"),
-                })
+    crate::error::parquet_guard(path, || {
+        let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         };
-        let text = col("text")?;
-        let splits = col("split")?;
-        for i in 0..batch.num_rows() {
-            if !text.is_null(i) && splits.value(i) == split {
-                out.push(text.value(i).to_string());
+        let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+            .map_err(|e| pq(&e))?
+            .build()
+            .map_err(|e| pq(&e))?;
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| pq(&e))?;
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>().cloned())
+                    .ok_or_else(|| PipelineError::BadInput {
+                        path: path.to_path_buf(),
+                        location: "schema".into(),
+                        message: format!("not a clean shard: no string column {name:?}"),
+                    })
+            };
+            let text = col("text")?;
+            let splits = col("split")?;
+            for i in 0..batch.num_rows() {
+                if !text.is_null(i) && splits.value(i) == split {
+                    out.push(text.value(i).to_string());
+                }
             }
         }
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 /// The metadata that says how a shard was made: a shard kept on resume, or

@@ -58,3 +58,20 @@ impl PipelineError {
 
 /// Result alias of the pipeline.
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// Runs a Parquet/Arrow decode of `path`, turning a panic inside those
+/// libraries (they assert on some corrupt pages; found by fuzzing) into an
+/// error naming the file.
+pub(crate) fn parquet_guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the decoder failed");
+        Err(PipelineError::Parquet {
+            path: path.to_path_buf(),
+            message: format!("corrupt file ({why})"),
+        })
+    })
+}

@@ -180,13 +180,15 @@ pub type ShardMetadata = Vec<(String, String)>;
 
 /// A shard's key/value metadata, from its footer only (no row is read).
 pub fn read_shard_metadata(path: &Path) -> Result<ShardMetadata> {
-    let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| PipelineError::Parquet {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    Ok(footer_metadata(&builder))
+    crate::error::parquet_guard(path, || {
+        let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| PipelineError::Parquet {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        Ok(footer_metadata(&builder))
+    })
 }
 
 fn footer_metadata<T>(
@@ -206,59 +208,61 @@ fn footer_metadata<T>(
 
 /// Reads every example of a shard, with the file's key/value metadata.
 pub fn read_example_shard(path: &Path) -> Result<(Vec<ShardExample>, ShardMetadata)> {
-    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| pq(&e))?;
-    let meta = footer_metadata(&builder);
-    let mut out = Vec::new();
-    for batch in builder.build().map_err(|e| pq(&e))? {
-        let batch = batch.map_err(|e| pq(&e))?;
-        let bad = |what: &str| PipelineError::BadInput {
+    crate::error::parquet_guard(path, || {
+        let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
             path: path.to_path_buf(),
-            location: "schema".into(),
-            message: format!("column {what} missing or of the wrong type"),
+            message: e.to_string(),
         };
-        let task = batch.column_by_name("task").ok_or_else(|| bad("task"))?;
-        let task = arrow_cast_to_strings(task).ok_or_else(|| bad("task"))?;
-        let lists = |name: &str| -> Result<Vec<Vec<u32>>> {
-            let col = batch.column_by_name(name).ok_or_else(|| bad(name))?;
-            let l = col.as_list_opt::<i32>().ok_or_else(|| bad(name))?;
-            let mut v = Vec::with_capacity(l.len());
-            for i in 0..l.len() {
-                let a = l.value(i);
-                let ints = a.as_primitive_opt::<Int32Type>().ok_or_else(|| bad(name))?;
-                v.push(ints.values().iter().map(|&x| x as u32).collect());
-            }
-            Ok(v)
-        };
-        let inputs = lists("inputs")?;
-        let targets = lists("targets")?;
-        let text = |name: &str| -> Option<Vec<Option<String>>> {
-            let col = batch.column_by_name(name)?.as_string_opt::<i32>()?;
-            Some(
-                (0..col.len())
-                    .map(|i| (!col.is_null(i)).then(|| col.value(i).to_string()))
-                    .collect(),
-            )
-        };
-        let (it, tt) = (text("inputs_pretokenized"), text("targets_pretokenized"));
-        for (k, ((t, i), g)) in task.into_iter().zip(inputs).zip(targets).enumerate() {
-            let pretokenized = match (&it, &tt) {
-                (Some(a), Some(b)) => a[k].clone().zip(b[k].clone()),
-                _ => None,
+        let f = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| pq(&e))?;
+        let meta = footer_metadata(&builder);
+        let mut out = Vec::new();
+        for batch in builder.build().map_err(|e| pq(&e))? {
+            let batch = batch.map_err(|e| pq(&e))?;
+            let bad = |what: &str| PipelineError::BadInput {
+                path: path.to_path_buf(),
+                location: "schema".into(),
+                message: format!("column {what} missing or of the wrong type"),
             };
-            out.push(ShardExample {
-                task: t,
-                inputs: i,
-                targets: g,
-                pretokenized,
-            });
+            let task = batch.column_by_name("task").ok_or_else(|| bad("task"))?;
+            let task = arrow_cast_to_strings(task).ok_or_else(|| bad("task"))?;
+            let lists = |name: &str| -> Result<Vec<Vec<u32>>> {
+                let col = batch.column_by_name(name).ok_or_else(|| bad(name))?;
+                let l = col.as_list_opt::<i32>().ok_or_else(|| bad(name))?;
+                let mut v = Vec::with_capacity(l.len());
+                for i in 0..l.len() {
+                    let a = l.value(i);
+                    let ints = a.as_primitive_opt::<Int32Type>().ok_or_else(|| bad(name))?;
+                    v.push(ints.values().iter().map(|&x| x as u32).collect());
+                }
+                Ok(v)
+            };
+            let inputs = lists("inputs")?;
+            let targets = lists("targets")?;
+            let text = |name: &str| -> Option<Vec<Option<String>>> {
+                let col = batch.column_by_name(name)?.as_string_opt::<i32>()?;
+                Some(
+                    (0..col.len())
+                        .map(|i| (!col.is_null(i)).then(|| col.value(i).to_string()))
+                        .collect(),
+                )
+            };
+            let (it, tt) = (text("inputs_pretokenized"), text("targets_pretokenized"));
+            for (k, ((t, i), g)) in task.into_iter().zip(inputs).zip(targets).enumerate() {
+                let pretokenized = match (&it, &tt) {
+                    (Some(a), Some(b)) => a[k].clone().zip(b[k].clone()),
+                    _ => None,
+                };
+                out.push(ShardExample {
+                    task: t,
+                    inputs: i,
+                    targets: g,
+                    pretokenized,
+                });
+            }
         }
-    }
-    Ok((out, meta))
+        Ok((out, meta))
+    })
 }
 
 fn arrow_cast_to_strings(col: &ArrayRef) -> Option<Vec<String>> {

@@ -15,14 +15,25 @@ pub fn shared_data_dir() -> Option<PathBuf> {
     p.is_dir().then(|| p.canonicalize().unwrap_or(p))
 }
 
-/// A file or folder inside the shared data, if the folder is present.
-/// Tests print why they skip when this is `None`.
+/// A file or folder inside the shared data, if the folder is present. A
+/// file missing from a present folder is a panic, not a skip: the tests
+/// that need the data are marked `#[cfg_attr(not(t5mix_shared_data),
+/// ignore)]` (the build scripts set the cfg when the folder is there), so
+/// without the folder they are reported as ignored, and with it they check
+/// everything or fail.
 pub fn shared_path(rel: &str) -> Option<PathBuf> {
-    let p = shared_data_dir()?.join(rel);
-    p.exists().then_some(p)
+    let dir = shared_data_dir()?;
+    let p = dir.join(rel);
+    assert!(
+        p.exists(),
+        "the shared data at {} has no {rel}: it is incomplete",
+        dir.display()
+    );
+    Some(p)
 }
 
-/// Like [`shared_path`], printing a skip notice when the data is missing.
+/// Like [`shared_path`], printing a skip notice when the data is missing
+/// (benchmarks skip; tests are ignored before they get here).
 pub fn shared_or_skip(rel: &str, test: &str) -> Option<PathBuf> {
     let p = shared_path(rel);
     if p.is_none() {

@@ -86,6 +86,10 @@ fn inputs(test: &str) -> Option<Inputs> {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn clean_page_matches_tfds_on_every_page() {
     let Some(Inputs { rows, pages }) = inputs("clean_page_matches_tfds_on_every_page") else {
         return;
@@ -151,6 +155,10 @@ fn clean_page_matches_tfds_on_every_page() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn badwords_filter_matches_tfds() {
     let Some(Inputs { rows, pages }) = inputs("badwords_filter_matches_tfds") else {
         return;
@@ -183,6 +191,10 @@ fn badwords_filter_matches_tfds() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn line_dedup_matches_tfds() {
     let test = "line_dedup_matches_tfds";
     let Some(Inputs { rows, .. }) = inputs(test) else {
@@ -253,6 +265,10 @@ fn line_dedup_matches_tfds() {
 /// that reach language ID. Not an identity: the measured agreement must stay
 /// at or above what we report.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn language_id_agrees_with_langdetect() {
     let test = "language_id_agrees_with_langdetect";
     let Some(Inputs { rows, .. }) = inputs(test) else {

@@ -215,6 +215,10 @@ fn read_output(out: &Path) -> BTreeMap<String, (String, String)> {
 
 /// tfds's fake WET pages: each named after the rule it meets.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn tfds_fake_pages_meet_their_rules() {
     let test = "tfds_fake_pages_meet_their_rules";
     let (Some(fake), Some(list)) = (
@@ -260,6 +264,10 @@ fn tfds_fake_pages_meet_their_rules() {
 /// tfds's (`c4_keeps` in c4_dedup_dolma.jsonl). Language ID is whatlang, not
 /// langdetect; on these pages the two agree (at most 2 differences allowed).
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn dolma_pages_kept_as_tfds_keeps_them() {
     let test = "dolma_pages_kept_as_tfds_keeps_them";
     let (Some(dolma), Some(reference), Some(list)) = (

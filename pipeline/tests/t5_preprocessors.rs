@@ -10,6 +10,10 @@ use t5mix_pipeline::preprocessors::{
 use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn random_spans_helper_matches_t5() {
     let Some(p) = shared_or_skip(
         "t5-reference/random_spans_helper.json",
@@ -71,6 +75,10 @@ fn structure(mask: &[bool]) -> Structure {
 /// TF's stateless RNG cannot be reproduced, so the contract is the counts and
 /// the structure of every mask (t5-reference README).
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn noise_mask_counts_and_structure_match_t5() {
     let Some(rows) = jsonl_or_skip(
         "t5-reference/noise_mask_structure.jsonl",
@@ -131,6 +139,10 @@ fn noise_mask_counts_and_structure_match_t5() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn sentinel_transforms_and_eos_match_t5() {
     let Some(rows) = jsonl_or_skip(
         "t5-reference/sentinel_transform.jsonl",
@@ -199,6 +211,10 @@ fn row_json(r: &EncDecRow) -> Value {
 /// encoder segment 1 instead of 2). There ours follows the lengths; the test
 /// spells out our rows.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn feature_converter_matches_seqio() {
     let Some(rows) = jsonl_or_skip(
         "t5-reference/feature_converter.jsonl",

@@ -85,6 +85,10 @@ fn sources(root: &Path) -> Vec<(String, Vec<String>)> {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn zero_mismatches_with_python_sentencepiece_on_the_shared_text() {
     let test = "zero_mismatches_with_python_sentencepiece_on_the_shared_text";
     let Some(model) = shared_or_skip("t5-spm/spiece.model", test) else {

@@ -10,6 +10,10 @@ fn t5_vocab(test: &str) -> Option<Vocabulary> {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn extra_id_layout_matches_seqio() {
     let Some(v) = t5_vocab("extra_id_layout_matches_seqio") else {
         return;
@@ -31,6 +35,10 @@ fn extra_id_layout_matches_seqio() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn special_row_of_the_reference() {
     let test = "special_row_of_the_reference";
     let (Some(v), Some(rows)) = (
@@ -55,6 +63,10 @@ fn special_row_of_the_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn encodes_and_decodes_like_seqio() {
     let test = "encodes_and_decodes_like_seqio";
     let (Some(v), Some(rows)) = (
@@ -109,6 +121,10 @@ fn encodes_and_decodes_like_seqio() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn golden_encodings() {
     let test = "golden_encodings";
     // Made with the plain model: no seqio extra ids.
@@ -160,6 +176,10 @@ fn missing_or_corrupt_model_errors_name_the_file() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn hostile_text_neither_crashes_nor_hangs() {
     let Some(v) = t5_vocab("hostile_text_neither_crashes_nor_hangs") else {
         return;

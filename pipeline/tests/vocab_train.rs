@@ -10,6 +10,10 @@ use t5mix_pipeline::vocab::train::{train_from_text_file, trainer_available, Trai
 use t5mix_pipeline::vocab::Vocabulary;
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn train_small_vocab_and_load_it_back() {
     let test = "train_small_vocab_and_load_it_back";
     if !trainer_available() {

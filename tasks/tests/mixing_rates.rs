@@ -39,6 +39,10 @@ fn mixture_tasks(r: &Value, name: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn rate_num_examples_grid_matches_seqio() {
     let Some(r) = reference() else { return };
     let counts = counts(&r);
@@ -64,6 +68,10 @@ fn names(v: &[String]) -> Vec<&str> {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn mixtures_match_seqio() {
     let Some(r) = reference() else { return };
     let counts = counts(&r);

@@ -58,6 +58,10 @@ fn shout_qa() -> Task {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn a_rust_registered_task_builds_mixes_and_scores() {
     let Some(spm) = shared_or_skip("t5-spm/spiece.model", "rust task") else {
         return;
@@ -200,6 +204,10 @@ fn chains_are_checked_when_registered() {
 /// builds the examples the built-in task builds (under its own name, so its
 /// own random streams: the same shapes and sentinels, not the same bytes).
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn toml_tasks_pick_token_preprocessors_and_metrics_by_name() {
     let Some(spm) = shared_or_skip("t5-spm/spiece.model", "toml task") else {
         return;

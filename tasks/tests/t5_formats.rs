@@ -56,6 +56,10 @@ fn format_row(r: &Value) -> (String, String) {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn every_builtin_format_matches_t5() {
     let test = "every_builtin_format_matches_t5";
     let Some(rows) = jsonl_or_skip("t5-reference/glue_format.jsonl", test) else {
@@ -85,6 +89,10 @@ fn every_builtin_format_matches_t5() {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn stsb_labels_match_t5_on_all_rows() {
     let Some(rows) = jsonl_or_skip(
         "t5-reference/stsb_labels.jsonl",
@@ -112,6 +120,10 @@ fn stsb_labels_match_t5_on_all_rows() {
 /// SQuAD JSON and CNN/DailyMail story files read as tfds reads them, then
 /// formatted: equal to seqio's rows (text and ids).
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn squad_and_cnn_sources_match_t5() {
     use t5mix_tasks::supervised::{read_rows, FileFormat, TextFormat};
     let test = "squad_and_cnn_sources_match_t5";
@@ -182,6 +194,10 @@ fn squad_and_cnn_sources_match_t5() {
 /// MRPC split by dev_ids, AX as MNLI), the row at the example's index,
 /// formatted: equal to seqio's text.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn registered_glue_tasks_read_the_glue_files_as_tfds() {
     use t5mix_tasks::supervised::read_rows;
     use t5mix_tasks::TaskRegistry;
@@ -240,6 +256,10 @@ fn registered_glue_tasks_read_the_glue_files_as_tfds() {
 /// task; the en-fr tasks' format on the reference examples; CNN/DailyMail
 /// split by tfds's URL lists.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn registered_translation_and_cnn_tasks_match_t5() {
     use t5mix_tasks::supervised::{read_rows, Row};
     use t5mix_tasks::TaskRegistry;

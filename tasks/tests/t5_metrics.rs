@@ -22,6 +22,10 @@ fn close(got: f64, want: &Value) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn metrics_match_t5() {
     let Some(p) = shared_or_skip("t5-reference/metrics.jsonl", "metrics_match_t5") else {
         return;
@@ -174,6 +178,10 @@ fn bootstrap_draws_replay_numpy() {
 /// targets as the list of answers; `squad` takes the max over them), while
 /// the training target is the first answer.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn squad_is_scored_against_all_answers() {
     use t5mix_pipeline::vocab::Vocabulary;
     use t5mix_tasks::{TaskRegistry, Value};

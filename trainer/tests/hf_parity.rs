@@ -45,6 +45,10 @@ fn load(variant: &str) -> Option<(T5<Dev>, Value)> {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn relative_position_buckets_match_transformers() {
     let Some((_, r)) = load("t5-v1_0-tiny") else {
         return;
@@ -256,11 +260,19 @@ fn parity(variant: &str, tol_logits: f32) {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn v1_0_tied_f32_matches_transformers() {
     parity("t5-v1_0-tiny", 1e-5);
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn v1_1_untied_bf16_matches_transformers() {
     parity("t5-v1_1-tiny", 1e-4);
 }
@@ -268,6 +280,10 @@ fn v1_1_untied_bf16_matches_transformers() {
 /// What we save is an HF folder again: same names, shapes, values and
 /// tying; loading it back gives the same outputs.
 #[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
 fn saved_checkpoints_round_trip_in_hf_layout() {
     use t5mix_trainer::weights::{read_safetensors, save_model};
     for variant in ["t5-v1_0-tiny", "t5-v1_1-tiny"] {

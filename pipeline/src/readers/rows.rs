@@ -116,34 +116,36 @@ fn flatten_json(prefix: &str, obj: &serde_json::Map<String, serde_json::Value>, 
 /// Parquet: string columns as they are, other columns printed (Arrow's
 /// display), nulls left out.
 pub fn read_parquet_rows(path: &Path) -> Result<Vec<Row>> {
-    use arrow_array::Array;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let f = std::fs::File::open(path).map_err(|e| PipelineError::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .and_then(|b| b.build())
-        .map_err(|e| pq(&e))?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| pq(&e))?;
-        let schema = batch.schema();
-        let mut batch_rows = vec![Row::new(); batch.num_rows()];
-        for (field, col) in schema.fields().iter().zip(batch.columns()) {
-            let fmt =
-                arrow_cast::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())
-                    .map_err(|e| pq(&e))?;
-            for (i, row) in batch_rows.iter_mut().enumerate() {
-                if !col.is_null(i) {
-                    row.insert(field.name().clone(), fmt.value(i).to_string());
+    crate::error::parquet_guard(path, || {
+        use arrow_array::Array;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let pq = |e: &dyn std::fmt::Display| PipelineError::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let f = std::fs::File::open(path).map_err(|e| PipelineError::io(path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(|b| b.build())
+            .map_err(|e| pq(&e))?;
+        let mut rows = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| pq(&e))?;
+            let schema = batch.schema();
+            let mut batch_rows = vec![Row::new(); batch.num_rows()];
+            for (field, col) in schema.fields().iter().zip(batch.columns()) {
+                let fmt =
+                    arrow_cast::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())
+                        .map_err(|e| pq(&e))?;
+                for (i, row) in batch_rows.iter_mut().enumerate() {
+                    if !col.is_null(i) {
+                        row.insert(field.name().clone(), fmt.value(i).to_string());
+                    }
                 }
             }
+            rows.extend(batch_rows);
         }
-        rows.extend(batch_rows);
-    }
-    Ok(rows)
+        Ok(rows)
+    })
 }
 
 /// Plain text: one row per non-empty line, columns `text` and `line` (its
