@@ -17,7 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update && $SUDO apt-get install -y "${need[@]}"
 fi
 cargo build --release --bin t5mix
-T5MIX=./target/release/t5mix
+# where cargo put it (CARGO_TARGET_DIR or .cargo/config may move target/)
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+T5MIX="$TARGET_DIR/release/t5mix"
 
 SHARED="${T5MIX_SHARED_DATA:-../shared/data}"
 BADWORDS=()

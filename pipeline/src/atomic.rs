@@ -94,3 +94,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()?;
     Ok(())
 }
+
+/// Creates the output folder `dir` (and its parents); a file in its place is
+/// named as such.
+pub fn create_out_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(PipelineError::Config {
+            what: dir.display().to_string(),
+            message: "is a file, not a folder: choose another --out".into(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))
+}

@@ -280,7 +280,7 @@ pub fn build_cache(
 ) -> Result<CacheReport> {
     use rayon::prelude::*;
     Worker::new(worker.index, worker.count)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
+    crate::atomic::create_out_dir(out_dir)?;
     let n = inputs.len();
     // shards of an earlier run must be this build's before anything is written
     for i in (0..n).filter(|i| i % worker.count == worker.index) {

@@ -135,7 +135,7 @@ pub fn build_mixture(
     worker: Worker,
 ) -> Result<Vec<PathBuf>> {
     Worker::new(worker.index, worker.count)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
+    crate::atomic::create_out_dir(out_dir)?;
     let tasks: Vec<&str> = spec
         .probabilities
         .iter()

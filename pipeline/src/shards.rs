@@ -295,6 +295,8 @@ pub struct Inspection {
     pub targets_lengths: Vec<usize>,
     /// The first examples.
     pub sample: Vec<ShardExample>,
+    /// A folder without a manifest (partial, or not written by t5mix).
+    pub partial: bool,
 }
 
 impl Inspection {
@@ -325,6 +327,7 @@ impl Inspection {
             inputs_lengths: Vec::new(),
             targets_lengths: Vec::new(),
             sample: Vec::new(),
+            partial: path.is_dir() && !path.join(crate::manifest::MANIFEST).exists(),
         };
         for f in &files {
             let (examples, meta) = read_example_shard(f)?;
@@ -350,6 +353,12 @@ impl Inspection {
     pub fn report(&self, vocab: Option<&crate::vocab::Vocabulary>) -> String {
         use std::fmt::Write;
         let mut s = String::new();
+        if self.partial {
+            let _ = writeln!(
+                s,
+                "warning: no manifest.json: a partial folder (an interrupted build) or not t5mix's"
+            );
+        }
         let _ = writeln!(
             s,
             "schema: task: dictionary<int32, utf8>, inputs: list<int32>, targets: list<int32>"

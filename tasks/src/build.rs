@@ -627,6 +627,11 @@ impl MixtureRegistry {
         if o.shard_examples == 0 {
             return Err(bad("shard_examples", "must be at least 1".into()));
         }
+        if let MixtureSize::Epochs(e) = o.size {
+            if !(e.is_finite() && e > 0.0) {
+                return Err(bad("epochs", format!("{e} is not a positive number")));
+            }
+        }
         let started = std::time::Instant::now();
         let mut loaded = BTreeMap::new();
         for dir in caches {
@@ -639,10 +644,7 @@ impl MixtureRegistry {
         let total: u64 = loaded.values().map(|c| c.manifest.stats.examples).sum();
         let examples = match o.size {
             MixtureSize::Examples(n) => n,
-            MixtureSize::Epochs(e) if e.is_finite() && e > 0.0 => (total as f64 * e).round() as u64,
-            MixtureSize::Epochs(e) => {
-                return Err(bad("epochs", format!("{e} is not a positive number")))
-            }
+            MixtureSize::Epochs(e) => (total as f64 * e).round() as u64,
         };
         if examples == 0 || examples > MAX_MIXTURE_EXAMPLES {
             return Err(bad(

@@ -643,7 +643,7 @@ impl<D: Device<f32>> Trainer<D> {
                 "steps and gradient accumulation must be positive".into(),
             ));
         }
-        std::fs::create_dir_all(&opts.out).map_err(|e| TrainError::io(&opts.out, e))?;
+        t5mix_pipeline::atomic::create_out_dir(&opts.out)?;
         let files = shard_files(&opts.train)?;
         let mut stream = BatchStream::new(files, opts.data_config(None))?;
         let eval_batches = if opts.eval.is_empty() {

@@ -386,3 +386,13 @@ fn resume_without_a_checkpoint_says_so() {
         t.notes
     );
 }
+
+/// A tokenizer with more ids than the model's embedding is refused before
+/// decoding (it used to index past the embedding).
+#[test]
+fn larger_tokenizers_are_refused() {
+    let m = t5mix_trainer::T5::new(micro_config(), &Dev::default(), Some(0));
+    assert!(m.check_vocabulary(128).is_ok());
+    let e = m.check_vocabulary(32100).unwrap_err().to_string();
+    assert!(e.contains("32100") && e.contains("128"), "{e}");
+}
