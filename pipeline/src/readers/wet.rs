@@ -118,6 +118,20 @@ fn is_version_line(line: &[u8]) -> bool {
     line.trim_ascii() == b"WARC/1.0"
 }
 
+/// Reads the next line into `line` (cleared first): its start offset, or
+/// `None` at the end of the file.
+fn next_line(
+    reader: &mut dyn BufRead,
+    line: &mut Vec<u8>,
+    offset: &mut u64,
+) -> std::io::Result<Option<u64>> {
+    line.clear();
+    let at = *offset;
+    let n = reader.read_until(b'\n', line)?;
+    *offset += n as u64;
+    Ok((n > 0).then_some(at))
+}
+
 pub(super) fn read(
     path: &Path,
     mut opened: Opened,
@@ -152,13 +166,11 @@ pub(super) fn read(
             None => {
                 let mut skipped = None;
                 loop {
-                    line.clear();
-                    let at = offset;
-                    match opened.reader.read_until(b'\n', &mut line) {
-                        Ok(0) => break,
-                        Ok(n) => offset += n as u64,
-                        Err(e) => return io_issue(e, at, report, &opened),
-                    }
+                    let at = match next_line(&mut opened.reader, &mut line, &mut offset) {
+                        Ok(Some(at)) => at,
+                        Ok(None) => break,
+                        Err(e) => return io_issue(e, offset, report, &opened),
+                    };
                     if is_version_line(&line) {
                         break;
                     }
@@ -194,12 +206,10 @@ pub(super) fn read(
         // header lines up to the blank line
         let mut length: Option<std::result::Result<u64, String>> = None;
         loop {
-            line.clear();
-            let at = offset;
-            match opened.reader.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(n) => offset += n as u64,
-                Err(e) => return io_issue(e, at, report, &opened),
+            match next_line(&mut opened.reader, &mut line, &mut offset) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return io_issue(e, offset, report, &opened),
             }
             if line.trim_ascii().is_empty() {
                 break;
@@ -323,13 +333,11 @@ pub(super) fn read(
         }
         // the record runs to the next WARC/1.0 line (tfds's framing)
         loop {
-            line.clear();
-            let at = offset;
-            match opened.reader.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(n) => offset += n as u64,
-                Err(e) => return io_issue(e, at, report, &opened),
-            }
+            let at = match next_line(&mut opened.reader, &mut line, &mut offset) {
+                Ok(Some(at)) => at,
+                Ok(None) => break,
+                Err(e) => return io_issue(e, offset, report, &opened),
+            };
             if is_version_line(&line) {
                 pending = Some((at, std::mem::take(&mut line)));
                 break;
