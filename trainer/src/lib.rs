@@ -30,6 +30,7 @@ pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod tensorboard;
 pub mod train;
 pub mod weights;
 

@@ -222,6 +222,41 @@ pub struct StepLog {
     pub task_metrics: Option<serde_json::Value>,
 }
 
+impl StepLog {
+    /// The step's scalars for TensorBoard: `train/*`, `eval/loss_per_token`
+    /// and `eval/<task>/<metric>`.
+    pub fn scalars(&self) -> Vec<(String, f64)> {
+        let mut v = vec![
+            ("train/loss".to_string(), self.loss),
+            ("train/loss_per_token".to_string(), self.ce_per_token),
+            ("train/z_loss_per_token".to_string(), self.z_loss_per_token),
+            ("train/learning_rate".to_string(), self.lr),
+            ("train/grad_norm".to_string(), self.grad_norm),
+            (
+                "train/tokens_per_second".to_string(),
+                self.tokens as f64 / self.seconds.max(1e-9),
+            ),
+        ];
+        if let Some(e) = self.eval_ce_per_token {
+            v.push(("eval/loss_per_token".to_string(), e));
+        }
+        for (task, metrics) in self
+            .task_metrics
+            .as_ref()
+            .and_then(|m| m.as_object())
+            .into_iter()
+            .flatten()
+        {
+            for (k, x) in metrics.as_object().into_iter().flatten() {
+                if let Some(x) = x.as_f64().filter(|_| k != "examples") {
+                    v.push((format!("eval/{task}/{k}"), x));
+                }
+            }
+        }
+        v
+    }
+}
+
 impl std::fmt::Display for StepLog {
     /// One progress line: loss per token, learning rate, speed, held-out loss.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -819,6 +854,7 @@ impl<D: Device<f32>> Trainer<D> {
             .append(true)
             .open(&mpath)
             .map_err(|e| TrainError::io(&mpath, e))?;
+        let mut events = crate::tensorboard::EventWriter::create(&opts.out)?;
         let started = Instant::now();
         let mut tokens = 0u64;
         let mut ran = 0u64;
@@ -887,6 +923,7 @@ impl<D: Device<f32>> Trainer<D> {
             tokens += log.tokens;
             writeln!(log_file, "{}", serde_json::to_string(&log).expect("log"))
                 .map_err(|e| TrainError::io(&mpath, e))?;
+            events.scalars(log.step, &log.scalars())?;
             on_step(&log);
             logs.push(log);
             if (opts.checkpoint_every > 0 && self.step.is_multiple_of(opts.checkpoint_every))

@@ -122,6 +122,18 @@ fn a_tiny_model_memorises_32_examples() {
     let mut t = Trainer::new(o, &Dev::default(), false).unwrap();
     let s = t.run(None, &mut |_| {}, None).unwrap();
     eprintln!("{s:?}");
+    // TensorBoard's event file: every step's scalars, readable (CRCs checked)
+    let events = event_file(&tmp.path().join("run"));
+    let scalars = t5mix_trainer::tensorboard::read_scalars(&events).unwrap();
+    let losses: Vec<&(u64, String, f32)> = scalars
+        .iter()
+        .filter(|(_, t, _)| t == "train/loss_per_token")
+        .collect();
+    assert_eq!(losses.len(), 300);
+    assert_eq!((losses[0].0, losses[299].0), (1, 300));
+    assert!(scalars
+        .iter()
+        .any(|(step, t, _)| *step == 300 && t == "eval/loss_per_token"));
     assert!(
         s.first_ce_per_token > 3.0,
         "starts near ln(128): {}",
@@ -395,4 +407,45 @@ fn larger_tokenizers_are_refused() {
     assert!(m.check_vocabulary(128).is_ok());
     let e = m.check_vocabulary(32100).unwrap_err().to_string();
     assert!(e.contains("32100") && e.contains("128"), "{e}");
+}
+
+/// The run's TensorBoard event file.
+fn event_file(run: &Path) -> PathBuf {
+    std::fs::read_dir(run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .expect("an event file")
+}
+
+/// TensorBoard's own reader (Python `tensorboard`, `pip install
+/// tensorboard`) loads a run's scalars.
+#[test]
+#[ignore = "needs python3 with the tensorboard package"]
+fn tensorboard_reads_the_event_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_shards(&data);
+    let run = tmp.path().join("run");
+    let mut t = Trainer::new(options(&data, &run, 5), &Dev::default(), false).unwrap();
+    t.run(None, &mut |_| {}, None).unwrap();
+    let script = r#"
+import sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1]); acc.Reload()
+s = acc.Scalars("train/loss_per_token")
+print(len(s), [e.step for e in s], "train/learning_rate" in acc.Tags()["scalars"])
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script, run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.trim(), "5 [1, 2, 3, 4, 5] True");
 }
