@@ -204,3 +204,20 @@ fn hostile_text_neither_crashes_nor_hangs() {
     let s = "The T5 model, trained on C4, was released in 2019.";
     assert_eq!(v.decode(&v.encode(s)), s);
 }
+
+/// A model type other than unigram is a clear error naming the type.
+#[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
+fn other_model_types_are_named() {
+    let bpe =
+        t5mix_pipeline::shared_data::shared_path("spm-fixtures/hf_test_sentencepiece_bpe.model")
+            .expect("shared data");
+    let err = Vocabulary::load(&bpe, 100).unwrap_err().to_string();
+    assert!(
+        err.contains("a BPE model") && err.contains("hf_test_sentencepiece_bpe.model"),
+        "{err}"
+    );
+}

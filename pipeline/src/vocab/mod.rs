@@ -127,8 +127,14 @@ impl Vocabulary {
         }
         let trainer = proto.trainer_spec.clone().unwrap_or_default();
         if trainer.model_type() != 1 {
+            let name = match trainer.model_type() {
+                2 => "BPE",
+                3 => "word",
+                4 => "char",
+                _ => "unknown",
+            };
             return Err(VocabError::Corrupt(format!(
-                "model type {} is not unigram (1); only unigram models are supported",
+                "a {name} model (type {}); only unigram models (T5's) are supported",
                 trainer.model_type()
             )));
         }
