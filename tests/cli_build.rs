@@ -41,7 +41,9 @@ fn setup(test: &str) -> Option<Setup> {
     })
 }
 
-fn build(s: &Setup, out: &Path, extra: &[&str]) -> Output {
+/// Runs `build` of span corruption from the clean shards into `out`, with
+/// `--sequence-length inputs=64,targets=14` unless `extra` gives one.
+fn run_build(s: &Setup, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "build",
         "--task",
@@ -50,14 +52,36 @@ fn build(s: &Setup, out: &Path, extra: &[&str]) -> Output {
         s.clean.to_str().unwrap(),
         "--vocab",
         s.model.to_str().unwrap(),
-        "--sequence-length",
-        "inputs=64,targets=14",
         "--out",
         out.to_str().unwrap(),
         "-q",
     ];
+    if !extra.contains(&"--sequence-length") {
+        args.extend(["--sequence-length", "inputs=64,targets=14"]);
+    }
     args.extend(extra);
-    ok(&args)
+    t5mix(&args)
+}
+
+/// [`run_build`], which must succeed.
+fn build(s: &Setup, out: &Path, extra: &[&str]) -> Output {
+    let o = run_build(s, out, extra);
+    assert!(
+        o.status.success(),
+        "build {extra:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// [`run_build`], which must fail with `what` in its message.
+fn refused(s: &Setup, out: &Path, extra: &[&str], what: &str) {
+    let o = run_build(s, out, extra);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(what),
+        "{extra:?}: {err}"
+    );
 }
 
 #[test]
@@ -98,20 +122,7 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
     // Two workers, then --finalize: the same shards and manifest.
     let w = s.root.join("w");
     build(&s, &w, &["--worker-index", "0", "--num-workers", "2"]);
-    let o = t5mix(&[
-        "build",
-        "--task",
-        "c4_span_corruption",
-        "--input",
-        s.clean.to_str().unwrap(),
-        "--vocab",
-        s.model.to_str().unwrap(),
-        "--sequence-length",
-        "inputs=64,targets=14",
-        "--out",
-        w.to_str().unwrap(),
-        "--finalize",
-    ]);
+    let o = run_build(&s, &w, &["--finalize"]);
     assert!(!o.status.success(), "finalize refuses with shards missing");
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
     build(&s, &w, &["--worker-index", "1", "--num-workers", "2"]);
@@ -140,38 +151,19 @@ fn builds_with_other_options_do_not_mix_shards() {
     let Some(s) = setup("builds_with_other_options_do_not_mix_shards") else {
         return;
     };
-    let refused = |out: &Path, extra: &[&str], what: &str| {
-        let mut args = vec![
-            "build",
-            "--task",
-            "c4_span_corruption",
-            "--input",
-            s.clean.to_str().unwrap(),
-            "--vocab",
-            s.model.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ];
-        args.extend(extra);
-        let o = t5mix(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            !o.status.success() && err.contains(what),
-            "{extra:?}: {err}"
-        );
-    };
     let a = s.root.join("a");
     build(&s, &a, &[]);
     let before = shard_bytes(&a);
     let manifest = std::fs::read(a.join("manifest.json")).unwrap();
     // a complete cache rerun with another seed or other lengths
     refused(
+        &s,
         &a,
         &["--sequence-length", "inputs=64,targets=14", "--seed", "7"],
         "t5mix.seed = 0",
     );
     refused(
+        &s,
         &a,
         &["--sequence-length", "inputs=128,targets=28"],
         "t5mix.sequence_length",
@@ -179,6 +171,7 @@ fn builds_with_other_options_do_not_mix_shards() {
     // an interrupted one resumed with other options
     std::fs::remove_file(a.join(&before[0].0)).unwrap();
     refused(
+        &s,
         &a,
         &["--sequence-length", "inputs=64,targets=14", "--seed", "3"],
         "t5mix.seed",
@@ -202,6 +195,7 @@ fn builds_with_other_options_do_not_mix_shards() {
         ],
     );
     refused(
+        &s,
         &w,
         &["--sequence-length", "inputs=64,targets=14", "--finalize"],
         "made with",
@@ -256,22 +250,11 @@ fn shards_hold_t5_span_corruption_examples() {
 /// Shards are plain Parquet: read with pyarrow when it is installed (else the
 /// parquet crate's generic reader, as the other tests do).
 #[test]
-#[cfg_attr(
-    not(t5mix_shared_data),
-    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
-)]
-fn shards_read_with_pyarrow_if_available() {
-    let Some(s) = setup("shards_read_with_pyarrow_if_available") else {
+#[ignore = "needs python3 with pyarrow, and ../shared/data"]
+fn shards_read_with_pyarrow() {
+    let Some(s) = setup("shards_read_with_pyarrow") else {
         return;
     };
-    let has_pyarrow = Command::new("python3")
-        .args(["-c", "import pyarrow.parquet"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_pyarrow {
-        eprintln!("SKIP pyarrow part: pyarrow is not installed; shards are read with the parquet crate elsewhere");
-        return;
-    }
     let out = s.root.join("p");
     build(&s, &out, &[]);
     let (name, _) = shard_bytes(&out).remove(0);
@@ -308,38 +291,11 @@ fn builds_refuse_partial_or_unknown_inputs() {
     let Some(s) = setup("builds_refuse_partial_or_unknown_inputs") else {
         return;
     };
-    let run = |extra: &[&str]| {
-        let out = s.root.join("o");
-        let mut args = vec![
-            "build",
-            "--task",
-            "c4_span_corruption",
-            "--input",
-            s.clean.to_str().unwrap(),
-            "--vocab",
-            s.model.to_str().unwrap(),
-            "--sequence-length",
-            "inputs=64,targets=14",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ];
-        args.extend(extra);
-        t5mix(&args)
-    };
-    let refused = |extra: &[&str], what: &str| {
-        let o = run(extra);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            !o.status.success() && err.contains(what),
-            "{extra:?}: {err}"
-        );
-    };
-    refused(&["--split", "../../x"], "split: \"../../x\"");
-    refused(&["--split", "bogus"], "no pages of split \"bogus\"");
+    let o = s.root.join("o");
+    refused(&s, &o, &["--split", "../../x"], "split: \"../../x\"");
+    refused(&s, &o, &["--split", "bogus"], "no pages of split \"bogus\"");
     assert!(!s.root.join("x").exists());
     std::fs::remove_file(s.clean.join("manifest.json")).unwrap();
-    refused(&[], "no manifest.json");
-    let o = run(&["--allow-partial"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    refused(&s, &o, &[], "no manifest.json");
+    build(&s, &o, &["--allow-partial"]);
 }

@@ -6,53 +6,19 @@
 use std::io::Write;
 use std::path::Path;
 
-use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use t5mix_pipeline::readers::{read_file, rows, InputFormat, ReadOptions};
 use t5mix_pipeline::shards::{read_example_shard, write_example_shard, ShardExample};
 
 /// Cases per target (each a file written and read).
 const CASES: u32 = 500;
 
-/// A runner with a fixed seed: the same cases on every run.
-fn runner(salt: u8) -> TestRunner {
-    let config = Config {
-        cases: CASES,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    TestRunner::new_with_rng(
-        config,
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[salt; 32]),
-    )
-}
+#[path = "../../tests/support/fuzz.rs"]
+mod support;
+use support::inputs;
 
-/// Random bytes, or `valid` with a few random edits.
-fn inputs(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-    let edits = prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 1..6);
-    prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..600),
-        edits.prop_map(move |edits| {
-            let mut v = valid.clone();
-            for (at, op, byte) in edits {
-                if v.is_empty() {
-                    v.push(byte);
-                    continue;
-                }
-                let i = at.index(v.len());
-                match op {
-                    0 => v[i] ^= 1 << (byte % 8),
-                    1 => v.truncate(i),
-                    2 => v.insert(i, byte),
-                    _ => {
-                        let s = v[i..].to_vec();
-                        v.extend(s);
-                    }
-                }
-            }
-            v
-        }),
-    ]
+/// A runner of [`CASES`] cases from `salt`.
+fn runner(salt: u8) -> proptest::test_runner::TestRunner {
+    support::runner(salt, CASES)
 }
 
 /// Runs `f` on each generated file's path.
@@ -60,7 +26,7 @@ fn fuzz(salt: u8, valid: Vec<u8>, name: &str, f: impl Fn(&Path)) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
     runner(salt)
-        .run(&inputs(valid), |bytes| {
+        .run(&inputs(valid, 600), |bytes| {
             std::fs::write(&path, &bytes).unwrap();
             f(&path);
             Ok(())
@@ -193,7 +159,7 @@ fn sentencepiece_models_never_panic() {
         Vec::new()
     };
     runner(11)
-        .run(&inputs(valid), |bytes| {
+        .run(&inputs(valid, 600), |bytes| {
             if let Ok(v) = t5mix_pipeline::vocab::Vocabulary::from_bytes(&bytes, 100) {
                 let ids = v.encode("Some text, with ünïcödé and 123 digits.");
                 let _ = v.decode(&ids);

@@ -11,15 +11,12 @@ use t5mix_pipeline::vocab::Vocabulary;
 
 #[test]
 #[cfg_attr(
-    not(t5mix_shared_data),
-    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+    not(all(t5mix_shared_data, spm_trainer)),
+    ignore = "needs ../shared/data and the SentencePiece C++ library (libsentencepiece-dev)"
 )]
 fn train_small_vocab_and_load_it_back() {
     let test = "train_small_vocab_and_load_it_back";
-    if !trainer_available() {
-        eprintln!("SKIP {test}: built without the SentencePiece C++ library (apt install libsentencepiece-dev pkg-config)");
-        return;
-    }
+    assert!(trainer_available());
     let Some(botchan) = shared_or_skip("spm-fixtures/botchan.txt", test) else {
         return;
     };
@@ -74,10 +71,12 @@ fn train_small_vocab_and_load_it_back() {
 }
 
 #[test]
+#[cfg_attr(
+    not(spm_trainer),
+    ignore = "needs the SentencePiece C++ library (libsentencepiece-dev)"
+)]
 fn training_errors_are_reported() {
-    if !trainer_available() {
-        return;
-    }
+    assert!(trainer_available());
     let dir = tempfile::tempdir().unwrap();
     let err = train_from_text_file(
         &dir.path().join("missing.txt"),

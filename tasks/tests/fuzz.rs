@@ -3,7 +3,8 @@
 //! error naming the file, never a panic.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+#[path = "../../tests/support/fuzz.rs"]
+mod support;
 use t5mix_tasks::Registry;
 
 const VALID: &str = r#"
@@ -36,29 +37,10 @@ members = [
 fn task_files_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tasks.toml");
-    let edits = prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..5);
-    let strategy = prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..300),
-        edits.prop_map(|edits| {
-            let mut v = VALID.as_bytes().to_vec();
-            for (at, op, byte) in edits {
-                let i = at.index(v.len().max(1)).min(v.len());
-                match op {
-                    0 if i < v.len() => v[i] = byte % 128,
-                    1 => v.truncate(i),
-                    _ => v.insert(i, byte % 128),
-                }
-            }
-            v
-        }),
-    ];
-    let config = Config {
-        cases: 600,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[31; 32]));
+    // TOML is text: the edits stay in ASCII
+    let strategy = support::inputs(VALID.as_bytes().to_vec(), 300)
+        .prop_map(|v| v.into_iter().map(|b| b % 128).collect::<Vec<u8>>());
+    let mut runner = support::runner(31, 600);
     runner
         .run(&strategy, |bytes| {
             std::fs::write(&path, &bytes).unwrap();

@@ -123,6 +123,14 @@ impl TrainOptions {
         }
     }
 
+    /// The encoder and decoder lengths.
+    pub fn sequence_length(&self) -> SequenceLength {
+        SequenceLength {
+            inputs: self.inputs_length,
+            targets: self.targets_length,
+        }
+    }
+
     /// Every value in its range before any work: a NaN, infinite or
     /// out-of-range rate, loss weight, dropout or clipping norm would train
     /// to NaN weights (or do nothing) without a word.
@@ -660,11 +668,7 @@ impl<D: Device<f32>> Trainer<D> {
     pub fn new(opts: TrainOptions, dev: &D, resume: bool) -> Result<Self> {
         // reject a bad loss normalisation before any work
         opts.loss_config()?;
-        let lengths = SequenceLength {
-            inputs: opts.inputs_length,
-            targets: opts.targets_length,
-        };
-        lengths
+        opts.sequence_length()
             .check()
             .and_then(|()| {
                 (opts.inputs_length > 0 && opts.batch_size > 0)
@@ -778,14 +782,14 @@ impl<D: Device<f32>> Trainer<D> {
                 (model, Optimizer::new(opts.optimizer, &shapes), 0)
             }
         };
-        let lengths = SequenceLength {
-            inputs: opts.inputs_length,
-            targets: opts.targets_length,
-        };
         let mut all = opts.train.clone();
         all.extend(opts.eval.iter().cloned());
-        let FolderCheck { notes, vocabulary } =
-            check_example_folders(&all, model.cfg.vocab_size, lengths, opts.allow_partial)?;
+        let FolderCheck { notes, vocabulary } = check_example_folders(
+            &all,
+            model.cfg.vocab_size,
+            opts.sequence_length(),
+            opts.allow_partial,
+        )?;
         let opts_json = serde_json::to_vec_pretty(&opts).expect("options serialize");
         write_atomic(&opts.out.join("train_options.json"), &opts_json)?;
         let mut notes = notes;

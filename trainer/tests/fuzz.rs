@@ -3,46 +3,12 @@
 //! safetensors and a model folder's config give a value or an error, never
 //! a panic, an abort on allocation or a hang.
 
-use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use t5mix_trainer::weights::{decode_safetensors, encode_safetensors, load_model};
 use t5mix_trainer::{Dev, T5Config, T5};
 
-fn runner(salt: u8, cases: u32) -> TestRunner {
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    TestRunner::new_with_rng(
-        config,
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[salt; 32]),
-    )
-}
-
-/// Random bytes, or `valid` with a few random edits.
-fn inputs(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-    let edits = prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..6);
-    prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..400),
-        edits.prop_map(move |edits| {
-            let mut v = valid.clone();
-            for (at, op, byte) in edits {
-                if v.is_empty() {
-                    v.push(byte);
-                    continue;
-                }
-                let i = at.index(v.len());
-                match op {
-                    0 => v[i] ^= 1 << (byte % 8),
-                    1 => v.truncate(i),
-                    _ => v.insert(i, byte),
-                }
-            }
-            v
-        }),
-    ]
-}
+#[path = "../../tests/support/fuzz.rs"]
+mod support;
+use support::{inputs, runner};
 
 #[test]
 fn safetensors_never_panic() {
@@ -57,7 +23,7 @@ fn safetensors_never_panic() {
     let valid = encode_safetensors(&tensors, None).unwrap();
     let path = std::path::Path::new("fuzz.safetensors");
     runner(21, 500)
-        .run(&inputs(valid), |bytes| {
+        .run(&inputs(valid, 400), |bytes| {
             let _ = decode_safetensors(&bytes, path);
             Ok(())
         })
@@ -97,7 +63,7 @@ fn model_configs_never_panic() {
         );
     }
     runner(22, 150)
-        .run(&inputs(valid), |bytes| {
+        .run(&inputs(valid, 400), |bytes| {
             std::fs::write(dir.path().join("config.json"), &bytes).unwrap();
             let _ = load_model(dir.path(), &dev);
             Ok(())

@@ -566,8 +566,8 @@ mod tests {
 
 crate::from_name!(OutputFormat, "output format", ["parquet", "jsonl"]);
 
-/// Makes `out` ready for a clean run: refuses an `out` that is a file or
-/// holds one of the `inputs` (an overwrite would delete them), and one
+/// Makes `out` ready for a clean run (creating it): refuses an `out` that is
+/// a file or holds one of the `inputs` (an overwrite would delete them), and one
 /// holding an earlier run's shards or manifest unless `overwrite`, which
 /// removes them first.
 pub fn prepare_out_dir(
@@ -579,9 +579,7 @@ pub fn prepare_out_dir(
         what: format!("--out {}", out.display()),
         message,
     };
-    if out.exists() && !out.is_dir() {
-        return Err(bad("is a file, not a folder".into()));
-    }
+    crate::atomic::create_out_dir(out)?;
     if let Ok(o) = out.canonicalize() {
         if let Some(i) = inputs
             .iter()
@@ -593,9 +591,7 @@ pub fn prepare_out_dir(
             )));
         }
     }
-    let Ok(rd) = std::fs::read_dir(out) else {
-        return Ok(());
-    };
+    let rd = std::fs::read_dir(out).map_err(|e| PipelineError::io(out, e))?;
     let entries: Vec<std::path::PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     // what a killed run left: spill folders and half-written shards
     for p in &entries {
