@@ -145,6 +145,13 @@ pub struct Runtime {
     /// ([`reuse_freed_memory`], [`ParallelZeroing`]); on the GPU, dfdx's
     /// allocation cache (device allocations are expensive).
     pub reuse_memory: bool,
+    /// On the CPU, subnormal floats (below 1.2e-38) are read and written as
+    /// zero (x86's MXCSR flush-to-zero and denormals-are-zero, aarch64's
+    /// FPCR.FZ) on the calling thread and every rayon worker. Padded
+    /// supervised batches fill products with subnormals, which the CPU
+    /// handles in microcode: the micro model's step on `demo_reviews`
+    /// (batch 8, 128/8) took 258 ms with them and 20 ms without.
+    pub flush_denormals: bool,
 }
 
 impl Default for Runtime {
@@ -152,7 +159,27 @@ impl Default for Runtime {
         Runtime {
             fused_kernels: true,
             reuse_memory: true,
+            flush_denormals: true,
         }
+    }
+}
+
+/// Sets flush-to-zero and denormals-are-zero on this thread (threads it
+/// starts later inherit the setting).
+pub fn flush_denormals_on_this_thread() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: only the FTZ (bit 15) and DAZ (bit 6) bits of MXCSR change.
+    #[allow(deprecated)]
+    unsafe {
+        use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+        _mm_setcsr(_mm_getcsr() | (1 << 15) | (1 << 6));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: only FPCR.FZ (bit 24) changes.
+    unsafe {
+        let mut fpcr: u64;
+        std::arch::asm!("mrs {}, fpcr", out(reg) fpcr);
+        std::arch::asm!("msr fpcr, {}", in(reg) fpcr | (1 << 24));
     }
 }
 
@@ -165,6 +192,10 @@ impl Runtime {
     /// memory stayed flat at ~1 GB.
     pub fn install(self, dev: &Dev) {
         kernels::set_fused_kernels(self.fused_kernels);
+        if self.flush_denormals && !cfg!(feature = "cuda") {
+            flush_denormals_on_this_thread();
+            rayon::broadcast(|_| flush_denormals_on_this_thread());
+        }
         if !self.reuse_memory {
             return;
         }

@@ -21,6 +21,7 @@ fn run(
     let runtime = |fused_kernels| Runtime {
         fused_kernels,
         reuse_memory: false,
+        flush_denormals: true,
     };
     runtime(fused).install(m.device());
     let b = common::two_examples();
