@@ -39,6 +39,12 @@ impl VocabularyInfo {
         }
     }
 
+    /// Embedding rows for these ids: `vocab_size` rounded up to
+    /// [`EMBEDDING_ROW_MULTIPLE`](crate::vocab::EMBEDDING_ROW_MULTIPLE).
+    pub fn padded_vocab_size(&self) -> u32 {
+        crate::vocab::padded_vocab_size(self.vocab_size)
+    }
+
     /// Loads the model at `path` with this folder's sentinels, refusing a
     /// model whose md5 differs (its ids would decode to other text).
     pub fn load(&self, path: &Path) -> Result<Vocabulary> {

@@ -20,7 +20,7 @@ fn extra_id_layout_matches_seqio() {
     };
     assert_eq!(v.vocab_size(), 32100);
     assert_eq!(v.base_vocab_size(), 32000);
-    assert_eq!(v.padded_vocab_size(128), 32128);
+    assert_eq!(v.padded_vocab_size(), 32128);
     assert_eq!(v.sentinel(0), 32099);
     assert_eq!(v.sentinel(99), 32000);
     assert_eq!(

@@ -12,7 +12,7 @@ use t5mix_trainer::eval::generate;
 use t5mix_trainer::optim::{OptimizerConfig, Schedule};
 use t5mix_trainer::train::{ModelInit, StepLog, TrainOptions, Trainer};
 use t5mix_trainer::weights::load_model;
-use t5mix_trainer::{Dev, LossNormalization, T5Config, T5};
+use t5mix_trainer::{Dev, LossNormalization, T5};
 
 /// Train a T5 model from example shards (`t5mix build` output).
 ///
@@ -174,7 +174,7 @@ fn options(a: &TrainArgs) -> Result<TrainOptions> {
         .map_err(|e| anyhow::anyhow!("--sequence-length: {e}"))?;
     let model = match &a.init_from {
         Some(d) => ModelInit::From(d.clone()),
-        None => ModelInit::Fresh(T5Config::from_name_or_path(&a.model)?),
+        None => ModelInit::fresh(&a.model)?,
     };
     let mut o = TrainOptions::new(model, a.data.clone(), a.out.clone(), a.steps);
     o.eval = a.eval_data.clone();

@@ -25,8 +25,25 @@ use crate::weights::{decode_safetensors, encode_safetensors, load_model, save_mo
 pub enum ModelInit {
     /// A fresh model of this shape, initialised from the seed.
     Fresh(T5Config),
+    /// A fresh model of a named shape ([`T5Config::named`]) whose embedding
+    /// rows follow the data: its vocabulary's size (from the manifests)
+    /// rounded up to 128, as t5x sizes them (32128 for T5's 32100 ids).
+    Named(String),
     /// Saved weights (ours or HF transformers'), with a fresh optimizer and schedule.
     From(PathBuf),
+}
+
+impl ModelInit {
+    /// A fresh model from `--model`: an HF `config.json` (or its folder) as
+    /// it is, or a name of [`T5Config::named`] sized to the data
+    /// ([`ModelInit::Named`]).
+    pub fn fresh(name_or_path: &str) -> Result<ModelInit> {
+        if Path::new(name_or_path).exists() {
+            return Ok(ModelInit::Fresh(T5Config::from_name_or_path(name_or_path)?));
+        }
+        T5Config::named(name_or_path)?;
+        Ok(ModelInit::Named(name_or_path.to_string()))
+    }
 }
 
 /// Everything a training run is told.
@@ -772,6 +789,19 @@ impl<D: Device<f32>> Trainer<D> {
                 }
                 let mut model = match &opts.model {
                     ModelInit::Fresh(cfg) => T5::new(cfg.clone(), dev, Some(opts.seed)),
+                    ModelInit::Named(name) => {
+                        let mut cfg = T5Config::named(name)?;
+                        let data = check_example_folders(
+                            &opts.train,
+                            usize::MAX,
+                            opts.sequence_length(),
+                            opts.allow_partial,
+                        )?;
+                        if let Some(v) = data.vocabulary {
+                            cfg.vocab_size = v.padded_vocab_size() as usize;
+                        }
+                        T5::new(cfg, dev, Some(opts.seed))
+                    }
                     ModelInit::From(dir) => load_model(dir, dev)?,
                 };
                 if let Some(d) = opts.dropout {

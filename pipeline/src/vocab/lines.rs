@@ -150,8 +150,9 @@ impl std::fmt::Display for Vocabulary {
         )?;
         writeln!(
             f,
-            "embedding rows   {} (vocab_size rounded up to 128)",
-            self.padded_vocab_size(128)
+            "embedding rows   {} (vocab_size rounded up to {})",
+            self.padded_vocab_size(),
+            super::EMBEDDING_ROW_MULTIPLE
         )?;
         writeln!(
             f,

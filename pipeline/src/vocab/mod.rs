@@ -71,6 +71,15 @@ pub enum VocabError {
     TrainerUnavailable,
 }
 
+/// Models' embedding rows are the vocabulary size rounded up to this (t5x:
+/// 32100 ids -> 32128 rows).
+pub const EMBEDDING_ROW_MULTIPLE: u32 = 128;
+
+/// `vocab_size` rounded up to [`EMBEDDING_ROW_MULTIPLE`].
+pub fn padded_vocab_size(vocab_size: u32) -> u32 {
+    vocab_size.div_ceil(EMBEDDING_ROW_MULTIPLE) * EMBEDDING_ROW_MULTIPLE
+}
+
 const SPACE_SYMBOL: &str = "\u{2581}";
 
 /// Reusable buffers for encoding many texts on one thread.
@@ -365,9 +374,10 @@ impl Vocabulary {
         self.extra_ids
     }
 
-    /// `vocab_size` rounded up to a multiple (32128 for 128: the model's rows).
-    pub fn padded_vocab_size(&self, multiple: u32) -> u32 {
-        self.vocab_size().div_ceil(multiple.max(1)) * multiple.max(1)
+    /// Embedding rows for this vocabulary: `vocab_size` rounded up to
+    /// [`EMBEDDING_ROW_MULTIPLE`] (32128 for T5's).
+    pub fn padded_vocab_size(&self) -> u32 {
+        padded_vocab_size(self.vocab_size())
     }
 
     /// PAD id (0 for T5; seqio hard-wires 0).
