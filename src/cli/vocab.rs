@@ -120,6 +120,7 @@ pub fn run(a: VocabArgs) -> Result<()> {
                 input_sentence_size,
                 character_coverage,
                 seed,
+                num_threads: rayon::current_num_threads(),
                 ..Default::default()
             };
             eprintln!("{}", train_from_inputs(&input, &out, &opts)?);

@@ -177,6 +177,15 @@ impl Drop for ReferenceEncoder {
     }
 }
 
+/// Removes a file when dropped (the trainer's sentence file).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// What [`train_from_inputs`] did.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
@@ -223,8 +232,14 @@ pub fn train_from_inputs(
     }
     let err = |e: &dyn std::fmt::Display| VocabError::Train(e.to_string());
     let files = crate::readers::expand_inputs(inputs).map_err(|e| err(&e))?;
-    let dir = tempfile::tempdir().map_err(|e| err(&e))?;
-    let text_path = dir.path().join("sentences.txt");
+    // The sentences go beside the output (not in a random temporary folder)
+    // because the trainer records their path in the model: the same command
+    // then writes the same bytes.
+    if let Some(dir) = model_prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(&crate::PipelineError::io(dir, e)))?;
+    }
+    let text_path = PathBuf::from(format!("{}.sentences.tmp", model_prefix.display()));
+    let _remove = RemoveOnDrop(text_path.clone());
     let file = std::fs::File::create(&text_path).map_err(|e| err(&e))?;
     let mut w = std::io::BufWriter::new(file);
     let (mut lines, mut bytes) = (0u64, 0u64);
@@ -245,8 +260,21 @@ pub fn train_from_inputs(
     w.flush().map_err(|e| err(&e))?;
     drop(w);
     let t = std::time::Instant::now();
-    let model = train_from_text_file(&text_path, model_prefix, opts)?;
-    let pieces = super::Vocabulary::load(&model, 0)?.vocab_size();
+    // Trained under `<prefix>.part`, checked, then renamed: an interrupted
+    // run leaves no `.model` behind.
+    let part = PathBuf::from(format!("{}.part", model_prefix.display()));
+    let part_model = train_from_text_file(&text_path, &part, opts)?;
+    let pieces = super::Vocabulary::load(&part_model, 0)?.vocab_size();
+    let model = PathBuf::from(format!("{}.model", model_prefix.display()));
+    for (from, to) in [
+        (part_model, model.clone()),
+        (
+            PathBuf::from(format!("{}.vocab", part.display())),
+            PathBuf::from(format!("{}.vocab", model_prefix.display())),
+        ),
+    ] {
+        std::fs::rename(&from, &to).map_err(|e| err(&crate::PipelineError::io(&to, e)))?;
+    }
     Ok(TrainReport {
         files: files.len(),
         lines,
