@@ -60,6 +60,22 @@ impl EvalSet {
         }
         Ok(out)
     }
+
+    /// The majority baseline: the most frequent target text (the first in
+    /// byte order among equals) predicted for every example, and its scores.
+    pub fn majority_baseline(&self) -> Result<(String, Vec<(String, f64)>)> {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for e in &self.examples {
+            *counts.entry(e.target_text.as_str()).or_default() += 1;
+        }
+        let best = counts
+            .iter()
+            .fold(("", 0), |b, (t, &n)| if n > b.1 { (t, n) } else { b })
+            .0
+            .to_string();
+        let scores = self.score(&vec![best.clone(); self.examples.len()])?;
+        Ok((best, scores))
+    }
 }
 
 impl Task {
@@ -133,6 +149,9 @@ pub struct TaskScores {
     pub metrics: Vec<(String, f64)>,
     /// Decoded predictions, one per example.
     pub predictions: Vec<String>,
+    /// The majority baseline ([`EvalSet::majority_baseline`]): its
+    /// prediction and scores.
+    pub baseline: (String, Vec<(String, f64)>),
 }
 
 /// Generates output ids for a batch of encoder inputs (e.g. the trainer's
@@ -231,35 +250,53 @@ impl Evaluator {
                     task: s.task.clone(),
                     metrics: s.score(&predictions)?,
                     predictions,
+                    baseline: s.majority_baseline()?,
                 })
             })
             .collect()
     }
 
-    /// `{task: {examples, metric: value, …}}`.
+    /// `{task: {examples, metric: value, …, majority_baseline:
+    /// {prediction, metric: value, …}}}`.
     pub fn metrics_json(&self, scores: &[TaskScores]) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        for (s, r) in self.sets.iter().zip(scores) {
+        let named = |metrics: &[(String, f64)]| {
             let mut t = serde_json::Map::new();
-            t.insert("examples".into(), s.examples.len().into());
-            for (k, v) in &r.metrics {
+            for (k, v) in metrics {
                 t.insert(k.clone(), (*v).into());
             }
+            t
+        };
+        let mut m = serde_json::Map::new();
+        for (s, r) in self.sets.iter().zip(scores) {
+            let mut t = named(&r.metrics);
+            t.insert("examples".into(), s.examples.len().into());
+            let mut b = named(&r.baseline.1);
+            b.insert("prediction".into(), r.baseline.0.clone().into());
+            t.insert("majority_baseline".into(), b.into());
             m.insert(s.task.clone(), t.into());
         }
         m.into()
     }
 
-    /// A table: task, examples, metrics.
+    /// A table: task, examples, metrics, and the majority baseline's.
     pub fn table(&self, scores: &[TaskScores]) -> String {
-        let mut out = format!("{:<28} {:>8}  metrics\n", "task", "examples");
+        let list = |metrics: &[(String, f64)]| {
+            let m: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+            m.join("  ")
+        };
+        let mut out = format!(
+            "{:<28} {:>8}  {:<32} majority baseline\n",
+            "task", "examples", "metrics"
+        );
         for (s, r) in self.sets.iter().zip(scores) {
-            let m: Vec<String> = r
-                .metrics
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.2}"))
-                .collect();
-            out += &format!("{:<28} {:>8}  {}\n", s.task, s.examples.len(), m.join("  "));
+            out += &format!(
+                "{:<28} {:>8}  {:<32} {} ({:?})\n",
+                s.task,
+                s.examples.len(),
+                list(&r.metrics),
+                list(&r.baseline.1),
+                r.baseline.0
+            );
         }
         out
     }
