@@ -21,7 +21,7 @@ use t5mix_trainer::{Dev, LossNormalization, T5};
 /// --schedule constant:0.001`; continue an interrupted run with `--resume`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  t5mix train --data out/demo_mixture --model tiny --steps 200 \
+    after_help = "Example:\n  t5mix train --data out/demo/demo_mix --model tiny --steps 200 \
     --batch-size 8 --sequence-length inputs=128,targets=32 --out out/run"
 )]
 pub struct TrainArgs {
