@@ -21,3 +21,45 @@ fn shared_data_cfg(workspace: &std::path::Path) {
         );
     }
 }
+
+// Sets the cfg `name` when `python3` imports `module` (at `version`, if
+// given): a package that tests compute their reference with at test time
+// (sentencepiece, pyarrow, tensorboard). Those tests carry
+// `#[cfg_attr(not(name), ignore = "…")]`, so they are reported as ignored
+// without it; `T5MIX_REQUIRE_PYTHON_REFERENCES=1` (CI, which installs
+// them) makes a missing one a build failure. Installing a package reruns
+// this (the site-packages folder changes).
+#[allow(dead_code)]
+fn python_module_cfg(name: &str, module: &str, version: Option<&str>) {
+    println!("cargo:rustc-check-cfg=cfg({name})");
+    println!("cargo:rerun-if-env-changed=T5MIX_REQUIRE_PYTHON_REFERENCES");
+    println!("cargo:rerun-if-env-changed=PATH");
+    let run = |code: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", code])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(dirs) = run("import site; print('\\n'.join(site.getsitepackages()))") {
+        for d in dirs.lines() {
+            println!("cargo:rerun-if-changed={d}");
+        }
+    }
+    let found = run(&format!("import {module}; print({module}.__version__)"));
+    let ok = match (&found, version) {
+        (Some(v), Some(want)) => v == want,
+        (found, _) => found.is_some(),
+    };
+    if ok {
+        println!("cargo:rustc-cfg={name}");
+    } else if std::env::var_os("T5MIX_REQUIRE_PYTHON_REFERENCES").is_some_and(|v| v == "1") {
+        panic!(
+            "T5MIX_REQUIRE_PYTHON_REFERENCES=1 but python3 has no {module}{} (found: {found:?}); \
+             pip install {module}{}",
+            version.map(|v| format!(" {v}")).unwrap_or_default(),
+            version.map(|v| format!("=={v}")).unwrap_or_default()
+        );
+    }
+}

@@ -247,10 +247,12 @@ fn shards_hold_t5_span_corruption_examples() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("span_corruption"));
 }
 
-/// Shards are plain Parquet: read with pyarrow when it is installed (else the
-/// parquet crate's generic reader, as the other tests do).
+/// Shards are plain Parquet: pyarrow reads them.
 #[test]
-#[ignore = "needs python3 with pyarrow, and ../shared/data"]
+#[cfg_attr(
+    not(all(t5mix_py_pyarrow, t5mix_shared_data)),
+    ignore = "needs python3 with pyarrow, and ../shared/data"
+)]
 fn shards_read_with_pyarrow() {
     let Some(s) = setup("shards_read_with_pyarrow") else {
         return;

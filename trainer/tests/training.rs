@@ -426,7 +426,10 @@ fn event_file(run: &Path) -> PathBuf {
 /// TensorBoard's own reader (Python `tensorboard`, `pip install
 /// tensorboard`) loads a run's scalars.
 #[test]
-#[ignore = "needs python3 with the tensorboard package"]
+#[cfg_attr(
+    not(t5mix_py_tensorboard),
+    ignore = "needs python3 with the tensorboard package"
+)]
 fn tensorboard_reads_the_event_file() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
