@@ -8,7 +8,7 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 use t5mix_pipeline::clean::rules::py_strip;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::{json_ids, shared_or_skip};
 use t5mix_pipeline::vocab::Vocabulary;
 
 fn read(path: &Path) -> String {
@@ -170,4 +170,150 @@ fn zero_mismatches_with_python_sentencepiece_on_the_shared_text() {
         bad_blocks.is_empty(),
         "blocks that differ from sentencepiece: {bad_blocks:?}"
     );
+}
+
+/// Lines that exercise what the settings change: digits, runs of spaces at
+/// either end, user-defined and control symbols, characters outside
+/// botchan.txt (byte fallback), full-width and case-folded letters.
+const EXTRA_LINES: &[&str] = &[
+    "Call 555-0123 or 1-800-FLOWERS before 12:30, ok?",
+    "  two leading spaces, and two trailing  ",
+    "tabs\tand\u{3000}ideographic   spaces",
+    "<tag>user<tag>defined symbols</tag> and <ctrl> control ones",
+    "Ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３ and ß, ﬁ, Ⅻ",
+    "café naïve résumé — “quotes” 😀 🇯🇵 中文 日本語 한국어 Ελληνικά",
+    "\u{2581}already escaped\u{2581}\u{2581}spaces",
+    "3.14159265358979 ≈ π; 2^10 = 1024",
+    "",
+    " ",
+];
+
+/// SentencePiece models trained with other settings than T5's (each at
+/// test time, by Python sentencepiece 0.2.3 on botchan.txt): ids of all the
+/// shared text equal `EncodeAsIds`, and `DecodeIds` of them and of random
+/// id sequences (byte pieces among them) gives the same text.
+#[test]
+#[cfg_attr(
+    not(all(t5mix_shared_data, t5mix_py_sentencepiece)),
+    ignore = "needs ../shared/data and python3 with sentencepiece 0.2.3"
+)]
+fn other_settings_equal_python_sentencepiece() {
+    let test = "other_settings_equal_python_sentencepiece";
+    let Some(botchan) = shared_or_skip("spm-fixtures/botchan.txt", test) else {
+        return;
+    };
+    let root = botchan.parent().unwrap().parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = EXTRA_LINES.iter().map(|s| s.to_string()).collect();
+    lines.extend(read(&botchan).split('\n').map(str::to_string));
+    for (_, l) in sources(&root) {
+        lines.extend(l);
+    }
+    let lines_path = tmp.path().join("lines.txt");
+    std::fs::write(&lines_path, lines.join("\n")).unwrap();
+    // a custom normalization rule file: "x" -> "ks", "Ω" -> "Ohm"
+    let rules = tmp.path().join("rules.tsv");
+    std::fs::write(&rules, "78\t6B 73\n3A9\t4F 68 6D\n").unwrap();
+    let rules_flag = format!("normalization_rule_tsv={}", rules.display());
+    let settings: Vec<(&str, Vec<&str>)> = vec![
+        ("byte_fallback", vec!["byte_fallback=true"]),
+        ("split_digits", vec!["split_digits=true"]),
+        ("identity", vec!["normalization_rule_name=identity"]),
+        ("nfkc_cf", vec!["normalization_rule_name=nfkc_cf"]),
+        ("custom_rules", vec![&rules_flag]),
+        (
+            "symbols",
+            vec![
+                "user_defined_symbols=<tag>,</tag>,ing",
+                "control_symbols=<ctrl>",
+            ],
+        ),
+        ("whitespace_suffix", vec!["treat_whitespace_as_suffix=true"]),
+        ("no_dummy_prefix", vec!["add_dummy_prefix=false"]),
+        ("keep_whitespace", vec!["remove_extra_whitespaces=false"]),
+        (
+            "llama_like",
+            vec![
+                "byte_fallback=true",
+                "split_digits=true",
+                "normalization_rule_name=identity",
+                "add_dummy_prefix=false",
+                "remove_extra_whitespaces=false",
+                "user_defined_symbols=<tag>",
+            ],
+        ),
+    ];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/spm_reference.py");
+    let mut report = Vec::new();
+    for (name, flags) in &settings {
+        let prefix = tmp.path().join(name);
+        let mut args = vec![
+            script.display().to_string(),
+            botchan.display().to_string(),
+            prefix.display().to_string(),
+            lines_path.display().to_string(),
+            "2000".to_string(),
+            "vocab_size=1000".to_string(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let out = std::process::Command::new("python3")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = Vocabulary::load(&prefix.with_extension("model"), 0).unwrap();
+        let reference: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(reference.len(), lines.len() + 2000, "{name}");
+        let texts: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let ours = v.encode_batch(&texts);
+        let (mut ids_bad, mut text_bad, mut random_bad) = (Vec::new(), 0, Vec::new());
+        for (i, r) in reference.iter().enumerate() {
+            let text = r["text"].as_str().unwrap();
+            if let Some(want) = r.get("ids") {
+                let want = json_ids(want);
+                if ours[i] != want {
+                    ids_bad.push(format!("{:?}: {:?} vs {want:?}", lines[i], ours[i]));
+                } else if v.decode(&want) != text {
+                    text_bad += 1;
+                }
+            } else {
+                let ids = json_ids(&r["random"]);
+                let got = v.decode(&ids);
+                if got != text {
+                    random_bad.push(format!("{ids:?}: {got:?} vs {text:?}"));
+                }
+            }
+        }
+        let bytes = ours
+            .iter()
+            .flatten()
+            .filter(|&&i| v.piece_type(i) == Some(t5mix_pipeline::vocab::PieceType::Byte));
+        eprintln!(
+            "{name}: {} lines, {} byte pieces; {} id, {text_bad} decode and {} random-decode mismatches",
+            lines.len(),
+            bytes.count(),
+            ids_bad.len(),
+            random_bad.len()
+        );
+        if !ids_bad.is_empty() || text_bad > 0 || !random_bad.is_empty() {
+            report.push(format!(
+                "{name}: {} of {} lines encode differently (e.g. {:?}), {text_bad} decode \
+                 differently, {} of 2000 random sequences decode differently (e.g. {:?})",
+                ids_bad.len(),
+                lines.len(),
+                ids_bad.first(),
+                random_bad.len(),
+                random_bad.first()
+            ));
+        }
+    }
+    assert!(report.is_empty(), "{report:#?}");
 }

@@ -5,7 +5,8 @@
 //! `<extra_id_0>` gets the highest id: 32099 for T5's 32000 pieces + 100), and
 //! encodes with SentencePiece's own algorithm: the model's precompiled
 //! normalizer, then the optimized unigram Viterbi with its float arithmetic
-//! and tie-breaking, then the merge of unknown runs. Decoding follows seqio
+//! and tie-breaking, then the merge of unknown runs (or, for models trained
+//! with `byte_fallback`, their UTF-8 bytes as `<0xNN>` pieces). Decoding follows seqio
 //! (cut after the first EOS, ids past the vocabulary read as UNK) and
 //! SentencePiece's `DecodeIds`.
 //!
@@ -32,7 +33,7 @@ use rayon::prelude::*;
 
 pub use model_proto::{ModelProto, NormalizerSpec, PieceType, SentencePiece, TrainerSpec};
 use normalizer::Normalizer;
-use unigram::{viterbi, PieceInfo, PieceTrie};
+use unigram::{viterbi, Model, PieceInfo, PieceTrie};
 
 /// Sentinels seqio adds to T5's vocabulary (`<extra_id_0>` … `<extra_id_99>`).
 pub const DEFAULT_EXTRA_IDS: u32 = 100;
@@ -107,8 +108,38 @@ pub struct Vocabulary {
     base_size: u32,
     extra_ids: u32,
     unk_surface: String,
-    add_dummy_prefix_or_remove_ws: bool,
+    add_dummy_prefix: bool,
+    remove_extra_whitespaces: bool,
+    /// With `byte_fallback`: the ids of `<0x00>` … `<0xFF>`.
+    byte_ids: Option<Box<[u32; 256]>>,
     checksum: String,
+}
+
+/// The byte of a `<0xNN>` piece (every byte piece is checked at load).
+fn byte_piece_value(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok())?
+}
+
+/// Appends the text of a run of byte pieces and empties it: valid UTF-8 as
+/// it is, each byte of an invalid or cut sequence as one U+FFFD (what
+/// SentencePiece's decoder writes; Rust's `from_utf8_lossy` would write one
+/// per maximal invalid subpart).
+fn push_bytes_lossy(text: &mut String, bytes: &mut Vec<u8>) {
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        match normalizer::utf8_char_len(rest) {
+            Some(n) => {
+                text.push_str(std::str::from_utf8(&rest[..n]).expect("checked"));
+                rest = &rest[n..];
+            }
+            None => {
+                text.push('\u{fffd}');
+                rest = &rest[1..];
+            }
+        }
+    }
+    bytes.clear();
 }
 
 impl Vocabulary {
@@ -194,6 +225,11 @@ impl Vocabulary {
                         "byte piece {piece} without byte_fallback"
                     )))
                 }
+                PieceType::Byte if byte_piece_value(&piece).is_none() => {
+                    return Err(VocabError::Corrupt(format!(
+                        "piece {i} ({piece:?}) has the byte type but is not <0xNN>"
+                    )))
+                }
                 _ => {}
             }
             if matches!(
@@ -220,8 +256,27 @@ impl Vocabulary {
             trainer.treat_whitespace_as_suffix(),
             user_defined,
         )?;
+        let byte_ids = if trainer.byte_fallback() {
+            let mut ids = Box::new([0u32; 256]);
+            for (b, slot) in ids.iter_mut().enumerate() {
+                let piece = format!("<0x{b:02X}>");
+                *slot = piece_to_id
+                    .get(&piece)
+                    .copied()
+                    .filter(|&i| types[i as usize] == PieceType::Byte)
+                    .ok_or_else(|| {
+                        VocabError::Corrupt(format!(
+                            "byte_fallback is on but the byte piece {piece} is missing"
+                        ))
+                    })?;
+            }
+            Some(ids)
+        } else {
+            None
+        };
         let id = |v: i32| (v >= 0 && (v as usize) < pieces.len()).then_some(v as u32);
         Ok(Vocabulary {
+            byte_ids,
             trie: PieceTrie::build(&trie_pieces),
             unk_id,
             eos_id: id(trainer.eos_id()),
@@ -233,7 +288,8 @@ impl Vocabulary {
                 .unk_surface
                 .clone()
                 .unwrap_or_else(|| " \u{2047} ".to_string()),
-            add_dummy_prefix_or_remove_ws: ns.add_dummy_prefix() || ns.remove_extra_whitespaces(),
+            add_dummy_prefix: ns.add_dummy_prefix(),
+            remove_extra_whitespaces: ns.remove_extra_whitespaces(),
             min_score,
             max_score,
             pieces,
@@ -255,16 +311,15 @@ impl Vocabulary {
     /// Appends the ids of `text` to `out`, reusing `scratch`.
     pub fn encode_into(&self, text: &str, scratch: &mut EncodeScratch, out: &mut Vec<u32>) {
         self.normalizer.normalize(text, &mut scratch.normalized);
-        viterbi(
-            &scratch.normalized,
-            &self.trie,
-            &self.info,
-            self.min_score,
-            self.max_score,
-            self.unk_id as i32,
-            &mut scratch.best,
-            out,
-        );
+        let model = Model {
+            trie: &self.trie,
+            info: &self.info,
+            min_score: self.min_score,
+            max_score: self.max_score,
+            unk_id: self.unk_id as i32,
+            byte_ids: self.byte_ids.as_deref(),
+        };
+        viterbi(&scratch.normalized, &model, &mut scratch.best, out);
     }
 
     /// The normalized form of `text` (U+2581 for spaces), for debugging.
@@ -299,24 +354,41 @@ impl Vocabulary {
             }
         }
         let mut text = String::new();
+        // SentencePieceProcessor::Decode: the first pieces lose their
+        // leading space (the dummy prefix) until the text is not empty or,
+        // when extra whitespace is kept, one space has been dropped.
         let mut is_bos_ws = true;
+        let mut bos_ws_seen = false;
+        // a run of byte pieces, decoded together when it ends
+        let mut bytes = Vec::new();
         for &raw in &ids[..end] {
             let id = if raw >= size { self.unk_id } else { raw };
-            if !text.is_empty() {
+            let ty = self.types[id as usize];
+            if ty == PieceType::Byte {
+                bytes.extend(byte_piece_value(&self.pieces[id as usize]));
+                continue;
+            }
+            push_bytes_lossy(&mut text, &mut bytes);
+            if bos_ws_seen || !text.is_empty() {
                 is_bos_ws = false;
             }
-            match self.types[id as usize] {
-                PieceType::Control => {}
+            bos_ws_seen = false;
+            match ty {
+                PieceType::Control | PieceType::Byte => {}
                 PieceType::Unknown => text.push_str(&self.unk_surface),
                 _ => {
                     let mut piece = self.pieces[id as usize].as_str();
-                    if is_bos_ws && self.add_dummy_prefix_or_remove_ws {
-                        piece = piece.strip_prefix(SPACE_SYMBOL).unwrap_or(piece);
+                    if is_bos_ws && (self.add_dummy_prefix || self.remove_extra_whitespaces) {
+                        if let Some(rest) = piece.strip_prefix(SPACE_SYMBOL) {
+                            piece = rest;
+                            bos_ws_seen = !self.remove_extra_whitespaces;
+                        }
                     }
                     text.push_str(&piece.replace(SPACE_SYMBOL, " "));
                 }
             }
         }
+        push_bytes_lossy(&mut text, &mut bytes);
         text
     }
 

@@ -56,21 +56,43 @@ pub struct PieceInfo {
     pub unused: bool,
 }
 
+/// The model's pieces as the search reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct Model<'a> {
+    /// The trie over normal, user-defined and unused pieces.
+    pub trie: &'a PieceTrie,
+    /// Per id.
+    pub info: &'a [PieceInfo],
+    /// Lowest and highest score of a normal piece.
+    pub min_score: f32,
+    /// Highest score of a normal piece (user-defined pieces score by it).
+    pub max_score: f32,
+    /// `<unk>`.
+    pub unk_id: i32,
+    /// With byte fallback, the ids of `<0x00>` … `<0xFF>`: an unknown span
+    /// becomes the ids of its UTF-8 bytes
+    /// (`SentencePieceProcessor::PopulateSentencePieceText`).
+    pub byte_ids: Option<&'a [u32; 256]>,
+}
+
 /// Appends to `out` the ids of the best segmentation of `normalized`,
-/// consecutive unknowns merged into one (as `SentencePieceProcessor`).
-/// `best` is scratch space: (score, start, id) of the best path ending at
-/// each byte.
-#[allow(clippy::too_many_arguments)]
+/// consecutive unknowns merged into one (as `SentencePieceProcessor`), or,
+/// with byte fallback, spelled as byte pieces. `best` is scratch space:
+/// (score, start, id) of the best path ending at each byte.
 pub fn viterbi(
     normalized: &[u8],
-    trie: &PieceTrie,
-    info: &[PieceInfo],
-    min_score: f32,
-    max_score: f32,
-    unk_id: i32,
+    model: &Model<'_>,
     best: &mut Vec<(f32, i32, i32)>,
     out: &mut Vec<u32>,
 ) {
+    let Model {
+        trie,
+        info,
+        min_score,
+        max_score,
+        unk_id,
+        byte_ids,
+    } = *model;
     let size = normalized.len();
     if size == 0 {
         return;
@@ -116,12 +138,35 @@ pub fn viterbi(
     // Backtrack, then merge runs of unknowns as SentencePieceProcessor does.
     let first = out.len();
     let mut end = size;
+    let mut unknowns = false;
     while end > 0 {
         let (_, s, id) = best[end];
         out.push(id as u32);
+        unknowns |= id == unk_id;
         end = s as usize;
     }
     out[first..].reverse();
+    if let Some(bytes) = byte_ids.filter(|_| unknowns) {
+        // again, with each unknown's span: its bytes instead
+        out.truncate(first);
+        let mut end = size;
+        while end > 0 {
+            let (_, s, id) = best[end];
+            if id == unk_id {
+                out.extend(
+                    normalized[s as usize..end]
+                        .iter()
+                        .rev()
+                        .map(|&b| bytes[b as usize]),
+                );
+            } else {
+                out.push(id as u32);
+            }
+            end = s as usize;
+        }
+        out[first..].reverse();
+        return;
+    }
     let mut w = first;
     for r in first..out.len() {
         let id = out[r];
