@@ -7,7 +7,7 @@ mod common;
 use common::{ok, shard_bytes, t5mix};
 
 use t5mix_pipeline::shards::read_example_shard;
-use t5mix_pipeline::shared_data::shared_path;
+use t5mix_pipeline::shared_data::shared_file;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -16,11 +16,8 @@ struct Setup {
     root: PathBuf,
 }
 
-fn setup(test: &str) -> Option<Setup> {
-    let Some(model) = shared_path("t5-spm/spiece.model") else {
-        eprintln!("SKIP {test}: ../shared/data/t5-spm/spiece.model not found");
-        return None;
-    };
+fn setup() -> Setup {
+    let model = shared_file("t5-spm/spiece.model");
     let dir = tempfile::tempdir().unwrap();
     let clean = dir.path().join("clean");
     let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/crawl");
@@ -33,12 +30,12 @@ fn setup(test: &str) -> Option<Setup> {
         "--pages-per-shard",
         "6",
     ]);
-    Some(Setup {
+    Setup {
         root: dir.path().to_path_buf(),
         _dir: dir,
         clean,
         model,
-    })
+    }
 }
 
 /// Runs `build` of span corruption from the clean shards into `out`, with
@@ -90,9 +87,7 @@ fn refused(s: &Setup, out: &Path, extra: &[&str], what: &str) {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn build_is_deterministic_resumable_and_splits_over_workers() {
-    let Some(s) = setup("build_is_deterministic_resumable_and_splits_over_workers") else {
-        return;
-    };
+    let s = setup();
     let a = s.root.join("a");
     build(&s, &a, &["--threads", "1"]);
     let first = shard_bytes(&a);
@@ -148,9 +143,7 @@ fn build_is_deterministic_resumable_and_splits_over_workers() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn builds_with_other_options_do_not_mix_shards() {
-    let Some(s) = setup("builds_with_other_options_do_not_mix_shards") else {
-        return;
-    };
+    let s = setup();
     let a = s.root.join("a");
     build(&s, &a, &[]);
     let before = shard_bytes(&a);
@@ -209,9 +202,7 @@ fn builds_with_other_options_do_not_mix_shards() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn shards_hold_t5_span_corruption_examples() {
-    let Some(s) = setup("shards_hold_t5_span_corruption_examples") else {
-        return;
-    };
+    let s = setup();
     let out = s.root.join("o");
     build(&s, &out, &[]);
     let mut n = 0;
@@ -254,9 +245,7 @@ fn shards_hold_t5_span_corruption_examples() {
     ignore = "needs python3 with pyarrow, and ../shared/data"
 )]
 fn shards_read_with_pyarrow() {
-    let Some(s) = setup("shards_read_with_pyarrow") else {
-        return;
-    };
+    let s = setup();
     let out = s.root.join("p");
     build(&s, &out, &[]);
     let (name, _) = shard_bytes(&out).remove(0);
@@ -290,9 +279,7 @@ fn shards_read_with_pyarrow() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn builds_refuse_partial_or_unknown_inputs() {
-    let Some(s) = setup("builds_refuse_partial_or_unknown_inputs") else {
-        return;
-    };
+    let s = setup();
     let o = s.root.join("o");
     refused(&s, &o, &["--split", "../../x"], "split: \"../../x\"");
     refused(&s, &o, &["--split", "bogus"], "no pages of split \"bogus\"");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 mod common;
 use common::{example_pairs, ok, shard_bytes, t5mix};
 
-use t5mix_pipeline::shared_data::shared_path;
+use t5mix_pipeline::shared_data::shared_file;
 
 #[test]
 #[cfg_attr(
@@ -14,14 +14,11 @@ use t5mix_pipeline::shared_data::shared_path;
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn glue_tasks_built_from_files_equal_seqio() {
-    let (Some(model), Some(glue), Some(reference)) = (
-        shared_path("t5-spm/spiece.model"),
-        shared_path("glue-hf-dummy"),
-        shared_path("t5-reference/glue_format.jsonl"),
-    ) else {
-        eprintln!("SKIP glue_tasks_built_from_files_equal_seqio: shared data not found");
-        return;
-    };
+    let (model, glue, reference) = (
+        shared_file("t5-spm/spiece.model"),
+        shared_file("glue-hf-dummy"),
+        shared_file("t5-reference/glue_format.jsonl"),
+    );
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(reference)
         .unwrap()
         .lines()
@@ -131,7 +128,8 @@ splits = { train = ["train.jsonl"] }
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    if let Some(model) = shared_path("t5-spm/spiece.model") {
+    let model = common::bundled_vocab();
+    {
         let out = dir.path().join("out");
         let o = t5mix(&[
             "build",
@@ -190,7 +188,7 @@ splits = { train = ["train.jsonl"] }
         "[[task]]\nname = \"z\"\npreprocessors = [{ text = { kind = \"template\", inputs = \"{question}\", targets = \"{a}\" } }, \"tokenize\", \"append_eos_after_trim\"]\n[task.source]\nkind = \"files\"\nformat = { kind = \"jsonl\" }\nsplits = { train = [\"train.jsonl\"] }\n",
     )
     .unwrap();
-    if let Some(model) = shared_path("t5-spm/spiece.model") {
+    {
         let o = t5mix(&[
             "build",
             "--task",
@@ -238,13 +236,10 @@ splits = { train = ["train.jsonl"] }
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn mixture_shards_sample_task_caches_by_rate() {
-    let (Some(model), Some(glue)) = (
-        shared_path("t5-spm/spiece.model"),
-        shared_path("glue-hf-dummy"),
-    ) else {
-        eprintln!("SKIP mixture_shards_sample_task_caches_by_rate: shared data not found");
-        return;
-    };
+    let (model, glue) = (
+        shared_file("t5-spm/spiece.model"),
+        shared_file("glue-hf-dummy"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     let m = model.to_str().unwrap();
@@ -356,13 +351,10 @@ members = [
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn preview_shows_text_and_ids() {
-    let (Some(model), Some(glue)) = (
-        shared_path("t5-spm/spiece.model"),
-        shared_path("glue-hf-dummy"),
-    ) else {
-        eprintln!("SKIP preview_shows_text_and_ids: shared data not found");
-        return;
-    };
+    let (model, glue) = (
+        shared_file("t5-spm/spiece.model"),
+        shared_file("glue-hf-dummy"),
+    );
     let o = t5mix(&[
         "tasks",
         "preview",
@@ -391,14 +383,11 @@ fn preview_shows_text_and_ids() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn wmt_task_from_parallel_files_equals_seqio() {
-    let (Some(model), Some(wmt), Some(reference)) = (
-        shared_path("t5-spm/spiece.model"),
-        shared_path("wmt-ende-opennmt"),
-        shared_path("t5-reference/glue_format.jsonl"),
-    ) else {
-        eprintln!("SKIP wmt_task_from_parallel_files_equals_seqio: shared data not found");
-        return;
-    };
+    let (model, wmt, reference) = (
+        shared_file("t5-spm/spiece.model"),
+        shared_file("wmt-ende-opennmt"),
+        shared_file("t5-reference/glue_format.jsonl"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("wmt");
     let o = t5mix(&[

@@ -7,7 +7,7 @@
 mod common;
 
 use common::ok;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::shared_file;
 
 #[test]
 #[cfg_attr(
@@ -15,16 +15,10 @@ use t5mix_pipeline::shared_data::shared_or_skip;
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn pretrain_finetune_eval_and_resume() {
-    let Some(spm) = shared_or_skip("t5-spm/spiece.model", "cli train") else {
-        return;
-    };
-    let Some(rte) = shared_or_skip("glue-hf-dummy/rte", "cli train") else {
-        return;
-    };
+    let spm = shared_file("t5-spm/spiece.model");
+    let rte = shared_file("glue-hf-dummy/rte");
     // the real RTE validation set (277 pairs) for the evaluation
-    let Some(rte_dev) = shared_or_skip("rte-glue-hf", "cli train") else {
-        return;
-    };
+    let rte_dev = shared_file("rte-glue-hf");
     let spm = spm.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let p = |s: &str| tmp.path().join(s).to_str().unwrap().to_string();

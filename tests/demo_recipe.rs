@@ -13,7 +13,7 @@ fn bundled_task_is_learned_above_the_majority_baseline() {
     let root = env!("CARGO_MANIFEST_DIR");
     let tmp = tempfile::tempdir().unwrap();
     let p = |s: &str| tmp.path().join(s).to_str().unwrap().to_string();
-    let vocab = format!("{root}/data/vocab/crawl.model");
+    let vocab = common::bundled_vocab().display().to_string();
     let tasks = format!("{root}/data/demo_tasks.toml");
     let input = format!("{root}/data/demo_reviews");
     ok(&[

@@ -32,8 +32,27 @@ pub fn shared_path(rel: &str) -> Option<PathBuf> {
     Some(p)
 }
 
-/// Like [`shared_path`], printing a skip notice when the data is missing
-/// (benchmarks skip; tests are ignored before they get here).
+/// A file or folder of the shared data, for tests: they carry
+/// `#[cfg_attr(not(t5mix_shared_data), ignore = "…")]`, so without the data
+/// they are reported as ignored and never get here; run anyway
+/// (`--include-ignored`), this panics rather than pass having checked
+/// nothing.
+pub fn shared_file(rel: &str) -> PathBuf {
+    shared_path(rel).unwrap_or_else(|| {
+        panic!("needs the shared data ({rel}): set T5MIX_SHARED_DATA or put it at ../shared/data")
+    })
+}
+
+/// The rows of a JSON Lines file of the shared data, for tests (as
+/// [`shared_file`]). Panics on a malformed row: the reference files are
+/// fixed inputs.
+pub fn shared_jsonl(rel: &str) -> Vec<serde_json::Value> {
+    read_jsonl(&shared_file(rel))
+}
+
+/// Like [`shared_path`], printing a skip notice when the data is missing:
+/// for benchmarks, which skip what they cannot measure (tests use
+/// [`shared_file`]).
 pub fn shared_or_skip(rel: &str, test: &str) -> Option<PathBuf> {
     let p = shared_path(rel);
     if p.is_none() {
@@ -42,14 +61,6 @@ pub fn shared_or_skip(rel: &str, test: &str) -> Option<PathBuf> {
         );
     }
     p
-}
-
-/// The rows of a JSON Lines file of the shared data, if it is present
-/// (printing a skip notice otherwise). Panics on a malformed row: the
-/// reference files are fixed inputs.
-pub fn jsonl_or_skip(rel: &str, test: &str) -> Option<Vec<serde_json::Value>> {
-    let p = shared_or_skip(rel, test)?;
-    Some(read_jsonl(&p))
 }
 
 /// The rows of a JSON Lines file.

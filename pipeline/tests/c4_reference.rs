@@ -12,7 +12,7 @@ use t5mix_pipeline::clean::{
     BadWords, CleanConfig, Cleaned, LanguageFilter, LineRule, PageCleaner, PageRule, RuleCounters,
 };
 use t5mix_pipeline::readers::{read_file, Document, ReadOptions};
-use t5mix_pipeline::shared_data::{read_jsonl, shared_or_skip};
+use t5mix_pipeline::shared_data::{read_jsonl, shared_file};
 
 fn read_all(path: &Path, opts: &ReadOptions) -> Vec<Document> {
     let mut v = Vec::new();
@@ -65,13 +65,10 @@ struct Inputs {
     pages: Vec<Document>,
 }
 
-fn inputs(test: &str) -> Option<Inputs> {
-    let reference = shared_or_skip("t5-reference/c4_clean_dolma.jsonl", test)?;
-    let dolma = shared_or_skip(
-        "dolma-cc/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz",
-        test,
-    )?;
-    let fake = shared_or_skip("tfds-c4-fake", test)?;
+fn inputs() -> Inputs {
+    let reference = shared_file("t5-reference/c4_clean_dolma.jsonl");
+    let dolma = shared_file("dolma-cc/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz");
+    let fake = shared_file("tfds-c4-fake");
     let rows = read_jsonl(&reference);
     let mut pages = read_all(&dolma, &dolma_opts());
     for f in ["cc_0.warc.wet", "cc_1.warc.wet"] {
@@ -82,7 +79,7 @@ fn inputs(test: &str) -> Option<Inputs> {
         pages.len(),
         "same number of pages as the reference"
     );
-    Some(Inputs { rows, pages })
+    Inputs { rows, pages }
 }
 
 #[test]
@@ -91,9 +88,7 @@ fn inputs(test: &str) -> Option<Inputs> {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn clean_page_matches_tfds_on_every_page() {
-    let Some(Inputs { rows, pages }) = inputs("clean_page_matches_tfds_on_every_page") else {
-        return;
-    };
+    let Inputs { rows, pages } = inputs();
     let cleaner = PageCleaner::new(CleanConfig::default());
     let mut mismatches = Vec::new();
     for (row, page) in rows.iter().zip(&pages) {
@@ -160,12 +155,8 @@ fn clean_page_matches_tfds_on_every_page() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn badwords_filter_matches_tfds() {
-    let Some(Inputs { rows, pages }) = inputs("badwords_filter_matches_tfds") else {
-        return;
-    };
-    let Some(list) = shared_or_skip("ldnoobw/en.txt", "badwords_filter_matches_tfds") else {
-        return;
-    };
+    let Inputs { rows, pages } = inputs();
+    let list = shared_file("ldnoobw/en.txt");
     let bad = BadWords::load(&list, "en").unwrap();
     let mut checked = 0;
     for (row, page) in rows.iter().zip(&pages) {
@@ -196,13 +187,8 @@ fn badwords_filter_matches_tfds() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn line_dedup_matches_tfds() {
-    let test = "line_dedup_matches_tfds";
-    let Some(Inputs { rows, .. }) = inputs(test) else {
-        return;
-    };
-    let Some(dedup_ref) = shared_or_skip("t5-reference/c4_dedup_dolma.jsonl", test) else {
-        return;
-    };
+    let Inputs { rows, .. } = inputs();
+    let dedup_ref = shared_file("t5-reference/c4_dedup_dolma.jsonl");
     let dedup_rows = read_jsonl(&dedup_ref);
     let kept: Vec<&Value> = rows
         .iter()
@@ -270,13 +256,8 @@ fn line_dedup_matches_tfds() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn language_id_agrees_with_langdetect() {
-    let test = "language_id_agrees_with_langdetect";
-    let Some(Inputs { rows, .. }) = inputs(test) else {
-        return;
-    };
-    let Some(dedup_ref) = shared_or_skip("t5-reference/c4_dedup_dolma.jsonl", test) else {
-        return;
-    };
+    let Inputs { rows, .. } = inputs();
+    let dedup_ref = shared_file("t5-reference/c4_dedup_dolma.jsonl");
     let cfg = CleanConfig::default();
     let f =
         LanguageFilter::new("en", cfg.min_language_confidence, cfg.language_id_max_bytes).unwrap();

@@ -9,7 +9,7 @@ use t5mix_pipeline::clean::{
     OutputFormat, PageCleaner, PageRule, Preset, RuleCounters,
 };
 use t5mix_pipeline::readers::ReadOptions;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::shared_file;
 
 const GOOD: &str = "The river rose slowly through the night and reached the bridge. Farmers had moved their cattle to higher ground. Nobody was hurt.";
 
@@ -220,13 +220,7 @@ fn read_output(out: &Path) -> BTreeMap<String, (String, String)> {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn tfds_fake_pages_meet_their_rules() {
-    let test = "tfds_fake_pages_meet_their_rules";
-    let (Some(fake), Some(list)) = (
-        shared_or_skip("tfds-c4-fake", test),
-        shared_or_skip("ldnoobw/en.txt", test),
-    ) else {
-        return;
-    };
+    let (fake, list) = (shared_file("tfds-c4-fake"), shared_file("ldnoobw/en.txt"));
     let out = tempfile::tempdir().unwrap();
     let stats = run(
         &[fake.join("cc_0.warc.wet"), fake.join("cc_1.warc.wet")],
@@ -269,17 +263,11 @@ fn tfds_fake_pages_meet_their_rules() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn dolma_pages_kept_as_tfds_keeps_them() {
-    let test = "dolma_pages_kept_as_tfds_keeps_them";
-    let (Some(dolma), Some(reference), Some(list)) = (
-        shared_or_skip(
-            "dolma-cc/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz",
-            test,
-        ),
-        shared_or_skip("t5-reference/c4_dedup_dolma.jsonl", test),
-        shared_or_skip("ldnoobw/en.txt", test),
-    ) else {
-        return;
-    };
+    let (dolma, reference, list) = (
+        shared_file("dolma-cc/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"),
+        shared_file("t5-reference/c4_dedup_dolma.jsonl"),
+        shared_file("ldnoobw/en.txt"),
+    );
     let out = tempfile::tempdir().unwrap();
     let stats = run(
         &[dolma],

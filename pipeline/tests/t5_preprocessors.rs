@@ -7,7 +7,7 @@ use t5mix_pipeline::preprocessors::{
     append_eos_after_trim, noise_span_to_unique_sentinel, nonnoise_span_to_unique_sentinel,
     random_spans_helper, random_spans_noise_mask, Denoiser, ExampleKey, ExampleRng,
 };
-use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
+use t5mix_pipeline::shared_data::{json_ids, shared_file, shared_jsonl};
 
 #[test]
 #[cfg_attr(
@@ -15,12 +15,7 @@ use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn random_spans_helper_matches_t5() {
-    let Some(p) = shared_or_skip(
-        "t5-reference/random_spans_helper.json",
-        "random_spans_helper_matches_t5",
-    ) else {
-        return;
-    };
+    let p = shared_file("t5-reference/random_spans_helper.json");
     let d: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
     let rows = d["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 165);
@@ -80,12 +75,7 @@ fn structure(mask: &[bool]) -> Structure {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn noise_mask_counts_and_structure_match_t5() {
-    let Some(rows) = jsonl_or_skip(
-        "t5-reference/noise_mask_structure.jsonl",
-        "noise_mask_counts_and_structure_match_t5",
-    ) else {
-        return;
-    };
+    let rows = shared_jsonl("t5-reference/noise_mask_structure.jsonl");
     assert_eq!(rows.len(), 402);
     for r in &rows {
         let len = r["length"].as_u64().unwrap() as usize;
@@ -144,12 +134,7 @@ fn noise_mask_counts_and_structure_match_t5() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn sentinel_transforms_and_eos_match_t5() {
-    let Some(rows) = jsonl_or_skip(
-        "t5-reference/sentinel_transform.jsonl",
-        "sentinel_transforms_and_eos_match_t5",
-    ) else {
-        return;
-    };
+    let rows = shared_jsonl("t5-reference/sentinel_transform.jsonl");
     assert_eq!(rows.len(), 51);
     for r in &rows {
         let toks = json_ids(&r["tokens"]);
@@ -216,12 +201,7 @@ fn row_json(r: &EncDecRow) -> Value {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn feature_converter_matches_seqio() {
-    let Some(rows) = jsonl_or_skip(
-        "t5-reference/feature_converter.jsonl",
-        "feature_converter_matches_seqio",
-    ) else {
-        return;
-    };
+    let rows = shared_jsonl("t5-reference/feature_converter.jsonl");
     let mut compared = 0;
     for r in &rows {
         let name = r["name"].as_str().unwrap();

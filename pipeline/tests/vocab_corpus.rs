@@ -8,7 +8,7 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 use t5mix_pipeline::clean::rules::py_strip;
-use t5mix_pipeline::shared_data::{json_ids, shared_or_skip};
+use t5mix_pipeline::shared_data::{json_ids, shared_file};
 use t5mix_pipeline::vocab::Vocabulary;
 
 fn read(path: &Path) -> String {
@@ -90,10 +90,7 @@ fn sources(root: &Path) -> Vec<(String, Vec<String>)> {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn zero_mismatches_with_python_sentencepiece_on_the_shared_text() {
-    let test = "zero_mismatches_with_python_sentencepiece_on_the_shared_text";
-    let Some(model) = shared_or_skip("t5-spm/spiece.model", test) else {
-        return;
-    };
+    let model = shared_file("t5-spm/spiece.model");
     let root = model.parent().unwrap().parent().unwrap().to_path_buf();
     // The reference ran the model without seqio's extra ids; with them the
     // ids of this text are the same (no literal "<extra_id_" in it).
@@ -198,10 +195,7 @@ const EXTRA_LINES: &[&str] = &[
     ignore = "needs ../shared/data and python3 with sentencepiece 0.2.3"
 )]
 fn other_settings_equal_python_sentencepiece() {
-    let test = "other_settings_equal_python_sentencepiece";
-    let Some(botchan) = shared_or_skip("spm-fixtures/botchan.txt", test) else {
-        return;
-    };
+    let botchan = shared_file("spm-fixtures/botchan.txt");
     let root = botchan.parent().unwrap().parent().unwrap().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let mut lines: Vec<String> = EXTRA_LINES.iter().map(|s| s.to_string()).collect();

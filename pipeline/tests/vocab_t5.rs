@@ -1,12 +1,11 @@
 //! The T5 vocabulary against seqio / sentencepiece outputs:
 //! ../shared/data/t5-reference/spm_t5.jsonl and t5-spm/golden_encodings.jsonl.
 
-use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
+use t5mix_pipeline::shared_data::{json_ids, shared_file, shared_jsonl};
 use t5mix_pipeline::vocab::Vocabulary;
 
-fn t5_vocab(test: &str) -> Option<Vocabulary> {
-    let p = shared_or_skip("t5-spm/spiece.model", test)?;
-    Some(Vocabulary::load(&p, 100).unwrap())
+fn t5_vocab() -> Vocabulary {
+    Vocabulary::load(&shared_file("t5-spm/spiece.model"), 100).unwrap()
 }
 
 #[test]
@@ -15,9 +14,7 @@ fn t5_vocab(test: &str) -> Option<Vocabulary> {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn extra_id_layout_matches_seqio() {
-    let Some(v) = t5_vocab("extra_id_layout_matches_seqio") else {
-        return;
-    };
+    let v = t5_vocab();
     assert_eq!(v.vocab_size(), 32100);
     assert_eq!(v.base_vocab_size(), 32000);
     assert_eq!(v.padded_vocab_size(), 32128);
@@ -40,13 +37,7 @@ fn extra_id_layout_matches_seqio() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn special_row_of_the_reference() {
-    let test = "special_row_of_the_reference";
-    let (Some(v), Some(rows)) = (
-        t5_vocab(test),
-        jsonl_or_skip("t5-reference/spm_t5.jsonl", test),
-    ) else {
-        return;
-    };
+    let (v, rows) = (t5_vocab(), shared_jsonl("t5-reference/spm_t5.jsonl"));
     let s = &rows[0];
     assert_eq!(s["kind"], "special");
     assert_eq!(v.vocab_size() as u64, s["vocab_size"].as_u64().unwrap());
@@ -68,13 +59,7 @@ fn special_row_of_the_reference() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn encodes_and_decodes_like_seqio() {
-    let test = "encodes_and_decodes_like_seqio";
-    let (Some(v), Some(rows)) = (
-        t5_vocab(test),
-        jsonl_or_skip("t5-reference/spm_t5.jsonl", test),
-    ) else {
-        return;
-    };
+    let (v, rows) = (t5_vocab(), shared_jsonl("t5-reference/spm_t5.jsonl"));
     let mut mismatches = Vec::new();
     let (mut n_enc, mut n_dec) = (0, 0);
     for r in &rows {
@@ -126,14 +111,11 @@ fn encodes_and_decodes_like_seqio() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn golden_encodings() {
-    let test = "golden_encodings";
     // Made with the plain model: no seqio extra ids.
-    let (Some(p), Some(rows)) = (
-        shared_or_skip("t5-spm/spiece.model", test),
-        jsonl_or_skip("t5-spm/golden_encodings.jsonl", test),
-    ) else {
-        return;
-    };
+    let (p, rows) = (
+        shared_file("t5-spm/spiece.model"),
+        shared_jsonl("t5-spm/golden_encodings.jsonl"),
+    );
     let v = Vocabulary::load(&p, 0).unwrap();
     for r in &rows {
         let text = r["text"].as_str().unwrap();
@@ -181,9 +163,7 @@ fn missing_or_corrupt_model_errors_name_the_file() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn hostile_text_neither_crashes_nor_hangs() {
-    let Some(v) = t5_vocab("hostile_text_neither_crashes_nor_hangs") else {
-        return;
-    };
+    let v = t5_vocab();
     // NUL bytes and other controls.
     let ids = v.encode("a\0b\u{1}c\u{7f}");
     assert!(!ids.is_empty());
@@ -212,9 +192,7 @@ fn hostile_text_neither_crashes_nor_hangs() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn other_model_types_are_named() {
-    let bpe =
-        t5mix_pipeline::shared_data::shared_path("spm-fixtures/hf_test_sentencepiece_bpe.model")
-            .expect("shared data");
+    let bpe = shared_file("spm-fixtures/hf_test_sentencepiece_bpe.model");
     let err = Vocabulary::load(&bpe, 100).unwrap_err().to_string();
     assert!(
         err.contains("a BPE model") && err.contains("hf_test_sentencepiece_bpe.model"),

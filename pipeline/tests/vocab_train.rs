@@ -5,7 +5,7 @@
 //! 0.1.97) breaks ties as the C++ sources before 0.2.3 do, and we as Python
 //! sentencepiece 0.2.3 does (see vocab/unigram.rs).
 
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::shared_file;
 use t5mix_pipeline::vocab::train::{train_from_text_file, trainer_available, TrainOptions};
 use t5mix_pipeline::vocab::Vocabulary;
 
@@ -15,11 +15,8 @@ use t5mix_pipeline::vocab::Vocabulary;
     ignore = "needs ../shared/data and the SentencePiece C++ library (libsentencepiece-dev)"
 )]
 fn train_small_vocab_and_load_it_back() {
-    let test = "train_small_vocab_and_load_it_back";
     assert!(trainer_available());
-    let Some(botchan) = shared_or_skip("spm-fixtures/botchan.txt", test) else {
-        return;
-    };
+    let botchan = shared_file("spm-fixtures/botchan.txt");
     let dir = tempfile::tempdir().unwrap();
     let opts = TrainOptions {
         vocab_size: 1000,

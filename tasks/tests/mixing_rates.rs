@@ -3,16 +3,16 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::shared_file;
 use t5mix_tasks::{rate_num_examples, Mixture, MixtureRegistry, Rate};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0)
 }
 
-fn reference() -> Option<Value> {
-    let p = shared_or_skip("t5-reference/mixing_rates.json", "mixing_rates")?;
-    Some(serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+fn reference() -> Value {
+    let p = shared_file("t5-reference/mixing_rates.json");
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
 fn counts(r: &Value) -> BTreeMap<String, u64> {
@@ -44,7 +44,7 @@ fn mixture_tasks(r: &Value, name: &str) -> Vec<String> {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn rate_num_examples_grid_matches_seqio() {
-    let Some(r) = reference() else { return };
+    let r = reference();
     let counts = counts(&r);
     let mut n = 0;
     for row in r["rate_num_examples_grid"].as_array().unwrap() {
@@ -73,7 +73,7 @@ fn names(v: &[String]) -> Vec<&str> {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn mixtures_match_seqio() {
-    let Some(r) = reference() else { return };
+    let r = reference();
     let counts = counts(&r);
     let count = |t: &str| counts.get(t).copied();
     let glue = mixture_tasks(&r, "glue_v002_proportional");

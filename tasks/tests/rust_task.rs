@@ -3,7 +3,7 @@
 //! mixed with another task and scored by the evaluator.
 
 use t5mix_pipeline::shards::read_example_shard;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::shared_file;
 use t5mix_pipeline::vocab::Vocabulary;
 use t5mix_tasks::supervised::{FileFormat, Row};
 use t5mix_tasks::{
@@ -63,9 +63,7 @@ fn shout_qa() -> Task {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn a_rust_registered_task_builds_mixes_and_scores() {
-    let Some(spm) = shared_or_skip("t5-spm/spiece.model", "rust task") else {
-        return;
-    };
+    let spm = shared_file("t5-spm/spiece.model");
     let vocab = Vocabulary::load(&spm, 100).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -209,9 +207,7 @@ fn chains_are_checked_when_registered() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn toml_tasks_pick_token_preprocessors_and_metrics_by_name() {
-    let Some(spm) = shared_or_skip("t5-spm/spiece.model", "toml task") else {
-        return;
-    };
+    let spm = shared_file("t5-spm/spiece.model");
     let vocab = Vocabulary::load(&spm, 100).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let toml = dir.path().join("tasks.toml");

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use t5mix_pipeline::preprocessors::append_eos_after_trim;
-use t5mix_pipeline::shared_data::{json_ids, jsonl_or_skip, shared_or_skip};
+use t5mix_pipeline::shared_data::{json_ids, shared_file, shared_jsonl};
 use t5mix_pipeline::vocab::Vocabulary;
 use t5mix_tasks::formats::{
     glue, squad, stsb_inputs, stsb_target, summarize, translate, GlueBenchmark,
@@ -61,18 +61,14 @@ fn format_row(r: &Value) -> (String, String) {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn every_builtin_format_matches_t5() {
-    let test = "every_builtin_format_matches_t5";
-    let Some(rows) = jsonl_or_skip("t5-reference/glue_format.jsonl", test) else {
-        return;
-    };
-    let vocab =
-        shared_or_skip("t5-spm/spiece.model", test).map(|p| Vocabulary::load(&p, 100).unwrap());
+    let rows = shared_jsonl("t5-reference/glue_format.jsonl");
+    let v = Vocabulary::load(&shared_file("t5-spm/spiece.model"), 100).unwrap();
     assert_eq!(rows.len(), 203);
     for r in &rows {
         let (inputs, targets) = format_row(r);
         assert_eq!(inputs, s(r, "inputs"), "{} inputs", s(r, "task"));
         assert_eq!(targets, s(r, "targets"), "{} targets", s(r, "task"));
-        if let Some(v) = &vocab {
+        {
             let mut i = v.encode(&inputs);
             append_eos_after_trim(&mut i, 512, 1);
             let mut t = v.encode(&targets);
@@ -94,12 +90,7 @@ fn every_builtin_format_matches_t5() {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn stsb_labels_match_t5_on_all_rows() {
-    let Some(rows) = jsonl_or_skip(
-        "t5-reference/stsb_labels.jsonl",
-        "stsb_labels_match_t5_on_all_rows",
-    ) else {
-        return;
-    };
+    let rows = shared_jsonl("t5-reference/stsb_labels.jsonl");
     assert_eq!(rows.len(), 7249);
     let mut classes = std::collections::BTreeSet::new();
     for r in &rows {
@@ -126,16 +117,12 @@ fn stsb_labels_match_t5_on_all_rows() {
 )]
 fn squad_and_cnn_sources_match_t5() {
     use t5mix_tasks::supervised::{read_rows, FileFormat, TextFormat};
-    let test = "squad_and_cnn_sources_match_t5";
-    let (Some(rows), Some(root)) = (
-        jsonl_or_skip("t5-reference/glue_format.jsonl", test),
-        shared_or_skip("t5-reference", test),
-    ) else {
-        return;
-    };
+    let (rows, root) = (
+        shared_jsonl("t5-reference/glue_format.jsonl"),
+        shared_file("t5-reference"),
+    );
     let root = root.parent().unwrap().to_path_buf();
-    let vocab =
-        shared_or_skip("t5-spm/spiece.model", test).map(|p| Vocabulary::load(&p, 100).unwrap());
+    let v = Vocabulary::load(&shared_file("t5-spm/spiece.model"), 100).unwrap();
     let squad_rows = read_rows(
         &root.join("squad-allennlp/squad.json"),
         &FileFormat::SquadJson {},
@@ -179,7 +166,7 @@ fn squad_and_cnn_sources_match_t5() {
             "{}",
             s(r, "task")
         );
-        if let Some(v) = &vocab {
+        {
             let mut ii = v.encode(&i);
             append_eos_after_trim(&mut ii, 512, 1);
             assert_eq!(ii, json_ids(&r["inputs_ids"]));
@@ -201,13 +188,10 @@ fn squad_and_cnn_sources_match_t5() {
 fn registered_glue_tasks_read_the_glue_files_as_tfds() {
     use t5mix_tasks::supervised::read_rows;
     use t5mix_tasks::TaskRegistry;
-    let test = "registered_glue_tasks_read_the_glue_files_as_tfds";
-    let (Some(rows), Some(glue_dir)) = (
-        jsonl_or_skip("t5-reference/glue_format.jsonl", test),
-        shared_or_skip("glue-hf-dummy", test),
-    ) else {
-        return;
-    };
+    let (rows, glue_dir) = (
+        shared_jsonl("t5-reference/glue_format.jsonl"),
+        shared_file("glue-hf-dummy"),
+    );
     let reg = TaskRegistry::builtin();
     let mut checked = 0;
     for r in rows.iter().filter(|r| r["family"] == "glue") {
@@ -263,13 +247,10 @@ fn registered_glue_tasks_read_the_glue_files_as_tfds() {
 fn registered_translation_and_cnn_tasks_match_t5() {
     use t5mix_tasks::supervised::{read_rows, Row};
     use t5mix_tasks::TaskRegistry;
-    let test = "registered_translation_and_cnn_tasks_match_t5";
-    let (Some(rows), Some(root)) = (
-        jsonl_or_skip("t5-reference/glue_format.jsonl", test),
-        shared_or_skip("t5-reference", test),
-    ) else {
-        return;
-    };
+    let (rows, root) = (
+        shared_jsonl("t5-reference/glue_format.jsonl"),
+        shared_file("t5-reference"),
+    );
     let root = root.parent().unwrap().to_path_buf();
     let reg = TaskRegistry::builtin();
     let text_format = |name: &str| reg.get(name).unwrap().text_format().unwrap().clone();

@@ -6,6 +6,12 @@ use std::process::{Command, Output};
 
 use t5mix_pipeline::shards::read_example_shard;
 
+/// The bundled 512-piece SentencePiece model (data/vocab/crawl.model): for
+/// tests that need a vocabulary but not T5's ids.
+pub fn bundled_vocab() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/vocab/crawl.model")
+}
+
 /// Runs the binary.
 pub fn t5mix(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_t5mix"))

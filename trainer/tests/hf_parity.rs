@@ -4,7 +4,7 @@
 
 use dfdx::prelude::*;
 use serde_json::Value;
-use t5mix_pipeline::shared_data::shared_or_skip;
+use t5mix_pipeline::shared_data::shared_file;
 use t5mix_trainer::model::{
     loss, relative_position_bucket, Batch, Dropout, LossConfig, LossNormalization,
 };
@@ -34,14 +34,14 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn load(variant: &str) -> Option<(T5<Dev>, Value)> {
-    let dir = shared_or_skip(&format!("hf-t5-tiny/{variant}"), "hf parity")?;
+fn load(variant: &str) -> (T5<Dev>, Value) {
+    let dir = shared_file(&format!("hf-t5-tiny/{variant}"));
     let dev = Dev::default();
     let model = load_model(&dir, &dev).unwrap();
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
-    Some((model, reference))
+    (model, reference)
 }
 
 #[test]
@@ -50,9 +50,7 @@ fn load(variant: &str) -> Option<(T5<Dev>, Value)> {
     ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
 )]
 fn relative_position_buckets_match_transformers() {
-    let Some((_, r)) = load("t5-v1_0-tiny") else {
-        return;
-    };
+    let (_, r) = load("t5-v1_0-tiny");
     let b = &r["relative_position_buckets"];
     let rel = b["relative_position"].as_array().unwrap();
     for (i, rp) in rel.iter().enumerate() {
@@ -127,9 +125,7 @@ fn check_row(
 }
 
 fn parity(variant: &str, tol_logits: f32) {
-    let Some((model, r)) = load(variant) else {
-        return;
-    };
+    let (model, r) = load(variant);
     let vocab = model.cfg.vocab_size;
     let probe: Vec<usize> = ids(&r["probe_ids"]).iter().map(|&x| x as usize).collect();
     let lcfg = LossConfig {
@@ -287,12 +283,10 @@ fn v1_1_untied_bf16_matches_transformers() {
 fn saved_checkpoints_round_trip_in_hf_layout() {
     use t5mix_trainer::weights::{read_safetensors, save_model};
     for variant in ["t5-v1_0-tiny", "t5-v1_1-tiny"] {
-        let Some((model, _)) = load(variant) else {
-            return;
-        };
+        let (model, _) = load(variant);
         let dir = tempfile::tempdir().unwrap();
         save_model(&model, dir.path()).unwrap();
-        let src = shared_or_skip(&format!("hf-t5-tiny/{variant}"), "round trip").unwrap();
+        let src = shared_file(&format!("hf-t5-tiny/{variant}"));
         let theirs = read_safetensors(&src.join("model.safetensors")).unwrap();
         let ours = read_safetensors(&dir.path().join("model.safetensors")).unwrap();
         let mut a: Vec<&String> = theirs.keys().collect();
