@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use t5mix_pipeline::clean::output::prepare_out_dir;
+use t5mix_pipeline::clean::staged::{self, Stage, StagedPlan};
 use t5mix_pipeline::clean::{run_clean, BadWords, CleanConfig, CleanOptions, OutputFormat, Preset};
 use t5mix_pipeline::progress::Bars;
 use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit};
@@ -21,7 +22,7 @@ use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit}
 )]
 pub struct CleanArgs {
     /// Input files, directories (read recursively) or glob patterns.
-    #[arg(required_unless_present = "print_config", value_name = "INPUT")]
+    #[arg(required_unless_present_any = ["print_config", "task", "finish"], value_name = "INPUT")]
     inputs: Vec<String>,
     /// Output directory for the shards and manifest.json.
     #[arg(
@@ -84,6 +85,27 @@ pub struct CleanArgs {
     /// Replace shards left in --out by an earlier run.
     #[arg(long)]
     overwrite: bool,
+
+    /// Run as map/reduce stages with this many tasks per file stage
+    /// (datatrove-style, for batch schedulers; the shards are the same).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    num_tasks: Option<u64>,
+    /// Hash buckets of the staged reduce stages.
+    #[arg(long, value_name = "R", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    buckets: u64,
+    /// Staged tasks run at once on this machine.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    local_workers: u64,
+    /// Staged: only write the plan into --out and print each task's command.
+    #[arg(long, requires = "num_tasks")]
+    plan_only: bool,
+    /// Run one task of the staged run planned in --out (what one element
+    /// of a scheduler's array job runs): STAGE:INDEX, e.g. extract:3.
+    #[arg(long, value_name = "STAGE:INDEX", conflicts_with_all = ["num_tasks", "finish"])]
+    task: Option<String>,
+    /// Write the manifest of the staged run in --out once every task is done.
+    #[arg(long)]
+    finish: bool,
 }
 
 fn build_config(a: &CleanArgs) -> Result<CleanConfig> {
@@ -107,8 +129,32 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let out = a.out.clone().context("--out is needed")?;
+    let bars = Bars::new(quiet);
+    if let Some(task) = &a.task {
+        let (stage, t) = task
+            .split_once(':')
+            .and_then(|(s, t)| Some((Stage::parse(s)?, t.parse::<usize>().ok()?)))
+            .with_context(|| {
+                format!("--task {task}: expected STAGE:INDEX with STAGE one of extract, urls, lines, owners, finalize, write")
+            })?;
+        let ran = staged::run_task(&out, stage, t, &bars)?;
+        bars.finish();
+        eprintln!("{task}: {}", if ran { "done" } else { "already done" });
+        return Ok(());
+    }
+    if a.finish {
+        let stats = staged::finish_run(&out, std::time::Instant::now())?;
+        eprintln!("{stats} to {}", out.display());
+        return Ok(());
+    }
     let inputs = expand_inputs(&a.inputs)?;
-    prepare_out_dir(&out, a.overwrite, &inputs)?;
+    let work = out.join(staged::WORK_DIR);
+    if a.overwrite && work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    if !work.exists() {
+        prepare_out_dir(&out, a.overwrite, &inputs)?;
+    }
     let badwords = match &a.badwords {
         Some(p) => Some(BadWords::load(p, &a.badwords_lang)?),
         None => None,
@@ -130,8 +176,19 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         batch_pages: 256,
         memory_budget: a.memory_budget_mb << 20,
     };
-    let bars = Bars::new(quiet);
-    let stats = run_clean(&inputs, &opts, &bars)?;
+    let stats = match a.num_tasks {
+        None => run_clean(&inputs, &opts, &bars)?,
+        Some(n) => {
+            let badwords = a.badwords.clone().map(|p| (p, a.badwords_lang.clone()));
+            let plan = StagedPlan::new(inputs, n as usize, a.buckets as usize, &opts, badwords)?;
+            if a.plan_only {
+                plan.install(&out)?;
+                print!("{}", staged::write_launchers(&plan, &out)?);
+                return Ok(());
+            }
+            staged::run_local(&plan, &out, a.local_workers as usize, None, &bars)?
+        }
+    };
     bars.finish();
     eprintln!("{stats} to {}", out.display());
     Ok(())

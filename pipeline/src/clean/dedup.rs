@@ -144,7 +144,16 @@ impl UrlDedup {
         self.offer_hashed(md5_u128(normalized_url), timestamp, pos);
     }
 
-    fn offer_hashed(&mut self, h: u128, timestamp: &str, pos: (u64, u64)) {
+    /// Every URL's kept page so far: (md5 of the normalized URL, timestamp,
+    /// position), in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (u128, &str, (u64, u64))> {
+        self.best
+            .iter()
+            .map(|(h, (ts, pos))| (*h, ts.as_str(), *pos))
+    }
+
+    /// [`UrlDedup::offer`] with the URL's md5 already taken.
+    pub fn offer_hashed(&mut self, h: u128, timestamp: &str, pos: (u64, u64)) {
         match self.best.get_mut(&h) {
             None => {
                 self.best.insert(h, (timestamp.to_string(), pos));
@@ -205,6 +214,16 @@ impl LineOwners {
                 .and_modify(|o| *o = (*o).min(url_hash))
                 .or_insert(url_hash);
         }
+    }
+
+    /// Every line's owner so far, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
+        self.owner.iter().map(|(k, u)| (*k, *u))
+    }
+
+    /// The owner of a line key, if it was offered.
+    pub fn owner(&self, key: u128) -> Option<u128> {
+        self.owner.get(&key).copied()
     }
 
     /// Folds another table in.

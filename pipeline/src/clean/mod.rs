@@ -11,6 +11,7 @@ pub mod output;
 pub mod punkt;
 pub mod rules;
 pub mod run;
+pub mod staged;
 
 pub use config::{CleanConfig, Preset};
 pub use filters::{BadWords, LanguageFilter};

@@ -110,7 +110,7 @@ impl PageRule {
 }
 
 /// Per-rule line and page counters; add them up with [`RuleCounters::merge`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuleCounters {
     /// Lines dropped, indexed like [`LineRule::ALL`].
     pub lines_dropped: [u64; 7],

@@ -152,33 +152,33 @@ const SPILL_LINE_FIELDS: [LineRule; 5] = [
 
 /// A page after pass 1, as spilled to disk.
 #[derive(Debug, Clone, Default)]
-struct Spilled {
-    record: u64,
+pub(crate) struct Spilled {
+    pub(crate) record: u64,
     /// 0: kept; k: dropped by `PageRule::ALL[k - 1]`.
-    verdict: u8,
-    lines: [u32; 6],
-    normalized_url: String,
-    url: String,
-    timestamp: String,
-    text: String,
+    pub(crate) verdict: u8,
+    pub(crate) lines: [u32; 6],
+    pub(crate) normalized_url: String,
+    pub(crate) url: String,
+    pub(crate) timestamp: String,
+    pub(crate) text: String,
     /// md5 of the URL (the line-ownership key).
-    url_hash: u128,
+    pub(crate) url_hash: u128,
     /// `line_keys(text)` when line dedup is on (hashed in the parallel pass).
-    line_keys: Vec<u128>,
+    pub(crate) line_keys: Vec<u128>,
 }
 
-fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+pub(crate) fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
     w.write_all(&(s.len() as u32).to_le_bytes())?;
     w.write_all(s.as_bytes())
 }
 
-fn get_u32(r: &mut impl Read) -> std::io::Result<u32> {
+pub(crate) fn get_u32(r: &mut impl Read) -> std::io::Result<u32> {
     let mut b = [0u8; 4];
     r.read_exact(&mut b)?;
     Ok(u32::from_le_bytes(b))
 }
 
-fn get_str(r: &mut impl Read) -> std::io::Result<String> {
+pub(crate) fn get_str(r: &mut impl Read) -> std::io::Result<String> {
     let n = get_u32(r)? as usize;
     let mut v = vec![0u8; n];
     r.read_exact(&mut v)?;
@@ -262,7 +262,7 @@ impl Spilled {
 }
 
 /// Where pass 1 left one input file's pages.
-enum Store {
+pub(crate) enum Store {
     /// In memory (within the budget).
     Memory(Vec<Spilled>),
     /// Spilled to a temporary file.
@@ -282,13 +282,13 @@ impl Spilled {
 }
 
 /// What pass 1 produced for one input file.
-struct FileSpill {
-    spill: Store,
-    urls: UrlDedup,
-    pages_in: u64,
-    bytes_in: u64,
-    too_long: u64,
-    report: crate::readers::FileReport,
+pub(crate) struct FileSpill {
+    pub(crate) spill: Store,
+    pub(crate) urls: UrlDedup,
+    pub(crate) pages_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) too_long: u64,
+    pub(crate) report: crate::readers::FileReport,
 }
 
 fn clean_one(doc: Document, cleaner: &PageCleaner, line_dedup: bool) -> Option<Spilled> {
@@ -324,7 +324,7 @@ fn clean_one(doc: Document, cleaner: &PageCleaner, line_dedup: bool) -> Option<S
     })
 }
 
-fn pass1_file(
+pub(crate) fn pass1_file(
     file_index: usize,
     path: &Path,
     spill_dir: &Path,
@@ -463,7 +463,7 @@ fn for_each_store_batch(
 
 /// Reads a spill file in batches of `n` pages (without their text if
 /// `keys_only`).
-fn for_each_spill_batch(
+pub(crate) fn for_each_spill_batch(
     path: &Path,
     n: usize,
     keys_only: bool,
@@ -488,30 +488,29 @@ fn for_each_spill_batch(
 /// batch keeps become Parquet row groups (or gzip members) of at most
 /// [`super::output::CHUNK_TEXT_BYTES`] of text, compressed on the rayon pool
 /// while the next batch is filtered.
-const PASS3_BATCHES: usize = 4;
+pub(crate) const PASS3_BATCHES: usize = 4;
 
 /// The pass-3 decision for one spilled page.
-struct Outcome {
-    counters: RuleCounters,
-    page: Option<CleanPage>,
+pub(crate) struct Outcome {
+    pub(crate) counters: RuleCounters,
+    pub(crate) page: Option<CleanPage>,
 }
 
-struct Finisher<'a> {
-    cfg: &'a CleanConfig,
-    cleaner: &'a PageCleaner,
-    urls: &'a UrlDedup,
-    lines: Option<&'a LineOwners>,
-    language: Option<&'a LanguageFilter>,
-    badwords: Option<&'a BadWords>,
+pub(crate) struct Finisher<'a> {
+    pub(crate) cfg: &'a CleanConfig,
+    pub(crate) cleaner: &'a PageCleaner,
+    /// Whether the page at (file, record) is the one kept for its URL.
+    pub(crate) url_winner: &'a (dyn Fn(&str, (u64, u64)) -> bool + Sync),
+    pub(crate) lines: Option<&'a LineOwners>,
+    pub(crate) language: Option<&'a LanguageFilter>,
+    pub(crate) badwords: Option<&'a BadWords>,
 }
 
 impl Finisher<'_> {
-    fn finish(&self, file_index: usize, s: Spilled) -> Outcome {
+    pub(crate) fn finish(&self, file_index: usize, s: Spilled) -> Outcome {
         let mut counters = RuleCounters::default();
         if self.cfg.url_dedup
-            && !self
-                .urls
-                .is_winner(&s.normalized_url, (file_index as u64, s.record))
+            && !(self.url_winner)(&s.normalized_url, (file_index as u64, s.record))
         {
             counters.page(PageRule::DuplicateUrl);
             return Outcome {
@@ -590,6 +589,20 @@ impl Finisher<'_> {
     }
 }
 
+/// The key/value metadata of every clean shard: the version and the rules.
+pub(crate) fn shard_metadata(cfg: &CleanConfig) -> Vec<(String, String)> {
+    vec![
+        (
+            "t5mix.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "t5mix.clean_config".to_string(),
+            serde_json::to_string(cfg).unwrap_or_default(),
+        ),
+    ]
+}
+
 /// Runs the cleaner over `inputs` (in that order) and writes shards and
 /// `manifest.json` into `opts.out_dir`.
 pub fn run_clean(
@@ -615,22 +628,7 @@ pub fn run_clean(
         .tempdir_in(&opts.out_dir)
         .map_err(|e| PipelineError::io(&opts.out_dir, e))?;
 
-    let mut stats = CleanStats {
-        files: inputs.len() as u64,
-        threads: rayon::current_num_threads(),
-        language_filter: match &language {
-            Some(_) => format!(
-                "whatlang: {} with confidence >= {}",
-                cfg.language, cfg.min_language_confidence
-            ),
-            None => "off".into(),
-        },
-        badwords_filter: match &opts.badwords {
-            Some(b) => format!("{} words", b.len()),
-            None => "off (no list given)".into(),
-        },
-        ..Default::default()
-    };
+    let mut stats = CleanStats::start(inputs.len(), opts);
 
     // Pass 1: read, clean, spill; URL table.
     let total: u64 = inputs
@@ -652,17 +650,8 @@ pub fn run_clean(
     let mut counters = RuleCounters::default();
     let mut spill_files = Vec::new();
     for s in spills {
-        stats.pages_in += s.pages_in;
-        stats.bytes_in += s.bytes_in;
-        stats.file_bytes_in += s.report.file_bytes;
+        stats.add_read(s.pages_in, s.bytes_in, s.report);
         counters.pages_dropped[PageRule::TooLong as usize] += s.too_long;
-        stats.wet_records_skipped.merge(&s.report.wet);
-        for issue in s.report.issues {
-            *stats.read_issues.entry(issue.kind.clone()).or_default() += 1;
-            if stats.read_issue_examples.len() < 20 {
-                stats.read_issue_examples.push(issue);
-            }
-        }
         urls.merge(s.urls);
         spill_files.push(s.spill);
     }
@@ -704,24 +693,16 @@ pub fn run_clean(
     // Pass 3: finish pages and write shards in input order.
     progress.stage("write", 0);
     let t = Instant::now();
+    let url_winner = |u: &str, pos: (u64, u64)| urls.is_winner(u, pos);
     let fin = Finisher {
         cfg,
         cleaner: &cleaner,
-        urls: &urls,
+        url_winner: &url_winner,
         lines: owners.as_ref(),
         language: language.as_ref(),
         badwords: opts.badwords.as_ref(),
     };
-    let metadata = vec![
-        (
-            "t5mix.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        (
-            "t5mix.clean_config".to_string(),
-            serde_json::to_string(cfg).unwrap_or_default(),
-        ),
-    ];
+    let metadata = shard_metadata(cfg);
     let mut writer = ShardWriter::new(
         &opts.out_dir,
         opts.output_format,
@@ -753,15 +734,7 @@ pub fn run_clean(
                 || encode_and_write(previous, &mut writer),
             );
             written?;
-            let mut pages = Vec::with_capacity(outcomes.len());
-            for o in outcomes {
-                counters.merge(&o.counters);
-                if let Some(p) = o.page {
-                    *stats.pages_per_split.entry(p.split.clone()).or_default() += 1;
-                    stats.pages_out += 1;
-                    pages.push(p);
-                }
-            }
+            let pages = stats.add_outcomes(outcomes, &mut counters);
             to_encode = writer.plan(pages);
             progress.advance(bytes);
             Ok(())
@@ -775,31 +748,100 @@ pub fn run_clean(
         .seconds
         .insert("3_filter_write".into(), t.elapsed().as_secs_f64());
 
-    stats.lines_passed = counters.lines_passed;
-    for r in LineRule::ALL {
-        stats
-            .lines_dropped
-            .insert(r.name().into(), counters.lines(r));
-    }
-    for r in PageRule::ALL {
-        stats
-            .pages_dropped
-            .insert(r.name().into(), counters.pages(r));
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    stats.seconds.insert("total".into(), secs);
-    stats.mb_per_s = stats.bytes_in as f64 / 1e6 / secs.max(1e-9);
-    crate::manifest::Manifest::Clean(crate::manifest::CleanManifest {
-        shards: stats
-            .shards
-            .iter()
-            .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
-            .collect(),
-        stats: stats.clone(),
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-    })
-    .write(&opts.out_dir)?;
+    stats.close(&counters, t0);
+    stats.write_manifest(&opts.out_dir)?;
     Ok(stats)
+}
+
+impl CleanStats {
+    /// The statistics of a run over `files` inputs before any is read.
+    pub(crate) fn start(files: usize, opts: &CleanOptions) -> Self {
+        let cfg = &opts.config;
+        CleanStats {
+            files: files as u64,
+            threads: rayon::current_num_threads(),
+            language_filter: if cfg.language.is_empty() {
+                "off".into()
+            } else {
+                format!(
+                    "whatlang: {} with confidence >= {}",
+                    cfg.language, cfg.min_language_confidence
+                )
+            },
+            badwords_filter: match &opts.badwords {
+                Some(b) => format!("{} words", b.len()),
+                None => "off (no list given)".into(),
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Adds what reading one input file gave.
+    pub(crate) fn add_read(
+        &mut self,
+        pages_in: u64,
+        bytes_in: u64,
+        report: crate::readers::FileReport,
+    ) {
+        self.pages_in += pages_in;
+        self.bytes_in += bytes_in;
+        self.file_bytes_in += report.file_bytes;
+        self.wet_records_skipped.merge(&report.wet);
+        for issue in report.issues {
+            *self.read_issues.entry(issue.kind.clone()).or_default() += 1;
+            if self.read_issue_examples.len() < 20 {
+                self.read_issue_examples.push(issue);
+            }
+        }
+    }
+
+    /// Counts the final decisions on a batch of pages; returns the kept ones.
+    pub(crate) fn add_outcomes(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        counters: &mut RuleCounters,
+    ) -> Vec<CleanPage> {
+        let mut pages = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            counters.merge(&o.counters);
+            if let Some(p) = o.page {
+                *self.pages_per_split.entry(p.split.clone()).or_default() += 1;
+                self.pages_out += 1;
+                pages.push(p);
+            }
+        }
+        pages
+    }
+
+    /// Fills in the rule counts and the run's time.
+    pub(crate) fn close(&mut self, counters: &RuleCounters, t0: Instant) {
+        self.lines_passed = counters.lines_passed;
+        for r in LineRule::ALL {
+            self.lines_dropped
+                .insert(r.name().into(), counters.lines(r));
+        }
+        for r in PageRule::ALL {
+            self.pages_dropped
+                .insert(r.name().into(), counters.pages(r));
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        self.seconds.insert("total".into(), secs);
+        self.mb_per_s = self.bytes_in as f64 / 1e6 / secs.max(1e-9);
+    }
+
+    /// Writes the clean folder's `manifest.json` (shards and these statistics).
+    pub(crate) fn write_manifest(&self, dir: &Path) -> Result<()> {
+        crate::manifest::Manifest::Clean(crate::manifest::CleanManifest {
+            shards: self
+                .shards
+                .iter()
+                .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+                .collect(),
+            stats: self.clone(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .write(dir)
+    }
 }
 
 impl std::fmt::Display for CleanStats {

@@ -66,7 +66,7 @@ pub enum TextUnit {
 }
 
 /// Options of the readers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadOptions {
     /// Format of every input (auto-detected by default).
     pub format: InputFormat,
@@ -110,7 +110,7 @@ pub struct ReadIssue {
 }
 
 /// What reading one file produced besides its documents.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FileReport {
     /// Detected format.
     pub format: Option<InputFormat>,
