@@ -63,3 +63,28 @@ fn python_module_cfg(name: &str, module: &str, version: Option<&str>) {
         );
     }
 }
+
+// Sets the cfg `t5mix_slurm` when a Slurm cluster answers here (`sinfo`
+// lists an idle or busy node; scripts/slurm-single-node.sh starts one), for
+// the test that submits a staged clean's job arrays. With
+// `T5MIX_REQUIRE_SLURM=1` (CI, which starts the cluster) a missing one is a
+// build failure.
+#[allow(dead_code)]
+fn slurm_cfg() {
+    println!("cargo:rustc-check-cfg=cfg(t5mix_slurm)");
+    println!("cargo:rerun-if-env-changed=T5MIX_REQUIRE_SLURM");
+    let up = std::process::Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| {
+            let s = String::from_utf8_lossy(&o.stdout);
+            ["idle", "mix", "alloc"].iter().any(|k| s.contains(k))
+        });
+    if up {
+        println!("cargo:rustc-cfg=t5mix_slurm");
+    } else if std::env::var_os("T5MIX_REQUIRE_SLURM").is_some_and(|v| v == "1") {
+        panic!("T5MIX_REQUIRE_SLURM=1 but no Slurm cluster answers (sinfo); start one with scripts/slurm-single-node.sh");
+    }
+}

@@ -200,3 +200,79 @@ fn staged_runs_write_the_one_process_shards() {
         assert!(String::from_utf8_lossy(&e.stderr).contains(bad.split(':').next().unwrap()));
     }
 }
+
+/// The generated Slurm script on a real (single-node) cluster: job arrays
+/// chained by `afterok`, each element a `--task`, then `--finish`; the
+/// shards equal the one-process run's.
+#[test]
+#[cfg_attr(
+    not(t5mix_slurm),
+    ignore = "needs a Slurm cluster (sudo bash scripts/slurm-single-node.sh)"
+)]
+fn slurm_job_arrays_write_the_one_process_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files: Vec<String> = inputs(&tmp.path().join("in"))
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let one = tmp.path().join("one");
+    ok(&clean_args(&files, one.to_str().unwrap(), &[]));
+    let out = tmp.path().join("slurm");
+    ok(&clean_args(
+        &files,
+        out.to_str().unwrap(),
+        &["--num-tasks", "3", "--buckets", "2", "--plan-only"],
+    ));
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let submit = std::process::Command::new("bash")
+        .arg(out.join(".t5mix-staged/launch/slurm.sh"))
+        .env("T5MIX", env!("CARGO_BIN_EXE_t5mix"))
+        .env(
+            "SBATCH_ARGS",
+            format!("--output={}/%x-%A_%a.out", logs.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
+    let jobs: Vec<String> = String::from_utf8_lossy(&submit.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(jobs.len(), 7, "six arrays and the finish job: {jobs:?}");
+    // wait for the finish job to leave the queue
+    let t = std::time::Instant::now();
+    loop {
+        let q = std::process::Command::new("squeue")
+            .args(["-h", "-j", &jobs.join(",")])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 300,
+            "jobs still queued after 300 s: {}",
+            String::from_utf8_lossy(&q.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let log_text = || {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        out.join("manifest.json").exists(),
+        "the finish job did not run; job logs:\n{}",
+        log_text()
+    );
+    assert_eq!(shard_bytes(&out), shard_bytes(&one));
+    assert_eq!(manifest_counts(&out), manifest_counts(&one));
+}

@@ -891,7 +891,7 @@ pub fn write_launchers(plan: &StagedPlan, out: &Path) -> Result<String> {
             cmd(stage, "INDEX")
         );
         slurm += &format!(
-            "id=$(sbatch --parsable $SBATCH_ARGS ${{dep:+--dependency=afterok:$dep}} --job-name=t5mix-{name} --array=0-{last} --wrap \"$T5MIX {c}\")\ndep=$id\n",
+            "id=$(sbatch --parsable $SBATCH_ARGS ${{dep:+--dependency=afterok:$dep --kill-on-invalid-dep=yes}} --job-name=t5mix-{name} --array=0-{last} --wrap \"$T5MIX {c}\")\necho \"$id\"\ndep=$id\n",
             name = stage.name(),
             last = n - 1,
             // expanded when the array element runs, not at submission
@@ -909,7 +909,7 @@ pub fn write_launchers(plan: &StagedPlan, out: &Path) -> Result<String> {
         yaml += &job;
     }
     summary += &format!("  then:                  t5mix clean --out '{o}' --finish\n");
-    slurm += &format!("sbatch --parsable $SBATCH_ARGS --dependency=afterok:$dep --job-name=t5mix-finish --wrap \"$T5MIX clean --out '{o}' --finish\"\n");
+    slurm += &format!("sbatch --parsable $SBATCH_ARGS --dependency=afterok:$dep --kill-on-invalid-dep=yes --job-name=t5mix-finish --wrap \"$T5MIX clean --out '{o}' --finish\"\n");
     k8s += &format!("echo \"then: t5mix clean --out '{o}' --finish\"\n");
     for (name, text) in [("slurm.sh", &slurm), ("k8s.yaml", &yaml), ("k8s.sh", &k8s)] {
         write_atomic(&dir.join(name), text.as_bytes())?;
