@@ -40,6 +40,7 @@ pub mod mixing;
 pub mod preprocessors;
 pub mod progress;
 pub mod readers;
+pub mod remote;
 pub mod shards;
 pub mod shared_data;
 pub mod vocab;

@@ -9,6 +9,7 @@ use t5mix_pipeline::clean::staged::{self, Stage, StagedPlan};
 use t5mix_pipeline::clean::{run_clean, BadWords, CleanConfig, CleanOptions, OutputFormat, Preset};
 use t5mix_pipeline::progress::Bars;
 use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit};
+use t5mix_pipeline::remote;
 
 /// Clean raw web text with the C4 rules.
 ///
@@ -148,6 +149,22 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let inputs = expand_inputs(&a.inputs)?;
+    // object storage output: written here first, then uploaded
+    let remote_out = out
+        .to_str()
+        .filter(|o| remote::is_remote(o))
+        .map(str::to_string);
+    let staging = match &remote_out {
+        Some(url) => {
+            anyhow::ensure!(
+                a.num_tasks.is_none(),
+                "--out {url}: staged runs need a folder every task sees; write to a shared file system"
+            );
+            Some(tempfile::tempdir().context("a local folder for the shards")?)
+        }
+        None => None,
+    };
+    let out = staging.as_ref().map_or(out, |d| d.path().to_path_buf());
     let work = out.join(staged::WORK_DIR);
     if a.overwrite && work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
@@ -190,6 +207,12 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         }
     };
     bars.finish();
-    eprintln!("{stats} to {}", out.display());
+    match &remote_out {
+        Some(url) => {
+            let names = remote::publish(&out, url)?;
+            eprintln!("{stats} and uploaded {} files to {url}", names.len());
+        }
+        None => eprintln!("{stats} to {}", out.display()),
+    }
     Ok(())
 }

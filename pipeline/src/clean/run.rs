@@ -397,7 +397,13 @@ pub(crate) fn pass1_file(
         progress.advance(bytes);
         Ok(())
     };
-    let report = read_file(path, &opts.read, &mut |doc| {
+    // a remote input is read from a local copy, one file at a time
+    let download = match path.to_str().filter(|s| crate::remote::is_remote(s)) {
+        Some(url) => Some(crate::remote::Download::fetch(url, spill_dir, file_index)?),
+        None => None,
+    };
+    let local = download.as_ref().map_or(path, |d| d.path());
+    let report = read_file(local, &opts.read, &mut |doc| {
         pages_in += 1;
         bytes_in += doc.text.len() as u64;
         batch.push(doc);

@@ -286,7 +286,24 @@ pub fn expand_inputs(specs: &[String]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for spec in specs {
         let p = Path::new(spec);
-        if p.is_dir() {
+        if crate::remote::is_paths_list(spec) {
+            // Common Crawl's wet.paths.gz: one input per line
+            out.extend(
+                crate::remote::read_paths_list(spec)?
+                    .into_iter()
+                    .map(PathBuf::from),
+            );
+        } else if crate::remote::is_remote(spec) {
+            if spec.ends_with('/') {
+                let found = crate::remote::list(spec)?;
+                if found.is_empty() {
+                    return Err(PipelineError::NoInput(format!("{spec} holds no objects")));
+                }
+                out.extend(found.into_iter().map(PathBuf::from));
+            } else {
+                out.push(PathBuf::from(spec));
+            }
+        } else if p.is_dir() {
             let mut files = Vec::new();
             walk_dir(p, &mut files)?;
             files.sort();
