@@ -91,8 +91,8 @@ fn manifest_counts(out: &Path) -> serde_json::Value {
     ])
 }
 
-#[test]
-fn staged_runs_write_the_one_process_shards() {
+/// The inputs (in a temporary folder) and the one-process run's output.
+fn one_process_run() -> (tempfile::TempDir, Vec<String>, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let files: Vec<String> = inputs(&tmp.path().join("in"))
         .iter()
@@ -100,6 +100,12 @@ fn staged_runs_write_the_one_process_shards() {
         .collect();
     let one = tmp.path().join("one");
     ok(&clean_args(&files, one.to_str().unwrap(), &[]));
+    (tmp, files, one)
+}
+
+#[test]
+fn staged_runs_write_the_one_process_shards() {
+    let (tmp, files, one) = one_process_run();
     let want = shard_bytes(&one);
     assert!(want.len() >= 3, "several shards: {}", want.len());
     let counts = manifest_counts(&one);
@@ -210,13 +216,7 @@ fn staged_runs_write_the_one_process_shards() {
     ignore = "needs a Slurm cluster (sudo bash scripts/slurm-single-node.sh)"
 )]
 fn slurm_job_arrays_write_the_one_process_shards() {
-    let tmp = tempfile::tempdir().unwrap();
-    let files: Vec<String> = inputs(&tmp.path().join("in"))
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let one = tmp.path().join("one");
-    ok(&clean_args(&files, one.to_str().unwrap(), &[]));
+    let (tmp, files, one) = one_process_run();
     let out = tmp.path().join("slurm");
     ok(&clean_args(
         &files,

@@ -103,6 +103,19 @@ pub struct LanguageGuess {
 }
 
 impl LanguageFilter {
+    /// The filter `cfg` asks for (none when its `language` is empty).
+    pub fn for_config(cfg: &super::CleanConfig) -> Result<Option<Self>, PipelineError> {
+        if cfg.language.is_empty() {
+            return Ok(None);
+        }
+        Self::new(
+            &cfg.language,
+            cfg.min_language_confidence,
+            cfg.language_id_max_bytes,
+        )
+        .map(Some)
+    }
+
     /// Keeps pages whose best language is `code` (ISO 639-1 or 639-3) with
     /// at least `min_confidence`; only the first `max_bytes` (0 = all) are read.
     pub fn new(code: &str, min_confidence: f64, max_bytes: usize) -> Result<Self, PipelineError> {

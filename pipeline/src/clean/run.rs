@@ -619,15 +619,7 @@ pub fn run_clean(
     let t0 = Instant::now();
     let cfg = &opts.config;
     let cleaner = PageCleaner::new(cfg.clone());
-    let language = if cfg.language.is_empty() {
-        None
-    } else {
-        Some(LanguageFilter::new(
-            &cfg.language,
-            cfg.min_language_confidence,
-            cfg.language_id_max_bytes,
-        )?)
-    };
+    let language = LanguageFilter::for_config(cfg)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| PipelineError::io(&opts.out_dir, e))?;
     let spill_dir = tempfile::Builder::new()
         .prefix(".t5mix-clean-")

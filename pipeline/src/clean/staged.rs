@@ -625,15 +625,7 @@ fn finalize(
 ) -> Result<()> {
     let cfg = &plan.config;
     let cleaner = PageCleaner::new(cfg.clone());
-    let language = if cfg.language.is_empty() {
-        None
-    } else {
-        Some(LanguageFilter::new(
-            &cfg.language,
-            cfg.min_language_confidence,
-            cfg.language_id_max_bytes,
-        )?)
-    };
+    let language = LanguageFilter::for_config(cfg)?;
     let winners = winners_of(plan, work, t)?;
     let mut owners = LineOwners::default();
     if cfg.line_dedup {
