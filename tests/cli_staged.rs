@@ -225,42 +225,9 @@ fn slurm_job_arrays_write_the_one_process_shards() {
     ));
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let submit = std::process::Command::new("bash")
-        .arg(out.join(".t5mix-staged/launch/slurm.sh"))
-        .env("T5MIX", env!("CARGO_BIN_EXE_t5mix"))
-        .env(
-            "SBATCH_ARGS",
-            format!("--output={}/%x-%A_%a.out", logs.display()),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        submit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submit.stderr)
-    );
-    let jobs: Vec<String> = String::from_utf8_lossy(&submit.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let jobs = submit(&out.join(".t5mix-staged/launch/slurm.sh"), &logs);
     assert_eq!(jobs.len(), 7, "six arrays and the finish job: {jobs:?}");
-    // wait for the finish job to leave the queue
-    let t = std::time::Instant::now();
-    loop {
-        let q = std::process::Command::new("squeue")
-            .args(["-h", "-j", &jobs.join(",")])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
-            break;
-        }
-        assert!(
-            t.elapsed().as_secs() < 300,
-            "jobs still queued after 300 s: {}",
-            String::from_utf8_lossy(&q.stdout)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    wait_for(&jobs);
     let log_text = || {
         std::fs::read_dir(&logs)
             .unwrap()
@@ -275,4 +242,88 @@ fn slurm_job_arrays_write_the_one_process_shards() {
     );
     assert_eq!(shard_bytes(&out), shard_bytes(&one));
     assert_eq!(manifest_counts(&out), manifest_counts(&one));
+
+    // `t5mix build --launchers`: the same examples as one process
+    let vocab = common::bundled_vocab();
+    let build = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "build",
+            "--task",
+            "c4_span_corruption",
+            "--input",
+            one.to_str().unwrap(),
+            "--vocab",
+            vocab.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        a.extend(extra);
+        ok(&a)
+    };
+    build(&tmp.path().join("build-one"), &[]);
+    let launch = tmp.path().join("build-launch");
+    build(
+        &tmp.path().join("build-slurm"),
+        &[
+            "--num-workers",
+            "2",
+            "--launchers",
+            launch.to_str().unwrap(),
+        ],
+    );
+    let jobs = submit(&launch.join("slurm.sh"), &logs);
+    assert_eq!(jobs.len(), 2, "the array and --finalize: {jobs:?}");
+    wait_for(&jobs);
+    assert!(
+        tmp.path().join("build-slurm/manifest.json").exists(),
+        "job logs:\n{}",
+        log_text()
+    );
+    assert_eq!(
+        shard_bytes(&tmp.path().join("build-slurm")),
+        shard_bytes(&tmp.path().join("build-one"))
+    );
+}
+
+/// Submits a generated slurm.sh; returns the job ids it printed.
+fn submit(script: &Path, logs: &Path) -> Vec<String> {
+    let submit = std::process::Command::new("bash")
+        .arg(script)
+        .env("T5MIX", env!("CARGO_BIN_EXE_t5mix"))
+        .env(
+            "SBATCH_ARGS",
+            format!("--output={}/%x-%A_%a.out", logs.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
+    String::from_utf8_lossy(&submit.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the jobs have left the queue (at most 300 s).
+fn wait_for(jobs: &[String]) {
+    let t = std::time::Instant::now();
+    loop {
+        let q = std::process::Command::new("squeue")
+            .args(["-h", "-j", &jobs.join(",")])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            return;
+        }
+        assert!(
+            t.elapsed().as_secs() < 300,
+            "jobs still queued after 300 s: {}",
+            String::from_utf8_lossy(&q.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

@@ -35,6 +35,7 @@ pub mod cache;
 pub mod clean;
 pub mod error;
 pub mod features;
+pub mod launch;
 pub mod manifest;
 pub mod mixing;
 pub mod preprocessors;

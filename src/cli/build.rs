@@ -155,10 +155,44 @@ pub struct BuildArgs {
     /// Only check that all shards are there and write manifest.json.
     #[arg(long)]
     finalize: bool,
+    /// Write Slurm and Kubernetes launch files into DIR for this build as
+    /// --num-workers array tasks, then --finalize (nothing is built now).
+    #[arg(long, value_name = "DIR")]
+    launchers: Option<PathBuf>,
+}
+
+/// This command's arguments without `--launchers DIR` and
+/// `--worker-index N` (both forms of each).
+fn relaunch_args() -> String {
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--launchers" || a == "--worker-index" {
+            args.next();
+        } else if !a.starts_with("--launchers=") && !a.starts_with("--worker-index=") {
+            out.push(format!("'{}'", a.replace('\'', "'\\''")));
+        }
+    }
+    out.join(" ")
 }
 
 pub fn build(a: BuildArgs, reg: &Registry, quiet: bool) -> Result<()> {
     let worker = Worker::new(a.worker_index, a.num_workers)?;
+    if let Some(dir) = &a.launchers {
+        use t5mix_pipeline::launch::{write_launchers, LaunchStage, INDEX};
+        let args = relaunch_args();
+        let stage = LaunchStage {
+            name: "build".into(),
+            tasks: a.num_workers,
+            command: format!("{args} --worker-index {INDEX}"),
+        };
+        print!(
+            "build as {} workers (run from this folder), then --finalize:\n{}",
+            a.num_workers,
+            write_launchers(dir, "build", &[stage], &format!("{args} --finalize"))?
+        );
+        return Ok(());
+    }
     if let Some(name) = &a.mixture {
         let o = MixtureOptions {
             seed: a.input.seed,

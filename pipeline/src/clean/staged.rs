@@ -847,65 +847,33 @@ pub fn run_local(
     finish_run(out, t0)
 }
 
-/// How to run the staged run planned in `out` on a batch scheduler: writes
-/// `launch/slurm.sh` (job arrays chained with `--dependency=afterok`) and
-/// `launch/k8s.yaml` + `launch/k8s.sh` (one Indexed Job per stage, the task
-/// index from `JOB_COMPLETION_INDEX`, applied stage after stage) into the
-/// work folder, and returns a summary with each stage's task command.
-/// `T5MIX` in the environment names the binary (default `t5mix`); every
-/// machine must see `out` and the inputs at the same paths.
+/// How to run the staged run planned in `out` on a batch scheduler: the
+/// launch files of [`crate::launch::write_launchers`] in the work folder's
+/// `launch/`, and a summary with each stage's task command. Every machine
+/// must see `out` and the inputs at the same paths.
 pub fn write_launchers(plan: &StagedPlan, out: &Path) -> Result<String> {
+    use crate::launch::{LaunchStage, INDEX};
     let out = out.canonicalize().map_err(io_at(out))?;
     let o = out.display().to_string();
-    let dir = Work::new(&out).file("launch".into());
-    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    let cmd =
-        |stage: Stage, index: &str| format!("clean --out '{o}' --task {}:{index}", stage.name());
-    let mut summary = format!(
+    let stages: Vec<LaunchStage> = STAGES
+        .iter()
+        .map(|s| LaunchStage {
+            name: s.name().to_string(),
+            tasks: s.tasks(plan),
+            command: format!("clean --out '{o}' --task {}:{INDEX}", s.name()),
+        })
+        .collect();
+    let files = crate::launch::write_launchers(
+        &Work::new(&out).file("launch".into()),
+        "clean",
+        &stages,
+        &format!("clean --out '{o}' --finish"),
+    )?;
+    Ok(format!(
         "staged clean planned in {o}: {} input files, {} tasks, {} buckets\n\
-         run each stage's tasks (any order, any machine that sees {o}), stage after stage, then --finish:\n",
+         run each stage's tasks (any order, any machine that sees {o}), stage after stage, then --finish:\n{files}",
         plan.inputs.len(),
         plan.num_tasks,
         plan.buckets
-    );
-    let mut slurm = String::from(
-        "#!/usr/bin/env bash\n# Submits the staged clean as Slurm job arrays, each stage after the last.\nset -euo pipefail\nT5MIX=${T5MIX:-t5mix}\nSBATCH_ARGS=${SBATCH_ARGS:-}\ndep=\"\"\n",
-    );
-    let mut yaml = String::new();
-    let mut k8s = String::from(
-        "#!/usr/bin/env bash\n# Runs the staged clean as Kubernetes Indexed Jobs, each stage after the last.\nset -euo pipefail\nKUBECTL=${KUBECTL:-kubectl}\n",
-    );
-    for stage in STAGES {
-        let n = stage.tasks(plan);
-        summary += &format!(
-            "  {:<9} {n:>7} tasks: t5mix {}\n",
-            stage.name(),
-            cmd(stage, "INDEX")
-        );
-        slurm += &format!(
-            "id=$(sbatch --parsable $SBATCH_ARGS ${{dep:+--dependency=afterok:$dep --kill-on-invalid-dep=yes}} --job-name=t5mix-{name} --array=0-{last} --wrap \"$T5MIX {c}\")\necho \"$id\"\ndep=$id\n",
-            name = stage.name(),
-            last = n - 1,
-            // expanded when the array element runs, not at submission
-            c = cmd(stage, "$SLURM_ARRAY_TASK_ID").replace('$', "\\$")
-        );
-        let job = format!(
-            "---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: t5mix-clean-{name}\nspec:\n  completionMode: Indexed\n  completions: {n}\n  parallelism: {n}\n  backoffLimitPerIndex: 3\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: t5mix\n        image: T5MIX_IMAGE\n        command: [\"sh\", \"-c\", \"t5mix {c}\"]\n",
-            name = stage.name(),
-            c = cmd(stage, "$JOB_COMPLETION_INDEX")
-        );
-        k8s += &format!(
-            "$KUBECTL apply -f - <<'EOF'\n{job}EOF\n$KUBECTL wait --for=condition=complete --timeout=-1s job/t5mix-clean-{}\n",
-            stage.name()
-        );
-        yaml += &job;
-    }
-    summary += &format!("  then:                  t5mix clean --out '{o}' --finish\n");
-    slurm += &format!("sbatch --parsable $SBATCH_ARGS --dependency=afterok:$dep --kill-on-invalid-dep=yes --job-name=t5mix-finish --wrap \"$T5MIX clean --out '{o}' --finish\"\n");
-    k8s += &format!("echo \"then: t5mix clean --out '{o}' --finish\"\n");
-    for (name, text) in [("slurm.sh", &slurm), ("k8s.yaml", &yaml), ("k8s.sh", &k8s)] {
-        write_atomic(&dir.join(name), text.as_bytes())?;
-        summary += &format!("{name}: {}\n", dir.join(name).display());
-    }
-    Ok(summary)
+    ))
 }
