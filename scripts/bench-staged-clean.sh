@@ -5,10 +5,11 @@
 #
 #   bash scripts/bench-staged-clean.sh [MB=200] [N=8] [R=4] [K=2]
 #
-# Prints MB/s of the one-process run (all threads) and of the staged run
-# (each task its own `t5mix clean --task` process, K at a time, as a
-# scheduler would run them), the peak RSS of the one-process run and of
-# each stage's largest task, and checks that the shards are byte-identical.
+# Prints MB/s of the one-process run (all threads), of the staged run with
+# each task its own `t5mix clean --task` process, K at a time (as a
+# scheduler runs them), and of the staged run in one process
+# (`--local-workers K`); the peak RSS of the one-process run and of each
+# stage's largest task; and checks that the shards are byte-identical.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${1:-200} N=${2:-8} R=${3:-4} K=${4:-2}
@@ -56,14 +57,22 @@ done
 "$T5MIX" clean --out "$W/staged" --finish -q 2>/dev/null
 staged_s=$(echo "$(date +%s.%N) - $start" | bc)
 
+start=$(date +%s.%N)
+"$T5MIX" clean "$W"/in --out "$W/local" -q --num-tasks "$N" --buckets "$R" --local-workers "$K" 2>/dev/null
+local_s=$(echo "$(date +%s.%N) - $start" | bc)
+
 same=yes
-for f in "$W"/one/part-*; do cmp -s "$f" "$W/staged/$(basename "$f")" || same=no; done
-[ "$(ls "$W"/one/part-* | wc -l)" = "$(ls "$W"/staged/part-* | wc -l)" ] || same=no
+for d in staged local; do
+  for f in "$W"/one/part-*; do cmp -s "$f" "$W/$d/$(basename "$f")" || same=no; done
+  [ "$(ls "$W"/one/part-* | wc -l)" = "$(ls "$W"/$d/part-* | wc -l)" ] || same=no
+done
 printf 'input: %.1f MB of JSONL, %s files; %s cores\n' "$(echo "$BYTES / 1000000" | bc -l)" "$(ls "$W"/in | wc -l)" "$(nproc)"
 printf '%-34s %8.1f s %8.1f MB/s  peak RSS %6.0f MB\n' "one process (all threads)" "$one_s" \
   "$(echo "$BYTES / 1000000 / $one_s" | bc -l)" "$(echo "$one_rss / 1024" | bc -l)"
 printf '%-34s %8.1f s %8.1f MB/s\n' "staged N=$N R=$R, $K tasks at a time" "$staged_s" \
   "$(echo "$BYTES / 1000000 / $staged_s" | bc -l)"
+printf '%-34s %8.1f s %8.1f MB/s\n' "staged, one process, --local-workers $K" "$local_s" \
+  "$(echo "$BYTES / 1000000 / $local_s" | bc -l)"
 for stage in extract urls lines owners finalize write; do
   printf '  %-10s largest task peak RSS %6.0f MB\n' "$stage" "$(echo "${peak[$stage]} / 1024" | bc -l)"
 done

@@ -221,11 +221,6 @@ impl LineOwners {
         self.owner.iter().map(|(k, u)| (*k, *u))
     }
 
-    /// The owner of a line key, if it was offered.
-    pub fn owner(&self, key: u128) -> Option<u128> {
-        self.owner.get(&key).copied()
-    }
-
     /// Folds another table in.
     pub fn merge(&mut self, other: LineOwners) {
         for (k, u) in other.owner {

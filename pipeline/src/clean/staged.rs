@@ -223,13 +223,6 @@ impl StagedPlan {
         let f = self.inputs.len();
         (t * f / self.num_tasks)..((t + 1) * f / self.num_tasks)
     }
-
-    /// The per-file task reading file `i`.
-    fn task_of(&self, i: usize) -> usize {
-        (0..self.num_tasks)
-            .find(|&t| self.files_of(t).contains(&i))
-            .expect("every file has a task")
-    }
 }
 
 /// Where a staged run keeps its files.
@@ -498,37 +491,109 @@ fn extract(
     json_file(&work.extract_stats(t), &stats)
 }
 
-fn urls(plan: &StagedPlan, work: &Work, r: usize) -> Result<()> {
-    let mut best = UrlDedup::default();
-    for t in 0..plan.num_tasks {
-        read_all(
-            &work.url_candidates(t, r),
-            |f| {
-                let h = get_u128(f)?;
-                let ts = get_str(f)?;
-                Ok((h, ts, (get_u64(f)?, get_u64(f)?)))
-            },
-            |(h, ts, pos)| best.offer_hashed(h, &ts, pos),
-        )?;
+/// One sorted record file, read a record at a time.
+struct Records<T> {
+    r: BufReader<File>,
+    path: PathBuf,
+    read: fn(&mut BufReader<File>) -> std::io::Result<T>,
+}
+
+impl<T> Records<T> {
+    fn open(path: PathBuf, read: fn(&mut BufReader<File>) -> std::io::Result<T>) -> Result<Self> {
+        Ok(Records {
+            r: open(&path)?,
+            path,
+            read,
+        })
     }
-    let mut by_task: Vec<Vec<(u64, u64)>> = vec![Vec::new(); plan.num_tasks];
-    for (_, _, pos) in best.entries() {
-        by_task[plan.task_of(pos.0 as usize)].push(pos);
-    }
-    for (t, mut wins) in by_task.into_iter().enumerate() {
-        wins.sort_unstable();
-        let mut f = RecordFile::create(&work.winners(r, t))?;
-        let path = f.file.path().to_path_buf();
-        for (file, record) in wins {
-            (|| {
-                f.w().write_all(&file.to_le_bytes())?;
-                f.w().write_all(&record.to_le_bytes())
-            })()
-            .map_err(io_at(&path))?;
+
+    fn next(&mut self) -> Result<Option<T>> {
+        use std::io::BufRead;
+        if self.r.fill_buf().map_err(io_at(&self.path))?.is_empty() {
+            return Ok(None);
         }
-        f.commit()?;
+        (self.read)(&mut self.r)
+            .map(Some)
+            .map_err(io_at(&self.path))
+    }
+}
+
+/// Merges sorted files: `f(record, source)` in ascending order. Memory:
+/// one record per source, whatever the files hold.
+fn merge_sorted<T: Ord>(
+    mut sources: Vec<Records<T>>,
+    mut f: impl FnMut(T, usize) -> Result<()>,
+) -> Result<()> {
+    use std::cmp::Reverse;
+    let mut heap = std::collections::BinaryHeap::with_capacity(sources.len());
+    for (i, s) in sources.iter_mut().enumerate() {
+        if let Some(x) = s.next()? {
+            heap.push(Reverse((x, i)));
+        }
+    }
+    while let Some(Reverse((x, i))) = heap.pop() {
+        if let Some(y) = sources[i].next()? {
+            heap.push(Reverse((y, i)));
+        }
+        f(x, i)?;
     }
     Ok(())
+}
+
+type UrlCandidate = (u128, String, (u64, u64));
+
+fn read_url_candidate(f: &mut BufReader<File>) -> std::io::Result<UrlCandidate> {
+    let h = get_u128(f)?;
+    let ts = get_str(f)?;
+    Ok((h, ts, (get_u64(f)?, get_u64(f)?)))
+}
+
+fn write_winner(f: &mut RecordFile, (file, record): (u64, u64)) -> Result<()> {
+    let path = f.file.path().to_path_buf();
+    (|| {
+        f.w().write_all(&file.to_le_bytes())?;
+        f.w().write_all(&record.to_le_bytes())
+    })()
+    .map_err(io_at(&path))
+}
+
+/// tfds `select_newest_page` for one bucket, as a merge of the extract
+/// tasks' sorted candidates: per URL the newest timestamp, ties to the
+/// first in input order (as [`UrlDedup`]); each winner goes to the file of
+/// the task that reads its page.
+fn urls(plan: &StagedPlan, work: &Work, r: usize) -> Result<()> {
+    let sources = (0..plan.num_tasks)
+        .map(|t| Records::open(work.url_candidates(t, r), read_url_candidate))
+        .collect::<Result<Vec<_>>>()?;
+    let mut task_of = vec![0usize; plan.inputs.len()];
+    for t in 0..plan.num_tasks {
+        plan.files_of(t).for_each(|i| task_of[i] = t);
+    }
+    let mut out = (0..plan.num_tasks)
+        .map(|t| RecordFile::create(&work.winners(r, t)))
+        .collect::<Result<Vec<_>>>()?;
+    // the current URL and its best page so far: candidates come by
+    // (url, timestamp, position), so the first of the newest timestamp wins
+    let mut best: Option<(u128, String, (u64, u64))> = None;
+    merge_sorted(sources, |(h, ts, pos), _| {
+        match &mut best {
+            Some((bh, bts, bpos)) if *bh == h => {
+                if ts > *bts {
+                    (*bts, *bpos) = (ts, pos);
+                }
+            }
+            _ => {
+                if let Some((_, _, pos)) = best.replace((h, ts, pos)) {
+                    write_winner(&mut out[task_of[pos.0 as usize]], pos)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Some((_, _, pos)) = best {
+        write_winner(&mut out[task_of[pos.0 as usize]], pos)?;
+    }
+    out.into_iter().try_for_each(RecordFile::commit)
 }
 
 /// The winning (file, record) positions of task `t`'s files.
@@ -590,30 +655,55 @@ fn write_pairs(
 }
 
 fn read_pairs(path: &Path, f: impl FnMut((u128, u128))) -> Result<()> {
-    read_all(path, |r| Ok((get_u128(r)?, get_u128(r)?)), f)
+    read_all(path, read_pair, f)
 }
 
+fn read_pair(r: &mut BufReader<File>) -> std::io::Result<(u128, u128)> {
+    Ok((get_u128(r)?, get_u128(r)?))
+}
+
+/// tfds's line owners for one bucket, as a merge of the lines tasks'
+/// sorted (line key, smallest md5(url)) files: the smallest over all tasks,
+/// sent back to each task that has the line. A line on many pages is a run
+/// of records here, not a table entry.
 fn owners(plan: &StagedPlan, work: &Work, r: usize) -> Result<()> {
-    let mut owners = LineOwners::default();
-    for t in 0..plan.num_tasks {
-        read_pairs(&work.line_keys(t, r), |(k, u)| owners.offer_keys(&[k], u))?;
+    let sources = (0..plan.num_tasks)
+        .map(|t| Records::open(work.line_keys(t, r), read_pair))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = (0..plan.num_tasks)
+        .map(|t| RecordFile::create(&work.owners(r, t)))
+        .collect::<Result<Vec<_>>>()?;
+    // the current key, its owner (the first, i.e. smallest, hash) and the
+    // tasks that have it
+    let mut group: Option<(u128, u128)> = None;
+    let mut tasks: Vec<usize> = Vec::new();
+    let mut flush = |group: (u128, u128), tasks: &mut Vec<usize>| -> Result<()> {
+        for t in tasks.drain(..) {
+            let path = out[t].file.path().to_path_buf();
+            (|| {
+                out[t].w().write_all(&group.0.to_le_bytes())?;
+                out[t].w().write_all(&group.1.to_le_bytes())
+            })()
+            .map_err(io_at(&path))?;
+        }
+        Ok(())
+    };
+    merge_sorted(sources, |(k, u), t| {
+        match group {
+            Some((gk, _)) if gk == k => {}
+            _ => {
+                if let Some(g) = group.replace((k, u)) {
+                    flush(g, &mut tasks)?;
+                }
+            }
+        }
+        tasks.push(t);
+        Ok(())
+    })?;
+    if let Some(g) = group {
+        flush(g, &mut tasks)?;
     }
-    for t in 0..plan.num_tasks {
-        let mut keys = Vec::new();
-        read_pairs(&work.line_keys(t, r), |(k, _)| keys.push(k))?;
-        let pairs = keys
-            .into_iter()
-            .map(|k| (k, owners.owner(k).expect("offered above")));
-        write_pairs(
-            &StagedPlan {
-                buckets: 1,
-                ..plan.clone()
-            },
-            pairs,
-            |_| work.owners(r, t),
-        )?;
-    }
-    Ok(())
+    out.into_iter().try_for_each(RecordFile::commit)
 }
 
 fn finalize(
