@@ -153,7 +153,9 @@ fn wet_records_and_other_warc_types() {
     })
     .unwrap();
     assert_eq!(r.format, Some(InputFormat::Wet));
-    assert_eq!(r.wet.other_record_type, 1);
+    // a response without Content-Length: its HTML bytes cannot be framed
+    assert_eq!(r.wet.responses.get("unframed"), Some(&1));
+    assert_eq!(r.wet.other_record_type, 0);
     assert_eq!(v.len(), 1);
     assert_eq!(
         (
@@ -288,4 +290,69 @@ fn wet_records_follow_content_length_and_report_what_disagrees() {
         docs.is_empty() && issues == ["not_a_record"] && refused,
         "{issues:?}"
     );
+}
+
+/// A real Common Crawl WARC (response records with raw HTML in several
+/// charsets): every response becomes a page through the main-content
+/// extractor, the other record types are counted, and a copy cut in the
+/// middle of a record reports it instead of failing.
+#[test]
+#[cfg_attr(
+    not(t5mix_shared_data),
+    ignore = "needs ../shared/data (or T5MIX_SHARED_DATA)"
+)]
+fn warc_responses_become_pages() {
+    use t5mix_pipeline::readers::html::Extractor;
+    let warc = t5mix_pipeline::shared_data::shared_file("resiliparse-cc-warc/warcfile.warc.gz");
+    for extractor in [Extractor::Main, Extractor::Plain] {
+        let opts = ReadOptions {
+            extractor,
+            ..Default::default()
+        };
+        let (docs, report) = read_report(&warc, &opts);
+        let w = &report.wet;
+        assert_eq!(docs.len(), 16, "{extractor:?}");
+        assert_eq!(w.responses.get("pages"), Some(&16));
+        assert_eq!(w.records_by_type.get("response"), Some(&16));
+        assert_eq!(w.records_by_type.get("request"), Some(&17));
+        assert_eq!(w.charsets.values().sum::<u64>(), 16);
+        assert!(w.charsets.contains_key("gbk") && w.charsets.contains_key("windows-1251"));
+        assert!(docs
+            .iter()
+            .all(|d| d.url.starts_with("http") && !d.timestamp.is_empty()));
+        assert!(docs
+            .iter()
+            .all(|d| !d.text.contains('<') || d.text.len() > 20));
+    }
+    // cut inside a record
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&warc).unwrap()),
+        &mut bytes,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.warc");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let (docs, report) = read_report(&cut, &ReadOptions::default());
+    assert!(!docs.is_empty() && docs.len() < 16, "{}", docs.len());
+    assert!(
+        report.issues.iter().any(|i| i.kind == "truncated_record"),
+        "{:?}",
+        report.issues
+    );
+}
+
+/// The documents and the report (issues allowed).
+fn read_report(
+    path: &Path,
+    opts: &ReadOptions,
+) -> (Vec<Document>, t5mix_pipeline::readers::FileReport) {
+    let mut v = Vec::new();
+    let r = read_file(path, opts, &mut |d| {
+        v.push(d);
+        Ok(())
+    })
+    .unwrap();
+    (v, r)
 }

@@ -8,6 +8,7 @@ use t5mix_pipeline::clean::output::prepare_out_dir;
 use t5mix_pipeline::clean::staged::{self, Stage, StagedPlan};
 use t5mix_pipeline::clean::{run_clean, BadWords, CleanConfig, CleanOptions, OutputFormat, Preset};
 use t5mix_pipeline::progress::Bars;
+use t5mix_pipeline::readers::html::Extractor;
 use t5mix_pipeline::readers::{expand_inputs, InputFormat, ReadOptions, TextUnit};
 use t5mix_pipeline::remote;
 
@@ -72,6 +73,10 @@ pub struct CleanArgs {
     /// Any bad input (malformed record, invalid UTF-8, truncated gzip, empty file) is an error.
     #[arg(long)]
     strict: bool,
+    /// How WARC response records (raw HTML) become text: main (the main
+    /// content, boilerplate removed) or plain (all visible text, as WET).
+    #[arg(long, default_value = "main")]
+    extractor: Extractor,
 
     /// Output format: parquet or jsonl (gzip).
     #[arg(long, default_value = "parquet")]
@@ -185,6 +190,7 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
             timestamp_field: a.timestamp_field.clone(),
             text_unit: a.text_unit,
             strict: a.strict,
+            extractor: a.extractor,
         },
         badwords,
         out_dir: out.clone(),

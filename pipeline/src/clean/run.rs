@@ -919,6 +919,21 @@ impl std::fmt::Display for CleanStats {
                 w.warc_lines_in_content
             )?;
         }
+        let list = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !w.responses.is_empty() {
+            writeln!(
+                f,
+                "  WARC records by type: {}; responses: {}; charsets: {}",
+                list(&w.records_by_type),
+                list(&w.responses),
+                list(&w.charsets)
+            )?;
+        }
         writeln!(
             f,
             "  language: {}; bad words: {}",

@@ -8,6 +8,7 @@
 //! with `strict` the first issue is an error instead. Documents read before a
 //! bad spot are never lost.
 
+pub mod html;
 mod jsonl;
 mod parquet_text;
 mod plain;
@@ -80,6 +81,9 @@ pub struct ReadOptions {
     pub text_unit: TextUnit,
     /// Any bad input is an error instead of a counted issue.
     pub strict: bool,
+    /// How WARC `response` records (raw HTML) become text.
+    #[serde(default)]
+    pub extractor: html::Extractor,
 }
 
 impl Default for ReadOptions {
@@ -91,6 +95,7 @@ impl Default for ReadOptions {
             timestamp_field: "timestamp".into(),
             text_unit: TextUnit::File,
             strict: false,
+            extractor: html::Extractor::Main,
         }
     }
 }

@@ -18,10 +18,12 @@
 //! tfds reads it; a record cut short by the end of the file is reported
 //! (and kept, as tfds keeps it). Reports are errors with `--strict`.
 //!
-//! One addition: WARC records of other types than `conversion` and
-//! `warcinfo` (`request`, `response`, `metadata`, … as in a full WARC file)
-//! hold HTTP headers and raw HTML, not extracted text, so they are skipped
-//! and counted instead of being read as text.
+//! Full WARC files are read too: a `response` record (framed by its
+//! `Content-Length`) is an HTTP response whose HTML becomes the page text
+//! through [`super::html`] (`--extractor`), with its URL and `WARC-Date`;
+//! records of other types (`request`, `metadata`, …) are counted and
+//! skipped, as are responses that are not HTML or have no text (by reason,
+//! with the charsets in `responses` / `charsets`).
 
 use std::io::BufRead;
 use std::path::Path;
@@ -47,6 +49,17 @@ pub struct WetCounters {
     /// page there).
     #[serde(default)]
     pub warc_lines_in_content: u64,
+    /// Records by `WARC-Type`.
+    #[serde(default)]
+    pub records_by_type: std::collections::BTreeMap<String, u64>,
+    /// WARC `response` records: pages made, and the others by reason
+    /// (`not_html`, `http_status_not_2xx`, `no_text`, `binary_body`,
+    /// `huge_html`, `bad_http`, `unframed`).
+    #[serde(default)]
+    pub responses: std::collections::BTreeMap<String, u64>,
+    /// Pages by the charset their HTML was decoded from.
+    #[serde(default)]
+    pub charsets: std::collections::BTreeMap<String, u64>,
 }
 
 impl WetCounters {
@@ -57,6 +70,15 @@ impl WetCounters {
         self.no_timestamp += o.no_timestamp;
         self.other_record_type += o.other_record_type;
         self.warc_lines_in_content += o.warc_lines_in_content;
+        for (mine, theirs) in [
+            (&mut self.records_by_type, &o.records_by_type),
+            (&mut self.responses, &o.responses),
+            (&mut self.charsets, &o.charsets),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k.clone()).or_default() += v;
+            }
+        }
     }
 }
 
@@ -68,6 +90,8 @@ struct Page {
     warc_type: String,
     start: u64,
     bad_utf8: bool,
+    /// A `response` record's content (the HTTP response), read whole.
+    raw: Option<Vec<u8>>,
 }
 
 impl Page {
@@ -251,8 +275,12 @@ pub(super) fn read(
                             content.len()
                         ),
                     )?;
-                    for l in lines {
-                        page.add_line(l);
+                    if page.warc_type == "response" {
+                        page.raw = Some(content);
+                    } else {
+                        for l in lines {
+                            page.add_line(l);
+                        }
                     }
                     return finish(path, page, opts, report, &mut record, sink);
                 }
@@ -273,9 +301,13 @@ pub(super) fn read(
                 match next {
                     next if at_boundary => {
                         // the record ends where the next begins: take it whole
-                        for l in lines {
-                            if page.add_line(l) {
-                                report.wet.warc_lines_in_content += 1;
+                        if page.warc_type == "response" {
+                            page.raw = Some(content);
+                        } else {
+                            for l in lines {
+                                if page.add_line(l) {
+                                    report.wet.warc_lines_in_content += 1;
+                                }
                             }
                         }
                         offset += after.len() as u64;
@@ -356,7 +388,27 @@ fn finish(
     record: &mut u64,
     sink: &mut dyn FnMut(Document, &mut FileReport) -> Result<()>,
 ) -> Result<()> {
-    if !page.warc_type.is_empty() && !matches!(page.warc_type.as_str(), "conversion" | "warcinfo") {
+    if !page.warc_type.is_empty() {
+        *report
+            .wet
+            .records_by_type
+            .entry(page.warc_type.clone())
+            .or_default() += 1;
+    }
+    let page = if page.warc_type == "response" {
+        match response_page(path, page, opts, report)? {
+            Some(p) => p,
+            None => return Ok(()),
+        }
+    } else {
+        page
+    };
+    if !page.warc_type.is_empty()
+        && !matches!(
+            page.warc_type.as_str(),
+            "conversion" | "warcinfo" | "response"
+        )
+    {
         report.wet.other_record_type += 1;
         return Ok(());
     }
@@ -389,4 +441,54 @@ fn finish(
     };
     *record += 1;
     sink(doc, report)
+}
+
+/// A WARC `response` record's page: its HTML extracted
+/// ([`super::html::extract_response`]); `None` (counted) when it has none.
+fn response_page(
+    path: &Path,
+    mut page: Page,
+    opts: &ReadOptions,
+    report: &mut FileReport,
+) -> Result<Option<Page>> {
+    use super::html::{extract_response, Skip};
+    let mut count = |k: &str| *report.wet.responses.entry(k.to_string()).or_default() += 1;
+    let Some(raw) = page.raw.take() else {
+        // framed by WARC/1.0 lines only: its bytes were not kept
+        count("unframed");
+        return Ok(None);
+    };
+    match extract_response(&raw, opts.extractor) {
+        Ok(e) => {
+            count("pages");
+            *report.wet.charsets.entry(e.charset).or_default() += 1;
+            if let Some(label) = e.unknown_charset {
+                report.issue(
+                    opts.strict,
+                    path,
+                    format!("record at byte {} ({})", page.start, page.url),
+                    "unknown_charset",
+                    format!("charset {label:?} is unknown; read as UTF-8"),
+                )?;
+            }
+            page.text = e.text;
+            Ok(Some(page))
+        }
+        Err(skip) => {
+            count(skip.kind());
+            if matches!(
+                skip,
+                Skip::Binary | Skip::Huge(_) | Skip::BadHttp(_) | Skip::DeeplyNested(_)
+            ) {
+                report.issue(
+                    opts.strict,
+                    path,
+                    format!("record at byte {} ({})", page.start, page.url),
+                    skip.kind(),
+                    format!("{skip:?}; the record is skipped"),
+                )?;
+            }
+            Ok(None)
+        }
+    }
 }

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""HTML -> main text, ours against trafilatura and resiliparse, in one run.
+
+    pip install trafilatura lxml_html_clean resiliparse
+    cargo doc --no-deps && cargo build --release --example warc_text
+    python3 scripts/bench-warc-extract.py [../shared/data/resiliparse-cc-warc/warcfile.warc.gz]
+
+Pages: the response records of the shared Common Crawl WARC, and a WARC this
+script writes from the rustdoc HTML under target/doc (real pages with
+navigation, sidebars and footers). For each page: the token-level F1
+(whitespace tokens, multiset overlap) between trafilatura's text (default
+settings, the reference, computed here) and ours (`--extractor main` and
+`plain`), and resiliparse's `extract_plain_text(main_content=True)`; then
+pages/s of each over the same pages. Nothing it prints is committed.
+"""
+import collections
+import glob
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+import trafilatura
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def rustdoc_warc(path, limit=300):
+    pages = sorted(glob.glob(os.path.join(ROOT, "target/doc/**/*.html"), recursive=True))
+    pages = [p for p in pages if "/src/" not in p][:limit]
+    with gzip.open(path, "wb") as f:
+        for i, p in enumerate(pages):
+            body = open(p, "rb").read()
+            http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + body
+            url = "https://docs.example/" + os.path.relpath(p, os.path.join(ROOT, "target/doc"))
+            head = (
+                "WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: %s\r\n"
+                "WARC-Date: 2026-12-03T00:00:00Z\r\nWARC-Record-ID: <urn:uuid:%08d>\r\n"
+                "Content-Type: application/http; msgtype=response\r\nContent-Length: %d\r\n\r\n"
+                % (url, i, len(http))
+            ).encode()
+            f.write(head + http + b"\r\n\r\n")
+    return len(pages)
+
+
+def html_pages(path):
+    out = {}
+    with open(path, "rb") as f:
+        for rec in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
+            body = rec.reader.read()
+            ctype = rec.http_headers.get("Content-Type", "") if rec.http_headers else ""
+            if "html" not in ctype.lower():
+                continue
+            out[rec.headers.get("WARC-Target-URI")] = bytes_to_str(body, detect_encoding(body))
+    return out
+
+
+def f1(a, b):
+    ta, tb = collections.Counter(a.split()), collections.Counter(b.split())
+    if not ta and not tb:
+        return 1.0
+    common = sum((ta & tb).values())
+    if common == 0:
+        return 0.0
+    p, r = common / sum(ta.values()), common / sum(tb.values())
+    return 2 * p * r / (p + r)
+
+
+def ours(extractor, files):
+    binary = os.path.join(ROOT, "target/release/examples/warc_text")
+    t = time.perf_counter()
+    run = subprocess.run([binary, extractor, *files], capture_output=True, text=True, check=True)
+    secs = time.perf_counter() - t
+    pages = {}
+    for line in run.stdout.splitlines():
+        d = json.loads(line)
+        pages[d["url"]] = d["text"]
+    return pages, secs
+
+
+def main():
+    shared = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        ROOT, "../shared/data/resiliparse-cc-warc/warcfile.warc.gz")
+    docs = os.path.join(ROOT, "out/bench-warc/rustdoc.warc.gz")
+    os.makedirs(os.path.dirname(docs), exist_ok=True)
+    n = rustdoc_warc(docs)
+    print(f"pages: {n} rustdoc pages, and {shared}")
+    for name, files in [("Common Crawl WARC", [shared]), ("rustdoc", [docs])]:
+        html = {}
+        for f in files:
+            html.update(html_pages(f))
+        t = time.perf_counter()
+        ref = {u: trafilatura.extract(h) or "" for u, h in html.items()}
+        traf_s = time.perf_counter() - t
+        t = time.perf_counter()
+        res = {u: extract_plain_text(h, main_content=True) for u, h in html.items()}
+        res_s = time.perf_counter() - t
+        main_pages, main_s = ours("main", files)
+        plain_pages, plain_s = ours("plain", files)
+        mb = sum(len(h.encode()) for h in html.values()) / 1e6
+        print(f"\n{name}: {len(html)} HTML pages, {mb:.1f} MB")
+        print(f"{'extractor':<34} {'F1 vs trafilatura':>18} {'pages/s':>9} {'MB/s':>7}")
+        rows = [
+            ("trafilatura 2.x (reference)", ref, traf_s),
+            ("resiliparse main_content", res, res_s),
+            ("t5mix --extractor main", main_pages, main_s),
+            ("t5mix --extractor plain", plain_pages, plain_s),
+        ]
+        for label, pages, secs in rows:
+            scores = [f1(pages.get(u, ""), ref[u]) for u in html]
+            print(f"{label:<34} {sum(scores) / len(scores):>18.3f} {len(html) / secs:>9.1f} {mb / secs:>7.2f}")
+    print("\n(t5mix times include reading the WARC and starting the process; one thread)")
+
+
+if __name__ == "__main__":
+    main()
