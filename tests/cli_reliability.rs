@@ -29,35 +29,14 @@ fn bad_arguments_are_refused_up_front() {
         a.extend(extra);
         refused(&a, want);
     };
+    let mixture = |extra: &[&str], want: &str| {
+        let mut a = vec!["build", "--mixture", "m", "--caches", &d, "--out", &out];
+        a.extend(extra);
+        refused(&a, want);
+    };
     // sizes that allocated up front, overflowed or hung
-    refused(
-        &[
-            "build",
-            "--mixture",
-            "m",
-            "--caches",
-            &d,
-            "--examples",
-            "18446744073709551615",
-            "--out",
-            &out,
-        ],
-        "--examples",
-    );
-    refused(
-        &[
-            "build",
-            "--mixture",
-            "m",
-            "--caches",
-            &d,
-            "--examples",
-            "1000000000000",
-            "--out",
-            &out,
-        ],
-        "--examples",
-    );
+    mixture(&["--examples", "18446744073709551615"], "--examples");
+    mixture(&["--examples", "1000000000000"], "--examples");
     refused(
         &[
             "build",
@@ -74,20 +53,7 @@ fn bad_arguments_are_refused_up_front() {
         ],
         "--extra-ids",
     );
-    refused(
-        &[
-            "build",
-            "--mixture",
-            "m",
-            "--caches",
-            &d,
-            "--shard-examples",
-            "0",
-            "--out",
-            &out,
-        ],
-        "--shard-examples",
-    );
+    mixture(&["--shard-examples", "0"], "--shard-examples");
     train(&["--shuffle-buffer", "1000000000"], "--shuffle-buffer");
     train(&["--batch-size", "0"], "--batch-size");
     train(

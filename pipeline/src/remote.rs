@@ -261,3 +261,55 @@ pub fn publish(dir: &Path, url: &str) -> Result<Vec<String>> {
     }
     Ok(names)
 }
+
+/// Where a clean run writes: a local folder as it is, or for an object
+/// storage URL a local temporary folder whose shards [`Destination::publish`]
+/// uploads (manifest last).
+pub struct Destination {
+    url: Option<String>,
+    staging: Option<tempfile::TempDir>,
+    dir: PathBuf,
+}
+
+impl Destination {
+    /// The destination `--out` names.
+    pub fn new(out: &Path) -> Result<Self> {
+        match out.to_str().filter(|o| is_remote(o)) {
+            Some(url) => {
+                let staging = tempfile::tempdir().map_err(|e| err(url, e))?;
+                Ok(Destination {
+                    url: Some(url.to_string()),
+                    dir: staging.path().to_path_buf(),
+                    staging: Some(staging),
+                })
+            }
+            None => Ok(Destination {
+                url: None,
+                staging: None,
+                dir: out.to_path_buf(),
+            }),
+        }
+    }
+
+    /// The local folder to write into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The object storage URL, if the destination is one.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// Uploads what was written (for a URL); returns where it now is.
+    pub fn publish(self) -> Result<String> {
+        match &self.url {
+            Some(url) => {
+                let n = publish(&self.dir, url)?.len();
+                drop(self.staging);
+                Ok(format!("{url} ({n} files uploaded)"))
+            }
+            None => Ok(self.dir.display().to_string()),
+        }
+    }
+}

@@ -9,13 +9,9 @@ use t5mix_pipeline::readers::{
     expand_inputs, read_file, Document, InputFormat, ReadOptions, TextUnit,
 };
 
+/// The documents and the detected format of a file read without issues.
 fn read(path: &Path, opts: &ReadOptions) -> (Vec<Document>, Option<InputFormat>) {
-    let mut v = Vec::new();
-    let r = read_file(path, opts, &mut |d| {
-        v.push(d);
-        Ok(())
-    })
-    .unwrap();
+    let (v, r) = read_report(path, opts);
     assert!(r.issues.is_empty(), "{:?}", r.issues);
     (v, r.format)
 }

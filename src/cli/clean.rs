@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use t5mix_pipeline::clean::output::prepare_out_dir;
 use t5mix_pipeline::clean::staged::{self, Stage, StagedPlan};
@@ -137,12 +137,7 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
     let out = a.out.clone().context("--out is needed")?;
     let bars = Bars::new(quiet);
     if let Some(task) = &a.task {
-        let (stage, t) = task
-            .split_once(':')
-            .and_then(|(s, t)| Some((Stage::parse(s)?, t.parse::<usize>().ok()?)))
-            .with_context(|| {
-                format!("--task {task}: expected STAGE:INDEX with STAGE one of extract, urls, lines, owners, finalize, write")
-            })?;
+        let (stage, t) = Stage::parse_task(task)?;
         let ran = staged::run_task(&out, stage, t, &bars)?;
         bars.finish();
         eprintln!("{task}: {}", if ran { "done" } else { "already done" });
@@ -154,29 +149,14 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let inputs = expand_inputs(&a.inputs)?;
-    // object storage output: written here first, then uploaded
-    let remote_out = out
-        .to_str()
-        .filter(|o| remote::is_remote(o))
-        .map(str::to_string);
-    let staging = match &remote_out {
-        Some(url) => {
-            anyhow::ensure!(
-                a.num_tasks.is_none(),
-                "--out {url}: staged runs need a folder every task sees; write to a shared file system"
-            );
-            Some(tempfile::tempdir().context("a local folder for the shards")?)
-        }
-        None => None,
-    };
-    let out = staging.as_ref().map_or(out, |d| d.path().to_path_buf());
-    let work = out.join(staged::WORK_DIR);
-    if a.overwrite && work.exists() {
-        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    let dest = remote::Destination::new(&out)?;
+    if let (Some(url), Some(_)) = (dest.url(), a.num_tasks) {
+        bail!(
+            "--out {url}: staged runs need a folder every task sees; write to a shared file system"
+        );
     }
-    if !work.exists() {
-        prepare_out_dir(&out, a.overwrite, &inputs)?;
-    }
+    let out = dest.dir().to_path_buf();
+    prepare_out_dir(&out, a.overwrite, &inputs)?;
     let badwords = match &a.badwords {
         Some(p) => Some(BadWords::load(p, &a.badwords_lang)?),
         None => None,
@@ -213,12 +193,6 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         }
     };
     bars.finish();
-    match &remote_out {
-        Some(url) => {
-            let names = remote::publish(&out, url)?;
-            eprintln!("{stats} and uploaded {} files to {url}", names.len());
-        }
-        None => eprintln!("{stats} to {}", out.display()),
-    }
+    eprintln!("{stats} to {}", dest.publish()?);
     Ok(())
 }

@@ -603,6 +603,15 @@ pub fn prepare_out_dir(
         message,
     };
     crate::atomic::create_out_dir(out)?;
+    // a staged run under way resumes there (its plan is checked then), or
+    // starts afresh with --overwrite
+    let work = out.join(super::staged::WORK_DIR);
+    if work.exists() {
+        if !overwrite {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(&work).map_err(|e| PipelineError::io(&work, e))?;
+    }
     if let Ok(o) = out.canonicalize() {
         if let Some(i) = inputs
             .iter()

@@ -61,8 +61,7 @@ pub const STAGES: [Stage; 6] = [
 pub const WORK_DIR: &str = ".t5mix-staged";
 
 /// One stage of a staged clean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// Read, length rule, URL normalization, `clean_page` (N tasks).
     Extract,
@@ -94,6 +93,19 @@ impl Stage {
     /// By name.
     pub fn parse(s: &str) -> Option<Stage> {
         STAGES.into_iter().find(|st| st.name() == s)
+    }
+
+    /// A task named `STAGE:INDEX` (e.g. `extract:3`, as `--task` takes it).
+    pub fn parse_task(task: &str) -> Result<(Stage, usize)> {
+        task.split_once(':')
+            .and_then(|(s, t)| Some((Stage::parse(s)?, t.parse::<usize>().ok()?)))
+            .ok_or_else(|| PipelineError::Config {
+                what: format!("--task {task}"),
+                message: format!(
+                    "expected STAGE:INDEX with STAGE one of {}",
+                    STAGES.map(Stage::name).join(", ")
+                ),
+            })
     }
 
     /// How many tasks it has under `plan`.
@@ -290,8 +302,16 @@ impl RecordFile {
             file: AtomicFile::create(path)?,
         })
     }
-    fn w(&mut self) -> &mut BufWriter<File> {
-        self.file.writer()
+    /// Appends one record, written by `write`.
+    fn put(
+        &mut self,
+        write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    ) -> Result<()> {
+        write(self.file.writer()).map_err(|e| PipelineError::io(self.file.path(), e))
+    }
+    /// Appends a record of fixed-size parts.
+    fn put_parts(&mut self, parts: &[&[u8]]) -> Result<()> {
+        self.put(|w| parts.iter().try_for_each(|p| w.write_all(p)))
     }
     fn commit(self) -> Result<()> {
         self.file.commit().map(|_| ())
@@ -320,17 +340,15 @@ fn get_u128(r: &mut impl Read) -> std::io::Result<u128> {
     Ok(u128::from_le_bytes(b))
 }
 
-/// Reads fixed records until the end of `path`: `read` returns `Ok(None)`
-/// only at a clean end.
+/// Reads every record of `path` in order.
 fn read_all<T>(
     path: &Path,
-    mut read: impl FnMut(&mut BufReader<File>) -> std::io::Result<T>,
+    read: fn(&mut BufReader<File>) -> std::io::Result<T>,
     mut f: impl FnMut(T),
 ) -> Result<()> {
-    use std::io::BufRead;
-    let mut r = open(path)?;
-    while !r.fill_buf().map_err(io_at(path))?.is_empty() {
-        f(read(&mut r).map_err(io_at(path))?);
+    let mut records = Records::open(path.to_path_buf(), read)?;
+    while let Some(x) = records.next()? {
+        f(x);
     }
     Ok(())
 }
@@ -475,19 +493,14 @@ fn extract(
     let mut entries: Vec<(u128, &str, (u64, u64))> = urls.entries().collect();
     entries.sort_unstable();
     for (h, ts, (file, record)) in entries {
-        let f = &mut files[bucket(h, plan.buckets)];
-        let path = f.file.path().to_path_buf();
-        (|| {
-            f.w().write_all(&h.to_le_bytes())?;
-            put_str(f.w(), ts)?;
-            f.w().write_all(&file.to_le_bytes())?;
-            f.w().write_all(&record.to_le_bytes())
-        })()
-        .map_err(io_at(&path))?;
+        files[bucket(h, plan.buckets)].put(|w| {
+            w.write_all(&h.to_le_bytes())?;
+            put_str(w, ts)?;
+            w.write_all(&file.to_le_bytes())?;
+            w.write_all(&record.to_le_bytes())
+        })?;
     }
-    for f in files {
-        f.commit()?;
-    }
+    files.into_iter().try_for_each(RecordFile::commit)?;
     json_file(&work.extract_stats(t), &stats)
 }
 
@@ -549,12 +562,7 @@ fn read_url_candidate(f: &mut BufReader<File>) -> std::io::Result<UrlCandidate> 
 }
 
 fn write_winner(f: &mut RecordFile, (file, record): (u64, u64)) -> Result<()> {
-    let path = f.file.path().to_path_buf();
-    (|| {
-        f.w().write_all(&file.to_le_bytes())?;
-        f.w().write_all(&record.to_le_bytes())
-    })()
-    .map_err(io_at(&path))
+    f.put_parts(&[&file.to_le_bytes(), &record.to_le_bytes()])
 }
 
 /// tfds `select_newest_page` for one bucket, as a merge of the extract
@@ -628,28 +636,22 @@ fn lines(plan: &StagedPlan, work: &Work, t: usize) -> Result<()> {
             })?;
         }
     }
-    write_pairs(plan, owners.entries(), |r| work.line_keys(t, r))
+    write_pairs(plan.buckets, owners.entries(), |r| work.line_keys(t, r))
 }
 
 /// Writes (key, owner) pairs sorted by key into one file per bucket.
 fn write_pairs(
-    plan: &StagedPlan,
+    buckets: usize,
     pairs: impl Iterator<Item = (u128, u128)>,
     path_of: impl Fn(usize) -> PathBuf,
 ) -> Result<()> {
     let mut pairs: Vec<(u128, u128)> = pairs.collect();
     pairs.par_sort_unstable();
-    let mut files = (0..plan.buckets)
+    let mut files = (0..buckets)
         .map(|r| RecordFile::create(&path_of(r)))
         .collect::<Result<Vec<_>>>()?;
     for (k, u) in pairs {
-        let f = &mut files[bucket(k, plan.buckets)];
-        let path = f.file.path().to_path_buf();
-        (|| {
-            f.w().write_all(&k.to_le_bytes())?;
-            f.w().write_all(&u.to_le_bytes())
-        })()
-        .map_err(io_at(&path))?;
+        files[bucket(k, buckets)].put_parts(&[&k.to_le_bytes(), &u.to_le_bytes()])?;
     }
     files.into_iter().try_for_each(RecordFile::commit)
 }
@@ -679,12 +681,7 @@ fn owners(plan: &StagedPlan, work: &Work, r: usize) -> Result<()> {
     let mut tasks: Vec<usize> = Vec::new();
     let mut flush = |group: (u128, u128), tasks: &mut Vec<usize>| -> Result<()> {
         for t in tasks.drain(..) {
-            let path = out[t].file.path().to_path_buf();
-            (|| {
-                out[t].w().write_all(&group.0.to_le_bytes())?;
-                out[t].w().write_all(&group.1.to_le_bytes())
-            })()
-            .map_err(io_at(&path))?;
+            out[t].put_parts(&[&group.0.to_le_bytes(), &group.1.to_le_bytes()])?;
         }
         Ok(())
     };
@@ -736,7 +733,6 @@ fn finalize(
     let mut split_stats = CleanStats::default();
     for i in plan.files_of(t) {
         let mut out = RecordFile::create(&work.kept(i))?;
-        let path = out.file.path().to_path_buf();
         let mut kept = 0u64;
         for_each_spill_batch(
             &work.spill(i),
@@ -746,7 +742,7 @@ fn finalize(
                 let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
                 let outcomes: Vec<_> = batch.into_par_iter().map(|s| fin.finish(i, s)).collect();
                 for p in split_stats.add_outcomes(outcomes, &mut stats.counters) {
-                    write_page(out.w(), &p).map_err(io_at(&path))?;
+                    out.put(|w| write_page(w, &p))?;
                     kept += 1;
                 }
                 progress.advance(bytes);

@@ -354,10 +354,10 @@ pub fn html_to_text(html: &str, extractor: Extractor) -> String {
     let root = if main {
         let sel = scraper::Selector::parse("main, article").expect("selector");
         doc.select(&sel)
-            .max_by_key(|e| e.text().map(str::len).sum::<usize>())
-            .filter(|e| e.text().map(str::len).sum::<usize>() >= 200)
-            .map(|e| *e)
-            .unwrap_or_else(|| doc.tree.root())
+            .map(|e| (e.text().map(str::len).sum::<usize>(), e))
+            .max_by_key(|(len, _)| *len)
+            .filter(|(len, _)| *len >= 200)
+            .map_or_else(|| doc.tree.root(), |(_, e)| *e)
     } else {
         doc.tree.root()
     };
