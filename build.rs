@@ -1,5 +1,6 @@
-//! Sets `cfg(t5mix_shared_data)`, `cfg(t5mix_py_*)` (pyarrow, moto) and
-//! `cfg(t5mix_slurm)` for the end-to-end tests (build/shared_data.rs).
+//! Sets `cfg(t5mix_shared_data)`, `cfg(t5mix_py_*)` (pyarrow, moto),
+//! `cfg(t5mix_slurm)` and `cfg(t5mix_spm_trainer)` for the end-to-end tests
+//! (build/shared_data.rs).
 include!("build/shared_data.rs");
 
 fn main() {
@@ -7,4 +8,5 @@ fn main() {
     python_module_cfg("t5mix_py_pyarrow", "pyarrow", None);
     python_module_cfg("t5mix_py_moto", "moto", None);
     slurm_cfg();
+    spm_trainer_cfg();
 }

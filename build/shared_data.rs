@@ -88,3 +88,21 @@ fn slurm_cfg() {
         panic!("T5MIX_REQUIRE_SLURM=1 but no Slurm cluster answers (sinfo); start one with scripts/slurm-single-node.sh");
     }
 }
+
+// Sets the cfg `t5mix_spm_trainer` when pkg-config finds the SentencePiece
+// C++ library that pipeline/build.rs builds `t5mix vocab train` against (and
+// T5MIX_NO_SPM_TRAINER does not turn it off), for the end-to-end tests that
+// train a vocabulary: without it they are reported as ignored.
+#[allow(dead_code)]
+fn spm_trainer_cfg() {
+    println!("cargo:rustc-check-cfg=cfg(t5mix_spm_trainer)");
+    println!("cargo:rerun-if-env-changed=T5MIX_NO_SPM_TRAINER");
+    let found = std::env::var_os("T5MIX_NO_SPM_TRAINER").is_none()
+        && std::process::Command::new("pkg-config")
+            .args(["--exists", "sentencepiece"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if found {
+        println!("cargo:rustc-cfg=t5mix_spm_trainer");
+    }
+}

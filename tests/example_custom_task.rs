@@ -29,6 +29,10 @@ fn run(args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(t5mix_spm_trainer),
+    ignore = "trains vocabularies: needs libsentencepiece-dev and pkg-config"
+)]
 fn example_task_builds_mixes_trains_and_scores_with_its_own_metric() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |s: &str| tmp.path().join(s).display().to_string();
