@@ -3,8 +3,10 @@
 # inputs: ~MB of crawl text made from ../shared/data's Common Crawl sample
 # (copies with their own hosts and lines, so neither dedup empties them).
 #
-#   bash scripts/bench-staged-clean.sh [MB=200] [N=8] [R=4] [K=2]
+#   [BUDGET_MB=1024] bash scripts/bench-staged-clean.sh [MB=200] [N=8] [R=4] [K=2]
 #
+# BUDGET_MB is the staged run's --memory-budget-mb (records a task sorts in
+# memory before it spills a sorted run).
 # Prints MB/s of the one-process run (all threads), of the staged run with
 # each task its own `t5mix clean --task` process, K at a time (as a
 # scheduler runs them), and of the staged run in one process
@@ -12,7 +14,7 @@
 # stage's largest task; and checks that the shards are byte-identical.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MB=${1:-200} N=${2:-8} R=${3:-4} K=${4:-2}
+MB=${1:-200} N=${2:-8} R=${3:-4} K=${4:-2} BUDGET_MB=${BUDGET_MB:-1024}
 SHARED="${T5MIX_SHARED_DATA:-../shared/data}"
 SRC="$SHARED/dolma-cc/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 [ -f "$SRC" ] || { echo "needs $SRC (../shared/data)" >&2; exit 1; }
@@ -45,7 +47,7 @@ start=$(date +%s.%N)
 one_s=$(echo "$(date +%s.%N) - $start" | bc)
 one_rss=$(rss "$W/one.time")
 
-"$T5MIX" clean "$W"/in --out "$W/staged" -q --num-tasks "$N" --buckets "$R" --plan-only >/dev/null
+"$T5MIX" clean "$W"/in --out "$W/staged" -q --num-tasks "$N" --buckets "$R" --memory-budget-mb "$BUDGET_MB" --plan-only >/dev/null
 start=$(date +%s.%N)
 declare -A peak
 for stage in extract urls lines owners finalize write; do
@@ -58,7 +60,7 @@ done
 staged_s=$(echo "$(date +%s.%N) - $start" | bc)
 
 start=$(date +%s.%N)
-"$T5MIX" clean "$W"/in --out "$W/local" -q --num-tasks "$N" --buckets "$R" --local-workers "$K" 2>/dev/null
+"$T5MIX" clean "$W"/in --out "$W/local" -q --num-tasks "$N" --buckets "$R" --memory-budget-mb "$BUDGET_MB" --local-workers "$K" 2>/dev/null
 local_s=$(echo "$(date +%s.%N) - $start" | bc)
 
 same=yes
@@ -69,7 +71,7 @@ done
 printf 'input: %.1f MB of JSONL, %s files; %s cores\n' "$(echo "$BYTES / 1000000" | bc -l)" "$(ls "$W"/in | wc -l)" "$(nproc)"
 printf '%-34s %8.1f s %8.1f MB/s  peak RSS %6.0f MB\n' "one process (all threads)" "$one_s" \
   "$(echo "$BYTES / 1000000 / $one_s" | bc -l)" "$(echo "$one_rss / 1024" | bc -l)"
-printf '%-34s %8.1f s %8.1f MB/s\n' "staged N=$N R=$R, $K tasks at a time" "$staged_s" \
+printf '%-34s %8.1f s %8.1f MB/s\n' "staged N=$N R=$R ${BUDGET_MB} MB, $K at a time" "$staged_s" \
   "$(echo "$BYTES / 1000000 / $staged_s" | bc -l)"
 printf '%-34s %8.1f s %8.1f MB/s\n' "staged, one process, --local-workers $K" "$local_s" \
   "$(echo "$BYTES / 1000000 / $local_s" | bc -l)"

@@ -154,6 +154,53 @@ fn clean_reads_and_writes_object_storage_and_http() {
         ),
     );
     assert_eq!(shard_bytes(&down), want, "shards written to s3://");
+    // a staged run uploads its shards from its write tasks, the manifest
+    // at --finish; tasks share --work-dir
+    let work = p("work");
+    run(
+        [
+            args("s3://crawl/in/", "s3://crawl/staged"),
+            ["--num-tasks", "2", "--buckets", "2", "--local-workers", "2"]
+                .map(String::from)
+                .to_vec(),
+            vec!["--work-dir".into(), work.display().to_string()],
+        ]
+        .concat(),
+        &env,
+    );
+    let staged = p("staged");
+    std::fs::create_dir_all(&staged).unwrap();
+    boto(
+        &endpoint,
+        &format!(
+            "for o in s3.list_objects_v2(Bucket='crawl', Prefix='staged/')['Contents']:\n    \
+             s3.download_file('crawl', o['Key'], '{}/' + o['Key'].split('/')[-1])",
+            staged.display()
+        ),
+    );
+    assert_eq!(shard_bytes(&staged), want, "staged shards written to s3://");
+    assert!(staged.join("manifest.json").exists());
+    assert!(
+        !work.join(".t5mix-staged").exists() && shard_bytes(&work).is_empty(),
+        "work folder emptied"
+    );
+    let e = t5mix_env(
+        &[
+            "clean",
+            "s3://crawl/in/",
+            "--out",
+            "s3://crawl/x",
+            "-q",
+            "--num-tasks",
+            "2",
+        ],
+        &env,
+    );
+    assert!(
+        !e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--work-dir"),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
     let mut env_paths = env.clone();
     env_paths.push(("T5MIX_PATHS_BASE", "s3://crawl/"));
     run(
@@ -213,4 +260,109 @@ fn clean_reads_and_writes_object_storage_and_http() {
         &[],
     );
     assert_eq!(shard_bytes(&out), want, "inputs over HTTP");
+
+    // injected failures, from a server that answers `/flaky/NAME` with 503
+    // twice and then cuts the body short once, `/down/NAME` always with 503
+    let served = p("served");
+    std::fs::create_dir_all(&served).unwrap();
+    for f in ["sample.jsonl", "sample.warc.wet.gz"] {
+        std::fs::copy(crawl.join(f), served.join(f)).unwrap();
+    }
+    let gz = std::fs::read(crawl.join("sample.warc.wet.gz")).unwrap();
+    std::fs::write(served.join("cut.warc.wet.gz"), &gz[..gz.len() / 2]).unwrap();
+    let fport = free_port();
+    let _flaky = serve(&["-c", FLAKY_SERVER, &fport.to_string()], fport, &served);
+    let base = format!("http://127.0.0.1:{fport}");
+    let out = p("from-flaky");
+    ok_env(
+        &[
+            "clean",
+            &format!("{base}/flaky/sample.jsonl"),
+            &format!("{base}/flaky/sample.warc.wet.gz"),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+            "--pages-per-shard",
+            "7",
+        ],
+        &[],
+    );
+    assert_eq!(shard_bytes(&out), want, "retried after 503s and a cut body");
+    let down = format!("{base}/down/sample.jsonl");
+    let x = p("x");
+    let x = x.to_str().unwrap();
+    for (retries, says) in [
+        ("1", down.as_str()),
+        ("101", "T5MIX_RETRIES"),
+        ("many", "T5MIX_RETRIES"),
+    ] {
+        let e = t5mix_env(
+            &["clean", &down, "--out", x, "-q", "--overwrite"],
+            &[("T5MIX_RETRIES", retries)],
+        );
+        let stderr = String::from_utf8_lossy(&e.stderr);
+        assert!(
+            !e.status.success() && stderr.contains(says),
+            "{retries}: {stderr}"
+        );
+    }
+    // a bad remote file is named by its URL, not by its local copy
+    let cut = format!("{base}/ok/cut.warc.wet.gz");
+    let e = t5mix_env(
+        &["clean", &cut, "--out", x, "-q", "--strict", "--overwrite"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && stderr.contains(&cut), "{stderr}");
+    let out = p("from-cut");
+    ok_env(&["clean", &cut, "--out", out.to_str().unwrap(), "-q"], &[]);
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(
+        manifest.contains(&format!("\"{cut}\"")) && !manifest.contains("-cut.warc.wet.gz"),
+        "{manifest}"
+    );
 }
+
+/// An HTTP server (Python's standard library) with ETags and range
+/// requests, failing on purpose: `/flaky/NAME` answers 503 twice, then
+/// sends half the body and closes, then serves; `/down/NAME` always 503;
+/// `/ok/NAME` serves.
+const FLAKY_SERVER: &str = r#"
+import http.server, socket, sys
+seen = {}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        kind, _, name = self.path.lstrip('/').partition('/')
+        n = seen.get(self.path, 0)
+        seen[self.path] = n + 1
+        if kind == 'down' or (kind == 'flaky' and n < 2):
+            self.send_response(503)
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+            return
+        data = open(name, 'rb').read()
+        start, end = 0, len(data)
+        rng = self.headers.get('Range')
+        if rng:
+            a, b = rng.split('=')[1].split('-')
+            start, end = int(a), (int(b) + 1 if b else len(data))
+            self.send_response(206)
+            self.send_header('Content-Range', 'bytes %d-%d/%d' % (start, end - 1, len(data)))
+        else:
+            self.send_response(200)
+        self.send_header('Content-Length', str(end - start))
+        self.send_header('ETag', '"v1"')
+        self.end_headers()
+        body = data[start:end]
+        if kind == 'flaky' and n == 2:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+"#;

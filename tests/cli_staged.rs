@@ -115,17 +115,32 @@ fn staged_runs_write_the_one_process_shards() {
         "the inputs exercise both dedups: {counts}"
     );
 
-    // all stages on this machine, 2 workers
-    for (n, r) in [("1", "1"), ("3", "4"), ("7", "1"), ("7", "4")] {
-        let out = tmp.path().join(format!("staged-{n}-{r}"));
+    // all stages on this machine, 2 workers; with no memory budget the
+    // sorts of extract and lines spill runs of a few hundred records
+    for (n, r, mb) in [
+        ("1", "1", "0"),
+        ("3", "4", "0"),
+        ("7", "1", "1024"),
+        ("7", "4", "0"),
+    ] {
+        let out = tmp.path().join(format!("staged-{n}-{r}-{mb}"));
         let o = out.to_str().unwrap();
         ok(&clean_args(
             &files,
             o,
-            &["--num-tasks", n, "--buckets", r, "--local-workers", "2"],
+            &[
+                "--num-tasks",
+                n,
+                "--buckets",
+                r,
+                "--local-workers",
+                "2",
+                "--memory-budget-mb",
+                mb,
+            ],
         ));
-        assert_eq!(shard_bytes(&out), want, "N={n} R={r}");
-        assert_eq!(manifest_counts(&out), counts, "N={n} R={r}");
+        assert_eq!(shard_bytes(&out), want, "N={n} R={r} budget={mb}");
+        assert_eq!(manifest_counts(&out), counts, "N={n} R={r} budget={mb}");
         assert!(!out.join(".t5mix-staged").exists(), "work folder removed");
     }
 
@@ -192,6 +207,12 @@ fn staged_runs_write_the_one_process_shards() {
     let out = tmp.path().join("other-plan");
     let o = out.to_str().unwrap();
     ok(&clean_args(&files, o, &["--num-tasks", "3", "--plan-only"]));
+    // (a memory budget does not change the output: the same run)
+    ok(&clean_args(
+        &files,
+        o,
+        &["--num-tasks", "3", "--plan-only", "--memory-budget-mb", "0"],
+    ));
     let e = t5mix(&clean_args(&files, o, &["--num-tasks", "7"]));
     assert!(
         !e.status.success()

@@ -54,6 +54,32 @@ impl PipelineError {
             source,
         }
     }
+
+    /// The same error naming `shown` where it names `local` (a downloaded
+    /// copy named by its URL).
+    pub fn naming(self, local: &Path, shown: &Path) -> Self {
+        let rename = |p: PathBuf| if p == local { shown.to_path_buf() } else { p };
+        match self {
+            PipelineError::Io { path, source } => PipelineError::Io {
+                path: rename(path),
+                source,
+            },
+            PipelineError::BadInput {
+                path,
+                location,
+                message,
+            } => PipelineError::BadInput {
+                path: rename(path),
+                location,
+                message,
+            },
+            PipelineError::Parquet { path, message } => PipelineError::Parquet {
+                path: rename(path),
+                message,
+            },
+            e => e,
+        }
+    }
 }
 
 /// Result alias of the pipeline.

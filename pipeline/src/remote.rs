@@ -1,7 +1,9 @@
 //! Inputs and outputs in object storage (`s3://`, `gs://`, `az://`) and
 //! over HTTP(S), through the `object_store` crate: streaming downloads,
-//! multipart uploads, listings, and retries with backoff on server errors
-//! and throttling (the crate's default `RetryConfig`).
+//! multipart uploads, listings, and retries with exponential backoff on
+//! server errors, throttling and connections or bodies cut short (the
+//! crate's `RetryConfig`: at most [`DEFAULT_RETRIES`] retries of a request
+//! within three minutes, or `T5MIX_RETRIES`).
 //!
 //! Credentials and endpoints come from the environment as each store reads
 //! them (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
@@ -43,33 +45,68 @@ fn err(url: &str, e: impl std::fmt::Display) -> PipelineError {
     }
 }
 
+/// Retries of a failed request when `T5MIX_RETRIES` is not set
+/// (object_store's default).
+pub const DEFAULT_RETRIES: usize = 10;
+/// The most retries `T5MIX_RETRIES` may ask for.
+pub const MAX_RETRIES: usize = 100;
+/// The environment variable setting the retries of a request.
+pub const RETRIES_ENV: &str = "T5MIX_RETRIES";
+
+/// The retry policy: [`DEFAULT_RETRIES`] or `T5MIX_RETRIES` (checked).
+fn retry_config() -> Result<object_store::RetryConfig> {
+    let mut retry = object_store::RetryConfig {
+        max_retries: DEFAULT_RETRIES,
+        ..Default::default()
+    };
+    if let Ok(v) = std::env::var(RETRIES_ENV) {
+        retry.max_retries = v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= MAX_RETRIES)
+            .ok_or_else(|| {
+                err(
+                    RETRIES_ENV,
+                    format!("{v:?} is not a number in 0..={MAX_RETRIES}"),
+                )
+            })?;
+    }
+    Ok(retry)
+}
+
 /// The store and the object path of a URL.
 fn store(url: &str) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path)> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| err(url, "not a URL"))?;
     let (root, key) = rest.split_once('/').unwrap_or((rest, ""));
     let base = format!("{scheme}://{root}");
+    let retry = retry_config()?;
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" => Arc::new(
             object_store::aws::AmazonS3Builder::from_env()
                 .with_url(&base)
+                .with_retry(retry.clone())
                 .build()
                 .map_err(|e| err(url, e))?,
         ),
         "gs" => Arc::new(
             object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_url(&base)
+                .with_retry(retry.clone())
                 .build()
                 .map_err(|e| err(url, e))?,
         ),
         "az" | "azure" | "abfss" => Arc::new(
             object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(&base)
+                .with_retry(retry.clone())
                 .build()
                 .map_err(|e| err(url, e))?,
         ),
         _ => Arc::new(
             object_store::http::HttpBuilder::new()
                 .with_url(&base)
+                .with_retry(retry.clone())
                 .with_client_options(
                     object_store::ClientOptions::new().with_allow_http(scheme == "http"),
                 )

@@ -26,7 +26,9 @@ pub struct CleanArgs {
     /// Input files, directories (read recursively) or glob patterns.
     #[arg(required_unless_present_any = ["print_config", "task", "finish"], value_name = "INPUT")]
     inputs: Vec<String>,
-    /// Output directory for the shards and manifest.json.
+    /// Output directory for the shards and manifest.json, or an object
+    /// storage URL (s3://, gs://, az://). With --task / --finish: the folder
+    /// of the staged run's plan (its --work-dir if --out was a URL).
     #[arg(
         long,
         short,
@@ -85,7 +87,8 @@ pub struct CleanArgs {
     #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pages_per_shard: u64,
     /// Memory for cleaned pages between the passes (MB); beyond it pages
-    /// are spilled to temporary files inside --out.
+    /// are spilled to temporary files inside --out. In a staged run: the
+    /// records each task sorts in memory before it spills a sorted run.
     #[arg(long, default_value_t = 1024, value_name = "MB", value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
     memory_budget_mb: u64,
     /// Replace shards left in --out by an earlier run.
@@ -102,6 +105,11 @@ pub struct CleanArgs {
     /// Staged tasks run at once on this machine.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     local_workers: u64,
+    /// Staged with --out on object storage: the folder every task sees
+    /// for the plan and the files between stages (the write tasks upload
+    /// their shards to --out, --finish the manifest last).
+    #[arg(long, value_name = "DIR", requires = "num_tasks")]
+    work_dir: Option<PathBuf>,
     /// Staged: only write the plan into --out and print each task's command.
     #[arg(long, requires = "num_tasks")]
     plan_only: bool,
@@ -144,18 +152,20 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         return Ok(());
     }
     if a.finish {
-        let stats = staged::finish_run(&out, std::time::Instant::now())?;
-        eprintln!("{stats} to {}", out.display());
+        let (stats, to) = staged::finish_run(&out, std::time::Instant::now())?;
+        eprintln!("{stats} to {to}");
         return Ok(());
     }
     let inputs = expand_inputs(&a.inputs)?;
     let dest = remote::Destination::new(&out)?;
-    if let (Some(url), Some(_)) = (dest.url(), a.num_tasks) {
-        bail!(
-            "--out {url}: staged runs need a folder every task sees; write to a shared file system"
-        );
-    }
-    let out = dest.dir().to_path_buf();
+    let out = match (dest.url(), &a.work_dir) {
+        (Some(_), Some(work)) => work.clone(),
+        (Some(url), None) if a.num_tasks.is_some() => bail!(
+            "--out {url}: a staged run needs --work-dir, a folder every task sees for the files between stages"
+        ),
+        (None, Some(_)) => bail!("--work-dir is for a staged run whose --out is object storage"),
+        _ => dest.dir().to_path_buf(),
+    };
     prepare_out_dir(&out, a.overwrite, &inputs)?;
     let badwords = match &a.badwords {
         Some(p) => Some(BadWords::load(p, &a.badwords_lang)?),
@@ -179,11 +189,15 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         batch_pages: 256,
         memory_budget: a.memory_budget_mb << 20,
     };
-    let stats = match a.num_tasks {
-        None => run_clean(&inputs, &opts, &bars)?,
+    let (stats, to) = match a.num_tasks {
+        None => {
+            let stats = run_clean(&inputs, &opts, &bars)?;
+            (stats, dest.publish()?)
+        }
         Some(n) => {
             let badwords = a.badwords.clone().map(|p| (p, a.badwords_lang.clone()));
-            let plan = StagedPlan::new(inputs, n as usize, a.buckets as usize, &opts, badwords)?;
+            let plan = StagedPlan::new(inputs, n as usize, a.buckets as usize, &opts, badwords)?
+                .publishing_to(dest.url());
             if a.plan_only {
                 plan.install(&out)?;
                 print!("{}", staged::write_launchers(&plan, &out)?);
@@ -193,6 +207,6 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         }
     };
     bars.finish();
-    eprintln!("{stats} to {}", dest.publish()?);
+    eprintln!("{stats} to {to}");
     Ok(())
 }

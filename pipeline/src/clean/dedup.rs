@@ -245,39 +245,7 @@ impl LineOwners {
         keys: &[u128],
         url_hash: u128,
     ) -> (String, [u64; 3]) {
-        let mut seen = DigestSet::default();
-        seen.reserve(keys.len());
-        let mut counts = [0u64; 3];
-        let keep: Vec<bool> = keys
-            .iter()
-            .map(|&k| {
-                let slot = if self.owner.get(&k) != Some(&url_hash) {
-                    1
-                } else if !seen.insert(k) {
-                    2
-                } else {
-                    0
-                };
-                counts[slot] += 1;
-                slot == 0
-            })
-            .collect();
-        debug_assert_eq!(text.split('\n').count(), keys.len());
-        if counts[0] as usize == keys.len() {
-            return (text, counts);
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut first = true;
-        for (line, &k) in text.split('\n').zip(&keep) {
-            if k {
-                if !first {
-                    out.push('\n');
-                }
-                first = false;
-                out.push_str(line);
-            }
-        }
-        (out, counts)
+        remove_unowned_lines(text, keys, |_, k| self.owner.get(&k) == Some(&url_hash))
     }
 
     /// Number of distinct lines.
@@ -289,6 +257,81 @@ impl LineOwners {
     pub fn is_empty(&self) -> bool {
         self.owner.is_empty()
     }
+}
+
+/// tfds `remove_duplicate_text` on one page, given which of its lines
+/// (`owned(index, key)`) are owned by its URL: lines owned by another page
+/// and repeats within the page are dropped. Returns the text and the lines
+/// [kept, dropped as global duplicates, dropped as local repeats]; a page
+/// that keeps every line is returned as it is (no copy).
+pub(crate) fn remove_unowned_lines(
+    text: String,
+    keys: &[u128],
+    owned: impl Fn(usize, u128) -> bool,
+) -> (String, [u64; 3]) {
+    let mut seen = DigestSet::default();
+    seen.reserve(keys.len());
+    let mut counts = [0u64; 3];
+    let keep: Vec<bool> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| {
+            let slot = if !owned(i, k) {
+                1
+            } else if !seen.insert(k) {
+                2
+            } else {
+                0
+            };
+            counts[slot] += 1;
+            slot == 0
+        })
+        .collect();
+    debug_assert_eq!(text.split('\n').count(), keys.len());
+    if counts[0] as usize == keys.len() {
+        return (text, counts);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut first = true;
+    for (line, &k) in text.split('\n').zip(&keep) {
+        if k {
+            if !first {
+                out.push('\n');
+            }
+            first = false;
+            out.push_str(line);
+        }
+    }
+    (out, counts)
+}
+
+/// A set of small integers, one bit each (grows to the largest).
+#[derive(Debug, Default)]
+pub(crate) struct Bits(Vec<u64>);
+
+impl Bits {
+    pub(crate) fn insert(&mut self, i: u64) {
+        let w = (i / 64) as usize;
+        if w >= self.0.len() {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << (i % 64);
+    }
+
+    pub(crate) fn contains(&self, i: u64) -> bool {
+        self.0
+            .get((i / 64) as usize)
+            .is_some_and(|w| (w >> (i % 64)) & 1 == 1)
+    }
+}
+
+/// Which lines of a page its URL owns, for [`remove_unowned_lines`].
+pub(crate) enum LineVerdicts<'a> {
+    /// Looked up in the table of every line's owner.
+    Owners(&'a LineOwners),
+    /// Decided before: one bit per line of the pages in order (a page's
+    /// lines start at the index the finisher is given).
+    Owned(&'a Bits),
 }
 
 #[cfg(test)]

@@ -33,7 +33,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::config::CleanConfig;
-use super::dedup::{is_validation, line_keys, md5_u128, normalize_url, LineOwners, UrlDedup};
+use super::dedup::{
+    is_validation, line_keys, md5_u128, normalize_url, remove_unowned_lines, LineOwners,
+    LineVerdicts, UrlDedup,
+};
 use super::filters::{BadWords, LanguageFilter};
 use super::output::{Chunk, CleanPage, EncodedChunk, OutputFormat, ShardWriter};
 use super::rules::{Cleaned, LineRule, PageCleaner, PageRule, RuleCounters};
@@ -411,7 +414,9 @@ pub(crate) fn pass1_file(
             flush(&mut batch, &mut w, &mut urls, &mut too_long)?;
         }
         Ok(())
-    })?;
+    })
+    .map(|r| r.naming(local, path))
+    .map_err(|e| e.naming(local, path))?;
     flush(&mut batch, &mut w, &mut urls, &mut too_long)?;
     let store = match w {
         Some(mut fw) => {
@@ -507,13 +512,15 @@ pub(crate) struct Finisher<'a> {
     pub(crate) cleaner: &'a PageCleaner,
     /// Whether the page at (file, record) is the one kept for its URL.
     pub(crate) url_winner: &'a (dyn Fn(&str, (u64, u64)) -> bool + Sync),
-    pub(crate) lines: Option<&'a LineOwners>,
+    pub(crate) lines: Option<LineVerdicts<'a>>,
     pub(crate) language: Option<&'a LanguageFilter>,
     pub(crate) badwords: Option<&'a BadWords>,
 }
 
 impl Finisher<'_> {
-    pub(crate) fn finish(&self, file_index: usize, s: Spilled) -> Outcome {
+    /// Decides a page; with [`LineVerdicts::Owned`], `first_line` is the
+    /// index of its first line.
+    pub(crate) fn finish(&self, file_index: usize, s: Spilled, first_line: u64) -> Outcome {
         let mut counters = RuleCounters::default();
         if self.cfg.url_dedup
             && !(self.url_winner)(&s.normalized_url, (file_index as u64, s.record))
@@ -533,9 +540,15 @@ impl Finisher<'_> {
             };
         }
         let mut text = s.text;
-        if let Some(owners) = self.lines {
-            let (new_text, [_, global, local]) =
-                owners.remove_lines_keyed(text, &s.line_keys, s.url_hash);
+        if let Some(lines) = &self.lines {
+            let (new_text, [_, global, local]) = match lines {
+                LineVerdicts::Owners(owners) => {
+                    owners.remove_lines_keyed(text, &s.line_keys, s.url_hash)
+                }
+                LineVerdicts::Owned(bits) => remove_unowned_lines(text, &s.line_keys, |j, _| {
+                    bits.contains(first_line + j as u64)
+                }),
+            };
             counters.lines_dropped[LineRule::GlobalDuplicate as usize] += global;
             counters.lines_dropped[LineRule::LocalDuplicate as usize] += local;
             let drop = if new_text.is_empty() {
@@ -696,7 +709,7 @@ pub fn run_clean(
         cfg,
         cleaner: &cleaner,
         url_winner: &url_winner,
-        lines: owners.as_ref(),
+        lines: owners.as_ref().map(LineVerdicts::Owners),
         language: language.as_ref(),
         badwords: opts.badwords.as_ref(),
     };
@@ -726,7 +739,7 @@ pub fn run_clean(
                 || {
                     batch
                         .into_par_iter()
-                        .map(|s| fin.finish(i, s))
+                        .map(|s| fin.finish(i, s, 0))
                         .collect::<Vec<Outcome>>()
                 },
                 || encode_and_write(previous, &mut writer),

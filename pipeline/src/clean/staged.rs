@@ -11,21 +11,29 @@
 //! |---|---|---|---|
 //! | `extract` | N | its input files | each file's cleaned pages (`extract/FILE.spill`); its URL candidates, by bucket |
 //! | `urls` | R | the URL candidates of its bucket | the newest page per URL (ties: the first in input order), by extract task |
-//! | `lines` | N | its spills, the URL winners | the line keys of its winning pages with the smallest md5(url) per key, by bucket |
+//! | `lines` | N | its spills, the URL winners | by bucket, sorted: each line key of its winning pages with the smallest md5(url), and every line (key, md5(url), index) |
 //! | `owners` | R | the line keys of its bucket | the owner of each line key, by task |
-//! | `finalize` | N | its spills, winners and owners | each file's kept pages after line dedup, language ID and bad words |
-//! | `write` | N | every file's kept-page count, the pages of its shards | shards `part-K` with `K mod N` = task; the last task also `manifest.json` |
+//! | `finalize` | N | its spills, winners, lines and their owners | each file's kept pages after line dedup, language ID and bad words |
+//! | `write` | N | every file's kept-page count, the pages of its shards | shards `part-K` with `K mod N` = task (uploaded with [`StagedPlan::publish_to`]) |
+//!
+//! Then [`finish_run`] writes `manifest.json` (uploaded last).
 //!
 //! tfds's order is kept (URL dedup, `clean_page`, line dedup, then language
 //! ID), keys are full 128-bit hashes, and the shards are byte-identical to a
 //! one-process run for any `N`, `R`, task order and re-run tasks: chunking
 //! depends only on the page sequence ([`ShardWriter::plan`]).
 //!
-//! Memory: an `urls` task holds its bucket's distinct URLs, an `owners`
-//! task its bucket's distinct lines (1/R of the corpus's), a `lines`,
-//! `finalize` task its own files' winners and line owners (1/N).
+//! Memory is bounded whatever the input size: the reduce stages (`urls`,
+//! `owners`) merge sorted files and hold one record per task; `extract`
+//! and `lines` sort their records externally, holding at most the plan's
+//! memory budget (`--memory-budget-mb`, per task) in sorted runs before
+//! they spill; what grows is one bit per input record of a task's files
+//! (the URL winners, in `lines` and `finalize`) and one bit per line of its
+//! winning pages (the owned lines, in `finalize`, decided by a merge join
+//! of its lines with their owners), and for `extract` one input file's
+//! URL table.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -35,13 +43,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::CleanConfig;
-use super::dedup::{LineOwners, UrlDedup};
+use super::dedup::{Bits, LineVerdicts};
 use super::filters::{BadWords, LanguageFilter};
 use super::output::{CleanPage, OutputFormat, ShardWriter};
 use super::rules::{PageCleaner, PageRule, RuleCounters};
 use super::run::{
     for_each_spill_batch, get_str, get_u32, pass1_file, put_str, CleanOptions, CleanStats,
-    Finisher, Progress, Store, PASS3_BATCHES,
+    Finisher, Progress, Spilled, Store, PASS3_BATCHES,
 };
 use crate::atomic::{write_atomic, AtomicFile};
 use crate::error::{PipelineError, Result};
@@ -140,6 +148,15 @@ pub struct StagedPlan {
     pub pages_per_shard: usize,
     /// Pages cleaned together in one parallel batch.
     pub batch_pages: usize,
+    /// Bytes of records a task sorts in memory before it spills a sorted
+    /// run (`--memory-budget-mb`; the output does not depend on it).
+    #[serde(default)]
+    pub memory_budget: u64,
+    /// Object storage URL the write tasks upload their shards to (and
+    /// `--finish` the manifest, last); `None`: the shards stay in the
+    /// run's folder.
+    #[serde(default)]
+    pub publish_to: Option<String>,
     /// The t5mix that made the plan.
     pub tool_version: String,
 }
@@ -176,6 +193,8 @@ impl StagedPlan {
             output_format: opts.output_format,
             pages_per_shard: opts.pages_per_shard.max(1),
             batch_pages: opts.batch_pages.max(1),
+            memory_budget: opts.memory_budget,
+            publish_to: None,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }
@@ -187,7 +206,7 @@ impl StagedPlan {
         std::fs::create_dir_all(&work).map_err(|e| PipelineError::io(&work, e))?;
         let path = work.join("plan.json");
         match Self::load(out) {
-            Ok(old) if &old == self => Ok(()),
+            Ok(old) if old.same_output(self) => Ok(()),
             Ok(_) => Err(PipelineError::Config {
                 what: path.display().to_string(),
                 message: "a staged run with other inputs or options is under way here: \
@@ -200,6 +219,31 @@ impl StagedPlan {
             ),
             Err(e) => Err(e),
         }
+    }
+
+    /// The plan with its shards uploaded to `url` by the write tasks.
+    pub fn publishing_to(self, url: Option<&str>) -> Self {
+        StagedPlan {
+            publish_to: url.map(|u| u.trim_end_matches('/').to_string()),
+            ..self
+        }
+    }
+
+    /// Where the shards end up: the upload URL, else the run's folder.
+    pub fn destination(&self, out: &Path) -> String {
+        match &self.publish_to {
+            Some(url) => url.clone(),
+            None => out.display().to_string(),
+        }
+    }
+
+    /// Whether two plans make the same shards (they may differ in memory).
+    fn same_output(&self, other: &Self) -> bool {
+        let without_budget = |p: &Self| StagedPlan {
+            memory_budget: 0,
+            ..p.clone()
+        };
+        without_budget(self) == without_budget(other)
     }
 
     /// The plan of the staged run in `out`.
@@ -268,6 +312,12 @@ impl Work {
     }
     fn line_keys(&self, t: usize, r: usize) -> PathBuf {
         self.file(format!("lines/t{t:06}-b{r:06}"))
+    }
+    fn line_probes(&self, t: usize, r: usize) -> PathBuf {
+        self.file(format!("lines/t{t:06}-b{r:06}.probes"))
+    }
+    fn sort_runs(&self, stage: Stage, t: usize) -> PathBuf {
+        self.file(format!("sort/{}-t{t:06}", stage.name()))
     }
     fn owners(&self, r: usize, t: usize) -> PathBuf {
         self.file(format!("owners/b{r:06}-t{t:06}"))
@@ -470,7 +520,13 @@ fn extract(
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let budget = std::sync::atomic::AtomicU64::new(0);
     let mut stats = ExtractStats::default();
-    let mut urls = UrlDedup::default();
+    let mut candidates = ExternalSort::new(
+        work.sort_runs(Stage::Extract, t),
+        plan.memory_budget,
+        URL_CANDIDATE_BYTES,
+        put_url_candidate,
+        read_url_candidate,
+    )?;
     for i in plan.files_of(t) {
         let s = pass1_file(i, &plan.inputs[i], &dir, opts, &cleaner, progress, &budget)?;
         // with no budget every page is spilled; a file with no page left
@@ -483,23 +539,15 @@ fn extract(
         stats.bytes_in += s.bytes_in;
         stats.too_long += s.too_long;
         stats.reports.push(s.report);
+        // the file's newest page per URL; across files the urls stage decides
         for (h, ts, pos) in s.urls.entries() {
-            urls.offer_hashed(h, ts, pos);
+            candidates.push((h, ts.to_string(), pos))?;
         }
     }
     let mut files = (0..plan.buckets)
         .map(|r| RecordFile::create(&work.url_candidates(t, r)))
         .collect::<Result<Vec<_>>>()?;
-    let mut entries: Vec<(u128, &str, (u64, u64))> = urls.entries().collect();
-    entries.sort_unstable();
-    for (h, ts, (file, record)) in entries {
-        files[bucket(h, plan.buckets)].put(|w| {
-            w.write_all(&h.to_le_bytes())?;
-            put_str(w, ts)?;
-            w.write_all(&file.to_le_bytes())?;
-            w.write_all(&record.to_le_bytes())
-        })?;
-    }
+    candidates.finish(|c| files[bucket(c.0, plan.buckets)].put(|w| put_url_candidate(w, &c)))?;
     files.into_iter().try_for_each(RecordFile::commit)?;
     json_file(&work.extract_stats(t), &stats)
 }
@@ -553,7 +601,117 @@ fn merge_sorted<T: Ord>(
     Ok(())
 }
 
+/// Sorted runs that pile up are merged into one when there are this many
+/// (so a task keeps this many files open, whatever its budget).
+const MAX_RUNS: usize = 64;
+/// The fewest records of a sorted run, whatever the budget.
+const MIN_RUN_RECORDS: usize = 256;
+
+/// Records sorted with bounded memory: up to the budget in memory, beyond
+/// it sorted runs in a folder of the task, merged at the end.
+struct ExternalSort<T> {
+    buf: Vec<T>,
+    cap: usize,
+    dir: PathBuf,
+    runs: Vec<PathBuf>,
+    made: usize,
+    put: fn(&mut BufWriter<File>, &T) -> std::io::Result<()>,
+    get: fn(&mut BufReader<File>) -> std::io::Result<T>,
+}
+
+impl<T: Ord + Send> ExternalSort<T> {
+    /// A sort holding up to `budget` bytes of records of about
+    /// `record_bytes` each; runs go to `dir` (emptied first: a killed
+    /// task's runs are not reused).
+    fn new(
+        dir: PathBuf,
+        budget: u64,
+        record_bytes: usize,
+        put: fn(&mut BufWriter<File>, &T) -> std::io::Result<()>,
+        get: fn(&mut BufReader<File>) -> std::io::Result<T>,
+    ) -> Result<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
+        }
+        let cap = usize::try_from(budget / record_bytes as u64)
+            .unwrap_or(usize::MAX)
+            .max(MIN_RUN_RECORDS);
+        Ok(ExternalSort {
+            buf: Vec::new(),
+            cap,
+            dir,
+            runs: Vec::new(),
+            made: 0,
+            put,
+            get,
+        })
+    }
+
+    fn push(&mut self, x: T) -> Result<()> {
+        self.buf.push(x);
+        if self.buf.len() >= self.cap {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the records in memory as a sorted run.
+    fn spill(&mut self) -> Result<()> {
+        self.buf.par_sort_unstable();
+        let put = self.put;
+        let records = std::mem::take(&mut self.buf);
+        self.write_run(|f| records.iter().try_for_each(|x| f.put(|w| put(w, x))))?;
+        if self.runs.len() >= MAX_RUNS {
+            let sources = self.open_runs()?;
+            let old = std::mem::take(&mut self.runs);
+            self.write_run(|f| merge_sorted(sources, |x, _| f.put(|w| put(w, &x))))?;
+            old.iter()
+                .try_for_each(|p| std::fs::remove_file(p).map_err(io_at(p)))?;
+        }
+        Ok(())
+    }
+
+    fn write_run(&mut self, fill: impl FnOnce(&mut RecordFile) -> Result<()>) -> Result<()> {
+        let path = self.dir.join(format!("run-{:06}", self.made));
+        self.made += 1;
+        let mut f = RecordFile::create(&path)?;
+        fill(&mut f)?;
+        f.commit()?;
+        self.runs.push(path);
+        Ok(())
+    }
+
+    fn open_runs(&self) -> Result<Vec<Records<T>>> {
+        self.runs
+            .iter()
+            .map(|p| Records::open(p.clone(), self.get))
+            .collect()
+    }
+
+    /// Calls `f` on every record in ascending order, then removes the runs.
+    fn finish(mut self, mut f: impl FnMut(T) -> Result<()>) -> Result<()> {
+        if self.runs.is_empty() {
+            self.buf.par_sort_unstable();
+            return self.buf.into_iter().try_for_each(f);
+        }
+        if !self.buf.is_empty() {
+            self.spill()?;
+        }
+        merge_sorted(self.open_runs()?, |x, _| f(x))?;
+        std::fs::remove_dir_all(&self.dir).map_err(io_at(&self.dir))
+    }
+}
+
 type UrlCandidate = (u128, String, (u64, u64));
+/// Bytes in memory of a URL candidate (its timestamp about 20).
+const URL_CANDIDATE_BYTES: usize = 80;
+
+fn put_url_candidate(w: &mut BufWriter<File>, (h, ts, pos): &UrlCandidate) -> std::io::Result<()> {
+    w.write_all(&h.to_le_bytes())?;
+    put_str(w, ts)?;
+    w.write_all(&pos.0.to_le_bytes())?;
+    w.write_all(&pos.1.to_le_bytes())
+}
 
 fn read_url_candidate(f: &mut BufReader<File>) -> std::io::Result<UrlCandidate> {
     let h = get_u128(f)?;
@@ -604,60 +762,101 @@ fn urls(plan: &StagedPlan, work: &Work, r: usize) -> Result<()> {
     out.into_iter().try_for_each(RecordFile::commit)
 }
 
-/// The winning (file, record) positions of task `t`'s files.
-fn winners_of(plan: &StagedPlan, work: &Work, t: usize) -> Result<HashSet<(u64, u64)>> {
-    let mut set = HashSet::new();
-    for r in 0..plan.buckets {
-        read_all(
-            &work.winners(r, t),
-            |f| Ok((get_u64(f)?, get_u64(f)?)),
-            |p| {
-                set.insert(p);
-            },
-        )?;
-    }
-    Ok(set)
+/// The winning (file, record) positions of a task's files: a bit per
+/// record.
+struct Winners {
+    first_file: usize,
+    records: Vec<Bits>,
 }
 
+impl Winners {
+    fn of(plan: &StagedPlan, work: &Work, t: usize) -> Result<Self> {
+        let files = plan.files_of(t);
+        let mut records: Vec<Bits> = files.clone().map(|_| Bits::default()).collect();
+        for r in 0..plan.buckets {
+            read_all(
+                &work.winners(r, t),
+                |f| Ok((get_u64(f)?, get_u64(f)?)),
+                |(file, record)| records[file as usize - files.start].insert(record),
+            )?;
+        }
+        Ok(Winners {
+            first_file: files.start,
+            records,
+        })
+    }
+
+    fn contains(&self, (file, record): (u64, u64)) -> bool {
+        self.records[file as usize - self.first_file].contains(record)
+    }
+}
+
+/// Whether a page's lines take part in line dedup: it is kept for its URL
+/// and passed `clean_page`.
+fn dedups_lines(plan: &StagedPlan, winners: &Winners, file: usize, s: &Spilled) -> bool {
+    s.verdict == 0 && (!plan.config.url_dedup || winners.contains((file as u64, s.record)))
+}
+
+/// A line of a task's winning pages: (line key, md5(url) of its page, index
+/// of the line among the task's).
+type LineProbe = (u128, u128, u64);
+/// Bytes in memory of a [`LineProbe`].
+const LINE_PROBE_BYTES: usize = 48;
+
+fn put_probe(w: &mut BufWriter<File>, (k, u, seq): &LineProbe) -> std::io::Result<()> {
+    w.write_all(&k.to_le_bytes())?;
+    w.write_all(&u.to_le_bytes())?;
+    w.write_all(&seq.to_le_bytes())
+}
+
+fn read_probe(r: &mut BufReader<File>) -> std::io::Result<LineProbe> {
+    Ok((get_u128(r)?, get_u128(r)?, get_u64(r)?))
+}
+
+/// The lines of a task's winning pages, sorted externally by key: per
+/// bucket the smallest md5(url) of each key (for `owners`) and every line
+/// (for `finalize`'s join with the owners).
 fn lines(plan: &StagedPlan, work: &Work, t: usize) -> Result<()> {
-    let winners = winners_of(plan, work, t)?;
-    let mut owners = LineOwners::default();
+    let winners = Winners::of(plan, work, t)?;
+    let mut probes = ExternalSort::new(
+        work.sort_runs(Stage::Lines, t),
+        plan.memory_budget,
+        LINE_PROBE_BYTES,
+        put_probe,
+        read_probe,
+    )?;
     if plan.config.line_dedup {
+        let mut seq = 0u64;
         for i in plan.files_of(t) {
             for_each_spill_batch(&work.spill(i), plan.batch_pages, true, |batch| {
-                for s in batch {
-                    if s.verdict == 0
-                        && (!plan.config.url_dedup || winners.contains(&(i as u64, s.record)))
-                    {
-                        owners.offer_keys(&s.line_keys, s.url_hash);
+                for s in batch.iter().filter(|s| dedups_lines(plan, &winners, i, s)) {
+                    for &k in &s.line_keys {
+                        probes.push((k, s.url_hash, seq))?;
+                        seq += 1;
                     }
                 }
                 Ok(())
             })?;
         }
     }
-    write_pairs(plan.buckets, owners.entries(), |r| work.line_keys(t, r))
-}
-
-/// Writes (key, owner) pairs sorted by key into one file per bucket.
-fn write_pairs(
-    buckets: usize,
-    pairs: impl Iterator<Item = (u128, u128)>,
-    path_of: impl Fn(usize) -> PathBuf,
-) -> Result<()> {
-    let mut pairs: Vec<(u128, u128)> = pairs.collect();
-    pairs.par_sort_unstable();
-    let mut files = (0..buckets)
-        .map(|r| RecordFile::create(&path_of(r)))
-        .collect::<Result<Vec<_>>>()?;
-    for (k, u) in pairs {
-        files[bucket(k, buckets)].put_parts(&[&k.to_le_bytes(), &u.to_le_bytes()])?;
-    }
-    files.into_iter().try_for_each(RecordFile::commit)
-}
-
-fn read_pairs(path: &Path, f: impl FnMut((u128, u128))) -> Result<()> {
-    read_all(path, read_pair, f)
+    let create = |path: &dyn Fn(usize) -> PathBuf| {
+        (0..plan.buckets)
+            .map(|r| RecordFile::create(&path(r)))
+            .collect::<Result<Vec<_>>>()
+    };
+    let mut keys = create(&|r| work.line_keys(t, r))?;
+    let mut all = create(&|r| work.line_probes(t, r))?;
+    let mut last: Option<u128> = None;
+    probes.finish(|p| {
+        let r = bucket(p.0, plan.buckets);
+        // the first of a key's run has its smallest md5(url)
+        if last != Some(p.0) {
+            keys[r].put_parts(&[&p.0.to_le_bytes(), &p.1.to_le_bytes()])?;
+            last = Some(p.0);
+        }
+        all[r].put(|w| put_probe(w, &p))
+    })?;
+    keys.into_iter().chain(all).try_for_each(RecordFile::commit)
 }
 
 fn read_pair(r: &mut BufReader<File>) -> std::io::Result<(u128, u128)> {
@@ -703,6 +902,39 @@ fn owners(plan: &StagedPlan, work: &Work, r: usize) -> Result<()> {
     out.into_iter().try_for_each(RecordFile::commit)
 }
 
+/// Which lines of task `t`'s winning pages their page owns (its md5(url)
+/// is the line's smallest), one bit per line in order: a merge join of the
+/// task's sorted lines with their owners, bucket by bucket.
+fn owned_lines(plan: &StagedPlan, work: &Work, t: usize) -> Result<Bits> {
+    let mut owned = Bits::default();
+    for r in 0..plan.buckets {
+        let path = work.owners(r, t);
+        let mut owners = Records::open(path.clone(), read_pair)?;
+        let mut probes = Records::open(work.line_probes(t, r), read_probe)?;
+        let mut owner = owners.next()?;
+        while let Some((k, u, seq)) = probes.next()? {
+            while owner.is_some_and(|(ok, _)| ok < k) {
+                owner = owners.next()?;
+            }
+            match owner {
+                Some((ok, o)) if ok == k => {
+                    if o == u {
+                        owned.insert(seq);
+                    }
+                }
+                _ => {
+                    return Err(PipelineError::BadInput {
+                        path,
+                        location: format!("line key {k:032x}"),
+                        message: "no owner for a line of the task".into(),
+                    })
+                }
+            }
+        }
+    }
+    Ok(owned)
+}
+
 fn finalize(
     plan: &StagedPlan,
     work: &Work,
@@ -713,24 +945,24 @@ fn finalize(
     let cfg = &plan.config;
     let cleaner = PageCleaner::new(cfg.clone());
     let language = LanguageFilter::for_config(cfg)?;
-    let winners = winners_of(plan, work, t)?;
-    let mut owners = LineOwners::default();
-    if cfg.line_dedup {
-        for r in 0..plan.buckets {
-            read_pairs(&work.owners(r, t), |(k, u)| owners.offer_keys(&[k], u))?;
-        }
-    }
-    let url_winner = |_: &str, pos: (u64, u64)| winners.contains(&pos);
+    let winners = Winners::of(plan, work, t)?;
+    let owned = match cfg.line_dedup {
+        true => Some(owned_lines(plan, work, t)?),
+        false => None,
+    };
+    let url_winner = |_: &str, pos: (u64, u64)| winners.contains(pos);
     let fin = Finisher {
         cfg,
         cleaner: &cleaner,
         url_winner: &url_winner,
-        lines: cfg.line_dedup.then_some(&owners),
+        lines: owned.as_ref().map(LineVerdicts::Owned),
         language: language.as_ref(),
         badwords: opts.badwords.as_ref(),
     };
     let mut stats = FinalizeStats::default();
     let mut split_stats = CleanStats::default();
+    // the index of the next line of a winning page, as `lines` counted
+    let mut seq = 0u64;
     for i in plan.files_of(t) {
         let mut out = RecordFile::create(&work.kept(i))?;
         let mut kept = 0u64;
@@ -740,7 +972,21 @@ fn finalize(
             false,
             |batch| {
                 let bytes: u64 = batch.iter().map(|s| s.text.len() as u64).sum();
-                let outcomes: Vec<_> = batch.into_par_iter().map(|s| fin.finish(i, s)).collect();
+                let first_lines: Vec<u64> = batch
+                    .iter()
+                    .map(|s| {
+                        let first = seq;
+                        if dedups_lines(plan, &winners, i, s) {
+                            seq += s.line_keys.len() as u64;
+                        }
+                        first
+                    })
+                    .collect();
+                let outcomes: Vec<_> = batch
+                    .into_par_iter()
+                    .zip(first_lines)
+                    .map(|(s, first)| fin.finish(i, s, first))
+                    .collect();
                 for p in split_stats.add_outcomes(outcomes, &mut stats.counters) {
                     out.put(|w| write_page(w, &p))?;
                     kept += 1;
@@ -827,6 +1073,15 @@ fn write(plan: &StagedPlan, work: &Work, out: &Path, t: usize) -> Result<()> {
             start += n;
         }
         let (paths, bytes) = writer.finish()?;
+        if let Some(url) = &plan.publish_to {
+            // uploaded whole (multipart) or not at all; a re-run task
+            // writes and uploads the same bytes again
+            for p in &paths {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                crate::remote::upload(p, &format!("{url}/{name}"))?;
+                std::fs::remove_file(p).map_err(io_at(p))?;
+            }
+        }
         stats.shards.extend(paths);
         stats.bytes_out += bytes;
     }
@@ -846,9 +1101,10 @@ fn encode_append(
 }
 
 /// Writes `manifest.json` from every task's statistics once all write
-/// tasks are done (what the one-process run reports, timings aside), then
-/// removes the work folder. Returns the statistics.
-pub fn finish_run(out: &Path, t0: Instant) -> Result<CleanStats> {
+/// tasks are done (what the one-process run reports, timings aside; with
+/// [`StagedPlan::publish_to`] uploaded last), then removes the work
+/// folder. Returns the statistics and where the shards are.
+pub fn finish_run(out: &Path, t0: Instant) -> Result<(CleanStats, String)> {
     let plan = StagedPlan::load(out)?;
     let work = Work::new(out);
     for stage in STAGES {
@@ -885,8 +1141,13 @@ pub fn finish_run(out: &Path, t0: Instant) -> Result<CleanStats> {
     stats.shards.sort();
     stats.close(&counters, t0);
     stats.write_manifest(out)?;
+    if let Some(url) = &plan.publish_to {
+        // last: its presence says the upload is whole
+        let manifest = out.join(crate::manifest::MANIFEST);
+        crate::remote::upload(&manifest, &format!("{url}/{}", crate::manifest::MANIFEST))?;
+    }
     std::fs::remove_dir_all(&work.dir).map_err(io_at(&work.dir))?;
-    Ok(stats)
+    Ok((stats, plan.destination(out)))
 }
 
 /// Runs every stage on this machine: each stage's unfinished tasks on
@@ -898,7 +1159,7 @@ pub fn run_local(
     workers: usize,
     order: Option<u64>,
     progress: &dyn Progress,
-) -> Result<CleanStats> {
+) -> Result<(CleanStats, String)> {
     let t0 = Instant::now();
     plan.install(out)?;
     for stage in STAGES {
@@ -962,4 +1223,45 @@ pub fn write_launchers(plan: &StagedPlan, out: &Path) -> Result<String> {
         plan.num_tasks,
         plan.buckets
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_u64(w: &mut BufWriter<File>, x: &u64) -> std::io::Result<()> {
+        w.write_all(&x.to_le_bytes())
+    }
+
+    #[test]
+    fn external_sort_spills_merges_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        // a deterministic scramble with repeats
+        let xs: Vec<u64> = (0..40_000u64).map(|i| (i * 7_919) % 10_007).collect();
+        let mut want = xs.clone();
+        want.sort_unstable();
+        for budget in [0, 8 * 1_000, 1 << 30] {
+            let mut sort = ExternalSort::new(runs.clone(), budget, 8, put_u64, get_u64).unwrap();
+            for &x in &xs {
+                sort.push(x).unwrap();
+            }
+            // no budget: runs of MIN_RUN_RECORDS, merged when MAX_RUNS pile up
+            let spilled = sort.made;
+            assert_eq!(
+                spilled > MAX_RUNS,
+                budget == 0,
+                "budget {budget}: {spilled} runs"
+            );
+            assert!(sort.runs.len() <= MAX_RUNS);
+            let mut got = Vec::new();
+            sort.finish(|x| {
+                got.push(x);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, want, "budget {budget}");
+            assert!(!runs.exists(), "runs removed");
+        }
+    }
 }

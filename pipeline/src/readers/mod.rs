@@ -130,6 +130,17 @@ pub struct FileReport {
 }
 
 impl FileReport {
+    /// The same report naming `shown` where it names `local` (see
+    /// [`PipelineError::naming`]).
+    pub fn naming(mut self, local: &Path, shown: &Path) -> Self {
+        for i in &mut self.issues {
+            if i.path == local {
+                i.path = shown.to_path_buf();
+            }
+        }
+        self
+    }
+
     /// Records an issue, or fails in strict mode.
     pub(crate) fn issue(
         &mut self,
