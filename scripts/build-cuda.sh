@@ -36,6 +36,12 @@ if ! command -v nvidia-smi >/dev/null; then
   printf '#!/bin/sh\nprintf "compute_cap\\n9.0\\n"\n' > "$WORK/fakebin/nvidia-smi"
   chmod +x "$WORK/fakebin/nvidia-smi"
 fi
-PATH="$WORK/fakebin:$CR/bin:$PATH" CUDA_ROOT="$CR" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" \
-  CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda --bin t5mix
-echo "built target-cuda/release/t5mix (sm_${CUDA_COMPUTE_CAP:-90}); run it with LD_LIBRARY_PATH=$CR/lib:<cuBLAS 13 dir>"
+cuda() {
+  PATH="$WORK/fakebin:$CR/bin:$PATH" CUDA_ROOT="$CR" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" \
+    CARGO_TARGET_DIR=target-cuda "$@"
+}
+cuda cargo build --release --features cuda --bin t5mix
+# the training-step bench of scripts/gpu-bench.sh, as target-cuda/release/train_step
+cuda cargo bench --no-run --features cuda -p t5mix-trainer --bench train_step
+cp "$(ls -t target-cuda/release/deps/train_step-* | grep -v '\.d$' | head -1)" target-cuda/release/train_step
+echo "built target-cuda/release/t5mix and train_step (sm_${CUDA_COMPUTE_CAP:-90}); run them with LD_LIBRARY_PATH=$CR/lib:<cuBLAS 13 dir>"

@@ -67,6 +67,19 @@ fn boto(endpoint: &str, code: &str) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// Downloads every object under `prefix` of the bucket `crawl` into `dir`.
+fn download(endpoint: &str, prefix: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    boto(
+        endpoint,
+        &format!(
+            "for o in s3.list_objects_v2(Bucket='crawl', Prefix='{prefix}')['Contents']:\n    \
+             s3.download_file('crawl', o['Key'], '{}/' + o['Key'].split('/')[-1])",
+            dir.display()
+        ),
+    );
+}
+
 fn t5mix_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_t5mix"))
         .args(args)
@@ -144,15 +157,7 @@ fn clean_reads_and_writes_object_storage_and_http() {
     let keys: Vec<&str> = listed.lines().collect();
     assert_eq!(keys.len(), 6, "5 shards and the manifest: {keys:?}");
     let down = p("down");
-    std::fs::create_dir_all(&down).unwrap();
-    boto(
-        &endpoint,
-        &format!(
-            "for o in s3.list_objects_v2(Bucket='crawl', Prefix='clean/')['Contents']:\n    \
-             s3.download_file('crawl', o['Key'], '{}/' + o['Key'].split('/')[-1])",
-            down.display()
-        ),
-    );
+    download(&endpoint, "clean/", &down);
     assert_eq!(shard_bytes(&down), want, "shards written to s3://");
     // a staged run uploads its shards from its write tasks, the manifest
     // at --finish; tasks share --work-dir
@@ -169,15 +174,7 @@ fn clean_reads_and_writes_object_storage_and_http() {
         &env,
     );
     let staged = p("staged");
-    std::fs::create_dir_all(&staged).unwrap();
-    boto(
-        &endpoint,
-        &format!(
-            "for o in s3.list_objects_v2(Bucket='crawl', Prefix='staged/')['Contents']:\n    \
-             s3.download_file('crawl', o['Key'], '{}/' + o['Key'].split('/')[-1])",
-            staged.display()
-        ),
-    );
+    download(&endpoint, "staged/", &staged);
     assert_eq!(shard_bytes(&staged), want, "staged shards written to s3://");
     assert!(staged.join("manifest.json").exists());
     assert!(

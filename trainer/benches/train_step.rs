@@ -8,6 +8,10 @@
 //! `T5MIX_BENCH_DROPOUT=0.1` to train with dropout (the bar's runs: none).
 //! `-- attention` times the fused attention alone (forward + backward of one
 //! t5-v1_0-small encoder layer's attention, GFLOP/s of its six products).
+//! For scripts/gpu-bench.sh (the side-by-side with PyTorch, same model):
+//! `-- config NAME` prints a named config as HF's config.json, and
+//! `-- step NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER]` times that
+//! configuration (dropout off) and ends with one JSON line.
 //! Bar (HF transformers 5.24 / PyTorch 2.15 CPU, AdamW, this 2-core machine):
 //! tiny 755 ms/step on 2 threads (1,370 on 1), t5-v1_0-small 5.2 s/step (9.4 s).
 
@@ -41,7 +45,17 @@ fn batch(b: usize, s: usize, t: usize, seed: u64) -> Batch {
     Batch::from_pairs(&pairs, 0)
 }
 
-fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, optimizer: &str) {
+/// Times `steps` training steps (after one warm-up step); returns the
+/// median seconds per step.
+fn run(
+    name: &str,
+    cfg: T5Config,
+    b: usize,
+    s: usize,
+    t: usize,
+    steps: usize,
+    optimizer: &str,
+) -> f64 {
     // the bar's configuration: no dropout; `T5MIX_BENCH_DROPOUT=0.1` turns it on
     let dropout: f32 = std::env::var("T5MIX_BENCH_DROPOUT")
         .ok()
@@ -97,6 +111,7 @@ fn run(name: &str, cfg: T5Config, b: usize, s: usize, t: usize, steps: usize, op
         tokens * n / total,
         rayon::current_num_threads()
     );
+    median
 }
 
 /// Seconds per call of `f` (one warm-up call, then the mean of 10).
@@ -212,6 +227,34 @@ fn main() {
     let optimizer = args.get(2).map(String::as_str).unwrap_or("adamw");
     if which == "matmul" {
         matmuls();
+        return;
+    }
+    if which == "config" {
+        let cfg = T5Config::named(args.get(1).map_or("tiny", String::as_str)).unwrap();
+        println!("{}", serde_json::to_string_pretty(&cfg).unwrap());
+        return;
+    }
+    if which == "step" {
+        let usage = "step NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER]";
+        let num = |i: usize| -> usize { args.get(i).and_then(|a| a.parse().ok()).expect(usage) };
+        let name = args.get(1).expect(usage);
+        let mut cfg = T5Config::named(name).unwrap();
+        cfg.dropout_rate = 0.0;
+        let (b, s, t) = (num(2), num(3), num(4));
+        let optimizer = args.get(6).map_or("adamw", String::as_str);
+        let median = run(name, cfg, b, s, t, num(5), optimizer);
+        println!(
+            "{}",
+            serde_json::json!({
+                "side": format!("t5mix {}", if cfg!(feature = "cuda") { "cuda f32" } else { "cpu f32" }),
+                "config": name,
+                "batch": b,
+                "inputs": s,
+                "targets": t,
+                "ms_per_step": (median * 1e5).round() / 100.0,
+                "tokens_per_s": ((b * (s + t)) as f64 / median).round(),
+            })
+        );
         return;
     }
     if which == "attention" {

@@ -774,11 +774,26 @@ impl Winners {
         let files = plan.files_of(t);
         let mut records: Vec<Bits> = files.clone().map(|_| Bits::default()).collect();
         for r in 0..plan.buckets {
+            let path = work.winners(r, t);
+            let mut stray = None;
             read_all(
-                &work.winners(r, t),
+                &path,
                 |f| Ok((get_u64(f)?, get_u64(f)?)),
-                |(file, record)| records[file as usize - files.start].insert(record),
+                |(file, record)| match (file as usize)
+                    .checked_sub(files.start)
+                    .and_then(|k| records.get_mut(k))
+                {
+                    Some(bits) => bits.insert(record),
+                    None => stray = Some(file),
+                },
             )?;
+            if let Some(file) = stray {
+                return Err(PipelineError::BadInput {
+                    path,
+                    location: format!("input file {file}"),
+                    message: format!("not a file of task {t}"),
+                });
+            }
         }
         Ok(Winners {
             first_file: files.start,
