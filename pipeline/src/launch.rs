@@ -91,3 +91,29 @@ pub fn write_launchers(
     }
     Ok(summary)
 }
+
+/// Launch files for a command already split over workers (`t5mix build
+/// --num-workers N`): the same command per worker with `--worker-index`
+/// set, then with `--finalize`. `args` is the command's arguments; those
+/// naming the launch folder (`flag`) or a worker index are left out.
+pub fn worker_launchers(dir: &Path, args: &[String], flag: &str, workers: usize) -> Result<String> {
+    let mut kept = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == flag || a == "--worker-index" {
+            it.next();
+        } else if !a.starts_with(&format!("{flag}=")) && !a.starts_with("--worker-index=") {
+            kept.push(format!("'{}'", a.replace('\'', "'\\''")));
+        }
+    }
+    let args = kept.join(" ");
+    let stage = LaunchStage {
+        name: "build".into(),
+        tasks: workers,
+        command: format!("{args} --worker-index {INDEX}"),
+    };
+    Ok(format!(
+        "{workers} workers (run from this folder), then --finalize:\n{}",
+        write_launchers(dir, "build", &[stage], &format!("{args} --finalize"))?
+    ))
+}

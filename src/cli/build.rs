@@ -161,36 +161,13 @@ pub struct BuildArgs {
     launchers: Option<PathBuf>,
 }
 
-/// This command's arguments without `--launchers DIR` and
-/// `--worker-index N` (both forms of each).
-fn relaunch_args() -> String {
-    let mut out = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--launchers" || a == "--worker-index" {
-            args.next();
-        } else if !a.starts_with("--launchers=") && !a.starts_with("--worker-index=") {
-            out.push(format!("'{}'", a.replace('\'', "'\\''")));
-        }
-    }
-    out.join(" ")
-}
-
 pub fn build(a: BuildArgs, reg: &Registry, quiet: bool) -> Result<()> {
     let worker = Worker::new(a.worker_index, a.num_workers)?;
     if let Some(dir) = &a.launchers {
-        use t5mix_pipeline::launch::{write_launchers, LaunchStage, INDEX};
-        let args = relaunch_args();
-        let stage = LaunchStage {
-            name: "build".into(),
-            tasks: a.num_workers,
-            command: format!("{args} --worker-index {INDEX}"),
-        };
-        print!(
-            "build as {} workers (run from this folder), then --finalize:\n{}",
-            a.num_workers,
-            write_launchers(dir, "build", &[stage], &format!("{args} --finalize"))?
-        );
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let launch =
+            t5mix_pipeline::launch::worker_launchers(dir, &args, "--launchers", a.num_workers)?;
+        print!("build as {launch}");
         return Ok(());
     }
     if let Some(name) = &a.mixture {
