@@ -7,6 +7,7 @@ include!("../build/shared_data.rs");
 fn main() {
     shared_data_cfg(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     python_module_cfg("t5mix_py_sentencepiece", "sentencepiece", Some("0.2.3"));
+    python_module_cfg("t5mix_py_trafilatura", "trafilatura", Some("2.3.1"));
     println!("cargo:rustc-check-cfg=cfg(spm_trainer)");
     println!("cargo:rerun-if-changed=spm_shim/trainer.cc");
     println!("cargo:rerun-if-env-changed=T5MIX_NO_SPM_TRAINER");

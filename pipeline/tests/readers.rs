@@ -352,3 +352,77 @@ fn read_report(
     .unwrap();
     (v, r)
 }
+
+/// Token F1 (whitespace tokens, as multisets) of `a` against `b`.
+fn token_f1(a: &str, b: &str) -> f64 {
+    use std::collections::HashMap;
+    fn count(s: &str) -> HashMap<&str, usize> {
+        let mut m = HashMap::new();
+        s.split_whitespace()
+            .for_each(|w| *m.entry(w).or_default() += 1);
+        m
+    }
+    let (ca, cb) = (count(a), count(b));
+    let (na, nb) = (ca.values().sum::<usize>(), cb.values().sum::<usize>());
+    if na == 0 && nb == 0 {
+        return 1.0;
+    }
+    let common: usize = ca
+        .iter()
+        .map(|(w, n)| (*n).min(cb.get(w).copied().unwrap_or(0)))
+        .sum();
+    if common == 0 {
+        return 0.0;
+    }
+    let (p, r) = (common as f64 / na as f64, common as f64 / nb as f64);
+    2.0 * p * r / (p + r)
+}
+
+/// The main-content extractor against trafilatura 2.3.1 (default settings),
+/// computed now by scripts/trafilatura_reference.py on the shared Common
+/// Crawl WARC: per-page token F1, median and mean, at least as close as the
+/// all-text extractor and above a floor (measured: main 0.611 / 0.596,
+/// plain 0.578 / 0.548; issue #17's bar, a median of 0.90, is not met).
+#[test]
+#[cfg_attr(
+    not(all(t5mix_shared_data, t5mix_py_trafilatura)),
+    ignore = "needs ../shared/data and python3 with trafilatura 2.3.1"
+)]
+fn main_content_agrees_with_trafilatura_better_than_all_text() {
+    use t5mix_pipeline::readers::html::Extractor;
+    let warc = t5mix_pipeline::shared_data::shared_file("resiliparse-cc-warc/warcfile.warc.gz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/trafilatura_reference.py");
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&warc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(reference.len(), 16);
+    let scores = |extractor| {
+        let opts = ReadOptions {
+            extractor,
+            ..Default::default()
+        };
+        let (docs, _) = read_report(&warc, &opts);
+        let mut f1: Vec<f64> = reference
+            .iter()
+            .map(|(url, want)| {
+                let got = docs.iter().find(|d| &d.url == url).map_or("", |d| &d.text);
+                token_f1(got, want)
+            })
+            .collect();
+        f1.sort_by(f64::total_cmp);
+        let median = (f1[f1.len() / 2 - 1] + f1[f1.len() / 2]) / 2.0;
+        (median, f1.iter().sum::<f64>() / f1.len() as f64)
+    };
+    let (main, plain) = (scores(Extractor::Main), scores(Extractor::Plain));
+    eprintln!("token F1 vs trafilatura, median / mean: main {main:.3?}, plain {plain:.3?}");
+    assert!(
+        main.0 >= plain.0 && main.1 >= plain.1,
+        "main {main:?} plain {plain:?}"
+    );
+    assert!(main.0 >= 0.55 && main.1 >= 0.55, "main {main:?}");
+}
