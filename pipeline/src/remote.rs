@@ -292,16 +292,22 @@ pub fn publish(dir: &Path, url: &str) -> Result<Vec<String>> {
         .collect();
     names.sort();
     names.push(crate::manifest::MANIFEST.to_string());
-    let base = url.trim_end_matches('/');
     for n in &names {
-        upload(&dir.join(n), &format!("{base}/{n}"))?;
+        upload_into(&dir.join(n), url)?;
     }
     Ok(names)
 }
 
+/// Uploads a local file into the folder a URL names, under its file name.
+pub fn upload_into(src: &Path, folder_url: &str) -> Result<()> {
+    let name = src.file_name().unwrap_or_default().to_string_lossy();
+    upload(src, &format!("{}/{name}", folder_url.trim_end_matches('/')))
+}
+
 /// Where a clean run writes: a local folder as it is, or for an object
-/// storage URL a local temporary folder whose shards [`Destination::publish`]
-/// uploads (manifest last).
+/// storage URL a local folder whose shards are uploaded — a temporary one
+/// that [`Destination::publish`] uploads (manifest last), or for a staged
+/// run the `--work-dir` every task sees, whose write tasks upload.
 pub struct Destination {
     url: Option<String>,
     staging: Option<tempfile::TempDir>,
@@ -309,18 +315,33 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// The destination `--out` names.
-    pub fn new(out: &Path) -> Result<Self> {
-        match out.to_str().filter(|o| is_remote(o)) {
-            Some(url) => {
-                let staging = tempfile::tempdir().map_err(|e| err(url, e))?;
+    /// The destination `--out` names, with the staged run's `--work-dir`
+    /// (needed for an object storage `--out`, refused otherwise).
+    pub fn new(out: &Path, work_dir: Option<&Path>, staged: bool) -> Result<Self> {
+        let url = out.to_str().filter(|o| is_remote(o)).map(str::to_string);
+        let refuse = |message: &str| PipelineError::Config {
+            what: "--work-dir".into(),
+            message: message.into(),
+        };
+        match (url, work_dir) {
+            (Some(url), Some(work)) if staged => Ok(Destination {
+                url: Some(url),
+                staging: None,
+                dir: work.to_path_buf(),
+            }),
+            (Some(url), None) if staged => Err(refuse(&format!(
+                "--out {url}: a staged run needs --work-dir, a folder every task sees for the files between stages"
+            ))),
+            (_, Some(_)) => Err(refuse("it is for a staged run whose --out is object storage")),
+            (Some(url), None) => {
+                let staging = tempfile::tempdir().map_err(|e| err(&url, e))?;
                 Ok(Destination {
-                    url: Some(url.to_string()),
+                    url: Some(url),
                     dir: staging.path().to_path_buf(),
                     staging: Some(staging),
                 })
             }
-            None => Ok(Destination {
+            (None, None) => Ok(Destination {
                 url: None,
                 staging: None,
                 dir: out.to_path_buf(),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use t5mix_pipeline::clean::output::prepare_out_dir;
 use t5mix_pipeline::clean::staged::{self, Stage, StagedPlan};
@@ -157,15 +157,8 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let inputs = expand_inputs(&a.inputs)?;
-    let dest = remote::Destination::new(&out)?;
-    let out = match (dest.url(), &a.work_dir) {
-        (Some(_), Some(work)) => work.clone(),
-        (Some(url), None) if a.num_tasks.is_some() => bail!(
-            "--out {url}: a staged run needs --work-dir, a folder every task sees for the files between stages"
-        ),
-        (None, Some(_)) => bail!("--work-dir is for a staged run whose --out is object storage"),
-        _ => dest.dir().to_path_buf(),
-    };
+    let dest = remote::Destination::new(&out, a.work_dir.as_deref(), a.num_tasks.is_some())?;
+    let out = dest.dir().to_path_buf();
     prepare_out_dir(&out, a.overwrite, &inputs)?;
     let badwords = match &a.badwords {
         Some(p) => Some(BadWords::load(p, &a.badwords_lang)?),

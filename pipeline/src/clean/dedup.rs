@@ -216,11 +216,6 @@ impl LineOwners {
         }
     }
 
-    /// Every line's owner so far, in no particular order.
-    pub fn entries(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
-        self.owner.iter().map(|(k, u)| (*k, *u))
-    }
-
     /// Folds another table in.
     pub fn merge(&mut self, other: LineOwners) {
         for (k, u) in other.owner {

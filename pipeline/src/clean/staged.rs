@@ -1092,8 +1092,7 @@ fn write(plan: &StagedPlan, work: &Work, out: &Path, t: usize) -> Result<()> {
             // uploaded whole (multipart) or not at all; a re-run task
             // writes and uploads the same bytes again
             for p in &paths {
-                let name = p.file_name().unwrap_or_default().to_string_lossy();
-                crate::remote::upload(p, &format!("{url}/{name}"))?;
+                crate::remote::upload_into(p, url)?;
                 std::fs::remove_file(p).map_err(io_at(p))?;
             }
         }
@@ -1158,8 +1157,7 @@ pub fn finish_run(out: &Path, t0: Instant) -> Result<(CleanStats, String)> {
     stats.write_manifest(out)?;
     if let Some(url) = &plan.publish_to {
         // last: its presence says the upload is whole
-        let manifest = out.join(crate::manifest::MANIFEST);
-        crate::remote::upload(&manifest, &format!("{url}/{}", crate::manifest::MANIFEST))?;
+        crate::remote::upload_into(&out.join(crate::manifest::MANIFEST), url)?;
     }
     std::fs::remove_dir_all(&work.dir).map_err(io_at(&work.dir))?;
     Ok((stats, plan.destination(out)))
