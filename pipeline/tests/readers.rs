@@ -388,7 +388,7 @@ fn token_f1(a: &str, b: &str) -> f64 {
     not(all(t5mix_shared_data, t5mix_py_trafilatura)),
     ignore = "needs ../shared/data and python3 with trafilatura 2.3.1"
 )]
-fn main_content_agrees_with_trafilatura_better_than_all_text() {
+fn main_content_agrees_with_trafilatura() {
     use t5mix_pipeline::readers::html::Extractor;
     let warc = t5mix_pipeline::shared_data::shared_file("resiliparse-cc-warc/warcfile.warc.gz");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/trafilatura_reference.py");
@@ -424,5 +424,8 @@ fn main_content_agrees_with_trafilatura_better_than_all_text() {
         main.0 >= plain.0 && main.1 >= plain.1,
         "main {main:?} plain {plain:?}"
     );
-    assert!(main.0 >= 0.55 && main.1 >= 0.55, "main {main:?}");
+    // the bar of the issue: a median token F1 of 0.90 (measured: 1.000,
+    // mean 0.83 — trafilatura's readability/jusText comparison, which we
+    // leave out, changes a few short pages)
+    assert!(main.0 >= 0.90 && main.1 >= 0.80, "main {main:?}");
 }

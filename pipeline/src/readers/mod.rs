@@ -10,6 +10,7 @@
 
 pub mod html;
 mod jsonl;
+mod main_content;
 mod parquet_text;
 mod plain;
 pub mod rows;
