@@ -106,3 +106,33 @@ fn spm_trainer_cfg() {
         println!("cargo:rustc-cfg=t5mix_spm_trainer");
     }
 }
+
+// Sets the cfg `t5mix_nvrtc` when NVRTC is there for the test that compiles
+// the CUDA kernels without a GPU: `T5MIX_NVRTC` (the library file), else the
+// CUDA 13 wheel in python3's site-packages (`pip install
+// nvidia-cuda-nvrtc==13.0.88`) — the places trainer::device::nvrtc_path
+// looks at run time. `T5MIX_REQUIRE_PYTHON_REFERENCES=1` (CI, which
+// installs the wheel) makes a missing one a build failure.
+#[allow(dead_code)]
+fn nvrtc_cfg() {
+    println!("cargo:rustc-check-cfg=cfg(t5mix_nvrtc)");
+    println!("cargo:rerun-if-env-changed=T5MIX_NVRTC");
+    let found = match std::env::var_os("T5MIX_NVRTC") {
+        Some(p) => std::path::Path::new(&p).is_file(),
+        None => std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import site, os, sys; sys.exit(not any(os.path.isfile(os.path.join(d, 'nvidia/cu13/lib/libnvrtc.so.13')) for d in site.getsitepackages() + [site.getusersitepackages()]))",
+            ])
+            .status()
+            .is_ok_and(|s| s.success()),
+    };
+    if found {
+        println!("cargo:rustc-cfg=t5mix_nvrtc");
+    } else if std::env::var_os("T5MIX_REQUIRE_PYTHON_REFERENCES").is_some_and(|v| v == "1") {
+        panic!(
+            "T5MIX_REQUIRE_PYTHON_REFERENCES=1 but NVRTC is not there: \
+             pip install nvidia-cuda-nvrtc==13.0.88 (or set T5MIX_NVRTC)"
+        );
+    }
+}

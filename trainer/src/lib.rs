@@ -25,6 +25,7 @@ macro_rules! simd_fns {
 
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod kernels;

@@ -1,0 +1,169 @@
+//! The trainer's own GPU code (beside dfdx's): CUDA kernel sources in the
+//! repository (`trainer/cuda/`), compiled at run time by NVRTC through
+//! `cudarc` to a CUBIN for the GPU's architecture, and their CPU twin
+//! ([`twin`]), which computes what the kernels compute in the same order.
+//!
+//! The kernels compile without a GPU (NVRTC is a library: the PyPI wheel
+//! `nvidia-cuda-nvrtc` has it), so a test compiles them on every machine
+//! that has NVRTC, and CI installs it: a kernel that does not compile fails
+//! CI. Running them needs the device machine.
+//!
+//! Why a CUBIN and not PTX: the device image's NVRTC (13.2, in PyTorch's
+//! environment) writes PTX ISA 9.2, which its 580 driver (CUDA 13.0)
+//! refuses to load; a CUBIN for the GPU's own architecture needs no JIT.
+
+pub mod twin;
+
+use crate::{Result, TrainError};
+use std::path::{Path, PathBuf};
+
+/// Threads per block of every reduction kernel (the order of the sums
+/// depends on it: one home, passed to the kernels as `T5_THREADS`).
+pub const THREADS: usize = 256;
+/// Blocks of a grid-wide reduction (`T5_BLOCKS`).
+pub const BLOCKS: usize = 1024;
+
+/// The optimizer kernels' source.
+pub const OPTIMIZER_CU: &str = include_str!("../../cuda/optimizer.cu");
+
+/// The entry points of [`OPTIMIZER_CU`].
+pub const OPTIMIZER_KERNELS: [&str; 11] = [
+    "sumsq_partials",
+    "sum_partials",
+    "clip_by_norm",
+    "adamw",
+    "adafactor_row_sums",
+    "adafactor_col_sums",
+    "adafactor_moments",
+    "sum_f32_partials",
+    "adafactor_factored_y",
+    "adafactor_full_y",
+    "adafactor_apply",
+];
+
+/// Compiled kernels: the PTX (for reading) and the CUBIN (for loading).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// PTX for the architecture's virtual counterpart.
+    pub ptx: String,
+    /// Machine code for the architecture.
+    pub cubin: Vec<u8>,
+}
+
+/// The NVRTC options: no fused multiply-add (products and sums round as
+/// on the CPU), IEEE division and square root, flush-to-zero as the CPU
+/// trainer runs (`Runtime::flush_denormals`).
+fn options(arch: &str, flush_denormals: bool) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture={arch}"),
+        "--fmad=false".into(),
+        "--prec-div=true".into(),
+        "--prec-sqrt=true".into(),
+        format!("--ftz={flush_denormals}"),
+        format!("-DT5_THREADS={THREADS}"),
+        format!("-DT5_BLOCKS={BLOCKS}"),
+    ]
+}
+
+/// Where NVRTC is: `$T5MIX_NVRTC` (the library file), else the CUDA 13
+/// wheel in python3's site-packages (`nvidia/cu13/lib/libnvrtc.so.13`, as
+/// PyTorch installs it), else None (the system's library path).
+pub fn nvrtc_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("T5MIX_NVRTC") {
+        return Some(PathBuf::from(p));
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import site, sys; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()]))",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|d| Path::new(d).join("nvidia/cu13/lib/libnvrtc.so.13"))
+        .find(|p| p.is_file())
+}
+
+/// Loads NVRTC (once): from [`nvrtc_path`] when it names a file, so that
+/// cudarc's lookup by library name finds the library already loaded.
+fn load_nvrtc() -> Result<()> {
+    use std::sync::OnceLock;
+    static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            if let Some(path) = nvrtc_path() {
+                // SAFETY: loading NVRTC runs no code of ours; the library
+                // stays loaded for the life of the process.
+                let lib = unsafe { libloading::Library::new(&path) }
+                    .map_err(|e| format!("NVRTC at {}: {e}", path.display()))?;
+                std::mem::forget(lib);
+            }
+            // SAFETY: only tries to open the library by its names.
+            if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                Ok(())
+            } else {
+                Err("NVRTC not found: set T5MIX_NVRTC to libnvrtc.so.13, or \
+                     pip install nvidia-cuda-nvrtc==13.0.88"
+                    .to_string())
+            }
+        })
+        .clone()
+        .map_err(TrainError::Config)
+}
+
+/// Compiles `src` (with its name for messages) for `arch` (`sm_90` for the
+/// H100 and H200).
+pub fn compile(name: &str, src: &str, arch: &str, flush_denormals: bool) -> Result<Compiled> {
+    use cudarc::nvrtc::{result, sys};
+    load_nvrtc()?;
+    let fail = |what: &str, e: &dyn std::fmt::Debug| {
+        TrainError::Config(format!("compiling {name} for {arch}: {what}: {e:?}"))
+    };
+    let c_src = std::ffi::CString::new(src).map_err(|e| fail("source", &e))?;
+    let c_name = std::ffi::CString::new(name).map_err(|e| fail("name", &e))?;
+    let prog =
+        result::create_program(&c_src, Some(c_name.as_c_str())).map_err(|e| fail("create", &e))?;
+    let opts = options(arch, flush_denormals);
+    // SAFETY: `prog` is a live program until destroyed below; the buffers
+    // passed to NVRTC are sized by NVRTC's own size queries.
+    let out = unsafe {
+        let compiled = result::compile_program(prog, &opts).map_err(|e| {
+            let log = result::get_program_log(prog)
+                .map(|l| {
+                    let bytes: Vec<u8> = l.iter().map(|&c| c as u8).collect();
+                    String::from_utf8_lossy(&bytes)
+                        .trim_end_matches('\0')
+                        .to_string()
+                })
+                .unwrap_or_default();
+            fail("NVRTC", &format!("{e:?}\n{log}"))
+        });
+        let ptx = compiled.and_then(|()| {
+            let raw = result::get_ptx(prog).map_err(|e| fail("PTX", &e))?;
+            let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).collect();
+            Ok(String::from_utf8_lossy(&bytes)
+                .trim_end_matches('\0')
+                .to_string())
+        });
+        let cubin = ptx.and_then(|ptx| {
+            let mut size = 0usize;
+            sys::nvrtcGetCUBINSize(prog, &mut size)
+                .result()
+                .map_err(|e| fail("CUBIN size", &e))?;
+            let mut cubin = vec![0u8; size];
+            sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast())
+                .result()
+                .map_err(|e| fail("CUBIN", &e))?;
+            Ok(Compiled { ptx, cubin })
+        });
+        let _ = result::destroy_program(prog);
+        cubin
+    }?;
+    Ok(out)
+}
+
+/// The optimizer kernels compiled for `arch`.
+pub fn compile_optimizer(arch: &str, flush_denormals: bool) -> Result<Compiled> {
+    compile("optimizer.cu", OPTIMIZER_CU, arch, flush_denormals)
+}

@@ -1,0 +1,335 @@
+//! What the optimizer kernels (`trainer/cuda/optimizer.cu`) compute, on the
+//! CPU, over the same flat buffers and in the same order: every sum in f64
+//! in the kernels' fixed order ([`grid_sum`]), every element-wise formula
+//! as the kernel writes it. A GPU run is checked against this twin bit for
+//! bit; the twin is checked here against the CPU optimizer
+//! ([`crate::optim`]): the weights agree bit for bit after three clipped
+//! AdamW and Adafactor steps (the f64 sums, added in another order, round
+//! to the same f32 values).
+
+use super::{BLOCKS, THREADS};
+use crate::optim::{OptimizerConfig, ParamState};
+
+/// Where each parameter lives in the flat buffers: its offset and shape
+/// (rows, columns), in the model's parameter order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatLayout {
+    /// (offset, (rows, columns)) of each parameter.
+    pub params: Vec<(usize, (usize, usize))>,
+    /// Values in all.
+    pub len: usize,
+}
+
+impl FlatLayout {
+    /// The parameters one after the other.
+    pub fn new(shapes: &[(usize, usize)]) -> Self {
+        let mut len = 0;
+        let params = shapes
+            .iter()
+            .map(|&(r, c)| {
+                let at = len;
+                len += r * c;
+                (at, (r, c))
+            })
+            .collect();
+        FlatLayout { params, len }
+    }
+
+    /// The tensors, one after the other in one buffer.
+    pub fn flatten(&self, tensors: &[Vec<f32>]) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(self.len);
+        for t in tensors {
+            flat.extend_from_slice(t);
+        }
+        flat
+    }
+
+    /// The parameter `i`'s values in a flat buffer.
+    pub fn slice<'a>(&self, flat: &'a [f32], i: usize) -> &'a [f32] {
+        let (at, (r, c)) = self.params[i];
+        &flat[at..at + r * c]
+    }
+}
+
+/// The pairwise sum of one value per thread of a block (`block_sum`).
+fn block_sum(mut sh: [f64; THREADS]) -> f64 {
+    let mut s = THREADS / 2;
+    while s > 0 {
+        for t in 0..s {
+            sh[t] += sh[t + s];
+        }
+        s /= 2;
+    }
+    sh[0]
+}
+
+/// The sum of `value(i)` for i < n in the order of a `*_partials` kernel
+/// and `sum_partials`: per thread in index order, per block pairwise, then
+/// the blocks' sums the same way.
+pub fn grid_sum(n: usize, value: impl Fn(usize) -> f64) -> f64 {
+    let stride = BLOCKS * THREADS;
+    let partials: Vec<f64> = (0..BLOCKS)
+        .map(|b| {
+            let mut sh = [0f64; THREADS];
+            for (t, acc) in sh.iter_mut().enumerate() {
+                let mut i = b * THREADS + t;
+                while i < n {
+                    *acc += value(i);
+                    i += stride;
+                }
+            }
+            block_sum(sh)
+        })
+        .collect();
+    let mut sh = [0f64; THREADS];
+    for (t, acc) in sh.iter_mut().enumerate() {
+        let mut i = t;
+        while i < BLOCKS {
+            *acc += partials[i];
+            i += THREADS;
+        }
+    }
+    block_sum(sh)
+}
+
+/// The sum of squares in the kernels' order (`sumsq_partials`).
+pub fn sumsq(x: &[f32]) -> f64 {
+    grid_sum(x.len(), |i| {
+        let v = x[i] as f64;
+        v * v
+    })
+}
+
+/// Global-norm clipping of the flat gradients (`clip_by_norm`); the norm
+/// before clipping.
+pub fn clip_global_norm(g: &mut [f32], max_norm: Option<f64>) -> f64 {
+    let norm = sumsq(g).sqrt();
+    if let Some(m) = max_norm {
+        if norm > m && norm > 0.0 {
+            let s = (m / norm) as f32;
+            g.iter_mut().for_each(|x| *x *= s);
+        }
+    }
+    norm
+}
+
+const EPS1: f32 = 1e-30;
+
+/// One optimizer step over flat buffers, as the kernels take it: `states`
+/// one per parameter (as [`crate::optim::Optimizer`] keeps them), `step`
+/// the updates done before.
+pub fn update(
+    cfg: OptimizerConfig,
+    layout: &FlatLayout,
+    params: &mut [f32],
+    grads: &[f32],
+    states: &mut [ParamState],
+    step: u64,
+    lr: f64,
+) {
+    for (k, &(at, (r, c))) in layout.params.iter().enumerate() {
+        let n = r * c;
+        let (p, g) = (&mut params[at..at + n], &grads[at..at + n]);
+        match (cfg, &mut states[k]) {
+            (
+                OptimizerConfig::AdamW {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                },
+                ParamState::Adam { m, v },
+            ) => {
+                // the host's constants, as optim::Optimizer::update
+                let t = (step + 1) as i32;
+                let bc1 = 1.0 - beta1.powi(t);
+                let bc2 = 1.0 - beta2.powi(t);
+                let (b1, b2) = (beta1 as f32, beta2 as f32);
+                let lr_t = (lr * bc2.sqrt() / bc1) as f32;
+                let decay = (lr * weight_decay) as f32;
+                let eps_t = eps as f32 * bc2.sqrt() as f32;
+                for i in 0..n {
+                    // kernel `adamw`
+                    let gi = g[i];
+                    let mi = b1 * m[i] + (1.0 - b1) * gi;
+                    let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
+                    let mut pi = p[i];
+                    pi -= decay * pi;
+                    pi -= lr_t * mi / (vi.sqrt() + eps_t);
+                    (m[i], v[i], p[i]) = (mi, vi, pi);
+                }
+            }
+            (
+                OptimizerConfig::Adafactor {
+                    decay_rate,
+                    clipping_threshold,
+                    multiply_by_parameter_scale,
+                    ..
+                },
+                st,
+            ) => {
+                let decay = (1.0 - ((step + 1) as f64).powf(-decay_rate)) as f32;
+                let mix = 1.0 - decay;
+                let sum_p2 = sumsq(p);
+                let y = match st {
+                    ParamState::Factored { v_row, v_col } => {
+                        let rows_first = v_row.len() == r && v_col.len() == c;
+                        // kernels `adafactor_row_sums` / `_col_sums`
+                        let gs = |i: usize, j: usize| (g[i * c + j] * g[i * c + j] + EPS1) as f64;
+                        let row_sums: Vec<f64> =
+                            (0..r).map(|i| (0..c).map(|j| gs(i, j)).sum()).collect();
+                        let col_sums: Vec<f64> = (0..c)
+                            .map(|j| (0..r).fold(0.0, |acc, i| acc + gs(i, j)))
+                            .collect();
+                        let (s_row, s_col) = if rows_first {
+                            (row_sums, col_sums)
+                        } else {
+                            (col_sums, row_sums)
+                        };
+                        // kernel `adafactor_moments`, counts as the CPU's
+                        let (n_row, n_col) = (v_col.len() as f64, v_row.len() as f64);
+                        for (v, s) in v_row.iter_mut().zip(&s_row) {
+                            *v = decay * *v + mix * (s / n_row) as f32;
+                        }
+                        for (v, s) in v_col.iter_mut().zip(&s_col) {
+                            *v = decay * *v + mix * (s / n_col) as f32;
+                        }
+                        // `sum_f32_partials` + `adafactor_factored_y`
+                        let row_sum = grid_sum(v_row.len(), |i| v_row[i] as f64);
+                        let row_mean = (row_sum / v_row.len() as f64) as f32;
+                        (0..n)
+                            .map(|k| {
+                                let (i, j) = (k / c, k % c);
+                                let (a, b) = if rows_first { (i, j) } else { (j, i) };
+                                let row_factor = 1.0 / (v_row[a] / row_mean).sqrt();
+                                let col_factor = 1.0 / v_col[b].sqrt();
+                                g[k] * row_factor * col_factor
+                            })
+                            .collect::<Vec<f32>>()
+                    }
+                    ParamState::Full { v } => (0..n)
+                        .map(|i| {
+                            // kernel `adafactor_full_y`
+                            v[i] = decay * v[i] + mix * (g[i] * g[i] + EPS1);
+                            g[i] / v[i].sqrt()
+                        })
+                        .collect(),
+                    ParamState::Adam { .. } => unreachable!("Adafactor state"),
+                };
+                // kernel `adafactor_apply`
+                let mut update_scale = lr as f32;
+                if multiply_by_parameter_scale {
+                    update_scale *= ((sum_p2 / n as f64).sqrt() as f32).max(1e-3);
+                }
+                let clipping = clipping_threshold as f32;
+                let mut denom = 1.0f32;
+                if clipping > 0.0 {
+                    let rms_y = (sumsq(&y) / n as f64).sqrt() as f32;
+                    denom = (rms_y / clipping).max(1.0);
+                }
+                for (pi, yi) in p.iter_mut().zip(&y) {
+                    *pi -= update_scale * (yi / denom);
+                }
+            }
+            (OptimizerConfig::AdamW { .. }, _) => unreachable!("AdamW state"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{clip_global_norm as cpu_clip, Optimizer};
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+    fn random(rng: &mut rand_chacha::ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| ((rng.next_u32() as f64 / u32::MAX as f64) as f32 - 0.5) * scale)
+            .collect()
+    }
+
+    /// Shapes with factored (both orientations, beyond one grid's stride)
+    /// and unfactored parameters.
+    const SHAPES: [(usize, usize); 4] = [(300, 1100), (1100, 256), (64, 96), (1, 512)];
+
+    fn run(cfg: OptimizerConfig, steps: u64) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let layout = FlatLayout::new(&SHAPES);
+        let mut tensors: Vec<Vec<f32>> = SHAPES
+            .iter()
+            .map(|&(r, c)| random(&mut rng, r * c, 2.0))
+            .collect();
+        let mut flat = layout.flatten(&tensors);
+        let mut cpu = Optimizer::new(cfg, &SHAPES);
+        let mut dev_states = cpu.states.clone();
+        for step in 0..steps {
+            let mut grads: Vec<Vec<f32>> = SHAPES
+                .iter()
+                .map(|&(r, c)| random(&mut rng, r * c, 0.1))
+                .collect();
+            let mut flat_g = layout.flatten(&grads);
+            let norm = cpu_clip(&mut grads, Some(1.0));
+            let dev_norm = clip_global_norm(&mut flat_g, Some(1.0));
+            assert!((norm - dev_norm).abs() <= 1e-12 * norm, "{norm} {dev_norm}");
+            cpu.update(&mut tensors, &grads, 1e-2);
+            update(
+                cfg,
+                &layout,
+                &mut flat,
+                &flat_g,
+                &mut dev_states,
+                step,
+                1e-2,
+            );
+        }
+        (layout.flatten(&tensors), flat)
+    }
+
+    #[test]
+    fn adamw_on_flat_buffers_equals_the_cpu_optimizer_bit_for_bit() {
+        // (the clipped gradients may differ in their last bit when the two
+        // norms do; here they agree, and so do all the weights)
+        let (cpu, dev) = run(OptimizerConfig::adamw(), 3);
+        let differ = cpu
+            .iter()
+            .zip(&dev)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{differ} of {} weights differ", cpu.len());
+    }
+
+    #[test]
+    fn adafactor_on_flat_buffers_equals_the_cpu_optimizer_bit_for_bit() {
+        // its sums of squares and row means are added in the kernels' order
+        // here and sequentially there, both in f64: rounded to f32 they
+        // agree on these shapes (a last-bit difference is possible in
+        // principle, and would show here)
+        let (cpu, dev) = run(OptimizerConfig::adafactor(), 3);
+        let differ = cpu
+            .iter()
+            .zip(&dev)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{differ} of {} weights differ", cpu.len());
+        assert_ne!(
+            cpu,
+            run(OptimizerConfig::adafactor(), 2).0,
+            "the steps change the weights"
+        );
+    }
+
+    #[test]
+    fn grid_sum_adds_every_value_once() {
+        for n in [
+            0,
+            1,
+            THREADS - 1,
+            BLOCKS * THREADS + 3,
+            3 * BLOCKS * THREADS,
+        ] {
+            assert_eq!(grid_sum(n, |_| 1.0), n as f64);
+            let exact = (n as f64) * (n as f64 - 1.0) / 2.0;
+            assert_eq!(grid_sum(n, |i| i as f64), exact);
+        }
+    }
+}
