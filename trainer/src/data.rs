@@ -284,3 +284,71 @@ impl BatchStream {
         Ok(())
     }
 }
+
+/// Batches read, shuffled and packed on a background thread while the
+/// model trains on the ones before: the same batches, in the same order, as
+/// the [`BatchStream`] it wraps. At most `depth` batches wait.
+pub struct Prefetch {
+    rx: Option<std::sync::mpsc::Receiver<Result<Option<Batch>>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    ended: bool,
+    /// Batches handed out so far (with those the stream had handed out
+    /// before it was wrapped).
+    pub batches: u64,
+}
+
+impl Prefetch {
+    /// Reads `stream` ahead, `depth` (≥ 1) batches at most.
+    pub fn new(mut stream: BatchStream, depth: usize) -> Prefetch {
+        let batches = stream.batches;
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+        let reader = std::thread::Builder::new()
+            .name("t5mix-batches".into())
+            .spawn(move || loop {
+                let next = stream.next_batch();
+                let last = !matches!(next, Ok(Some(_)));
+                // a send fails when the trainer has dropped its end
+                if tx.send(next).is_err() || last {
+                    break;
+                }
+            })
+            .ok();
+        Prefetch {
+            rx: Some(rx),
+            reader,
+            ended: false,
+            batches,
+        }
+    }
+
+    /// The next batch, or `None` when the data is exhausted (as
+    /// [`BatchStream::next_batch`]).
+    pub fn next_batch(&mut self) -> Result<Option<Batch>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let got = match &self.rx {
+            Some(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(TrainError::Data(
+                    "the batch reader thread stopped unexpectedly".into(),
+                ))
+            }),
+            None => Err(TrainError::Data("no batch reader thread".into())),
+        };
+        match &got {
+            Ok(Some(_)) => self.batches += 1,
+            _ => self.ended = true,
+        }
+        got
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // the reader's next send fails, so it stops
+        self.rx.take();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}

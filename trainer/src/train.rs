@@ -13,11 +13,15 @@ use t5mix_pipeline::features::SequenceLength;
 use t5mix_pipeline::manifest::{check_example_folders, FolderCheck, VocabularyInfo};
 
 use crate::config::T5Config;
-use crate::data::{shard_files, BatchStream, DataConfig};
+use crate::data::{shard_files, BatchStream, DataConfig, Prefetch};
 use crate::error::{Result, TrainError};
 use crate::model::{Batch, Dropout, LossConfig, LossNormalization, T5};
 use crate::optim::{clip_global_norm, Optimizer, OptimizerConfig, Schedule};
 use crate::weights::{decode_safetensors, encode_safetensors, load_model, save_model};
+
+/// Training batches read ahead on a background thread (the micro-batches
+/// of the next step or two).
+const PREFETCH_BATCHES: usize = 4;
 
 /// Where the weights come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -673,7 +677,7 @@ pub struct Trainer<D: Device<f32>> {
     /// saved model so that evaluation decodes with the same one.
     pub vocabulary: Option<VocabularyInfo>,
     opts: TrainOptions,
-    stream: BatchStream,
+    stream: Prefetch,
     eval_batches: Vec<Batch>,
     step: u64,
     start_step: u64,
@@ -830,7 +834,7 @@ impl<D: Device<f32>> Trainer<D> {
             model,
             optimizer,
             opts,
-            stream,
+            stream: Prefetch::new(stream, PREFETCH_BATCHES),
             eval_batches,
             step,
             start_step: step,

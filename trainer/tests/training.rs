@@ -271,6 +271,56 @@ fn evaluation_streams_keep_the_last_partial_batch() {
     assert_eq!(sizes(true), vec![20, 12]);
 }
 
+/// Batches read ahead on a background thread are the stream's own, in its
+/// order, through epochs, shuffling, packing and the end of the data; one
+/// wrapped after a resume's skip goes on from there.
+#[test]
+fn prefetched_batches_are_the_streams() {
+    use t5mix_trainer::data::{shard_files, BatchStream, DataConfig, Prefetch};
+    let tmp = tempfile::tempdir().unwrap();
+    write_shards(tmp.path());
+    let cfg = DataConfig {
+        inputs_length: 16,
+        targets_length: 16,
+        batch_size: 3,
+        packing: Packing::Greedy,
+        shuffle_buffer: 8,
+        seed: 5,
+        epochs: Some(3),
+        keep_partial: true,
+    };
+    let stream = || {
+        BatchStream::new(
+            shard_files(&[tmp.path().to_path_buf()]).unwrap(),
+            cfg.clone(),
+        )
+        .unwrap()
+    };
+    let mut direct = Vec::new();
+    let mut s = stream();
+    while let Some(b) = s.next_batch().unwrap() {
+        direct.push(b);
+    }
+    assert!(direct.len() > 10);
+    for depth in [1, 2, 64] {
+        let mut p = Prefetch::new(stream(), depth);
+        let mut got = Vec::new();
+        while let Some(b) = p.next_batch().unwrap() {
+            got.push(b);
+        }
+        assert_eq!(got, direct, "depth {depth}");
+        assert_eq!(p.batches, direct.len() as u64);
+        assert!(p.next_batch().unwrap().is_none(), "stays ended");
+    }
+    let mut skipped = stream();
+    skipped.skip(4).unwrap();
+    let mut p = Prefetch::new(skipped, 2);
+    assert_eq!(p.next_batch().unwrap().as_ref(), Some(&direct[4]));
+    assert_eq!(p.batches, 5);
+    // dropped before the end: the reader thread stops
+    drop(p);
+}
+
 /// Shards are checked against the model before step 1: a folder without a
 /// manifest or with a vocabulary larger than the embedding is refused,
 /// examples longer than the lengths are noted (they are trimmed); ids past
