@@ -136,3 +136,21 @@ fn nvrtc_cfg() {
         );
     }
 }
+
+// Sets the cfg `t5mix_gpu` when `nvidia-smi -L` lists a GPU, for the tests
+// that run our CUDA kernels: without one they are reported as ignored (a
+// test binary built here and run on the device machine runs them with
+// `--include-ignored`: scripts/gpu-check.sh).
+#[allow(dead_code)]
+fn gpu_cfg() {
+    println!("cargo:rustc-check-cfg=cfg(t5mix_gpu)");
+    let gpu = std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains("GPU"));
+    if gpu {
+        println!("cargo:rustc-cfg=t5mix_gpu");
+    }
+}

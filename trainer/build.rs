@@ -8,6 +8,7 @@ fn main() {
     shared_data_cfg(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     python_module_cfg("t5mix_py_tensorboard", "tensorboard", None);
     nvrtc_cfg();
+    gpu_cfg();
     println!("cargo:rustc-check-cfg=cfg(t5mix_openblas)");
     println!("cargo:rerun-if-env-changed=T5MIX_NO_OPENBLAS");
     if std::env::var_os("T5MIX_NO_OPENBLAS").is_some() {

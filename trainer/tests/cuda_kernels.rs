@@ -1,9 +1,11 @@
 //! The CUDA kernels compile with NVRTC on any machine (no GPU needed), so
 //! a kernel that does not compile fails here, in CI. Running them and
 //! checking them against their CPU twin (`trainer::device::twin`) needs the
-//! device machine.
+//! device machine (`cfg(t5mix_gpu)`, or `--include-ignored` there).
 
+use t5mix_trainer::device::twin::{self, FlatLayout};
 use t5mix_trainer::device::{compile, compile_optimizer, OPTIMIZER_KERNELS};
+use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
 
 #[test]
 #[cfg_attr(
@@ -40,4 +42,75 @@ fn a_kernel_that_does_not_compile_is_an_error_with_the_compiler_log() {
         err.contains("bad.cu") && err.contains("undefined_thing"),
         "{err}"
     );
+}
+
+/// Values in [-scale/2, scale/2) from a fixed sequence.
+fn values(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn optimizer_on_the_gpu_equals_its_cpu_twin_bit_for_bit() {
+    use t5mix_trainer::device::optimizer::DeviceOptimizer;
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    // factored both ways, unfactored, and a tensor past one grid's stride
+    let shapes = [(300, 1100), (1100, 256), (64, 96), (1, 512), (2048, 512)];
+    let layout = FlatLayout::new(&shapes);
+    for cfg in [OptimizerConfig::adamw(), OptimizerConfig::adafactor()] {
+        let mut seed = 11u64;
+        let mut cpu_p = values(&mut seed, layout.len, 2.0);
+        let mut cpu_states = Optimizer::new(cfg, &shapes).states;
+        let mut dev_p = stream.clone_htod(&cpu_p).unwrap();
+        let mut dev = DeviceOptimizer::new(stream.clone(), cfg, layout.clone(), false).unwrap();
+        for step in 0..3 {
+            let mut cpu_g = values(&mut seed, layout.len, 0.1);
+            let mut dev_g = stream.clone_htod(&cpu_g).unwrap();
+            let norm = twin::clip_global_norm(&mut cpu_g, Some(1.0));
+            dev.clip_global_norm(&mut dev_g, Some(1.0)).unwrap();
+            assert_eq!(
+                dev.grad_norm().unwrap().to_bits(),
+                norm.to_bits(),
+                "{cfg:?} step {step}"
+            );
+            twin::update(
+                cfg,
+                &layout,
+                &mut cpu_p,
+                &cpu_g,
+                &mut cpu_states,
+                step,
+                1e-2,
+            );
+            dev.update(&mut dev_p, &dev_g, 1e-2).unwrap();
+        }
+        let got = stream.clone_dtoh(&dev_p).unwrap();
+        let differ = got
+            .iter()
+            .zip(&cpu_p)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "{cfg:?}: {differ} of {} weights differ",
+            got.len()
+        );
+        assert_eq!(
+            dev.states().unwrap(),
+            cpu_states,
+            "{cfg:?}: optimizer state"
+        );
+    }
 }

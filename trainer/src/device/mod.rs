@@ -12,6 +12,7 @@
 //! environment) writes PTX ISA 9.2, which its 580 driver (CUDA 13.0)
 //! refuses to load; a CUBIN for the GPU's own architecture needs no JIT.
 
+pub mod optimizer;
 pub mod twin;
 
 use crate::{Result, TrainError};

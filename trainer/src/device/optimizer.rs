@@ -1,0 +1,393 @@
+//! The optimizer step on the GPU: parameters, gradients and moments in flat
+//! device buffers, AdamW / t5x Adafactor / global-norm clipping as the
+//! kernels of `trainer/cuda/optimizer.cu`, launched through `cudarc` on a
+//! stream of the primary context (the one dfdx's device uses too). Nothing
+//! goes to the host per step; [`DeviceOptimizer::grad_norm`] copies the one
+//! logged scalar when asked.
+//!
+//! What it computes is [`super::twin`]'s computation, bit for bit.
+
+use super::twin::FlatLayout;
+use super::{compile_optimizer, BLOCKS, THREADS};
+use crate::optim::{Optimizer, OptimizerConfig, ParamState};
+use crate::{Result, TrainError};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+/// Slots of the device's scalar buffer.
+const ROW_SUM: usize = 0;
+const Y_SQUARES: usize = 1;
+const P_SQUARES: usize = 2;
+const GRAD_SQUARES: usize = 3;
+
+fn err(what: &str, e: impl std::fmt::Debug) -> TrainError {
+    TrainError::Config(format!("GPU optimizer: {what}: {e:?}"))
+}
+
+enum DeviceState {
+    Adam {
+        m: CudaSlice<f32>,
+        v: CudaSlice<f32>,
+    },
+    Factored {
+        v_row: CudaSlice<f32>,
+        v_col: CudaSlice<f32>,
+    },
+    Full {
+        v: CudaSlice<f32>,
+    },
+}
+
+struct Kernels {
+    sumsq_partials: CudaFunction,
+    sum_partials: CudaFunction,
+    clip_by_norm: CudaFunction,
+    adamw: CudaFunction,
+    row_sums: CudaFunction,
+    col_sums: CudaFunction,
+    moments: CudaFunction,
+    sum_f32_partials: CudaFunction,
+    factored_y: CudaFunction,
+    full_y: CudaFunction,
+    apply: CudaFunction,
+}
+
+/// An optimizer whose state lives on the GPU.
+pub struct DeviceOptimizer {
+    cfg: OptimizerConfig,
+    layout: FlatLayout,
+    stream: Arc<CudaStream>,
+    k: Kernels,
+    states: Vec<DeviceState>,
+    partials: CudaSlice<f64>,
+    stats: CudaSlice<f64>,
+    sums_a: CudaSlice<f64>,
+    sums_b: CudaSlice<f64>,
+    y: CudaSlice<f32>,
+    /// Updates done.
+    pub step: u64,
+}
+
+/// A grid for an element-wise kernel over `n` values (its result does not
+/// depend on the grid: each value is computed alone).
+fn elementwise(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS).clamp(1, 8 * BLOCKS) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The grid of a `*_partials` kernel: the order of the sums depends on it.
+fn reduction(blocks: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A kernel launch's result, its events dropped.
+fn launched<T>(r: std::result::Result<T, cudarc::driver::DriverError>, what: &str) -> Result<()> {
+    r.map(|_| ()).map_err(|e| err(what, e))
+}
+
+/// stats[slot] = the sum of squares (or, `squares` false, the sum) of `x`,
+/// in the twin's order ([`super::twin::grid_sum`]).
+fn sum_into(
+    stream: &CudaStream,
+    k: &Kernels,
+    (partials, stats): (&mut CudaSlice<f64>, &mut CudaSlice<f64>),
+    x: &CudaView<'_, f32>,
+    squares: bool,
+    slot: usize,
+) -> Result<()> {
+    let n = x.len() as u64;
+    let f = if squares {
+        &k.sumsq_partials
+    } else {
+        &k.sum_f32_partials
+    };
+    let mut b = stream.launch_builder(f);
+    b.arg(x).arg(&n).arg(&mut *partials);
+    // SAFETY: the kernel reads n values of x and writes BLOCKS partials.
+    launched(unsafe { b.launch(reduction(BLOCKS)) }, "sum")?;
+    let slot = slot as u32;
+    let mut b = stream.launch_builder(&k.sum_partials);
+    b.arg(&*partials).arg(stats).arg(&slot);
+    // SAFETY: one block adds the BLOCKS partials into stats[slot] (< 4).
+    launched(unsafe { b.launch(reduction(1)) }, "sum")
+}
+
+impl DeviceOptimizer {
+    /// An optimizer for the parameters of `layout` on `stream`'s GPU, with
+    /// fresh state (as [`Optimizer::new`]); the kernels compiled for the
+    /// GPU's architecture, flushing subnormals as asked.
+    pub fn new(
+        stream: Arc<CudaStream>,
+        cfg: OptimizerConfig,
+        layout: FlatLayout,
+        flush_denormals: bool,
+    ) -> Result<Self> {
+        let ctx = stream.context().clone();
+        let (major, minor) = ctx.compute_capability().map_err(|e| err("device", e))?;
+        let compiled = compile_optimizer(&format!("sm_{major}{minor}"), flush_denormals)?;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
+            .map_err(|e| err("loading the kernels", e))?;
+        let f = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(|e| err(&format!("kernel {name}"), e))
+        };
+        let k = Kernels {
+            sumsq_partials: f("sumsq_partials")?,
+            sum_partials: f("sum_partials")?,
+            clip_by_norm: f("clip_by_norm")?,
+            adamw: f("adamw")?,
+            row_sums: f("adafactor_row_sums")?,
+            col_sums: f("adafactor_col_sums")?,
+            moments: f("adafactor_moments")?,
+            sum_f32_partials: f("sum_f32_partials")?,
+            factored_y: f("adafactor_factored_y")?,
+            full_y: f("adafactor_full_y")?,
+            apply: f("adafactor_apply")?,
+        };
+        let shapes: Vec<(usize, usize)> = layout.params.iter().map(|&(_, s)| s).collect();
+        let zeros = |n: usize| {
+            stream
+                .alloc_zeros::<f32>(n.max(1))
+                .map_err(|e| err("memory", e))
+        };
+        let states = Optimizer::new(cfg, &shapes)
+            .states
+            .iter()
+            .map(|st| {
+                Ok(match st {
+                    ParamState::Adam { m, v } => DeviceState::Adam {
+                        m: zeros(m.len())?,
+                        v: zeros(v.len())?,
+                    },
+                    ParamState::Factored { v_row, v_col } => DeviceState::Factored {
+                        v_row: zeros(v_row.len())?,
+                        v_col: zeros(v_col.len())?,
+                    },
+                    ParamState::Full { v } => DeviceState::Full { v: zeros(v.len())? },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let largest = shapes.iter().map(|&(r, c)| r * c).max().unwrap_or(1);
+        let longest = shapes.iter().map(|&(r, c)| r.max(c)).max().unwrap_or(1);
+        let f64s = |n: usize| stream.alloc_zeros::<f64>(n).map_err(|e| err("memory", e));
+        Ok(DeviceOptimizer {
+            cfg,
+            layout,
+            partials: f64s(BLOCKS)?,
+            stats: f64s(4)?,
+            sums_a: f64s(longest)?,
+            sums_b: f64s(longest)?,
+            y: zeros(largest)?,
+            stream,
+            k,
+            states,
+            step: 0,
+        })
+    }
+
+    /// Scales the flat gradients so their global L2 norm is at most
+    /// `max_norm`; the norm stays on the GPU ([`Self::grad_norm`]).
+    pub fn clip_global_norm(
+        &mut self,
+        grads: &mut CudaSlice<f32>,
+        max_norm: Option<f64>,
+    ) -> Result<()> {
+        let n = self.layout.len;
+        let all = grads.slice(0..n);
+        let bufs = (&mut self.partials, &mut self.stats);
+        sum_into(&self.stream, &self.k, bufs, &all, true, GRAD_SQUARES)?;
+        let Some(max) = max_norm else { return Ok(()) };
+        let n64 = n as u64;
+        let squares = self.stats.slice(GRAD_SQUARES..GRAD_SQUARES + 1);
+        let mut b = self.stream.launch_builder(&self.k.clip_by_norm);
+        b.arg(&mut *grads).arg(&n64).arg(&squares).arg(&max);
+        // SAFETY: the kernel scales n gradients in place.
+        launched(unsafe { b.launch(elementwise(n)) }, "clip")
+    }
+
+    /// The gradients' norm from the last [`Self::clip_global_norm`] (one
+    /// scalar copied to the host).
+    pub fn grad_norm(&self) -> Result<f64> {
+        let stats = self
+            .stream
+            .clone_dtoh(&self.stats)
+            .map_err(|e| err("copy", e))?;
+        Ok(stats[GRAD_SQUARES].sqrt())
+    }
+
+    /// One update with rate `lr` of the flat `params` from the flat `grads`.
+    pub fn update(
+        &mut self,
+        params: &mut CudaSlice<f32>,
+        grads: &CudaSlice<f32>,
+        lr: f64,
+    ) -> Result<()> {
+        let step = self.step;
+        for k in 0..self.layout.params.len() {
+            let (at, (r, c)) = self.layout.params[k];
+            let n = r * c;
+            let n64 = n as u64;
+            match (self.cfg, &mut self.states[k]) {
+                (
+                    OptimizerConfig::AdamW {
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                    },
+                    DeviceState::Adam { m, v },
+                ) => {
+                    let t = (step + 1) as i32;
+                    let bc1 = 1.0 - beta1.powi(t);
+                    let bc2 = 1.0 - beta2.powi(t);
+                    let (b1, b2) = (beta1 as f32, beta2 as f32);
+                    let lr_t = (lr * bc2.sqrt() / bc1) as f32;
+                    let decay = (lr * weight_decay) as f32;
+                    let eps_t = eps as f32 * bc2.sqrt() as f32;
+                    let mut p = params.slice_mut(at..at + n);
+                    let g = grads.slice(at..at + n);
+                    let mut b = self.stream.launch_builder(&self.k.adamw);
+                    b.arg(&mut p).arg(&g).arg(&mut *m).arg(&mut *v).arg(&n64);
+                    b.arg(&b1).arg(&b2).arg(&lr_t).arg(&decay).arg(&eps_t);
+                    // SAFETY: the kernel updates n values of each buffer.
+                    launched(unsafe { b.launch(elementwise(n)) }, "adamw")?;
+                }
+                (
+                    OptimizerConfig::Adafactor {
+                        decay_rate,
+                        clipping_threshold,
+                        multiply_by_parameter_scale,
+                        ..
+                    },
+                    _,
+                ) => {
+                    let decay = (1.0 - ((step + 1) as f64).powf(-decay_rate)) as f32;
+                    let mix = 1.0 - decay;
+                    let bufs = (&mut self.partials, &mut self.stats);
+                    let p = params.slice(at..at + n);
+                    sum_into(&self.stream, &self.k, bufs, &p, true, P_SQUARES)?;
+                    self.adafactor_y(k, grads, (at, r, c), decay, mix)?;
+                    let bufs = (&mut self.partials, &mut self.stats);
+                    let y = self.y.slice(0..n);
+                    sum_into(&self.stream, &self.k, bufs, &y, true, Y_SQUARES)?;
+                    let (lr32, clip) = (lr as f32, clipping_threshold as f32);
+                    let scale = multiply_by_parameter_scale as i32;
+                    let mut p = params.slice_mut(at..at + n);
+                    let y = self.y.slice(0..n);
+                    let mut b = self.stream.launch_builder(&self.k.apply);
+                    b.arg(&mut p).arg(&y).arg(&n64).arg(&self.stats);
+                    b.arg(&lr32).arg(&clip).arg(&scale);
+                    // SAFETY: the kernel updates n parameters from n values of y.
+                    launched(unsafe { b.launch(elementwise(n)) }, "adafactor")?;
+                }
+                (OptimizerConfig::AdamW { .. }, _) => unreachable!("AdamW state"),
+            }
+        }
+        self.step += 1;
+        Ok(())
+    }
+
+    /// The second moments' update and y = the scaled gradient of parameter
+    /// `k` (at offset `at`, r x c).
+    fn adafactor_y(
+        &mut self,
+        k: usize,
+        grads: &CudaSlice<f32>,
+        (at, r, c): (usize, usize, usize),
+        decay: f32,
+        mix: f32,
+    ) -> Result<()> {
+        let n = r * c;
+        let (r64, c64, n64) = (r as u64, c as u64, n as u64);
+        let g = grads.slice(at..at + n);
+        match &mut self.states[k] {
+            DeviceState::Factored { v_row, v_col } => {
+                let rows_first = v_row.len() == r && v_col.len() == c;
+                let mut b = self.stream.launch_builder(&self.k.row_sums);
+                b.arg(&g).arg(&r64).arg(&c64).arg(&mut self.sums_a);
+                // SAFETY: one thread per row, r sums written.
+                launched(unsafe { b.launch(elementwise(r)) }, "row sums")?;
+                let mut b = self.stream.launch_builder(&self.k.col_sums);
+                b.arg(&g).arg(&r64).arg(&c64).arg(&mut self.sums_b);
+                // SAFETY: one thread per column, c sums written.
+                launched(unsafe { b.launch(elementwise(c)) }, "column sums")?;
+                let (s_row, s_col) = if rows_first {
+                    (&self.sums_a, &self.sums_b)
+                } else {
+                    (&self.sums_b, &self.sums_a)
+                };
+                let (n_row, n_col) = (v_col.len() as f64, v_row.len() as f64);
+                for (v, s, count) in [(&mut *v_row, s_row, n_row), (&mut *v_col, s_col, n_col)] {
+                    let len = v.len() as u64;
+                    let mut b = self.stream.launch_builder(&self.k.moments);
+                    b.arg(&mut *v)
+                        .arg(s)
+                        .arg(&len)
+                        .arg(&count)
+                        .arg(&decay)
+                        .arg(&mix);
+                    // SAFETY: len statistics updated from len sums.
+                    launched(unsafe { b.launch(elementwise(len as usize)) }, "moments")?;
+                }
+                // stats[ROW_SUM] = the sum of v_row
+                let bufs = (&mut self.partials, &mut self.stats);
+                let rows = v_row.slice(..);
+                sum_into(&self.stream, &self.k, bufs, &rows, false, ROW_SUM)?;
+                let rf = rows_first as i32;
+                let mut b = self.stream.launch_builder(&self.k.factored_y);
+                b.arg(&g)
+                    .arg(&*v_row)
+                    .arg(&*v_col)
+                    .arg(&r64)
+                    .arg(&c64)
+                    .arg(&rf);
+                b.arg(&self.stats).arg(&mut self.y);
+                // SAFETY: n values of y from n gradients.
+                launched(unsafe { b.launch(elementwise(n)) }, "adafactor")
+            }
+            DeviceState::Full { v } => {
+                let mut b = self.stream.launch_builder(&self.k.full_y);
+                b.arg(&g)
+                    .arg(&mut *v)
+                    .arg(&mut self.y)
+                    .arg(&n64)
+                    .arg(&decay)
+                    .arg(&mix);
+                // SAFETY: n moments and n values of y.
+                launched(unsafe { b.launch(elementwise(n)) }, "adafactor")
+            }
+            DeviceState::Adam { .. } => unreachable!("Adafactor state"),
+        }
+    }
+
+    /// The state on the host, as [`Optimizer`] keeps it (for checkpoints).
+    pub fn states(&self) -> Result<Vec<ParamState>> {
+        let get = |s: &CudaSlice<f32>| self.stream.clone_dtoh(s).map_err(|e| err("copy", e));
+        self.states
+            .iter()
+            .map(|st| {
+                Ok(match st {
+                    DeviceState::Adam { m, v } => ParamState::Adam {
+                        m: get(m)?,
+                        v: get(v)?,
+                    },
+                    DeviceState::Factored { v_row, v_col } => ParamState::Factored {
+                        v_row: get(v_row)?,
+                        v_col: get(v_col)?,
+                    },
+                    DeviceState::Full { v } => ParamState::Full { v: get(v)? },
+                })
+            })
+            .collect()
+    }
+}
