@@ -36,12 +36,27 @@ if ! command -v nvidia-smi >/dev/null; then
   printf '#!/bin/sh\nprintf "compute_cap\\n9.0\\n"\n' > "$WORK/fakebin/nvidia-smi"
   chmod +x "$WORK/fakebin/nvidia-smi"
 fi
+# the build folder is under WORK too: dfdx bakes its path into the binaries
+# (NVRTC includes from it at run time), so scripts/gpu-check.sh recreates it
+# on the device machine
 cuda() {
   PATH="$WORK/fakebin:$CR/bin:$PATH" CUDA_ROOT="$CR" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" \
-    CARGO_TARGET_DIR=target-cuda "$@"
+    CARGO_TARGET_DIR="$WORK/target" "$@"
 }
+mkdir -p target-cuda/release
 cuda cargo build --release --features cuda --bin t5mix
-# the training-step bench of scripts/gpu-bench.sh, as target-cuda/release/train_step
-cuda cargo bench --no-run --features cuda -p t5mix-trainer --bench train_step
-cp "$(ls -t target-cuda/release/deps/train_step-* | grep -v '\.d$' | head -1)" target-cuda/release/train_step
-echo "built target-cuda/release/t5mix and train_step (sm_${CUDA_COMPUTE_CAP:-90}); run them with LD_LIBRARY_PATH=$CR/lib:<cuBLAS 13 dir>"
+cp "$WORK/target/release/t5mix" target-cuda/release/t5mix
+# the training-step bench of scripts/gpu-bench.sh and the trainer's parity,
+# gradient and training tests, as target-cuda/release/<name>
+executables() {
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])'
+}
+{ cuda cargo bench --no-run --features cuda -p t5mix-trainer --bench train_step --message-format=json
+  cuda cargo test --release --no-run --features cuda -p t5mix-trainer \
+    --test hf_parity --test gradients --test training --message-format=json
+} | executables | while read -r name exe; do cp "$exe" "target-cuda/release/$name"; done
+echo "built target-cuda/release/{t5mix,train_step,hf_parity,gradients,training} (sm_${CUDA_COMPUTE_CAP:-90}); run them with LD_LIBRARY_PATH=$CR/lib:<cuBLAS 13 dir>"

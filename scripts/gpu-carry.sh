@@ -2,26 +2,60 @@
 # Builds here (no GPU needed) what ONE device run of scripts/gpu-check.sh
 # runs, into gpu-carry/ (ignored by git; pass it to the device tool's
 # `carry`, 64 MiB at most):
-#   cuda_kernels  the trainer's kernel tests: NVRTC compiles the kernels,
-#                 and the GPU optimizer must equal its CPU twin bit for bit
-#                 (built with the plain toolchain: cudarc loads the CUDA
-#                 driver and NVRTC at run time)
+#   cuda_kernels   the trainer's kernel tests: NVRTC compiles our kernels,
+#                  and the GPU optimizer must equal its CPU twin bit for bit
+#                  (built with the plain toolchain: cudarc loads the CUDA
+#                  driver and NVRTC at run time)
+# and with --cuda, the dfdx CUDA build (scripts/build-cuda.sh, ~12 min on
+# 2 cores) and what its binaries need there:
+#   cuda/train_step, hf_parity, gradients, training   (stripped)
+#   cuda/include.tar.xz   CUDA 13.0 headers, cuda/dfdx-out/   dfdx's .cuh:
+#                  NVRTC includes both at run time from paths baked into the
+#                  binaries, which gpu-check.sh recreates
+#   shared/hf-t5-tiny     the parity tests' model (T5MIX_SHARED_DATA there)
+#   cuda/nvrtc.tar.xz     NVRTC 13.0 (32 MB), with --nvrtc only: for a
+#                  driver that refuses newer PTX and a host without 13.0
 #
-#   bash scripts/gpu-carry.sh
+#   bash scripts/gpu-carry.sh [--cuda [--nvrtc]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WORK=${T5MIX_CUDA_WORK:-/tmp/t5mix-cuda}
+rm -rf gpu-carry
 mkdir -p gpu-carry
-exe=$(cargo test --release -p t5mix-trainer --test cuda_kernels --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json, sys
+executable() { # the test binary of `cargo test --no-run --message-format=json`
+  python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda_kernels":
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$1"
+}
+exe=$(cargo test --release -p t5mix-trainer --test cuda_kernels --no-run --message-format=json 2>/dev/null \
+  | executable cuda_kernels)
 cp "$exe" gpu-carry/cuda_kernels
 strip gpu-carry/cuda_kernels
-du -sh gpu-carry
+if [ "${1:-}" = "--cuda" ]; then
+  bash scripts/build-cuda.sh "$WORK"
+  mkdir -p gpu-carry/cuda/dfdx-out gpu-carry/shared
+  for b in train_step hf_parity gradients training; do
+    cp "target-cuda/release/$b" gpu-carry/cuda/ && strip "gpu-carry/cuda/$b"
+  done
+  tar -C "$WORK/cu13/nvidia/cu13" -cf - include | xz -T2 -6 > gpu-carry/cuda/include.tar.xz
+  for d in $(strings gpu-carry/cuda/train_step | grep -oE "$WORK/target/release/build/dfdx-[0-9a-f]+/out" | sort -u); do
+    mkdir -p "gpu-carry/cuda/dfdx-out/$(basename "$(dirname "$d")")"
+    cp "$d"/*.cuh "gpu-carry/cuda/dfdx-out/$(basename "$(dirname "$d")")/"
+  done
+  echo "$WORK" > gpu-carry/cuda/WORK
+  shared=${T5MIX_SHARED_DATA:-../shared/data}
+  cp -r "$shared/hf-t5-tiny" gpu-carry/shared/
+  if [ "${2:-}" = "--nvrtc" ]; then
+    tar -C "$WORK/cu13/nvidia/cu13/lib" -cf - libnvrtc.so.13 libnvrtc-builtins.so.13.0 \
+      | xz -T2 -6 > gpu-carry/cuda/nvrtc.tar.xz
+  fi
+fi
+du -sh gpu-carry/* gpu-carry/cuda/* 2>/dev/null
 total=$(du -sm gpu-carry | cut -f1)
-if [ "$total" -gt 60 ]; then
+if [ "$total" -gt 62 ]; then
   echo "gpu-carry is ${total} MiB: more than the device tool carries (64 MiB)" >&2
   exit 1
 fi
+echo "gpu-carry: ${total} MiB"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # ONE device run for issue #13 (what a session lent a GPU runs first): the
 # binaries scripts/gpu-carry.sh built here, then a summary.
-#   kernels: our CUDA kernels compile for the GPU, and the optimizer step on
-#            the GPU equals its CPU twin bit for bit (weights, norm, state)
-# then, when gpu-carry/ holds the CUDA build's bench (scripts/build-cuda.sh),
-# the side-by-side with PyTorch (scripts/gpu-bench.sh).
+#   kernels     our CUDA kernels compile for the GPU, and the optimizer step
+#               on the GPU equals its CPU twin bit for bit (weights, norm,
+#               optimizer state)
+# and when gpu-carry/cuda/ holds the dfdx CUDA build (gpu-carry.sh --cuda):
+#   hf_parity, gradients, training   the trainer's tests with Dev = Cuda
+#   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)
 #
 #   bash scripts/gpu-check.sh [CARRY_DIR=gpu-carry]
 #
@@ -12,8 +14,9 @@
 # check failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-C=${1:-gpu-carry}
-DIR="${OUT:-out}/gpu-check"
+C=$(realpath "${1:-gpu-carry}")
+export OUT="${OUT:-$PWD/out}"
+DIR="$OUT/gpu-check"
 mkdir -p "$DIR"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader
 status=0
@@ -31,8 +34,40 @@ check() {
   grep -E '^test |test result' "$DIR/$name.log" >&2 || tail -5 "$DIR/$name.log" >&2
 }
 check kernels "$C/cuda_kernels" --include-ignored --test-threads 1
-if [ -x "$C/train_step" ]; then
-  OUT="${OUT:-out}" bash scripts/gpu-bench.sh "$C/train_step" || status=1
+
+if [ -d "$C/cuda" ]; then
+  # the paths dfdx baked into its binaries (NVRTC includes from them)
+  WORK=$(cat "$C/cuda/WORK")
+  mkdir -p "$WORK/cu13/nvidia/cu13" "$WORK/target/release/build"
+  [ -d "$WORK/cu13/nvidia/cu13/include" ] || xz -dc "$C/cuda/include.tar.xz" | tar -C "$WORK/cu13/nvidia/cu13" -xf -
+  for d in "$C"/cuda/dfdx-out/dfdx-*; do
+    mkdir -p "$WORK/target/release/build/$(basename "$d")"
+    ln -sfn "$d" "$WORK/target/release/build/$(basename "$d")/out"
+  done
+  # NVRTC for dfdx's run-time kernels: the carried 13.0, else the host
+  # toolkit's, else PyTorch's; cuBLAS 13 from PyTorch's environment
+  torch_nv=$(python3 -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "cu13", "lib"))' 2>/dev/null || true)
+  libs="$torch_nv"
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -e "$d/libnvrtc.so.13" ] && libs="$d:$libs" && break
+  done
+  if [ -f "$C/cuda/nvrtc.tar.xz" ]; then
+    mkdir -p "$WORK/nvrtc13.0" && xz -dc "$C/cuda/nvrtc.tar.xz" | tar -C "$WORK/nvrtc13.0" -xf -
+    libs="$WORK/nvrtc13.0:$libs"
+  fi
+  export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >&2
+  export T5MIX_SHARED_DATA="$C/shared"
+  for t in hf_parity gradients training; do
+    check "$t" "$C/cuda/$t" --test-threads 1
+  done
+  t0=$SECONDS
+  if bash scripts/gpu-bench.sh "$C/cuda/train_step"; then
+    summary+=("PASS bench ($((SECONDS - t0)) s, $OUT/gpu-bench)")
+  else
+    summary+=("FAIL bench ($((SECONDS - t0)) s)")
+    status=1
+  fi
 fi
 printf '%s\n' "== summary" "${summary[@]}"
 exit $status

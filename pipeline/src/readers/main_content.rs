@@ -211,6 +211,24 @@ impl Tree {
         out
     }
 
+    /// The length of the element's text with its whitespace collapsed and
+    /// trimmed (`len(trim(text_content()))`), without building it.
+    fn collapsed_len(&self, id: Id) -> usize {
+        let (mut n, mut words, mut in_word) = (0usize, 0usize, false);
+        self.each_text(id, |s| {
+            for c in s.chars() {
+                if c.is_whitespace() {
+                    in_word = false;
+                } else {
+                    words += !in_word as usize;
+                    in_word = true;
+                    n += 1;
+                }
+            }
+        });
+        n + words.saturating_sub(1)
+    }
+
     /// The element's text pieces in order: texts, and the tails of its
     /// descendants.
     fn each_text<'a>(&'a self, id: Id, mut f: impl FnMut(&'a str)) {
@@ -843,10 +861,9 @@ impl Extraction {
         if links.is_empty() {
             return (false, false);
         }
-        let text = trim(&t.text_content(id));
-        let len = chars(&text);
+        let len = t.collapsed_len(id);
         if links.len() == 1 {
-            let link = chars(&trim(&t.text_content(links[0])));
+            let link = t.collapsed_len(links[0]);
             if link > 100 && link as f64 > len as f64 * 0.9 {
                 return (true, false);
             }
@@ -860,7 +877,7 @@ impl Extraction {
         };
         let texts: Vec<usize> = links
             .iter()
-            .map(|&l| chars(&trim(&t.text_content(l))))
+            .map(|&l| t.collapsed_len(l))
             .filter(|&n| n > 0)
             .collect();
         let link_len: usize = texts.iter().sum();
@@ -894,16 +911,22 @@ impl Extraction {
     /// `htmlprocessing.delete_by_link_density`.
     fn delete_by_link_density(&mut self, root: Id, tag: &str, backtracking: bool) {
         let t = &self.t;
+        // which elements hold a link: the others pass the test at once
+        let mut linked = vec![false; t.n.len()];
+        for id in t.descendants(root).into_iter().rev() {
+            if t.tag(id) == "ref" || linked[id] {
+                if let Some(p) = t.n[id].parent {
+                    linked[p] = true;
+                }
+            }
+        }
         let mut doomed = Vec::new();
         for id in t.iter(root) {
-            if t.tag(id) != tag || id == root {
+            if t.tag(id) != tag || id == root || !linked[id] {
                 continue;
             }
             let (dense, short) = self.link_density(id);
-            let back = backtracking
-                && short
-                && t.kids(id).len() >= 3
-                && chars(&trim(&t.text_content(id))) < 100;
+            let back = backtracking && short && t.kids(id).len() >= 3 && t.collapsed_len(id) < 100;
             if dense || back {
                 let in_cell = t.n[id]
                     .parent
@@ -986,14 +1009,11 @@ impl Extraction {
         if links.is_empty() {
             return false;
         }
-        let len = chars(&trim(&t.text_content(id)));
+        let len = t.collapsed_len(id);
         if len < 200 {
             return false;
         }
-        let link: usize = links
-            .iter()
-            .map(|&l| chars(&trim(&t.text_content(l))))
-            .sum();
+        let link: usize = links.iter().map(|&l| t.collapsed_len(l)).sum();
         if len < 1000 {
             link as f64 > 0.8 * len as f64
         } else {
@@ -1965,4 +1985,42 @@ pub(super) fn main_text(doc: &scraper::Html) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_edits_keep_lxml_text_and_tail_semantics() {
+        let doc = scraper::Html::parse_document(
+            "<html><body><div>a <b>bold</b> c<i>it</i>\u{a0} d <p> x  y </p>tail</div></body></html>",
+        );
+        let mut t = Tree { n: Vec::new() };
+        let root = t.add_html(&doc);
+        let all = t.iter(root);
+        for &id in &all {
+            assert_eq!(t.collapsed_len(id), chars(&trim(&t.text_content(id))));
+        }
+        let find =
+            |t: &Tree, tag: &str| t.iter(root).into_iter().find(|&d| t.tag(d) == tag).unwrap();
+        let div = find(&t, "div");
+        let before = t.text_content(div);
+        // unwrapping keeps the text in place
+        let b = find(&t, "b");
+        t.strip(b);
+        assert_eq!(t.text_content(div), before);
+        assert_eq!(t.n[div].text, "a bold c");
+        // deleting with the tail keeps it, without drops it
+        let i = find(&t, "i");
+        t.delete(i, true);
+        assert_eq!(t.text_content(div), before.replace("it", ""));
+        let p = find(&t, "p");
+        t.delete(p, false);
+        assert_eq!(trim(&t.text_content(div)), "a bold c d");
+        // a copy is detached and equal in text
+        let copy = t.deep_copy(div);
+        assert_eq!(t.text_content(copy), t.text_content(div));
+        assert!(t.n[copy].parent.is_none());
+    }
 }
