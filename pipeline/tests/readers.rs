@@ -425,7 +425,7 @@ fn main_content_agrees_with_trafilatura() {
         "main {main:?} plain {plain:?}"
     );
     // the bar of the issue: a median token F1 of 0.90 (measured: 1.000,
-    // mean 0.83 — trafilatura's readability/jusText comparison, which we
+    // mean 0.93 — trafilatura's readability/jusText comparison, which we
     // leave out, changes a few short pages)
-    assert!(main.0 >= 0.90 && main.1 >= 0.80, "main {main:?}");
+    assert!(main.0 >= 0.90 && main.1 >= 0.85, "main {main:?}");
 }

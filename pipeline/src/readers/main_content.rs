@@ -1335,20 +1335,40 @@ impl Extraction {
         has_chars(&self.t.n[new].text).then_some(new)
     }
 
-    /// `main_extractor.handle_table`: a row per `tr`, a cell per `td`/`th`
-    /// (colspans padded), cells' text trimmed.
+    /// `main_extractor.handle_table`: a row per `tr` (cells outside rows
+    /// join the row before), a cell per `td`/`th`, colspans and rowspans
+    /// padded with empty cells, rows padded to the widest; the first row
+    /// with `th` cells is the header.
     fn handle_table(&mut self, id: Id) -> Option<Id> {
         let new = self.t.new_el("table");
+        let nested: HashSet<Id> = self
+            .t
+            .descendants(id)
+            .into_iter()
+            .filter(|&d| self.t.tag(d) == "table")
+            .flat_map(|d| self.t.iter(d))
+            .collect();
+        let span = |t: &Tree, cell: Id, attr: &str| -> usize {
+            let v = t.a(cell, attr);
+            match v.parse::<usize>() {
+                Ok(n) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => n.min(100),
+                _ => 1,
+            }
+        };
         let mut rows: Vec<Vec<Id>> = vec![vec![]];
+        let mut max_cols = 0;
         for child in self.t.kids(id) {
             match self.t.tag(child) {
                 "tr" => {
-                    let cells = self.t.kids(child).into_iter();
-                    rows.push(
-                        cells
-                            .filter(|&c| matches!(self.t.tag(c), "td" | "th"))
-                            .collect(),
-                    );
+                    let cells: Vec<Id> = self
+                        .t
+                        .kids(child)
+                        .into_iter()
+                        .filter(|&c| matches!(self.t.tag(c), "td" | "th"))
+                        .collect();
+                    max_cols =
+                        max_cols.max(cells.iter().map(|&c| span(&self.t, c, "colspan")).sum());
+                    rows.push(cells);
                 }
                 "td" | "th" => {
                     rows.last_mut().expect("a row").push(child);
@@ -1359,31 +1379,125 @@ impl Extraction {
             }
             self.t.n[child].tag = DONE.into();
         }
+        let max_cols = max_cols.min(100);
         let mut header_done = false;
+        let mut rowspans: std::collections::BTreeMap<usize, usize> = Default::default();
+        let flush =
+            |t: &mut Tree, row: Id, rowspans: &mut std::collections::BTreeMap<usize, usize>| loop {
+                let col = t.kids(row).len();
+                let Some(left) = rowspans.get_mut(&col) else {
+                    break;
+                };
+                let pad = t.new_el("cell");
+                t.append(row, pad);
+                *left -= 1;
+                if *left == 0 {
+                    rowspans.remove(&col);
+                }
+            };
         for cells in rows {
             let row = self.t.new_el("row");
             let mut header = false;
             for cell in cells {
+                let is_header = self.t.tag(cell) == "th" && !header_done;
+                header |= is_header;
+                flush(&mut self.t, row, &mut rowspans);
                 let c = self.t.new_el("cell");
-                if self.t.tag(cell) == "th" && !header_done {
+                if is_header {
                     self.t.n[c].attrs.push(("role".into(), "head".into()));
-                    header = true;
                 }
-                self.t.n[c].text = trim(&self.t.text_content(cell));
+                let colspan = span(&self.t, cell, "colspan");
+                let rowspan = span(&self.t, cell, "rowspan");
+                if rowspan > 1 {
+                    let at = self.t.kids(row).len();
+                    for col in at..at + colspan {
+                        rowspans.insert(col, rowspan - 1);
+                    }
+                }
+                self.fill_cell(c, cell, &nested);
                 self.t.append(row, c);
-                let span: usize = self.t.a(cell, "colspan").trim().parse().unwrap_or(1);
-                for _ in 1..span.clamp(1, 100) {
+                for _ in 1..colspan {
                     let pad = self.t.new_el("cell");
+                    if is_header {
+                        self.t.n[pad].attrs.push(("role".into(), "head".into()));
+                    }
                     self.t.append(row, pad);
                 }
-                self.mark_done(cell);
+                self.t.n[cell].tag = DONE.into();
             }
-            if !self.t.childless(row) {
+            flush(&mut self.t, row, &mut rowspans);
+            while self.t.kids(row).len() < max_cols {
+                let pad = self.t.new_el("cell");
+                self.t.append(row, pad);
+            }
+            let filled = self
+                .t
+                .kids(row)
+                .into_iter()
+                .any(|c| !self.t.n[c].text.is_empty() || !self.t.childless(c));
+            if filled {
                 self.t.append(new, row);
             }
             header_done |= header;
         }
         (!self.t.childless(new)).then_some(new)
+    }
+
+    /// `main_extractor._fill_cell`: a cell's text and its blocks (lists in
+    /// cells are left out, as trafilatura does unless it favours recall;
+    /// nested tables are left to the main loop).
+    fn fill_cell(&mut self, new: Id, cell: Id, nested: &HashSet<Id>) {
+        if self.t.childless(cell) {
+            if let Some(p) = self.process_node(cell) {
+                self.t.n[new].text = self.t.n[p].text.clone();
+                self.t.n[new].tail = self.t.n[p].tail.clone();
+            }
+            return;
+        }
+        self.t.n[new].text = self.t.n[cell].text.clone();
+        self.t.n[new].tail = self.t.n[cell].tail.clone();
+        self.t.n[cell].tag = DONE.into();
+        let widened = !self.potential.contains(&"div");
+        if widened {
+            self.potential.push("div");
+        }
+        for child in self.t.descendants(cell) {
+            let tag = self.t.tag(child).to_string();
+            if tag == DONE {
+                continue;
+            }
+            if nested.contains(&child) {
+                let outer = self.t.ancestors(child).find(|&a| self.t.tag(a) == "table");
+                if tag == "table" && outer.is_some_and(|o| !nested.contains(&o)) {
+                    self.append_block(new, None, child);
+                    self.t.n[child].tail.clear();
+                }
+                continue;
+            }
+            if self.separates_inline(child) && !has_chars(&self.t.n[child].tail) {
+                let lb = self.t.new_el("lb");
+                self.t.append(new, lb);
+                self.t.n[child].tag = DONE.into();
+                continue;
+            }
+            let processed = if matches!(tag.as_str(), "td" | "th") {
+                self.t.n[child].tag = "cell".into();
+                self.handle_textnode(child, true)
+            } else if INLINE_CONSUMING.contains(&tag.as_str()) {
+                self.handle_textnode(child, true)
+                    .or((!self.t.childless(child)).then_some(child))
+            } else if tag == "list" {
+                self.append_block(new, None, child);
+                continue;
+            } else {
+                self.handle_textelem(child)
+            };
+            self.define_newelem(processed, new, true);
+            self.t.n[child].tag = DONE.into();
+        }
+        if widened {
+            self.potential.retain(|&t| t != "div");
+        }
     }
 
     /// `main_extractor.handle_textelem`.
