@@ -40,7 +40,8 @@ if [ "${1:-}" = "--cuda" ]; then
     cp "target-cuda/release/$b" gpu-carry/cuda/ && strip "gpu-carry/cuda/$b"
   done
   tar -C "$WORK/cu13/nvidia/cu13" -cf - include | xz -T2 -6 > gpu-carry/cuda/include.tar.xz
-  for d in $(strings gpu-carry/cuda/train_step | grep -oE "$WORK/target/release/build/dfdx-[0-9a-f]+/out" | sort -u); do
+  for d in $(cat gpu-carry/cuda/{train_step,hf_parity,gradients,training} | strings \
+      | grep -oE "$WORK/target/release/build/dfdx-[0-9a-f]+/out" | sort -u); do
     mkdir -p "gpu-carry/cuda/dfdx-out/$(basename "$(dirname "$d")")"
     cp "$d"/*.cuh "gpu-carry/cuda/dfdx-out/$(basename "$(dirname "$d")")/"
   done
