@@ -47,10 +47,11 @@ fn nesting(html: &str) -> usize {
                     .iter()
                     .position(|c| !c.is_ascii_alphanumeric())
                     .map_or(b.len(), |p| at + p);
-                let name = html[at..end].to_ascii_lowercase();
+                let name = &b[at..end];
                 let close = memchr::memchr(b'>', &b[end..]).map(|p| end + p);
                 let self_closing = close.is_some_and(|c| c > 0 && b[c - 1] == b'/');
-                if !VOID.contains(&name.as_str()) && !self_closing {
+                let void = VOID.iter().any(|v| v.as_bytes().eq_ignore_ascii_case(name));
+                if !void && !self_closing {
                     depth += 1;
                     max = max.max(depth);
                 }
@@ -216,11 +217,12 @@ pub fn extract_response(payload: &[u8], extractor: Extractor) -> Result<Extracte
         None => (encoding_rs::WINDOWS_1252, None),
     };
     let (html, _, _) = encoding.decode(body);
-    let controls = html
-        .chars()
-        .filter(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{c}'))
-        .count();
-    if controls * 100 > html.chars().count().max(1) {
+    let (mut chars, mut controls) = (0usize, 0usize);
+    for c in html.chars() {
+        chars += 1;
+        controls += (c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{c}')) as usize;
+    }
+    if controls * 100 > chars.max(1) {
         return Err(Skip::Binary);
     }
     let depth = nesting(&html);
