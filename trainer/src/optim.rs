@@ -306,47 +306,76 @@ impl Optimizer {
                     clipping_threshold as f32,
                     multiply_by_parameter_scale,
                 ),
-                OptimizerConfig::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => {
+                OptimizerConfig::AdamW { .. } => {
                     let ParamState::Adam { m, v } = st else {
                         unreachable!("AdamW state")
                     };
-                    let t = (step + 1) as i32;
-                    let bc1 = 1.0 - beta1.powi(t);
-                    let bc2 = 1.0 - beta2.powi(t);
-                    let (b1, b2) = (beta1 as f32, beta2 as f32);
-                    let lr_t = (lr * bc2.sqrt() / bc1) as f32;
-                    let decay = (lr * weight_decay) as f32;
-                    let eps_t = eps as f32 * bc2.sqrt() as f32;
+                    let k = AdamStep::new(cfg, step, lr);
                     // element-wise: large tensors (the embedding) in parallel
                     // chunks, with the same result whatever the split
                     p.par_chunks_mut(ADAM_CHUNK)
                         .zip(g.par_chunks(ADAM_CHUNK))
                         .zip(m.par_chunks_mut(ADAM_CHUNK))
                         .zip(v.par_chunks_mut(ADAM_CHUNK))
-                        .for_each(|(((p, g), m), v)| {
-                            adamw_chunk(p, g, m, v, (b1, b2), (lr_t, decay, eps_t))
-                        });
+                        .for_each(|(((p, g), m), v)| adamw_chunk(p, g, m, v, k));
                 }
             });
         self.step += 1;
     }
 }
 
+/// AdamW's constants for one update: the bias corrections folded into the
+/// rate and ε (as the CPU, the GPU kernel and its twin all take them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdamStep {
+    pub b1: f32,
+    pub b2: f32,
+    pub lr_t: f32,
+    pub decay: f32,
+    pub eps_t: f32,
+}
+
+impl AdamStep {
+    /// For update `step` (0-based) at rate `lr`; `cfg` must be AdamW.
+    pub(crate) fn new(cfg: OptimizerConfig, step: u64, lr: f64) -> Self {
+        let OptimizerConfig::AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = cfg
+        else {
+            unreachable!("AdamW")
+        };
+        let t = (step + 1) as i32;
+        let bc1 = 1.0 - beta1.powi(t);
+        let bc2 = 1.0 - beta2.powi(t);
+        AdamStep {
+            b1: beta1 as f32,
+            b2: beta2 as f32,
+            lr_t: (lr * bc2.sqrt() / bc1) as f32,
+            decay: (lr * weight_decay) as f32,
+            eps_t: eps as f32 * bc2.sqrt() as f32,
+        }
+    }
+}
+
+/// Adafactor's decay and mixing rates for update `step` (t5x: decay_rate =
+/// 1 - (step + 1)^-0.8, mixing rate = 1 - decay rate).
+pub(crate) fn adafactor_rates(decay_exponent: f64, step: u64) -> (f32, f32) {
+    let decay = (1.0 - ((step + 1) as f64).powf(-decay_exponent)) as f32;
+    (decay, 1.0 - decay)
+}
+
 simd_fns! {
     /// AdamW on one chunk, compiled for each SIMD level (picked at run time;
     /// the same values at every level).
-    fn adamw_chunk(
+    pub(crate) fn adamw_chunk(
         p: &mut [f32],
         g: &[f32],
         m: &mut [f32],
         v: &mut [f32],
-        (b1, b2): (f32, f32),
-        (lr_t, decay, eps_t): (f32, f32, f32),
+        AdamStep { b1, b2, lr_t, decay, eps_t }: AdamStep,
     ) {
         let n = p.len();
         let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
@@ -372,9 +401,7 @@ fn adafactor(
     clipping: f32,
     param_scale: bool,
 ) {
-    // t5x: decay_rate = 1 - (step + 1)^-0.8, mixing_rate = 1 - decay_rate
-    let decay = (1.0 - ((step + 1) as f64).powf(-decay_exponent)) as f32;
-    let mix = 1.0 - decay;
+    let (decay, mix) = adafactor_rates(decay_exponent, step);
     let mut update_scale = lr;
     if param_scale {
         update_scale *= rms(p).max(EPS2);

@@ -608,7 +608,7 @@ static DISCARD: LazyLock<DiscardRules> = LazyLock::new(|| {
 });
 
 /// Elements whose boundaries separate text runs (`baseline._BLOCK_ELEMS`).
-const BASELINE_BLOCKS: [&str; 35] = [
+const BASELINE_BLOCKS: [&str; 34] = [
     "address",
     "article",
     "aside",
@@ -643,7 +643,6 @@ const BASELINE_BLOCKS: [&str; 35] = [
     "th",
     "tr",
     "ul",
-    "caption",
 ];
 
 /// The least text a baseline strategy must give (`baseline._MIN_CONTENT_LENGTH`).

@@ -9,7 +9,7 @@
 
 use super::twin::FlatLayout;
 use super::{compile_optimizer, BLOCKS, THREADS};
-use crate::optim::{Optimizer, OptimizerConfig, ParamState};
+use crate::optim::{adafactor_rates, AdamStep, Optimizer, OptimizerConfig, ParamState};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
@@ -238,22 +238,14 @@ impl DeviceOptimizer {
             let n = r * c;
             let n64 = n as u64;
             match (self.cfg, &mut self.states[k]) {
-                (
-                    OptimizerConfig::AdamW {
-                        beta1,
-                        beta2,
-                        eps,
-                        weight_decay,
-                    },
-                    DeviceState::Adam { m, v },
-                ) => {
-                    let t = (step + 1) as i32;
-                    let bc1 = 1.0 - beta1.powi(t);
-                    let bc2 = 1.0 - beta2.powi(t);
-                    let (b1, b2) = (beta1 as f32, beta2 as f32);
-                    let lr_t = (lr * bc2.sqrt() / bc1) as f32;
-                    let decay = (lr * weight_decay) as f32;
-                    let eps_t = eps as f32 * bc2.sqrt() as f32;
+                (OptimizerConfig::AdamW { .. }, DeviceState::Adam { m, v }) => {
+                    let AdamStep {
+                        b1,
+                        b2,
+                        lr_t,
+                        decay,
+                        eps_t,
+                    } = AdamStep::new(self.cfg, step, lr);
                     let mut p = params.slice_mut(at..at + n);
                     let g = grads.slice(at..at + n);
                     let mut b = self.stream.launch_builder(&self.k.adamw);
@@ -271,8 +263,7 @@ impl DeviceOptimizer {
                     },
                     _,
                 ) => {
-                    let decay = (1.0 - ((step + 1) as f64).powf(-decay_rate)) as f32;
-                    let mix = 1.0 - decay;
+                    let (decay, mix) = adafactor_rates(decay_rate, step);
                     let bufs = (&mut self.partials, &mut self.stats);
                     let p = params.slice(at..at + n);
                     sum_into(&self.stream, &self.k, bufs, &p, true, P_SQUARES)?;
