@@ -94,11 +94,25 @@ fn load_nvrtc() -> Result<()> {
     LOADED
         .get_or_init(|| {
             if let Some(path) = nvrtc_path() {
-                // SAFETY: loading NVRTC runs no code of ours; the library
-                // stays loaded for the life of the process.
-                let lib = unsafe { libloading::Library::new(&path) }
-                    .map_err(|e| format!("NVRTC at {}: {e}", path.display()))?;
-                std::mem::forget(lib);
+                // its builtins first: NVRTC opens them by name, and 13.0's
+                // wheel has no RUNPATH to find them beside it
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let mut builtins: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .map(|d| d.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default();
+                builtins.retain(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("libnvrtc-builtins.so."))
+                });
+                builtins.sort();
+                for lib in builtins.iter().chain([&path]) {
+                    // SAFETY: loading NVRTC runs no code of ours; the
+                    // libraries stay loaded for the life of the process.
+                    let loaded = unsafe { libloading::Library::new(lib) }
+                        .map_err(|e| format!("NVRTC at {}: {e}", lib.display()))?;
+                    std::mem::forget(loaded);
+                }
             }
             // SAFETY: only tries to open the library by its names.
             if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
