@@ -4,7 +4,9 @@
 //! device machine (`cfg(t5mix_gpu)`, or `--include-ignored` there).
 
 use t5mix_trainer::device::twin::{self, FlatLayout};
-use t5mix_trainer::device::{compile, compile_optimizer, OPTIMIZER_KERNELS};
+use t5mix_trainer::device::{
+    compile, compile_norm, compile_optimizer, NORM_KERNELS, OPTIMIZER_KERNELS,
+};
 use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
 
 #[test]
@@ -12,16 +14,23 @@ use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
     not(t5mix_nvrtc),
     ignore = "needs NVRTC: pip install nvidia-cuda-nvrtc==13.0.88"
 )]
-fn optimizer_kernels_compile_with_nvrtc_for_sm90() {
-    for flush_denormals in [true, false] {
-        let c = compile_optimizer("sm_90", flush_denormals).unwrap();
+fn kernels_compile_with_nvrtc_for_sm90() {
+    type Compile = fn(&str, bool) -> t5mix_trainer::Result<t5mix_trainer::device::Compiled>;
+    let sources: [(Compile, &[&str]); 2] = [
+        (compile_optimizer, &OPTIMIZER_KERNELS),
+        (compile_norm, &NORM_KERNELS),
+    ];
+    for ((compile, kernels), flush_denormals) in
+        sources.into_iter().flat_map(|s| [(s, true), (s, false)])
+    {
+        let c = compile("sm_90", flush_denormals).unwrap();
         assert!(c.cubin.starts_with(b"\x7fELF"), "a CUBIN is an ELF file");
         assert!(c.ptx.contains(".target sm_90"), "{}", &c.ptx[..400]);
         // every entry point listed, and only those
-        for k in OPTIMIZER_KERNELS {
+        for k in kernels {
             assert!(c.ptx.contains(&format!(".entry {k}(")), "{k} missing");
         }
-        assert_eq!(c.ptx.matches(".entry ").count(), OPTIMIZER_KERNELS.len());
+        assert_eq!(c.ptx.matches(".entry ").count(), kernels.len());
         // products and sums round as on the CPU: no fused multiply-add
         assert!(!c.ptx.contains("fma.rn"), "fused multiply-add in the PTX");
         assert_eq!(c.ptx.contains(".ftz"), flush_denormals);
@@ -112,5 +121,52 @@ fn optimizer_on_the_gpu_equals_its_cpu_twin_bit_for_bit() {
             cpu_states,
             "{cfg:?}: optimizer state"
         );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn rms_norm_on_the_gpu_equals_the_cpu_norm_bit_for_bit() {
+    use t5mix_trainer::device::norm::{cpu_backward, cpu_forward, weight_blocks, DeviceNorm};
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let norm = DeviceNorm::new(stream.clone(), false).unwrap();
+    // t5-v1_1-small's width and a width with a tail past the lanes
+    for (rows, d) in [(4096, 512), (150, 72)] {
+        let mut seed = 5u64;
+        let x = values(&mut seed, rows * d, 2.0);
+        let w = values(&mut seed, d, 2.0);
+        let g = values(&mut seed, rows * d, 0.1);
+        let (o, inv) = cpu_forward(&x, &w, 1e-6);
+        let (mut dx, mut dw) = (values(&mut seed, rows * d, 0.1), values(&mut seed, d, 0.1));
+        let (dx0, dw0) = (dx.clone(), dw.clone());
+        cpu_backward(&x, &g, &inv, &w, &mut dx, &mut dw);
+        let up = |v: &[f32]| stream.clone_htod(v).unwrap();
+        let (gx, gw, gg) = (up(&x), up(&w), up(&g));
+        let (mut go, mut ginv) = (up(&vec![0.0; rows * d]), up(&vec![0.0; rows]));
+        norm.forward(&gx, &gw, &mut go, &mut ginv, rows, d, 1e-6)
+            .unwrap();
+        let (mut gdx, mut gdw) = (up(&dx0), up(&dw0));
+        let mut partials = up(&vec![0.0; weight_blocks(rows) * d]);
+        norm.backward(
+            &gx,
+            &gg,
+            &ginv,
+            &gw,
+            &mut gdx,
+            (&mut gdw, &mut partials),
+            rows,
+            d,
+        )
+        .unwrap();
+        let down = |s: &cudarc::driver::CudaSlice<f32>| stream.clone_dtoh(s).unwrap();
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same(&down(&go), &o), "{rows}x{d}: output");
+        assert!(same(&down(&ginv), &inv), "{rows}x{d}: inv");
+        assert!(same(&down(&gdx), &dx), "{rows}x{d}: input gradient");
+        assert!(same(&down(&gdw), &dw), "{rows}x{d}: weight gradient");
     }
 }

@@ -12,6 +12,7 @@
 //! environment) writes PTX ISA 9.2, which its 580 driver (CUDA 13.0)
 //! refuses to load; a CUBIN for the GPU's own architecture needs no JIT.
 
+pub mod norm;
 pub mod optimizer;
 pub mod twin;
 
@@ -42,6 +43,17 @@ pub const OPTIMIZER_KERNELS: [&str; 11] = [
     "adafactor_apply",
 ];
 
+/// The RMS norm kernels' source (bit for bit the CPU's fused norm).
+pub const NORM_CU: &str = include_str!("../../cuda/norm.cu");
+
+/// The entry points of [`NORM_CU`].
+pub const NORM_KERNELS: [&str; 4] = [
+    "rms_norm_fwd",
+    "rms_norm_bwd_x",
+    "rms_norm_bwd_w_partials",
+    "rms_norm_bwd_w",
+];
+
 /// Compiled kernels: the PTX (for reading) and the CUBIN (for loading).
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -63,6 +75,8 @@ fn options(arch: &str, flush_denormals: bool) -> Vec<String> {
         format!("--ftz={flush_denormals}"),
         format!("-DT5_THREADS={THREADS}"),
         format!("-DT5_BLOCKS={BLOCKS}"),
+        format!("-DT5_LANES={}", crate::kernels::LANES),
+        format!("-DT5_NORM_ROWS={}", crate::kernels::NORM_ROWS),
     ]
 }
 
@@ -181,4 +195,25 @@ pub fn compile(name: &str, src: &str, arch: &str, flush_denormals: bool) -> Resu
 /// The optimizer kernels compiled for `arch`.
 pub fn compile_optimizer(arch: &str, flush_denormals: bool) -> Result<Compiled> {
     compile("optimizer.cu", OPTIMIZER_CU, arch, flush_denormals)
+}
+
+/// The RMS norm kernels compiled for `arch`.
+pub fn compile_norm(arch: &str, flush_denormals: bool) -> Result<Compiled> {
+    compile("norm.cu", NORM_CU, arch, flush_denormals)
+}
+
+/// Kernels compiled for the GPU of `stream` and loaded there, by name.
+pub(crate) fn load(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    name: &str,
+    src: &str,
+    flush_denormals: bool,
+) -> Result<std::sync::Arc<cudarc::driver::CudaModule>> {
+    let ctx = stream.context();
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(|e| TrainError::Config(format!("GPU: {e:?}")))?;
+    let compiled = compile(name, src, &format!("sm_{major}{minor}"), flush_denormals)?;
+    ctx.load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
+        .map_err(|e| TrainError::Config(format!("loading {name}: {e:?}")))
 }

@@ -8,7 +8,7 @@
 //! What it computes is [`super::twin`]'s computation, bit for bit.
 
 use super::twin::FlatLayout;
-use super::{compile_optimizer, BLOCKS, THREADS};
+use super::{load, BLOCKS, OPTIMIZER_CU, THREADS};
 use crate::optim::{adafactor_rates, AdamStep, Optimizer, OptimizerConfig, ParamState};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
@@ -130,12 +130,7 @@ impl DeviceOptimizer {
         layout: FlatLayout,
         flush_denormals: bool,
     ) -> Result<Self> {
-        let ctx = stream.context().clone();
-        let (major, minor) = ctx.compute_capability().map_err(|e| err("device", e))?;
-        let compiled = compile_optimizer(&format!("sm_{major}{minor}"), flush_denormals)?;
-        let module = ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
-            .map_err(|e| err("loading the kernels", e))?;
+        let module = load(&stream, "optimizer.cu", OPTIMIZER_CU, flush_denormals)?;
         let f = |name: &str| {
             module
                 .load_function(name)

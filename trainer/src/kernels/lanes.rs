@@ -179,7 +179,7 @@ pub(crate) mod simd {
 }
 
 /// Lanes of the vectorised reductions below.
-pub(super) const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// `max(x)` (`-inf` for an empty slice) in independent lanes, so that it
 /// vectorises (a plain fold is a serial chain).

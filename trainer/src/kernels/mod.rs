@@ -240,9 +240,10 @@ mod products;
 pub use attention::{attention_cpu, AttnInputs};
 pub use elementwise::{add, gated_gelu, mul_mask};
 pub use lanes::exp_fast;
-use lanes::*;
+pub(crate) use lanes::*;
 pub use loss::{logits_loss_cpu, row_loss_cpu, Logits, RowLoss};
 pub use norm::rms_norm_cpu;
+pub(crate) use norm::NORM_ROWS;
 #[cfg(t5mix_openblas)]
 use products::blas;
 pub use products::{feed_forward_cpu, matmul_nt, uses_openblas, FfInputs};

@@ -37,7 +37,7 @@ pub fn rms_norm_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
 }
 
 /// Rows per rayon task in the norm.
-pub(super) const NORM_ROWS: usize = 64;
+pub(crate) const NORM_ROWS: usize = 64;
 
 pub(super) fn rms_norm_impl<T: Tape<f32, Cpu>>(x: Cpu3<T>, w: Cpu2<T>, eps: f32) -> Cpu3<T> {
     let (x, tx) = x.contiguous().split_tape();
