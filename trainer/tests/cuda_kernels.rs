@@ -5,7 +5,8 @@
 
 use t5mix_trainer::device::twin::{self, FlatLayout};
 use t5mix_trainer::device::{
-    compile, compile_norm, compile_optimizer, NORM_KERNELS, OPTIMIZER_KERNELS,
+    compile, compile_loss, compile_norm, compile_optimizer, LOSS_KERNELS, NORM_KERNELS,
+    OPTIMIZER_KERNELS,
 };
 use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
 
@@ -16,11 +17,14 @@ use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
 )]
 fn kernels_compile_with_nvrtc_for_sm90() {
     type Compile = fn(&str, bool) -> t5mix_trainer::Result<t5mix_trainer::device::Compiled>;
-    let sources: [(Compile, &[&str]); 2] = [
-        (compile_optimizer, &OPTIMIZER_KERNELS),
-        (compile_norm, &NORM_KERNELS),
+    // (compile, entry points, whether a library call may fuse: the loss's
+    // f64 log comes from libdevice, which uses fma itself)
+    let sources: [(Compile, &[&str], bool); 3] = [
+        (compile_optimizer, &OPTIMIZER_KERNELS, false),
+        (compile_norm, &NORM_KERNELS, false),
+        (compile_loss, &LOSS_KERNELS, true),
     ];
-    for ((compile, kernels), flush_denormals) in
+    for ((compile, kernels, library_fma), flush_denormals) in
         sources.into_iter().flat_map(|s| [(s, true), (s, false)])
     {
         let c = compile("sm_90", flush_denormals).unwrap();
@@ -31,9 +35,19 @@ fn kernels_compile_with_nvrtc_for_sm90() {
             assert!(c.ptx.contains(&format!(".entry {k}(")), "{k} missing");
         }
         assert_eq!(c.ptx.matches(".entry ").count(), kernels.len());
-        // products and sums round as on the CPU: no fused multiply-add
-        assert!(!c.ptx.contains("fma.rn"), "fused multiply-add in the PTX");
-        assert_eq!(c.ptx.contains(".ftz"), flush_denormals);
+        // products and sums round as on the CPU: no fused multiply-add in
+        // our f32 formulas (nor anywhere, but for library calls)
+        assert!(
+            !c.ptx.contains("fma.rn.f32"),
+            "fused multiply-add in the PTX"
+        );
+        assert!(
+            library_fma || !c.ptx.contains("fma.rn"),
+            "fused multiply-add in the PTX"
+        );
+        // subnormals flushed in our f32 arithmetic as asked (libdevice's
+        // f64 log has an ftz reciprocal of its own)
+        assert_eq!(c.ptx.contains(".ftz.f32"), flush_denormals);
     }
 }
 
@@ -168,5 +182,67 @@ fn rms_norm_on_the_gpu_equals_the_cpu_norm_bit_for_bit() {
         assert!(same(&down(&ginv), &inv), "{rows}x{d}: inv");
         assert!(same(&down(&gdx), &dx), "{rows}x{d}: input gradient");
         assert!(same(&down(&gdw), &dw), "{rows}x{d}: weight gradient");
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn loss_on_the_gpu_equals_the_cpu_loss() {
+    use t5mix_trainer::device::loss::{cpu_backward, cpu_forward, DeviceLoss, LossSettings};
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let loss = DeviceLoss::new(stream.clone(), false).unwrap();
+    // t5-v1_1's vocabulary (a tail past the lanes: 32128 = 2008 * 16, so
+    // also 1000), with and without label smoothing
+    for (n, v) in [(912, 32128), (40, 1000)] {
+        for smoothing in [0.0, 0.1] {
+            let s = LossSettings { z: 1e-4, smoothing };
+            let mut seed = 13u64;
+            let x = values(&mut seed, n * v, 16.0);
+            let targets: Vec<usize> = (0..n).map(|i| (i * 7919) % v).collect();
+            let weights: Vec<f32> = (0..n).map(|i| (i % 5 != 2) as u32 as f32).collect();
+            let g_out = values(&mut seed, n, 1.0);
+            let rows = cpu_forward(&x, v, &targets, &weights, s);
+            let mut d = values(&mut seed, n * v, 0.01);
+            let d0 = d.clone();
+            cpu_backward(&x, v, &targets, &weights, (&g_out, &rows), s, &mut d);
+            let t32: Vec<u32> = targets.iter().map(|&t| t as u32).collect();
+            let (gx, gt, gw) = (
+                stream.clone_htod(&x).unwrap(),
+                stream.clone_htod(&t32).unwrap(),
+                stream.clone_htod(&weights).unwrap(),
+            );
+            let mut grows = stream.clone_htod(&vec![0f32; 4 * n]).unwrap();
+            loss.forward(&gx, (n, v), &gt, &gw, s, &mut grows).unwrap();
+            let got_rows = stream.clone_dtoh(&grows).unwrap();
+            let want_rows: Vec<f32> = rows.iter().flatten().copied().collect();
+            // log-sum-exp may differ in its last bit on a rounding tie
+            // (CUDA's and the host's f64 log); everything else is exact
+            // when it does not
+            let lse_ties = (0..n)
+                .filter(|&i| got_rows[4 * i + 3].to_bits() != want_rows[4 * i + 3].to_bits())
+                .count();
+            assert!(
+                lse_ties * 100 <= n,
+                "{n}x{v}: {lse_ties} rows' log-sum-exp differ"
+            );
+            if lse_ties == 0 {
+                assert_eq!(got_rows, want_rows, "{n}x{v} smoothing {smoothing}");
+                let gg = stream.clone_htod(&g_out).unwrap();
+                let mut gd = stream.clone_htod(&d0).unwrap();
+                loss.backward(&gx, (n, v), &gt, &gw, (&gg, &grows), s, &mut gd)
+                    .unwrap();
+                let got = stream.clone_dtoh(&gd).unwrap();
+                let differ = got
+                    .iter()
+                    .zip(&d)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(differ, 0, "{n}x{v} smoothing {smoothing}: gradient");
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! environment) writes PTX ISA 9.2, which its 580 driver (CUDA 13.0)
 //! refuses to load; a CUBIN for the GPU's own architecture needs no JIT.
 
+pub mod loss;
 pub mod norm;
 pub mod optimizer;
 pub mod twin;
@@ -53,6 +54,12 @@ pub const NORM_KERNELS: [&str; 4] = [
     "rms_norm_bwd_w_partials",
     "rms_norm_bwd_w",
 ];
+
+/// The loss kernels' source (the CPU fused loss's order).
+pub const LOSS_CU: &str = include_str!("../../cuda/loss.cu");
+
+/// The entry points of [`LOSS_CU`].
+pub const LOSS_KERNELS: [&str; 2] = ["row_loss_fwd", "row_loss_bwd"];
 
 /// Compiled kernels: the PTX (for reading) and the CUBIN (for loading).
 #[derive(Debug, Clone)]
@@ -200,6 +207,11 @@ pub fn compile_optimizer(arch: &str, flush_denormals: bool) -> Result<Compiled> 
 /// The RMS norm kernels compiled for `arch`.
 pub fn compile_norm(arch: &str, flush_denormals: bool) -> Result<Compiled> {
     compile("norm.cu", NORM_CU, arch, flush_denormals)
+}
+
+/// The loss kernels compiled for `arch`.
+pub fn compile_loss(arch: &str, flush_denormals: bool) -> Result<Compiled> {
+    compile("loss.cu", LOSS_CU, arch, flush_denormals)
 }
 
 /// Kernels compiled for the GPU of `stream` and loaded there, by name.

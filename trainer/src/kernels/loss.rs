@@ -84,7 +84,7 @@ pub fn logits_loss_cpu<D: Device<f32>, T: Tape<f32, D> + 'static>(
 
 /// t5x's per-row loss over logits: cross-entropy against the smoothed
 /// target distribution plus the z-loss, weighted.
-pub(super) struct LossRule {
+pub(crate) struct LossRule {
     z: f32,
     smoothing: f32,
     confidence: f32,
@@ -95,7 +95,7 @@ pub(super) struct LossRule {
 }
 
 impl LossRule {
-    pub(super) fn new(z: f32, smoothing: f32, v: usize) -> Self {
+    pub(crate) fn new(z: f32, smoothing: f32, v: usize) -> Self {
         let confidence = 1.0 - smoothing;
         let low = if v > 1 {
             smoothing / (v as f32 - 1.0)
@@ -116,9 +116,20 @@ impl LossRule {
         }
     }
 
+    /// (z, smoothing, confidence, low, constant): what the GPU kernel takes.
+    pub(crate) fn params(&self) -> [f32; 5] {
+        [
+            self.z,
+            self.smoothing,
+            self.confidence,
+            self.low,
+            self.constant,
+        ]
+    }
+
     /// Per row of `x` (`[n, v]`): (weighted loss, weighted cross-entropy,
     /// weighted z-loss, log-sum-exp).
-    pub(super) fn rows(
+    pub(crate) fn rows(
         &self,
         x: &[f32],
         v: usize,
@@ -158,7 +169,7 @@ impl LossRule {
     /// upstream gradient `g` (weight included): `d_j = scale·e^(x_j − lse)
     /// − shift`, and the target's entry less `target`, as (scale, shift,
     /// target, lse); `None` when `g` is 0 (the row has no gradient).
-    pub(super) fn grad(&self, g: f32, row: &[f32; 4]) -> Option<(f32, f32, f32, f32)> {
+    pub(crate) fn grad(&self, g: f32, row: &[f32; 4]) -> Option<(f32, f32, f32, f32)> {
         if g == 0.0 {
             return None;
         }

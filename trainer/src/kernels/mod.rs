@@ -241,6 +241,7 @@ pub use attention::{attention_cpu, AttnInputs};
 pub use elementwise::{add, gated_gelu, mul_mask};
 pub use lanes::exp_fast;
 pub(crate) use lanes::*;
+pub(crate) use loss::LossRule;
 pub use loss::{logits_loss_cpu, row_loss_cpu, Logits, RowLoss};
 pub use norm::rms_norm_cpu;
 pub(crate) use norm::NORM_ROWS;

@@ -1,0 +1,135 @@
+// The output layer's loss on the GPU: t5x's cross-entropy (with label
+// smoothing) plus z-loss per row of logits, forward and backward, in the
+// CPU fused loss's order (trainer/src/kernels/loss.rs, lanes.rs): the row's
+// max and sum of exponentials in T5_LANES lanes (the exponentials by the
+// CPU's exp_fast, the sums in f64), then the lanes in order, then the tail.
+// The one step that can round differently is log(): CUDA's and the host's
+// are each within an ulp in f64, so the f32 log-sum-exp can differ in its
+// last bit on a tie (rare). Compiled with --fmad=false.
+//
+//   forward   rows[4i..4i+4] = (w (ce + z lse^2), w ce, w z lse^2, lse)
+//   backward  d_j += scale e^(x_j - lse) - shift, d_t -= target
+
+#ifndef T5_LANES
+#error "T5_LANES is set by the host"
+#endif
+
+typedef unsigned long long u64;
+
+#define ROWS_PER_BLOCK 16
+// -inf (NVRTC has no math.h)
+#define NEG_INF __int_as_float(0xff800000)
+
+// e^x as the CPU's exp_fast: x = k ln 2 + r, e^r by a degree-6 Taylor
+// polynomial, 2^k from the exponent bits; inputs clamped to [-87.3, 88.4].
+__device__ float exp_fast(float x) {
+    const float LOG2E = 1.442695040888963407f;
+    const float LN2_HI = 0.6933594f;
+    const float LN2_LO = -2.1219444e-4f;
+    const float SHIFT = 12582912.0f;
+    const float LO = -87.33655f, HI = 88.37626f;
+    x = x < LO ? LO : (x > HI ? HI : x);
+    float t = x * LOG2E + SHIFT;
+    float k = t - SHIFT;
+    int ki = (int)(__float_as_uint(t) - __float_as_uint(SHIFT));
+    float r = x - k * LN2_HI - k * LN2_LO;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6.0f + r * (1.0f / 24.0f
+              + r * (1.0f / 120.0f + r * (1.0f / 720.0f))))));
+    return p * __uint_as_float(((unsigned)(ki + 127)) << 23);
+}
+
+// forward: grid ceil(n / ROWS_PER_BLOCK) blocks of (T5_LANES, ROWS_PER_BLOCK).
+// rule = (z, smoothing, confidence, low, constant) as LossRule::new.
+extern "C" __global__ void row_loss_fwd(const float* x, u64 n, unsigned v, const unsigned* targets,
+                                        const float* weights, float z, float smoothing,
+                                        float confidence, float low, float constant, float* rows) {
+    __shared__ float maxes[ROWS_PER_BLOCK][T5_LANES];
+    __shared__ double sums[ROWS_PER_BLOCK][T5_LANES];
+    __shared__ float row_m[ROWS_PER_BLOCK];
+    unsigned l = threadIdx.x, ty = threadIdx.y;
+    u64 i = (u64)blockIdx.x * ROWS_PER_BLOCK + ty;
+    unsigned full = v - v % T5_LANES;
+    const float* row = x + i * v;
+    if (i < n) {
+        float acc = NEG_INF;
+        for (unsigned j = l; j < full; j += T5_LANES) {
+            acc = fmaxf(acc, row[j]);
+        }
+        maxes[ty][l] = acc;
+    }
+    __syncthreads();
+    if (i < n && l == 0) {
+        float m = NEG_INF;
+        for (unsigned j = full; j < v; j++) {
+            m = fmaxf(m, row[j]);
+        }
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            m = fmaxf(m, maxes[ty][k]);
+        }
+        row_m[ty] = m;
+    }
+    __syncthreads();
+    if (i < n) {
+        float m = row_m[ty];
+        double acc = 0.0;
+        for (unsigned j = l; j < full; j += T5_LANES) {
+            acc += (double)exp_fast(row[j] - m);
+        }
+        sums[ty][l] = acc;
+    }
+    __syncthreads();
+    if (i < n && l == 0) {
+        float m = row_m[ty];
+        double s = -0.0;
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            s += sums[ty][k];
+        }
+        double tail = -0.0;
+        for (unsigned j = full; j < v; j++) {
+            tail += (double)exp_fast(row[j] - m);
+        }
+        float lse = m + (float)log(s + tail);
+        unsigned t = targets[i];
+        float ce = lse - row[t];
+        if (smoothing > 0.0f) {
+            double sum = -0.0;
+            for (unsigned j = 0; j < v; j++) {
+                sum += (double)row[j];
+            }
+            ce = lse - (confidence - low) * row[t] - low * (float)sum - constant;
+        }
+        float w = weights[i];
+        float zl = z * lse * lse;
+        rows[4 * i] = w * (ce + zl);
+        rows[4 * i + 1] = w * ce;
+        rows[4 * i + 2] = w * zl;
+        rows[4 * i + 3] = lse;
+    }
+}
+
+// backward: d (n x v) += the loss's gradient; g_out the upstream gradient
+// per row. grid (ceil(v / blockDim.x), n).
+extern "C" __global__ void row_loss_bwd(const float* x, u64 n, unsigned v, const unsigned* targets,
+                                        const float* weights, const float* g_out, const float* rows,
+                                        float z, float confidence, float low, float* d) {
+    u64 i = blockIdx.y;
+    if (i >= n) {
+        return;
+    }
+    float g = g_out[i] * weights[i];
+    if (g == 0.0f) {
+        return;
+    }
+    float lse = rows[4 * i + 3];
+    float scale = g * (1.0f + 2.0f * z * lse);
+    float shift = g * low;
+    float target = g * (confidence - low);
+    unsigned t = targets[i];
+    for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < v; j += gridDim.x * blockDim.x) {
+        float dj = d[i * v + j] + (scale * exp_fast(x[i * v + j] - lse) - shift);
+        if (j == t) {
+            dj -= target;
+        }
+        d[i * v + j] = dj;
+    }
+}

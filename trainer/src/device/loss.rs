@@ -1,0 +1,206 @@
+//! The per-row loss on the GPU (`trainer/cuda/loss.cu`): t5x's
+//! cross-entropy with label smoothing plus z-loss, forward and backward, in
+//! the CPU fused loss's order. The CPU side is here too ([`cpu_forward`],
+//! [`cpu_backward`]: the fused kernel's own rule), for the check on the
+//! device.
+
+use super::{load, LOSS_CU};
+use crate::kernels::{simd, LossRule};
+use crate::{Result, TrainError};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+/// Rows per block of the forward (`ROWS_PER_BLOCK` in loss.cu).
+const ROWS_PER_BLOCK: usize = 16;
+
+fn err(what: &str, e: impl std::fmt::Debug) -> TrainError {
+    TrainError::Config(format!("GPU loss: {what}: {e:?}"))
+}
+
+/// The loss's kernels on one GPU stream, for one rule.
+pub struct DeviceLoss {
+    stream: Arc<CudaStream>,
+    fwd: CudaFunction,
+    bwd: CudaFunction,
+}
+
+/// The loss's settings: z-loss factor and label smoothing.
+#[derive(Debug, Clone, Copy)]
+pub struct LossSettings {
+    /// z-loss factor.
+    pub z: f32,
+    /// Label smoothing.
+    pub smoothing: f32,
+}
+
+impl DeviceLoss {
+    /// The kernels compiled for `stream`'s GPU and loaded there.
+    pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
+        let module = load(&stream, "loss.cu", LOSS_CU, flush_denormals)?;
+        let f = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(|e| err(&format!("kernel {name}"), e))
+        };
+        Ok(DeviceLoss {
+            fwd: f("row_loss_fwd")?,
+            bwd: f("row_loss_bwd")?,
+            stream,
+        })
+    }
+
+    /// Per row of the `n × v` logits: (weighted loss, weighted
+    /// cross-entropy, weighted z-loss, log-sum-exp) into `rows` (4n).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &CudaSlice<f32>,
+        (n, v): (usize, usize),
+        targets: &CudaSlice<u32>,
+        weights: &CudaSlice<f32>,
+        s: LossSettings,
+        rows: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let [z, smoothing, confidence, low, constant] = LossRule::new(s.z, s.smoothing, v).params();
+        let (n64, v32) = (n as u64, v as u32);
+        let mut b = self.stream.launch_builder(&self.fwd);
+        b.arg(x).arg(&n64).arg(&v32).arg(targets).arg(weights);
+        b.arg(&z)
+            .arg(&smoothing)
+            .arg(&confidence)
+            .arg(&low)
+            .arg(&constant);
+        b.arg(rows);
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(ROWS_PER_BLOCK).max(1) as u32, 1, 1),
+            block_dim: (crate::kernels::LANES as u32, ROWS_PER_BLOCK as u32, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: x holds n·v values, targets and weights n, rows 4n.
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| err("forward", e))
+    }
+
+    /// Adds the loss's gradient to `d` (`n × v`), from the upstream
+    /// gradient per row `g_out` and the forward's `rows`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        x: &CudaSlice<f32>,
+        (n, v): (usize, usize),
+        targets: &CudaSlice<u32>,
+        weights: &CudaSlice<f32>,
+        (g_out, rows): (&CudaSlice<f32>, &CudaSlice<f32>),
+        s: LossSettings,
+        d: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let [z, _, confidence, low, _] = LossRule::new(s.z, s.smoothing, v).params();
+        let (n64, v32) = (n as u64, v as u32);
+        let mut b = self.stream.launch_builder(&self.bwd);
+        b.arg(x).arg(&n64).arg(&v32).arg(targets).arg(weights);
+        b.arg(g_out)
+            .arg(rows)
+            .arg(&z)
+            .arg(&confidence)
+            .arg(&low)
+            .arg(d);
+        let cfg = LaunchConfig {
+            grid_dim: (v.div_ceil(256).clamp(1, 64) as u32, n.max(1) as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: x and d hold n·v values, the others n (rows 4n).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| err("backward", e))
+    }
+}
+
+/// The CPU fused loss's rows (see [`DeviceLoss::forward`]).
+pub fn cpu_forward(
+    x: &[f32],
+    v: usize,
+    targets: &[usize],
+    weights: &[f32],
+    s: LossSettings,
+) -> Vec<[f32; 4]> {
+    LossRule::new(s.z, s.smoothing, v).rows(x, v, targets, weights)
+}
+
+/// The CPU fused loss's gradient added to `d`, as its backward adds it.
+#[allow(clippy::too_many_arguments)]
+pub fn cpu_backward(
+    x: &[f32],
+    v: usize,
+    targets: &[usize],
+    weights: &[f32],
+    (g_out, rows): (&[f32], &[[f32; 4]]),
+    s: LossSettings,
+    d: &mut [f32],
+) {
+    let rule = LossRule::new(s.z, s.smoothing, v);
+    for (i, (d, row)) in d.chunks_mut(v).zip(x.chunks(v)).enumerate() {
+        let Some((scale, shift, target, lse)) = rule.grad(g_out[i] * weights[i], &rows[i]) else {
+            continue;
+        };
+        simd::add_loss_grad(d, row, scale, shift, lse);
+        d[targets[i]] -= target;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfdx::prelude::*;
+
+    /// The CPU side of the device check is the trainer's own fused loss:
+    /// the same per-row losses and gradient, bit for bit, with and without
+    /// label smoothing (v = 1000: a tail past the lanes).
+    #[test]
+    fn the_reference_is_the_trainers_cpu_loss() {
+        let (n, v) = (40, 1000);
+        let mut seed = 9u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let x: Vec<f32> = (0..n * v).map(|_| next() * 8.0).collect();
+        let targets: Vec<usize> = (0..n).map(|i| (i * 37) % v).collect();
+        let weights: Vec<f32> = (0..n).map(|i| if i % 7 == 3 { 0.0 } else { 1.0 }).collect();
+        let g_out: Vec<f32> = (0..n).map(|_| next()).collect();
+        let dev = Cpu::default();
+        for s in [
+            LossSettings {
+                z: 1e-4,
+                smoothing: 0.0,
+            },
+            LossSettings {
+                z: 1e-4,
+                smoothing: 0.1,
+            },
+        ] {
+            let xt = dev.tensor_from_vec(x.clone(), (n, v));
+            let r = crate::kernels::row_loss_cpu(
+                xt.clone().leaky_traced(),
+                &targets,
+                &weights,
+                s.z,
+                s.smoothing,
+            )
+            .unwrap_or_else(|_| panic!("the CPU kernel"));
+            let rows = cpu_forward(&x, v, &targets, &weights, s);
+            assert_eq!(
+                r.loss.as_vec(),
+                rows.iter().map(|r| r[0]).collect::<Vec<_>>()
+            );
+            let gt = dev.tensor_from_vec(g_out.clone(), (n,));
+            let grads = (r.loss * gt).sum::<Rank0, _>().backward();
+            let mut d = vec![0f32; n * v];
+            cpu_backward(&x, v, &targets, &weights, (&g_out, &rows), s, &mut d);
+            assert_eq!(grads.get(&xt).as_vec(), d, "{s:?}");
+        }
+    }
+}
