@@ -3,7 +3,8 @@
 # runs, into gpu-carry/ (ignored by git; pass it to the device tool's
 # `carry`, 64 MiB at most):
 #   cuda_kernels   the trainer's kernel tests: NVRTC compiles our kernels,
-#                  and the GPU optimizer must equal its CPU twin bit for bit
+#                  and on the GPU the optimizer, the RMS norm and the loss
+#                  must equal their CPU references bit for bit
 #                  (built with the plain toolchain: cudarc loads the CUDA
 #                  driver and NVRTC at run time)
 # and with --cuda, the dfdx CUDA build (scripts/build-cuda.sh, ~12 min on

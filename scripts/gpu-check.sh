@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # ONE device run for issue #13 (what a session lent a GPU runs first): the
 # binaries scripts/gpu-carry.sh built here, then a summary.
-#   kernels     our CUDA kernels compile for the GPU, and the optimizer step
-#               on the GPU equals its CPU twin bit for bit (weights, norm,
-#               optimizer state)
+#   kernels     our CUDA kernels compile for the GPU; the optimizer step
+#               equals its CPU twin bit for bit (weights, norm, state), the
+#               RMS norm and the loss the trainer's CPU kernels
 # and when gpu-carry/cuda/ holds the dfdx CUDA build (gpu-carry.sh --cuda):
 #   hf_parity, gradients, training   the trainer's tests with Dev = Cuda
 #   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)

@@ -4,7 +4,7 @@
 //! [`cpu_backward`]: the fused kernel's own rule), for the check on the
 //! device.
 
-use super::{load, LOSS_CU};
+use super::{load, LOSS_CU, LOSS_KERNELS};
 use crate::kernels::{simd, LossRule};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -36,17 +36,8 @@ pub struct LossSettings {
 impl DeviceLoss {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let module = load(&stream, "loss.cu", LOSS_CU, flush_denormals)?;
-        let f = |name: &str| {
-            module
-                .load_function(name)
-                .map_err(|e| err(&format!("kernel {name}"), e))
-        };
-        Ok(DeviceLoss {
-            fwd: f("row_loss_fwd")?,
-            bwd: f("row_loss_bwd")?,
-            stream,
-        })
+        let [fwd, bwd] = load(&stream, ("loss.cu", LOSS_CU), LOSS_KERNELS, flush_denormals)?;
+        Ok(DeviceLoss { fwd, bwd, stream })
     }
 
     /// Per row of the `n × v` logits: (weighted loss, weighted

@@ -214,18 +214,34 @@ pub fn compile_loss(arch: &str, flush_denormals: bool) -> Result<Compiled> {
     compile("loss.cu", LOSS_CU, arch, flush_denormals)
 }
 
-/// Kernels compiled for the GPU of `stream` and loaded there, by name.
-pub(crate) fn load(
+/// The kernels `names` of a source, compiled for the GPU of `stream` and
+/// loaded there (in the order of `names`).
+pub(crate) fn load<const N: usize>(
     stream: &std::sync::Arc<cudarc::driver::CudaStream>,
-    name: &str,
-    src: &str,
+    (name, src): (&str, &str),
+    names: [&str; N],
     flush_denormals: bool,
-) -> Result<std::sync::Arc<cudarc::driver::CudaModule>> {
+) -> Result<[cudarc::driver::CudaFunction; N]> {
+    let fail = |what: String, e: &dyn std::fmt::Debug| {
+        TrainError::Config(format!("{name}: {what}: {e:?}"))
+    };
     let ctx = stream.context();
     let (major, minor) = ctx
         .compute_capability()
-        .map_err(|e| TrainError::Config(format!("GPU: {e:?}")))?;
+        .map_err(|e| fail("GPU".into(), &e))?;
     let compiled = compile(name, src, &format!("sm_{major}{minor}"), flush_denormals)?;
-    ctx.load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
-        .map_err(|e| TrainError::Config(format!("loading {name}: {e:?}")))
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
+        .map_err(|e| fail("loading".into(), &e))?;
+    let functions = names
+        .iter()
+        .map(|k| {
+            module
+                .load_function(k)
+                .map_err(|e| fail(format!("kernel {k}"), &e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(functions
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N functions")))
 }

@@ -3,7 +3,7 @@
 //! here too ([`cpu_forward`], [`cpu_backward`]: the fused kernel's own
 //! row loops), for the check on the device.
 
-use super::{load, NORM_CU};
+use super::{load, NORM_CU, NORM_KERNELS};
 use crate::kernels::{simd, NORM_ROWS};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -33,17 +33,13 @@ pub fn weight_blocks(rows: usize) -> usize {
 impl DeviceNorm {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let module = load(&stream, "norm.cu", NORM_CU, flush_denormals)?;
-        let f = |name: &str| {
-            module
-                .load_function(name)
-                .map_err(|e| err(&format!("kernel {name}"), e))
-        };
+        let [fwd, bwd_x, bwd_w_partials, bwd_w] =
+            load(&stream, ("norm.cu", NORM_CU), NORM_KERNELS, flush_denormals)?;
         Ok(DeviceNorm {
-            fwd: f("rms_norm_fwd")?,
-            bwd_x: f("rms_norm_bwd_x")?,
-            bwd_w_partials: f("rms_norm_bwd_w_partials")?,
-            bwd_w: f("rms_norm_bwd_w")?,
+            fwd,
+            bwd_x,
+            bwd_w_partials,
+            bwd_w,
             stream,
         })
     }

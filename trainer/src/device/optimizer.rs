@@ -8,7 +8,7 @@
 //! What it computes is [`super::twin`]'s computation, bit for bit.
 
 use super::twin::FlatLayout;
-use super::{load, BLOCKS, OPTIMIZER_CU, THREADS};
+use super::{load, BLOCKS, OPTIMIZER_CU, OPTIMIZER_KERNELS, THREADS};
 use crate::optim::{adafactor_rates, AdamStep, Optimizer, OptimizerConfig, ParamState};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
@@ -130,24 +130,25 @@ impl DeviceOptimizer {
         layout: FlatLayout,
         flush_denormals: bool,
     ) -> Result<Self> {
-        let module = load(&stream, "optimizer.cu", OPTIMIZER_CU, flush_denormals)?;
-        let f = |name: &str| {
-            module
-                .load_function(name)
-                .map_err(|e| err(&format!("kernel {name}"), e))
-        };
+        let [sumsq_partials, sum_partials, clip_by_norm, adamw, row_sums, col_sums, moments, sum_f32_partials, factored_y, full_y, apply] =
+            load(
+                &stream,
+                ("optimizer.cu", OPTIMIZER_CU),
+                OPTIMIZER_KERNELS,
+                flush_denormals,
+            )?;
         let k = Kernels {
-            sumsq_partials: f("sumsq_partials")?,
-            sum_partials: f("sum_partials")?,
-            clip_by_norm: f("clip_by_norm")?,
-            adamw: f("adamw")?,
-            row_sums: f("adafactor_row_sums")?,
-            col_sums: f("adafactor_col_sums")?,
-            moments: f("adafactor_moments")?,
-            sum_f32_partials: f("sum_f32_partials")?,
-            factored_y: f("adafactor_factored_y")?,
-            full_y: f("adafactor_full_y")?,
-            apply: f("adafactor_apply")?,
+            sumsq_partials,
+            sum_partials,
+            clip_by_norm,
+            adamw,
+            row_sums,
+            col_sums,
+            moments,
+            sum_f32_partials,
+            factored_y,
+            full_y,
+            apply,
         };
         let shapes: Vec<(usize, usize)> = layout.params.iter().map(|&(_, s)| s).collect();
         let zeros = |n: usize| {
