@@ -54,7 +54,7 @@ if [ "${1:-}" = "--cuda" ]; then
       | xz -T2 -6 > gpu-carry/cuda/nvrtc.tar.xz
   fi
 fi
-du -sh gpu-carry/* gpu-carry/cuda/* 2>/dev/null
+du -sh gpu-carry/* gpu-carry/cuda/* 2>/dev/null || true
 total=$(du -sm gpu-carry | cut -f1)
 if [ "$total" -gt 62 ]; then
   echo "gpu-carry is ${total} MiB: more than the device tool carries (64 MiB)" >&2
