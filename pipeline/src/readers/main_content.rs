@@ -31,7 +31,10 @@
 //! retry; these are where the pages that differ from trafilatura differ.
 //!
 //! Work per page is bounded by the tree size (the caller caps body size and
-//! nesting) and every walk is iterative.
+//! nesting; no step is quadratic in the number of siblings). The tree walks
+//! are iterative; the handlers of nested lists and inline elements recurse
+//! as deep as those nest, within the caller's nesting cap (tested in a
+//! thread with a 2 MB stack).
 
 use regex::Regex;
 use std::collections::HashSet;
