@@ -96,7 +96,9 @@ extern "C" __global__ void adamw(float* p, const float* g, float* m, float* v, u
     }
 }
 
-#define ADAFACTOR_EPS1 1e-30f
+#ifndef T5_ADAFACTOR_EPS1
+#error "T5_ADAFACTOR_EPS1 and T5_ADAFACTOR_EPS2 are set by the host (optim.rs)"
+#endif
 
 // Adafactor, factored second moment of a rows x cols parameter (row-major):
 // sums of g^2 + eps1 over each row and over each column, in index order
@@ -106,7 +108,7 @@ extern "C" __global__ void adafactor_row_sums(const float* g, u64 rows, u64 cols
         double acc = 0.0;
         for (u64 j = 0; j < cols; j++) {
             float x = g[i * cols + j];
-            acc += (double)(x * x + ADAFACTOR_EPS1);
+            acc += (double)(x * x + T5_ADAFACTOR_EPS1);
         }
         out[i] = acc;
     }
@@ -117,7 +119,7 @@ extern "C" __global__ void adafactor_col_sums(const float* g, u64 rows, u64 cols
         double acc = 0.0;
         for (u64 i = 0; i < rows; i++) {
             float x = g[i * cols + j];
-            acc += (double)(x * x + ADAFACTOR_EPS1);
+            acc += (double)(x * x + T5_ADAFACTOR_EPS1);
         }
         out[j] = acc;
     }
@@ -166,7 +168,7 @@ extern "C" __global__ void adafactor_full_y(const float* g, float* v, float* y, 
                                             float mix) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
         float gi = g[i];
-        float vi = decay * v[i] + mix * (gi * gi + ADAFACTOR_EPS1);
+        float vi = decay * v[i] + mix * (gi * gi + T5_ADAFACTOR_EPS1);
         v[i] = vi;
         y[i] = gi / sqrtf(vi);
     }
@@ -180,7 +182,7 @@ extern "C" __global__ void adafactor_apply(float* p, const float* y, u64 n, cons
     float update_scale = lr;
     if (param_scale) {
         float rms_p = (float)sqrt(stats[2] / (double)n);
-        update_scale *= fmaxf(rms_p, 1e-3f);
+        update_scale *= fmaxf(rms_p, T5_ADAFACTOR_EPS2);
     }
     float denom = 1.0f;
     if (clipping > 0.0f) {

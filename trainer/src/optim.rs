@@ -227,8 +227,46 @@ pub struct Optimizer {
     shapes: Vec<(usize, usize)>,
 }
 
-const EPS1: f32 = 1e-30;
-const EPS2: f32 = 1e-3;
+/// Adafactor's ε₁ (added to squared gradients) and ε₂ (the least
+/// parameter scale), t5x's values; the GPU kernels get them from here.
+pub(crate) const ADAFACTOR_EPS1: f32 = 1e-30;
+pub(crate) const ADAFACTOR_EPS2: f32 = 1e-3;
+use ADAFACTOR_EPS1 as EPS1;
+use ADAFACTOR_EPS2 as EPS2;
+
+/// The lengths of one parameter's optimizer state.
+pub(crate) enum StateLens {
+    /// AdamW: m and v, one value per parameter value.
+    Adam(usize),
+    /// Adafactor, factored: v_row and v_col.
+    Factored(usize, usize),
+    /// Adafactor, full second moment.
+    Full(usize),
+}
+
+/// What state a parameter of shape (rows, columns) gets (one home for the
+/// CPU optimizer and the GPU's).
+pub(crate) fn state_lens(cfg: OptimizerConfig, (r, c): (usize, usize)) -> StateLens {
+    match cfg {
+        OptimizerConfig::Adafactor {
+            min_dim_size_to_factor,
+            ..
+        } => match factored_dims((r, c), min_dim_size_to_factor) {
+            Some((0, _)) => StateLens::Factored(r, c),
+            Some(_) => StateLens::Factored(c, r),
+            None => StateLens::Full(r * c),
+        },
+        OptimizerConfig::AdamW { .. } => StateLens::Adam(r * c),
+    }
+}
+
+/// Adafactor's second-moment statistics updated from their sums over
+/// `count` values each: `v = decay·v + mix·(sum / count)`.
+pub(crate) fn adafactor_moments(v: &mut [f32], sums: &[f64], count: f64, decay: f32, mix: f32) {
+    for (v, s) in v.iter_mut().zip(sums) {
+        *v = decay * *v + mix * (s / count) as f32;
+    }
+}
 
 /// Which axis Adafactor reduces for the row statistics: t5x factors the two
 /// largest dimensions, `d0` the smaller and `d1` the larger (ties: d0 = 0).
@@ -249,25 +287,15 @@ impl Optimizer {
     pub fn new(cfg: OptimizerConfig, shapes: &[(usize, usize)]) -> Self {
         let states = shapes
             .iter()
-            .map(|&(r, c)| match cfg {
-                OptimizerConfig::Adafactor {
-                    min_dim_size_to_factor,
-                    ..
-                } => match factored_dims((r, c), min_dim_size_to_factor) {
-                    Some((d0, _)) => {
-                        let (n0, n1) = if d0 == 0 { (r, c) } else { (c, r) };
-                        ParamState::Factored {
-                            v_row: vec![0.0; n0],
-                            v_col: vec![0.0; n1],
-                        }
-                    }
-                    None => ParamState::Full {
-                        v: vec![0.0; r * c],
-                    },
+            .map(|&shape| match state_lens(cfg, shape) {
+                StateLens::Factored(n0, n1) => ParamState::Factored {
+                    v_row: vec![0.0; n0],
+                    v_col: vec![0.0; n1],
                 },
-                OptimizerConfig::AdamW { .. } => ParamState::Adam {
-                    m: vec![0.0; r * c],
-                    v: vec![0.0; r * c],
+                StateLens::Full(n) => ParamState::Full { v: vec![0.0; n] },
+                StateLens::Adam(n) => ParamState::Adam {
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
                 },
             })
             .collect();
@@ -421,12 +449,8 @@ fn adafactor(
                 }
             }
             let (n_row, n_col) = (v_col.len() as f64, v_row.len() as f64);
-            for (v, s) in v_row.iter_mut().zip(&sum_row) {
-                *v = decay * *v + mix * (s / n_row) as f32;
-            }
-            for (v, s) in v_col.iter_mut().zip(&sum_col) {
-                *v = decay * *v + mix * (s / n_col) as f32;
-            }
+            adafactor_moments(v_row, &sum_row, n_row, decay, mix);
+            adafactor_moments(v_col, &sum_col, n_col, decay, mix);
             let row_mean =
                 (v_row.iter().map(|&x| x as f64).sum::<f64>() / v_row.len() as f64) as f32;
             let row_factor: Vec<f32> = v_row.iter().map(|&v| 1.0 / (v / row_mean).sqrt()).collect();

@@ -4,18 +4,17 @@
 //! [`cpu_backward`]: the fused kernel's own rule), for the check on the
 //! device.
 
-use super::{load, LOSS_CU, LOSS_KERNELS};
+use super::{launched, load, LOSS_CU, LOSS_KERNELS};
 use crate::kernels::{simd, LossRule};
-use crate::{Result, TrainError};
+use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
 /// Rows per block of the forward (`ROWS_PER_BLOCK` in loss.cu).
 const ROWS_PER_BLOCK: usize = 16;
 
-fn err(what: &str, e: impl std::fmt::Debug) -> TrainError {
-    TrainError::Config(format!("GPU loss: {what}: {e:?}"))
-}
+/// For the error messages.
+const PART: &str = "loss";
 
 /// The loss's kernels on one GPU stream, for one rule.
 pub struct DeviceLoss {
@@ -68,9 +67,7 @@ impl DeviceLoss {
             shared_mem_bytes: 0,
         };
         // SAFETY: x holds n·v values, targets and weights n, rows 4n.
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| err("forward", e))
+        launched(PART, unsafe { b.launch(cfg) }, "forward")
     }
 
     /// Adds the loss's gradient to `d` (`n × v`), from the upstream
@@ -102,9 +99,7 @@ impl DeviceLoss {
             shared_mem_bytes: 0,
         };
         // SAFETY: x and d hold n·v values, the others n (rows 4n).
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| err("backward", e))
+        launched(PART, unsafe { b.launch(cfg) }, "backward")
     }
 }
 

@@ -84,7 +84,24 @@ fn options(arch: &str, flush_denormals: bool) -> Vec<String> {
         format!("-DT5_BLOCKS={BLOCKS}"),
         format!("-DT5_LANES={}", crate::kernels::LANES),
         format!("-DT5_NORM_ROWS={}", crate::kernels::NORM_ROWS),
+        format!("-DT5_ADAFACTOR_EPS1={:e}f", crate::optim::ADAFACTOR_EPS1),
+        format!("-DT5_ADAFACTOR_EPS2={:e}f", crate::optim::ADAFACTOR_EPS2),
     ]
+}
+
+/// An error of our GPU code: the `part` (the optimizer, the norm, …), what
+/// failed and the driver's error.
+pub(crate) fn gpu_error(part: &str, what: &str, e: impl std::fmt::Debug) -> TrainError {
+    TrainError::Config(format!("GPU {part}: {what}: {e:?}"))
+}
+
+/// A kernel launch's result (its events dropped), as [`gpu_error`].
+pub(crate) fn launched<T>(
+    part: &str,
+    r: std::result::Result<T, cudarc::driver::DriverError>,
+    what: &str,
+) -> Result<()> {
+    r.map(|_| ()).map_err(|e| gpu_error(part, what, e))
 }
 
 /// Where NVRTC is: `$T5MIX_NVRTC` (the library file), else the CUDA 13

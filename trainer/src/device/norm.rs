@@ -3,18 +3,17 @@
 //! here too ([`cpu_forward`], [`cpu_backward`]: the fused kernel's own
 //! row loops), for the check on the device.
 
-use super::{load, NORM_CU, NORM_KERNELS};
+use super::{launched, load, NORM_CU, NORM_KERNELS};
 use crate::kernels::{simd, NORM_ROWS};
-use crate::{Result, TrainError};
+use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
 /// Rows per block of the row kernels (`ROWS_PER_BLOCK` in norm.cu).
 const ROWS_PER_BLOCK: usize = 16;
 
-fn err(what: &str, e: impl std::fmt::Debug) -> TrainError {
-    TrainError::Config(format!("GPU RMS norm: {what}: {e:?}"))
-}
+/// For the error messages.
+const PART: &str = "RMS norm";
 
 /// The norm's kernels on one GPU stream.
 pub struct DeviceNorm {
@@ -75,9 +74,7 @@ impl DeviceNorm {
             .arg(&d32)
             .arg(&eps);
         // SAFETY: x and o hold rows·d values, w d, inv rows.
-        unsafe { b.launch(Self::rows_grid(rows)) }
-            .map(|_| ())
-            .map_err(|e| err("forward", e))
+        launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "forward")
     }
 
     /// Adds the input gradient to `dx` and the weight gradient to `dw`
@@ -104,7 +101,7 @@ impl DeviceNorm {
             .arg(&rows64)
             .arg(&d32);
         // SAFETY: x, g, dx hold rows·d values, inv rows, w d.
-        unsafe { b.launch(Self::rows_grid(rows)) }.map_err(|e| err("backward", e))?;
+        launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "backward")?;
         let blocks = weight_blocks(rows);
         let cols = LaunchConfig {
             grid_dim: (d.div_ceil(128).max(1) as u32, blocks.max(1) as u32, 1),
@@ -119,14 +116,16 @@ impl DeviceNorm {
             .arg(&rows64)
             .arg(&d32);
         // SAFETY: partials holds blocks·d values.
-        unsafe { b.launch(cols) }.map_err(|e| err("backward", e))?;
+        launched(PART, unsafe { b.launch(cols) }, "backward")?;
         let blocks64 = blocks as u64;
         let mut b = self.stream.launch_builder(&self.bwd_w);
         b.arg(&*partials).arg(&blocks64).arg(&d32).arg(dw);
         // SAFETY: dw holds d values.
-        unsafe { b.launch(LaunchConfig::for_num_elems(d as u32)) }
-            .map(|_| ())
-            .map_err(|e| err("backward", e))
+        launched(
+            PART,
+            unsafe { b.launch(LaunchConfig::for_num_elems(d as u32)) },
+            "backward",
+        )
     }
 }
 

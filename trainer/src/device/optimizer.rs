@@ -8,8 +8,8 @@
 //! What it computes is [`super::twin`]'s computation, bit for bit.
 
 use super::twin::FlatLayout;
-use super::{load, BLOCKS, OPTIMIZER_CU, OPTIMIZER_KERNELS, THREADS};
-use crate::optim::{adafactor_rates, AdamStep, Optimizer, OptimizerConfig, ParamState};
+use super::{gpu_error, launched, load, BLOCKS, OPTIMIZER_CU, OPTIMIZER_KERNELS, THREADS};
+use crate::optim::{adafactor_rates, state_lens, AdamStep, OptimizerConfig, ParamState, StateLens};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
@@ -20,8 +20,11 @@ const Y_SQUARES: usize = 1;
 const P_SQUARES: usize = 2;
 const GRAD_SQUARES: usize = 3;
 
+/// For the error messages.
+const PART: &str = "optimizer";
+
 fn err(what: &str, e: impl std::fmt::Debug) -> TrainError {
-    TrainError::Config(format!("GPU optimizer: {what}: {e:?}"))
+    gpu_error(PART, what, e)
 }
 
 enum DeviceState {
@@ -88,11 +91,6 @@ fn reduction(blocks: usize) -> LaunchConfig {
     }
 }
 
-/// A kernel launch's result, its events dropped.
-fn launched<T>(r: std::result::Result<T, cudarc::driver::DriverError>, what: &str) -> Result<()> {
-    r.map(|_| ()).map_err(|e| err(what, e))
-}
-
 /// stats[slot] = the sum of squares (or, `squares` false, the sum) of `x`,
 /// in the twin's order ([`super::twin::grid_sum`]).
 fn sum_into(
@@ -112,12 +110,12 @@ fn sum_into(
     let mut b = stream.launch_builder(f);
     b.arg(x).arg(&n).arg(&mut *partials);
     // SAFETY: the kernel reads n values of x and writes BLOCKS partials.
-    launched(unsafe { b.launch(reduction(BLOCKS)) }, "sum")?;
+    launched(PART, unsafe { b.launch(reduction(BLOCKS)) }, "sum")?;
     let slot = slot as u32;
     let mut b = stream.launch_builder(&k.sum_partials);
     b.arg(&*partials).arg(stats).arg(&slot);
     // SAFETY: one block adds the BLOCKS partials into stats[slot] (< 4).
-    launched(unsafe { b.launch(reduction(1)) }, "sum")
+    launched(PART, unsafe { b.launch(reduction(1)) }, "sum")
 }
 
 impl DeviceOptimizer {
@@ -156,20 +154,19 @@ impl DeviceOptimizer {
                 .alloc_zeros::<f32>(n.max(1))
                 .map_err(|e| err("memory", e))
         };
-        let states = Optimizer::new(cfg, &shapes)
-            .states
+        let states = shapes
             .iter()
-            .map(|st| {
-                Ok(match st {
-                    ParamState::Adam { m, v } => DeviceState::Adam {
-                        m: zeros(m.len())?,
-                        v: zeros(v.len())?,
+            .map(|&shape| {
+                Ok(match state_lens(cfg, shape) {
+                    StateLens::Adam(n) => DeviceState::Adam {
+                        m: zeros(n)?,
+                        v: zeros(n)?,
                     },
-                    ParamState::Factored { v_row, v_col } => DeviceState::Factored {
-                        v_row: zeros(v_row.len())?,
-                        v_col: zeros(v_col.len())?,
+                    StateLens::Factored(n0, n1) => DeviceState::Factored {
+                        v_row: zeros(n0)?,
+                        v_col: zeros(n1)?,
                     },
-                    ParamState::Full { v } => DeviceState::Full { v: zeros(v.len())? },
+                    StateLens::Full(n) => DeviceState::Full { v: zeros(n)? },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -208,7 +205,7 @@ impl DeviceOptimizer {
         let mut b = self.stream.launch_builder(&self.k.clip_by_norm);
         b.arg(&mut *grads).arg(&n64).arg(&squares).arg(&max);
         // SAFETY: the kernel scales n gradients in place.
-        launched(unsafe { b.launch(elementwise(n)) }, "clip")
+        launched(PART, unsafe { b.launch(elementwise(n)) }, "clip")
     }
 
     /// The gradients' norm from the last [`Self::clip_global_norm`] (one
@@ -248,7 +245,7 @@ impl DeviceOptimizer {
                     b.arg(&mut p).arg(&g).arg(&mut *m).arg(&mut *v).arg(&n64);
                     b.arg(&b1).arg(&b2).arg(&lr_t).arg(&decay).arg(&eps_t);
                     // SAFETY: the kernel updates n values of each buffer.
-                    launched(unsafe { b.launch(elementwise(n)) }, "adamw")?;
+                    launched(PART, unsafe { b.launch(elementwise(n)) }, "adamw")?;
                 }
                 (
                     OptimizerConfig::Adafactor {
@@ -275,7 +272,7 @@ impl DeviceOptimizer {
                     b.arg(&mut p).arg(&y).arg(&n64).arg(&self.stats);
                     b.arg(&lr32).arg(&clip).arg(&scale);
                     // SAFETY: the kernel updates n parameters from n values of y.
-                    launched(unsafe { b.launch(elementwise(n)) }, "adafactor")?;
+                    launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")?;
                 }
                 (OptimizerConfig::AdamW { .. }, _) => unreachable!("AdamW state"),
             }
@@ -303,11 +300,11 @@ impl DeviceOptimizer {
                 let mut b = self.stream.launch_builder(&self.k.row_sums);
                 b.arg(&g).arg(&r64).arg(&c64).arg(&mut self.sums_a);
                 // SAFETY: one thread per row, r sums written.
-                launched(unsafe { b.launch(elementwise(r)) }, "row sums")?;
+                launched(PART, unsafe { b.launch(elementwise(r)) }, "row sums")?;
                 let mut b = self.stream.launch_builder(&self.k.col_sums);
                 b.arg(&g).arg(&r64).arg(&c64).arg(&mut self.sums_b);
                 // SAFETY: one thread per column, c sums written.
-                launched(unsafe { b.launch(elementwise(c)) }, "column sums")?;
+                launched(PART, unsafe { b.launch(elementwise(c)) }, "column sums")?;
                 let (s_row, s_col) = if rows_first {
                     (&self.sums_a, &self.sums_b)
                 } else {
@@ -324,7 +321,11 @@ impl DeviceOptimizer {
                         .arg(&decay)
                         .arg(&mix);
                     // SAFETY: len statistics updated from len sums.
-                    launched(unsafe { b.launch(elementwise(len as usize)) }, "moments")?;
+                    launched(
+                        PART,
+                        unsafe { b.launch(elementwise(len as usize)) },
+                        "moments",
+                    )?;
                 }
                 // stats[ROW_SUM] = the sum of v_row
                 let bufs = (&mut self.partials, &mut self.stats);
@@ -340,7 +341,7 @@ impl DeviceOptimizer {
                     .arg(&rf);
                 b.arg(&self.stats).arg(&mut self.y);
                 // SAFETY: n values of y from n gradients.
-                launched(unsafe { b.launch(elementwise(n)) }, "adafactor")
+                launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")
             }
             DeviceState::Full { v } => {
                 let mut b = self.stream.launch_builder(&self.k.full_y);
@@ -351,7 +352,7 @@ impl DeviceOptimizer {
                     .arg(&decay)
                     .arg(&mix);
                 // SAFETY: n moments and n values of y.
-                launched(unsafe { b.launch(elementwise(n)) }, "adafactor")
+                launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")
             }
             DeviceState::Adam { .. } => unreachable!("Adafactor state"),
         }

@@ -8,7 +8,10 @@
 //! to the same f32 values).
 
 use super::{BLOCKS, THREADS};
-use crate::optim::{adafactor_rates, adamw_chunk, AdamStep, OptimizerConfig, ParamState};
+use crate::optim::{
+    adafactor_moments, adafactor_rates, adamw_chunk, AdamStep, OptimizerConfig, ParamState,
+    ADAFACTOR_EPS1 as EPS1, ADAFACTOR_EPS2 as EPS2,
+};
 
 /// Where each parameter lives in the flat buffers: its offset and shape
 /// (rows, columns), in the model's parameter order.
@@ -42,12 +45,6 @@ impl FlatLayout {
             flat.extend_from_slice(t);
         }
         flat
-    }
-
-    /// The parameter `i`'s values in a flat buffer.
-    pub fn slice<'a>(&self, flat: &'a [f32], i: usize) -> &'a [f32] {
-        let (at, (r, c)) = self.params[i];
-        &flat[at..at + r * c]
     }
 }
 
@@ -113,8 +110,6 @@ pub fn clip_global_norm(g: &mut [f32], max_norm: Option<f64>) -> f64 {
     norm
 }
 
-const EPS1: f32 = 1e-30;
-
 /// One optimizer step over flat buffers, as the kernels take it: `states`
 /// one per parameter (as [`crate::optim::Optimizer`] keeps them), `step`
 /// the updates done before.
@@ -163,12 +158,8 @@ pub fn update(
                         };
                         // kernel `adafactor_moments`, counts as the CPU's
                         let (n_row, n_col) = (v_col.len() as f64, v_row.len() as f64);
-                        for (v, s) in v_row.iter_mut().zip(&s_row) {
-                            *v = decay * *v + mix * (s / n_row) as f32;
-                        }
-                        for (v, s) in v_col.iter_mut().zip(&s_col) {
-                            *v = decay * *v + mix * (s / n_col) as f32;
-                        }
+                        adafactor_moments(v_row, &s_row, n_row, decay, mix);
+                        adafactor_moments(v_col, &s_col, n_col, decay, mix);
                         // `sum_f32_partials` + `adafactor_factored_y`
                         let row_sum = grid_sum(v_row.len(), |i| v_row[i] as f64);
                         let row_mean = (row_sum / v_row.len() as f64) as f32;
@@ -194,7 +185,7 @@ pub fn update(
                 // kernel `adafactor_apply`
                 let mut update_scale = lr as f32;
                 if multiply_by_parameter_scale {
-                    update_scale *= ((sum_p2 / n as f64).sqrt() as f32).max(1e-3);
+                    update_scale *= ((sum_p2 / n as f64).sqrt() as f32).max(EPS2);
                 }
                 let clipping = clipping_threshold as f32;
                 let mut denom = 1.0f32;
