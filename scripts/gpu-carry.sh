@@ -3,7 +3,8 @@
 # runs, into gpu-carry/ (ignored by git; pass it to the device tool's
 # `carry`, 64 MiB at most):
 #   cuda_kernels   the trainer's kernel tests: NVRTC compiles our kernels,
-#                  and on the GPU the optimizer, the RMS norm and the loss
+#                  and on the GPU the optimizer, the RMS norm, the loss,
+#                  the activations, dropout masks and attention's kernels
 #                  must equal their CPU references bit for bit
 #                  (built with the plain toolchain: cudarc loads the CUDA
 #                  driver and NVRTC at run time)

@@ -3,7 +3,9 @@
 # binaries scripts/gpu-carry.sh built here, then a summary.
 #   kernels     our CUDA kernels compile for the GPU; the optimizer step
 #               equals its CPU twin bit for bit (weights, norm, state), the
-#               RMS norm and the loss the trainer's CPU kernels
+#               RMS norm, the loss, the feed-forward's activations, the
+#               dropout masks and attention's softmax, dropout and bias
+#               gradients the trainer's CPU kernels
 # and when gpu-carry/cuda/ holds the dfdx CUDA build (gpu-carry.sh --cuda):
 #   hf_parity, gradients, training   the trainer's tests with Dev = Cuda
 #   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)

@@ -14,29 +14,7 @@
 #error "T5_LANES is set by the host"
 #endif
 
-typedef unsigned long long u64;
-
 #define ROWS_PER_BLOCK 16
-// -inf (NVRTC has no math.h)
-#define NEG_INF __int_as_float(0xff800000)
-
-// e^x as the CPU's exp_fast: x = k ln 2 + r, e^r by a degree-6 Taylor
-// polynomial, 2^k from the exponent bits; inputs clamped to [-87.3, 88.4].
-__device__ float exp_fast(float x) {
-    const float LOG2E = 1.442695040888963407f;
-    const float LN2_HI = 0.6933594f;
-    const float LN2_LO = -2.1219444e-4f;
-    const float SHIFT = 12582912.0f;
-    const float LO = -87.33655f, HI = 88.37626f;
-    x = x < LO ? LO : (x > HI ? HI : x);
-    float t = x * LOG2E + SHIFT;
-    float k = t - SHIFT;
-    int ki = (int)(__float_as_uint(t) - __float_as_uint(SHIFT));
-    float r = x - k * LN2_HI - k * LN2_LO;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6.0f + r * (1.0f / 24.0f
-              + r * (1.0f / 120.0f + r * (1.0f / 720.0f))))));
-    return p * __uint_as_float(((unsigned)(ki + 127)) << 23);
-}
 
 // forward: grid ceil(n / ROWS_PER_BLOCK) blocks of (T5_LANES, ROWS_PER_BLOCK).
 // rule = (z, smoothing, confidence, low, constant) as LossRule::new.

@@ -20,8 +20,6 @@
 #error "T5_NORM_ROWS is set by the host"
 #endif
 
-typedef unsigned long long u64;
-
 // Rows per block of the row kernels: blockDim = (T5_LANES, ROWS_PER_BLOCK).
 #define ROWS_PER_BLOCK 16
 

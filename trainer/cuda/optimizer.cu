@@ -21,8 +21,6 @@
 #error "T5_BLOCKS is set by the host"
 #endif
 
-typedef unsigned long long u64;
-
 // The sum of one value per thread of the block, pairwise: thread t adds
 // t + s for s = T/2, T/4, ..., 1. Every thread gets the sum.
 __device__ double block_sum(double x) {

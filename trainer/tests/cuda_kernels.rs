@@ -4,10 +4,7 @@
 //! device machine (`cfg(t5mix_gpu)`, or `--include-ignored` there).
 
 use t5mix_trainer::device::twin::{self, FlatLayout};
-use t5mix_trainer::device::{
-    compile, compile_loss, compile_norm, compile_optimizer, LOSS_KERNELS, NORM_KERNELS,
-    OPTIMIZER_KERNELS,
-};
+use t5mix_trainer::device::{compile, KERNEL_FILES, LOSS};
 use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
 
 #[test]
@@ -16,23 +13,23 @@ use t5mix_trainer::optim::{Optimizer, OptimizerConfig};
     ignore = "needs NVRTC: pip install nvidia-cuda-nvrtc==13.0.88"
 )]
 fn kernels_compile_with_nvrtc_for_sm90() {
-    type Compile = fn(&str, bool) -> t5mix_trainer::Result<t5mix_trainer::device::Compiled>;
-    // (compile, entry points, whether a library call may fuse: the loss's
-    // f64 log comes from libdevice, which uses fma itself)
-    let sources: [(Compile, &[&str], bool); 3] = [
-        (compile_optimizer, &OPTIMIZER_KERNELS, false),
-        (compile_norm, &NORM_KERNELS, false),
-        (compile_loss, &LOSS_KERNELS, true),
-    ];
-    for ((compile, kernels, library_fma), flush_denormals) in
-        sources.into_iter().flat_map(|s| [(s, true), (s, false)])
+    for (file, flush_denormals) in KERNEL_FILES
+        .into_iter()
+        .flat_map(|f| [(f, true), (f, false)])
     {
-        let c = compile("sm_90", flush_denormals).unwrap();
+        // the loss's f64 log comes from libdevice, which uses fma itself
+        let library_fma = file.name == LOSS.name;
+        let kernels = file.kernels;
+        let c = file.compile("sm_90", flush_denormals).unwrap();
         assert!(c.cubin.starts_with(b"\x7fELF"), "a CUBIN is an ELF file");
         assert!(c.ptx.contains(".target sm_90"), "{}", &c.ptx[..400]);
         // every entry point listed, and only those
         for k in kernels {
-            assert!(c.ptx.contains(&format!(".entry {k}(")), "{k} missing");
+            assert!(
+                c.ptx.contains(&format!(".entry {k}(")),
+                "{}: {k} missing",
+                file.name
+            );
         }
         assert_eq!(c.ptx.matches(".entry ").count(), kernels.len());
         // products and sums round as on the CPU: no fused multiply-add in
@@ -47,7 +44,7 @@ fn kernels_compile_with_nvrtc_for_sm90() {
         );
         // subnormals flushed in our f32 arithmetic as asked (libdevice's
         // f64 log has an ftz reciprocal of its own)
-        assert_eq!(c.ptx.contains(".ftz.f32"), flush_denormals);
+        assert_eq!(c.ptx.contains(".ftz.f32"), flush_denormals, "{}", file.name);
     }
 }
 
@@ -242,6 +239,175 @@ fn loss_on_the_gpu_equals_the_cpu_loss() {
                     .filter(|(a, b)| a.to_bits() != b.to_bits())
                     .count();
                 assert_eq!(differ, 0, "{n}x{v} smoothing {smoothing}: gradient");
+            }
+        }
+    }
+}
+
+/// Whether two runs of values are the same bit for bit.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn activations_and_dropout_masks_on_the_gpu_equal_the_cpus() {
+    use t5mix_trainer::device::elementwise::DeviceElementwise;
+    use t5mix_trainer::kernels::activation;
+    use t5mix_trainer::Dropout;
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let ew = DeviceElementwise::new(stream.clone(), false).unwrap();
+    let up = |v: &[f32]| stream.clone_htod(v).unwrap();
+    let down = |s: &cudarc::driver::CudaSlice<f32>| stream.clone_dtoh(s).unwrap();
+    // masks: from the stream's start, from inside a block, a large one
+    let mut drop = Dropout::new(0.1, 42, 7, 3);
+    for n in [1000, 37, 3 << 20] {
+        let draw = drop.draw(n);
+        let mut m = up(&vec![0.0; n]);
+        ew.dropout_mask(&draw, &mut m).unwrap();
+        assert!(same_bits(&down(&m), &draw.values()), "mask of {n}");
+    }
+    // t5-v1_1-small's hidden activation at batch 8 × 512, with and without dropout
+    let n = 8 * 512 * 1024;
+    let mut seed = 21u64;
+    let (a, b, g) = (
+        values(&mut seed, n, 8.0),
+        values(&mut seed, n, 2.0),
+        values(&mut seed, n, 0.1),
+    );
+    let mask = drop.draw(n).values();
+    for mask in [None, Some(&mask[..])] {
+        let dm = mask.map(up);
+        let mut h = vec![0f32; n];
+        activation::gated_forward(&mut h, &a, &b, mask);
+        let (da, db) = (up(&a), up(&b));
+        let mut dh = up(&vec![0.0; n]);
+        ew.gated_forward(&da, &db, dm.as_ref(), &mut dh, n).unwrap();
+        assert!(same_bits(&down(&dh), &h), "gated forward");
+        let (mut gg, mut gl) = (g.clone(), vec![0f32; n]);
+        activation::gated_backward(&mut gg, &mut gl, &a, &b, mask);
+        let (mut dg, mut dgl) = (up(&g), up(&vec![0.0; n]));
+        ew.gated_backward(&mut dg, &mut dgl, (&da, &db), dm.as_ref(), n)
+            .unwrap();
+        assert!(same_bits(&down(&dg), &gg), "gated backward, gate");
+        assert!(same_bits(&down(&dgl), &gl), "gated backward, linear");
+        // ReLU (compared as values: max may give either zero's sign)
+        let mut h = a.clone();
+        activation::relu_forward(&mut h, mask);
+        let mut dh = up(&a);
+        ew.relu_forward(&mut dh, dm.as_ref(), n).unwrap();
+        assert_eq!(down(&dh), h, "ReLU forward");
+        let mut gg = g.clone();
+        activation::relu_backward(&mut gg, &h, mask);
+        let mut dg = up(&g);
+        ew.relu_backward(&mut dg, &dh, dm.as_ref(), n).unwrap();
+        assert_eq!(down(&dg), gg, "ReLU backward");
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn attention_kernels_on_the_gpu_equal_the_cpus() {
+    use t5mix_trainer::device::attention::{
+        cpu_bias_grad, cpu_bucket_grad, cpu_softmax_backward, cpu_softmax_forward, AttnShape,
+        DeviceAttention,
+    };
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let att = DeviceAttention::new(stream.clone(), false).unwrap();
+    let up = |v: &[f32]| stream.clone_htod(v).unwrap();
+    let down = |s: &cudarc::driver::CudaSlice<f32>| stream.clone_dtoh(s).unwrap();
+    // t5-v1_1-small's encoder at batch 4 × 512, and a cross-attention
+    // shape with a tail past the lanes, with and without dropout
+    for (sh, with_pos) in [
+        (
+            AttnShape {
+                b: 4,
+                heads: 6,
+                t: 512,
+                s: 512,
+            },
+            true,
+        ),
+        (
+            AttnShape {
+                b: 3,
+                heads: 2,
+                t: 19,
+                s: 37,
+            },
+            false,
+        ),
+    ] {
+        let n = sh.rows() * sh.s;
+        let mut seed = 17u64;
+        let scores = values(&mut seed, n, 8.0);
+        let pos = with_pos.then(|| values(&mut seed, sh.heads * sh.t * sh.s, 4.0));
+        let mask: Vec<f32> = (0..sh.b * sh.t * sh.s)
+            .map(|i| if i % 11 == 4 { -1e9 } else { 0.0 })
+            .collect();
+        let dp = values(&mut seed, n, 1.0);
+        let drop: Vec<f32> = (0..n).map(|i| if i % 9 == 2 { 0.0 } else { 1.1 }).collect();
+        for drop in [None, Some(&drop[..])] {
+            let case = format!("{sh:?} dropout {}", drop.is_some());
+            let mut p = scores.clone();
+            let pd = cpu_softmax_forward(&mut p, pos.as_deref(), &mask, drop, sh);
+            let (gpos, gmask, gdrop) = (pos.as_deref().map(up), up(&mask), drop.map(up));
+            let mut gp = up(&scores);
+            let mut gpd = up(&vec![0.0; n]);
+            att.softmax_forward(
+                &mut gp,
+                gpos.as_ref(),
+                &gmask,
+                gdrop.as_ref().map(|d| (d, &mut gpd)),
+                sh,
+            )
+            .unwrap();
+            assert!(same_bits(&down(&gp), &p), "{case}: probabilities");
+            if let Some(pd) = pd {
+                assert!(same_bits(&down(&gpd), &pd), "{case}: after dropout");
+            }
+            let mut ds = dp.clone();
+            cpu_softmax_backward(&mut ds, &p, drop, sh);
+            let mut gds = up(&dp);
+            att.softmax_backward(&mut gds, &gp, gdrop.as_ref(), sh)
+                .unwrap();
+            assert!(same_bits(&down(&gds), &ds), "{case}: scores' gradient");
+            if with_pos {
+                let d0 = values(&mut seed, sh.heads * sh.t * sh.s, 0.1);
+                let mut dpos = d0.clone();
+                cpu_bias_grad(&ds, &mut dpos, sh);
+                let mut gdpos = up(&d0);
+                att.bias_grad(&gds, &mut gdpos, sh).unwrap();
+                assert!(same_bits(&down(&gdpos), &dpos), "{case}: bias gradient");
+                // per bucket (T5's 32 bidirectional buckets)
+                let (h, t, s, nb) = (sh.heads, sh.t, sh.s, 32);
+                let buckets: Vec<u32> = (0..t * s)
+                    .map(|i| {
+                        t5mix_trainer::model::relative_position_bucket(
+                            (i % s) as i64 - (i / s) as i64,
+                            true,
+                            nb,
+                            128,
+                        ) as u32
+                    })
+                    .collect();
+                let t0 = values(&mut seed, nb * h, 0.1);
+                let mut table = t0.clone();
+                cpu_bucket_grad(&dpos, &buckets, &mut table, (h, t, s), nb);
+                let mut gtable = up(&t0);
+                let mut partials = up(&vec![0.0; h * t * nb]);
+                let gb = stream.clone_htod(&buckets).unwrap();
+                att.bucket_grad(&gdpos, &gb, &mut partials, &mut gtable, (h, t, s), nb)
+                    .unwrap();
+                assert!(same_bits(&down(&gtable), &table), "{case}: bucket gradient");
             }
         }
     }

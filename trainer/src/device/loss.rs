@@ -4,7 +4,7 @@
 //! [`cpu_backward`]: the fused kernel's own rule), for the check on the
 //! device.
 
-use super::{launched, load, LOSS_CU, LOSS_KERNELS};
+use super::{launched, load, LOSS};
 use crate::kernels::{simd, LossRule};
 use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -35,7 +35,7 @@ pub struct LossSettings {
 impl DeviceLoss {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [fwd, bwd] = load(&stream, ("loss.cu", LOSS_CU), LOSS_KERNELS, flush_denormals)?;
+        let [fwd, bwd] = load(&stream, LOSS, flush_denormals)?;
         Ok(DeviceLoss { fwd, bwd, stream })
     }
 

@@ -1,7 +1,11 @@
 //! The trainer's own GPU code (beside dfdx's): CUDA kernel sources in the
 //! repository (`trainer/cuda/`), compiled at run time by NVRTC through
-//! `cudarc` to a CUBIN for the GPU's architecture, and their CPU twin
-//! ([`twin`]), which computes what the kernels compute in the same order.
+//! `cudarc` to a CUBIN for the GPU's architecture ([`KERNEL_FILES`]: the
+//! optimizer, RMS norm, loss, the feed-forward's activations and dropout
+//! masks, attention's softmax and bias gradients), each with its CPU side:
+//! the optimizer's twin ([`twin`]), the others the trainer's own CPU
+//! kernels, whose order the kernels follow, so that the same inputs give
+//! the same bits on either.
 //!
 //! The kernels compile without a GPU (NVRTC is a library: the PyPI wheel
 //! `nvidia-cuda-nvrtc` has it), so a test compiles them on every machine
@@ -12,6 +16,8 @@
 //! environment) writes PTX ISA 9.2, which its 580 driver (CUDA 13.0)
 //! refuses to load; a CUBIN for the GPU's own architecture needs no JIT.
 
+pub mod attention;
+pub mod elementwise;
 pub mod loss;
 pub mod norm;
 pub mod optimizer;
@@ -26,40 +32,94 @@ pub const THREADS: usize = 256;
 /// Blocks of a grid-wide reduction (`T5_BLOCKS`).
 pub const BLOCKS: usize = 1024;
 
-/// The optimizer kernels' source.
-pub const OPTIMIZER_CU: &str = include_str!("../../cuda/optimizer.cu");
+/// A file of kernels: its name, its source (`common.cuh` in front) and its
+/// entry points, in the order [`load`] gives them.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelFile {
+    /// The file's name under `trainer/cuda/`, for messages.
+    pub name: &'static str,
+    /// The source as compiled.
+    pub src: &'static str,
+    /// The entry points.
+    pub kernels: &'static [&'static str],
+}
 
-/// The entry points of [`OPTIMIZER_CU`].
-pub const OPTIMIZER_KERNELS: [&str; 11] = [
-    "sumsq_partials",
-    "sum_partials",
-    "clip_by_norm",
-    "adamw",
-    "adafactor_row_sums",
-    "adafactor_col_sums",
-    "adafactor_moments",
-    "sum_f32_partials",
-    "adafactor_factored_y",
-    "adafactor_full_y",
-    "adafactor_apply",
-];
+/// `trainer/cuda/$file` with `common.cuh` in front.
+macro_rules! kernel_source {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../cuda/common.cuh"),
+            include_str!(concat!("../../cuda/", $file))
+        )
+    };
+}
 
-/// The RMS norm kernels' source (bit for bit the CPU's fused norm).
-pub const NORM_CU: &str = include_str!("../../cuda/norm.cu");
+/// The optimizer: AdamW, Adafactor, global-norm clipping.
+pub const OPTIMIZER: KernelFile = KernelFile {
+    name: "optimizer.cu",
+    src: kernel_source!("optimizer.cu"),
+    kernels: &[
+        "sumsq_partials",
+        "sum_partials",
+        "clip_by_norm",
+        "adamw",
+        "adafactor_row_sums",
+        "adafactor_col_sums",
+        "adafactor_moments",
+        "sum_f32_partials",
+        "adafactor_factored_y",
+        "adafactor_full_y",
+        "adafactor_apply",
+    ],
+};
 
-/// The entry points of [`NORM_CU`].
-pub const NORM_KERNELS: [&str; 4] = [
-    "rms_norm_fwd",
-    "rms_norm_bwd_x",
-    "rms_norm_bwd_w_partials",
-    "rms_norm_bwd_w",
-];
+/// RMS norm, bit for bit the CPU's fused norm.
+pub const NORM: KernelFile = KernelFile {
+    name: "norm.cu",
+    src: kernel_source!("norm.cu"),
+    kernels: &[
+        "rms_norm_fwd",
+        "rms_norm_bwd_x",
+        "rms_norm_bwd_w_partials",
+        "rms_norm_bwd_w",
+    ],
+};
 
-/// The loss kernels' source (the CPU fused loss's order).
-pub const LOSS_CU: &str = include_str!("../../cuda/loss.cu");
+/// The output layer's loss, in the CPU fused loss's order.
+pub const LOSS: KernelFile = KernelFile {
+    name: "loss.cu",
+    src: kernel_source!("loss.cu"),
+    kernels: &["row_loss_fwd", "row_loss_bwd"],
+};
 
-/// The entry points of [`LOSS_CU`].
-pub const LOSS_KERNELS: [&str; 2] = ["row_loss_fwd", "row_loss_bwd"];
+/// The feed-forward's activations and dropout, and the dropout masks.
+pub const ELEMENTWISE: KernelFile = KernelFile {
+    name: "elementwise.cu",
+    src: kernel_source!("elementwise.cu"),
+    kernels: &[
+        "gated_fwd",
+        "gated_bwd",
+        "relu_fwd",
+        "relu_bwd",
+        "dropout_mask",
+    ],
+};
+
+/// Attention's softmax, dropout and position bias gradient.
+pub const ATTENTION: KernelFile = KernelFile {
+    name: "attention.cu",
+    src: kernel_source!("attention.cu"),
+    kernels: &[
+        "attn_softmax_fwd",
+        "attn_softmax_bwd",
+        "attn_bias_grad",
+        "bucket_partials",
+        "bucket_grad",
+    ],
+};
+
+/// Every kernel file.
+pub const KERNEL_FILES: [KernelFile; 5] = [OPTIMIZER, NORM, LOSS, ELEMENTWISE, ATTENTION];
 
 /// Compiled kernels: the PTX (for reading) and the CUBIN (for loading).
 #[derive(Debug, Clone)]
@@ -86,6 +146,8 @@ fn options(arch: &str, flush_denormals: bool) -> Vec<String> {
         format!("-DT5_NORM_ROWS={}", crate::kernels::NORM_ROWS),
         format!("-DT5_ADAFACTOR_EPS1={:e}f", crate::optim::ADAFACTOR_EPS1),
         format!("-DT5_ADAFACTOR_EPS2={:e}f", crate::optim::ADAFACTOR_EPS2),
+        format!("-DT5_GELU_C={:e}f", crate::kernels::GELU_C),
+        format!("-DT5_SQRT_2_OVER_PI={:e}f", crate::kernels::SQRT_2_OVER_PI),
     ]
 }
 
@@ -216,29 +278,22 @@ pub fn compile(name: &str, src: &str, arch: &str, flush_denormals: bool) -> Resu
     Ok(out)
 }
 
-/// The optimizer kernels compiled for `arch`.
-pub fn compile_optimizer(arch: &str, flush_denormals: bool) -> Result<Compiled> {
-    compile("optimizer.cu", OPTIMIZER_CU, arch, flush_denormals)
+impl KernelFile {
+    /// The file compiled for `arch`.
+    pub fn compile(&self, arch: &str, flush_denormals: bool) -> Result<Compiled> {
+        compile(self.name, self.src, arch, flush_denormals)
+    }
 }
 
-/// The RMS norm kernels compiled for `arch`.
-pub fn compile_norm(arch: &str, flush_denormals: bool) -> Result<Compiled> {
-    compile("norm.cu", NORM_CU, arch, flush_denormals)
-}
-
-/// The loss kernels compiled for `arch`.
-pub fn compile_loss(arch: &str, flush_denormals: bool) -> Result<Compiled> {
-    compile("loss.cu", LOSS_CU, arch, flush_denormals)
-}
-
-/// The kernels `names` of a source, compiled for the GPU of `stream` and
-/// loaded there (in the order of `names`).
+/// The `N` kernels of `file`, compiled for the GPU of `stream` and loaded
+/// there (in the order of its list).
 pub(crate) fn load<const N: usize>(
     stream: &std::sync::Arc<cudarc::driver::CudaStream>,
-    (name, src): (&str, &str),
-    names: [&str; N],
+    file: KernelFile,
     flush_denormals: bool,
 ) -> Result<[cudarc::driver::CudaFunction; N]> {
+    let KernelFile { name, src, kernels } = file;
+    assert_eq!(kernels.len(), N, "{name}: the kernels loaded");
     let fail = |what: String, e: &dyn std::fmt::Debug| {
         TrainError::Config(format!("{name}: {what}: {e:?}"))
     };
@@ -250,7 +305,7 @@ pub(crate) fn load<const N: usize>(
     let module = ctx
         .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
         .map_err(|e| fail("loading".into(), &e))?;
-    let functions = names
+    let functions = kernels
         .iter()
         .map(|k| {
             module
@@ -261,4 +316,26 @@ pub(crate) fn load<const N: usize>(
     Ok(functions
         .try_into()
         .unwrap_or_else(|_| unreachable!("N functions")))
+}
+
+/// Pushes `s` as a kernel argument, or a null pointer when it is absent.
+pub(crate) fn arg_or_null<'a>(
+    b: &mut cudarc::driver::LaunchArgs<'a>,
+    s: Option<&'a cudarc::driver::CudaSlice<f32>>,
+) {
+    use cudarc::driver::PushKernelArg;
+    static NULL: u64 = 0;
+    match s {
+        Some(s) => b.arg(s),
+        None => b.arg(&NULL),
+    };
+}
+
+/// A grid of `threads`-thread blocks for a grid-stride loop over `n` items.
+pub(crate) fn grid_for(n: usize, threads: usize) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (n.div_ceil(threads).clamp(1, 1 << 20) as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }

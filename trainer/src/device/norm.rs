@@ -3,7 +3,7 @@
 //! here too ([`cpu_forward`], [`cpu_backward`]: the fused kernel's own
 //! row loops), for the check on the device.
 
-use super::{launched, load, NORM_CU, NORM_KERNELS};
+use super::{launched, load, NORM};
 use crate::kernels::{simd, NORM_ROWS};
 use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -32,8 +32,7 @@ pub fn weight_blocks(rows: usize) -> usize {
 impl DeviceNorm {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [fwd, bwd_x, bwd_w_partials, bwd_w] =
-            load(&stream, ("norm.cu", NORM_CU), NORM_KERNELS, flush_denormals)?;
+        let [fwd, bwd_x, bwd_w_partials, bwd_w] = load(&stream, NORM, flush_denormals)?;
         Ok(DeviceNorm {
             fwd,
             bwd_x,

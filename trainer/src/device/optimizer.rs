@@ -8,7 +8,7 @@
 //! What it computes is [`super::twin`]'s computation, bit for bit.
 
 use super::twin::FlatLayout;
-use super::{gpu_error, launched, load, BLOCKS, OPTIMIZER_CU, OPTIMIZER_KERNELS, THREADS};
+use super::{gpu_error, launched, load, BLOCKS, OPTIMIZER, THREADS};
 use crate::optim::{adafactor_rates, state_lens, AdamStep, OptimizerConfig, ParamState, StateLens};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
@@ -129,12 +129,7 @@ impl DeviceOptimizer {
         flush_denormals: bool,
     ) -> Result<Self> {
         let [sumsq_partials, sum_partials, clip_by_norm, adamw, row_sums, col_sums, moments, sum_f32_partials, factored_y, full_y, apply] =
-            load(
-                &stream,
-                ("optimizer.cu", OPTIMIZER_CU),
-                OPTIMIZER_KERNELS,
-                flush_denormals,
-            )?;
+            load(&stream, OPTIMIZER, flush_denormals)?;
         let k = Kernels {
             sumsq_partials,
             sum_partials,

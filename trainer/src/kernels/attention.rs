@@ -20,7 +20,7 @@ pub type AttnInputs<D, T> = Box<(
 /// `c[m×n] (+)= a[m×k] · b[k×n]`; each matrix as (pointer, row stride,
 /// column stride). One thread: the callers parallelise over heads.
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn mm(
+pub(crate) unsafe fn mm(
     (m, n, k): (usize, usize, usize),
     c: *mut f32,
     (c_rs, c_cs): (usize, usize),

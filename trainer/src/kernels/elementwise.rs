@@ -140,3 +140,53 @@ pub(super) fn gated_gelu_cpu<T: Tape<f32, Cpu>>(a: Cpu3<T>, b: Cpu3<T>) -> Cpu3<
     }
     out.put_tape(tape)
 }
+
+/// The feed-forward's activations with their dropout mask, over a run of
+/// values: the fused CPU feed-forward's loops and the GPU kernels' CPU
+/// reference (`device::elementwise`), one home.
+pub mod activation {
+    use super::simd;
+
+    /// Gated: `h = gelu_new(a) · b`, times the mask.
+    pub fn gated_forward(h: &mut [f32], a: &[f32], b: &[f32], mask: Option<&[f32]>) {
+        simd::gelu_gate(h, a, b);
+        if let Some(mask) = mask {
+            h.iter_mut().zip(mask).for_each(|(h, k)| *h *= k);
+        }
+    }
+
+    /// ReLU in place, times the mask.
+    pub fn relu_forward(h: &mut [f32], mask: Option<&[f32]>) {
+        match mask {
+            None => h.iter_mut().for_each(|h| *h = h.max(0.0)),
+            Some(mask) => h
+                .iter_mut()
+                .zip(mask)
+                .for_each(|(h, k)| *h = h.max(0.0) * k),
+        }
+    }
+
+    /// Gated backward from the hidden gradient `g`: through the mask, then
+    /// `g ← g · gelu_new'(a) · b` and `gl = g · gelu_new(a)`.
+    pub fn gated_backward(
+        g: &mut [f32],
+        gl: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        mask: Option<&[f32]>,
+    ) {
+        if let Some(mask) = mask {
+            g.iter_mut().zip(mask).for_each(|(g, k)| *g *= k);
+        }
+        simd::gelu_gate_grads(g, gl, a, b);
+    }
+
+    /// ReLU backward in place from the hidden activation `h` (after the
+    /// mask), then through the mask.
+    pub fn relu_backward(g: &mut [f32], h: &[f32], mask: Option<&[f32]>) {
+        simd::relu_grad(g, h);
+        if let Some(mask) = mask {
+            g.iter_mut().zip(mask).for_each(|(g, k)| *g *= k);
+        }
+    }
+}

@@ -260,8 +260,8 @@ pub(super) fn tanh_fast(x: f32) -> f32 {
     (e - 1.0) / (e + 1.0)
 }
 
-pub(super) const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-pub(super) const GELU_C: f32 = 0.044715;
+pub(crate) const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+pub(crate) const GELU_C: f32 = 0.044715;
 
 /// HF's `gelu_new` and its derivative.
 #[inline(always)]

@@ -237,8 +237,10 @@ mod loss;
 mod norm;
 mod products;
 
+#[cfg(test)]
+pub(crate) use attention::mm;
 pub use attention::{attention_cpu, AttnInputs};
-pub use elementwise::{add, gated_gelu, mul_mask};
+pub use elementwise::{activation, add, gated_gelu, mul_mask};
 pub use lanes::exp_fast;
 pub(crate) use lanes::*;
 pub(crate) use loss::LossRule;

@@ -68,6 +68,7 @@ pub fn uses_openblas() -> bool {
 #[cfg(t5mix_openblas)]
 pub(super) mod blas {
     use super::{Cpu2, SyncPtr as Ptr};
+    use crate::kernels::activation;
     use dfdx::prelude::*;
     use rayon::prelude::*;
     use std::os::raw::c_int;
@@ -395,23 +396,16 @@ pub(super) mod blas {
         let hidden = if gated {
             super::written(m * f, super::CHUNK, |i, h| {
                 let o = i * super::CHUNK;
-                super::simd::gelu_gate(h, &pre[0][o..], &pre[1][o..]);
-                if let Some(mask) = &dropout {
-                    h.iter_mut().zip(&mask[o..]).for_each(|(h, k)| *h *= k);
-                }
+                let mask = dropout.as_ref().map(|m| &m[o..]);
+                activation::gated_forward(h, &pre[0][o..], &pre[1][o..], mask);
             })
         } else {
             let mut h = sgemm_new(false, true, (m, f, d), &xv, &wiv[0]);
             h.par_chunks_mut(super::CHUNK)
                 .enumerate()
-                .for_each(|(i, h)| match &dropout {
-                    None => h.iter_mut().for_each(|h| *h = h.max(0.0)),
-                    Some(mask) => {
-                        let mask = &mask[i * super::CHUNK..];
-                        h.iter_mut()
-                            .zip(mask)
-                            .for_each(|(h, k)| *h = h.max(0.0) * k)
-                    }
+                .for_each(|(i, h)| {
+                    let mask = dropout.as_ref().map(|m| &m[i * super::CHUNK..]);
+                    activation::relu_forward(h, mask)
                 });
             h
         };
@@ -442,10 +436,8 @@ pub(super) mod blas {
                         .for_each(|(i, (g, gl))| {
                             let o = i * super::CHUNK;
                             let gl = super::zeroed(gl);
-                            if let Some(mask) = &dropout {
-                                g.iter_mut().zip(&mask[o..]).for_each(|(g, k)| *g *= k);
-                            }
-                            super::simd::gelu_gate_grads(g, gl, &pre[0][o..], &pre[1][o..]);
+                            let mask = dropout.as_ref().map(|m| &m[o..]);
+                            activation::gated_backward(g, gl, &pre[0][o..], &pre[1][o..], mask);
                         });
                     // SAFETY: every chunk of the m·f values was initialised above
                     unsafe { g_lin.set_len(m * f) };
@@ -455,11 +447,8 @@ pub(super) mod blas {
                         .zip(hidden.par_chunks(super::CHUNK))
                         .enumerate()
                         .for_each(|(i, (g, h))| {
-                            super::simd::relu_grad(g, h);
-                            if let Some(mask) = &dropout {
-                                let mask = &mask[i * super::CHUNK..];
-                                g.iter_mut().zip(mask).for_each(|(g, k)| *g *= k);
-                            }
+                            let mask = dropout.as_ref().map(|m| &m[i * super::CHUNK..]);
+                            activation::relu_backward(g, h, mask)
                         });
                 }
                 // dx += Σ gᵢ·wiᵢ, dwiᵢ += gᵢᵀ·x

@@ -37,29 +37,25 @@ impl Dropout {
     }
 
     /// The next `n` mask values (0, or 1 / keep with probability keep), as
-    /// drawn one `u32` at a time from the stream, generated in parallel
-    /// chunks that each start at their own word of the stream.
+    /// drawn one `u32` at a time from the stream.
     pub(crate) fn mask(&mut self, n: usize) -> Vec<f32> {
-        use rayon::prelude::*;
-        const WORDS: usize = 1 << 16;
+        self.draw(n).values()
+    }
+
+    /// The next `n` mask values' place in the stream and their rule, the
+    /// stream moved past them: made on the CPU by [`MaskDraw::values`], on
+    /// the GPU by `device::elementwise`.
+    pub fn draw(&mut self, n: usize) -> MaskDraw {
         let keep = 1.0 - self.rate;
-        let threshold = (keep as f64 * u32::MAX as f64) as u32;
-        let scale = 1.0 / keep;
         let start = self.rng.get_word_pos();
-        let mut mask = vec![0f32; n];
-        mask.par_chunks_mut(WORDS).enumerate().for_each(|(i, c)| {
-            let mut rng = self.rng.clone();
-            rng.set_word_pos(start + (i * WORDS) as u128);
-            for x in c {
-                *x = if rng.next_u32() <= threshold {
-                    scale
-                } else {
-                    0.0
-                };
-            }
-        });
         self.rng.set_word_pos(start + n as u128);
-        mask
+        MaskDraw {
+            seed: self.rng.get_seed(),
+            start,
+            n,
+            threshold: (keep as f64 * u32::MAX as f64) as u32,
+            scale: 1.0 / keep,
+        }
     }
 
     pub(super) fn apply<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
@@ -71,6 +67,45 @@ impl Dropout {
         }
         let mask = self.mask(x.shape().num_elements());
         crate::kernels::mul_mask(x, mask)
+    }
+}
+
+/// `n` dropout mask values: the ChaCha8 stream of `seed` from word
+/// `start`; a word `<= threshold` keeps its value (`scale`), others drop it (0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskDraw {
+    /// The stream's seed (`ChaCha8Rng::from_seed`).
+    pub seed: [u8; 32],
+    /// The first word's position in the stream.
+    pub start: u128,
+    /// The number of values.
+    pub n: usize,
+    /// The largest word that keeps its value.
+    pub threshold: u32,
+    /// A kept value (1 / keep).
+    pub scale: f32,
+}
+
+impl MaskDraw {
+    /// The mask, generated in parallel chunks that each start at their own
+    /// word of the stream.
+    pub fn values(&self) -> Vec<f32> {
+        use rayon::prelude::*;
+        const WORDS: usize = 1 << 16;
+        let stream = ChaCha8Rng::from_seed(self.seed);
+        let mut mask = vec![0f32; self.n];
+        mask.par_chunks_mut(WORDS).enumerate().for_each(|(i, c)| {
+            let mut rng = stream.clone();
+            rng.set_word_pos(self.start + (i * WORDS) as u128);
+            for x in c {
+                *x = if rng.next_u32() <= self.threshold {
+                    self.scale
+                } else {
+                    0.0
+                };
+            }
+        });
+        mask
     }
 }
 

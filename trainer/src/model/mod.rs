@@ -762,7 +762,7 @@ mod position;
 pub use batch::Batch;
 pub use decoding::DecodeCache;
 use decoding::*;
-pub use dropout::Dropout;
+pub use dropout::{Dropout, MaskDraw};
 use loss::*;
 pub use loss::{loss, LossConfig, LossNormalization, LossParts};
 pub use position::relative_position_bucket;

@@ -1,0 +1,201 @@
+// Attention's memory-bound parts on the GPU, around the products (q k^T,
+// p v and their gradients, batched GEMMs): the scores' bias, mask, softmax
+// and dropout forward, the softmax and dropout backward, the position
+// bias's gradient summed over the batch rows and then per bucket. The row
+// kernels are the CPU's fused attention (trainer/src/kernels/attention.rs,
+// lanes.rs) operation for operation, so that the same scores give the same
+// probabilities bit for bit; compiled with --fmad=false.
+//
+//   forward   p = softmax((mask + pos) + scores) per row; pd = p * drop
+//   backward  ds = dp * drop; ds = p * (ds - sum(ds * p)) per row
+//
+// Shapes: scores, p, pd, dp, drop [b, h, t, s]; pos [h, t, s] (null for
+// cross-attention); mask [b, t, s] (0 or a large negative value). A row's
+// reductions run in T5_LANES lanes (lane l adds the elements l, l + LANES,
+// ... of the whole LANES-wide chunks, in order), then the lanes in order,
+// then the tail: thread l of the row does lane l and thread 0 the rest, as
+// the CPU's row_max, lane_sum and lane_dot. Deterministic: no atomics.
+
+#ifndef T5_LANES
+#error "T5_LANES is set by the host"
+#endif
+
+#define ROWS_PER_BLOCK 16
+
+// forward: grid ceil(b h t / ROWS_PER_BLOCK) blocks of (T5_LANES,
+// ROWS_PER_BLOCK). `scores` becomes p; pd (when drop is not null) the
+// probabilities after dropout, as multiplied by v.
+extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, const float* mask,
+                                            const float* drop, float* pd, u64 b, unsigned heads,
+                                            unsigned t, unsigned s) {
+    __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
+    __shared__ float row_v[ROWS_PER_BLOCK];
+    unsigned l = threadIdx.x, ty = threadIdx.y;
+    u64 row = (u64)blockIdx.x * ROWS_PER_BLOCK + ty;
+    bool live = row < b * heads * t;
+    u64 bh = row / t, r = row % t;
+    u64 bi = bh / heads, h = bh % heads;
+    float* x = scores + row * s;
+    const float* m = mask + (bi * t + r) * s;
+    const float* p = pos ? pos + (h * t + r) * s : 0;
+    unsigned full = s - s % T5_LANES;
+    // the biased scores and their lanes' max
+    if (live) {
+        float acc = NEG_INF;
+        for (unsigned j = l; j < s; j += T5_LANES) {
+            float v = p ? (m[j] + p[j]) + x[j] : m[j] + x[j];
+            x[j] = v;
+            if (j < full) {
+                acc = fmaxf(acc, v);
+            }
+        }
+        lanes[ty][l] = acc;
+    }
+    __syncthreads();
+    if (live && l == 0) {
+        float mx = NEG_INF;
+        for (unsigned j = full; j < s; j++) {
+            mx = fmaxf(mx, x[j]);
+        }
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            mx = fmaxf(mx, lanes[ty][k]);
+        }
+        row_v[ty] = mx;
+    }
+    __syncthreads();
+    // the exponentials and their lanes' sums
+    if (live) {
+        float mx = row_v[ty];
+        float acc = 0.0f;
+        for (unsigned j = l; j < s; j += T5_LANES) {
+            float e = exp_fast(x[j] - mx);
+            x[j] = e;
+            if (j < full) {
+                acc += e;
+            }
+        }
+        lanes[ty][l] = acc;
+    }
+    __syncthreads();
+    if (live && l == 0) {
+        float sum = -0.0f;
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            sum += lanes[ty][k];
+        }
+        float tail = -0.0f;
+        for (unsigned j = full; j < s; j++) {
+            tail += x[j];
+        }
+        row_v[ty] = 1.0f / (sum + tail);
+    }
+    __syncthreads();
+    if (live) {
+        float inv = row_v[ty];
+        for (unsigned j = l; j < s; j += T5_LANES) {
+            float v = x[j] * inv;
+            x[j] = v;
+            if (drop) {
+                pd[row * s + j] = v * drop[row * s + j];
+            }
+        }
+    }
+}
+
+// backward: same grid. `dp` (dO v^T) becomes dS; p is the forward's
+// probabilities before dropout.
+extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const float* drop, u64 rows,
+                                            unsigned s) {
+    __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
+    __shared__ float row_dot[ROWS_PER_BLOCK];
+    unsigned l = threadIdx.x, ty = threadIdx.y;
+    u64 row = (u64)blockIdx.x * ROWS_PER_BLOCK + ty;
+    bool live = row < rows;
+    float* d = dp + row * s;
+    const float* pr = p + row * s;
+    unsigned full = s - s % T5_LANES;
+    if (live) {
+        float acc = 0.0f;
+        for (unsigned j = l; j < s; j += T5_LANES) {
+            float v = d[j];
+            if (drop) {
+                v *= drop[row * s + j];
+                d[j] = v;
+            }
+            if (j < full) {
+                acc += v * pr[j];
+            }
+        }
+        lanes[ty][l] = acc;
+    }
+    __syncthreads();
+    if (live && l == 0) {
+        float dot = -0.0f;
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            dot += lanes[ty][k];
+        }
+        float tail = -0.0f;
+        for (unsigned j = full; j < s; j++) {
+            tail += d[j] * pr[j];
+        }
+        row_dot[ty] = dot + tail;
+    }
+    __syncthreads();
+    if (live) {
+        float dot = row_dot[ty];
+        for (unsigned j = l; j < s; j += T5_LANES) {
+            d[j] = pr[j] * (d[j] - dot);
+        }
+    }
+}
+
+// The position bias's gradient: dpos[h, r, j] += sum over the batch rows,
+// in row order, of ds[bi, h, r, j] (the CPU's order). One thread a value.
+extern "C" __global__ void attn_bias_grad(const float* ds, float* dpos, u64 b, unsigned heads,
+                                          unsigned t, unsigned s) {
+    u64 per_row = (u64)heads * t * s;
+    FOR_EACH(i, per_row) {
+        float acc = dpos[i];
+        for (u64 bi = 0; bi < b; bi++) {
+            acc += ds[bi * per_row + i];
+        }
+        dpos[i] = acc;
+    }
+}
+
+// The bucket table's gradient from dpos [h, t, s] and the bucket of each
+// (r, j) [t, s], in two fixed-order steps (no atomics): per (h, r) the sum
+// of each bucket over j in order, into partials [h, t, nb]; then per
+// (bucket, h) the rows' partials in row order, added to dtable [nb, h].
+// nb <= 64 (T5 uses 32).
+#define MAX_BUCKETS 64
+extern "C" __global__ void bucket_partials(const float* dpos, const unsigned* buckets,
+                                           float* partials, unsigned heads, unsigned t, unsigned s,
+                                           unsigned nb) {
+    u64 rows = (u64)heads * t;
+    FOR_EACH(hr, rows) {
+        float acc[MAX_BUCKETS];
+        for (unsigned k = 0; k < nb; k++) {
+            acc[k] = 0.0f;
+        }
+        u64 r = hr % t;
+        for (unsigned j = 0; j < s; j++) {
+            acc[buckets[r * s + j]] += dpos[hr * s + j];
+        }
+        for (unsigned k = 0; k < nb; k++) {
+            partials[hr * nb + k] = acc[k];
+        }
+    }
+}
+
+extern "C" __global__ void bucket_grad(const float* partials, float* dtable, unsigned heads,
+                                       unsigned t, unsigned nb) {
+    u64 n = (u64)nb * heads;
+    FOR_EACH(i, n) {
+        u64 k = i / heads, h = i % heads;
+        float acc = dtable[i];
+        for (u64 r = 0; r < t; r++) {
+            acc += partials[(h * t + r) * nb + k];
+        }
+        dtable[i] = acc;
+    }
+}

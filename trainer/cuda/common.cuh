@@ -1,0 +1,52 @@
+// What every kernel file of the trainer shares; the host puts it in front
+// of each (trainer/src/device/mod.rs), since NVRTC has no include path
+// here. The element-wise functions are the CPU's (trainer/src/kernels/
+// lanes.rs) operation for operation, so that with --fmad=false they round
+// the same.
+
+#ifndef T5_GELU_C
+#error "T5_GELU_C and T5_SQRT_2_OVER_PI are set by the host"
+#endif
+
+typedef unsigned long long u64;
+
+// -inf (NVRTC has no math.h)
+#define NEG_INF __int_as_float(0xff800000)
+
+// e^x as the CPU's exp_fast: x = k ln 2 + r, e^r by a degree-6 Taylor
+// polynomial, 2^k from the exponent bits; inputs clamped to [-87.3, 88.4].
+__device__ float exp_fast(float x) {
+    const float LOG2E = 1.442695040888963407f;
+    const float LN2_HI = 0.6933594f;
+    const float LN2_LO = -2.1219444e-4f;
+    const float SHIFT = 12582912.0f;
+    const float LO = -87.33655f, HI = 88.37626f;
+    x = x < LO ? LO : (x > HI ? HI : x);
+    float t = x * LOG2E + SHIFT;
+    float k = t - SHIFT;
+    int ki = (int)(__float_as_uint(t) - __float_as_uint(SHIFT));
+    float r = x - k * LN2_HI - k * LN2_LO;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6.0f + r * (1.0f / 24.0f
+              + r * (1.0f / 120.0f + r * (1.0f / 720.0f))))));
+    return p * __uint_as_float(((unsigned)(ki + 127)) << 23);
+}
+
+// tanh from one exp_fast, as the CPU's tanh_fast.
+__device__ float tanh_fast(float x) {
+    x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+    float e = exp_fast(2.0f * x);
+    return (e - 1.0f) / (e + 1.0f);
+}
+
+// HF's gelu_new and its derivative, as the CPU's gelu_and_grad.
+__device__ void gelu_and_grad(float x, float* y, float* dy) {
+    float inner = T5_SQRT_2_OVER_PI * (x + T5_GELU_C * x * x * x);
+    float t = tanh_fast(inner);
+    *y = 0.5f * x * (1.0f + t);
+    float dinner = T5_SQRT_2_OVER_PI * (1.0f + 3.0f * T5_GELU_C * x * x);
+    *dy = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dinner;
+}
+
+// Grid-stride loop over n elements.
+#define FOR_EACH(i, n) \
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)

@@ -1,0 +1,119 @@
+// The feed-forward's activations and dropout on the GPU, bit for bit the
+// CPU's fused feed-forward (trainer/src/kernels/products.rs, lanes.rs), and
+// the dropout masks themselves, drawn from the same ChaCha8 stream as the
+// CPU's (trainer/src/model/dropout.rs), so a GPU run drops what a CPU run
+// drops and a resumed run what an uninterrupted one does.
+//
+//   gated forward   h = gelu_new(a) * b (* mask)
+//   gated backward  g *= mask; gl = g * gelu_new(a); g = g * gelu_new'(a) * b
+//   relu forward    h = max(h, 0) (* mask)
+//   relu backward   g = h > 0 ? g : 0 (* mask)
+//
+// Compiled with --fmad=false. A mask is absent when its pointer is null.
+
+// ---- the feed-forward's activations (one thread per element) ----
+
+extern "C" __global__ void gated_fwd(const float* a, const float* b, const float* mask, float* h,
+                                     u64 n) {
+    FOR_EACH(i, n) {
+        float y, dy;
+        gelu_and_grad(a[i], &y, &dy);
+        float v = y * b[i];
+        if (mask) {
+            v *= mask[i];
+        }
+        h[i] = v;
+    }
+}
+
+extern "C" __global__ void gated_bwd(float* g, float* gl, const float* a, const float* b,
+                                     const float* mask, u64 n) {
+    FOR_EACH(i, n) {
+        float gi = g[i];
+        if (mask) {
+            gi *= mask[i];
+        }
+        float y, dy;
+        gelu_and_grad(a[i], &y, &dy);
+        gl[i] = gi * y;
+        g[i] = gi * dy * b[i];
+    }
+}
+
+extern "C" __global__ void relu_fwd(float* h, const float* mask, u64 n) {
+    FOR_EACH(i, n) {
+        float v = fmaxf(h[i], 0.0f);
+        if (mask) {
+            v *= mask[i];
+        }
+        h[i] = v;
+    }
+}
+
+extern "C" __global__ void relu_bwd(float* g, const float* h, const float* mask, u64 n) {
+    FOR_EACH(i, n) {
+        float gi = h[i] > 0.0f ? g[i] : 0.0f;
+        if (mask) {
+            gi *= mask[i];
+        }
+        g[i] = gi;
+    }
+}
+
+// ---- dropout masks from the ChaCha8 stream ----
+//
+// rand_chacha's ChaCha8Rng: the state is the constants "expand 32-byte k",
+// the 8 key words (the seed, little-endian), a 64-bit block counter (words
+// 12, 13) and a 64-bit stream (words 14, 15: 0). A block is the state after
+// 4 double rounds plus the state; its 16 words are the stream's words
+// 16c .. 16c + 15. Mask word w (of the stream's words from `start`) is
+// `scale` when it is <= threshold, else 0: Dropout::mask's rule.
+
+__device__ __forceinline__ unsigned rotl(unsigned x, int k) {
+    return (x << k) | (x >> (32 - k));
+}
+
+#define QUARTER(a, b, c, d) \
+    a += b; d = rotl(d ^ a, 16); \
+    c += d; b = rotl(b ^ c, 12); \
+    a += b; d = rotl(d ^ a, 8); \
+    c += d; b = rotl(b ^ c, 7);
+
+// One block of the stream: thread t makes block start / 16 + t and writes
+// its words that fall in [start, start + n).
+extern "C" __global__ void dropout_mask(u64 key01, u64 key23, u64 key45, u64 key67, u64 start,
+                                        u64 n, unsigned threshold, float scale, float* mask) {
+    u64 first = start / 16;
+    u64 blocks = (start + n + 15) / 16 - first;
+    u64 keys[4] = {key01, key23, key45, key67};
+    for (u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x; t < blocks;
+         t += (u64)gridDim.x * blockDim.x) {
+        u64 c = first + t;
+        unsigned s[16] = {0x61707865u, 0x3320646eu, 0x79622d32u, 0x6b206574u,
+                          (unsigned)keys[0], (unsigned)(keys[0] >> 32),
+                          (unsigned)keys[1], (unsigned)(keys[1] >> 32),
+                          (unsigned)keys[2], (unsigned)(keys[2] >> 32),
+                          (unsigned)keys[3], (unsigned)(keys[3] >> 32),
+                          (unsigned)c, (unsigned)(c >> 32), 0u, 0u};
+        unsigned x[16];
+        for (int k = 0; k < 16; k++) {
+            x[k] = s[k];
+        }
+        for (int r = 0; r < 4; r++) {
+            QUARTER(x[0], x[4], x[8], x[12]);
+            QUARTER(x[1], x[5], x[9], x[13]);
+            QUARTER(x[2], x[6], x[10], x[14]);
+            QUARTER(x[3], x[7], x[11], x[15]);
+            QUARTER(x[0], x[5], x[10], x[15]);
+            QUARTER(x[1], x[6], x[11], x[12]);
+            QUARTER(x[2], x[7], x[8], x[13]);
+            QUARTER(x[3], x[4], x[9], x[14]);
+        }
+        for (int k = 0; k < 16; k++) {
+            u64 w = c * 16 + k;
+            if (w >= start && w < start + n) {
+                mask[w - start] = x[k] + s[k] <= threshold ? scale : 0.0f;
+            }
+        }
+    }
+}

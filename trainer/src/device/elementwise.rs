@@ -1,0 +1,235 @@
+//! The feed-forward's activations and the dropout masks on the GPU
+//! (`trainer/cuda/elementwise.cu`): the activations as the CPU's fused
+//! feed-forward computes them ([`crate::kernels::activation`]), bit for
+//! bit, and the masks from the same ChaCha8 stream as the CPU's
+//! ([`MaskDraw`]), so a GPU run drops the values a CPU run drops. The
+//! kernels' block function is here in Rust too ([`chacha8_block`]), tied to
+//! the CPU's masks by a test.
+
+use super::{arg_or_null, grid_for, launched, load, ELEMENTWISE};
+use crate::model::MaskDraw;
+use crate::Result;
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, PushKernelArg};
+use std::sync::Arc;
+
+/// For the error messages.
+const PART: &str = "feed-forward";
+
+/// Threads per block of the element-wise kernels.
+const THREADS: usize = 256;
+
+/// The element-wise kernels on one GPU stream.
+pub struct DeviceElementwise {
+    stream: Arc<CudaStream>,
+    gated_fwd: CudaFunction,
+    gated_bwd: CudaFunction,
+    relu_fwd: CudaFunction,
+    relu_bwd: CudaFunction,
+    dropout_mask: CudaFunction,
+}
+
+impl DeviceElementwise {
+    /// The kernels compiled for `stream`'s GPU and loaded there.
+    pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
+        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask] =
+            load(&stream, ELEMENTWISE, flush_denormals)?;
+        Ok(DeviceElementwise {
+            stream,
+            gated_fwd,
+            gated_bwd,
+            relu_fwd,
+            relu_bwd,
+            dropout_mask,
+        })
+    }
+
+    /// `h = gelu_new(a) · b`, times the mask (`n` values each).
+    pub fn gated_forward(
+        &self,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+        h: &mut CudaSlice<f32>,
+        n: usize,
+    ) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.gated_fwd);
+        l.arg(a).arg(b);
+        arg_or_null(&mut l, mask);
+        l.arg(h).arg(&n64);
+        // SAFETY: every buffer holds n values.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(n, THREADS)) },
+            "gated GELU",
+        )
+    }
+
+    /// The gated activation's backward: `g` (the hidden gradient) through
+    /// the mask, then `g ← g · gelu_new'(a) · b`, `gl = g · gelu_new(a)`.
+    pub fn gated_backward(
+        &self,
+        g: &mut CudaSlice<f32>,
+        gl: &mut CudaSlice<f32>,
+        (a, b): (&CudaSlice<f32>, &CudaSlice<f32>),
+        mask: Option<&CudaSlice<f32>>,
+        n: usize,
+    ) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.gated_bwd);
+        l.arg(g).arg(gl).arg(a).arg(b);
+        arg_or_null(&mut l, mask);
+        l.arg(&n64);
+        // SAFETY: every buffer holds n values.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(n, THREADS)) },
+            "gated GELU backward",
+        )
+    }
+
+    /// ReLU in place, times the mask.
+    pub fn relu_forward(
+        &self,
+        h: &mut CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+        n: usize,
+    ) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.relu_fwd);
+        l.arg(h);
+        arg_or_null(&mut l, mask);
+        l.arg(&n64);
+        // SAFETY: every buffer holds n values.
+        launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "ReLU")
+    }
+
+    /// ReLU's backward in place from the hidden activation `h` (after the
+    /// mask), then through the mask.
+    pub fn relu_backward(
+        &self,
+        g: &mut CudaSlice<f32>,
+        h: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+        n: usize,
+    ) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.relu_bwd);
+        l.arg(g).arg(h);
+        arg_or_null(&mut l, mask);
+        l.arg(&n64);
+        // SAFETY: every buffer holds n values.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(n, THREADS)) },
+            "ReLU backward",
+        )
+    }
+
+    /// The mask values of `draw` into `mask` (`draw.n` values).
+    pub fn dropout_mask(&self, draw: &MaskDraw, mask: &mut CudaSlice<f32>) -> Result<()> {
+        let keys = seed_words(&draw.seed);
+        // a stream's position past 2^64 words would take centuries to draw
+        let start = u64::try_from(draw.start)
+            .map_err(|_| super::gpu_error(PART, "dropout", "stream position past 2^64 words"))?;
+        let n64 = draw.n as u64;
+        let blocks = (draw.start as usize % 16 + draw.n).div_ceil(16);
+        let mut l = self.stream.launch_builder(&self.dropout_mask);
+        l.arg(&keys[0]).arg(&keys[1]).arg(&keys[2]).arg(&keys[3]);
+        l.arg(&start)
+            .arg(&n64)
+            .arg(&draw.threshold)
+            .arg(&draw.scale)
+            .arg(mask);
+        // SAFETY: mask holds draw.n values.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(blocks, THREADS)) },
+            "dropout mask",
+        )
+    }
+}
+
+/// The seed as the kernel takes it: four little-endian 64-bit words.
+fn seed_words(seed: &[u8; 32]) -> [u64; 4] {
+    std::array::from_fn(|i| u64::from_le_bytes(seed[8 * i..8 * i + 8].try_into().expect("8 bytes")))
+}
+
+/// ChaCha8's block `counter` of the stream of `seed` (stream 0), as the
+/// kernel computes it: 4 double rounds, plus the input state.
+pub fn chacha8_block(seed: &[u8; 32], counter: u64) -> [u32; 16] {
+    let mut s = [0u32; 16];
+    s[..4].copy_from_slice(&[0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574]);
+    for (k, w) in s[4..12].iter_mut().enumerate() {
+        *w = u32::from_le_bytes(seed[4 * k..4 * k + 4].try_into().expect("4 bytes"));
+    }
+    s[12] = counter as u32;
+    s[13] = (counter >> 32) as u32;
+    let mut x = s;
+    fn quarter(x: &mut [u32; 16], [a, b, c, d]: [usize; 4]) {
+        x[a] = x[a].wrapping_add(x[b]);
+        x[d] = (x[d] ^ x[a]).rotate_left(16);
+        x[c] = x[c].wrapping_add(x[d]);
+        x[b] = (x[b] ^ x[c]).rotate_left(12);
+        x[a] = x[a].wrapping_add(x[b]);
+        x[d] = (x[d] ^ x[a]).rotate_left(8);
+        x[c] = x[c].wrapping_add(x[d]);
+        x[b] = (x[b] ^ x[c]).rotate_left(7);
+    }
+    for _ in 0..4 {
+        for q in [
+            [0, 4, 8, 12],
+            [1, 5, 9, 13],
+            [2, 6, 10, 14],
+            [3, 7, 11, 15],
+            [0, 5, 10, 15],
+            [1, 6, 11, 12],
+            [2, 7, 8, 13],
+            [3, 4, 9, 14],
+        ] {
+            quarter(&mut x, q);
+        }
+    }
+    std::array::from_fn(|k| x[k].wrapping_add(s[k]))
+}
+
+/// The mask of `draw` as the kernel makes it, block by block.
+pub fn twin_mask(draw: &MaskDraw) -> Vec<f32> {
+    let start = draw.start as u64;
+    (start..start + draw.n as u64)
+        .map(|w| {
+            let word = chacha8_block(&draw.seed, w / 16)[(w % 16) as usize];
+            if word <= draw.threshold {
+                draw.scale
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Dropout;
+
+    /// The kernel's block function gives the CPU's masks: from the start
+    /// of a stream, from inside a block, across many blocks.
+    #[test]
+    fn the_kernels_chacha_gives_the_cpus_masks() {
+        let mut d = Dropout::new(0.1, 42, 7, 3);
+        for n in [5, 16, 1000, 37, 70_001] {
+            let draw = d.draw(n);
+            let want = draw.values();
+            assert_eq!(twin_mask(&draw), want, "n {n} from word {}", draw.start);
+            if n >= 1000 {
+                let dropped = want.iter().filter(|&&x| x == 0.0).count();
+                assert!(n / 20 < dropped && dropped < n * 3 / 20, "{dropped} of {n}");
+            }
+        }
+        // another seed, step and rate give other masks
+        let a = Dropout::new(0.5, 1, 0, 0).draw(64);
+        let b = Dropout::new(0.5, 1, 1, 0).draw(64);
+        assert_ne!(twin_mask(&a), twin_mask(&b));
+    }
+}
