@@ -117,3 +117,20 @@ extern "C" __global__ void dropout_mask(u64 key01, u64 key23, u64 key45, u64 key
         }
     }
 }
+
+// ---- bf16 operands for the tensor-core products ----
+//
+// f32 to bf16 rounded to nearest, ties to even; NaN stays NaN (quiet):
+// the `half` crate's bf16::from_f32, bit for bit.
+extern "C" __global__ void to_bf16(const float* x, unsigned short* y, u64 n) {
+    FOR_EACH(i, n) {
+        unsigned u = __float_as_uint(x[i]);
+        unsigned short h = (unsigned short)(u >> 16);
+        if ((u & 0x7fffffffu) > 0x7f800000u) {
+            h |= 0x0040u;
+        } else if ((u & 0x8000u) != 0 && (u & (3u * 0x8000u - 1u)) != 0) {
+            h += 1;
+        }
+        y[i] = h;
+    }
+}

@@ -412,3 +412,109 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
         }
     }
 }
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn products_on_the_gpu_in_f32_tf32_and_bf16() {
+    use t5mix_trainer::device::elementwise::DeviceElementwise;
+    use t5mix_trainer::device::products::{cpu_gemm, DeviceProducts, GemmShape, Precision};
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let blas = DeviceProducts::new(stream.clone()).unwrap();
+    let ew = DeviceElementwise::new(stream.clone(), false).unwrap();
+    let mut seed = 31u64;
+    // bf16 operands: the kernel rounds as `half` does
+    let x = values(&mut seed, 1 << 20, 1e3);
+    let gx = stream.clone_htod(&x).unwrap();
+    let mut gy = stream.alloc_zeros::<u16>(x.len()).unwrap();
+    ew.to_bf16(&gx, &mut gy, x.len()).unwrap();
+    let want: Vec<u16> = x
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect();
+    assert_eq!(stream.clone_dtoh(&gy).unwrap(), want, "bf16 rounding");
+    // a feed-forward's product (x · wᵀ), its weight gradient (gᵀ · x) and
+    // attention's per-head scores (q · kᵀ, heads at a column offset)
+    let (t, heads, dk) = (64, 4, 32);
+    let shapes = [
+        GemmShape::dense((256, 384, 512), false, true),
+        GemmShape::dense((384, 512, 256), true, false),
+        GemmShape {
+            ld: (heads * dk, heads * dk, t),
+            batch: heads,
+            strides: (dk, dk, t * t),
+            ..GemmShape::dense((t, t, dk), false, true)
+        },
+    ];
+    for sh in shapes {
+        let (la, lb, lc) = sh.spans();
+        let (a, b, c0) = (
+            values(&mut seed, la, 2.0),
+            values(&mut seed, lb, 2.0),
+            values(&mut seed, lc, 2.0),
+        );
+        let mut want = c0.clone();
+        cpu_gemm(&sh, &a, &b, &mut want, (1.0, 1.0));
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (precision, tol) in [
+            (Precision::F32, 1e-5),
+            (Precision::Tf32, 1e-2),
+            (Precision::Bf16, 3e-2),
+        ] {
+            let (ga, gb) = (
+                stream.clone_htod(&a).unwrap(),
+                stream.clone_htod(&b).unwrap(),
+            );
+            let mut gc = stream.clone_htod(&c0).unwrap();
+            match precision {
+                Precision::Bf16 => {
+                    let mut ha = stream.alloc_zeros::<u16>(la).unwrap();
+                    let mut hb = stream.alloc_zeros::<u16>(lb).unwrap();
+                    ew.to_bf16(&ga, &mut ha, la).unwrap();
+                    ew.to_bf16(&gb, &mut hb, lb).unwrap();
+                    blas.gemm(&sh, &ha, &hb, &mut gc, (1.0, 1.0), false)
+                        .unwrap();
+                }
+                p => blas
+                    .gemm(&sh, &ga, &gb, &mut gc, (1.0, 1.0), p == Precision::Tf32)
+                    .unwrap(),
+            }
+            let got = stream.clone_dtoh(&gc).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0f32, f32::max);
+            eprintln!("{sh:?} {precision:?}: worst error {worst:e} of {scale:e}");
+            assert!(
+                worst <= tol * scale,
+                "{sh:?} {precision:?}: {worst} of {scale}"
+            );
+        }
+        // the same call twice gives the same bits (cuBLAS is deterministic
+        // on one GPU)
+        let (ga, gb) = (
+            stream.clone_htod(&a).unwrap(),
+            stream.clone_htod(&b).unwrap(),
+        );
+        let runs: Vec<Vec<f32>> = (0..2)
+            .map(|_| {
+                let mut gc = stream.clone_htod(&c0).unwrap();
+                blas.gemm(&sh, &ga, &gb, &mut gc, (1.0, 1.0), true).unwrap();
+                stream.clone_dtoh(&gc).unwrap()
+            })
+            .collect();
+        assert!(same_bits(&runs[0], &runs[1]), "{sh:?}: two runs");
+    }
+    // a shape past its buffers is an error, not a fault
+    let sh = GemmShape::dense((64, 64, 64), false, false);
+    let small = stream.alloc_zeros::<f32>(100).unwrap();
+    let mut c = stream.alloc_zeros::<f32>(64 * 64).unwrap();
+    let err = blas
+        .gemm(&sh, &small, &small, &mut c, (1.0, 0.0), false)
+        .unwrap_err();
+    assert!(err.to_string().contains("buffers hold"), "{err}");
+}

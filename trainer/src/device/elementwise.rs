@@ -26,12 +26,13 @@ pub struct DeviceElementwise {
     relu_fwd: CudaFunction,
     relu_bwd: CudaFunction,
     dropout_mask: CudaFunction,
+    to_bf16: CudaFunction,
 }
 
 impl DeviceElementwise {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask] =
+        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16] =
             load(&stream, ELEMENTWISE, flush_denormals)?;
         Ok(DeviceElementwise {
             stream,
@@ -40,6 +41,7 @@ impl DeviceElementwise {
             relu_fwd,
             relu_bwd,
             dropout_mask,
+            to_bf16,
         })
     }
 
@@ -126,6 +128,16 @@ impl DeviceElementwise {
         )
     }
 
+    /// `n` values as bf16 bits, rounded to nearest even (`half`'s
+    /// `bf16::from_f32`): the operands of the bf16 products.
+    pub fn to_bf16(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<u16>, n: usize) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.to_bf16);
+        l.arg(x).arg(y).arg(&n64);
+        // SAFETY: x and y hold n values.
+        launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "bf16")
+    }
+
     /// The mask values of `draw` into `mask` (`draw.n` values).
     pub fn dropout_mask(&self, draw: &MaskDraw, mask: &mut CudaSlice<f32>) -> Result<()> {
         let keys = seed_words(&draw.seed);
@@ -208,10 +220,59 @@ pub fn twin_mask(draw: &MaskDraw) -> Vec<f32> {
         .collect()
 }
 
+/// The `to_bf16` kernel's rounding, in Rust: rounded to nearest even, NaN
+/// kept quiet.
+pub fn twin_bf16(x: f32) -> u16 {
+    let u = x.to_bits();
+    let h = (u >> 16) as u16;
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        h | 0x0040
+    } else if u & 0x8000 != 0 && u & (3 * 0x8000 - 1) != 0 {
+        h + 1
+    } else {
+        h
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Dropout;
+
+    /// The kernel's rounding to bf16 is the `half` crate's, on the values
+    /// where rounding decides (ties both ways, the largest finite values,
+    /// subnormals, infinities, NaNs) and on a million others.
+    #[test]
+    fn the_kernels_bf16_rounding_is_halfs() {
+        let mut bits: Vec<u32> = vec![
+            0,
+            0x8000_0000,
+            0x3f80_8000,
+            0x3f81_8000,
+            0x3f80_8001,
+            0x3f80_7fff,
+            0x7f7f_ffff,
+            0x7f7f_8000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7f80_0001,
+            0xffc0_0000,
+            0x0000_8000,
+            0x0001_8000,
+            0x807f_ffff,
+        ];
+        let mut x = 1u64;
+        bits.extend((0..1_000_000).map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 32) as u32
+        }));
+        for b in bits {
+            let v = f32::from_bits(b);
+            assert_eq!(twin_bf16(v), half::bf16::from_f32(v).to_bits(), "{b:#010x}");
+        }
+    }
 
     /// The kernel's block function gives the CPU's masks: from the start
     /// of a stream, from inside a block, across many blocks.

@@ -21,6 +21,7 @@ pub mod elementwise;
 pub mod loss;
 pub mod norm;
 pub mod optimizer;
+pub mod products;
 pub mod twin;
 
 use crate::{Result, TrainError};
@@ -92,7 +93,8 @@ pub const LOSS: KernelFile = KernelFile {
     kernels: &["row_loss_fwd", "row_loss_bwd"],
 };
 
-/// The feed-forward's activations and dropout, and the dropout masks.
+/// The feed-forward's activations and dropout, the dropout masks, bf16
+/// operands.
 pub const ELEMENTWISE: KernelFile = KernelFile {
     name: "elementwise.cu",
     src: kernel_source!("elementwise.cu"),
@@ -102,6 +104,7 @@ pub const ELEMENTWISE: KernelFile = KernelFile {
         "relu_fwd",
         "relu_bwd",
         "dropout_mask",
+        "to_bf16",
     ],
 };
 
