@@ -17,6 +17,7 @@
 //! refuses to load; a CUBIN for the GPU's own architecture needs no JIT.
 
 pub mod attention;
+pub mod backend;
 pub mod elementwise;
 pub mod loss;
 pub mod norm;

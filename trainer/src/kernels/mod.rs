@@ -237,7 +237,6 @@ mod loss;
 mod norm;
 mod products;
 
-#[cfg(test)]
 pub(crate) use attention::mm;
 pub use attention::{attention_cpu, AttnInputs};
 pub use elementwise::{activation, add, gated_gelu, mul_mask};

@@ -582,17 +582,7 @@ impl<D: Device<f32>> T5<D> {
     ) -> T3<D, T> {
         let (b, s) = (batch.batch, batch.enc_len);
         let mut x = drop.apply(self.embed::<T>(&batch.enc_tokens, b, s, tape));
-        let mut m = vec![0f32; b * s * s];
-        for r in 0..b {
-            let seg = &batch.enc_segments[r * s..(r + 1) * s];
-            for i in 0..s {
-                for j in 0..s {
-                    if seg[j] == 0 || (seg[i] != 0 && seg[i] != seg[j]) {
-                        m[(r * s + i) * s + j] = MASKED;
-                    }
-                }
-            }
-        }
+        let m = encoder_mask(batch);
         let layers = self.encoder.blocks.len();
         let mask = self.mask(m, b, s, s);
         let pos =
@@ -605,31 +595,6 @@ impl<D: Device<f32>> T5<D> {
         drop.apply(self.rms_norm(x, self.encoder.final_ln))
     }
 
-    fn decoder_masks(&self, batch: &Batch) -> (Vec<f32>, Vec<f32>) {
-        let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
-        let mut selfm = vec![0f32; b * t * t];
-        let mut cross = vec![0f32; b * t * s];
-        for r in 0..b {
-            let eseg = &batch.enc_segments[r * s..(r + 1) * s];
-            let dseg = batch.dec_segments.as_ref().map(|d| &d[r * t..(r + 1) * t]);
-            for i in 0..t {
-                for j in 0..t {
-                    let same = dseg.is_none_or(|d| d[i] == d[j]);
-                    if j > i || !same {
-                        selfm[(r * t + i) * t + j] = MASKED;
-                    }
-                }
-                for j in 0..s {
-                    let ok = eseg[j] != 0 && dseg.is_none_or(|d| d[i] == 0 || d[i] == eseg[j]);
-                    if !ok {
-                        cross[(r * t + i) * s + j] = MASKED;
-                    }
-                }
-            }
-        }
-        (selfm, cross)
-    }
-
     /// The decoder over full target rows: `[b, t, d]` after the final norm
     /// (before any output scaling).
     pub fn decode<T: Tape<f32, D> + 'static>(
@@ -640,7 +605,7 @@ impl<D: Device<f32>> T5<D> {
     ) -> T3<D, T> {
         let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
         let layers = self.decoder.blocks.len();
-        let (selfm, crossm) = self.decoder_masks(batch);
+        let (selfm, crossm) = decoder_masks(batch);
         let mut x = drop.apply(self.embed::<T>(&batch.dec_inputs, b, t, T::default()));
         let self_mask = self.mask(selfm, b, t, t);
         let pos = self.position_table::<T>(
@@ -729,6 +694,51 @@ impl<D: Device<f32>> T5<D> {
     }
 }
 
+/// The encoder's attention mask `[b, s, s]`: padding keys, and keys of
+/// another packed example, masked.
+fn encoder_mask(batch: &Batch) -> Vec<f32> {
+    let (b, s) = (batch.batch, batch.enc_len);
+    let mut m = vec![0f32; b * s * s];
+    for r in 0..b {
+        let seg = &batch.enc_segments[r * s..(r + 1) * s];
+        for i in 0..s {
+            for j in 0..s {
+                if seg[j] == 0 || (seg[i] != 0 && seg[i] != seg[j]) {
+                    m[(r * s + i) * s + j] = MASKED;
+                }
+            }
+        }
+    }
+    m
+}
+
+/// The decoder's self-attention mask `[b, t, t]` (causal, within a packed
+/// example) and cross-attention mask `[b, t, s]`.
+fn decoder_masks(batch: &Batch) -> (Vec<f32>, Vec<f32>) {
+    let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
+    let mut selfm = vec![0f32; b * t * t];
+    let mut cross = vec![0f32; b * t * s];
+    for r in 0..b {
+        let eseg = &batch.enc_segments[r * s..(r + 1) * s];
+        let dseg = batch.dec_segments.as_ref().map(|d| &d[r * t..(r + 1) * t]);
+        for i in 0..t {
+            for j in 0..t {
+                let same = dseg.is_none_or(|d| d[i] == d[j]);
+                if j > i || !same {
+                    selfm[(r * t + i) * t + j] = MASKED;
+                }
+            }
+            for j in 0..s {
+                let ok = eseg[j] != 0 && dseg.is_none_or(|d| d[i] == 0 || d[i] == eseg[j]);
+                if !ok {
+                    cross[(r * t + i) * s + j] = MASKED;
+                }
+            }
+        }
+    }
+    (selfm, cross)
+}
+
 /// A stored shape as the model's 2-D shape (`[d]` → `[1, d]`).
 pub fn shape2(s: &[usize]) -> (usize, usize) {
     match s {
@@ -756,6 +766,7 @@ fn fork<S: Shape, D: Device<f32>, T: Tape<f32, D> + 'static>(
 mod batch;
 mod decoding;
 mod dropout;
+pub mod flat;
 mod loss;
 mod position;
 

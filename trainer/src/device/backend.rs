@@ -1,0 +1,528 @@
+//! The operations of a T5 training step on flat buffers, the seam between
+//! the step ([`crate::model::flat`]) and where it runs: [`CpuBackend`] (host
+//! vectors, the CPU kernels the GPU kernels follow) and the GPU (our
+//! kernels and cuBLAS, `device::cuda_backend`). The step is written once;
+//! the CPU runs it in tests against the dfdx model, the GPU for speed.
+//!
+//! Buffers hold f32 values, `Ids` u32 values (tokens, targets, buckets).
+//! Parameters and gradients are each one flat buffer; an operation that
+//! reads a parameter or adds to a gradient takes it at an offset.
+
+use super::attention::{self, AttnShape};
+use super::loss::{self, LossSettings};
+use super::products::GemmShape;
+use crate::kernels::activation;
+use crate::model::MaskDraw;
+use crate::Result;
+
+/// A buffer at an offset (a parameter in the flat parameters).
+pub type At<'a, B> = (&'a B, usize);
+/// A buffer at an offset, written (a gradient in the flat gradients).
+pub type AtMut<'a, B> = (&'a mut B, usize);
+
+/// The token positions of a batch grouped by token, for the embedding's
+/// gradient in a fixed order: `tokens[u]` appears at rows
+/// `positions[starts[u]..starts[u + 1]]`, in row order; tokens ascending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRows {
+    /// Distinct tokens.
+    pub tokens: Vec<u32>,
+    /// Where each token's rows start in `positions` (one more than tokens).
+    pub starts: Vec<u32>,
+    /// Rows, grouped by token.
+    pub positions: Vec<u32>,
+}
+
+impl TokenRows {
+    /// Groups the rows of `ids` by token.
+    pub fn new(ids: &[usize]) -> Self {
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_by_key(|&i| (ids[i as usize], i));
+        let mut tokens = Vec::new();
+        let mut starts = Vec::new();
+        for (k, &i) in order.iter().enumerate() {
+            let tok = ids[i as usize] as u32;
+            if tokens.last() != Some(&tok) {
+                tokens.push(tok);
+                starts.push(k as u32);
+            }
+        }
+        starts.push(order.len() as u32);
+        TokenRows {
+            tokens,
+            starts,
+            positions: order,
+        }
+    }
+}
+
+/// [`TokenRows`] on a backend.
+#[derive(Debug)]
+pub struct TokenIndex<I> {
+    /// On the host.
+    pub host: TokenRows,
+    /// `tokens`, `starts`, `positions` on the backend.
+    pub tokens: I,
+    /// See [`TokenRows::starts`].
+    pub starts: I,
+    /// See [`TokenRows::positions`].
+    pub positions: I,
+}
+
+impl<I> TokenIndex<I> {
+    /// The rows of `ids` grouped by token, uploaded by `be`.
+    pub fn new<B: Backend<Ids = I> + ?Sized>(be: &B, ids: &[usize]) -> Result<Self> {
+        let host = TokenRows::new(ids);
+        Ok(TokenIndex {
+            tokens: be.upload_ids(&host.tokens)?,
+            starts: be.upload_ids(&host.starts)?,
+            positions: be.upload_ids(&host.positions)?,
+            host,
+        })
+    }
+}
+
+/// Where a step runs. See the module documentation.
+pub trait Backend {
+    /// f32 values.
+    type Buf;
+    /// u32 values.
+    type Ids;
+
+    /// `n` zeros.
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// A buffer of `v`.
+    fn upload(&self, v: &[f32]) -> Result<Self::Buf>;
+    /// A buffer of `v`.
+    fn upload_ids(&self, v: &[u32]) -> Result<Self::Ids>;
+    /// The values of `b`.
+    fn download(&self, b: &Self::Buf) -> Result<Vec<f32>>;
+    /// `x` times the mask, or a copy of `x` without one.
+    fn masked_copy(&self, x: &Self::Buf, mask: Option<&Self::Buf>) -> Result<Self::Buf>;
+
+    /// `c (+)= op(a) · op(b)` (row-major, see [`GemmShape`]).
+    fn gemm(
+        &self,
+        sh: &GemmShape,
+        a: At<Self::Buf>,
+        b: At<Self::Buf>,
+        c: AtMut<Self::Buf>,
+        accumulate: bool,
+    ) -> Result<()>;
+
+    /// Rows of `d` values: `x[i] = table[ids[i]]`.
+    fn embed(
+        &self,
+        table: At<Self::Buf>,
+        ids: &Self::Ids,
+        x: &mut Self::Buf,
+        d: usize,
+    ) -> Result<()>;
+    /// `dtable[token] += Σ dx[row]` over its rows in row order.
+    fn embed_grad(
+        &self,
+        dx: &Self::Buf,
+        rows: &TokenIndex<Self::Ids>,
+        dtable: AtMut<Self::Buf>,
+        d: usize,
+    ) -> Result<()>;
+
+    /// RMS norm of `rows` rows of `d`: `o`, and `inv` per row.
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm(
+        &self,
+        x: &Self::Buf,
+        w: At<Self::Buf>,
+        o: &mut Self::Buf,
+        inv: &mut Self::Buf,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<()>;
+    /// The norm's backward, added to `dx` and `dw`.
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_grad(
+        &self,
+        x: &Self::Buf,
+        g: &Self::Buf,
+        inv: &Self::Buf,
+        w: At<Self::Buf>,
+        dx: &mut Self::Buf,
+        dw: AtMut<Self::Buf>,
+        rows: usize,
+        d: usize,
+    ) -> Result<()>;
+
+    /// `pos[h, r, j] = table[buckets[r, j], h]`.
+    fn position_bias(
+        &self,
+        table: At<Self::Buf>,
+        buckets: &Self::Ids,
+        pos: &mut Self::Buf,
+        heads: usize,
+        tq: usize,
+        tk: usize,
+    ) -> Result<()>;
+    /// See [`attention::DeviceAttention::softmax_forward`].
+    fn softmax(
+        &self,
+        scores: &mut Self::Buf,
+        pos: Option<&Self::Buf>,
+        mask: &Self::Buf,
+        dropout: Option<(&Self::Buf, &mut Self::Buf)>,
+        sh: AttnShape,
+    ) -> Result<()>;
+    /// See [`attention::DeviceAttention::softmax_backward`].
+    fn softmax_grad(
+        &self,
+        dp: &mut Self::Buf,
+        p: &Self::Buf,
+        drop: Option<&Self::Buf>,
+        sh: AttnShape,
+    ) -> Result<()>;
+    /// See [`attention::DeviceAttention::bias_grad`].
+    fn bias_grad(&self, ds: &Self::Buf, dpos: &mut Self::Buf, sh: AttnShape) -> Result<()>;
+    /// See [`attention::DeviceAttention::bucket_grad`].
+    fn bucket_grad(
+        &self,
+        dpos: &Self::Buf,
+        buckets: &Self::Ids,
+        dtable: AtMut<Self::Buf>,
+        shape: (usize, usize, usize),
+        nb: usize,
+    ) -> Result<()>;
+
+    /// `h = gelu_new(a) · b`, times the mask.
+    fn gated(
+        &self,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        mask: Option<&Self::Buf>,
+        h: &mut Self::Buf,
+    ) -> Result<()>;
+    /// The gated activation's backward (`g` in place, `gl` written).
+    fn gated_grad(
+        &self,
+        g: &mut Self::Buf,
+        gl: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        mask: Option<&Self::Buf>,
+    ) -> Result<()>;
+    /// ReLU in place, times the mask.
+    fn relu(&self, h: &mut Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
+    /// ReLU's backward in place.
+    fn relu_grad(&self, g: &mut Self::Buf, h: &Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
+    /// A dropout mask.
+    fn dropout_mask(&self, draw: &MaskDraw) -> Result<Self::Buf>;
+    /// `x = y · mask + x` (a residual connection).
+    fn add(&self, x: &mut Self::Buf, y: &Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
+    /// `x ·= s`.
+    fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
+
+    /// Per row of the `n × v` logits: (weighted loss, weighted
+    /// cross-entropy, weighted z-loss, log-sum-exp), `4n` values.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
+        &self,
+        logits: &Self::Buf,
+        nv: (usize, usize),
+        targets: &Self::Ids,
+        weights: &Self::Buf,
+        s: LossSettings,
+        rows: &mut Self::Buf,
+    ) -> Result<()>;
+    /// The loss's gradient added to `d`, from the upstream gradient per row.
+    #[allow(clippy::too_many_arguments)]
+    fn loss_grad(
+        &self,
+        logits: &Self::Buf,
+        nv: (usize, usize),
+        targets: &Self::Ids,
+        weights: &Self::Buf,
+        g_out_rows: (&Self::Buf, &Self::Buf),
+        s: LossSettings,
+        d: &mut Self::Buf,
+    ) -> Result<()>;
+}
+
+/// The step on the CPU: host vectors and the CPU kernels the GPU's follow
+/// (products by the `gemm` crate, one thread: a reference, not a trainer).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBackend;
+
+fn masked(x: &[f32], mask: Option<&Vec<f32>>) -> Vec<f32> {
+    match mask {
+        Some(m) => x.iter().zip(m).map(|(x, m)| x * m).collect(),
+        None => x.to_vec(),
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Ids = Vec<u32>;
+
+    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; n])
+    }
+    fn upload(&self, v: &[f32]) -> Result<Vec<f32>> {
+        Ok(v.to_vec())
+    }
+    fn upload_ids(&self, v: &[u32]) -> Result<Vec<u32>> {
+        Ok(v.to_vec())
+    }
+    fn download(&self, b: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(b.clone())
+    }
+    fn masked_copy(&self, x: &Vec<f32>, mask: Option<&Vec<f32>>) -> Result<Vec<f32>> {
+        Ok(masked(x, mask))
+    }
+
+    fn gemm(
+        &self,
+        sh: &GemmShape,
+        (a, ao): At<Vec<f32>>,
+        (b, bo): At<Vec<f32>>,
+        (c, co): AtMut<Vec<f32>>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (la, lb, lc) = sh.spans();
+        assert!(
+            ao + la <= a.len() && bo + lb <= b.len() && co + lc <= c.len(),
+            "{sh:?} past its buffers"
+        );
+        let (lda, ldb, ldc) = sh.ld;
+        let a_st = if sh.ta { (1, lda) } else { (lda, 1) };
+        let b_st = if sh.tb { (1, ldb) } else { (ldb, 1) };
+        for p in 0..sh.batch {
+            // SAFETY: the spans checked above hold every element read and written.
+            unsafe {
+                crate::kernels::mm(
+                    (sh.m, sh.n, sh.k),
+                    c.as_mut_ptr().add(co + p * sh.strides.2),
+                    (ldc, 1),
+                    accumulate,
+                    a.as_ptr().add(ao + p * sh.strides.0),
+                    a_st,
+                    b.as_ptr().add(bo + p * sh.strides.1),
+                    b_st,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn embed(
+        &self,
+        (t, o): At<Vec<f32>>,
+        ids: &Vec<u32>,
+        x: &mut Vec<f32>,
+        d: usize,
+    ) -> Result<()> {
+        for (row, &id) in x.chunks_mut(d).zip(ids) {
+            let at = o + id as usize * d;
+            row.copy_from_slice(&t[at..at + d]);
+        }
+        Ok(())
+    }
+    fn embed_grad(
+        &self,
+        dx: &Vec<f32>,
+        rows: &TokenIndex<Vec<u32>>,
+        (dt, o): AtMut<Vec<f32>>,
+        d: usize,
+    ) -> Result<()> {
+        let r = &rows.host;
+        for (u, &tok) in r.tokens.iter().enumerate() {
+            let dst = &mut dt[o + tok as usize * d..o + (tok as usize + 1) * d];
+            for &p in &r.positions[r.starts[u] as usize..r.starts[u + 1] as usize] {
+                let src = &dx[p as usize * d..(p as usize + 1) * d];
+                dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+            }
+        }
+        Ok(())
+    }
+
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        (w, wo): At<Vec<f32>>,
+        o: &mut Vec<f32>,
+        inv: &mut Vec<f32>,
+        _rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let (out, i) = super::norm::cpu_forward(x, &w[wo..wo + d], eps);
+        *o = out;
+        *inv = i;
+        Ok(())
+    }
+    fn rms_norm_grad(
+        &self,
+        x: &Vec<f32>,
+        g: &Vec<f32>,
+        inv: &Vec<f32>,
+        (w, wo): At<Vec<f32>>,
+        dx: &mut Vec<f32>,
+        (dw, dwo): AtMut<Vec<f32>>,
+        _rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        super::norm::cpu_backward(x, g, inv, &w[wo..wo + d], dx, &mut dw[dwo..dwo + d]);
+        Ok(())
+    }
+
+    fn position_bias(
+        &self,
+        (table, o): At<Vec<f32>>,
+        buckets: &Vec<u32>,
+        pos: &mut Vec<f32>,
+        heads: usize,
+        tq: usize,
+        tk: usize,
+    ) -> Result<()> {
+        for h in 0..heads {
+            for (i, &bk) in buckets[..tq * tk].iter().enumerate() {
+                pos[h * tq * tk + i] = table[o + bk as usize * heads + h];
+            }
+        }
+        Ok(())
+    }
+    fn softmax(
+        &self,
+        scores: &mut Vec<f32>,
+        pos: Option<&Vec<f32>>,
+        mask: &Vec<f32>,
+        dropout: Option<(&Vec<f32>, &mut Vec<f32>)>,
+        sh: AttnShape,
+    ) -> Result<()> {
+        let (drop, pd) = match dropout {
+            Some((d, pd)) => (Some(d.as_slice()), Some(pd)),
+            None => (None, None),
+        };
+        let out = attention::cpu_softmax_forward(scores, pos.map(|p| p.as_slice()), mask, drop, sh);
+        if let (Some(pd), Some(out)) = (pd, out) {
+            *pd = out;
+        }
+        Ok(())
+    }
+    fn softmax_grad(
+        &self,
+        dp: &mut Vec<f32>,
+        p: &Vec<f32>,
+        drop: Option<&Vec<f32>>,
+        sh: AttnShape,
+    ) -> Result<()> {
+        attention::cpu_softmax_backward(dp, p, drop.map(|d| d.as_slice()), sh);
+        Ok(())
+    }
+    fn bias_grad(&self, ds: &Vec<f32>, dpos: &mut Vec<f32>, sh: AttnShape) -> Result<()> {
+        attention::cpu_bias_grad(ds, dpos, sh);
+        Ok(())
+    }
+    fn bucket_grad(
+        &self,
+        dpos: &Vec<f32>,
+        buckets: &Vec<u32>,
+        (dt, o): AtMut<Vec<f32>>,
+        (heads, t, s): (usize, usize, usize),
+        nb: usize,
+    ) -> Result<()> {
+        attention::cpu_bucket_grad(dpos, buckets, &mut dt[o..o + nb * heads], (heads, t, s), nb);
+        Ok(())
+    }
+
+    fn gated(
+        &self,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        mask: Option<&Vec<f32>>,
+        h: &mut Vec<f32>,
+    ) -> Result<()> {
+        activation::gated_forward(h, a, b, mask.map(|m| m.as_slice()));
+        Ok(())
+    }
+    fn gated_grad(
+        &self,
+        g: &mut Vec<f32>,
+        gl: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        mask: Option<&Vec<f32>>,
+    ) -> Result<()> {
+        activation::gated_backward(g, gl, a, b, mask.map(|m| m.as_slice()));
+        Ok(())
+    }
+    fn relu(&self, h: &mut Vec<f32>, mask: Option<&Vec<f32>>) -> Result<()> {
+        activation::relu_forward(h, mask.map(|m| m.as_slice()));
+        Ok(())
+    }
+    fn relu_grad(&self, g: &mut Vec<f32>, h: &Vec<f32>, mask: Option<&Vec<f32>>) -> Result<()> {
+        activation::relu_backward(g, h, mask.map(|m| m.as_slice()));
+        Ok(())
+    }
+    fn dropout_mask(&self, draw: &MaskDraw) -> Result<Vec<f32>> {
+        Ok(draw.values())
+    }
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, mask: Option<&Vec<f32>>) -> Result<()> {
+        match mask {
+            Some(m) => x
+                .iter_mut()
+                .zip(y)
+                .zip(m)
+                .for_each(|((x, y), m)| *x += y * m),
+            None => x.iter_mut().zip(y).for_each(|(x, y)| *x += y),
+        }
+        Ok(())
+    }
+    fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
+        x.iter_mut().for_each(|x| *x *= s);
+        Ok(())
+    }
+
+    fn loss(
+        &self,
+        logits: &Vec<f32>,
+        (_, v): (usize, usize),
+        targets: &Vec<u32>,
+        weights: &Vec<f32>,
+        s: LossSettings,
+        rows: &mut Vec<f32>,
+    ) -> Result<()> {
+        let t: Vec<usize> = targets.iter().map(|&t| t as usize).collect();
+        *rows = loss::cpu_forward(logits, v, &t, weights, s)
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(())
+    }
+    fn loss_grad(
+        &self,
+        logits: &Vec<f32>,
+        (_, v): (usize, usize),
+        targets: &Vec<u32>,
+        weights: &Vec<f32>,
+        (g_out, rows): (&Vec<f32>, &Vec<f32>),
+        s: LossSettings,
+        d: &mut Vec<f32>,
+    ) -> Result<()> {
+        let t: Vec<usize> = targets.iter().map(|&t| t as usize).collect();
+        let r: Vec<[f32; 4]> = rows.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        loss::cpu_backward(logits, v, &t, weights, (g_out, &r), s, d);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rows_group_rows_by_token_in_row_order() {
+        let r = TokenRows::new(&[5, 2, 5, 0, 2, 5]);
+        assert_eq!(r.tokens, [0, 2, 5]);
+        assert_eq!(r.starts, [0, 1, 3, 6]);
+        assert_eq!(r.positions, [3, 1, 4, 0, 2, 5]);
+    }
+}

@@ -1,0 +1,834 @@
+//! T5's training step on flat buffers, with its backward written out: the
+//! forward keeps what the backward needs, the backward walks the layers
+//! back. It runs on a [`Backend`]: the GPU (our kernels and cuBLAS, every
+//! buffer on the device, parameters and gradients one flat buffer each for
+//! the device optimizer) or the CPU, where tests hold it to the dfdx model's
+//! loss and gradients ([`T5::forward_loss`]).
+//!
+//! Dropout masks are drawn from the same stream in the same order as the
+//! dfdx model draws them, so both drop the same values.
+
+use super::*;
+use crate::device::attention::AttnShape;
+use crate::device::backend::{Backend, TokenIndex};
+use crate::device::loss::LossSettings;
+use crate::device::products::GemmShape;
+use crate::device::twin::FlatLayout;
+use crate::Result;
+
+/// The step's view of a model: its shape and where each parameter lies in
+/// the flat parameters (in [`T5::param_info`] order).
+#[derive(Debug, Clone)]
+pub struct FlatModel {
+    /// The shape.
+    pub cfg: T5Config,
+    /// The parameters in one buffer.
+    pub layout: FlatLayout,
+    shared: usize,
+    lm_head: Option<usize>,
+    encoder: StackIdx,
+    decoder: StackIdx,
+}
+
+impl<D: Device<f32>> T5<D> {
+    /// The model as the flat step sees it.
+    pub fn flat_model(&self) -> FlatModel {
+        let shapes: Vec<(usize, usize)> = self.info.iter().map(|i| shape2(&i.hf_shape)).collect();
+        FlatModel {
+            cfg: self.cfg.clone(),
+            layout: FlatLayout::new(&shapes),
+            shared: self.shared,
+            lm_head: self.lm_head,
+            encoder: self.encoder.clone(),
+            decoder: self.decoder.clone(),
+        }
+    }
+}
+
+/// What one attention keeps for its backward.
+struct Attn<B: Backend> {
+    /// The normed input the projections read (self-attention: q, k and v;
+    /// cross-attention: q).
+    n: B::Buf,
+    inv: B::Buf,
+    x_in: B::Buf,
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    p: B::Buf,
+    /// The probabilities after dropout and the mask.
+    pd: Option<(B::Buf, B::Buf)>,
+    ctx: B::Buf,
+    /// The residual branch's dropout mask.
+    rm: Option<B::Buf>,
+    sh: AttnShape,
+}
+
+/// What one feed-forward keeps for its backward.
+struct Ff<B: Backend> {
+    x_in: B::Buf,
+    n: B::Buf,
+    inv: B::Buf,
+    /// Gated: the two pre-activations; ReLU: none.
+    pre: Option<(B::Buf, B::Buf)>,
+    h: B::Buf,
+    hm: Option<B::Buf>,
+    ym: Option<B::Buf>,
+}
+
+/// What a block keeps: self-attention, cross-attention, feed-forward.
+type Block<B> = (Attn<B>, Option<Attn<B>>, Ff<B>);
+
+/// What a stack keeps.
+struct Stack<B: Backend> {
+    tokens: TokenIndex<B::Ids>,
+    emb_mask: Option<B::Buf>,
+    buckets: B::Ids,
+    blocks: Vec<Block<B>>,
+    final_in: B::Buf,
+    final_inv: B::Buf,
+    final_mask: Option<B::Buf>,
+}
+
+/// One forward and backward.
+struct Step<'a, B: Backend> {
+    m: &'a FlatModel,
+    be: &'a B,
+    params: &'a B::Buf,
+    drop: &'a mut Dropout,
+}
+
+/// The loss of a batch and what the step computed it from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlatLoss {
+    /// The training loss (normalised, times the scale).
+    pub loss: f32,
+    /// Its parts, for logging.
+    pub parts: LossParts,
+}
+
+impl FlatModel {
+    /// The loss of `batch` and its gradient added to `grads` (flat, in the
+    /// parameters' layout), on `be`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_and_grads<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        batch: &Batch,
+        drop: &mut Dropout,
+        cfg: &LossConfig,
+        scale: f32,
+    ) -> Result<FlatLoss> {
+        let mut st = Step {
+            m: self,
+            be,
+            params,
+            drop,
+        };
+        st.run(batch, grads, cfg, scale)
+    }
+
+    fn off(&self, i: usize) -> usize {
+        self.layout.params[i].0
+    }
+}
+
+fn ids(v: &[usize]) -> Vec<u32> {
+    v.iter().map(|&x| x as u32).collect()
+}
+
+impl<B: Backend> Step<'_, B> {
+    fn mask(&mut self, n: usize) -> Result<Option<B::Buf>> {
+        if self.drop.rate <= 0.0 {
+            return Ok(None);
+        }
+        let draw = self.drop.draw(n);
+        Ok(Some(self.be.dropout_mask(&draw)?))
+    }
+
+    /// `x[rows, in] · Wᵀ` for the dense weight `w` `[out, in]`.
+    fn dense(&self, x: &B::Buf, rows: usize, w: usize) -> Result<B::Buf> {
+        let (out, inn) = self.m.layout.params[w].1;
+        let mut y = self.be.zeros(rows * out)?;
+        self.be.gemm(
+            &GemmShape::dense((rows, out, inn), false, true),
+            (x, 0),
+            (self.params, self.m.off(w)),
+            (&mut y, 0),
+            false,
+        )?;
+        Ok(y)
+    }
+
+    /// The dense layer's backward: `dW += dyᵀ · x`, `dx (+)= dy · W`.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_grad(
+        &self,
+        x: &B::Buf,
+        dy: &B::Buf,
+        rows: usize,
+        w: usize,
+        dx: &mut B::Buf,
+        add_dx: bool,
+        grads: &mut B::Buf,
+    ) -> Result<()> {
+        let (out, inn) = self.m.layout.params[w].1;
+        self.be.gemm(
+            &GemmShape::dense((out, inn, rows), true, false),
+            (dy, 0),
+            (x, 0),
+            (grads, self.m.off(w)),
+            true,
+        )?;
+        self.be.gemm(
+            &GemmShape::dense((rows, inn, out), false, false),
+            (dy, 0),
+            (self.params, self.m.off(w)),
+            (dx, 0),
+            add_dx,
+        )
+    }
+
+    /// RMS norm of `x` (`rows` rows) by the weight `w`: (normed, inv).
+    fn norm(&self, x: &B::Buf, rows: usize, w: usize) -> Result<(B::Buf, B::Buf)> {
+        let d = self.m.cfg.d_model;
+        let (mut o, mut inv) = (self.be.zeros(rows * d)?, self.be.zeros(rows)?);
+        self.be.rms_norm(
+            x,
+            (self.params, self.m.off(w)),
+            &mut o,
+            &mut inv,
+            rows,
+            d,
+            self.m.cfg.layer_norm_epsilon,
+        )?;
+        Ok((o, inv))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn norm_grad(
+        &self,
+        x: &B::Buf,
+        g: &B::Buf,
+        inv: &B::Buf,
+        rows: usize,
+        w: usize,
+        dx: &mut B::Buf,
+        grads: &mut B::Buf,
+    ) -> Result<()> {
+        let (params, o) = (self.params, self.m.off(w));
+        self.be.rms_norm_grad(
+            x,
+            g,
+            inv,
+            (params, o),
+            dx,
+            (grads, o),
+            rows,
+            self.m.cfg.d_model,
+        )
+    }
+
+    /// The product shapes of one batch row's heads: (scores `q·kᵀ` and
+    /// `dO·vᵀ`; `p·v` and `dS·k`; `pᵀ·dO` and `dSᵀ·q`).
+    fn head_shapes(&self, sh: AttnShape) -> [GemmShape; 3] {
+        let (t, s, h, dk) = (sh.t, sh.s, sh.heads, self.m.cfg.d_kv);
+        let inner = h * dk;
+        [
+            GemmShape {
+                ld: (inner, inner, s),
+                batch: h,
+                strides: (dk, dk, t * s),
+                ..GemmShape::dense((t, s, dk), false, true)
+            },
+            GemmShape {
+                ld: (s, inner, inner),
+                batch: h,
+                strides: (t * s, dk, dk),
+                ..GemmShape::dense((t, dk, s), false, false)
+            },
+            GemmShape {
+                ld: (s, inner, inner),
+                batch: h,
+                strides: (t * s, dk, dk),
+                ..GemmShape::dense((s, dk, t), true, false)
+            },
+        ]
+    }
+
+    /// An attention sublayer's forward, its residual added to `x`: self-
+    /// attention (`kv_in` None: keys and values from the normed `x`, with
+    /// the position bias) or cross-attention over `kv_in` (`s` rows a batch
+    /// row).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        x: &mut B::Buf,
+        (ln, a): (usize, AttnIdx),
+        kv_in: Option<&B::Buf>,
+        pos: Option<&B::Buf>,
+        mask: &B::Buf,
+        sh: AttnShape,
+    ) -> Result<Attn<B>> {
+        let be = self.be;
+        let (b, t, s) = (sh.b, sh.t, sh.s);
+        let inner = self.m.cfg.inner_dim();
+        let (n, inv) = self.norm(x, b * t, ln)?;
+        let q = self.dense(&n, b * t, a.q)?;
+        let src = kv_in.unwrap_or(&n);
+        let k = self.dense(src, b * s, a.k)?;
+        let v = self.dense(src, b * s, a.v)?;
+        let pm = self.mask(sh.rows() * s)?;
+        let [scores, pv, _] = self.head_shapes(sh);
+        let mut p = be.zeros(sh.rows() * s)?;
+        let hts = sh.heads * t * s;
+        for bi in 0..b {
+            be.gemm(
+                &scores,
+                (&q, bi * t * inner),
+                (&k, bi * s * inner),
+                (&mut p, bi * hts),
+                false,
+            )?;
+        }
+        let mut pd = match pm {
+            Some(m) => Some((m, be.zeros(sh.rows() * s)?)),
+            None => None,
+        };
+        be.softmax(&mut p, pos, mask, pd.as_mut().map(|(m, d)| (&*m, d)), sh)?;
+        let mut ctx = be.zeros(b * t * inner)?;
+        let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
+        for bi in 0..b {
+            be.gemm(
+                &pv,
+                (used, bi * hts),
+                (&v, bi * s * inner),
+                (&mut ctx, bi * t * inner),
+                false,
+            )?;
+        }
+        let o = self.dense(&ctx, b * t, a.o)?;
+        let rm = self.mask(b * t * self.m.cfg.d_model)?;
+        let x_in = be.masked_copy(x, None)?;
+        be.add(x, &o, rm.as_ref())?;
+        Ok(Attn {
+            n,
+            inv,
+            x_in,
+            q,
+            k,
+            v,
+            p,
+            pd,
+            ctx,
+            rm,
+            sh,
+        })
+    }
+
+    /// The attention sublayer's backward: `dx` gets the normed input's
+    /// share (the residual's passes as it is), `dkv` (cross-attention) the
+    /// keys' and values' input's, `dpos` the position bias's.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_grad(
+        &self,
+        s_: &Attn<B>,
+        (ln, a): (usize, AttnIdx),
+        kv_in: Option<(&B::Buf, &mut B::Buf)>,
+        dpos: Option<&mut B::Buf>,
+        dx: &mut B::Buf,
+        grads: &mut B::Buf,
+    ) -> Result<()> {
+        let be = self.be;
+        let sh = s_.sh;
+        let (b, t, s) = (sh.b, sh.t, sh.s);
+        let inner = self.m.cfg.inner_dim();
+        let hts = sh.heads * t * s;
+        let d_o = be.masked_copy(dx, s_.rm.as_ref())?;
+        let mut dctx = be.zeros(b * t * inner)?;
+        self.dense_grad(&s_.ctx, &d_o, b * t, a.o, &mut dctx, false, grads)?;
+        let [scores, pv, tr] = self.head_shapes(sh);
+        let mut ds = be.zeros(sh.rows() * s)?;
+        let (mut dq, mut dk, mut dv) = (
+            be.zeros(b * t * inner)?,
+            be.zeros(b * s * inner)?,
+            be.zeros(b * s * inner)?,
+        );
+        let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
+        for bi in 0..b {
+            // dP = dO · vᵀ; dV += Pdᵀ · dO
+            be.gemm(
+                &scores,
+                (&dctx, bi * t * inner),
+                (&s_.v, bi * s * inner),
+                (&mut ds, bi * hts),
+                false,
+            )?;
+            be.gemm(
+                &tr,
+                (used, bi * hts),
+                (&dctx, bi * t * inner),
+                (&mut dv, bi * s * inner),
+                true,
+            )?;
+        }
+        be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
+        for bi in 0..b {
+            // dQ = dS · k; dK += dSᵀ · q
+            be.gemm(
+                &pv,
+                (&ds, bi * hts),
+                (&s_.k, bi * s * inner),
+                (&mut dq, bi * t * inner),
+                false,
+            )?;
+            be.gemm(
+                &tr,
+                (&ds, bi * hts),
+                (&s_.q, bi * t * inner),
+                (&mut dk, bi * s * inner),
+                true,
+            )?;
+        }
+        if let Some(dpos) = dpos {
+            be.bias_grad(&ds, dpos, sh)?;
+        }
+        let mut dn = be.zeros(b * t * self.m.cfg.d_model)?;
+        self.dense_grad(&s_.n, &dq, b * t, a.q, &mut dn, false, grads)?;
+        match kv_in {
+            None => {
+                self.dense_grad(&s_.n, &dk, b * s, a.k, &mut dn, true, grads)?;
+                self.dense_grad(&s_.n, &dv, b * s, a.v, &mut dn, true, grads)?;
+            }
+            Some((src, dsrc)) => {
+                self.dense_grad(src, &dk, b * s, a.k, dsrc, true, grads)?;
+                self.dense_grad(src, &dv, b * s, a.v, dsrc, true, grads)?;
+            }
+        }
+        self.norm_grad(&s_.x_in, &dn, &s_.inv, b * t, ln, dx, grads)
+    }
+
+    /// The feed-forward sublayer's forward, its residual added to `x`.
+    fn feed_forward(&mut self, x: &mut B::Buf, rows: usize, blk: &BlockIdx) -> Result<Ff<B>> {
+        let be = self.be;
+        let f = self.m.cfg.d_ff;
+        let (n, inv) = self.norm(x, rows, blk.ff_ln)?;
+        let hm = self.mask(rows * f)?;
+        let (pre, h, wo) = match blk.ff {
+            FfIdx::Relu { wi, wo } => {
+                let mut h = self.dense(&n, rows, wi)?;
+                be.relu(&mut h, hm.as_ref())?;
+                (None, h, wo)
+            }
+            FfIdx::Gated { wi0, wi1, wo } => {
+                let a = self.dense(&n, rows, wi0)?;
+                let b = self.dense(&n, rows, wi1)?;
+                let mut h = be.zeros(rows * f)?;
+                be.gated(&a, &b, hm.as_ref(), &mut h)?;
+                (Some((a, b)), h, wo)
+            }
+        };
+        let y = self.dense(&h, rows, wo)?;
+        let ym = self.mask(rows * self.m.cfg.d_model)?;
+        let x_in = be.masked_copy(x, None)?;
+        be.add(x, &y, ym.as_ref())?;
+        Ok(Ff {
+            x_in,
+            n,
+            inv,
+            pre,
+            h,
+            hm,
+            ym,
+        })
+    }
+
+    fn feed_forward_grad(
+        &self,
+        s_: &Ff<B>,
+        rows: usize,
+        blk: &BlockIdx,
+        dx: &mut B::Buf,
+        grads: &mut B::Buf,
+    ) -> Result<()> {
+        let be = self.be;
+        let f = self.m.cfg.d_ff;
+        let dy = be.masked_copy(dx, s_.ym.as_ref())?;
+        let mut dh = be.zeros(rows * f)?;
+        let mut dn = be.zeros(rows * self.m.cfg.d_model)?;
+        match (blk.ff, &s_.pre) {
+            (FfIdx::Relu { wi, wo }, _) => {
+                self.dense_grad(&s_.h, &dy, rows, wo, &mut dh, false, grads)?;
+                be.relu_grad(&mut dh, &s_.h, s_.hm.as_ref())?;
+                self.dense_grad(&s_.n, &dh, rows, wi, &mut dn, false, grads)?;
+            }
+            (FfIdx::Gated { wi0, wi1, wo }, Some((a, b))) => {
+                self.dense_grad(&s_.h, &dy, rows, wo, &mut dh, false, grads)?;
+                let mut dl = be.zeros(rows * f)?;
+                be.gated_grad(&mut dh, &mut dl, a, b, s_.hm.as_ref())?;
+                self.dense_grad(&s_.n, &dh, rows, wi0, &mut dn, false, grads)?;
+                self.dense_grad(&s_.n, &dl, rows, wi1, &mut dn, true, grads)?;
+            }
+            (FfIdx::Gated { .. }, None) => unreachable!("a gated layer keeps its pre-activations"),
+        }
+        self.norm_grad(&s_.x_in, &dn, &s_.inv, rows, blk.ff_ln, dx, grads)
+    }
+
+    /// A stack's forward: the embedded `tokens` through its blocks and the
+    /// final norm; the decoder attends to `enc`.
+    #[allow(clippy::too_many_arguments)]
+    fn stack(
+        &mut self,
+        stack: &StackIdx,
+        tokens: &[usize],
+        (b, t): (usize, usize),
+        masks: (&B::Buf, Option<&B::Buf>),
+        enc: Option<(&B::Buf, usize)>,
+        buckets: Vec<usize>,
+    ) -> Result<(B::Buf, Stack<B>)> {
+        let be = self.be;
+        let (d, heads) = (self.m.cfg.d_model, self.m.cfg.num_heads);
+        let rows = b * t;
+        let index = TokenIndex::new(be, tokens)?;
+        let mut x = be.zeros(rows * d)?;
+        be.embed(
+            (self.params, self.m.off(self.m.shared)),
+            &be.upload_ids(&ids(tokens))?,
+            &mut x,
+            d,
+        )?;
+        let emb_mask = self.mask(rows * d)?;
+        if let Some(m) = &emb_mask {
+            x = be.masked_copy(&x, Some(m))?;
+        }
+        let buckets = be.upload_ids(&ids(&buckets))?;
+        let mut pos = be.zeros(heads * t * t)?;
+        be.position_bias(
+            (self.params, self.m.off(stack.rel_bias)),
+            &buckets,
+            &mut pos,
+            heads,
+            t,
+            t,
+        )?;
+        let self_sh = AttnShape { b, heads, t, s: t };
+        let mut blocks = Vec::with_capacity(stack.blocks.len());
+        for blk in &stack.blocks {
+            let sa = self.attention(
+                &mut x,
+                (blk.self_ln, blk.self_attn),
+                None,
+                Some(&pos),
+                masks.0,
+                self_sh,
+            )?;
+            let ca = match (blk.cross, enc, masks.1) {
+                (Some(cross), Some((e, s)), Some(cm)) => {
+                    let sh = AttnShape { b, heads, t, s };
+                    Some(self.attention(&mut x, cross, Some(e), None, cm, sh)?)
+                }
+                _ => None,
+            };
+            let ff = self.feed_forward(&mut x, rows, blk)?;
+            blocks.push((sa, ca, ff));
+        }
+        let (mut out, final_inv) = self.norm(&x, rows, stack.final_ln)?;
+        let final_mask = self.mask(rows * d)?;
+        if let Some(m) = &final_mask {
+            out = be.masked_copy(&out, Some(m))?;
+        }
+        Ok((
+            out,
+            Stack {
+                tokens: index,
+                emb_mask,
+                buckets,
+                blocks,
+                final_in: x,
+                final_inv,
+                final_mask,
+            },
+        ))
+    }
+
+    /// A stack's backward from the gradient `g` of its output; the decoder
+    /// adds the encoder output's gradient to `denc`.
+    fn stack_grad(
+        &self,
+        stack: &StackIdx,
+        s_: &Stack<B>,
+        g: &B::Buf,
+        (b, t): (usize, usize),
+        mut enc: Option<(&B::Buf, &mut B::Buf)>,
+        grads: &mut B::Buf,
+    ) -> Result<()> {
+        let be = self.be;
+        let (d, heads) = (self.m.cfg.d_model, self.m.cfg.num_heads);
+        let rows = b * t;
+        let g = be.masked_copy(g, s_.final_mask.as_ref())?;
+        let mut dx = be.zeros(rows * d)?;
+        self.norm_grad(
+            &s_.final_in,
+            &g,
+            &s_.final_inv,
+            rows,
+            stack.final_ln,
+            &mut dx,
+            grads,
+        )?;
+        let mut dpos = be.zeros(heads * t * t)?;
+        for (blk, (sa, ca, ff)) in stack.blocks.iter().zip(&s_.blocks).rev() {
+            self.feed_forward_grad(ff, rows, blk, &mut dx, grads)?;
+            if let (Some(cross), Some(ca), Some((e, de))) = (blk.cross, ca, enc.as_mut()) {
+                self.attention_grad(ca, cross, Some((e, de)), None, &mut dx, grads)?;
+            }
+            self.attention_grad(
+                sa,
+                (blk.self_ln, blk.self_attn),
+                None,
+                Some(&mut dpos),
+                &mut dx,
+                grads,
+            )?;
+        }
+        let nb = self.m.cfg.relative_attention_num_buckets;
+        be.bucket_grad(
+            &dpos,
+            &s_.buckets,
+            (grads, self.m.off(stack.rel_bias)),
+            (heads, t, t),
+            nb,
+        )?;
+        let demb = be.masked_copy(&dx, s_.emb_mask.as_ref())?;
+        be.embed_grad(&demb, &s_.tokens, (grads, self.m.off(self.m.shared)), d)
+    }
+
+    fn run(
+        &mut self,
+        batch: &Batch,
+        grads: &mut B::Buf,
+        cfg: &LossConfig,
+        scale: f32,
+    ) -> Result<FlatLoss> {
+        let be = self.be;
+        let m = self.m;
+        let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
+        let (d, v) = (m.cfg.d_model, m.cfg.vocab_size);
+        // forward, drawing dropout masks in the dfdx model's order
+        let enc_mask = be.upload(&encoder_mask(batch))?;
+        let (enc, enc_s) = self.stack(
+            &m.encoder,
+            &batch.enc_tokens,
+            (b, s),
+            (&enc_mask, None),
+            None,
+            bucket_matrix(&m.cfg, 0, s, s, true),
+        )?;
+        let (selfm, crossm) = decoder_masks(batch);
+        let (self_mask, cross_mask) = (be.upload(&selfm)?, be.upload(&crossm)?);
+        let (mut h, dec_s) = self.stack(
+            &m.decoder,
+            &batch.dec_inputs,
+            (b, t),
+            (&self_mask, Some(&cross_mask)),
+            Some((&enc, s)),
+            bucket_matrix(&m.cfg, 0, t, t, false),
+        )?;
+        let out_scale = m.cfg.scales_decoder_output().then(|| (d as f32).powf(-0.5));
+        if let Some(sc) = out_scale {
+            be.scale(&mut h, sc)?;
+        }
+        let n = b * t;
+        let w = m.lm_head.unwrap_or(m.shared);
+        let logits = self.dense(&h, n, w)?;
+        let settings = LossSettings {
+            z: cfg.z_loss,
+            smoothing: cfg.label_smoothing,
+        };
+        let targets = be.upload_ids(&ids(&batch.targets))?;
+        let weights = be.upload(&batch.weights)?;
+        let mut rows = be.zeros(4 * n)?;
+        be.loss(&logits, (n, v), &targets, &weights, settings, &mut rows)?;
+        // the logged scalars
+        let host_rows = be.download(&rows)?;
+        let norm = loss_norm(batch, cfg, scale);
+        let total: f64 = host_rows.chunks(4).map(|r| r[0] as f64).sum();
+        let parts = LossParts {
+            cross_entropy: host_rows.chunks(4).map(|r| r[1] as f64).sum(),
+            z_loss: host_rows.chunks(4).map(|r| r[2] as f64).sum(),
+            tokens: batch.target_tokens(),
+        };
+        // backward
+        let g_out = be.upload(&vec![norm; n])?;
+        let mut dlogits = be.zeros(n * v)?;
+        be.loss_grad(
+            &logits,
+            (n, v),
+            &targets,
+            &weights,
+            (&g_out, &rows),
+            settings,
+            &mut dlogits,
+        )?;
+        drop(logits);
+        let mut dh = be.zeros(n * d)?;
+        self.dense_grad(&h, &dlogits, n, w, &mut dh, false, grads)?;
+        drop(dlogits);
+        if let Some(sc) = out_scale {
+            be.scale(&mut dh, sc)?;
+        }
+        let mut denc = be.zeros(b * s * d)?;
+        self.stack_grad(
+            &m.decoder,
+            &dec_s,
+            &dh,
+            (b, t),
+            Some((&enc, &mut denc)),
+            grads,
+        )?;
+        self.stack_grad(&m.encoder, &enc_s, &denc, (b, s), None, grads)?;
+        Ok(FlatLoss {
+            loss: (total * norm as f64) as f32,
+            parts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::backend::CpuBackend;
+
+    fn tiny(gated: bool, tied: bool) -> T5Config {
+        let mut c = T5Config::named("micro").expect("a named config");
+        (c.vocab_size, c.d_model, c.d_kv, c.d_ff, c.num_heads) = (96, 24, 6, 40, 4);
+        (
+            c.relative_attention_num_buckets,
+            c.relative_attention_max_distance,
+        ) = (8, 20);
+        c.feed_forward_proj = if gated { "gated-gelu" } else { "relu" }.into();
+        c.tie_word_embeddings = tied;
+        c
+    }
+
+    fn batch(packed: bool) -> Batch {
+        let (b, s, t) = (2, 7, 5);
+        let enc_tokens: Vec<usize> = (0..b * s).map(|i| (i * 37 + 5) % 90 + 1).collect();
+        let targets: Vec<usize> = (0..b * t).map(|i| (i * 53 + 11) % 90 + 1).collect();
+        let mut dec_inputs = vec![0; b * t];
+        for r in 0..b {
+            for i in 1..t {
+                dec_inputs[r * t + i] = targets[r * t + i - 1];
+            }
+        }
+        let mut enc_segments = vec![1u32; b * s];
+        enc_segments[s - 1] = 0; // padding
+        let mut weights = vec![1f32; b * t];
+        weights[t - 1] = 0.0;
+        let dec_segments = packed.then(|| {
+            let mut d = vec![1u32; b * t];
+            for i in 3..t {
+                d[t + i] = 2;
+            }
+            for i in 4..s {
+                enc_segments[s + i] = 2;
+            }
+            d
+        });
+        Batch {
+            batch: b,
+            enc_len: s,
+            dec_len: t,
+            enc_tokens,
+            dec_inputs,
+            targets,
+            weights,
+            enc_segments,
+            dec_segments,
+        }
+    }
+
+    /// The flat step on the CPU gives the dfdx model's loss and gradients
+    /// (to float rounding: the products sum in another order), with and
+    /// without dropout (the same masks), gated and ReLU, tied and untied
+    /// embeddings, packed rows, label smoothing and z-loss.
+    #[test]
+    fn the_flat_step_is_the_models_loss_and_gradient() {
+        for (gated, tied, packed, rate) in [
+            (true, false, false, 0.0),
+            (true, false, true, 0.1),
+            (false, true, false, 0.1),
+            (false, true, true, 0.0),
+        ] {
+            let case = format!("gated {gated} tied {tied} packed {packed} dropout {rate}");
+            let cfg = tiny(gated, tied);
+            let model = T5::new(cfg.clone(), &Cpu::default(), Some(3));
+            let batch = batch(packed);
+            let loss_cfg = LossConfig {
+                z_loss: 1e-4,
+                label_smoothing: 0.1,
+                normalization: LossNormalization::NumRealTargetTokens,
+            };
+            // the dfdx model
+            let mut drop = Dropout::new(rate, 7, 2, 0);
+            let (loss, parts) =
+                model.forward_loss(&batch, &mut drop, model.new_tape(), &loss_cfg, 0.5);
+            let want_loss = loss.array();
+            let want = model.param_grads(loss.backward());
+            // the flat step, the same dropout stream
+            let flat = model.flat_model();
+            let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+            let params = flat.layout.flatten(&host);
+            let mut grads = vec![0f32; flat.layout.len];
+            let mut drop = Dropout::new(rate, 7, 2, 0);
+            let got = flat
+                .loss_and_grads(
+                    &CpuBackend,
+                    &params,
+                    &mut grads,
+                    &batch,
+                    &mut drop,
+                    &loss_cfg,
+                    0.5,
+                )
+                .unwrap();
+            assert!(
+                (got.loss - want_loss).abs() <= 1e-5 * want_loss.abs(),
+                "{case}: loss {} vs {want_loss}",
+                got.loss
+            );
+            assert_eq!(got.parts.tokens, parts.tokens, "{case}");
+            assert!(
+                (got.parts.cross_entropy - parts.cross_entropy).abs()
+                    <= 1e-5 * parts.cross_entropy.abs(),
+                "{case}"
+            );
+            for ((info, w), &(at, (r, c))) in model
+                .param_info()
+                .iter()
+                .zip(&want)
+                .zip(&flat.layout.params)
+            {
+                let g = &grads[at..at + r * c];
+                let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+                let worst = g
+                    .iter()
+                    .zip(w)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= 2e-4 * scale,
+                    "{case}: {}: worst {worst} of {scale}",
+                    info.name
+                );
+                assert!(
+                    w.iter().any(|&x| x != 0.0),
+                    "{case}: {} has a gradient",
+                    info.name
+                );
+            }
+        }
+    }
+}
