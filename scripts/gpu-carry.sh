@@ -7,9 +7,13 @@
 #                  the activations, dropout masks and attention's kernels
 #                  must equal their CPU references bit for bit
 #                  (built with the plain toolchain: cudarc loads the CUDA
-#                  driver and NVRTC at run time)
+#                  driver and NVRTC at run time), and the whole flat step
+#                  on the GPU against the CPU's, twice the same bits
+#   train_step     the bench, whose `step-gpu` times the whole step on the
+#                  GPU for scripts/gpu-bench.sh (cuBLAS from PyTorch's wheels)
 # and with --cuda, the dfdx CUDA build (scripts/build-cuda.sh, ~12 min on
-# 2 cores) and what its binaries need there:
+# 2 cores; the dfdx model on CUDA, the old path) and what its binaries
+# need there:
 #   cuda/train_step, hf_parity, gradients, training   (stripped)
 #   cuda/include.tar.xz   CUDA 13.0 headers, cuda/dfdx-out/   dfdx's .cuh:
 #                  NVRTC includes both at run time from paths baked into the
@@ -35,6 +39,10 @@ exe=$(cargo test --release -p t5mix-trainer --test cuda_kernels --no-run --messa
   | executable cuda_kernels)
 cp "$exe" gpu-carry/cuda_kernels
 strip gpu-carry/cuda_kernels
+exe=$(cargo bench -p t5mix-trainer --bench train_step --no-run --message-format=json 2>/dev/null \
+  | executable train_step)
+cp "$exe" gpu-carry/train_step
+strip gpu-carry/train_step
 if [ "${1:-}" = "--cuda" ]; then
   bash scripts/build-cuda.sh "$WORK"
   mkdir -p gpu-carry/cuda/dfdx-out gpu-carry/shared

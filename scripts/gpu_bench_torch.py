@@ -56,7 +56,7 @@ def table(results):
     folder = os.path.dirname(os.path.abspath(results))
     device = next((r["device"] for r in rows if r.get("device", "cpu") != "cpu"), "cpu")
     peaks = next((p for k, p in PEAKS.items() if k in device), {})
-    print(f"{device}, {time.strftime('%Y-%m-%d')}; ratio: t5mix tokens/s over each row's")
+    print(f"{device}, {time.strftime('%Y-%m-%d')}; ratio: t5mix tokens/s over PyTorch's, same precision")
     print(f"{'config':<34} {'side':<22} {'ms/step':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'ratio':>6}")
     keys = []
     for r in rows:
@@ -66,7 +66,14 @@ def table(results):
     for k in keys:
         group = [r for r in rows if (r.get("config"), r.get("batch"), r.get("inputs"), r.get("targets")) == k]
         cfg = json.load(open(os.path.join(folder, f"{k[0]}.json")))
-        ours = next((r for r in group if r["side"].startswith("t5mix") and "error" not in r), None)
+        ok = [r for r in group if "error" not in r]
+        # each row against the other side's row of the same precision
+        same = {"fp32": "f32", "f32": "fp32", "tf32": "tf32", "bf16": "bf16", "bf16-compile": "bf16"}
+
+        def other(r):
+            mine, want = r["side"].split()[0], same.get(r["side"].split()[-1])
+            return next((o for o in ok if o["side"].split()[0] != mine and o["side"].split()[-1] == want
+                         and not (mine == "t5mix" and o["side"].endswith("compile"))), None)
         label = f"{k[0]} b{k[1]} {k[2]}/{k[3]}"
         for r in group:
             if "error" in r:
@@ -77,7 +84,9 @@ def table(results):
             mode = r["side"].split()[-1]
             peak = peaks.get("bf16" if mode.startswith("bf16") else "tf32" if mode == "tf32" else "fp32")
             mfu = f"{tflops / peak:.1%}" if peak else "-"
-            ratio = f"{ours['tokens_per_s'] / r['tokens_per_s']:.2f}" if ours else "-"
+            o = other(r)
+            ours, theirs = (r, o) if r["side"].startswith("t5mix") else (o, r)
+            ratio = f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}" if o else "-"
             print(f"{label:<34} {r['side']:<22} {r['ms_per_step']:>9.1f} {r['tokens_per_s']:>10.0f} "
                   f"{tflops:>8.1f} {mfu:>6} {ratio:>6}")
 

@@ -11,7 +11,9 @@
 //! For scripts/gpu-bench.sh (the side-by-side with PyTorch, same model):
 //! `-- config NAME` prints a named config as HF's config.json, and
 //! `-- step NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER]` times that
-//! configuration (dropout off) and ends with one JSON line.
+//! configuration (dropout off) and ends with one JSON line;
+//! `-- step-gpu … [OPTIMIZER] [f32|tf32|bf16]` the same with the whole step
+//! on the GPU (the flat step, `device::step`: no CUDA build needed).
 //! Bar (HF transformers 5.24 / PyTorch 2.15 CPU, AdamW, this 2-core machine):
 //! tiny 755 ms/step on 2 threads (1,370 on 1), t5-v1_0-small 5.2 s/step (9.4 s).
 
@@ -128,6 +130,44 @@ fn time_per_call(mut f: impl FnMut()) -> f64 {
 /// Prints `name: ms, GFLOP/s` for a product of `flops` taking `s` seconds.
 fn report(name: &str, s: f64, flops: f64) {
     println!("{name}: {:.1} ms, {:.0} GFLOP/s", s * 1e3, flops / s / 1e9);
+}
+
+/// Times `steps` whole steps on the GPU (the flat step, the device
+/// optimizer; after two warm-up steps, each step waited for); returns the
+/// median seconds per step.
+fn run_gpu(
+    cfg: T5Config,
+    (b, s, t): (usize, usize, usize),
+    steps: usize,
+    optimizer: &str,
+    precision: &str,
+) -> f64 {
+    use t5mix_trainer::device::step::DeviceStep;
+    let model = T5::new(cfg, &Cpu::default(), Some(0));
+    let flat = model.flat_model();
+    let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+    let params = flat.layout.flatten(&host);
+    drop(model);
+    let opt = OptimizerConfig::named(optimizer).unwrap();
+    let mut gpu =
+        DeviceStep::new(flat, &params, 0, (opt, precision.parse().unwrap()), true).expect("a GPU");
+    let lcfg = LossConfig::default();
+    let mut each = Vec::with_capacity(steps);
+    for step in 0..steps + 2 {
+        let bt = batch(b, s, t, step as u64);
+        let t0 = Instant::now();
+        let out = gpu
+            .step(&bt, &mut Dropout::off(), &lcfg, (1e-3, Some(1.0)))
+            .expect("a step");
+        gpu.synchronize().expect("the GPU");
+        let dt = t0.elapsed().as_secs_f64();
+        eprintln!("step {step}: loss {:.4}, {:.1} ms", out.loss, dt * 1e3);
+        if step >= 2 {
+            each.push(dt);
+        }
+    }
+    each.sort_by(f64::total_cmp);
+    each.get(each.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Matmul throughput of dfdx (gemm crate) on the tiny model's shapes.
@@ -247,6 +287,30 @@ fn main() {
             "{}",
             serde_json::json!({
                 "side": format!("t5mix {}", if cfg!(feature = "cuda") { "cuda f32" } else { "cpu f32" }),
+                "config": name,
+                "batch": b,
+                "inputs": s,
+                "targets": t,
+                "ms_per_step": (median * 1e5).round() / 100.0,
+                "tokens_per_s": ((b * (s + t)) as f64 / median).round(),
+            })
+        );
+        return;
+    }
+    if which == "step-gpu" {
+        let usage = "step-gpu NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER] [f32|tf32|bf16]";
+        let num = |i: usize| -> usize { args.get(i).and_then(|a| a.parse().ok()).expect(usage) };
+        let name = args.get(1).expect(usage);
+        let mut cfg = T5Config::named(name).unwrap();
+        cfg.dropout_rate = 0.0;
+        let (b, s, t) = (num(2), num(3), num(4));
+        let optimizer = args.get(6).map_or("adamw", String::as_str);
+        let precision = args.get(7).map_or("tf32", String::as_str);
+        let median = run_gpu(cfg, (b, s, t), num(5), optimizer, precision);
+        println!(
+            "{}",
+            serde_json::json!({
+                "side": format!("t5mix gpu {precision}"),
                 "config": name,
                 "batch": b,
                 "inputs": s,

@@ -199,3 +199,15 @@ extern "C" __global__ void bucket_grad(const float* partials, float* dtable, uns
         dtable[i] = acc;
     }
 }
+
+// The position bias from its table [nb, h]: pos[h, r, j] = table[buckets[r,
+// j], h].
+extern "C" __global__ void position_bias(const float* table, const unsigned* buckets, float* pos,
+                                         unsigned heads, unsigned t, unsigned s) {
+    u64 per_head = (u64)t * s;
+    u64 n = heads * per_head;
+    FOR_EACH(i, n) {
+        u64 h = i / per_head, rj = i % per_head;
+        pos[i] = table[(u64)buckets[rj] * heads + h];
+    }
+}

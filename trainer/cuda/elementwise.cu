@@ -134,3 +134,58 @@ extern "C" __global__ void to_bf16(const float* x, unsigned short* y, u64 n) {
         y[i] = h;
     }
 }
+
+// ---- what the step does between the kernels above ----
+
+// x = y * mask + x (a residual connection; no mask: y + x).
+extern "C" __global__ void add_masked(float* x, const float* y, const float* mask, u64 n) {
+    FOR_EACH(i, n) {
+        float v = y[i];
+        if (mask) {
+            v *= mask[i];
+        }
+        x[i] += v;
+    }
+}
+
+// out = x * mask (no mask: a copy).
+extern "C" __global__ void mul_masked(float* out, const float* x, const float* mask, u64 n) {
+    FOR_EACH(i, n) {
+        out[i] = mask ? x[i] * mask[i] : x[i];
+    }
+}
+
+// x *= s.
+extern "C" __global__ void scale(float* x, float s, u64 n) {
+    FOR_EACH(i, n) {
+        x[i] *= s;
+    }
+}
+
+// Rows of d values: x[i] = table[ids[i]].
+extern "C" __global__ void embed(const float* table, const unsigned* ids, float* x, u64 rows,
+                                 unsigned d) {
+    u64 n = rows * d;
+    FOR_EACH(i, n) {
+        x[i] = table[(u64)ids[i / d] * d + i % d];
+    }
+}
+
+// The embedding's gradient in a fixed order: for each distinct token u
+// (tokens[u]) and column c, dtable[token, c] += dx[p, c] over its rows p =
+// positions[starts[u] .. starts[u + 1]], in row order. No atomics: one
+// thread owns each (token, column).
+extern "C" __global__ void embed_grad(const float* dx, const unsigned* tokens,
+                                      const unsigned* starts, const unsigned* positions,
+                                      u64 ntok, unsigned d, float* dtable) {
+    u64 n = ntok * d;
+    FOR_EACH(i, n) {
+        u64 u = i / d, c = i % d;
+        float* dst = dtable + (u64)tokens[u] * d + c;
+        float acc = *dst;
+        for (unsigned k = starts[u]; k < starts[u + 1]; k++) {
+            acc += dx[(u64)positions[k] * d + c];
+        }
+        *dst = acc;
+    }
+}

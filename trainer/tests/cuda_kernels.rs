@@ -518,3 +518,156 @@ fn products_on_the_gpu_in_f32_tf32_and_bf16() {
         .unwrap_err();
     assert!(err.to_string().contains("buffers hold"), "{err}");
 }
+
+/// A small model and a batch of random pairs for the flat step's checks.
+fn small_model_and_batch(
+    gated: bool,
+) -> (
+    t5mix_trainer::T5<dfdx::prelude::Cpu>,
+    t5mix_trainer::model::Batch,
+) {
+    let mut cfg = t5mix_trainer::T5Config::named("micro").unwrap();
+    cfg.vocab_size = 512;
+    if !gated {
+        cfg.feed_forward_proj = "relu".into();
+        cfg.tie_word_embeddings = true;
+    }
+    let model = t5mix_trainer::T5::new(cfg, &dfdx::prelude::Cpu::default(), Some(5));
+    let mut x = 3u64;
+    let mut next = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                2 + ((x >> 33) % 500) as u32
+            })
+            .collect()
+    };
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..6).map(|i| (next(40 - i), next(12 + i))).collect();
+    (model, t5mix_trainer::model::Batch::from_pairs(&pairs, 0))
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn the_flat_step_on_the_gpu_equals_the_cpus() {
+    use t5mix_trainer::device::backend::CpuBackend;
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::Precision;
+    use t5mix_trainer::model::{Dropout, LossConfig};
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    for gated in [true, false] {
+        let (model, batch) = small_model_and_batch(gated);
+        let flat = model.flat_model();
+        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+        let params = flat.layout.flatten(&host);
+        let loss = LossConfig::default();
+        let mut want = vec![0f32; flat.layout.len];
+        let cpu = flat
+            .loss_and_grads(
+                &CpuBackend,
+                &params,
+                &mut want,
+                &batch,
+                &mut Dropout::new(0.1, 1, 2, 0),
+                &loss,
+                1.0,
+            )
+            .unwrap();
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (precision, tol) in [
+            (Precision::F32, 1e-4),
+            (Precision::Tf32, 2e-2),
+            (Precision::Bf16, 5e-2),
+        ] {
+            let be = CudaBackend::new(stream.clone(), precision, false).unwrap();
+            let gp = stream.clone_htod(&params).unwrap();
+            let runs: Vec<(f32, Vec<f32>)> = (0..2)
+                .map(|_| {
+                    let mut gg = stream.alloc_zeros::<f32>(flat.layout.len).unwrap();
+                    let out = flat
+                        .loss_and_grads(
+                            &be,
+                            &gp,
+                            &mut gg,
+                            &batch,
+                            &mut Dropout::new(0.1, 1, 2, 0),
+                            &loss,
+                            1.0,
+                        )
+                        .unwrap();
+                    (out.loss, stream.clone_dtoh(&gg).unwrap())
+                })
+                .collect();
+            let case = format!("gated {gated} {precision:?}");
+            assert!(
+                (runs[0].0 - cpu.loss).abs() <= tol * cpu.loss.abs(),
+                "{case}: loss {} vs {}",
+                runs[0].0,
+                cpu.loss
+            );
+            let worst = runs[0]
+                .1
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!(
+                "{case}: loss {} vs {}, worst gradient error {worst:e} of {scale:e}",
+                runs[0].0, cpu.loss
+            );
+            assert!(worst <= tol * scale, "{case}: gradient {worst} of {scale}");
+            // deterministic: the same step twice gives the same bits
+            assert_eq!(runs[0].0.to_bits(), runs[1].0.to_bits(), "{case}: loss");
+            assert!(same_bits(&runs[0].1, &runs[1].1), "{case}: gradients");
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn training_on_the_gpu_gives_the_same_weights_twice_and_learns() {
+    use t5mix_trainer::device::products::Precision;
+    use t5mix_trainer::device::step::DeviceStep;
+    use t5mix_trainer::model::{Dropout, LossConfig};
+    let (model, batch) = small_model_and_batch(true);
+    let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+    for (cfg, precision) in [
+        (OptimizerConfig::adamw(), Precision::Tf32),
+        (OptimizerConfig::adafactor(), Precision::Bf16),
+    ] {
+        let runs: Vec<(Vec<f32>, Vec<f32>)> = (0..2)
+            .map(|_| {
+                let flat = model.flat_model();
+                let params = flat.layout.flatten(&host);
+                let mut s = DeviceStep::new(flat, &params, 0, (cfg, precision), false).unwrap();
+                let losses = (0..8)
+                    .map(|step| {
+                        let mut drop = Dropout::new(0.1, 9, step, 0);
+                        s.step(&batch, &mut drop, &LossConfig::default(), (1e-2, Some(1.0)))
+                            .unwrap()
+                            .loss
+                    })
+                    .collect();
+                (losses, s.params().unwrap())
+            })
+            .collect();
+        let case = format!("{cfg:?} {precision:?}");
+        eprintln!("{case}: losses {:?}", runs[0].0);
+        assert!(same_bits(&runs[0].1, &runs[1].1), "{case}: weights differ");
+        assert!(same_bits(&runs[0].0, &runs[1].0), "{case}: losses differ");
+        assert!(
+            runs[0].0[7] < runs[0].0[0] * 0.9,
+            "{case}: the loss went from {} to {}",
+            runs[0].0[0],
+            runs[0].0[7]
+        );
+    }
+}

@@ -12,7 +12,9 @@
 use super::{arg_or_null, grid_for, launched, load, ATTENTION};
 use crate::kernels::simd;
 use crate::Result;
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
 use std::sync::Arc;
 
 /// Rows per block of the row kernels (`ROWS_PER_BLOCK` in attention.cu).
@@ -52,6 +54,7 @@ pub struct DeviceAttention {
     bias_grad: CudaFunction,
     bucket_partials: CudaFunction,
     bucket_grad: CudaFunction,
+    position_bias: CudaFunction,
 }
 
 fn rows_grid(rows: usize) -> LaunchConfig {
@@ -65,7 +68,7 @@ fn rows_grid(rows: usize) -> LaunchConfig {
 impl DeviceAttention {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [softmax_fwd, softmax_bwd, bias_grad, bucket_partials, bucket_grad] =
+        let [softmax_fwd, softmax_bwd, bias_grad, bucket_partials, bucket_grad, position_bias] =
             load(&stream, ATTENTION, flush_denormals)?;
         Ok(DeviceAttention {
             stream,
@@ -74,6 +77,7 @@ impl DeviceAttention {
             bias_grad,
             bucket_partials,
             bucket_grad,
+            position_bias,
         })
     }
 
@@ -150,14 +154,15 @@ impl DeviceAttention {
 
     /// Adds `dpos [h, t, s]` summed per bucket (`buckets [t, s]`, each
     /// below `nb` ≤ [`MAX_BUCKETS`]) to the table's gradient `dtable [nb,
-    /// h]`; `partials` is scratch of `h · t · nb` values.
+    /// h]` (a view in the flat gradients, say); `partials` is scratch of
+    /// `h · t · nb` values.
     #[allow(clippy::too_many_arguments)]
     pub fn bucket_grad(
         &self,
         dpos: &CudaSlice<f32>,
         buckets: &CudaSlice<u32>,
         partials: &mut CudaSlice<f32>,
-        dtable: &mut CudaSlice<f32>,
+        dtable: &mut impl DevicePtrMut<f32>,
         (heads, t, s): (usize, usize, usize),
         nb: usize,
     ) -> Result<()> {
@@ -183,13 +188,44 @@ impl DeviceAttention {
             unsafe { l.launch(grid_for(heads * t, 128)) },
             "bucket sums",
         )?;
+        let (dtable, _dtable) = dtable.device_ptr_mut(&self.stream);
         let mut l = self.stream.launch_builder(&self.bucket_grad);
-        l.arg(&*partials).arg(dtable).arg(&h32).arg(&t32).arg(&nb32);
+        l.arg(&*partials)
+            .arg(&dtable)
+            .arg(&h32)
+            .arg(&t32)
+            .arg(&nb32);
         // SAFETY: partials holds h·t·nb values, dtable nb·h.
         launched(
             PART,
             unsafe { l.launch(grid_for(nb * heads, 128)) },
             "bucket sums",
+        )
+    }
+
+    /// The position bias `pos [h, t, s]` from its table `[nb, h]` (a view,
+    /// say) and the buckets `[t, s]`.
+    pub fn position_bias(
+        &self,
+        table: &impl cudarc::driver::DevicePtr<f32>,
+        buckets: &CudaSlice<u32>,
+        pos: &mut CudaSlice<f32>,
+        (heads, t, s): (usize, usize, usize),
+    ) -> Result<()> {
+        let (h32, t32, s32) = (heads as u32, t as u32, s as u32);
+        let (table, _t) = table.device_ptr(&self.stream);
+        let mut l = self.stream.launch_builder(&self.position_bias);
+        l.arg(&table)
+            .arg(buckets)
+            .arg(pos)
+            .arg(&h32)
+            .arg(&t32)
+            .arg(&s32);
+        // SAFETY: buckets holds t·s values (each a row of the table), pos h·t·s.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(heads * t * s, 256)) },
+            "position bias",
         )
     }
 }

@@ -9,7 +9,7 @@
 use super::{arg_or_null, grid_for, launched, load, ELEMENTWISE};
 use crate::model::MaskDraw;
 use crate::Result;
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
 use std::sync::Arc;
 
 /// For the error messages.
@@ -27,12 +27,17 @@ pub struct DeviceElementwise {
     relu_bwd: CudaFunction,
     dropout_mask: CudaFunction,
     to_bf16: CudaFunction,
+    add_masked: CudaFunction,
+    mul_masked: CudaFunction,
+    scale: CudaFunction,
+    embed: CudaFunction,
+    embed_grad: CudaFunction,
 }
 
 impl DeviceElementwise {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16] =
+        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16, add_masked, mul_masked, scale, embed, embed_grad] =
             load(&stream, ELEMENTWISE, flush_denormals)?;
         Ok(DeviceElementwise {
             stream,
@@ -42,6 +47,11 @@ impl DeviceElementwise {
             relu_bwd,
             dropout_mask,
             to_bf16,
+            add_masked,
+            mul_masked,
+            scale,
+            embed,
+            embed_grad,
         })
     }
 
@@ -130,12 +140,104 @@ impl DeviceElementwise {
 
     /// `n` values as bf16 bits, rounded to nearest even (`half`'s
     /// `bf16::from_f32`): the operands of the bf16 products.
-    pub fn to_bf16(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<u16>, n: usize) -> Result<()> {
+    pub fn to_bf16(&self, x: &impl DevicePtr<f32>, y: &mut CudaSlice<u16>, n: usize) -> Result<()> {
         let n64 = n as u64;
+        let (x, _x) = x.device_ptr(&self.stream);
         let mut l = self.stream.launch_builder(&self.to_bf16);
-        l.arg(x).arg(y).arg(&n64);
+        l.arg(&x).arg(y).arg(&n64);
         // SAFETY: x and y hold n values.
         launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "bf16")
+    }
+
+    /// `x = y · mask + x` (`n` values).
+    pub fn add_masked(
+        &self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+        n: usize,
+    ) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.add_masked);
+        l.arg(x).arg(y);
+        arg_or_null(&mut l, mask);
+        l.arg(&n64);
+        // SAFETY: every buffer holds n values.
+        launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "residual")
+    }
+
+    /// `out = x · mask` (a copy without a mask).
+    pub fn mul_masked(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+        n: usize,
+    ) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.mul_masked);
+        l.arg(out).arg(x);
+        arg_or_null(&mut l, mask);
+        l.arg(&n64);
+        // SAFETY: every buffer holds n values.
+        launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "dropout")
+    }
+
+    /// `x ·= s`.
+    pub fn scale(&self, x: &mut CudaSlice<f32>, s: f32, n: usize) -> Result<()> {
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&self.scale);
+        l.arg(x).arg(&s).arg(&n64);
+        // SAFETY: x holds n values.
+        launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "scale")
+    }
+
+    /// Rows of `d` values: `x[i] = table[ids[i]]` (`table` a view, say).
+    pub fn embed(
+        &self,
+        table: &impl DevicePtr<f32>,
+        ids: &CudaSlice<u32>,
+        x: &mut CudaSlice<f32>,
+        d: usize,
+    ) -> Result<()> {
+        let (rows, d32) = (ids.len() as u64, d as u32);
+        let (table, _t) = table.device_ptr(&self.stream);
+        let mut l = self.stream.launch_builder(&self.embed);
+        l.arg(&table).arg(ids).arg(x).arg(&rows).arg(&d32);
+        // SAFETY: x holds rows·d values; every id is a row of the table
+        // (Batch::check_ids).
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(ids.len() * d, THREADS)) },
+            "embedding",
+        )
+    }
+
+    /// The embedding's gradient added to `dtable` (a view, say), each
+    /// token's rows in row order ([`super::backend::TokenRows`]).
+    pub fn embed_grad(
+        &self,
+        dx: &CudaSlice<f32>,
+        (tokens, starts, positions): (&CudaSlice<u32>, &CudaSlice<u32>, &CudaSlice<u32>),
+        dtable: &mut impl DevicePtrMut<f32>,
+        d: usize,
+    ) -> Result<()> {
+        let (ntok, d32) = (tokens.len() as u64, d as u32);
+        let (dtable, _t) = dtable.device_ptr_mut(&self.stream);
+        let mut l = self.stream.launch_builder(&self.embed_grad);
+        l.arg(dx)
+            .arg(tokens)
+            .arg(starts)
+            .arg(positions)
+            .arg(&ntok)
+            .arg(&d32)
+            .arg(&dtable);
+        // SAFETY: starts holds ntok + 1 offsets into positions, rows of dx.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(tokens.len() * d, THREADS)) },
+            "embedding gradient",
+        )
     }
 
     /// The mask values of `draw` into `mask` (`draw.n` values).

@@ -18,11 +18,13 @@
 
 pub mod attention;
 pub mod backend;
+pub mod cuda_backend;
 pub mod elementwise;
 pub mod loss;
 pub mod norm;
 pub mod optimizer;
 pub mod products;
+pub mod step;
 pub mod twin;
 
 use crate::{Result, TrainError};
@@ -106,6 +108,11 @@ pub const ELEMENTWISE: KernelFile = KernelFile {
         "relu_bwd",
         "dropout_mask",
         "to_bf16",
+        "add_masked",
+        "mul_masked",
+        "scale",
+        "embed",
+        "embed_grad",
     ],
 };
 
@@ -119,6 +126,7 @@ pub const ATTENTION: KernelFile = KernelFile {
         "attn_bias_grad",
         "bucket_partials",
         "bucket_grad",
+        "position_bias",
     ],
 };
 
@@ -191,7 +199,9 @@ pub fn nvrtc_path() -> Option<PathBuf> {
 }
 
 /// Loads NVRTC (once): from [`nvrtc_path`] when it names a file, so that
-/// cudarc's lookup by library name finds the library already loaded.
+/// cudarc's lookup by library name finds the library already loaded; and
+/// cuBLAS from the same folder when it is there (PyTorch's wheels put both
+/// in `nvidia/cu13/lib`, which is on no library path).
 fn load_nvrtc() -> Result<()> {
     use std::sync::OnceLock;
     static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
@@ -201,20 +211,27 @@ fn load_nvrtc() -> Result<()> {
                 // its builtins first: NVRTC opens them by name, and 13.0's
                 // wheel has no RUNPATH to find them beside it
                 let dir = path.parent().unwrap_or(Path::new("."));
-                let mut builtins: Vec<PathBuf> = std::fs::read_dir(dir)
+                let mut libs: Vec<PathBuf> = std::fs::read_dir(dir)
                     .map(|d| d.flatten().map(|e| e.path()).collect())
                     .unwrap_or_default();
-                builtins.retain(|p| {
+                libs.retain(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
                         .is_some_and(|n| n.starts_with("libnvrtc-builtins.so."))
                 });
-                builtins.sort();
-                for lib in builtins.iter().chain([&path]) {
-                    // SAFETY: loading NVRTC runs no code of ours; the
-                    // libraries stay loaded for the life of the process.
+                libs.sort();
+                libs.push(path.clone());
+                // cuBLASLt before cuBLAS, which needs it
+                for name in ["libcublasLt.so.13", "libcublas.so.13"] {
+                    if dir.join(name).is_file() {
+                        libs.push(dir.join(name));
+                    }
+                }
+                for lib in &libs {
+                    // SAFETY: loading these libraries runs no code of ours;
+                    // they stay loaded for the life of the process.
                     let loaded = unsafe { libloading::Library::new(lib) }
-                        .map_err(|e| format!("NVRTC at {}: {e}", lib.display()))?;
+                        .map_err(|e| format!("CUDA library {}: {e}", lib.display()))?;
                     std::mem::forget(loaded);
                 }
             }
@@ -229,6 +246,35 @@ fn load_nvrtc() -> Result<()> {
         })
         .clone()
         .map_err(TrainError::Config)
+}
+
+/// The CUDA context of GPU `ordinal`, or an error when there is no driver
+/// or no such GPU (cudarc, loading the driver at run time, would panic).
+pub fn gpu_context(ordinal: usize) -> Result<std::sync::Arc<cudarc::driver::CudaContext>> {
+    // SAFETY: only tries to open the driver library by its names.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(TrainError::Config(
+            "no CUDA driver (libcuda.so.1): training on the GPU needs an NVIDIA GPU and its driver"
+                .into(),
+        ));
+    }
+    cudarc::driver::CudaContext::new(ordinal)
+        .map_err(|e| gpu_error("GPU", &format!("{ordinal}"), e))
+}
+
+/// Loads cuBLAS (with NVRTC, from the same folder when found there).
+pub(crate) fn load_cublas() -> Result<()> {
+    load_nvrtc()?;
+    // SAFETY: only tries to open the library by its names.
+    if unsafe { cudarc::cublas::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(TrainError::Config(
+            "cuBLAS not found (libcublas.so.13): pip install nvidia-cublas, or put its folder \
+             on LD_LIBRARY_PATH"
+                .into(),
+        ))
+    }
 }
 
 /// Compiles `src` (with its name for messages) for `arch` (`sm_90` for the

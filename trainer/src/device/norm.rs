@@ -6,7 +6,9 @@
 use super::{launched, load, NORM};
 use crate::kernels::{simd, NORM_ROWS};
 use crate::Result;
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
 use std::sync::Arc;
 
 /// Rows per block of the row kernels (`ROWS_PER_BLOCK` in norm.cu).
@@ -51,12 +53,12 @@ impl DeviceNorm {
     }
 
     /// `o = x · inv · w` for `rows` rows of `d` values; `inv` per row kept
-    /// for the backward.
+    /// for the backward. `w` may be a view (a parameter in a flat buffer).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
+        w: &impl DevicePtr<f32>,
         o: &mut CudaSlice<f32>,
         inv: &mut CudaSlice<f32>,
         rows: usize,
@@ -64,9 +66,10 @@ impl DeviceNorm {
         eps: f32,
     ) -> Result<()> {
         let (rows64, d32) = (rows as u64, d as u32);
+        let (w, _w) = w.device_ptr(&self.stream);
         let mut b = self.stream.launch_builder(&self.fwd);
         b.arg(x)
-            .arg(w)
+            .arg(&w)
             .arg(o)
             .arg(inv)
             .arg(&rows64)
@@ -77,25 +80,28 @@ impl DeviceNorm {
     }
 
     /// Adds the input gradient to `dx` and the weight gradient to `dw`
-    /// (`partials`: [`weight_blocks`]`(rows) · d` scratch values).
+    /// (`partials`: [`weight_blocks`]`(rows) · d` scratch values). `w` and
+    /// `dw` may be views (in flat buffers).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         x: &CudaSlice<f32>,
         g: &CudaSlice<f32>,
         inv: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
+        w: &impl DevicePtr<f32>,
         dx: &mut CudaSlice<f32>,
-        (dw, partials): (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
+        (dw, partials): (&mut impl DevicePtrMut<f32>, &mut CudaSlice<f32>),
         rows: usize,
         d: usize,
     ) -> Result<()> {
         let (rows64, d32) = (rows as u64, d as u32);
+        let (w, _w) = w.device_ptr(&self.stream);
+        let (dw, _dw) = dw.device_ptr_mut(&self.stream);
         let mut b = self.stream.launch_builder(&self.bwd_x);
         b.arg(x)
             .arg(g)
             .arg(inv)
-            .arg(w)
+            .arg(&w)
             .arg(dx)
             .arg(&rows64)
             .arg(&d32);
@@ -118,7 +124,7 @@ impl DeviceNorm {
         launched(PART, unsafe { b.launch(cols) }, "backward")?;
         let blocks64 = blocks as u64;
         let mut b = self.stream.launch_builder(&self.bwd_w);
-        b.arg(&*partials).arg(&blocks64).arg(&d32).arg(dw);
+        b.arg(&*partials).arg(&blocks64).arg(&d32).arg(&dw);
         // SAFETY: dw holds d values.
         launched(
             PART,

@@ -151,6 +151,7 @@ pub struct DeviceProducts {
 impl DeviceProducts {
     /// A cuBLAS handle on `stream`.
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        super::load_cublas()?;
         let blas =
             CudaBlas::new(stream.clone()).map_err(|e| gpu_error(PART, "cuBLAS handle", e))?;
         Ok(DeviceProducts { blas, stream })

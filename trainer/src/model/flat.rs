@@ -651,16 +651,8 @@ impl<B: Backend> Step<'_, B> {
         let weights = be.upload(&batch.weights)?;
         let mut rows = be.zeros(4 * n)?;
         be.loss(&logits, (n, v), &targets, &weights, settings, &mut rows)?;
-        // the logged scalars
-        let host_rows = be.download(&rows)?;
-        let norm = loss_norm(batch, cfg, scale);
-        let total: f64 = host_rows.chunks(4).map(|r| r[0] as f64).sum();
-        let parts = LossParts {
-            cross_entropy: host_rows.chunks(4).map(|r| r[1] as f64).sum(),
-            z_loss: host_rows.chunks(4).map(|r| r[2] as f64).sum(),
-            tokens: batch.target_tokens(),
-        };
         // backward
+        let norm = loss_norm(batch, cfg, scale);
         let g_out = be.upload(&vec![norm; n])?;
         let mut dlogits = be.zeros(n * v)?;
         be.loss_grad(
@@ -689,6 +681,14 @@ impl<B: Backend> Step<'_, B> {
             grads,
         )?;
         self.stack_grad(&m.encoder, &enc_s, &denc, (b, s), None, grads)?;
+        // the logged scalars, once the whole step is queued
+        let host_rows = be.download(&rows)?;
+        let total: f64 = host_rows.chunks(4).map(|r| r[0] as f64).sum();
+        let parts = LossParts {
+            cross_entropy: host_rows.chunks(4).map(|r| r[1] as f64).sum(),
+            z_loss: host_rows.chunks(4).map(|r| r[2] as f64).sum(),
+            tokens: batch.target_tokens(),
+        };
         Ok(FlatLoss {
             loss: (total * norm as f64) as f32,
             parts,

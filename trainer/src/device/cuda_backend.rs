@@ -1,0 +1,341 @@
+//! The flat step on the GPU: every buffer on the device, our kernels for
+//! the memory-bound operations, cuBLAS for the products (TF32 or bf16
+//! tensor cores as [`Precision`] says). Nothing goes to the host during a
+//! step but the loss's per-row values it logs.
+
+use super::attention::{AttnShape, DeviceAttention};
+use super::backend::{At, AtMut, Backend, TokenIndex};
+use super::elementwise::DeviceElementwise;
+use super::gpu_error;
+use super::loss::{DeviceLoss, LossSettings};
+use super::norm::{weight_blocks, DeviceNorm};
+use super::products::{DeviceProducts, GemmShape, Precision};
+use crate::model::MaskDraw;
+use crate::Result;
+use cudarc::driver::{CudaSlice, CudaStream, CudaView};
+use std::sync::Arc;
+
+/// For the error messages.
+const PART: &str = "step";
+
+/// The GPU's kernels and cuBLAS on one stream.
+pub struct CudaBackend {
+    stream: Arc<CudaStream>,
+    ew: DeviceElementwise,
+    att: DeviceAttention,
+    norm: DeviceNorm,
+    loss: DeviceLoss,
+    blas: DeviceProducts,
+    precision: Precision,
+}
+
+impl CudaBackend {
+    /// Every kernel compiled for `stream`'s GPU and loaded there, a cuBLAS
+    /// handle on it.
+    pub fn new(
+        stream: Arc<CudaStream>,
+        precision: Precision,
+        flush_denormals: bool,
+    ) -> Result<Self> {
+        Ok(CudaBackend {
+            ew: DeviceElementwise::new(stream.clone(), flush_denormals)?,
+            att: DeviceAttention::new(stream.clone(), flush_denormals)?,
+            norm: DeviceNorm::new(stream.clone(), flush_denormals)?,
+            loss: DeviceLoss::new(stream.clone(), flush_denormals)?,
+            blas: DeviceProducts::new(stream.clone())?,
+            stream,
+            precision,
+        })
+    }
+
+    /// The stream the step runs on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(n.max(1))
+            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
+    }
+}
+
+/// `len` values of `x` from `o`, or an error naming the product.
+fn view<'a>(
+    sh: &GemmShape,
+    x: &'a CudaSlice<f32>,
+    o: usize,
+    len: usize,
+) -> Result<CudaView<'a, f32>> {
+    x.try_slice(o..o + len).ok_or_else(|| {
+        gpu_error(
+            PART,
+            "product",
+            format!("{sh:?} at {o} past {} values", x.len()),
+        )
+    })
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaSlice<f32>;
+    type Ids = CudaSlice<u32>;
+
+    fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.alloc(n)
+    }
+    fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
+        self.stream
+            .clone_htod(v)
+            .map_err(|e| gpu_error(PART, "upload", e))
+    }
+    fn upload_ids(&self, v: &[u32]) -> Result<CudaSlice<u32>> {
+        self.stream
+            .clone_htod(v)
+            .map_err(|e| gpu_error(PART, "upload", e))
+    }
+    fn download(&self, b: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.stream
+            .clone_dtoh(b)
+            .map_err(|e| gpu_error(PART, "download", e))
+    }
+    fn masked_copy(
+        &self,
+        x: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+    ) -> Result<CudaSlice<f32>> {
+        let mut out = self.alloc(x.len())?;
+        self.ew.mul_masked(&mut out, x, mask, x.len())?;
+        Ok(out)
+    }
+
+    fn gemm(
+        &self,
+        sh: &GemmShape,
+        (a, ao): At<CudaSlice<f32>>,
+        (b, bo): At<CudaSlice<f32>>,
+        (c, co): AtMut<CudaSlice<f32>>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        let (la, lb, _) = sh.spans();
+        let (av, bv) = (view(sh, a, ao, la)?, view(sh, b, bo, lb)?);
+        let clen = c.len();
+        let mut cv = c.try_slice_mut(co..).ok_or_else(|| {
+            gpu_error(
+                PART,
+                "product",
+                format!("{sh:?} at {co} past {clen} values"),
+            )
+        })?;
+        match self.precision {
+            Precision::Bf16 => {
+                let (mut ha, mut hb) = (self.alloc::<u16>(la)?, self.alloc::<u16>(lb)?);
+                self.ew.to_bf16(&av, &mut ha, la)?;
+                self.ew.to_bf16(&bv, &mut hb, lb)?;
+                self.blas.gemm(sh, &ha, &hb, &mut cv, (1.0, beta), false)
+            }
+            p => self
+                .blas
+                .gemm(sh, &av, &bv, &mut cv, (1.0, beta), p == Precision::Tf32),
+        }
+    }
+
+    fn embed(
+        &self,
+        (t, o): At<CudaSlice<f32>>,
+        ids: &CudaSlice<u32>,
+        x: &mut CudaSlice<f32>,
+        d: usize,
+    ) -> Result<()> {
+        self.ew.embed(&t.slice(o..), ids, x, d)
+    }
+    fn embed_grad(
+        &self,
+        dx: &CudaSlice<f32>,
+        rows: &TokenIndex<CudaSlice<u32>>,
+        (dt, o): AtMut<CudaSlice<f32>>,
+        d: usize,
+    ) -> Result<()> {
+        if rows.host.tokens.is_empty() {
+            return Ok(());
+        }
+        self.ew.embed_grad(
+            dx,
+            (&rows.tokens, &rows.starts, &rows.positions),
+            &mut dt.slice_mut(o..),
+            d,
+        )
+    }
+
+    fn rms_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        (w, wo): At<CudaSlice<f32>>,
+        o: &mut CudaSlice<f32>,
+        inv: &mut CudaSlice<f32>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<()> {
+        self.norm
+            .forward(x, &w.slice(wo..wo + d), o, inv, rows, d, eps)
+    }
+    fn rms_norm_grad(
+        &self,
+        x: &CudaSlice<f32>,
+        g: &CudaSlice<f32>,
+        inv: &CudaSlice<f32>,
+        (w, wo): At<CudaSlice<f32>>,
+        dx: &mut CudaSlice<f32>,
+        (dw, dwo): AtMut<CudaSlice<f32>>,
+        rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        let mut partials = self.alloc(weight_blocks(rows) * d)?;
+        self.norm.backward(
+            x,
+            g,
+            inv,
+            &w.slice(wo..wo + d),
+            dx,
+            (&mut dw.slice_mut(dwo..dwo + d), &mut partials),
+            rows,
+            d,
+        )
+    }
+
+    fn position_bias(
+        &self,
+        (t, o): At<CudaSlice<f32>>,
+        buckets: &CudaSlice<u32>,
+        pos: &mut CudaSlice<f32>,
+        heads: usize,
+        tq: usize,
+        tk: usize,
+    ) -> Result<()> {
+        self.att
+            .position_bias(&t.slice(o..), buckets, pos, (heads, tq, tk))
+    }
+    fn softmax(
+        &self,
+        scores: &mut CudaSlice<f32>,
+        pos: Option<&CudaSlice<f32>>,
+        mask: &CudaSlice<f32>,
+        dropout: Option<(&CudaSlice<f32>, &mut CudaSlice<f32>)>,
+        sh: AttnShape,
+    ) -> Result<()> {
+        self.att.softmax_forward(scores, pos, mask, dropout, sh)
+    }
+    fn softmax_grad(
+        &self,
+        dp: &mut CudaSlice<f32>,
+        p: &CudaSlice<f32>,
+        drop: Option<&CudaSlice<f32>>,
+        sh: AttnShape,
+    ) -> Result<()> {
+        self.att.softmax_backward(dp, p, drop, sh)
+    }
+    fn bias_grad(
+        &self,
+        ds: &CudaSlice<f32>,
+        dpos: &mut CudaSlice<f32>,
+        sh: AttnShape,
+    ) -> Result<()> {
+        self.att.bias_grad(ds, dpos, sh)
+    }
+    fn bucket_grad(
+        &self,
+        dpos: &CudaSlice<f32>,
+        buckets: &CudaSlice<u32>,
+        (dt, o): AtMut<CudaSlice<f32>>,
+        (heads, t, s): (usize, usize, usize),
+        nb: usize,
+    ) -> Result<()> {
+        let mut partials = self.alloc(heads * t * nb)?;
+        self.att.bucket_grad(
+            dpos,
+            buckets,
+            &mut partials,
+            &mut dt.slice_mut(o..o + nb * heads),
+            (heads, t, s),
+            nb,
+        )
+    }
+
+    fn gated(
+        &self,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+        h: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.ew.gated_forward(a, b, mask, h, a.len())
+    }
+    fn gated_grad(
+        &self,
+        g: &mut CudaSlice<f32>,
+        gl: &mut CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
+        self.ew.gated_backward(g, gl, (a, b), mask, a.len())
+    }
+    fn relu(&self, h: &mut CudaSlice<f32>, mask: Option<&CudaSlice<f32>>) -> Result<()> {
+        let n = h.len();
+        self.ew.relu_forward(h, mask, n)
+    }
+    fn relu_grad(
+        &self,
+        g: &mut CudaSlice<f32>,
+        h: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
+        self.ew.relu_backward(g, h, mask, h.len())
+    }
+    fn dropout_mask(&self, draw: &MaskDraw) -> Result<CudaSlice<f32>> {
+        let mut m = self.alloc(draw.n)?;
+        self.ew.dropout_mask(draw, &mut m)?;
+        Ok(m)
+    }
+    fn add(
+        &self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
+        self.ew.add_masked(x, y, mask, y.len())
+    }
+    fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
+        let n = x.len();
+        self.ew.scale(x, s, n)
+    }
+
+    fn loss(
+        &self,
+        logits: &CudaSlice<f32>,
+        nv: (usize, usize),
+        targets: &CudaSlice<u32>,
+        weights: &CudaSlice<f32>,
+        s: LossSettings,
+        rows: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.loss.forward(logits, nv, targets, weights, s, rows)
+    }
+    fn loss_grad(
+        &self,
+        logits: &CudaSlice<f32>,
+        nv: (usize, usize),
+        targets: &CudaSlice<u32>,
+        weights: &CudaSlice<f32>,
+        g_out_rows: (&CudaSlice<f32>, &CudaSlice<f32>),
+        s: LossSettings,
+        d: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.loss
+            .backward(logits, nv, targets, weights, g_out_rows, s, d)
+    }
+}
