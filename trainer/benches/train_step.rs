@@ -257,6 +257,22 @@ fn attention() {
     );
 }
 
+/// The JSON line scripts/gpu-bench.sh reads.
+fn print_result(side: &str, name: &str, (b, s, t): (usize, usize, usize), median: f64) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "side": side,
+            "config": name,
+            "batch": b,
+            "inputs": s,
+            "targets": t,
+            "ms_per_step": (median * 1e5).round() / 100.0,
+            "tokens_per_s": ((b * (s + t)) as f64 / median).round(),
+        })
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -283,18 +299,12 @@ fn main() {
         let (b, s, t) = (num(2), num(3), num(4));
         let optimizer = args.get(6).map_or("adamw", String::as_str);
         let median = run(name, cfg, b, s, t, num(5), optimizer);
-        println!(
-            "{}",
-            serde_json::json!({
-                "side": format!("t5mix {}", if cfg!(feature = "cuda") { "cuda f32" } else { "cpu f32" }),
-                "config": name,
-                "batch": b,
-                "inputs": s,
-                "targets": t,
-                "ms_per_step": (median * 1e5).round() / 100.0,
-                "tokens_per_s": ((b * (s + t)) as f64 / median).round(),
-            })
-        );
+        let side = if cfg!(feature = "cuda") {
+            "cuda f32"
+        } else {
+            "cpu f32"
+        };
+        print_result(&format!("t5mix {side}"), name, (b, s, t), median);
         return;
     }
     if which == "step-gpu" {
@@ -307,18 +317,7 @@ fn main() {
         let optimizer = args.get(6).map_or("adamw", String::as_str);
         let precision = args.get(7).map_or("tf32", String::as_str);
         let median = run_gpu(cfg, (b, s, t), num(5), optimizer, precision);
-        println!(
-            "{}",
-            serde_json::json!({
-                "side": format!("t5mix gpu {precision}"),
-                "config": name,
-                "batch": b,
-                "inputs": s,
-                "targets": t,
-                "ms_per_step": (median * 1e5).round() / 100.0,
-                "tokens_per_s": ((b * (s + t)) as f64 / median).round(),
-            })
-        );
+        print_result(&format!("t5mix gpu {precision}"), name, (b, s, t), median);
         return;
     }
     if which == "attention" {
