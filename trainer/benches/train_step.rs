@@ -290,34 +290,29 @@ fn main() {
         println!("{}", serde_json::to_string_pretty(&cfg).unwrap());
         return;
     }
-    if which == "step" {
-        let usage = "step NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER]";
+    if which == "step" || which == "step-gpu" {
+        let gpu = which == "step-gpu";
+        let usage = "step[-gpu] NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER] [f32|tf32|bf16 (GPU)]";
         let num = |i: usize| -> usize { args.get(i).and_then(|a| a.parse().ok()).expect(usage) };
         let name = args.get(1).expect(usage);
         let mut cfg = T5Config::named(name).unwrap();
         cfg.dropout_rate = 0.0;
         let (b, s, t) = (num(2), num(3), num(4));
         let optimizer = args.get(6).map_or("adamw", String::as_str);
-        let median = run(name, cfg, b, s, t, num(5), optimizer);
-        let side = if cfg!(feature = "cuda") {
-            "cuda f32"
+        let (median, side) = if gpu {
+            let precision = args.get(7).map_or("tf32", String::as_str);
+            let median = run_gpu(cfg, (b, s, t), num(5), optimizer, precision);
+            (median, format!("gpu {precision}"))
         } else {
-            "cpu f32"
+            let median = run(name, cfg, b, s, t, num(5), optimizer);
+            let side = if cfg!(feature = "cuda") {
+                "cuda f32"
+            } else {
+                "cpu f32"
+            };
+            (median, side.to_string())
         };
         print_result(&format!("t5mix {side}"), name, (b, s, t), median);
-        return;
-    }
-    if which == "step-gpu" {
-        let usage = "step-gpu NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER] [f32|tf32|bf16]";
-        let num = |i: usize| -> usize { args.get(i).and_then(|a| a.parse().ok()).expect(usage) };
-        let name = args.get(1).expect(usage);
-        let mut cfg = T5Config::named(name).unwrap();
-        cfg.dropout_rate = 0.0;
-        let (b, s, t) = (num(2), num(3), num(4));
-        let optimizer = args.get(6).map_or("adamw", String::as_str);
-        let precision = args.get(7).map_or("tf32", String::as_str);
-        let median = run_gpu(cfg, (b, s, t), num(5), optimizer, precision);
-        print_result(&format!("t5mix gpu {precision}"), name, (b, s, t), median);
         return;
     }
     if which == "attention" {

@@ -307,19 +307,9 @@ pub fn cpu_bucket_grad(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::test_values as values;
     use crate::kernels::mm;
     use dfdx::prelude::*;
-
-    fn values(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-            })
-            .collect()
-    }
 
     /// The products around the kernels (as the GPU runs them, here by the
     /// CPU attention's own products) and the kernels' CPU side give the

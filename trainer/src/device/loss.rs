@@ -147,16 +147,10 @@ mod tests {
     fn the_reference_is_the_trainers_cpu_loss() {
         let (n, v) = (40, 1000);
         let mut seed = 9u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
-        let x: Vec<f32> = (0..n * v).map(|_| next() * 8.0).collect();
+        let x = crate::device::test_values(&mut seed, n * v, 8.0);
         let targets: Vec<usize> = (0..n).map(|i| (i * 37) % v).collect();
         let weights: Vec<f32> = (0..n).map(|i| if i % 7 == 3 { 0.0 } else { 1.0 }).collect();
-        let g_out: Vec<f32> = (0..n).map(|_| next()).collect();
+        let g_out = crate::device::test_values(&mut seed, n, 1.0);
         let dev = Cpu::default();
         for s in [
             LossSettings {

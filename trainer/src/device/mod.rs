@@ -389,3 +389,17 @@ pub(crate) fn grid_for(n: usize, threads: usize) -> cudarc::driver::LaunchConfig
         shared_mem_bytes: 0,
     }
 }
+
+/// Test values in [-scale/2, scale/2) from a fixed sequence (a linear
+/// congruential generator: the GPU tests use the same).
+#[cfg(test)]
+pub(crate) fn test_values(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
+}

@@ -164,18 +164,8 @@ pub fn cpu_backward(x: &[f32], g: &[f32], inv: &[f32], w: &[f32], dx: &mut [f32]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::test_values;
     use dfdx::prelude::*;
-
-    fn values(seed: &mut u64, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
 
     /// The CPU side of the device check is the trainer's own fused norm:
     /// the same output, input gradient and weight gradient, bit for bit
@@ -184,9 +174,9 @@ mod tests {
     fn the_reference_is_the_trainers_cpu_norm() {
         let (b, s, d) = (3, 50, 72);
         let mut seed = 3;
-        let x = values(&mut seed, b * s * d);
-        let w = values(&mut seed, d);
-        let g = values(&mut seed, b * s * d);
+        let x = test_values(&mut seed, b * s * d, 1.0);
+        let w = test_values(&mut seed, d, 1.0);
+        let g = test_values(&mut seed, b * s * d, 1.0);
         let dev = Cpu::default();
         let xt = dev.tensor_from_vec(x.clone(), (b, s, d));
         let wt = dev.tensor_from_vec(w.clone(), (1, d));

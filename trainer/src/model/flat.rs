@@ -148,6 +148,12 @@ impl<B: Backend> Step<'_, B> {
         Ok(Some(self.be.dropout_mask(&draw)?))
     }
 
+    /// `x` times a dropout mask as a new buffer; None without a mask (the
+    /// caller uses `x` itself: no copy when dropout is off).
+    fn masked(&self, x: &B::Buf, mask: Option<&B::Buf>) -> Result<Option<B::Buf>> {
+        mask.map(|m| self.be.masked_copy(x, Some(m))).transpose()
+    }
+
     /// `x[rows, in] · Wᵀ` for the dense weight `w` `[out, in]`.
     fn dense(&self, x: &B::Buf, rows: usize, w: usize) -> Result<B::Buf> {
         let (out, inn) = self.m.layout.params[w].1;
@@ -346,9 +352,10 @@ impl<B: Backend> Step<'_, B> {
         let (b, t, s) = (sh.b, sh.t, sh.s);
         let inner = self.m.cfg.inner_dim();
         let hts = sh.heads * t * s;
-        let d_o = be.masked_copy(dx, s_.rm.as_ref())?;
+        let masked = self.masked(dx, s_.rm.as_ref())?;
+        let d_o = masked.as_ref().unwrap_or(dx);
         let mut dctx = be.zeros(b * t * inner)?;
-        self.dense_grad(&s_.ctx, &d_o, b * t, a.o, &mut dctx, false, grads)?;
+        self.dense_grad(&s_.ctx, d_o, b * t, a.o, &mut dctx, false, grads)?;
         let [scores, pv, tr] = self.head_shapes(sh);
         let mut ds = be.zeros(sh.rows() * s)?;
         let (mut dq, mut dk, mut dv) = (
@@ -455,17 +462,18 @@ impl<B: Backend> Step<'_, B> {
     ) -> Result<()> {
         let be = self.be;
         let f = self.m.cfg.d_ff;
-        let dy = be.masked_copy(dx, s_.ym.as_ref())?;
+        let masked = self.masked(dx, s_.ym.as_ref())?;
+        let dy = masked.as_ref().unwrap_or(dx);
         let mut dh = be.zeros(rows * f)?;
         let mut dn = be.zeros(rows * self.m.cfg.d_model)?;
         match (blk.ff, &s_.pre) {
             (FfIdx::Relu { wi, wo }, _) => {
-                self.dense_grad(&s_.h, &dy, rows, wo, &mut dh, false, grads)?;
+                self.dense_grad(&s_.h, dy, rows, wo, &mut dh, false, grads)?;
                 be.relu_grad(&mut dh, &s_.h, s_.hm.as_ref())?;
                 self.dense_grad(&s_.n, &dh, rows, wi, &mut dn, false, grads)?;
             }
             (FfIdx::Gated { wi0, wi1, wo }, Some((a, b))) => {
-                self.dense_grad(&s_.h, &dy, rows, wo, &mut dh, false, grads)?;
+                self.dense_grad(&s_.h, dy, rows, wo, &mut dh, false, grads)?;
                 let mut dl = be.zeros(rows * f)?;
                 be.gated_grad(&mut dh, &mut dl, a, b, s_.hm.as_ref())?;
                 self.dense_grad(&s_.n, &dh, rows, wi0, &mut dn, false, grads)?;
@@ -567,11 +575,12 @@ impl<B: Backend> Step<'_, B> {
         let be = self.be;
         let (d, heads) = (self.m.cfg.d_model, self.m.cfg.num_heads);
         let rows = b * t;
-        let g = be.masked_copy(g, s_.final_mask.as_ref())?;
+        let masked = self.masked(g, s_.final_mask.as_ref())?;
+        let g = masked.as_ref().unwrap_or(g);
         let mut dx = be.zeros(rows * d)?;
         self.norm_grad(
             &s_.final_in,
-            &g,
+            g,
             &s_.final_inv,
             rows,
             stack.final_ln,
@@ -601,8 +610,9 @@ impl<B: Backend> Step<'_, B> {
             (heads, t, t),
             nb,
         )?;
-        let demb = be.masked_copy(&dx, s_.emb_mask.as_ref())?;
-        be.embed_grad(&demb, &s_.tokens, (grads, self.m.off(self.m.shared)), d)
+        let masked = self.masked(&dx, s_.emb_mask.as_ref())?;
+        let demb = masked.as_ref().unwrap_or(&dx);
+        be.embed_grad(demb, &s_.tokens, (grads, self.m.off(self.m.shared)), d)
     }
 
     fn run(
