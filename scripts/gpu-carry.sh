@@ -11,6 +11,12 @@
 #                  on the GPU against the CPU's, twice the same bits
 #   train_step     the bench, whose `step-gpu` times the whole step on the
 #                  GPU for scripts/gpu-bench.sh (cuBLAS from PyTorch's wheels)
+#   training       the trainer's training tests, among them a resumed GPU
+#                  run equal to an uninterrupted one bit for bit
+#   t5mix, shards/ the binary and span-corruption shards (512/114, the T5
+#                  vocabulary, from ../shared/data's dolma-cc pages) for a
+#                  short `t5mix train --device cuda` run timed against the
+#                  bench's step (skipped without ../shared/data)
 # and with --cuda, the dfdx CUDA build (scripts/build-cuda.sh, ~12 min on
 # 2 cores; the dfdx model on CUDA, the old path) and what its binaries
 # need there:
@@ -39,10 +45,26 @@ exe=$(cargo test --release -p t5mix-trainer --test cuda_kernels --no-run --messa
   | executable cuda_kernels)
 cp "$exe" gpu-carry/cuda_kernels
 strip gpu-carry/cuda_kernels
+exe=$(cargo test --release -p t5mix-trainer --test training --no-run --message-format=json 2>/dev/null \
+  | executable training)
+cp "$exe" gpu-carry/training
+strip gpu-carry/training
 exe=$(cargo bench -p t5mix-trainer --bench train_step --no-run --message-format=json 2>/dev/null \
   | executable train_step)
 cp "$exe" gpu-carry/train_step
 strip gpu-carry/train_step
+shared=${T5MIX_SHARED_DATA:-../shared/data}
+if [ -f "$shared/t5-spm/spiece.model" ]; then
+  cargo build --release --bin t5mix 2>/dev/null
+  cp target/release/t5mix gpu-carry/t5mix
+  strip gpu-carry/t5mix
+  tmp=$(mktemp -d)
+  gpu-carry/t5mix clean "$shared"/dolma-cc/cc_en_head-*.jsonl --out "$tmp/clean" -q
+  gpu-carry/t5mix build --task c4_span_corruption --input "$tmp/clean" \
+    --vocab "$shared/t5-spm/spiece.model" --sequence-length inputs=512,targets=114 \
+    --out gpu-carry/shards -q
+  rm -rf "$tmp"
+fi
 if [ "${1:-}" = "--cuda" ]; then
   bash scripts/build-cuda.sh "$WORK"
   mkdir -p gpu-carry/cuda/dfdx-out gpu-carry/shared
@@ -56,7 +78,6 @@ if [ "${1:-}" = "--cuda" ]; then
     cp "$d"/*.cuh "gpu-carry/cuda/dfdx-out/$(basename "$(dirname "$d")")/"
   done
   echo "$WORK" > gpu-carry/cuda/WORK
-  shared=${T5MIX_SHARED_DATA:-../shared/data}
   cp -r "$shared/hf-t5-tiny" gpu-carry/shared/
   if [ "${2:-}" = "--nvrtc" ]; then
     tar -C "$WORK/cu13/nvidia/cu13/lib" -cf - libnvrtc.so.13 libnvrtc-builtins.so.13.0 \

@@ -7,7 +7,12 @@
 #               dropout masks and attention's softmax, dropout and bias
 #               gradients the trainer's CPU kernels; cuBLAS's products; the
 #               whole flat step the CPU's, deterministic, and training
+#   training    the training tests, among them a resumed GPU run (bf16,
+#               TF32) equal to an uninterrupted one bit for bit
 #   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)
+#   train       `t5mix train --device cuda --precision bf16`: t5-v1_1-small,
+#               batch 8, 512/114 on span-corruption shards; its median step
+#               against the bench's step-gpu bf16 of the same shape (≤ 5%)
 # and when gpu-carry/cuda/ holds the dfdx CUDA build (gpu-carry.sh --cuda):
 #   hf_parity, gradients, training   the trainer's tests with Dev = Cuda
 #
@@ -37,6 +42,7 @@ check() {
   grep -E '^test |test result' "$DIR/$name.log" >&2 || tail -5 "$DIR/$name.log" >&2
 }
 check kernels "$C/cuda_kernels" --include-ignored --test-threads 1
+check training "$C/training" --include-ignored --test-threads 1
 
 if [ -d "$C/cuda" ]; then
   # the paths dfdx baked into its binaries (NVRTC includes from them)
@@ -71,6 +77,32 @@ if bash scripts/gpu-bench.sh "$C/train_step"; then
 else
   summary+=("FAIL bench ($((SECONDS - t0)) s)")
   status=1
+fi
+if [ -x "$C/t5mix" ] && [ -d "$C/shards" ]; then
+  rm -rf "$OUT/gpu-train"
+  TRAIN_STEPS=${TRAIN_STEPS:-40}
+  check train "$C/t5mix" train --data "$C/shards" --model t5-v1_1-small --device cuda \
+    --precision bf16 --optimizer adamw --schedule constant:0.0003 --dropout 0 \
+    --batch-size 8 --sequence-length inputs=512,targets=114 --steps "$TRAIN_STEPS" \
+    --checkpoint-every 0 --out "$OUT/gpu-train" -q
+  # its median step (after 5 warm-up steps) against the bench's same shape
+  python3 - "$OUT/gpu-train/metrics.jsonl" "$OUT/gpu-bench/results.jsonl" <<'PY' \
+    | tee "$DIR/train-vs-bench.txt" >&2 || { summary+=("FAIL train vs bench"); status=1; }
+import json, statistics, sys
+steps = [json.loads(l) for l in open(sys.argv[1])]
+ms = 1e3 * statistics.median(s["seconds"] for s in steps[5:])
+tok = sum(s["tokens"] for s in steps[5:]) / sum(s["seconds"] for s in steps[5:])
+bench = [json.loads(l) for l in open(sys.argv[2])]
+b = [r for r in bench if r.get("side") == "t5mix gpu bf16" and r.get("config") == "t5-v1_1-small"
+     and r.get("batch") == 8 and "ms_per_step" in r]
+print(f"t5mix train --device cuda --precision bf16, t5-v1_1-small b8 512/114: "
+      f"{ms:.1f} ms/step median, {tok:.0f} tokens/s")
+if b:
+    r = ms / b[0]["ms_per_step"]
+    print(f"bench step-gpu bf16: {b[0]['ms_per_step']:.1f} ms/step; train/bench = {r:.3f} (bar: <= 1.05)")
+    sys.exit(0 if r <= 1.05 else 1)
+print("no bench line for t5-v1_1-small b8 bf16 to compare with")
+PY
 fi
 printf '%s\n' "== summary" "${summary[@]}"
 exit $status

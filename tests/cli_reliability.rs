@@ -85,6 +85,18 @@ fn bad_arguments_are_refused_up_front() {
     train(&["--clip-grad-norm", "0"], "clipping");
     train(&["--clip-grad-norm", "NaN"], "clipping");
     train(&["--loss-normalization", "NaN"], "loss normalization");
+    // where the step runs
+    train(&["--device", "gpu"], "--device \"gpu\"");
+    train(&["--device", "cuda:x"], "--device \"cuda:x\"");
+    train(&["--device", "cuda:99999"], "--device \"cuda:99999\"");
+    train(
+        &["--device", "cuda", "--precision", "fp8"],
+        "precision \"fp8\"",
+    );
+    train(
+        &["--precision", "bf16"],
+        "--precision bf16: the CPU computes in f32",
+    );
     // a mixture of no epochs or of NaN ones
     for e in ["0", "NaN", "inf", "-1"] {
         refused(

@@ -204,4 +204,39 @@ fn pretrain_finetune_eval_and_resume() {
         std::fs::read(p("a/final/model.safetensors")).unwrap(),
         std::fs::read(p("b/final/model.safetensors")).unwrap()
     );
+    // the same through the GPU's step code (`--device cpu-flat`): it trains
+    // the same model to close weights, and resumes bit for bit
+    let flat = |out: &str| {
+        let mut v = args(out);
+        v.extend(["--device".to_string(), "cpu-flat".to_string()]);
+        v
+    };
+    run(flat("c"));
+    let mut d = flat("d");
+    d.extend(["--stop-after".to_string(), "2".to_string()]);
+    run(d);
+    let mut d = flat("d");
+    d.push("--resume".into());
+    run(d);
+    let weights = |run: &str| {
+        t5mix_trainer::weights::read_safetensors(std::path::Path::new(&p(&format!(
+            "{run}/final/model.safetensors"
+        ))))
+        .unwrap()
+    };
+    assert_eq!(
+        std::fs::read(p("c/final/model.safetensors")).unwrap(),
+        std::fs::read(p("d/final/model.safetensors")).unwrap(),
+        "the resumed flat run"
+    );
+    let (a, c) = (weights("a"), weights("c"));
+    for (name, (_, x)) in &a {
+        let y = &c[name].1;
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{name}: cpu vs cpu-flat {worst}");
+    }
 }

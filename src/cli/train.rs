@@ -10,7 +10,7 @@ use t5mix_pipeline::progress::counter;
 use t5mix_tasks::{Evaluator, Registry};
 use t5mix_trainer::eval::generate;
 use t5mix_trainer::optim::{OptimizerConfig, Schedule};
-use t5mix_trainer::train::{ModelInit, StepLog, TrainOptions, Trainer};
+use t5mix_trainer::train::{ModelInit, StepLog, TrainDevice, TrainOptions, Trainer};
 use t5mix_trainer::weights::load_model;
 use t5mix_trainer::{Dev, LossNormalization, T5};
 
@@ -104,6 +104,15 @@ pub struct TrainArgs {
     /// Train on folders without a manifest.json (partial or foreign shards).
     #[arg(long)]
     allow_partial: bool,
+    /// Where the step runs: cpu; cuda or cuda:N (an NVIDIA GPU: the whole
+    /// step on it, no CUDA build needed); cpu-flat (the GPU's step code on
+    /// the CPU, to check a GPU run's numbers).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The GPU's products: tf32 (default), f32 (IEEE) or bf16 (bf16
+    /// operands, f32 sums, weights and optimizer state).
+    #[arg(long)]
+    precision: Option<String>,
     /// Tasks to score (greedy decoding + metric) at each evaluation.
     #[arg(long, num_args = 1..)]
     eval_task: Vec<String>,
@@ -197,6 +206,7 @@ fn options(a: &TrainArgs) -> Result<TrainOptions> {
     o.eval_every = a.eval_every;
     o.eval_batches = a.eval_batches as usize;
     o.allow_partial = a.allow_partial;
+    o.device = TrainDevice::parse(&a.device, a.precision.as_deref())?;
     Ok(o)
 }
 

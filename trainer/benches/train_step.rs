@@ -13,7 +13,8 @@
 //! `-- step NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER]` times that
 //! configuration (dropout off) and ends with one JSON line;
 //! `-- step-gpu … [OPTIMIZER] [f32|tf32|bf16]` the same with the whole step
-//! on the GPU (the flat step, `device::step`: no CUDA build needed).
+//! on the GPU (the flat step, `device::step`: no CUDA build needed), or
+//! with `cpu` for the precision the flat step's code on the CPU.
 //! Bar (HF transformers 5.24 / PyTorch 2.15 CPU, AdamW, this 2-core machine):
 //! tiny 755 ms/step on 2 threads (1,370 on 1), t5-v1_0-small 5.2 s/step (9.4 s).
 
@@ -132,10 +133,11 @@ fn report(name: &str, s: f64, flops: f64) {
     println!("{name}: {:.1} ms, {:.0} GFLOP/s", s * 1e3, flops / s / 1e9);
 }
 
-/// Times `steps` whole steps on the GPU (the flat step, the device
-/// optimizer; after two warm-up steps, each step waited for); returns the
-/// median seconds per step.
-fn run_gpu(
+/// Times `steps` whole steps of the flat step (`device::step`: on the GPU
+/// with the device optimizer, or with precision `cpu` the same code on the
+/// CPU; after two warm-up steps, each step waited for); returns the median
+/// seconds per step.
+fn run_flat(
     cfg: T5Config,
     (b, s, t): (usize, usize, usize),
     steps: usize,
@@ -149,17 +151,31 @@ fn run_gpu(
     let params = flat.layout.flatten(&host);
     drop(model);
     let opt = OptimizerConfig::named(optimizer).unwrap();
-    let mut gpu =
-        DeviceStep::new(flat, &params, 0, (opt, precision.parse().unwrap()), true).expect("a GPU");
+    if precision == "cpu" {
+        t5mix_trainer::Runtime::default().install(&Dev::default());
+        let st = DeviceStep::cpu(flat, &params, opt).expect("the flat step");
+        time_flat(Box::new(st), (b, s, t), steps)
+    } else {
+        let st = DeviceStep::new(flat, &params, 0, (opt, precision.parse().unwrap()), true)
+            .expect("a GPU");
+        time_flat(Box::new(st), (b, s, t), steps)
+    }
+}
+
+fn time_flat(
+    mut st: Box<dyn t5mix_trainer::device::step::TrainStep>,
+    (b, s, t): (usize, usize, usize),
+    steps: usize,
+) -> f64 {
     let lcfg = LossConfig::default();
     let mut each = Vec::with_capacity(steps);
     for step in 0..steps + 2 {
         let bt = batch(b, s, t, step as u64);
         let t0 = Instant::now();
-        let out = gpu
+        let out = st
             .step(&bt, &mut Dropout::off(), &lcfg, (1e-3, Some(1.0)))
             .expect("a step");
-        gpu.synchronize().expect("the GPU");
+        st.synchronize().expect("the GPU");
         let dt = t0.elapsed().as_secs_f64();
         eprintln!("step {step}: loss {:.4}, {:.1} ms", out.loss, dt * 1e3);
         if step >= 2 {
@@ -292,7 +308,8 @@ fn main() {
     }
     if which == "step" || which == "step-gpu" {
         let gpu = which == "step-gpu";
-        let usage = "step[-gpu] NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER] [f32|tf32|bf16 (GPU)]";
+        let usage =
+            "step[-gpu] NAME BATCH INPUTS TARGETS STEPS [OPTIMIZER] [f32|tf32|bf16|cpu (step-gpu)]";
         let num = |i: usize| -> usize { args.get(i).and_then(|a| a.parse().ok()).expect(usage) };
         let name = args.get(1).expect(usage);
         let mut cfg = T5Config::named(name).unwrap();
@@ -301,8 +318,12 @@ fn main() {
         let optimizer = args.get(6).map_or("adamw", String::as_str);
         let (median, side) = if gpu {
             let precision = args.get(7).map_or("tf32", String::as_str);
-            let median = run_gpu(cfg, (b, s, t), num(5), optimizer, precision);
-            (median, format!("gpu {precision}"))
+            let median = run_flat(cfg, (b, s, t), num(5), optimizer, precision);
+            let side = match precision {
+                "cpu" => "cpu flat f32".to_string(),
+                p => format!("gpu {p}"),
+            };
+            (median, side)
         } else {
             let median = run(name, cfg, b, s, t, num(5), optimizer);
             let side = if cfg!(feature = "cuda") {

@@ -14,8 +14,10 @@ use t5mix_pipeline::manifest::{check_example_folders, FolderCheck, VocabularyInf
 
 use crate::config::T5Config;
 use crate::data::{shard_files, BatchStream, DataConfig, Prefetch};
+use crate::device::products::Precision;
+use crate::device::step::{DeviceStep, TrainStep};
 use crate::error::{Result, TrainError};
-use crate::model::{Batch, Dropout, LossConfig, LossNormalization, T5};
+use crate::model::{Batch, Dropout, LossConfig, LossNormalization, LossParts, T5};
 use crate::optim::{clip_global_norm, Optimizer, OptimizerConfig, Schedule};
 use crate::weights::{decode_safetensors, encode_safetensors, load_model, save_model};
 
@@ -47,6 +49,87 @@ impl ModelInit {
         }
         T5Config::named(name_or_path)?;
         Ok(ModelInit::Named(name_or_path.to_string()))
+    }
+}
+
+/// Where the training step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainDevice {
+    /// The dfdx model on the build's device: the CPU with the fused CPU
+    /// kernels (dfdx's CUDA device in a `--features cuda` build).
+    #[default]
+    Cpu,
+    /// The GPU's step ([`crate::device::step`]: flat buffers, the optimizer
+    /// on them) on the CPU, f32: to check a GPU run's numbers, or the
+    /// trainer's GPU path, on a machine without a GPU (slower than `Cpu`).
+    CpuFlat,
+    /// GPU `ordinal`: the flat step with our kernels and cuBLAS products in
+    /// `precision`; parameters, gradients and optimizer state on the GPU.
+    Cuda {
+        /// The GPU's index.
+        ordinal: usize,
+        /// The products' number format.
+        precision: Precision,
+    },
+}
+
+impl TrainDevice {
+    /// From `--device` (`cpu`, `cpu-flat`, `cuda`, `cuda:N`) and
+    /// `--precision` (`f32`, `tf32`, `bf16`; GPU only, TF32 unless told).
+    pub fn parse(device: &str, precision: Option<&str>) -> Result<Self> {
+        let bad = |m: String| TrainError::Config(m);
+        let cuda = |ordinal: usize| -> Result<Self> {
+            let precision = match precision {
+                Some(p) => p.parse().map_err(bad)?,
+                None => Precision::default(),
+            };
+            Ok(TrainDevice::Cuda { ordinal, precision })
+        };
+        let on_cpu = |d: TrainDevice| match precision {
+            Some(p) if p != "f32" => Err(bad(format!(
+                "--precision {p}: the CPU computes in f32 (precision is for --device cuda)"
+            ))),
+            _ => Ok(d),
+        };
+        match device {
+            "cpu" => on_cpu(TrainDevice::Cpu),
+            "cpu-flat" => on_cpu(TrainDevice::CpuFlat),
+            "cuda" => cuda(0),
+            d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) if n < 1024 => cuda(n),
+                _ => Err(bad(format!(
+                    "--device {d:?}: one of cpu, cpu-flat, cuda, cuda:N (N a GPU index)"
+                ))),
+            },
+        }
+    }
+
+    /// The flat step of `model` on this device, or None for the dfdx model.
+    fn flat_step<D: Device<f32>>(
+        self,
+        model: &T5<D>,
+        optimizer: &Optimizer,
+    ) -> Result<Option<Box<dyn TrainStep>>> {
+        if self == TrainDevice::Cpu {
+            return Ok(None);
+        }
+        let flat = model.flat_model();
+        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+        let params = flat.layout.flatten(&host);
+        let mut st: Box<dyn TrainStep> = match self {
+            TrainDevice::Cpu => unreachable!("returned above"),
+            TrainDevice::CpuFlat => Box::new(DeviceStep::cpu(flat, &params, optimizer.cfg)?),
+            TrainDevice::Cuda { ordinal, precision } => {
+                let ftz = crate::Runtime::default().flush_denormals;
+                let cfg = (optimizer.cfg, precision);
+                Box::new(DeviceStep::new(flat, &params, ordinal, cfg, ftz)?)
+            }
+        };
+        if optimizer.step > 0 {
+            st.load_optimizer_state(&optimizer.states, optimizer.step)?;
+        }
+        Ok(Some(st))
     }
 }
 
@@ -102,6 +185,9 @@ pub struct TrainOptions {
     /// Train on folders without a manifest (partial or foreign shards).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_partial: bool,
+    /// Where the step runs (a run may resume on another device).
+    #[serde(default)]
+    pub device: TrainDevice,
 }
 
 impl TrainOptions {
@@ -141,6 +227,7 @@ impl TrainOptions {
             eval_every: 0,
             eval_batches: 4,
             allow_partial: false,
+            device: TrainDevice::Cpu,
         }
     }
 
@@ -215,6 +302,7 @@ impl TrainOptions {
             "eval_every",
             "eval_batches",
             "eval",
+            "device",
         ] {
             m.remove(k);
         }
@@ -500,6 +588,38 @@ fn accumulate(acc: &mut [Vec<f32>], add: Vec<Vec<f32>>) {
     }
 }
 
+/// The loss configuration of one optimizer step over `micro`: a mean over
+/// real target tokens is over the whole step's, not per micro-batch.
+fn step_loss_config(micro: &[Batch], loss_cfg: &LossConfig) -> LossConfig {
+    let total_tokens: usize = micro.iter().map(|b| b.target_tokens()).sum();
+    match loss_cfg.normalization {
+        LossNormalization::NumRealTargetTokens => LossConfig {
+            normalization: LossNormalization::Constant(total_tokens.max(1) as f32),
+            ..*loss_cfg
+        },
+        _ => *loss_cfg,
+    }
+}
+
+impl StepLog {
+    /// Adds one micro-batch's loss.
+    fn add_micro(&mut self, loss: f64, parts: &LossParts, batch: &Batch) {
+        self.loss += loss;
+        self.ce_per_token += parts.cross_entropy;
+        self.z_loss_per_token += parts.z_loss;
+        self.target_tokens += parts.tokens as u64;
+        self.tokens += (batch.batch * (batch.enc_len + batch.dec_len)) as u64;
+    }
+
+    /// The sums made per target token.
+    fn per_token(mut self) -> Self {
+        let n = self.target_tokens.max(1) as f64;
+        self.ce_per_token /= n;
+        self.z_loss_per_token /= n;
+        self
+    }
+}
+
 /// One optimizer step's forward and backward passes: the gradients summed
 /// over the micro-batches, and the step's loss values.
 pub fn compute_gradients<D: Device<f32>>(
@@ -510,15 +630,7 @@ pub fn compute_gradients<D: Device<f32>>(
     seed: u64,
     step: u64,
 ) -> (Vec<Vec<f32>>, StepLog) {
-    let total_tokens: usize = micro.iter().map(|b| b.target_tokens()).sum();
-    // a mean over the whole step's tokens, not per micro-batch
-    let cfg = match loss_cfg.normalization {
-        LossNormalization::NumRealTargetTokens => LossConfig {
-            normalization: LossNormalization::Constant(total_tokens.max(1) as f32),
-            ..*loss_cfg
-        },
-        _ => *loss_cfg,
-    };
+    let cfg = step_loss_config(micro, loss_cfg);
     let mut acc: Vec<Vec<f32>> = vec![Vec::new(); model.params.len()];
     let mut log = StepLog {
         step,
@@ -527,35 +639,66 @@ pub fn compute_gradients<D: Device<f32>>(
     for (m, batch) in micro.iter().enumerate() {
         let mut drop = Dropout::new(dropout, seed, step, m as u64);
         let (l, parts) = model.forward_loss(batch, &mut drop, model.new_tape(), &cfg, 1.0);
-        log.loss += l.retaped::<NoneTape>().as_vec()[0] as f64;
-        log.ce_per_token += parts.cross_entropy;
-        log.z_loss_per_token += parts.z_loss;
-        log.target_tokens += parts.tokens as u64;
-        log.tokens += (batch.batch * (batch.enc_len + batch.dec_len)) as u64;
+        log.add_micro(l.retaped::<NoneTape>().as_vec()[0] as f64, &parts, batch);
         let grads = l.backward();
         accumulate(&mut acc, model.param_grads(grads));
     }
-    let n = log.target_tokens.max(1) as f64;
-    log.ce_per_token /= n;
-    log.z_loss_per_token /= n;
-    (acc, log)
+    (acc, log.per_token())
 }
+
+/// [`compute_gradients`] and the clipping on a flat step: the gradients
+/// stay there; the log has the norm before clipping.
+pub fn flat_gradients(
+    st: &mut dyn TrainStep,
+    micro: &[Batch],
+    loss_cfg: &LossConfig,
+    (dropout, seed, step): (f32, u64, u64),
+    clip: Option<f64>,
+) -> Result<StepLog> {
+    let cfg = step_loss_config(micro, loss_cfg);
+    let mut log = StepLog {
+        step,
+        ..Default::default()
+    };
+    st.zero_grads()?;
+    for (m, batch) in micro.iter().enumerate() {
+        let mut drop = Dropout::new(dropout, seed, step, m as u64);
+        let out = st.accumulate(batch, &mut drop, &cfg)?;
+        log.add_micro(out.loss as f64, &out.parts, batch);
+    }
+    st.clip(clip)?;
+    log.grad_norm = st.grad_norm()?;
+    Ok(log.per_token())
+}
+
+/// The loss configuration of held-out evaluation: cross-entropy alone.
+const EVAL_LOSS: LossConfig = LossConfig {
+    z_loss: 0.0,
+    label_smoothing: 0.0,
+    normalization: LossNormalization::Sum,
+};
 
 /// Held-out cross-entropy per target token over `batches`.
 pub fn eval_loss<D: Device<f32>>(model: &T5<D>, batches: &[Batch]) -> f64 {
     let mut ce = 0.0;
     let mut tokens = 0usize;
     for b in batches {
-        let cfg = LossConfig {
-            z_loss: 0.0,
-            label_smoothing: 0.0,
-            normalization: LossNormalization::Sum,
-        };
-        let (_, parts) = model.forward_loss(b, &mut Dropout::off(), NoneTape, &cfg, 1.0);
+        let (_, parts) = model.forward_loss(b, &mut Dropout::off(), NoneTape, &EVAL_LOSS, 1.0);
         ce += parts.cross_entropy;
         tokens += parts.tokens;
     }
     ce / tokens.max(1) as f64
+}
+
+/// [`eval_loss`] on a flat step.
+pub fn flat_eval_loss(st: &dyn TrainStep, batches: &[Batch]) -> Result<f64> {
+    let (mut ce, mut tokens) = (0.0, 0usize);
+    for b in batches {
+        let parts = st.loss(b, &EVAL_LOSS)?.parts;
+        ce += parts.cross_entropy;
+        tokens += parts.tokens;
+    }
+    Ok(ce / tokens.max(1) as f64)
 }
 
 /// The real target tokens (loss weight > 0, inside the vocabulary) of batches.
@@ -681,6 +824,10 @@ pub struct Trainer<D: Device<f32>> {
     eval_batches: Vec<Batch>,
     step: u64,
     start_step: u64,
+    /// The step off the dfdx model (`--device cuda`, `cpu-flat`): it holds
+    /// the weights and optimizer state; `model` and `optimizer` are copies
+    /// made when they are needed (evaluation hooks, checkpoints, the end).
+    flat: Option<Box<dyn TrainStep>>,
 }
 
 impl<D: Device<f32>> Trainer<D> {
@@ -824,6 +971,7 @@ impl<D: Device<f32>> Trainer<D> {
             opts.sequence_length(),
             opts.allow_partial,
         )?;
+        let flat = opts.device.flat_step(&model, &optimizer)?;
         let opts_json = serde_json::to_vec_pretty(&opts).expect("options serialize");
         write_atomic(&opts.out.join("train_options.json"), &opts_json)?;
         let mut notes = notes;
@@ -838,14 +986,27 @@ impl<D: Device<f32>> Trainer<D> {
             eval_batches,
             step,
             start_step: step,
+            flat,
         })
+    }
+
+    /// `model` and `optimizer` from the flat step's (copies to the host).
+    fn sync_from_flat(&mut self) -> Result<()> {
+        if let Some(st) = &self.flat {
+            let params = st.params()?;
+            self.model.set_params(&st.model().layout.split(&params));
+            (self.optimizer.states, self.optimizer.step) = st.optimizer_state()?;
+        }
+        Ok(())
     }
 
     /// What the run is: the data notes, steps, parameters, feed-forward,
     /// embeddings and where the step runs.
     pub fn describe(&self) -> String {
         let c = &self.model.cfg;
-        let device = if cfg!(feature = "cuda") {
+        let device = if let Some(st) = &self.flat {
+            st.describe()
+        } else if cfg!(feature = "cuda") {
             "on the GPU".to_string()
         } else {
             format!(
@@ -904,7 +1065,11 @@ impl<D: Device<f32>> Trainer<D> {
         let mut eval_ce = None;
         // the optimizer's copy of the weights (only the optimizer changes
         // them during the loop), copied into the model after each update
-        let mut host: Vec<Vec<f32>> = self.model.params.iter().map(|p| p.as_vec()).collect();
+        // (a flat step keeps its own)
+        let mut host: Vec<Vec<f32>> = match self.flat {
+            Some(_) => Vec::new(),
+            None => self.model.params.iter().map(|p| p.as_vec()).collect(),
+        };
         while self.step < end {
             let t0 = Instant::now();
             let mut micro = Vec::with_capacity(opts.grad_accum);
@@ -918,15 +1083,25 @@ impl<D: Device<f32>> Trainer<D> {
                 b.check_ids(self.model.cfg.vocab_size)?;
             }
             let lr = opts.schedule.lr(self.step);
-            let (mut grads, mut log) = compute_gradients(
-                &self.model,
-                &micro,
-                &loss_cfg,
-                dropout,
-                opts.seed,
-                self.step,
-            );
-            log.grad_norm = clip_global_norm(&mut grads, opts.clip_grad_norm);
+            let (grads, mut log) = match self.flat.as_deref_mut() {
+                Some(st) => {
+                    let keys = (dropout, opts.seed, self.step);
+                    let log = flat_gradients(st, &micro, &loss_cfg, keys, opts.clip_grad_norm)?;
+                    (None, log)
+                }
+                None => {
+                    let (mut grads, mut log) = compute_gradients(
+                        &self.model,
+                        &micro,
+                        &loss_cfg,
+                        dropout,
+                        opts.seed,
+                        self.step,
+                    );
+                    log.grad_norm = clip_global_norm(&mut grads, opts.clip_grad_norm);
+                    (Some(grads), log)
+                }
+            };
             if !(log.loss.is_finite() && log.grad_norm.is_finite()) {
                 return Err(TrainError::Data(format!(
                     "step {}: the loss is {} and the gradient norm {}; stopped before the \
@@ -938,8 +1113,14 @@ impl<D: Device<f32>> Trainer<D> {
                     opts.out.join("checkpoints").display()
                 )));
             }
-            self.optimizer.update(&mut host, &grads, lr);
-            self.model.set_params(&host);
+            match (self.flat.as_deref_mut(), grads) {
+                (Some(st), _) => st.update(lr)?,
+                (None, Some(grads)) => {
+                    self.optimizer.update(&mut host, &grads, lr);
+                    self.model.set_params(&host);
+                }
+                (None, None) => unreachable!("the model's step has gradients"),
+            }
             self.step += 1;
             ran += 1;
             log.step = self.step;
@@ -948,9 +1129,18 @@ impl<D: Device<f32>> Trainer<D> {
             let eval_now = (opts.eval_every > 0 && self.step.is_multiple_of(opts.eval_every))
                 || self.step == opts.steps;
             if eval_now && !self.eval_batches.is_empty() {
-                let e = eval_loss(&self.model, &self.eval_batches);
+                let e = match self.flat.as_deref() {
+                    Some(st) => flat_eval_loss(st, &self.eval_batches)?,
+                    None => eval_loss(&self.model, &self.eval_batches),
+                };
                 log.eval_ce_per_token = Some(e);
                 eval_ce = Some(e);
+            }
+            let checkpoint_now = (opts.checkpoint_every > 0
+                && self.step.is_multiple_of(opts.checkpoint_every))
+                || last;
+            if (eval_now && eval_hook.is_some()) || checkpoint_now {
+                self.sync_from_flat()?;
             }
             if eval_now {
                 if let Some(h) = eval_hook.as_mut() {
@@ -964,9 +1154,7 @@ impl<D: Device<f32>> Trainer<D> {
             events.scalars(log.step, &log.scalars())?;
             on_step(&log);
             logs.push(log);
-            if (opts.checkpoint_every > 0 && self.step.is_multiple_of(opts.checkpoint_every))
-                || last
-            {
+            if checkpoint_now {
                 let state = TrainerState {
                     step: self.step,
                     batches_consumed: self.stream.batches,

@@ -635,7 +635,7 @@ fn the_flat_step_on_the_gpu_equals_the_cpus() {
 )]
 fn training_on_the_gpu_gives_the_same_weights_twice_and_learns() {
     use t5mix_trainer::device::products::Precision;
-    use t5mix_trainer::device::step::DeviceStep;
+    use t5mix_trainer::device::step::{DeviceStep, TrainStep};
     use t5mix_trainer::model::{Dropout, LossConfig};
     let (model, batch) = small_model_and_batch(true);
     let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();

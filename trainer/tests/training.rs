@@ -7,7 +7,7 @@ use t5mix_pipeline::features::{Packing, SequenceLength};
 use t5mix_pipeline::manifest::{Manifest, TaskManifest, VocabularyInfo};
 use t5mix_pipeline::shards::{write_example_shard, ExampleStats, ShardExample};
 use t5mix_trainer::optim::{OptimizerConfig, Schedule};
-use t5mix_trainer::train::{list_checkpoints, ModelInit, TrainOptions, Trainer};
+use t5mix_trainer::train::{list_checkpoints, ModelInit, TrainDevice, TrainOptions, Trainer};
 use t5mix_trainer::weights::read_safetensors;
 use t5mix_trainer::{Dev, T5Config};
 
@@ -173,11 +173,39 @@ fn weights(dir: &Path) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
+    resumed_equals_uninterrupted(TrainDevice::Cpu);
+}
+
+#[test]
+fn a_resumed_run_of_the_flat_step_equals_an_uninterrupted_one() {
+    resumed_equals_uninterrupted(TrainDevice::CpuFlat);
+}
+
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn a_resumed_gpu_run_equals_an_uninterrupted_one() {
+    use t5mix_trainer::device::products::Precision;
+    for precision in [Precision::Bf16, Precision::Tf32] {
+        resumed_equals_uninterrupted(TrainDevice::Cuda {
+            ordinal: 0,
+            precision,
+        });
+    }
+}
+
+/// A run on `device` stopped after step 3, its last checkpoint truncated,
+/// resumed from step 2: the final weights and the log are those of a run
+/// never stopped, bit for bit (dropout on, two micro-batches a step).
+fn resumed_equals_uninterrupted(device: TrainDevice) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_shards(&data);
     let setup = |out: PathBuf| {
         let mut o = options(&data, &out, 6);
+        o.device = device;
         o.batch_size = 8;
         o.grad_accum = 2;
         o.dropout = Some(0.1);
@@ -241,6 +269,101 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let mut other = setup(part.clone());
     other.seed = 9;
     assert!(Trainer::new(other, &Dev::default(), true).is_err());
+}
+
+/// The metrics log of a run, one JSON object a step.
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The flat step (the GPU's code, here on the CPU) trains as the dfdx
+/// model does: the same losses, gradient norms and held-out loss step by
+/// step (dropout, two micro-batches, clipping, token normalisation), and a
+/// checkpoint of one resumes on the other.
+#[test]
+fn the_flat_step_trains_as_the_model_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_shards(&data);
+    let setup = |out: PathBuf, device| {
+        let mut o = options(&data, &out, 5);
+        o.device = device;
+        o.batch_size = 8;
+        o.grad_accum = 2;
+        o.dropout = Some(0.1);
+        o.clip_grad_norm = Some(0.5);
+        o.optimizer = OptimizerConfig::adamw();
+        o.schedule = Schedule::Constant { lr: 3e-3 };
+        o.eval = vec![data.clone()];
+        o.eval_every = 2;
+        o.checkpoint_every = 2;
+        o
+    };
+    let (model, flat) = (tmp.path().join("model"), tmp.path().join("flat"));
+    for (out, device) in [(&model, TrainDevice::Cpu), (&flat, TrainDevice::CpuFlat)] {
+        let mut t = Trainer::new(setup(out.clone(), device), &Dev::default(), false).unwrap();
+        if device == TrainDevice::CpuFlat {
+            assert!(t.describe().contains("the GPU's step code on the CPU"));
+        }
+        t.run(None, &mut |_| {}, None).unwrap();
+    }
+    let close = |a: &serde_json::Value, b: &serde_json::Value, key: &str, step: usize| {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        assert!(
+            (x - y).abs() <= 1e-3 * x.abs().max(1e-3),
+            "step {step} {key}: model {x}, flat step {y}"
+        );
+    };
+    let (a, b) = (metrics(&model), metrics(&flat));
+    assert_eq!((a.len(), b.len()), (5, 5));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        for key in ["loss", "ce_per_token", "z_loss_per_token", "grad_norm"] {
+            close(x, y, key, i + 1);
+        }
+        assert_eq!(x["target_tokens"], y["target_tokens"]);
+        if x.get("eval_ce_per_token").is_some() {
+            close(x, y, "eval_ce_per_token", i + 1);
+        }
+    }
+    assert!(a[4]["ce_per_token"].as_f64() < a[0]["ce_per_token"].as_f64());
+    // the final weights agree closely (the sums' order differs)
+    let (wa, wb) = (weights(&model.join("final")), weights(&flat.join("final")));
+    assert_eq!(wa.len(), wb.len());
+    for ((name, x), (_, y)) in wa.iter().zip(&wb) {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (f32::from_bits(*p) - f32::from_bits(*q)).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{name}: {worst}");
+    }
+    // a checkpoint of the model's run resumes on the flat step (and on)
+    let moved = tmp.path().join("moved");
+    let mut t = Trainer::new(
+        setup(moved.clone(), TrainDevice::Cpu),
+        &Dev::default(),
+        false,
+    )
+    .unwrap();
+    t.run(Some(2), &mut |_| {}, None).unwrap();
+    drop(t);
+    let mut t = Trainer::new(
+        setup(moved.clone(), TrainDevice::CpuFlat),
+        &Dev::default(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(t.start_step(), 2);
+    t.run(None, &mut |_| {}, None).unwrap();
+    let c = metrics(&moved);
+    assert_eq!(c.len(), 5);
+    for (i, (x, y)) in a.iter().zip(&c).enumerate() {
+        close(x, y, "ce_per_token", i + 1);
+    }
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub struct CudaBackend {
     loss: DeviceLoss,
     blas: DeviceProducts,
     precision: Precision,
+    flush_denormals: bool,
 }
 
 impl CudaBackend {
@@ -45,7 +46,18 @@ impl CudaBackend {
             blas: DeviceProducts::new(stream.clone())?,
             stream,
             precision,
+            flush_denormals,
         })
+    }
+
+    /// The products' precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Whether the kernels flush subnormals to zero.
+    pub fn flush_denormals(&self) -> bool {
+        self.flush_denormals
     }
 
     /// The stream the step runs on.

@@ -374,3 +374,55 @@ impl DeviceOptimizer {
             .collect()
     }
 }
+
+impl super::step::FlatOptimizer<CudaSlice<f32>> for DeviceOptimizer {
+    fn clip_global_norm(
+        &mut self,
+        grads: &mut CudaSlice<f32>,
+        max_norm: Option<f64>,
+    ) -> Result<()> {
+        DeviceOptimizer::clip_global_norm(self, grads, max_norm)
+    }
+    fn grad_norm(&self) -> Result<f64> {
+        DeviceOptimizer::grad_norm(self)
+    }
+    fn update(
+        &mut self,
+        params: &mut CudaSlice<f32>,
+        grads: &CudaSlice<f32>,
+        lr: f64,
+    ) -> Result<()> {
+        DeviceOptimizer::update(self, params, grads, lr)
+    }
+    fn state(&self) -> Result<(Vec<ParamState>, u64)> {
+        Ok((self.states()?, self.step))
+    }
+    fn load_state(&mut self, states: &[ParamState], step: u64) -> Result<()> {
+        super::step::check_states(self.cfg, &self.layout, states)?;
+        for (dev, host) in self.states.iter_mut().zip(states) {
+            let pairs: Vec<(&mut CudaSlice<f32>, &Vec<f32>)> = match (dev, host) {
+                (DeviceState::Adam { m, v }, ParamState::Adam { m: hm, v: hv }) => {
+                    vec![(m, hm), (v, hv)]
+                }
+                (
+                    DeviceState::Factored { v_row, v_col },
+                    ParamState::Factored {
+                        v_row: hr,
+                        v_col: hc,
+                    },
+                ) => vec![(v_row, hr), (v_col, hc)],
+                (DeviceState::Full { v }, ParamState::Full { v: hv }) => vec![(v, hv)],
+                _ => unreachable!("checked above"),
+            };
+            for (d, h) in pairs {
+                // (a buffer holds at least one value: an empty state stays as it is)
+                let mut d = d.slice_mut(0..h.len());
+                self.stream
+                    .memcpy_htod(h.as_slice(), &mut d)
+                    .map_err(|e| err("copy", e))?;
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}

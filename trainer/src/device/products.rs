@@ -19,7 +19,8 @@ use std::sync::Arc;
 const PART: &str = "products";
 
 /// The products' number format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 products, IEEE (TF32 off).
     F32,
@@ -29,6 +30,16 @@ pub enum Precision {
     Tf32,
     /// bf16 operands, f32 sums and result.
     Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        })
+    }
 }
 
 impl std::str::FromStr for Precision {

@@ -1,34 +1,140 @@
-//! The whole training step on the GPU: the flat step's forward and
-//! backward ([`crate::model::flat`]) on [`CudaBackend`], the gradients'
-//! global norm, clipping and the optimizer's update by [`DeviceOptimizer`],
-//! parameters, gradients and optimizer state in device buffers. Per step
+//! The whole training step on one backend: the flat step's forward and
+//! backward ([`crate::model::flat`]), the gradients' global norm, clipping
+//! and the optimizer's update, parameters, gradients and optimizer state in
+//! the backend's buffers. On the GPU ([`CudaBackend`], [`DeviceOptimizer`])
 //! the host sends the batch and receives the loss's per-row values and,
-//! when asked, the gradient norm.
+//! when asked, the gradient norm; on the CPU ([`CpuBackend`],
+//! [`HostOptimizer`]) the same code runs on host vectors, which is how the
+//! trainer's GPU path is tested without a GPU.
 
+use super::backend::{Backend, CpuBackend};
 use super::cuda_backend::CudaBackend;
 use super::gpu_error;
 use super::optimizer::DeviceOptimizer;
 use super::products::Precision;
+use super::twin::{FlatLayout, HostOptimizer};
+use crate::error::TrainError;
 use crate::model::flat::{FlatLoss, FlatModel};
 use crate::model::{Batch, Dropout, LossConfig};
-use crate::optim::OptimizerConfig;
+use crate::optim::{OptimizerConfig, ParamState};
 use crate::Result;
-use cudarc::driver::CudaSlice;
 
 /// For the error messages.
 const PART: &str = "training step";
 
-/// A model's training on one GPU.
-pub struct DeviceStep {
-    /// The model as the step sees it.
-    pub model: FlatModel,
-    backend: CudaBackend,
-    params: CudaSlice<f32>,
-    grads: CudaSlice<f32>,
-    optimizer: DeviceOptimizer,
+/// An optimizer over flat buffers `B`: global-norm clipping and updates,
+/// its state readable and loadable as [`crate::optim::Optimizer`] keeps it
+/// (checkpoints are one format wherever they were made).
+pub trait FlatOptimizer<B> {
+    /// Scales `grads` so that their global L2 norm is at most `max_norm`.
+    fn clip_global_norm(&mut self, grads: &mut B, max_norm: Option<f64>) -> Result<()>;
+    /// The norm before the last clipping.
+    fn grad_norm(&self) -> Result<f64>;
+    /// One update with rate `lr`.
+    fn update(&mut self, params: &mut B, grads: &B, lr: f64) -> Result<()>;
+    /// The state per parameter and the updates done.
+    fn state(&self) -> Result<(Vec<ParamState>, u64)>;
+    /// Replaces the state (from a checkpoint).
+    fn load_state(&mut self, states: &[ParamState], step: u64) -> Result<()>;
 }
 
-impl DeviceStep {
+/// `states` fit the parameters of `layout` under `cfg` (a checkpoint of
+/// this model and optimizer).
+pub(crate) fn check_states(
+    cfg: OptimizerConfig,
+    layout: &FlatLayout,
+    states: &[ParamState],
+) -> Result<()> {
+    use crate::optim::{state_lens, StateLens};
+    let fits =
+        |&(_, shape): &(usize, (usize, usize)), s: &ParamState| match (state_lens(cfg, shape), s) {
+            (StateLens::Adam(n), ParamState::Adam { m, v }) => m.len() == n && v.len() == n,
+            (StateLens::Factored(a, b), ParamState::Factored { v_row, v_col }) => {
+                v_row.len() == a && v_col.len() == b
+            }
+            (StateLens::Full(n), ParamState::Full { v }) => v.len() == n,
+            _ => false,
+        };
+    if layout.params.len() == states.len()
+        && layout.params.iter().zip(states).all(|(p, s)| fits(p, s))
+    {
+        Ok(())
+    } else {
+        Err(TrainError::Config(
+            "the optimizer state does not fit this model and optimizer".into(),
+        ))
+    }
+}
+
+/// A backend the whole step runs on: its optimizer, and zeroing in place.
+pub trait StepBackend: Backend {
+    /// The optimizer on this backend's buffers.
+    type Optimizer: FlatOptimizer<Self::Buf>;
+    /// Fresh optimizer state for the parameters of `layout`.
+    fn optimizer(&self, cfg: OptimizerConfig, layout: FlatLayout) -> Result<Self::Optimizer>;
+    /// Sets `b` to zeros.
+    fn fill_zeros(&self, b: &mut Self::Buf) -> Result<()>;
+    /// Waits for the queued work.
+    fn synchronize(&self) -> Result<()>;
+    /// Where the step runs, for people.
+    fn describe(&self) -> String;
+}
+
+impl StepBackend for CpuBackend {
+    type Optimizer = HostOptimizer;
+    fn optimizer(&self, cfg: OptimizerConfig, layout: FlatLayout) -> Result<HostOptimizer> {
+        Ok(HostOptimizer::new(cfg, layout))
+    }
+    fn fill_zeros(&self, b: &mut Vec<f32>) -> Result<()> {
+        b.iter_mut().for_each(|x| *x = 0.0);
+        Ok(())
+    }
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "the GPU's step code on the CPU".into()
+    }
+}
+
+impl StepBackend for CudaBackend {
+    type Optimizer = DeviceOptimizer;
+    fn optimizer(&self, cfg: OptimizerConfig, layout: FlatLayout) -> Result<DeviceOptimizer> {
+        let stream = self.stream().clone();
+        DeviceOptimizer::new(stream, cfg, layout, self.flush_denormals())
+    }
+    fn fill_zeros(&self, b: &mut cudarc::driver::CudaSlice<f32>) -> Result<()> {
+        self.stream()
+            .memset_zeros(b)
+            .map_err(|e| gpu_error(PART, "zeros", e))
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.stream()
+            .synchronize()
+            .map_err(|e| gpu_error(PART, "synchronize", e))
+    }
+    fn describe(&self) -> String {
+        let ctx = self.stream().context();
+        let name = ctx.name().unwrap_or_else(|_| "a GPU".into());
+        format!(
+            "GPU {} ({name}), products in {}",
+            ctx.ordinal(),
+            self.precision()
+        )
+    }
+}
+
+/// A model's training on one backend.
+pub struct DeviceStep<B: StepBackend> {
+    /// The model as the step sees it.
+    pub model: FlatModel,
+    backend: B,
+    params: B::Buf,
+    grads: B::Buf,
+    optimizer: B::Optimizer,
+}
+
+impl DeviceStep<CudaBackend> {
     /// Training of `model` with the flat parameters `params` (in its
     /// layout) on GPU `ordinal`.
     pub fn new(
@@ -37,6 +143,28 @@ impl DeviceStep {
         ordinal: usize,
         (optimizer, precision): (OptimizerConfig, Precision),
         flush_denormals: bool,
+    ) -> Result<Self> {
+        let ctx = super::gpu_context(ordinal)?;
+        let backend = CudaBackend::new(ctx.default_stream(), precision, flush_denormals)?;
+        Self::on(backend, model, params, optimizer)
+    }
+}
+
+impl DeviceStep<CpuBackend> {
+    /// Training of `model` with the flat parameters `params` on the CPU,
+    /// through the GPU's code path.
+    pub fn cpu(model: FlatModel, params: &[f32], optimizer: OptimizerConfig) -> Result<Self> {
+        Self::on(CpuBackend, model, params, optimizer)
+    }
+}
+
+impl<B: StepBackend> DeviceStep<B> {
+    /// Training of `model` with the flat parameters `params` on `backend`.
+    pub fn on(
+        backend: B,
+        model: FlatModel,
+        params: &[f32],
+        optimizer: OptimizerConfig,
     ) -> Result<Self> {
         if params.len() != model.layout.len {
             return Err(gpu_error(
@@ -49,71 +177,116 @@ impl DeviceStep {
                 ),
             ));
         }
-        let ctx = super::gpu_context(ordinal)?;
-        let stream = ctx.default_stream();
-        let backend = CudaBackend::new(stream.clone(), precision, flush_denormals)?;
-        let params = stream
-            .clone_htod(params)
-            .map_err(|e| gpu_error(PART, "parameters", e))?;
-        let grads = stream
-            .alloc_zeros::<f32>(model.layout.len)
-            .map_err(|e| gpu_error(PART, "gradients", e))?;
-        let optimizer =
-            DeviceOptimizer::new(stream, optimizer, model.layout.clone(), flush_denormals)?;
+        let optimizer = backend.optimizer(optimizer, model.layout.clone())?;
         Ok(DeviceStep {
+            params: backend.upload(params)?,
+            grads: backend.zeros(model.layout.len)?,
             model,
             backend,
-            params,
-            grads,
             optimizer,
         })
     }
+}
+
+/// A training step on some backend, as the trainer drives it (one type
+/// for every backend: `Box<dyn TrainStep>`).
+pub trait TrainStep {
+    /// The model as the step sees it.
+    fn model(&self) -> &FlatModel;
+    /// Sets the gradients to zero (before a step's first micro-batch).
+    fn zero_grads(&mut self) -> Result<()>;
+    /// The loss of `batch`, its gradient added to the gradients.
+    fn accumulate(
+        &mut self,
+        batch: &Batch,
+        drop: &mut Dropout,
+        loss: &LossConfig,
+    ) -> Result<FlatLoss>;
+    /// The loss of `batch` without dropout or gradients (held-out data).
+    fn loss(&self, batch: &Batch, loss: &LossConfig) -> Result<FlatLoss>;
+    /// Clips the gradients to the global norm `clip` (the norm stays on
+    /// the backend: [`Self::grad_norm`]).
+    fn clip(&mut self, clip: Option<f64>) -> Result<()>;
+    /// The update with rate `lr` from the (clipped) gradients.
+    fn update(&mut self, lr: f64) -> Result<()>;
+    /// The gradients' norm of the last step (a copy to the host).
+    fn grad_norm(&self) -> Result<f64>;
+    /// The parameters (a copy to the host), in the model's layout.
+    fn params(&self) -> Result<Vec<f32>>;
+    /// The optimizer's state and updates done (copies to the host).
+    fn optimizer_state(&self) -> Result<(Vec<ParamState>, u64)>;
+    /// Loads the optimizer's state (a resumed run).
+    fn load_optimizer_state(&mut self, states: &[ParamState], step: u64) -> Result<()>;
+    /// Waits for the queued work.
+    fn synchronize(&self) -> Result<()>;
+    /// Where the step runs, for people.
+    fn describe(&self) -> String;
 
     /// One step on `batch`: the loss and its gradient, clipped to the
     /// global norm `clip`, then the update with rate `lr`.
-    pub fn step(
+    fn step(
         &mut self,
         batch: &Batch,
         drop: &mut Dropout,
         loss: &LossConfig,
         (lr, clip): (f64, Option<f64>),
     ) -> Result<FlatLoss> {
-        let stream = self.backend.stream().clone();
-        stream
-            .memset_zeros(&mut self.grads)
-            .map_err(|e| gpu_error(PART, "gradients", e))?;
-        let out = self.model.loss_and_grads(
-            &self.backend,
-            &self.params,
-            &mut self.grads,
-            batch,
-            drop,
-            loss,
-            1.0,
-        )?;
-        self.optimizer.clip_global_norm(&mut self.grads, clip)?;
-        self.optimizer.update(&mut self.params, &self.grads, lr)?;
+        self.zero_grads()?;
+        let out = self.accumulate(batch, drop, loss)?;
+        self.clip(clip)?;
+        self.update(lr)?;
         Ok(out)
     }
+}
 
-    /// The gradients' norm of the last step (a copy to the host).
-    pub fn grad_norm(&self) -> Result<f64> {
+impl<B: StepBackend> TrainStep for DeviceStep<B> {
+    fn model(&self) -> &FlatModel {
+        &self.model
+    }
+    fn zero_grads(&mut self) -> Result<()> {
+        self.backend.fill_zeros(&mut self.grads)
+    }
+    fn accumulate(
+        &mut self,
+        batch: &Batch,
+        drop: &mut Dropout,
+        loss: &LossConfig,
+    ) -> Result<FlatLoss> {
+        let (be, params) = (&self.backend, &self.params);
+        self.model
+            .loss_and_grads(be, params, &mut self.grads, batch, drop, loss, 1.0)
+    }
+    fn loss(&self, batch: &Batch, loss: &LossConfig) -> Result<FlatLoss> {
+        self.model.loss(
+            &self.backend,
+            &self.params,
+            batch,
+            &mut Dropout::off(),
+            loss,
+        )
+    }
+    fn clip(&mut self, clip: Option<f64>) -> Result<()> {
+        self.optimizer.clip_global_norm(&mut self.grads, clip)
+    }
+    fn update(&mut self, lr: f64) -> Result<()> {
+        self.optimizer.update(&mut self.params, &self.grads, lr)
+    }
+    fn grad_norm(&self) -> Result<f64> {
         self.optimizer.grad_norm()
     }
-
-    /// The parameters (a copy to the host), in the model's layout.
-    pub fn params(&self) -> Result<Vec<f32>> {
-        self.backend
-            .stream()
-            .clone_dtoh(&self.params)
-            .map_err(|e| gpu_error(PART, "parameters", e))
+    fn params(&self) -> Result<Vec<f32>> {
+        self.backend.download(&self.params)
     }
-
-    /// Waits for the GPU to finish the queued work.
-    pub fn synchronize(&self) -> Result<()> {
-        self.backend
-            .stream()
-            .synchronize()
-            .map_err(|e| gpu_error(PART, "synchronize", e))
+    fn optimizer_state(&self) -> Result<(Vec<ParamState>, u64)> {
+        self.optimizer.state()
+    }
+    fn load_optimizer_state(&mut self, states: &[ParamState], step: u64) -> Result<()> {
+        self.optimizer.load_state(states, step)
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.backend.synchronize()
+    }
+    fn describe(&self) -> String {
+        self.backend.describe()
     }
 }

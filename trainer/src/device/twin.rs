@@ -12,6 +12,7 @@ use crate::optim::{
     adafactor_moments, adafactor_rates, adamw_chunk, AdamStep, OptimizerConfig, ParamState,
     ADAFACTOR_EPS1 as EPS1, ADAFACTOR_EPS2 as EPS2,
 };
+use crate::Result;
 
 /// Where each parameter lives in the flat buffers: its offset and shape
 /// (rows, columns), in the model's parameter order.
@@ -45,6 +46,14 @@ impl FlatLayout {
             flat.extend_from_slice(t);
         }
         flat
+    }
+
+    /// The tensors of one flat buffer (the inverse of [`Self::flatten`]).
+    pub fn split(&self, flat: &[f32]) -> Vec<Vec<f32>> {
+        self.params
+            .iter()
+            .map(|&(at, (r, c))| flat[at..at + r * c].to_vec())
+            .collect()
     }
 }
 
@@ -199,6 +208,56 @@ pub fn update(
             }
             (OptimizerConfig::AdamW { .. }, _) => unreachable!("AdamW state"),
         }
+    }
+}
+
+/// The optimizer of the flat step on the CPU: the twin's arithmetic, its
+/// state kept as [`crate::optim::Optimizer`] keeps it.
+#[derive(Debug, Clone)]
+pub struct HostOptimizer {
+    cfg: OptimizerConfig,
+    layout: FlatLayout,
+    states: Vec<ParamState>,
+    step: u64,
+    norm: f64,
+}
+
+impl HostOptimizer {
+    /// Fresh state for the parameters of `layout`.
+    pub fn new(cfg: OptimizerConfig, layout: FlatLayout) -> Self {
+        let shapes: Vec<(usize, usize)> = layout.params.iter().map(|&(_, s)| s).collect();
+        HostOptimizer {
+            states: crate::optim::Optimizer::new(cfg, &shapes).states,
+            cfg,
+            layout,
+            step: 0,
+            norm: 0.0,
+        }
+    }
+}
+
+impl super::step::FlatOptimizer<Vec<f32>> for HostOptimizer {
+    fn clip_global_norm(&mut self, grads: &mut Vec<f32>, max_norm: Option<f64>) -> Result<()> {
+        self.norm = clip_global_norm(grads, max_norm);
+        Ok(())
+    }
+    fn grad_norm(&self) -> Result<f64> {
+        Ok(self.norm)
+    }
+    fn update(&mut self, params: &mut Vec<f32>, grads: &Vec<f32>, lr: f64) -> Result<()> {
+        let (cfg, step) = (self.cfg, self.step);
+        update(cfg, &self.layout, params, grads, &mut self.states, step, lr);
+        self.step += 1;
+        Ok(())
+    }
+    fn state(&self) -> Result<(Vec<ParamState>, u64)> {
+        Ok((self.states.clone(), self.step))
+    }
+    fn load_state(&mut self, states: &[ParamState], step: u64) -> Result<()> {
+        super::step::check_states(self.cfg, &self.layout, states)?;
+        self.states = states.to_vec();
+        self.step = step;
+        Ok(())
     }
 }
 

@@ -127,7 +127,25 @@ impl FlatModel {
             params,
             drop,
         };
-        st.run(batch, grads, cfg, scale)
+        st.run(batch, Some(grads), cfg, scale)
+    }
+
+    /// The loss of `batch` alone, without the backward (held-out data).
+    pub fn loss<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        batch: &Batch,
+        drop: &mut Dropout,
+        cfg: &LossConfig,
+    ) -> Result<FlatLoss> {
+        let mut st = Step {
+            m: self,
+            be,
+            params,
+            drop,
+        };
+        st.run(batch, None, cfg, 1.0)
     }
 
     fn off(&self, i: usize) -> usize {
@@ -615,10 +633,11 @@ impl<B: Backend> Step<'_, B> {
         be.embed_grad(demb, &s_.tokens, (grads, self.m.off(self.m.shared)), d)
     }
 
+    /// The loss of `batch` and, with `grads`, its gradient added there.
     fn run(
         &mut self,
         batch: &Batch,
-        grads: &mut B::Buf,
+        grads: Option<&mut B::Buf>,
         cfg: &LossConfig,
         scale: f32,
     ) -> Result<FlatLoss> {
@@ -661,8 +680,11 @@ impl<B: Backend> Step<'_, B> {
         let weights = be.upload(&batch.weights)?;
         let mut rows = be.zeros(4 * n)?;
         be.loss(&logits, (n, v), &targets, &weights, settings, &mut rows)?;
-        // backward
         let norm = loss_norm(batch, cfg, scale);
+        let Some(grads) = grads else {
+            return self.loss_of(batch, &rows, norm);
+        };
+        // backward
         let g_out = be.upload(&vec![norm; n])?;
         let mut dlogits = be.zeros(n * v)?;
         be.loss_grad(
@@ -692,7 +714,12 @@ impl<B: Backend> Step<'_, B> {
         )?;
         self.stack_grad(&m.encoder, &enc_s, &denc, (b, s), None, grads)?;
         // the logged scalars, once the whole step is queued
-        let host_rows = be.download(&rows)?;
+        self.loss_of(batch, &rows, norm)
+    }
+
+    /// The loss and its parts from the loss kernel's rows (a copy to the host).
+    fn loss_of(&self, batch: &Batch, rows: &B::Buf, norm: f32) -> Result<FlatLoss> {
+        let host_rows = self.be.download(rows)?;
         let total: f64 = host_rows.chunks(4).map(|r| r[0] as f64).sum();
         let parts = LossParts {
             cross_entropy: host_rows.chunks(4).map(|r| r[1] as f64).sum(),
