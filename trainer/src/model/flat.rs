@@ -76,6 +76,15 @@ struct Ff<B: Backend> {
     ym: Option<B::Buf>,
 }
 
+/// Where an operand of an attention product lies: the probabilities
+/// (`[b, heads, t, s]`), or rows of heads side by side (`[b, rows,
+/// heads·d_kv]`: q, k, v, the context and their gradients).
+#[derive(Debug, Clone, Copy)]
+enum HeadOperand {
+    Probs,
+    Rows(usize),
+}
+
 /// What a block keeps: self-attention, cross-attention, feed-forward.
 type Block<B> = (Attn<B>, Option<Attn<B>>, Ff<B>);
 
@@ -255,31 +264,44 @@ impl<B: Backend> Step<'_, B> {
         )
     }
 
-    /// The product shapes of one batch row's heads: (scores `q·kᵀ` and
-    /// `dO·vᵀ`; `p·v` and `dS·k`; `pᵀ·dO` and `dSᵀ·q`).
-    fn head_shapes(&self, sh: AttnShape) -> [GemmShape; 3] {
+    /// `c (+)= op(a) · op(b)` for every (batch row, head) of an attention:
+    /// `(m, n, k)` and the transposes per pair, `ops` where a, b and c lie.
+    /// Batched over heads for each batch row, or over batch rows for each
+    /// head, whichever makes fewer calls (one call can batch at one stride
+    /// only; heads and rows are two).
+    #[allow(clippy::too_many_arguments)]
+    fn head_gemm(
+        &self,
+        sh: AttnShape,
+        (mnk, ta, tb): ((usize, usize, usize), bool, bool),
+        ops: [HeadOperand; 3],
+        a: &B::Buf,
+        b: &B::Buf,
+        c: &mut B::Buf,
+        accumulate: bool,
+    ) -> Result<()> {
         let (t, s, h, dk) = (sh.t, sh.s, sh.heads, self.m.cfg.d_kv);
         let inner = h * dk;
-        [
-            GemmShape {
-                ld: (inner, inner, s),
-                batch: h,
-                strides: (dk, dk, t * s),
-                ..GemmShape::dense((t, s, dk), false, true)
-            },
-            GemmShape {
-                ld: (s, inner, inner),
-                batch: h,
-                strides: (t * s, dk, dk),
-                ..GemmShape::dense((t, dk, s), false, false)
-            },
-            GemmShape {
-                ld: (s, inner, inner),
-                batch: h,
-                strides: (t * s, dk, dk),
-                ..GemmShape::dense((s, dk, t), true, false)
-            },
-        ]
+        let per_head = sh.b > h;
+        // (row stride, stride between batched pairs, offset per call)
+        let at = |op: HeadOperand| match (op, per_head) {
+            (HeadOperand::Probs, true) => (s, h * t * s, t * s),
+            (HeadOperand::Probs, false) => (s, t * s, h * t * s),
+            (HeadOperand::Rows(r), true) => (inner, r * inner, dk),
+            (HeadOperand::Rows(r), false) => (inner, dk, r * inner),
+        };
+        let [la, lb, lc] = ops.map(at);
+        let shape = GemmShape {
+            ld: (la.0, lb.0, lc.0),
+            batch: if per_head { sh.b } else { h },
+            strides: (la.1, lb.1, lc.1),
+            ..GemmShape::dense(mnk, ta, tb)
+        };
+        for i in 0..if per_head { h } else { sh.b } {
+            let (a, b) = ((a, i * la.2), (b, i * lb.2));
+            self.be.gemm(&shape, a, b, (c, i * lc.2), accumulate)?;
+        }
+        Ok(())
     }
 
     /// An attention sublayer's forward, its residual added to `x`: self-
@@ -305,18 +327,13 @@ impl<B: Backend> Step<'_, B> {
         let k = self.dense(src, b * s, a.k)?;
         let v = self.dense(src, b * s, a.v)?;
         let pm = self.mask(sh.rows() * s)?;
-        let [scores, pv, _] = self.head_shapes(sh);
         let mut p = be.zeros(sh.rows() * s)?;
-        let hts = sh.heads * t * s;
-        for bi in 0..b {
-            be.gemm(
-                &scores,
-                (&q, bi * t * inner),
-                (&k, bi * s * inner),
-                (&mut p, bi * hts),
-                false,
-            )?;
-        }
+        let (q_rows, kv_rows) = (HeadOperand::Rows(t), HeadOperand::Rows(s));
+        let dk = self.m.cfg.d_kv;
+        // scores = q · kᵀ, per pair t x s over dk
+        let scores = ((t, s, dk), false, true);
+        let ops = [q_rows, kv_rows, HeadOperand::Probs];
+        self.head_gemm(sh, scores, ops, &q, &k, &mut p, false)?;
         let mut pd = match pm {
             Some(m) => Some((m, be.zeros(sh.rows() * s)?)),
             None => None,
@@ -324,15 +341,9 @@ impl<B: Backend> Step<'_, B> {
         be.softmax(&mut p, pos, mask, pd.as_mut().map(|(m, d)| (&*m, d)), sh)?;
         let mut ctx = be.zeros(b * t * inner)?;
         let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
-        for bi in 0..b {
-            be.gemm(
-                &pv,
-                (used, bi * hts),
-                (&v, bi * s * inner),
-                (&mut ctx, bi * t * inner),
-                false,
-            )?;
-        }
+        // ctx = p · v, per pair t x dk over s
+        let ops = [HeadOperand::Probs, kv_rows, q_rows];
+        self.head_gemm(sh, ((t, dk, s), false, false), ops, used, &v, &mut ctx, false)?;
         let o = self.dense(&ctx, b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
         let x_in = be.masked_copy(x, None)?;
@@ -369,12 +380,10 @@ impl<B: Backend> Step<'_, B> {
         let sh = s_.sh;
         let (b, t, s) = (sh.b, sh.t, sh.s);
         let inner = self.m.cfg.inner_dim();
-        let hts = sh.heads * t * s;
         let masked = self.masked(dx, s_.rm.as_ref())?;
         let d_o = masked.as_ref().unwrap_or(dx);
         let mut dctx = be.zeros(b * t * inner)?;
         self.dense_grad(&s_.ctx, d_o, b * t, a.o, &mut dctx, false, grads)?;
-        let [scores, pv, tr] = self.head_shapes(sh);
         let mut ds = be.zeros(sh.rows() * s)?;
         let (mut dq, mut dk, mut dv) = (
             be.zeros(b * t * inner)?,
@@ -382,41 +391,18 @@ impl<B: Backend> Step<'_, B> {
             be.zeros(b * s * inner)?,
         );
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
-        for bi in 0..b {
-            // dP = dO · vᵀ; dV += Pdᵀ · dO
-            be.gemm(
-                &scores,
-                (&dctx, bi * t * inner),
-                (&s_.v, bi * s * inner),
-                (&mut ds, bi * hts),
-                false,
-            )?;
-            be.gemm(
-                &tr,
-                (used, bi * hts),
-                (&dctx, bi * t * inner),
-                (&mut dv, bi * s * inner),
-                true,
-            )?;
-        }
+        let (q_rows, kv_rows, probs) = (HeadOperand::Rows(t), HeadOperand::Rows(s), HeadOperand::Probs);
+        let dkv = self.m.cfg.d_kv;
+        // dP = dO · vᵀ; dV = Pdᵀ · dO
+        let ops = [q_rows, kv_rows, probs];
+        self.head_gemm(sh, ((t, s, dkv), false, true), ops, &dctx, &s_.v, &mut ds, false)?;
+        let (tr, tr_ops) = (((s, dkv, t), true, false), [probs, q_rows, kv_rows]);
+        self.head_gemm(sh, tr, tr_ops, used, &dctx, &mut dv, false)?;
         be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
-        for bi in 0..b {
-            // dQ = dS · k; dK += dSᵀ · q
-            be.gemm(
-                &pv,
-                (&ds, bi * hts),
-                (&s_.k, bi * s * inner),
-                (&mut dq, bi * t * inner),
-                false,
-            )?;
-            be.gemm(
-                &tr,
-                (&ds, bi * hts),
-                (&s_.q, bi * t * inner),
-                (&mut dk, bi * s * inner),
-                true,
-            )?;
-        }
+        // dQ = dS · k; dK = dSᵀ · q
+        let ops = [probs, kv_rows, q_rows];
+        self.head_gemm(sh, ((t, dkv, s), false, false), ops, &ds, &s_.k, &mut dq, false)?;
+        self.head_gemm(sh, tr, tr_ops, &ds, &s_.q, &mut dk, false)?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
         }
@@ -750,8 +736,10 @@ mod tests {
         c
     }
 
-    fn batch(packed: bool) -> Batch {
-        let (b, s, t) = (2, 7, 5);
+    /// `b` rows (2 or more) of 7/5 tokens: padding in the first, two
+    /// examples packed in the second when `packed`.
+    fn batch(packed: bool, b: usize) -> Batch {
+        let (s, t) = (7, 5);
         let enc_tokens: Vec<usize> = (0..b * s).map(|i| (i * 37 + 5) % 90 + 1).collect();
         let targets: Vec<usize> = (0..b * t).map(|i| (i * 53 + 11) % 90 + 1).collect();
         let mut dec_inputs = vec![0; b * t];
@@ -793,16 +781,19 @@ mod tests {
     /// embeddings, packed rows, label smoothing and z-loss.
     #[test]
     fn the_flat_step_is_the_models_loss_and_gradient() {
-        for (gated, tied, packed, rate) in [
-            (true, false, false, 0.0),
-            (true, false, true, 0.1),
-            (false, true, false, 0.1),
-            (false, true, true, 0.0),
+        // (rows below the 4 heads: attention's products batched over heads
+        // per row; above: over rows per head)
+        for (gated, tied, packed, rate, rows) in [
+            (true, false, false, 0.0, 2),
+            (true, false, true, 0.1, 6),
+            (false, true, false, 0.1, 5),
+            (false, true, true, 0.0, 3),
         ] {
-            let case = format!("gated {gated} tied {tied} packed {packed} dropout {rate}");
+            let case =
+                format!("gated {gated} tied {tied} packed {packed} dropout {rate} rows {rows}");
             let cfg = tiny(gated, tied);
             let model = T5::new(cfg.clone(), &Cpu::default(), Some(3));
-            let batch = batch(packed);
+            let batch = batch(packed, rows);
             let loss_cfg = LossConfig {
                 z_loss: 1e-4,
                 label_smoothing: 0.1,
