@@ -86,28 +86,27 @@ extern "C" __global__ void row_loss_fwd(const float* x, u64 n, unsigned v, const
 }
 
 // backward: d (n x v) += the loss's gradient; g_out the upstream gradient
-// per row. grid (ceil(v / blockDim.x), n).
+// per row. grid (ceil(v / blockDim.x), at most 65,535): rows blockIdx.y,
+// blockIdx.y + gridDim.y, ...
 extern "C" __global__ void row_loss_bwd(const float* x, u64 n, unsigned v, const unsigned* targets,
                                         const float* weights, const float* g_out, const float* rows,
                                         float z, float confidence, float low, float* d) {
-    u64 i = blockIdx.y;
-    if (i >= n) {
-        return;
-    }
-    float g = g_out[i] * weights[i];
-    if (g == 0.0f) {
-        return;
-    }
-    float lse = rows[4 * i + 3];
-    float scale = g * (1.0f + 2.0f * z * lse);
-    float shift = g * low;
-    float target = g * (confidence - low);
-    unsigned t = targets[i];
-    for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < v; j += gridDim.x * blockDim.x) {
-        float dj = d[i * v + j] + (scale * exp_fast(x[i * v + j] - lse) - shift);
-        if (j == t) {
-            dj -= target;
+    for (u64 i = blockIdx.y; i < n; i += gridDim.y) {
+        float g = g_out[i] * weights[i];
+        if (g == 0.0f) {
+            continue;
         }
-        d[i * v + j] = dj;
+        float lse = rows[4 * i + 3];
+        float scale = g * (1.0f + 2.0f * z * lse);
+        float shift = g * low;
+        float target = g * (confidence - low);
+        unsigned t = targets[i];
+        for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < v; j += gridDim.x * blockDim.x) {
+            float dj = d[i * v + j] + (scale * exp_fast(x[i * v + j] - lse) - shift);
+            if (j == t) {
+                dj -= target;
+            }
+            d[i * v + j] = dj;
+        }
     }
 }

@@ -103,20 +103,23 @@ extern "C" __global__ void rms_norm_bwd_x(const float* x, const float* g, const 
 
 // backward, the weight gradient's partial sums: partials[b * d + j] = sum
 // over the rows of block b (T5_NORM_ROWS rows) of g * x * inv, in row order.
-// grid (ceil(d / blockDim.x), row blocks).
+// grid (ceil(d / blockDim.x), at most 65,535): row blocks blockIdx.y,
+// blockIdx.y + gridDim.y, ...
 extern "C" __global__ void rms_norm_bwd_w_partials(const float* x, const float* g, const float* inv,
                                                    float* partials, u64 rows, unsigned d) {
     unsigned j = blockIdx.x * blockDim.x + threadIdx.x;
-    u64 b = blockIdx.y;
     if (j >= d) {
         return;
     }
-    u64 end = (b + 1) * T5_NORM_ROWS < rows ? (b + 1) * T5_NORM_ROWS : rows;
-    float acc = 0.0f;
-    for (u64 r = b * T5_NORM_ROWS; r < end; r++) {
-        acc += g[r * d + j] * x[r * d + j] * inv[r];
+    u64 blocks = (rows + T5_NORM_ROWS - 1) / T5_NORM_ROWS;
+    for (u64 b = blockIdx.y; b < blocks; b += gridDim.y) {
+        u64 end = (b + 1) * T5_NORM_ROWS < rows ? (b + 1) * T5_NORM_ROWS : rows;
+        float acc = 0.0f;
+        for (u64 r = b * T5_NORM_ROWS; r < end; r++) {
+            acc += g[r * d + j] * x[r * d + j] * inv[r];
+        }
+        partials[b * d + j] = acc;
     }
-    partials[b * d + j] = acc;
 }
 
 // dw[j] += the blocks' partial sums, in block order.

@@ -4,7 +4,7 @@
 //! [`cpu_backward`]: the fused kernel's own rule), for the check on the
 //! device.
 
-use super::{launched, load, LOSS};
+use super::{launched, load, LOSS, MAX_GRID_Y};
 use crate::kernels::{simd, LossRule};
 use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -94,7 +94,7 @@ impl DeviceLoss {
             .arg(&low)
             .arg(d);
         let cfg = LaunchConfig {
-            grid_dim: (v.div_ceil(256).clamp(1, 64) as u32, n.max(1) as u32, 1),
+            grid_dim: (v.div_ceil(256).clamp(1, 64) as u32, n.clamp(1, MAX_GRID_Y) as u32, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };

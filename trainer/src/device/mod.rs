@@ -381,6 +381,10 @@ pub(crate) fn arg_or_null<'a>(
     };
 }
 
+/// The most blocks a grid has along y (CUDA's limit); kernels with rows
+/// along y loop over them in steps of the grid.
+pub(crate) const MAX_GRID_Y: usize = 65_535;
+
 /// A grid of `threads`-thread blocks for a grid-stride loop over `n` items.
 pub(crate) fn grid_for(n: usize, threads: usize) -> cudarc::driver::LaunchConfig {
     cudarc::driver::LaunchConfig {

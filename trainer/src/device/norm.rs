@@ -3,7 +3,7 @@
 //! here too ([`cpu_forward`], [`cpu_backward`]: the fused kernel's own
 //! row loops), for the check on the device.
 
-use super::{launched, load, NORM};
+use super::{launched, load, MAX_GRID_Y, NORM};
 use crate::kernels::{simd, NORM_ROWS};
 use crate::Result;
 use cudarc::driver::{
@@ -109,7 +109,7 @@ impl DeviceNorm {
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "backward")?;
         let blocks = weight_blocks(rows);
         let cols = LaunchConfig {
-            grid_dim: (d.div_ceil(128).max(1) as u32, blocks.max(1) as u32, 1),
+            grid_dim: (d.div_ceil(128).max(1) as u32, blocks.clamp(1, MAX_GRID_Y) as u32, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
