@@ -173,12 +173,14 @@ fn weights(dir: &Path) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
-    resumed_equals_uninterrupted(TrainDevice::Cpu);
+    resumed_equals_uninterrupted(TrainDevice::Cpu, OptimizerConfig::adafactor());
 }
 
 #[test]
 fn a_resumed_run_of_the_flat_step_equals_an_uninterrupted_one() {
-    resumed_equals_uninterrupted(TrainDevice::CpuFlat);
+    for optimizer in [OptimizerConfig::adafactor(), OptimizerConfig::adamw()] {
+        resumed_equals_uninterrupted(TrainDevice::CpuFlat, optimizer);
+    }
 }
 
 #[test]
@@ -188,24 +190,29 @@ fn a_resumed_run_of_the_flat_step_equals_an_uninterrupted_one() {
 )]
 fn a_resumed_gpu_run_equals_an_uninterrupted_one() {
     use t5mix_trainer::device::products::Precision;
-    for precision in [Precision::Bf16, Precision::Tf32] {
-        resumed_equals_uninterrupted(TrainDevice::Cuda {
+    for (precision, optimizer) in [
+        (Precision::Bf16, OptimizerConfig::adafactor()),
+        (Precision::Tf32, OptimizerConfig::adamw()),
+    ] {
+        let device = TrainDevice::Cuda {
             ordinal: 0,
             precision,
-        });
+        };
+        resumed_equals_uninterrupted(device, optimizer);
     }
 }
 
 /// A run on `device` stopped after step 3, its last checkpoint truncated,
 /// resumed from step 2: the final weights and the log are those of a run
 /// never stopped, bit for bit (dropout on, two micro-batches a step).
-fn resumed_equals_uninterrupted(device: TrainDevice) {
+fn resumed_equals_uninterrupted(device: TrainDevice, optimizer: OptimizerConfig) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_shards(&data);
     let setup = |out: PathBuf| {
         let mut o = options(&data, &out, 6);
         o.device = device;
+        o.optimizer = optimizer;
         o.batch_size = 8;
         o.grad_accum = 2;
         o.dropout = Some(0.1);

@@ -27,11 +27,20 @@ fn err(what: &str, e: impl std::fmt::Debug) -> TrainError {
     gpu_error(PART, what, e)
 }
 
-enum DeviceState {
+/// The optimizer's state on the GPU.
+enum DeviceStates {
+    /// AdamW: the moments of every parameter, flat in the parameters'
+    /// layout (one launch updates them all).
     Adam {
         m: CudaSlice<f32>,
         v: CudaSlice<f32>,
     },
+    /// Adafactor: the second-moment statistics of each parameter.
+    Adafactor(Vec<DeviceState>),
+}
+
+/// Adafactor's state of one parameter.
+enum DeviceState {
     Factored {
         v_row: CudaSlice<f32>,
         v_col: CudaSlice<f32>,
@@ -61,7 +70,7 @@ pub struct DeviceOptimizer {
     layout: FlatLayout,
     stream: Arc<CudaStream>,
     k: Kernels,
-    states: Vec<DeviceState>,
+    states: DeviceStates,
     partials: CudaSlice<f64>,
     stats: CudaSlice<f64>,
     sums_a: CudaSlice<f64>,
@@ -149,22 +158,27 @@ impl DeviceOptimizer {
                 .alloc_zeros::<f32>(n.max(1))
                 .map_err(|e| err("memory", e))
         };
-        let states = shapes
-            .iter()
-            .map(|&shape| {
-                Ok(match state_lens(cfg, shape) {
-                    StateLens::Adam(n) => DeviceState::Adam {
-                        m: zeros(n)?,
-                        v: zeros(n)?,
-                    },
-                    StateLens::Factored(n0, n1) => DeviceState::Factored {
-                        v_row: zeros(n0)?,
-                        v_col: zeros(n1)?,
-                    },
-                    StateLens::Full(n) => DeviceState::Full { v: zeros(n)? },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let states = match cfg {
+            OptimizerConfig::AdamW { .. } => DeviceStates::Adam {
+                m: zeros(layout.len)?,
+                v: zeros(layout.len)?,
+            },
+            OptimizerConfig::Adafactor { .. } => DeviceStates::Adafactor(
+                shapes
+                    .iter()
+                    .map(|&shape| {
+                        Ok(match state_lens(cfg, shape) {
+                            StateLens::Factored(n0, n1) => DeviceState::Factored {
+                                v_row: zeros(n0)?,
+                                v_col: zeros(n1)?,
+                            },
+                            StateLens::Full(n) => DeviceState::Full { v: zeros(n)? },
+                            StateLens::Adam(_) => unreachable!("Adafactor's state"),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
         let largest = shapes.iter().map(|&(r, c)| r * c).max().unwrap_or(1);
         let longest = shapes.iter().map(|&(r, c)| r.max(c)).max().unwrap_or(1);
         let f64s = |n: usize| stream.alloc_zeros::<f64>(n).map_err(|e| err("memory", e));
@@ -221,56 +235,54 @@ impl DeviceOptimizer {
         lr: f64,
     ) -> Result<()> {
         let step = self.step;
+        if let DeviceStates::Adam { m, v } = &mut self.states {
+            let AdamStep {
+                b1,
+                b2,
+                lr_t,
+                decay,
+                eps_t,
+            } = AdamStep::new(self.cfg, step, lr);
+            let n = self.layout.len;
+            let n64 = n as u64;
+            let mut b = self.stream.launch_builder(&self.k.adamw);
+            b.arg(&mut *params).arg(grads).arg(m).arg(v).arg(&n64);
+            b.arg(&b1).arg(&b2).arg(&lr_t).arg(&decay).arg(&eps_t);
+            // SAFETY: the kernel updates the n values of each flat buffer.
+            launched(PART, unsafe { b.launch(elementwise(n)) }, "adamw")?;
+            self.step += 1;
+            return Ok(());
+        }
+        let OptimizerConfig::Adafactor {
+            decay_rate,
+            clipping_threshold,
+            multiply_by_parameter_scale,
+            ..
+        } = self.cfg
+        else {
+            unreachable!("AdamW's state is flat")
+        };
+        let (decay, mix) = adafactor_rates(decay_rate, step);
         for k in 0..self.layout.params.len() {
             let (at, (r, c)) = self.layout.params[k];
             let n = r * c;
             let n64 = n as u64;
-            match (self.cfg, &mut self.states[k]) {
-                (OptimizerConfig::AdamW { .. }, DeviceState::Adam { m, v }) => {
-                    let AdamStep {
-                        b1,
-                        b2,
-                        lr_t,
-                        decay,
-                        eps_t,
-                    } = AdamStep::new(self.cfg, step, lr);
-                    let mut p = params.slice_mut(at..at + n);
-                    let g = grads.slice(at..at + n);
-                    let mut b = self.stream.launch_builder(&self.k.adamw);
-                    b.arg(&mut p).arg(&g).arg(&mut *m).arg(&mut *v).arg(&n64);
-                    b.arg(&b1).arg(&b2).arg(&lr_t).arg(&decay).arg(&eps_t);
-                    // SAFETY: the kernel updates n values of each buffer.
-                    launched(PART, unsafe { b.launch(elementwise(n)) }, "adamw")?;
-                }
-                (
-                    OptimizerConfig::Adafactor {
-                        decay_rate,
-                        clipping_threshold,
-                        multiply_by_parameter_scale,
-                        ..
-                    },
-                    _,
-                ) => {
-                    let (decay, mix) = adafactor_rates(decay_rate, step);
-                    let bufs = (&mut self.partials, &mut self.stats);
-                    let p = params.slice(at..at + n);
-                    sum_into(&self.stream, &self.k, bufs, &p, true, P_SQUARES)?;
-                    self.adafactor_y(k, grads, (at, r, c), decay, mix)?;
-                    let bufs = (&mut self.partials, &mut self.stats);
-                    let y = self.y.slice(0..n);
-                    sum_into(&self.stream, &self.k, bufs, &y, true, Y_SQUARES)?;
-                    let (lr32, clip) = (lr as f32, clipping_threshold as f32);
-                    let scale = multiply_by_parameter_scale as i32;
-                    let mut p = params.slice_mut(at..at + n);
-                    let y = self.y.slice(0..n);
-                    let mut b = self.stream.launch_builder(&self.k.apply);
-                    b.arg(&mut p).arg(&y).arg(&n64).arg(&self.stats);
-                    b.arg(&lr32).arg(&clip).arg(&scale);
-                    // SAFETY: the kernel updates n parameters from n values of y.
-                    launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")?;
-                }
-                (OptimizerConfig::AdamW { .. }, _) => unreachable!("AdamW state"),
-            }
+            let bufs = (&mut self.partials, &mut self.stats);
+            let p = params.slice(at..at + n);
+            sum_into(&self.stream, &self.k, bufs, &p, true, P_SQUARES)?;
+            self.adafactor_y(k, grads, (at, r, c), decay, mix)?;
+            let bufs = (&mut self.partials, &mut self.stats);
+            let y = self.y.slice(0..n);
+            sum_into(&self.stream, &self.k, bufs, &y, true, Y_SQUARES)?;
+            let (lr32, clip) = (lr as f32, clipping_threshold as f32);
+            let scale = multiply_by_parameter_scale as i32;
+            let mut p = params.slice_mut(at..at + n);
+            let y = self.y.slice(0..n);
+            let mut b = self.stream.launch_builder(&self.k.apply);
+            b.arg(&mut p).arg(&y).arg(&n64).arg(&self.stats);
+            b.arg(&lr32).arg(&clip).arg(&scale);
+            // SAFETY: the kernel updates n parameters from n values of y.
+            launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")?;
         }
         self.step += 1;
         Ok(())
@@ -289,7 +301,10 @@ impl DeviceOptimizer {
         let n = r * c;
         let (r64, c64, n64) = (r as u64, c as u64, n as u64);
         let g = grads.slice(at..at + n);
-        match &mut self.states[k] {
+        let DeviceStates::Adafactor(states) = &mut self.states else {
+            unreachable!("Adafactor's state")
+        };
+        match &mut states[k] {
             DeviceState::Factored { v_row, v_col } => {
                 let rows_first = v_row.len() == r && v_col.len() == c;
                 let mut b = self.stream.launch_builder(&self.k.row_sums);
@@ -349,29 +364,34 @@ impl DeviceOptimizer {
                 // SAFETY: n moments and n values of y.
                 launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")
             }
-            DeviceState::Adam { .. } => unreachable!("Adafactor state"),
         }
     }
 
     /// The state on the host, as [`Optimizer`] keeps it (for checkpoints).
     pub fn states(&self) -> Result<Vec<ParamState>> {
         let get = |s: &CudaSlice<f32>| self.stream.clone_dtoh(s).map_err(|e| err("copy", e));
-        self.states
-            .iter()
-            .map(|st| {
-                Ok(match st {
-                    DeviceState::Adam { m, v } => ParamState::Adam {
-                        m: get(m)?,
-                        v: get(v)?,
-                    },
-                    DeviceState::Factored { v_row, v_col } => ParamState::Factored {
-                        v_row: get(v_row)?,
-                        v_col: get(v_col)?,
-                    },
-                    DeviceState::Full { v } => ParamState::Full { v: get(v)? },
+        match &self.states {
+            DeviceStates::Adam { m, v } => {
+                let (m, v) = (get(m)?, get(v)?);
+                let (m, v) = (self.layout.split(&m), self.layout.split(&v));
+                Ok(m.into_iter()
+                    .zip(v)
+                    .map(|(m, v)| ParamState::Adam { m, v })
+                    .collect())
+            }
+            DeviceStates::Adafactor(states) => states
+                .iter()
+                .map(|st| {
+                    Ok(match st {
+                        DeviceState::Factored { v_row, v_col } => ParamState::Factored {
+                            v_row: get(v_row)?,
+                            v_col: get(v_col)?,
+                        },
+                        DeviceState::Full { v } => ParamState::Full { v: get(v)? },
+                    })
                 })
-            })
-            .collect()
+                .collect(),
+        }
     }
 }
 
@@ -399,28 +419,46 @@ impl super::step::FlatOptimizer<CudaSlice<f32>> for DeviceOptimizer {
     }
     fn load_state(&mut self, states: &[ParamState], step: u64) -> Result<()> {
         super::step::check_states(self.cfg, &self.layout, states)?;
-        for (dev, host) in self.states.iter_mut().zip(states) {
-            let pairs: Vec<(&mut CudaSlice<f32>, &Vec<f32>)> = match (dev, host) {
-                (DeviceState::Adam { m, v }, ParamState::Adam { m: hm, v: hv }) => {
-                    vec![(m, hm), (v, hv)]
+        let mut pairs: Vec<(&mut CudaSlice<f32>, Vec<f32>)> = Vec::new();
+        match &mut self.states {
+            DeviceStates::Adam { m, v } => {
+                let (mut hm, mut hv) = (Vec::new(), Vec::new());
+                for st in states {
+                    if let ParamState::Adam { m, v } = st {
+                        hm.extend_from_slice(m);
+                        hv.extend_from_slice(v);
+                    }
                 }
-                (
-                    DeviceState::Factored { v_row, v_col },
-                    ParamState::Factored {
-                        v_row: hr,
-                        v_col: hc,
-                    },
-                ) => vec![(v_row, hr), (v_col, hc)],
-                (DeviceState::Full { v }, ParamState::Full { v: hv }) => vec![(v, hv)],
-                _ => unreachable!("checked above"),
-            };
-            for (d, h) in pairs {
-                // (a buffer holds at least one value: an empty state stays as it is)
-                let mut d = d.slice_mut(0..h.len());
-                self.stream
-                    .memcpy_htod(h.as_slice(), &mut d)
-                    .map_err(|e| err("copy", e))?;
+                pairs.push((m, hm));
+                pairs.push((v, hv));
             }
+            DeviceStates::Adafactor(dev) => {
+                for (d, h) in dev.iter_mut().zip(states) {
+                    match (d, h) {
+                        (
+                            DeviceState::Factored { v_row, v_col },
+                            ParamState::Factored {
+                                v_row: hr,
+                                v_col: hc,
+                            },
+                        ) => {
+                            pairs.push((v_row, hr.clone()));
+                            pairs.push((v_col, hc.clone()));
+                        }
+                        (DeviceState::Full { v }, ParamState::Full { v: hv }) => {
+                            pairs.push((v, hv.clone()))
+                        }
+                        _ => unreachable!("checked above"),
+                    }
+                }
+            }
+        }
+        for (d, h) in pairs {
+            // (a buffer holds at least one value: an empty state stays as it is)
+            let mut d = d.slice_mut(0..h.len());
+            self.stream
+                .memcpy_htod(h.as_slice(), &mut d)
+                .map_err(|e| err("copy", e))?;
         }
         self.step = step;
         Ok(())
