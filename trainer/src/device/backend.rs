@@ -89,6 +89,13 @@ pub trait Backend {
     /// u32 values.
     type Ids;
 
+    /// A pass (forward, or forward and backward) over `params` begins:
+    /// they do not change until it ends (a backend may keep them in
+    /// another form for the pass: the GPU in bf16 rounds them once).
+    fn begin_pass(&self, _params: &Self::Buf) -> Result<()> {
+        Ok(())
+    }
+
     /// `n` zeros.
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
     /// A buffer of `v`.

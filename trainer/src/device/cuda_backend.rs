@@ -13,6 +13,7 @@ use super::products::{DeviceProducts, GemmShape, Precision};
 use crate::model::MaskDraw;
 use crate::Result;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView};
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// For the error messages.
@@ -28,6 +29,10 @@ pub struct CudaBackend {
     blas: DeviceProducts,
     precision: Precision,
     flush_denormals: bool,
+    /// In bf16: the parameters of the current pass rounded to bf16 once
+    /// ([`Backend::begin_pass`]), with the address of their f32 buffer:
+    /// products that read a parameter read it here.
+    bf16_params: RefCell<Option<(usize, CudaSlice<u16>)>>,
 }
 
 impl CudaBackend {
@@ -47,6 +52,7 @@ impl CudaBackend {
             stream,
             precision,
             flush_denormals,
+            bf16_params: RefCell::new(None),
         })
     }
 
@@ -123,6 +129,21 @@ impl Backend for CudaBackend {
         Ok(out)
     }
 
+    fn begin_pass(&self, params: &CudaSlice<f32>) -> Result<()> {
+        if self.precision != Precision::Bf16 {
+            return Ok(());
+        }
+        let mut cache = self.bf16_params.borrow_mut();
+        let n = params.len();
+        let mut buf = match cache.take() {
+            Some((_, b)) if b.len() >= n => b,
+            _ => self.alloc::<u16>(n)?,
+        };
+        self.ew.to_bf16(params, &mut buf, n)?;
+        *cache = Some((params as *const CudaSlice<f32> as usize, buf));
+        Ok(())
+    }
+
     fn gemm(
         &self,
         sh: &GemmShape,
@@ -144,10 +165,32 @@ impl Backend for CudaBackend {
         })?;
         match self.precision {
             Precision::Bf16 => {
-                let (mut ha, mut hb) = (self.alloc::<u16>(la)?, self.alloc::<u16>(lb)?);
-                self.ew.to_bf16(&av, &mut ha, la)?;
-                self.ew.to_bf16(&bv, &mut hb, lb)?;
-                self.blas.gemm(sh, &ha, &hb, &mut cv, (1.0, beta), false)
+                // a parameter from the pass's bf16 copy, anything else rounded here
+                let cache = self.bf16_params.borrow();
+                let cached = |x: &CudaSlice<f32>, o: usize, len: usize| {
+                    let (addr, buf) = cache.as_ref()?;
+                    let theirs = std::ptr::eq(x, *addr as *const CudaSlice<f32>);
+                    theirs.then(|| buf.slice(o..o + len))
+                };
+                let round = |x: &CudaView<'_, f32>, len: usize| -> Result<CudaSlice<u16>> {
+                    let mut h = self.alloc::<u16>(len)?;
+                    self.ew.to_bf16(x, &mut h, len)?;
+                    Ok(h)
+                };
+                let ha = match cached(a, ao, la) {
+                    Some(_) => None,
+                    None => Some(round(&av, la)?),
+                };
+                let hb = match cached(b, bo, lb) {
+                    Some(_) => None,
+                    None => Some(round(&bv, lb)?),
+                };
+                let va = ha.as_ref().map(|h| h.slice(..)).or_else(|| cached(a, ao, la));
+                let vb = hb.as_ref().map(|h| h.slice(..)).or_else(|| cached(b, bo, lb));
+                let (Some(va), Some(vb)) = (va, vb) else {
+                    unreachable!("rounded or cached")
+                };
+                self.blas.gemm(sh, &va, &vb, &mut cv, (1.0, beta), false)
             }
             p => self
                 .blas

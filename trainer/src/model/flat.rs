@@ -631,6 +631,7 @@ impl<B: Backend> Step<'_, B> {
         let m = self.m;
         let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
         let (d, v) = (m.cfg.d_model, m.cfg.vocab_size);
+        be.begin_pass(self.params)?;
         // forward, drawing dropout masks in the dfdx model's order
         let enc_mask = be.upload(&encoder_mask(batch))?;
         let (enc, enc_s) = self.stack(
