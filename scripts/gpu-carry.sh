@@ -13,6 +13,9 @@
 #                  GPU for scripts/gpu-bench.sh (cuBLAS from PyTorch's wheels)
 #   training       the trainer's training tests, among them a resumed GPU
 #                  run equal to an uninterrupted one bit for bit
+#   hf_parity, shared/hf-t5-tiny   the flat step's loss and gradients on
+#                  the GPU against HF transformers' (computed there by
+#                  scripts/t5_grads_reference.py with the image's PyTorch)
 #   t5mix, shards/ the binary and span-corruption shards (512/114, the T5
 #                  vocabulary, from ../shared/data's dolma-cc pages) for a
 #                  short `t5mix train --device cuda` run timed against the
@@ -49,11 +52,17 @@ exe=$(cargo test --release -p t5mix-trainer --test training --no-run --message-f
   | executable training)
 cp "$exe" gpu-carry/training
 strip gpu-carry/training
+exe=$(cargo test --release -p t5mix-trainer --test hf_parity --no-run --message-format=json 2>/dev/null \
+  | executable hf_parity)
+cp "$exe" gpu-carry/hf_parity
+strip gpu-carry/hf_parity
 exe=$(cargo bench -p t5mix-trainer --bench train_step --no-run --message-format=json 2>/dev/null \
   | executable train_step)
 cp "$exe" gpu-carry/train_step
 strip gpu-carry/train_step
 shared=${T5MIX_SHARED_DATA:-../shared/data}
+mkdir -p gpu-carry/shared
+cp -r "$shared/hf-t5-tiny" gpu-carry/shared/
 if [ -f "$shared/t5-spm/spiece.model" ]; then
   cargo build --release --bin t5mix 2>/dev/null
   cp target/release/t5mix gpu-carry/t5mix
@@ -67,7 +76,7 @@ if [ -f "$shared/t5-spm/spiece.model" ]; then
 fi
 if [ "${1:-}" = "--cuda" ]; then
   bash scripts/build-cuda.sh "$WORK"
-  mkdir -p gpu-carry/cuda/dfdx-out gpu-carry/shared
+  mkdir -p gpu-carry/cuda/dfdx-out
   for b in train_step hf_parity gradients training; do
     cp "target-cuda/release/$b" gpu-carry/cuda/ && strip "gpu-carry/cuda/$b"
   done
@@ -78,7 +87,6 @@ if [ "${1:-}" = "--cuda" ]; then
     cp "$d"/*.cuh "gpu-carry/cuda/dfdx-out/$(basename "$(dirname "$d")")/"
   done
   echo "$WORK" > gpu-carry/cuda/WORK
-  cp -r "$shared/hf-t5-tiny" gpu-carry/shared/
   if [ "${2:-}" = "--nvrtc" ]; then
     tar -C "$WORK/cu13/nvidia/cu13/lib" -cf - libnvrtc.so.13 libnvrtc-builtins.so.13.0 \
       | xz -T2 -6 > gpu-carry/cuda/nvrtc.tar.xz

@@ -9,6 +9,9 @@
 #               whole flat step the CPU's, deterministic, and training
 #   training    the training tests, among them a resumed GPU run (bf16,
 #               TF32) equal to an uninterrupted one bit for bit
+#   hf-gradients  the flat step's loss and gradients on the GPU against
+#               HF transformers' (f32 within 1e-4; TF32, bf16 within their
+#               rounding)
 #   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)
 #   train       `t5mix train --device cuda --precision bf16`: t5-v1_1-small,
 #               batch 8, 512/114 on span-corruption shards; its median step
@@ -29,6 +32,8 @@ mkdir -p "$DIR"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader
 status=0
 summary=()
+# the carried shared data (hf-t5-tiny) for the parity tests
+export T5MIX_SHARED_DATA="$C/shared"
 check() {
   local name=$1; shift
   echo "== $name: $*" >&2
@@ -43,6 +48,8 @@ check() {
 }
 check kernels "$C/cuda_kernels" --include-ignored --test-threads 1
 check training "$C/training" --include-ignored --test-threads 1
+# the gradient tests only (CPU and GPU; the image's PyTorch computes transformers')
+check hf-gradients "$C/hf_parity" --include-ignored --test-threads 1 gradients
 
 if [ -d "$C/cuda" ]; then
   # the paths dfdx baked into its binaries (NVRTC includes from them)
@@ -66,7 +73,6 @@ if [ -d "$C/cuda" ]; then
   fi
   export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >&2
-  export T5MIX_SHARED_DATA="$C/shared"
   for t in hf_parity gradients training; do
     check "$t" "$C/cuda/$t" --test-threads 1
   done

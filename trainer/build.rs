@@ -7,6 +7,9 @@ include!("../build/shared_data.rs");
 fn main() {
     shared_data_cfg(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     python_module_cfg("t5mix_py_tensorboard", "tensorboard", None);
+    // the gradient parity tests' reference (scripts/t5_grads_reference.py)
+    python_module_cfg("t5mix_py_torch", "torch", None);
+    python_module_cfg("t5mix_py_transformers", "transformers", Some("5.24.0"));
     nvrtc_cfg();
     gpu_cfg();
     println!("cargo:rustc-check-cfg=cfg(t5mix_openblas)");

@@ -124,6 +124,35 @@ fn check_row(
     );
 }
 
+/// The reference's padded batch as (input, label) pairs, padding removed.
+fn padded_pairs(r: &Value) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let pb = &r["padded_batch"];
+    let mut pairs = Vec::new();
+    for i in 0..pb["rows"].as_array().unwrap().len() {
+        let inp: Vec<u32> = ids(&pb["input_ids"][i]);
+        let mask = ids(&pb["attention_mask"][i]);
+        let labels: Vec<i64> = pb["labels"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        let inp: Vec<u32> = inp
+            .iter()
+            .zip(&mask)
+            .filter(|(_, &m)| m == 1)
+            .map(|(&x, _)| x)
+            .collect();
+        let lab: Vec<u32> = labels
+            .iter()
+            .filter(|&&x| x >= 0)
+            .map(|&x| x as u32)
+            .collect();
+        pairs.push((inp, lab));
+    }
+    pairs
+}
+
 fn parity(variant: &str, tol_logits: f32) {
     let (model, r) = load(variant);
     let vocab = model.cfg.vocab_size;
@@ -193,29 +222,7 @@ fn parity(variant: &str, tol_logits: f32) {
     // the padded batch
     let pb = &r["padded_batch"];
     let rows = pb["rows"].as_array().unwrap();
-    let mut pairs = Vec::new();
-    for (i, _) in rows.iter().enumerate() {
-        let inp: Vec<u32> = ids(&pb["input_ids"][i]);
-        let mask = ids(&pb["attention_mask"][i]);
-        let labels: Vec<i64> = pb["labels"][i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_i64().unwrap())
-            .collect();
-        let inp: Vec<u32> = inp
-            .iter()
-            .zip(&mask)
-            .filter(|(_, &m)| m == 1)
-            .map(|(&x, _)| x)
-            .collect();
-        let lab: Vec<u32> = labels
-            .iter()
-            .filter(|&&x| x >= 0)
-            .map(|&x| x as u32)
-            .collect();
-        pairs.push((inp, lab));
-    }
+    let pairs = padded_pairs(&r);
     let batch = Batch::from_pairs(&pairs, 0);
     assert_eq!(batch.enc_len, 147);
     assert_eq!(batch.dec_len, 37);
@@ -314,5 +321,180 @@ fn saved_checkpoints_round_trip_in_hf_layout() {
             .forward::<NoneTape>(&batch, &mut Dropout::off(), NoneTape)
             .as_vec();
         assert_eq!(x, y, "{variant}: outputs after the round trip");
+    }
+}
+
+/// The loss and every parameter's gradient that HF transformers + PyTorch
+/// compute (f32, CPU) for `pairs` on the model in `dir`, at test time
+/// (scripts/t5_grads_reference.py).
+fn transformers_gradients(
+    dir: &std::path::Path,
+    pairs: &[(Vec<u32>, Vec<u32>)],
+) -> t5mix_trainer::weights::NamedTensors {
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = tmp.path().join("batch.json");
+    let out = tmp.path().join("grads.safetensors");
+    std::fs::write(&batch, serde_json::json!({ "pairs": pairs }).to_string()).unwrap();
+    // the checkout this was built from, else (a binary carried to the
+    // device machine) the one it runs in
+    let built = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/t5_grads_reference.py"
+    );
+    let script = if std::path::Path::new(built).is_file() {
+        built
+    } else {
+        "scripts/t5_grads_reference.py"
+    };
+    let run = std::process::Command::new("python3")
+        .arg(script)
+        .args([dir, &batch, &out])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    t5mix_trainer::weights::read_safetensors(&out).unwrap()
+}
+
+/// `got` (loss, gradients in the model's parameter order) against
+/// transformers': the loss within `tol` of it (relative), each gradient
+/// within `tol` of its parameter's largest (and every parameter there).
+fn check_gradients(
+    case: &str,
+    model: &T5<Dev>,
+    (loss, grads): (f32, &[Vec<f32>]),
+    want: &t5mix_trainer::weights::NamedTensors,
+    tol: f32,
+) -> f32 {
+    let want_loss = want["loss"].1[0];
+    assert!(
+        (loss - want_loss).abs() <= tol * want_loss.abs(),
+        "{case}: loss {loss} vs transformers' {want_loss}"
+    );
+    let mut worst_rel = 0f32;
+    for (info, g) in model.param_info().iter().zip(grads) {
+        let w = &want
+            .get(&info.name)
+            .unwrap_or_else(|| panic!("{case}: transformers has no gradient for {}", info.name))
+            .1;
+        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(scale > 0.0, "{case}: {} has a gradient", info.name);
+        let worst = max_diff(g, w);
+        assert!(
+            worst <= tol * scale,
+            "{case}: {}: worst {worst} of {scale}",
+            info.name
+        );
+        worst_rel = worst_rel.max(worst / scale);
+    }
+    assert_eq!(grads.len(), want.len() - 1, "{case}: parameters");
+    worst_rel
+}
+
+/// The loss of `pairs` and its gradient by the flat step on `be` (the
+/// GPU's code path), in the model's parameter order.
+fn flat_gradients<B: t5mix_trainer::device::backend::Backend>(
+    be: &B,
+    model: &T5<Dev>,
+    batch: &Batch,
+) -> (f32, Vec<Vec<f32>>) {
+    let flat = model.flat_model();
+    let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+    let params = be.upload(&flat.layout.flatten(&host)).unwrap();
+    let mut grads = be.zeros(flat.layout.len).unwrap();
+    let out = flat
+        .loss_and_grads(
+            be,
+            &params,
+            &mut grads,
+            batch,
+            &mut Dropout::off(),
+            &MEAN_CE,
+            1.0,
+        )
+        .unwrap();
+    let grads = be.download(&grads).unwrap();
+    (out.loss, flat.layout.split(&grads))
+}
+
+/// transformers' loss: the mean cross-entropy over real label tokens.
+const MEAN_CE: LossConfig = LossConfig {
+    z_loss: 0.0,
+    label_smoothing: 0.0,
+    normalization: LossNormalization::NumRealTargetTokens,
+};
+
+/// The loss and gradients of the reference's padded batch (3 rows,
+/// 147/37 tokens) against transformers', computed at test time: the dfdx
+/// model's and the flat step's (on the CPU), tied (v1.0) and untied
+/// gated (v1.1), within 1e-4.
+#[test]
+#[cfg_attr(
+    not(all(t5mix_shared_data, t5mix_py_transformers, t5mix_py_torch)),
+    ignore = "needs ../shared/data and python3 with torch and transformers 5.24.0"
+)]
+fn gradients_match_transformers() {
+    for variant in ["t5-v1_0-tiny", "t5-v1_1-tiny"] {
+        let (model, r) = load(variant);
+        let pairs = padded_pairs(&r);
+        let want = transformers_gradients(&shared_file(&format!("hf-t5-tiny/{variant}")), &pairs);
+        let batch = Batch::from_pairs(&pairs, 0);
+        let (l, _) =
+            model.forward_loss(&batch, &mut Dropout::off(), model.new_tape(), &MEAN_CE, 1.0);
+        let loss = l.array();
+        let grads = model.param_grads(l.backward());
+        let worst = check_gradients(
+            &format!("{variant} model"),
+            &model,
+            (loss, &grads),
+            &want,
+            1e-4,
+        );
+        eprintln!("{variant}: the model's worst gradient error {worst:e} of the largest");
+        let got = flat_gradients(&t5mix_trainer::device::backend::CpuBackend, &model, &batch);
+        let worst = check_gradients(
+            &format!("{variant} flat step"),
+            &model,
+            (got.0, &got.1),
+            &want,
+            1e-4,
+        );
+        eprintln!("{variant}: the flat step's worst gradient error {worst:e} of the largest");
+    }
+}
+
+/// The same on the GPU: the flat step in f32 (TF32 off) within 1e-4 of
+/// transformers; TF32 within 2e-2 and bf16 products within 5e-2 of each
+/// gradient's largest value (their rounding: 10 and 7 mantissa bits in the
+/// products' operands, f32 sums).
+#[test]
+#[cfg_attr(
+    not(all(t5mix_gpu, t5mix_shared_data, t5mix_py_transformers, t5mix_py_torch)),
+    ignore = "needs an NVIDIA GPU, ../shared/data and python3 with torch and transformers \
+              5.24.0: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn gradients_on_the_gpu_match_transformers() {
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::Precision;
+    let ctx = t5mix_trainer::device::gpu_context(0).unwrap();
+    for variant in ["t5-v1_0-tiny", "t5-v1_1-tiny"] {
+        let (model, r) = load(variant);
+        let pairs = padded_pairs(&r);
+        let want = transformers_gradients(&shared_file(&format!("hf-t5-tiny/{variant}")), &pairs);
+        let batch = Batch::from_pairs(&pairs, 0);
+        for (precision, tol) in [
+            (Precision::F32, 1e-4),
+            (Precision::Tf32, 2e-2),
+            (Precision::Bf16, 5e-2),
+        ] {
+            let be = CudaBackend::new(ctx.default_stream(), precision, true).unwrap();
+            let got = flat_gradients(&be, &model, &batch);
+            let case = format!("{variant} GPU {precision}");
+            let worst = check_gradients(&case, &model, (got.0, &got.1), &want, tol);
+            eprintln!("{case}: worst gradient error {worst:e} of the largest");
+        }
     }
 }

@@ -185,8 +185,14 @@ impl Backend for CudaBackend {
                     Some(_) => None,
                     None => Some(round(&bv, lb)?),
                 };
-                let va = ha.as_ref().map(|h| h.slice(..)).or_else(|| cached(a, ao, la));
-                let vb = hb.as_ref().map(|h| h.slice(..)).or_else(|| cached(b, bo, lb));
+                let va = ha
+                    .as_ref()
+                    .map(|h| h.slice(..))
+                    .or_else(|| cached(a, ao, la));
+                let vb = hb
+                    .as_ref()
+                    .map(|h| h.slice(..))
+                    .or_else(|| cached(b, bo, lb));
                 let (Some(va), Some(vb)) = (va, vb) else {
                     unreachable!("rounded or cached")
                 };

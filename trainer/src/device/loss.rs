@@ -94,7 +94,11 @@ impl DeviceLoss {
             .arg(&low)
             .arg(d);
         let cfg = LaunchConfig {
-            grid_dim: (v.div_ceil(256).clamp(1, 64) as u32, n.clamp(1, MAX_GRID_Y) as u32, 1),
+            grid_dim: (
+                v.div_ceil(256).clamp(1, 64) as u32,
+                n.clamp(1, MAX_GRID_Y) as u32,
+                1,
+            ),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };

@@ -109,7 +109,11 @@ impl DeviceNorm {
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "backward")?;
         let blocks = weight_blocks(rows);
         let cols = LaunchConfig {
-            grid_dim: (d.div_ceil(128).max(1) as u32, blocks.clamp(1, MAX_GRID_Y) as u32, 1),
+            grid_dim: (
+                d.div_ceil(128).max(1) as u32,
+                blocks.clamp(1, MAX_GRID_Y) as u32,
+                1,
+            ),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };

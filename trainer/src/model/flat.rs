@@ -343,7 +343,15 @@ impl<B: Backend> Step<'_, B> {
         let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
         // ctx = p · v, per pair t x dk over s
         let ops = [HeadOperand::Probs, kv_rows, q_rows];
-        self.head_gemm(sh, ((t, dk, s), false, false), ops, used, &v, &mut ctx, false)?;
+        self.head_gemm(
+            sh,
+            ((t, dk, s), false, false),
+            ops,
+            used,
+            &v,
+            &mut ctx,
+            false,
+        )?;
         let o = self.dense(&ctx, b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
         let x_in = be.masked_copy(x, None)?;
@@ -391,17 +399,37 @@ impl<B: Backend> Step<'_, B> {
             be.zeros(b * s * inner)?,
         );
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
-        let (q_rows, kv_rows, probs) = (HeadOperand::Rows(t), HeadOperand::Rows(s), HeadOperand::Probs);
+        let (q_rows, kv_rows, probs) = (
+            HeadOperand::Rows(t),
+            HeadOperand::Rows(s),
+            HeadOperand::Probs,
+        );
         let dkv = self.m.cfg.d_kv;
         // dP = dO · vᵀ; dV = Pdᵀ · dO
         let ops = [q_rows, kv_rows, probs];
-        self.head_gemm(sh, ((t, s, dkv), false, true), ops, &dctx, &s_.v, &mut ds, false)?;
+        self.head_gemm(
+            sh,
+            ((t, s, dkv), false, true),
+            ops,
+            &dctx,
+            &s_.v,
+            &mut ds,
+            false,
+        )?;
         let (tr, tr_ops) = (((s, dkv, t), true, false), [probs, q_rows, kv_rows]);
         self.head_gemm(sh, tr, tr_ops, used, &dctx, &mut dv, false)?;
         be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
         // dQ = dS · k; dK = dSᵀ · q
         let ops = [probs, kv_rows, q_rows];
-        self.head_gemm(sh, ((t, dkv, s), false, false), ops, &ds, &s_.k, &mut dq, false)?;
+        self.head_gemm(
+            sh,
+            ((t, dkv, s), false, false),
+            ops,
+            &ds,
+            &s_.k,
+            &mut dq,
+            false,
+        )?;
         self.head_gemm(sh, tr, tr_ops, &ds, &s_.q, &mut dk, false)?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
