@@ -1,6 +1,6 @@
 //! Sets `cfg(t5mix_shared_data)`, `cfg(t5mix_py_*)` (pyarrow, moto),
-//! `cfg(t5mix_slurm)` and `cfg(t5mix_spm_trainer)` for the end-to-end tests
-//! (build/shared_data.rs).
+//! `cfg(t5mix_slurm)`, `cfg(t5mix_spm_trainer)` and `cfg(t5mix_gpu)` for the
+//! end-to-end tests (build/shared_data.rs).
 include!("build/shared_data.rs");
 
 fn main() {
@@ -9,4 +9,5 @@ fn main() {
     python_module_cfg("t5mix_py_moto", "moto", None);
     slurm_cfg();
     spm_trainer_cfg();
+    gpu_cfg();
 }

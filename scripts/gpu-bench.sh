@@ -7,15 +7,16 @@
 # (written by our bench), random batches, AdamW; then one table: ms/step,
 # tokens/s, model TFLOP/s, MFU, our ratio over PyTorch's same precision.
 #
-#   bash scripts/gpu-bench.sh [BENCH=gpu-carry/train_step] [STEPS=20]
+#   bash scripts/gpu-bench.sh BENCH [STEPS=20]
 #
-# BENCH is the plain release bench binary (scripts/gpu-carry.sh builds it:
+# BENCH is the plain release bench binary (scripts/gpu-carry.sh builds and
+# packs it, scripts/gpu-check.sh unpacks it and passes it here:
 # it loads the driver, NVRTC and cuBLAS at run time, from PyTorch's
 # environment). Results go to $OUT/gpu-bench (or out/gpu-bench) as JSON
 # lines; CONFIGS="tiny 2 16 8" MODES=fp32 PRECISIONS=f32 keeps a run short.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BENCH=${1:-gpu-carry/train_step} STEPS=${2:-20}
+BENCH=${1:?usage: gpu-bench.sh BENCH [STEPS]} STEPS=${2:-20}
 DIR="${OUT:-out}/gpu-bench"
 mkdir -p "$DIR" && : > "$DIR/results.jsonl"
 failed=0

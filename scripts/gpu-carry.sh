@@ -31,6 +31,8 @@
 #   cuda/nvrtc.tar.xz     NVRTC 13.0 (32 MB), with --nvrtc only: for a
 #                  driver that refuses newer PTX and a host without 13.0
 #
+# The plain binaries travel packed in bin.tar.xz.
+#
 #   bash scripts/gpu-carry.sh [--cuda [--nvrtc]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +76,10 @@ if [ -f "$shared/t5-spm/spiece.model" ]; then
     --out gpu-carry/shards -q
   rm -rf "$tmp"
 fi
+# the plain binaries packed (xz: 45 MiB -> ~10); gpu-check.sh unpacks them
+tar -C gpu-carry -cf - cuda_kernels training hf_parity train_step $(cd gpu-carry && ls t5mix 2>/dev/null) \
+  | xz -T2 -6 > gpu-carry/bin.tar.xz
+(cd gpu-carry && rm -f cuda_kernels training hf_parity train_step t5mix)
 if [ "${1:-}" = "--cuda" ]; then
   bash scripts/build-cuda.sh "$WORK"
   mkdir -p gpu-carry/cuda/dfdx-out

@@ -156,3 +156,24 @@ fn partial_folders_are_named_as_such() {
         "--allow-partial",
     );
 }
+
+/// `--device cuda` on a machine without a GPU driver: a clear error before
+/// any work (no panic from the driver's loader).
+#[test]
+#[cfg_attr(t5mix_gpu, ignore = "this machine has a GPU")]
+fn gpu_training_without_a_gpu_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display().to_string();
+    refused(
+        &[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &format!("{d}/out"),
+            "--device",
+            "cuda:1",
+        ],
+        "no CUDA driver",
+    );
+}

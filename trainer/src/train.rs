@@ -845,6 +845,10 @@ impl<D: Device<f32>> Trainer<D> {
             })
             .map_err(TrainError::Config)?;
         opts.check()?;
+        // no GPU: say so before any work
+        if let TrainDevice::Cuda { ordinal, .. } = opts.device {
+            crate::device::gpu_context(ordinal)?;
+        }
         if opts.grad_accum == 0 || opts.steps == 0 {
             return Err(TrainError::Config(
                 "steps and gradient accumulation must be positive".into(),
