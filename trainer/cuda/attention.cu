@@ -211,3 +211,30 @@ extern "C" __global__ void position_bias(const float* table, const unsigned* buc
         pos[i] = table[(u64)buckets[rj] * heads + h];
     }
 }
+
+// The attention masks from the segment ids (0: padding), the host's rule
+// (model::is_masked): m[(r * tq + i) * tk + j] = T5_MASKED or 0. kind 0:
+// the encoder's (tq = tk = s), 1: the decoder's self-attention (t x t),
+// 2: cross-attention (t x s); dseg null when the rows are not packed.
+// Grid-stride over b * tq * tk values.
+extern "C" __global__ void attn_mask(const unsigned* eseg, const unsigned* dseg, u64 b, unsigned s,
+                                     unsigned t, int kind, float* m) {
+    u64 tq = kind == 0 ? s : t;
+    u64 tk = kind == 1 ? t : s;
+    u64 n = b * tq * tk;
+    for (u64 x = (u64)blockIdx.x * blockDim.x + threadIdx.x; x < n; x += (u64)gridDim.x * blockDim.x) {
+        u64 r = x / (tq * tk);
+        u64 i = (x / tk) % tq, j = x % tk;
+        const unsigned* e = eseg + r * s;
+        const unsigned* d = dseg ? dseg + r * t : 0;
+        bool masked;
+        if (kind == 0) {
+            masked = e[j] == 0 || (e[i] != 0 && e[i] != e[j]);
+        } else if (kind == 1) {
+            masked = j > i || (d && d[i] != d[j]);
+        } else {
+            masked = e[j] == 0 || (d && d[i] != 0 && d[i] != e[j]);
+        }
+        m[x] = masked ? T5_MASKED : 0.0f;
+    }
+}

@@ -671,3 +671,45 @@ fn training_on_the_gpu_gives_the_same_weights_twice_and_learns() {
         );
     }
 }
+
+/// The attention masks built on the GPU from the segment ids are the
+/// host's, bit for bit: padded and packed rows, packed and not.
+#[test]
+#[cfg_attr(
+    not(t5mix_gpu),
+    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+)]
+fn attention_masks_on_the_gpu_equal_the_cpus() {
+    use t5mix_trainer::device::backend::{Backend, CpuBackend};
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::Precision;
+    use t5mix_trainer::model::Batch;
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let gpu = CudaBackend::new(ctx.default_stream(), Precision::F32, true).unwrap();
+    // three rows: padded, two packed examples, full; 9 inputs, 6 targets
+    let (b, s, t) = (3, 9, 6);
+    let enc_segments = vec![
+        1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ];
+    let dec_segments = vec![1, 1, 0, 0, 0, 0, 1, 1, 1, 2, 2, 0, 1, 1, 1, 1, 1, 1];
+    for packed in [false, true] {
+        let batch = Batch {
+            batch: b,
+            enc_len: s,
+            dec_len: t,
+            enc_tokens: vec![5; b * s],
+            dec_inputs: vec![5; b * t],
+            targets: vec![5; b * t],
+            weights: vec![1.0; b * t],
+            enc_segments: enc_segments.clone(),
+            dec_segments: packed.then(|| dec_segments.clone()),
+        };
+        let want = CpuBackend.attention_masks(&batch).unwrap();
+        let got = gpu.attention_masks(&batch).unwrap();
+        for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+            let g = gpu.download(g).unwrap();
+            assert!(same_bits(w, &g[..w.len()]), "packed {packed}: mask {k}");
+            assert!(w.iter().any(|&x| x != 0.0) && w.contains(&0.0));
+        }
+    }
+}

@@ -55,6 +55,7 @@ pub struct DeviceAttention {
     bucket_partials: CudaFunction,
     bucket_grad: CudaFunction,
     position_bias: CudaFunction,
+    mask: CudaFunction,
 }
 
 fn rows_grid(rows: usize) -> LaunchConfig {
@@ -68,7 +69,7 @@ fn rows_grid(rows: usize) -> LaunchConfig {
 impl DeviceAttention {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [softmax_fwd, softmax_bwd, bias_grad, bucket_partials, bucket_grad, position_bias] =
+        let [softmax_fwd, softmax_bwd, bias_grad, bucket_partials, bucket_grad, position_bias, mask] =
             load(&stream, ATTENTION, flush_denormals)?;
         Ok(DeviceAttention {
             stream,
@@ -78,7 +79,33 @@ impl DeviceAttention {
             bucket_partials,
             bucket_grad,
             position_bias,
+            mask,
         })
+    }
+
+    /// The attention mask of `kind` (`model::attention_mask`) from the
+    /// rows' encoder segments `eseg [b, s]` and, packed, decoder segments
+    /// `dseg [b, t]`, into `m`.
+    pub fn mask(
+        &self,
+        kind: crate::model::MaskKind,
+        (eseg, dseg): (&CudaSlice<u32>, Option<&CudaSlice<u32>>),
+        (b, s, t): (usize, usize, usize),
+        m: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        use crate::model::MaskKind;
+        let n = b * match kind {
+            MaskKind::Encoder => s * s,
+            MaskKind::DecoderSelf => t * t,
+            MaskKind::Cross => t * s,
+        };
+        let (b64, s32, t32, k32) = (b as u64, s as u32, t as u32, kind as i32);
+        let mut l = self.stream.launch_builder(&self.mask);
+        l.arg(eseg);
+        arg_or_null(&mut l, dseg);
+        l.arg(&b64).arg(&s32).arg(&t32).arg(&k32).arg(m);
+        // SAFETY: eseg holds b·s ids, dseg b·t, m the mask's n values.
+        launched(PART, unsafe { l.launch(grid_for(n, 256)) }, "mask")
     }
 
     /// `scores` (`q·kᵀ`) become the probabilities `softmax((mask + pos) +
@@ -101,8 +128,8 @@ impl DeviceAttention {
         match dropout {
             Some((drop, pd)) => l.arg(drop).arg(pd),
             None => {
-                arg_or_null(&mut l, None);
-                arg_or_null(&mut l, None);
+                arg_or_null::<f32>(&mut l, None);
+                arg_or_null::<f32>(&mut l, None);
                 &mut l
             }
         };

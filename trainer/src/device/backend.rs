@@ -12,7 +12,7 @@ use super::attention::{self, AttnShape};
 use super::loss::{self, LossSettings};
 use super::products::GemmShape;
 use crate::kernels::activation;
-use crate::model::MaskDraw;
+use crate::model::{attention_mask, Batch, MaskDraw, MaskKind};
 use crate::Result;
 
 /// A buffer at an offset (a parameter in the flat parameters).
@@ -104,6 +104,9 @@ pub trait Backend {
     fn upload_ids(&self, v: &[u32]) -> Result<Self::Ids>;
     /// The values of `b`.
     fn download(&self, b: &Self::Buf) -> Result<Vec<f32>>;
+    /// The attention masks of `batch` (`model::attention_mask`): the
+    /// encoder's, the decoder's self-attention's and cross-attention's.
+    fn attention_masks(&self, batch: &Batch) -> Result<[Self::Buf; 3]>;
     /// `x` times the mask, or a copy of `x` without one.
     fn masked_copy(&self, x: &Self::Buf, mask: Option<&Self::Buf>) -> Result<Self::Buf>;
 
@@ -283,6 +286,10 @@ impl Backend for CpuBackend {
     }
     fn masked_copy(&self, x: &Vec<f32>, mask: Option<&Vec<f32>>) -> Result<Vec<f32>> {
         Ok(masked(x, mask))
+    }
+    fn attention_masks(&self, batch: &Batch) -> Result<[Vec<f32>; 3]> {
+        Ok([MaskKind::Encoder, MaskKind::DecoderSelf, MaskKind::Cross]
+            .map(|kind| attention_mask(batch, kind)))
     }
 
     fn gemm(

@@ -10,7 +10,7 @@ use super::gpu_error;
 use super::loss::{DeviceLoss, LossSettings};
 use super::norm::{weight_blocks, DeviceNorm};
 use super::products::{DeviceProducts, GemmShape, Precision};
-use crate::model::MaskDraw;
+use crate::model::{Batch, MaskDraw};
 use crate::Result;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView};
 use std::cell::RefCell;
@@ -118,6 +118,26 @@ impl Backend for CudaBackend {
         self.stream
             .clone_dtoh(b)
             .map_err(|e| gpu_error(PART, "download", e))
+    }
+    fn attention_masks(&self, batch: &Batch) -> Result<[CudaSlice<f32>; 3]> {
+        use crate::model::MaskKind;
+        let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
+        let eseg = self.upload_ids(&batch.enc_segments)?;
+        let dseg = match &batch.dec_segments {
+            Some(d) => Some(self.upload_ids(d)?),
+            None => None,
+        };
+        let mask = |kind: MaskKind, n: usize| -> Result<CudaSlice<f32>> {
+            let mut m = self.alloc::<f32>(b * n)?;
+            self.att
+                .mask(kind, (&eseg, dseg.as_ref()), (b, s, t), &mut m)?;
+            Ok(m)
+        };
+        Ok([
+            mask(MaskKind::Encoder, s * s)?,
+            mask(MaskKind::DecoderSelf, t * t)?,
+            mask(MaskKind::Cross, t * s)?,
+        ])
     }
     fn masked_copy(
         &self,

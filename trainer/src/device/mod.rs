@@ -116,7 +116,7 @@ pub const ELEMENTWISE: KernelFile = KernelFile {
     ],
 };
 
-/// Attention's softmax, dropout and position bias gradient.
+/// Attention's softmax, dropout and position bias gradient, its masks.
 pub const ATTENTION: KernelFile = KernelFile {
     name: "attention.cu",
     src: kernel_source!("attention.cu"),
@@ -127,6 +127,7 @@ pub const ATTENTION: KernelFile = KernelFile {
         "bucket_partials",
         "bucket_grad",
         "position_bias",
+        "attn_mask",
     ],
 };
 
@@ -160,6 +161,7 @@ fn options(arch: &str, flush_denormals: bool) -> Vec<String> {
         format!("-DT5_ADAFACTOR_EPS2={:e}f", crate::optim::ADAFACTOR_EPS2),
         format!("-DT5_GELU_C={:e}f", crate::kernels::GELU_C),
         format!("-DT5_SQRT_2_OVER_PI={:e}f", crate::kernels::SQRT_2_OVER_PI),
+        format!("-DT5_MASKED={:e}f", crate::model::MASKED),
     ]
 }
 
@@ -369,9 +371,9 @@ pub(crate) fn load<const N: usize>(
 }
 
 /// Pushes `s` as a kernel argument, or a null pointer when it is absent.
-pub(crate) fn arg_or_null<'a>(
+pub(crate) fn arg_or_null<'a, T>(
     b: &mut cudarc::driver::LaunchArgs<'a>,
-    s: Option<&'a cudarc::driver::CudaSlice<f32>>,
+    s: Option<&'a cudarc::driver::CudaSlice<T>>,
 ) {
     use cudarc::driver::PushKernelArg;
     static NULL: u64 = 0;

@@ -661,7 +661,7 @@ impl<B: Backend> Step<'_, B> {
         let (d, v) = (m.cfg.d_model, m.cfg.vocab_size);
         be.begin_pass(self.params)?;
         // forward, drawing dropout masks in the dfdx model's order
-        let enc_mask = be.upload(&encoder_mask(batch))?;
+        let [enc_mask, self_mask, cross_mask] = be.attention_masks(batch)?;
         let (enc, enc_s) = self.stack(
             &m.encoder,
             &batch.enc_tokens,
@@ -670,8 +670,6 @@ impl<B: Backend> Step<'_, B> {
             None,
             bucket_matrix(&m.cfg, 0, s, s, true),
         )?;
-        let (selfm, crossm) = decoder_masks(batch);
-        let (self_mask, cross_mask) = (be.upload(&selfm)?, be.upload(&crossm)?);
         let (mut h, dec_s) = self.stack(
             &m.decoder,
             &batch.dec_inputs,

@@ -28,7 +28,7 @@ type T3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
 type T4<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
 
 /// The masking value added to disallowed attention scores.
-const MASKED: f32 = -1e9;
+pub(crate) const MASKED: f32 = -1e9;
 
 /// Indices of one attention's projections in the parameter list.
 #[derive(Debug, Clone, Copy)]
@@ -582,7 +582,7 @@ impl<D: Device<f32>> T5<D> {
     ) -> T3<D, T> {
         let (b, s) = (batch.batch, batch.enc_len);
         let mut x = drop.apply(self.embed::<T>(&batch.enc_tokens, b, s, tape));
-        let m = encoder_mask(batch);
+        let m = attention_mask(batch, MaskKind::Encoder);
         let layers = self.encoder.blocks.len();
         let mask = self.mask(m, b, s, s);
         let pos =
@@ -605,7 +605,10 @@ impl<D: Device<f32>> T5<D> {
     ) -> T3<D, T> {
         let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
         let layers = self.decoder.blocks.len();
-        let (selfm, crossm) = decoder_masks(batch);
+        let (selfm, crossm) = (
+            attention_mask(batch, MaskKind::DecoderSelf),
+            attention_mask(batch, MaskKind::Cross),
+        );
         let mut x = drop.apply(self.embed::<T>(&batch.dec_inputs, b, t, T::default()));
         let self_mask = self.mask(selfm, b, t, t);
         let pos = self.position_table::<T>(
@@ -694,49 +697,58 @@ impl<D: Device<f32>> T5<D> {
     }
 }
 
-/// The encoder's attention mask `[b, s, s]`: padding keys, and keys of
-/// another packed example, masked.
-fn encoder_mask(batch: &Batch) -> Vec<f32> {
-    let (b, s) = (batch.batch, batch.enc_len);
-    let mut m = vec![0f32; b * s * s];
+/// Which attention a mask is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskKind {
+    /// The encoder's self-attention `[b, s, s]`.
+    Encoder = 0,
+    /// The decoder's self-attention `[b, t, t]`.
+    DecoderSelf = 1,
+    /// The decoder's cross-attention `[b, t, s]`.
+    Cross = 2,
+}
+
+/// Whether query `i` may not see key `j` in one batch row, from its
+/// encoder segments `eseg` (0: padding) and, packed, decoder segments
+/// `dseg`: the encoder masks padding keys and keys of another packed
+/// example; the decoder's self-attention is causal within a packed
+/// example; cross-attention sees the real encoder positions of its own
+/// example. (`trainer/cuda/attention.cu`'s `attn_mask` is this rule.)
+pub(crate) fn is_masked(
+    kind: MaskKind,
+    eseg: &[u32],
+    dseg: Option<&[u32]>,
+    (i, j): (usize, usize),
+) -> bool {
+    match kind {
+        MaskKind::Encoder => eseg[j] == 0 || (eseg[i] != 0 && eseg[i] != eseg[j]),
+        MaskKind::DecoderSelf => j > i || dseg.is_some_and(|d| d[i] != d[j]),
+        MaskKind::Cross => eseg[j] == 0 || dseg.is_some_and(|d| d[i] != 0 && d[i] != eseg[j]),
+    }
+}
+
+/// The attention mask of `kind` for `batch`, 0 or [`MASKED`] per
+/// (row, query, key).
+pub(crate) fn attention_mask(batch: &Batch, kind: MaskKind) -> Vec<f32> {
+    let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
+    let (tq, tk) = match kind {
+        MaskKind::Encoder => (s, s),
+        MaskKind::DecoderSelf => (t, t),
+        MaskKind::Cross => (t, s),
+    };
+    let mut m = vec![0f32; b * tq * tk];
     for r in 0..b {
-        let seg = &batch.enc_segments[r * s..(r + 1) * s];
-        for i in 0..s {
-            for j in 0..s {
-                if seg[j] == 0 || (seg[i] != 0 && seg[i] != seg[j]) {
-                    m[(r * s + i) * s + j] = MASKED;
+        let eseg = &batch.enc_segments[r * s..(r + 1) * s];
+        let dseg = batch.dec_segments.as_ref().map(|d| &d[r * t..(r + 1) * t]);
+        for i in 0..tq {
+            for j in 0..tk {
+                if is_masked(kind, eseg, dseg, (i, j)) {
+                    m[(r * tq + i) * tk + j] = MASKED;
                 }
             }
         }
     }
     m
-}
-
-/// The decoder's self-attention mask `[b, t, t]` (causal, within a packed
-/// example) and cross-attention mask `[b, t, s]`.
-fn decoder_masks(batch: &Batch) -> (Vec<f32>, Vec<f32>) {
-    let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
-    let mut selfm = vec![0f32; b * t * t];
-    let mut cross = vec![0f32; b * t * s];
-    for r in 0..b {
-        let eseg = &batch.enc_segments[r * s..(r + 1) * s];
-        let dseg = batch.dec_segments.as_ref().map(|d| &d[r * t..(r + 1) * t]);
-        for i in 0..t {
-            for j in 0..t {
-                let same = dseg.is_none_or(|d| d[i] == d[j]);
-                if j > i || !same {
-                    selfm[(r * t + i) * t + j] = MASKED;
-                }
-            }
-            for j in 0..s {
-                let ok = eseg[j] != 0 && dseg.is_none_or(|d| d[i] == 0 || d[i] == eseg[j]);
-                if !ok {
-                    cross[(r * t + i) * s + j] = MASKED;
-                }
-            }
-        }
-    }
-    (selfm, cross)
 }
 
 /// A stored shape as the model's 2-D shape (`[d]` → `[1, d]`).
