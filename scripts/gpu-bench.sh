@@ -28,9 +28,10 @@ PRECISIONS=${PRECISIONS:-"f32 tf32 bf16"}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 IFS=';' read -ra rows <<< "$CONFIGS"
 for row in "${rows[@]}"; do
-  read -r name b s t <<< "$row"
+  # (a fifth field adds modes for that row alone, e.g. bf16-compile)
+  read -r name b s t extra <<< "$row"
   "$BENCH" config "$name" > "$DIR/$name.json" || { echo "no config $name" >&2; exit 1; }
-  for mode in $MODES; do
+  for mode in $MODES ${extra:-}; do
     echo "== pytorch $mode: $name batch $b $s/$t" >&2
     if ! timeout 300 python3 scripts/gpu_bench_torch.py "$DIR/$name.json" "$b" "$s" "$t" "$mode" "$STEPS" \
         >> "$DIR/results.jsonl" 2> "$DIR/torch-$name-$b-$mode.log"; then

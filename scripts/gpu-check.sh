@@ -83,8 +83,10 @@ if [ -d "$C/cuda" ]; then
 fi
 t0=$SECONDS
 # within one device call (600 s): the issue's must-have shapes, 10 steps
-# each (CONFIGS, BENCH_STEPS override; t5-v1_1-base when time allows)
-export CONFIGS="${CONFIGS:-tiny 16 128 32;t5-v1_1-small 8 512 114;t5-v1_1-small 64 512 114}"
+# each, torch.compile (a minute or more a shape) only where the issue asks
+# for it (CONFIGS, MODES, BENCH_STEPS override; t5-v1_1-base when time allows)
+export CONFIGS="${CONFIGS:-tiny 16 128 32;t5-v1_1-small 8 512 114;t5-v1_1-small 64 512 114 bf16-compile}"
+export MODES="${MODES:-fp32 tf32 bf16}"
 if bash scripts/gpu-bench.sh "$B/train_step" "${BENCH_STEPS:-10}"; then
   summary+=("PASS bench ($((SECONDS - t0)) s, $OUT/gpu-bench)")
 else
