@@ -232,11 +232,7 @@ fn pretrain_finetune_eval_and_resume() {
     let (a, c) = (weights("a"), weights("c"));
     for (name, (_, x)) in &a {
         let y = &c[name].1;
-        let worst = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let worst = t5mix_trainer::max_abs_diff(&x, &y);
         assert!(worst < 1e-3, "{name}: cpu vs cpu-flat {worst}");
     }
 }

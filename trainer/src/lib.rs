@@ -165,6 +165,21 @@ impl Default for Runtime {
     }
 }
 
+/// The largest `|a[i] − b[i]|`, for comparisons in tests: NaN when any
+/// difference is NaN (so that `worst <= tol` fails; `f32::max` would skip it).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths");
+    let mut worst = 0f32;
+    for (x, y) in a.iter().zip(b) {
+        let d = (x - y).abs();
+        if d.is_nan() {
+            return f32::NAN;
+        }
+        worst = worst.max(d);
+    }
+    worst
+}
+
 /// Sets flush-to-zero and denormals-are-zero on this thread (threads it
 /// starts later inherit the setting).
 pub fn flush_denormals_on_this_thread() {

@@ -483,11 +483,7 @@ fn products_on_the_gpu_in_f32_tf32_and_bf16() {
                     .unwrap(),
             }
             let got = stream.clone_dtoh(&gc).unwrap();
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs())
-                .fold(0f32, f32::max);
+            let worst = t5mix_trainer::max_abs_diff(&got, &want);
             eprintln!("{sh:?} {precision:?}: worst error {worst:e} of {scale:e}");
             assert!(
                 worst <= tol * scale,
@@ -610,12 +606,7 @@ fn the_flat_step_on_the_gpu_equals_the_cpus() {
                 runs[0].0,
                 cpu.loss
             );
-            let worst = runs[0]
-                .1
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = t5mix_trainer::max_abs_diff(&runs[0].1, &want);
             eprintln!(
                 "{case}: loss {} vs {}, worst gradient error {worst:e} of {scale:e}",
                 runs[0].0, cpu.loss

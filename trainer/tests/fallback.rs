@@ -64,19 +64,11 @@ fn fused_kernels_equal_the_dfdx_compositions() {
                 (l1 - l0).abs() <= 1e-5 * l0.abs(),
                 "{ff} {one_kernel} {dropout}: loss {l1} vs {l0}"
             );
-            let dx = x1
-                .iter()
-                .zip(&x0)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let dx = t5mix_trainer::max_abs_diff(&x1, &x0);
             assert!(dx < 1e-5, "{ff}: logits differ by {dx}");
             for ((a, b), pi) in g1.iter().zip(&g0).zip(m.param_info()) {
                 let scale = b.iter().fold(0f32, |s, x| s.max(x.abs())).max(1e-3);
-                let d = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
+                let d = t5mix_trainer::max_abs_diff(&a, &b);
                 assert!(
                     d <= 1e-4 * scale,
                     "{ff} {one_kernel} {dropout} {}: gradients differ by {d} (scale {scale})",

@@ -26,14 +26,6 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn load(variant: &str) -> (T5<Dev>, Value) {
     let dir = shared_file(&format!("hf-t5-tiny/{variant}"));
     let dev = Dev::default();
@@ -84,10 +76,10 @@ fn check_row(
 ) {
     let d = 64;
     let want_enc = f32s(&row["encoder_last_hidden_state"]);
-    let e = max_diff(&enc[..s_valid * d], &want_enc[..s_valid * d]);
+    let e = t5mix_trainer::max_abs_diff(&enc[..s_valid * d], &want_enc[..s_valid * d]);
     assert!(e < 1e-5, "{name}: encoder states differ by {e}");
     let want_dec = f32s(&row["decoder_last_hidden_state"]);
-    let e2 = max_diff(&dec[..t_valid * d], &want_dec[..t_valid * d]);
+    let e2 = t5mix_trainer::max_abs_diff(&dec[..t_valid * d], &want_dec[..t_valid * d]);
     assert!(e2 < 2e-5, "{name}: decoder states differ by {e2}");
     let mut worst_logit = 0f32;
     let ls = &row["logits_summary"];
@@ -95,7 +87,7 @@ fn check_row(
         let lrow = &logits[t * vocab..(t + 1) * vocab];
         let got: Vec<f32> = probe.iter().map(|&i| lrow[i]).collect();
         let want = f32s(&ls["probe_values"][t]);
-        let e = max_diff(&got, &want);
+        let e = t5mix_trainer::max_abs_diff(&got, &want);
         assert!(
             e < tol_logits,
             "{name}: position {t}: probe logits differ by {e}"
@@ -192,7 +184,7 @@ fn parity(variant: &str, tol_logits: f32) {
         );
         // the full first row
         if let Some(full) = ex.get("full_logits_rows").and_then(|f| f.get("0")) {
-            let e = max_diff(&logits[..vocab], &f32s(full));
+            let e = t5mix_trainer::max_abs_diff(&logits[..vocab], &f32s(full));
             assert!(e < tol_logits, "{name}: full logits row differs by {e}");
         }
         // losses
@@ -382,7 +374,7 @@ fn check_gradients(
             .1;
         let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
         assert!(scale > 0.0, "{case}: {} has a gradient", info.name);
-        let worst = max_diff(g, w);
+        let worst = t5mix_trainer::max_abs_diff(g, w);
         assert!(
             worst <= tol * scale,
             "{case}: {}: worst {worst} of {scale}",

@@ -341,11 +341,8 @@ fn the_flat_step_trains_as_the_model_does() {
     let (wa, wb) = (weights(&model.join("final")), weights(&flat.join("final")));
     assert_eq!(wa.len(), wb.len());
     for ((name, x), (_, y)) in wa.iter().zip(&wb) {
-        let worst = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (f32::from_bits(*p) - f32::from_bits(*q)).abs())
-            .fold(0f32, f32::max);
+        let float = |v: &[u32]| -> Vec<f32> { v.iter().map(|&b| f32::from_bits(b)).collect() };
+        let worst = t5mix_trainer::max_abs_diff(&float(x), &float(y));
         assert!(worst < 1e-3, "{name}: {worst}");
     }
     // a checkpoint of the model's run resumes on the flat step (and on)

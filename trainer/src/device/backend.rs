@@ -98,6 +98,10 @@ pub trait Backend {
 
     /// `n` zeros.
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// `n` values that the next operation on the buffer writes whole; until
+    /// then they are unspecified (the GPU skips zeroing them; the CPU fills
+    /// them with NaN, so that a read before the write fails the tests).
+    fn output(&self, n: usize) -> Result<Self::Buf>;
     /// A buffer of `v`.
     fn upload(&self, v: &[f32]) -> Result<Self::Buf>;
     /// A buffer of `v`.
@@ -274,6 +278,9 @@ impl Backend for CpuBackend {
 
     fn zeros(&self, n: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; n])
+    }
+    fn output(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(vec![f32::NAN; n])
     }
     fn upload(&self, v: &[f32]) -> Result<Vec<f32>> {
         Ok(v.to_vec())

@@ -104,6 +104,13 @@ impl Backend for CudaBackend {
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
         self.alloc(n)
     }
+    fn output(&self, n: usize) -> Result<CudaSlice<f32>> {
+        // SAFETY: f32 has no invalid bit patterns, and the caller's next
+        // operation writes every value before any is read (the contract of
+        // `Backend::output`, which the CPU's NaN-filled buffers test).
+        unsafe { self.stream.alloc::<f32>(n.max(1)) }
+            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
+    }
     fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
         self.stream
             .clone_htod(v)

@@ -184,7 +184,7 @@ impl<B: Backend> Step<'_, B> {
     /// `x[rows, in] · Wᵀ` for the dense weight `w` `[out, in]`.
     fn dense(&self, x: &B::Buf, rows: usize, w: usize) -> Result<B::Buf> {
         let (out, inn) = self.m.layout.params[w].1;
-        let mut y = self.be.zeros(rows * out)?;
+        let mut y = self.be.output(rows * out)?;
         self.be.gemm(
             &GemmShape::dense((rows, out, inn), false, true),
             (x, 0),
@@ -227,7 +227,7 @@ impl<B: Backend> Step<'_, B> {
     /// RMS norm of `x` (`rows` rows) by the weight `w`: (normed, inv).
     fn norm(&self, x: &B::Buf, rows: usize, w: usize) -> Result<(B::Buf, B::Buf)> {
         let d = self.m.cfg.d_model;
-        let (mut o, mut inv) = (self.be.zeros(rows * d)?, self.be.zeros(rows)?);
+        let (mut o, mut inv) = (self.be.output(rows * d)?, self.be.output(rows)?);
         self.be.rms_norm(
             x,
             (self.params, self.m.off(w)),
@@ -327,7 +327,7 @@ impl<B: Backend> Step<'_, B> {
         let k = self.dense(src, b * s, a.k)?;
         let v = self.dense(src, b * s, a.v)?;
         let pm = self.mask(sh.rows() * s)?;
-        let mut p = be.zeros(sh.rows() * s)?;
+        let mut p = be.output(sh.rows() * s)?;
         let (q_rows, kv_rows) = (HeadOperand::Rows(t), HeadOperand::Rows(s));
         let dk = self.m.cfg.d_kv;
         // scores = q · kᵀ, per pair t x s over dk
@@ -335,11 +335,11 @@ impl<B: Backend> Step<'_, B> {
         let ops = [q_rows, kv_rows, HeadOperand::Probs];
         self.head_gemm(sh, scores, ops, &q, &k, &mut p, false)?;
         let mut pd = match pm {
-            Some(m) => Some((m, be.zeros(sh.rows() * s)?)),
+            Some(m) => Some((m, be.output(sh.rows() * s)?)),
             None => None,
         };
         be.softmax(&mut p, pos, mask, pd.as_mut().map(|(m, d)| (&*m, d)), sh)?;
-        let mut ctx = be.zeros(b * t * inner)?;
+        let mut ctx = be.output(b * t * inner)?;
         let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
         // ctx = p · v, per pair t x dk over s
         let ops = [HeadOperand::Probs, kv_rows, q_rows];
@@ -390,13 +390,13 @@ impl<B: Backend> Step<'_, B> {
         let inner = self.m.cfg.inner_dim();
         let masked = self.masked(dx, s_.rm.as_ref())?;
         let d_o = masked.as_ref().unwrap_or(dx);
-        let mut dctx = be.zeros(b * t * inner)?;
+        let mut dctx = be.output(b * t * inner)?;
         self.dense_grad(&s_.ctx, d_o, b * t, a.o, &mut dctx, false, grads)?;
-        let mut ds = be.zeros(sh.rows() * s)?;
+        let mut ds = be.output(sh.rows() * s)?;
         let (mut dq, mut dk, mut dv) = (
-            be.zeros(b * t * inner)?,
-            be.zeros(b * s * inner)?,
-            be.zeros(b * s * inner)?,
+            be.output(b * t * inner)?,
+            be.output(b * s * inner)?,
+            be.output(b * s * inner)?,
         );
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
         let (q_rows, kv_rows, probs) = (
@@ -464,7 +464,7 @@ impl<B: Backend> Step<'_, B> {
             FfIdx::Gated { wi0, wi1, wo } => {
                 let a = self.dense(&n, rows, wi0)?;
                 let b = self.dense(&n, rows, wi1)?;
-                let mut h = be.zeros(rows * f)?;
+                let mut h = be.output(rows * f)?;
                 be.gated(&a, &b, hm.as_ref(), &mut h)?;
                 (Some((a, b)), h, wo)
             }
@@ -532,7 +532,7 @@ impl<B: Backend> Step<'_, B> {
         let (d, heads) = (self.m.cfg.d_model, self.m.cfg.num_heads);
         let rows = b * t;
         let index = TokenIndex::new(be, tokens)?;
-        let mut x = be.zeros(rows * d)?;
+        let mut x = be.output(rows * d)?;
         be.embed(
             (self.params, self.m.off(self.m.shared)),
             &be.upload_ids(&ids(tokens))?,
@@ -544,7 +544,7 @@ impl<B: Backend> Step<'_, B> {
             x = be.masked_copy(&x, Some(m))?;
         }
         let buckets = be.upload_ids(&ids(&buckets))?;
-        let mut pos = be.zeros(heads * t * t)?;
+        let mut pos = be.output(heads * t * t)?;
         be.position_bias(
             (self.params, self.m.off(stack.rel_bias)),
             &buckets,
@@ -868,11 +868,7 @@ mod tests {
             {
                 let g = &grads[at..at + r * c];
                 let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-                let worst = g
-                    .iter()
-                    .zip(w)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let worst = crate::max_abs_diff(g, w);
                 assert!(
                     worst <= 2e-4 * scale,
                     "{case}: {}: worst {worst} of {scale}",
