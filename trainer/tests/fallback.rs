@@ -68,7 +68,7 @@ fn fused_kernels_equal_the_dfdx_compositions() {
             assert!(dx < 1e-5, "{ff}: logits differ by {dx}");
             for ((a, b), pi) in g1.iter().zip(&g0).zip(m.param_info()) {
                 let scale = b.iter().fold(0f32, |s, x| s.max(x.abs())).max(1e-3);
-                let d = t5mix_trainer::max_abs_diff(&a, &b);
+                let d = t5mix_trainer::max_abs_diff(a, b);
                 assert!(
                     d <= 1e-4 * scale,
                     "{ff} {one_kernel} {dropout} {}: gradients differ by {d} (scale {scale})",
