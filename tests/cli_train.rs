@@ -232,7 +232,7 @@ fn pretrain_finetune_eval_and_resume() {
     let (a, c) = (weights("a"), weights("c"));
     for (name, (_, x)) in &a {
         let y = &c[name].1;
-        let worst = t5mix_trainer::max_abs_diff(&x, &y);
+        let worst = t5mix_trainer::max_abs_diff(x, y);
         assert!(worst < 1e-3, "{name}: cpu vs cpu-flat {worst}");
     }
 }
