@@ -260,8 +260,33 @@ pub fn gpu_context(ordinal: usize) -> Result<std::sync::Arc<cudarc::driver::Cuda
                 .into(),
         ));
     }
-    cudarc::driver::CudaContext::new(ordinal)
-        .map_err(|e| gpu_error("GPU", &format!("{ordinal}"), e))
+    let ctx = cudarc::driver::CudaContext::new(ordinal)
+        .map_err(|e| gpu_error("GPU", &format!("{ordinal}"), e))?;
+    if ctx.has_async_alloc() {
+        keep_freed_memory(&ctx).map_err(|e| gpu_error("GPU", "memory pool", e))?;
+    }
+    Ok(ctx)
+}
+
+/// The step allocates and frees its buffers on the stream (cudarc's
+/// `cuMemAllocAsync` from the device's default pool); by default the pool
+/// hands freed memory back to the driver at every synchronisation, and the
+/// next step maps it again. Keep it in the pool instead (as PyTorch's
+/// caching allocator keeps its blocks).
+fn keep_freed_memory(
+    ctx: &cudarc::driver::CudaContext,
+) -> std::result::Result<(), cudarc::driver::DriverError> {
+    use cudarc::driver::{result, sys};
+    let mut keep = u64::MAX;
+    // SAFETY: the device is the context's; the release threshold is a u64.
+    unsafe {
+        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut keep as *mut u64 as *mut std::ffi::c_void,
+        )
+    }
 }
 
 /// Loads cuBLAS (with NVRTC, from the same folder when found there).
