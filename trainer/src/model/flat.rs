@@ -130,13 +130,7 @@ impl FlatModel {
         cfg: &LossConfig,
         scale: f32,
     ) -> Result<FlatLoss> {
-        let mut st = Step {
-            m: self,
-            be,
-            params,
-            drop,
-        };
-        st.run(batch, Some(grads), cfg, scale)
+        Step::new(self, be, params, drop).run(batch, Some(grads), cfg, scale)
     }
 
     /// The loss of `batch` alone, without the backward (held-out data).
@@ -148,13 +142,7 @@ impl FlatModel {
         drop: &mut Dropout,
         cfg: &LossConfig,
     ) -> Result<FlatLoss> {
-        let mut st = Step {
-            m: self,
-            be,
-            params,
-            drop,
-        };
-        st.run(batch, None, cfg, 1.0)
+        Step::new(self, be, params, drop).run(batch, None, cfg, 1.0)
     }
 
     fn off(&self, i: usize) -> usize {
@@ -166,7 +154,7 @@ fn ids(v: &[usize]) -> Vec<u32> {
     v.iter().map(|&x| x as u32).collect()
 }
 
-impl<B: Backend> Step<'_, B> {
+impl<'a, B: Backend> Step<'a, B> {
     fn mask(&mut self, n: usize) -> Result<Option<B::Buf>> {
         if self.drop.rate <= 0.0 {
             return Ok(None);
@@ -645,6 +633,15 @@ impl<B: Backend> Step<'_, B> {
         let masked = self.masked(&dx, s_.emb_mask.as_ref())?;
         let demb = masked.as_ref().unwrap_or(&dx);
         be.embed_grad(demb, &s_.tokens, (grads, self.m.off(self.m.shared)), d)
+    }
+
+    fn new(m: &'a FlatModel, be: &'a B, params: &'a B::Buf, drop: &'a mut Dropout) -> Self {
+        Step {
+            m,
+            be,
+            params,
+            drop,
+        }
     }
 
     /// The loss of `batch` and, with `grads`, its gradient added there.
