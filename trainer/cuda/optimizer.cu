@@ -38,29 +38,68 @@ __device__ double block_sum(double x) {
     return total;
 }
 
-// partials[b] = the sum of squares of block b's share of x (grid T5_BLOCKS).
-extern "C" __global__ void sumsq_partials(const float* x, u64 n, double* partials) {
+// The parameter table of a batched launch: one entry of T5_FIELDS u64 per
+// parameter (trainer/src/device/optimizer.rs writes it): its offset in the
+// flat buffers, rows, columns, the offset of its second-moment statistics
+// in the flat state, of its row and column sums in the flat sums, and its
+// kind: FULL (one statistic per value),
+// ROWS_FIRST (factored, v_row of length rows then v_col of length cols) or
+// COLS_FIRST (factored, v_row of length cols then v_col of length rows).
+#ifndef T5_FIELDS
+#error "T5_FIELDS is set by the host"
+#endif
+#define F_AT 0
+#define F_ROWS 1
+#define F_COLS 2
+#define F_STATE 3
+#define F_SUMS 4
+#define F_KIND 5
+#define FULL 0
+#define ROWS_FIRST 1
+#define COLS_FIRST 2
+
+// partials[k * T5_BLOCKS + b] = block b's share (grid T5_BLOCKS along x) of
+// parameter k's sum: of squares of x[at..at + rows * cols] (what 0), or of
+// its v_row (what 1: x is the flat state; 0 for an unfactored parameter).
+extern "C" __global__ void sum_partials_by_param(const float* x, const u64* table, int what,
+                                                 double* partials) {
+    const u64* e = table + (u64)blockIdx.y * T5_FIELDS;
+    u64 at = e[F_AT], n = e[F_ROWS] * e[F_COLS];
+    if (what == 1) {
+        at = e[F_STATE];
+        n = e[F_KIND] == FULL ? 0 : (e[F_KIND] == ROWS_FIRST ? e[F_ROWS] : e[F_COLS]);
+    }
+    double* out = partials + (u64)blockIdx.y * T5_BLOCKS + blockIdx.x;
+    // a block past the values adds nothing: its sum is +0, as block_sum's
+    if ((u64)blockIdx.x * T5_THREADS >= n) {
+        if (threadIdx.x == 0) {
+            *out = 0.0;
+        }
+        return;
+    }
     double acc = 0.0;
     for (u64 i = (u64)blockIdx.x * T5_THREADS + threadIdx.x; i < n;
          i += (u64)T5_BLOCKS * T5_THREADS) {
-        double v = x[i];
-        acc += v * v;
+        double v = x[at + i];
+        acc += what == 1 ? v : v * v;
     }
     double s = block_sum(acc);
     if (threadIdx.x == 0) {
-        partials[blockIdx.x] = s;
+        *out = s;
     }
 }
 
-// out[slot] = the sum of the T5_BLOCKS partials (one block).
-extern "C" __global__ void sum_partials(const double* partials, double* out, unsigned slot) {
+// stats[k * 4 + slot] = the sum of parameter k's T5_BLOCKS partials (one
+// block per parameter, k = blockIdx.x).
+extern "C" __global__ void sum_partials(const double* partials, double* stats, unsigned slot) {
+    const double* p = partials + (u64)blockIdx.x * T5_BLOCKS;
     double acc = 0.0;
     for (unsigned i = threadIdx.x; i < T5_BLOCKS; i += T5_THREADS) {
-        acc += partials[i];
+        acc += p[i];
     }
     double s = block_sum(acc);
     if (threadIdx.x == 0) {
-        out[slot] = s;
+        stats[(u64)blockIdx.x * 4 + slot] = s;
     }
 }
 
@@ -98,96 +137,139 @@ extern "C" __global__ void adamw(float* p, const float* g, float* m, float* v, u
 #error "T5_ADAFACTOR_EPS1 and T5_ADAFACTOR_EPS2 are set by the host (optim.rs)"
 #endif
 
-// Adafactor, factored second moment of a rows x cols parameter (row-major):
-// sums of g^2 + eps1 over each row and over each column, in index order
-// (one thread per row or column, as the CPU loops).
-extern "C" __global__ void adafactor_row_sums(const float* g, u64 rows, u64 cols, double* out) {
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < rows; i += (u64)gridDim.x * blockDim.x) {
+// Adafactor, one launch per kernel for all parameters, each parameter's
+// arithmetic in its twin's order: the sums and moments with parameter k =
+// blockIdx.y (grid-stride loops along x), y and the update over the flat
+// layout.
+
+// The factored parameters' sums of g^2 + eps1 over each row (sums[0..rows])
+// and over each column (sums[rows..rows + cols]), in index order: one
+// thread per row or column, as the CPU loops.
+extern "C" __global__ void adafactor_sums(const float* grads, const u64* table, double* sums) {
+    const u64* e = table + (u64)blockIdx.y * T5_FIELDS;
+    if (e[F_KIND] == FULL) {
+        return;
+    }
+    u64 rows = e[F_ROWS], cols = e[F_COLS];
+    const float* g = grads + e[F_AT];
+    double* out = sums + e[F_SUMS];
+    for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < rows + cols;
+         k += (u64)gridDim.x * blockDim.x) {
         double acc = 0.0;
-        for (u64 j = 0; j < cols; j++) {
-            float x = g[i * cols + j];
-            acc += (double)(x * x + T5_ADAFACTOR_EPS1);
+        if (k < rows) {
+            for (u64 j = 0; j < cols; j++) {
+                float x = g[k * cols + j];
+                acc += (double)(x * x + T5_ADAFACTOR_EPS1);
+            }
+        } else {
+            u64 j = k - rows;
+            for (u64 i = 0; i < rows; i++) {
+                float x = g[i * cols + j];
+                acc += (double)(x * x + T5_ADAFACTOR_EPS1);
+            }
         }
-        out[i] = acc;
+        out[k] = acc;
     }
 }
 
-extern "C" __global__ void adafactor_col_sums(const float* g, u64 rows, u64 cols, double* out) {
-    for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < cols; j += (u64)gridDim.x * blockDim.x) {
-        double acc = 0.0;
-        for (u64 i = 0; i < rows; i++) {
-            float x = g[i * cols + j];
-            acc += (double)(x * x + T5_ADAFACTOR_EPS1);
-        }
-        out[j] = acc;
-    }
-}
-
-// v = decay * v + mix * (sum / count) for each statistic.
-extern "C" __global__ void adafactor_moments(float* v, const double* sums, u64 n, double count,
+// v = decay * v + mix * (sum / count) for each statistic of the factored
+// parameters: v_row from the sums along its dimension over the other
+// dimension's length, v_col likewise.
+extern "C" __global__ void adafactor_moments(float* state, const double* sums, const u64* table,
                                              float decay, float mix) {
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        v[i] = decay * v[i] + mix * (float)(sums[i] / count);
+    const u64* e = table + (u64)blockIdx.y * T5_FIELDS;
+    u64 kind = e[F_KIND];
+    if (kind == FULL) {
+        return;
+    }
+    u64 rows = e[F_ROWS], cols = e[F_COLS];
+    u64 n_row = kind == ROWS_FIRST ? rows : cols, n_col = kind == ROWS_FIRST ? cols : rows;
+    // the sums of v_row's dimension, then of v_col's
+    const double* s = sums + e[F_SUMS];
+    const double* s_row = kind == ROWS_FIRST ? s : s + rows;
+    const double* s_col = kind == ROWS_FIRST ? s + rows : s;
+    float* v = state + e[F_STATE];
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n_row + n_col;
+         i += (u64)gridDim.x * blockDim.x) {
+        if (i < n_row) {
+            v[i] = decay * v[i] + mix * (float)(s_row[i] / (double)n_col);
+        } else {
+            u64 j = i - n_row;
+            v[i] = decay * v[i] + mix * (float)(s_col[j] / (double)n_row);
+        }
     }
 }
 
-// partials of the sum of x (not squared), for the mean of v_row.
-extern "C" __global__ void sum_f32_partials(const float* x, u64 n, double* partials) {
-    double acc = 0.0;
-    for (u64 i = (u64)blockIdx.x * T5_THREADS + threadIdx.x; i < n;
-         i += (u64)T5_BLOCKS * T5_THREADS) {
-        acc += (double)x[i];
+// The parameter that flat index i belongs to: the last k whose offset is at
+// most i (the table's offsets ascend).
+__device__ u64 param_of(const u64* table, u64 params, u64 i) {
+    u64 lo = 0, hi = params;
+    while (hi - lo > 1) {
+        u64 mid = (lo + hi) / 2;
+        if (table[mid * T5_FIELDS + F_AT] <= i) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
     }
-    double s = block_sum(acc);
-    if (threadIdx.x == 0) {
-        partials[blockIdx.x] = s;
-    }
+    return lo;
 }
 
-// y = g * rsqrt(v_row / mean(v_row)) * rsqrt(v_col), rows_first telling
-// whether v_row indexes the rows (cols >= rows) or the columns.
-extern "C" __global__ void adafactor_factored_y(const float* g, const float* v_row, const float* v_col,
-                                                u64 rows, u64 cols, int rows_first,
-                                                const double* stats, float* y) {
-    float row_mean = (float)(stats[0] / (double)(rows_first ? rows : cols));
-    u64 n = rows * cols;
-    for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (u64)gridDim.x * blockDim.x) {
-        u64 i = k / cols, j = k % cols;
+// y, the scaled gradient, over the flat layout (n values of all `params`
+// parameters; grid along x): factored, g * rsqrt(v_row / mean(v_row)) *
+// rsqrt(v_col) with stats[k * 4 + 0] the sum of v_row; full, v = decay * v
+// + mix * (g^2 + eps1) and y = g / sqrt(v).
+extern "C" __global__ void adafactor_y(const float* g, float* state, const u64* table, u64 params,
+                                       u64 n, const double* stats, float decay, float mix,
+                                       float* y) {
+    for (u64 f = (u64)blockIdx.x * blockDim.x + threadIdx.x; f < n; f += (u64)gridDim.x * blockDim.x) {
+        u64 k = param_of(table, params, f);
+        const u64* e = table + k * T5_FIELDS;
+        u64 kind = e[F_KIND], rows = e[F_ROWS], cols = e[F_COLS];
+        u64 idx = f - e[F_AT];
+        float* v = state + e[F_STATE];
+        float gi = g[f];
+        if (kind == FULL) {
+            float vi = decay * v[idx] + mix * (gi * gi + T5_ADAFACTOR_EPS1);
+            v[idx] = vi;
+            y[f] = gi / sqrtf(vi);
+            continue;
+        }
+        int rows_first = kind == ROWS_FIRST;
+        u64 n_row = rows_first ? rows : cols;
+        const float* v_row = v;
+        const float* v_col = v + n_row;
+        float row_mean = (float)(stats[k * 4] / (double)n_row);
+        u64 i = idx / cols, j = idx % cols;
         u64 a = rows_first ? i : j, b = rows_first ? j : i;
         float row_factor = 1.0f / sqrtf(v_row[a] / row_mean);
         float col_factor = 1.0f / sqrtf(v_col[b]);
-        y[k] = g[k] * row_factor * col_factor;
-    }
-}
-
-// Adafactor, full second moment: v = decay * v + mix * (g^2 + eps1),
-// y = g / sqrt(v).
-extern "C" __global__ void adafactor_full_y(const float* g, float* v, float* y, u64 n, float decay,
-                                            float mix) {
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        float gi = g[i];
-        float vi = decay * v[i] + mix * (gi * gi + T5_ADAFACTOR_EPS1);
-        v[i] = vi;
-        y[i] = gi / sqrtf(vi);
+        y[f] = gi * row_factor * col_factor;
     }
 }
 
 // p -= scale * y / max(rms(y) / clipping, 1), scale = lr * max(rms(p), eps2)
-// with parameter scaling (else lr). stats[1] = sum of y^2, stats[2] = sum
-// of p^2 (taken before the update).
-extern "C" __global__ void adafactor_apply(float* p, const float* y, u64 n, const double* stats,
-                                           float lr, float clipping, int param_scale) {
-    float update_scale = lr;
-    if (param_scale) {
-        float rms_p = (float)sqrt(stats[2] / (double)n);
-        update_scale *= fmaxf(rms_p, T5_ADAFACTOR_EPS2);
-    }
-    float denom = 1.0f;
-    if (clipping > 0.0f) {
-        float rms_y = (float)sqrt(stats[1] / (double)n);
-        denom = fmaxf(rms_y / clipping, 1.0f);
-    }
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        p[i] -= update_scale * (y[i] / denom);
+// with parameter scaling (else lr), over the flat layout as adafactor_y.
+// stats[k * 4 + 1] = the sum of y^2, stats[k * 4 + 2] = the sum of p^2
+// (taken before the update).
+extern "C" __global__ void adafactor_apply(float* p, const float* y, const u64* table, u64 params,
+                                           u64 n, const double* stats, float lr, float clipping,
+                                           int param_scale) {
+    for (u64 f = (u64)blockIdx.x * blockDim.x + threadIdx.x; f < n; f += (u64)gridDim.x * blockDim.x) {
+        u64 k = param_of(table, params, f);
+        const u64* e = table + k * T5_FIELDS;
+        double count = (double)(e[F_ROWS] * e[F_COLS]);
+        const double* st = stats + k * 4;
+        float update_scale = lr;
+        if (param_scale) {
+            float rms_p = (float)sqrt(st[2] / count);
+            update_scale *= fmaxf(rms_p, T5_ADAFACTOR_EPS2);
+        }
+        float denom = 1.0f;
+        if (clipping > 0.0f) {
+            float rms_y = (float)sqrt(st[1] / count);
+            denom = fmaxf(rms_y / clipping, 1.0f);
+        }
+        p[f] -= update_scale * (y[f] / denom);
     }
 }

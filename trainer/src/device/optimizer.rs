@@ -8,23 +8,108 @@
 //! What it computes is [`super::twin`]'s computation, bit for bit.
 
 use super::twin::FlatLayout;
-use super::{gpu_error, launched, load, BLOCKS, OPTIMIZER, THREADS};
+use super::{gpu_error, launched, load, BLOCKS, MAX_GRID_Y, OPTIMIZER, THREADS};
 use crate::optim::{adafactor_rates, state_lens, AdamStep, OptimizerConfig, ParamState, StateLens};
 use crate::{Result, TrainError};
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
-/// Slots of the device's scalar buffer.
-const ROW_SUM: usize = 0;
-const Y_SQUARES: usize = 1;
-const P_SQUARES: usize = 2;
-const GRAD_SQUARES: usize = 3;
+/// Slots of each parameter's four statistics in the device's scalar buffer
+/// (`stats[k * 4 + slot]`); the gradients' sum of squares is parameter 0's
+/// last slot (the global norm's one-entry table).
+const ROW_SUM: u32 = 0;
+const Y_SQUARES: u32 = 1;
+const P_SQUARES: u32 = 2;
+const GRAD_SQUARES: u32 = 3;
+
+/// A parameter table's fields per parameter (`T5_FIELDS`), in the order
+/// `optimizer.cu` reads them (`F_*`): offset, rows, columns, state offset,
+/// sums offset, kind.
+pub(crate) const FIELDS: usize = 6;
+/// The kinds (`FULL`, `ROWS_FIRST`, `COLS_FIRST`).
+const FULL: u64 = 0;
+const ROWS_FIRST: u64 = 1;
+const COLS_FIRST: u64 = 2;
 
 /// For the error messages.
 const PART: &str = "optimizer";
 
 fn err(what: &str, e: impl std::fmt::Debug) -> TrainError {
     gpu_error(PART, what, e)
+}
+
+/// Adafactor's statistics of every parameter, flat, and where each lives.
+struct FlatStates {
+    /// (offset, kind, v_row's length, v_col's length) of each parameter's
+    /// statistics (a full moment: its length, 0).
+    at: Vec<(usize, u64, usize, usize)>,
+    /// Values in all.
+    len: usize,
+    /// The batched launches' parameter table (`FIELDS` per parameter).
+    table: Vec<u64>,
+    /// Row and column sums in all (the factored parameters').
+    sums: usize,
+}
+
+impl FlatStates {
+    fn new(cfg: OptimizerConfig, layout: &FlatLayout) -> Self {
+        let (mut len, mut sums) = (0, 0);
+        let mut at = Vec::new();
+        let mut table = Vec::with_capacity(FIELDS * layout.params.len());
+        for &(off, (r, c)) in &layout.params {
+            let (kind, n0, n1) = match state_lens(cfg, (r, c)) {
+                StateLens::Factored(n0, n1) if n0 == r && n1 == c => (ROWS_FIRST, n0, n1),
+                StateLens::Factored(n0, n1) => (COLS_FIRST, n0, n1),
+                StateLens::Full(n) => (FULL, n, 0),
+                StateLens::Adam(_) => unreachable!("Adafactor's state"),
+            };
+            at.push((len, kind, n0, n1));
+            table.extend([off, r, c, len, sums].map(|x| x as u64));
+            table.push(kind);
+            len += n0 + n1;
+            if kind != FULL {
+                sums += r + c;
+            }
+        }
+        FlatStates {
+            at,
+            len,
+            table,
+            sums,
+        }
+    }
+
+    /// Each parameter's state from the flat statistics.
+    fn split(&self, flat: &[f32]) -> Vec<ParamState> {
+        self.at
+            .iter()
+            .map(|&(at, kind, n0, n1)| match kind {
+                FULL => ParamState::Full {
+                    v: flat[at..at + n0].to_vec(),
+                },
+                _ => ParamState::Factored {
+                    v_row: flat[at..at + n0].to_vec(),
+                    v_col: flat[at + n0..at + n0 + n1].to_vec(),
+                },
+            })
+            .collect()
+    }
+
+    /// The flat statistics of `states` (checked against the layout).
+    fn flatten(&self, states: &[ParamState]) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(self.len);
+        for st in states {
+            match st {
+                ParamState::Factored { v_row, v_col } => {
+                    flat.extend_from_slice(v_row);
+                    flat.extend_from_slice(v_col);
+                }
+                ParamState::Full { v } => flat.extend_from_slice(v),
+                ParamState::Adam { .. } => unreachable!("checked: Adafactor's state"),
+            }
+        }
+        flat
+    }
 }
 
 /// The optimizer's state on the GPU.
@@ -35,32 +120,27 @@ enum DeviceStates {
         m: CudaSlice<f32>,
         v: CudaSlice<f32>,
     },
-    /// Adafactor: the second-moment statistics of each parameter.
-    Adafactor(Vec<DeviceState>),
-}
-
-/// Adafactor's state of one parameter.
-enum DeviceState {
-    Factored {
-        v_row: CudaSlice<f32>,
-        v_col: CudaSlice<f32>,
-    },
-    Full {
+    /// Adafactor: every parameter's statistics in one flat buffer; each of
+    /// its kernels is launched once for all parameters (parameter k along
+    /// the grid's y) from a parameter table on the device.
+    Adafactor {
+        layout: FlatStates,
         v: CudaSlice<f32>,
+        table: CudaSlice<u64>,
+        sums: CudaSlice<f64>,
+        /// The scaled gradients, in the parameters' layout.
+        y: CudaSlice<f32>,
     },
 }
 
 struct Kernels {
-    sumsq_partials: CudaFunction,
+    sum_partials_by_param: CudaFunction,
     sum_partials: CudaFunction,
     clip_by_norm: CudaFunction,
     adamw: CudaFunction,
-    row_sums: CudaFunction,
-    col_sums: CudaFunction,
+    sums: CudaFunction,
     moments: CudaFunction,
-    sum_f32_partials: CudaFunction,
-    factored_y: CudaFunction,
-    full_y: CudaFunction,
+    y: CudaFunction,
     apply: CudaFunction,
 }
 
@@ -71,60 +151,55 @@ pub struct DeviceOptimizer {
     stream: Arc<CudaStream>,
     k: Kernels,
     states: DeviceStates,
+    /// The global norm's table: all gradients as one parameter.
+    all: CudaSlice<u64>,
     partials: CudaSlice<f64>,
     stats: CudaSlice<f64>,
-    sums_a: CudaSlice<f64>,
-    sums_b: CudaSlice<f64>,
-    y: CudaSlice<f32>,
     /// Updates done.
     pub step: u64,
 }
 
-/// A grid for an element-wise kernel over `n` values (its result does not
-/// depend on the grid: each value is computed alone).
-fn elementwise(n: usize) -> LaunchConfig {
+/// A grid for an element-wise kernel over `n` values of each of `params`
+/// parameters (along y); its result does not depend on the grid: each
+/// value is computed alone.
+fn elementwise(n: usize, params: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS).clamp(1, 8 * BLOCKS) as u32;
     LaunchConfig {
-        grid_dim: (blocks, 1, 1),
+        grid_dim: (blocks, params as u32, 1),
         block_dim: (THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
 
 /// The grid of a `*_partials` kernel: the order of the sums depends on it.
-fn reduction(blocks: usize) -> LaunchConfig {
+fn reduction(blocks: usize, params: usize) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
+        grid_dim: (blocks as u32, params as u32, 1),
         block_dim: (THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
 
-/// stats[slot] = the sum of squares (or, `squares` false, the sum) of `x`,
-/// in the twin's order ([`super::twin::grid_sum`]).
-fn sum_into(
+/// stats[k * 4 + slot] = parameter k's sum of squares of `x` (`what` 0) or
+/// of its v_row (`what` 1, `x` the flat statistics), for the `params`
+/// parameters of `table`, in the twin's order ([`super::twin::grid_sum`]).
+fn sums_into(
     stream: &CudaStream,
     k: &Kernels,
     (partials, stats): (&mut CudaSlice<f64>, &mut CudaSlice<f64>),
-    x: &CudaView<'_, f32>,
-    squares: bool,
-    slot: usize,
+    (x, table, params): (&CudaSlice<f32>, &CudaSlice<u64>, usize),
+    what: i32,
+    slot: u32,
 ) -> Result<()> {
-    let n = x.len() as u64;
-    let f = if squares {
-        &k.sumsq_partials
-    } else {
-        &k.sum_f32_partials
-    };
-    let mut b = stream.launch_builder(f);
-    b.arg(x).arg(&n).arg(&mut *partials);
-    // SAFETY: the kernel reads n values of x and writes BLOCKS partials.
-    launched(PART, unsafe { b.launch(reduction(BLOCKS)) }, "sum")?;
-    let slot = slot as u32;
+    let mut b = stream.launch_builder(&k.sum_partials_by_param);
+    b.arg(x).arg(table).arg(&what).arg(&mut *partials);
+    // SAFETY: block (b, k) reads parameter k's values as its table entry
+    // says and writes partials[k * BLOCKS + b].
+    launched(PART, unsafe { b.launch(reduction(BLOCKS, params)) }, "sum")?;
     let mut b = stream.launch_builder(&k.sum_partials);
     b.arg(&*partials).arg(stats).arg(&slot);
-    // SAFETY: one block adds the BLOCKS partials into stats[slot] (< 4).
-    launched(PART, unsafe { b.launch(reduction(1)) }, "sum")
+    // SAFETY: block k adds its BLOCKS partials into stats[k * 4 + slot].
+    launched(PART, unsafe { b.launch(reduction(params, 1)) }, "sum")
 }
 
 impl DeviceOptimizer {
@@ -137,59 +212,58 @@ impl DeviceOptimizer {
         layout: FlatLayout,
         flush_denormals: bool,
     ) -> Result<Self> {
-        let [sumsq_partials, sum_partials, clip_by_norm, adamw, row_sums, col_sums, moments, sum_f32_partials, factored_y, full_y, apply] =
+        let [sum_partials_by_param, sum_partials, clip_by_norm, adamw, sums, moments, y, apply] =
             load(&stream, OPTIMIZER, flush_denormals)?;
         let k = Kernels {
-            sumsq_partials,
+            sum_partials_by_param,
             sum_partials,
             clip_by_norm,
             adamw,
-            row_sums,
-            col_sums,
+            sums,
             moments,
-            sum_f32_partials,
-            factored_y,
-            full_y,
+            y,
             apply,
         };
-        let shapes: Vec<(usize, usize)> = layout.params.iter().map(|&(_, s)| s).collect();
+        let params = layout.params.len();
+        if params > MAX_GRID_Y {
+            return Err(TrainError::Config(format!(
+                "{params} parameters: the GPU optimizer takes at most {MAX_GRID_Y}"
+            )));
+        }
         let zeros = |n: usize| {
             stream
                 .alloc_zeros::<f32>(n.max(1))
                 .map_err(|e| err("memory", e))
         };
+        let f64s = |n: usize| {
+            stream
+                .alloc_zeros::<f64>(n.max(1))
+                .map_err(|e| err("memory", e))
+        };
+        let upload = |t: &[u64]| stream.clone_htod(t).map_err(|e| err("copy", e));
         let states = match cfg {
             OptimizerConfig::AdamW { .. } => DeviceStates::Adam {
                 m: zeros(layout.len)?,
                 v: zeros(layout.len)?,
             },
-            OptimizerConfig::Adafactor { .. } => DeviceStates::Adafactor(
-                shapes
-                    .iter()
-                    .map(|&shape| {
-                        Ok(match state_lens(cfg, shape) {
-                            StateLens::Factored(n0, n1) => DeviceState::Factored {
-                                v_row: zeros(n0)?,
-                                v_col: zeros(n1)?,
-                            },
-                            StateLens::Full(n) => DeviceState::Full { v: zeros(n)? },
-                            StateLens::Adam(_) => unreachable!("Adafactor's state"),
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            ),
+            OptimizerConfig::Adafactor { .. } => {
+                let flat = FlatStates::new(cfg, &layout);
+                DeviceStates::Adafactor {
+                    v: zeros(flat.len)?,
+                    table: upload(&flat.table)?,
+                    sums: f64s(flat.sums)?,
+                    y: zeros(layout.len)?,
+                    layout: flat,
+                }
+            }
         };
-        let largest = shapes.iter().map(|&(r, c)| r * c).max().unwrap_or(1);
-        let longest = shapes.iter().map(|&(r, c)| r.max(c)).max().unwrap_or(1);
-        let f64s = |n: usize| stream.alloc_zeros::<f64>(n).map_err(|e| err("memory", e));
+        let all = [0, 1, layout.len as u64, 0, 0, FULL];
         Ok(DeviceOptimizer {
             cfg,
+            all: upload(&all)?,
+            partials: f64s(BLOCKS * params.max(1))?,
+            stats: f64s(4 * params.max(1))?,
             layout,
-            partials: f64s(BLOCKS)?,
-            stats: f64s(4)?,
-            sums_a: f64s(longest)?,
-            sums_b: f64s(longest)?,
-            y: zeros(largest)?,
             stream,
             k,
             states,
@@ -204,27 +278,29 @@ impl DeviceOptimizer {
         grads: &mut CudaSlice<f32>,
         max_norm: Option<f64>,
     ) -> Result<()> {
-        let n = self.layout.len;
-        let all = grads.slice(0..n);
         let bufs = (&mut self.partials, &mut self.stats);
-        sum_into(&self.stream, &self.k, bufs, &all, true, GRAD_SQUARES)?;
+        let all = (&*grads, &self.all, 1);
+        sums_into(&self.stream, &self.k, bufs, all, 0, GRAD_SQUARES)?;
         let Some(max) = max_norm else { return Ok(()) };
+        let n = self.layout.len;
         let n64 = n as u64;
-        let squares = self.stats.slice(GRAD_SQUARES..GRAD_SQUARES + 1);
+        let slot = GRAD_SQUARES as usize;
+        let squares = self.stats.slice(slot..slot + 1);
         let mut b = self.stream.launch_builder(&self.k.clip_by_norm);
         b.arg(&mut *grads).arg(&n64).arg(&squares).arg(&max);
         // SAFETY: the kernel scales n gradients in place.
-        launched(PART, unsafe { b.launch(elementwise(n)) }, "clip")
+        launched(PART, unsafe { b.launch(elementwise(n, 1)) }, "clip")
     }
 
     /// The gradients' norm from the last [`Self::clip_global_norm`] (one
     /// scalar copied to the host).
     pub fn grad_norm(&self) -> Result<f64> {
+        let slot = GRAD_SQUARES as usize;
         let stats = self
             .stream
-            .clone_dtoh(&self.stats)
+            .clone_dtoh(&self.stats.slice(slot..slot + 1))
             .map_err(|e| err("copy", e))?;
-        Ok(stats[GRAD_SQUARES].sqrt())
+        Ok(stats[0].sqrt())
     }
 
     /// One update with rate `lr` of the flat `params` from the flat `grads`.
@@ -235,7 +311,16 @@ impl DeviceOptimizer {
         lr: f64,
     ) -> Result<()> {
         let step = self.step;
-        if let DeviceStates::Adam { m, v } = &mut self.states {
+        let OptimizerConfig::Adafactor {
+            decay_rate,
+            clipping_threshold,
+            multiply_by_parameter_scale,
+            ..
+        } = self.cfg
+        else {
+            let DeviceStates::Adam { m, v } = &mut self.states else {
+                unreachable!("AdamW's state is flat")
+            };
             let AdamStep {
                 b1,
                 b2,
@@ -249,122 +334,82 @@ impl DeviceOptimizer {
             b.arg(&mut *params).arg(grads).arg(m).arg(v).arg(&n64);
             b.arg(&b1).arg(&b2).arg(&lr_t).arg(&decay).arg(&eps_t);
             // SAFETY: the kernel updates the n values of each flat buffer.
-            launched(PART, unsafe { b.launch(elementwise(n)) }, "adamw")?;
+            launched(PART, unsafe { b.launch(elementwise(n, 1)) }, "adamw")?;
             self.step += 1;
             return Ok(());
-        }
-        let OptimizerConfig::Adafactor {
-            decay_rate,
-            clipping_threshold,
-            multiply_by_parameter_scale,
-            ..
-        } = self.cfg
-        else {
-            unreachable!("AdamW's state is flat")
         };
-        let (decay, mix) = adafactor_rates(decay_rate, step);
-        for k in 0..self.layout.params.len() {
-            let (at, (r, c)) = self.layout.params[k];
-            let n = r * c;
-            let n64 = n as u64;
-            let bufs = (&mut self.partials, &mut self.stats);
-            let p = params.slice(at..at + n);
-            sum_into(&self.stream, &self.k, bufs, &p, true, P_SQUARES)?;
-            self.adafactor_y(k, grads, (at, r, c), decay, mix)?;
-            let bufs = (&mut self.partials, &mut self.stats);
-            let y = self.y.slice(0..n);
-            sum_into(&self.stream, &self.k, bufs, &y, true, Y_SQUARES)?;
-            let (lr32, clip) = (lr as f32, clipping_threshold as f32);
-            let scale = multiply_by_parameter_scale as i32;
-            let mut p = params.slice_mut(at..at + n);
-            let y = self.y.slice(0..n);
-            let mut b = self.stream.launch_builder(&self.k.apply);
-            b.arg(&mut p).arg(&y).arg(&n64).arg(&self.stats);
-            b.arg(&lr32).arg(&clip).arg(&scale);
-            // SAFETY: the kernel updates n parameters from n values of y.
-            launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")?;
-        }
-        self.step += 1;
-        Ok(())
-    }
-
-    /// The second moments' update and y = the scaled gradient of parameter
-    /// `k` (at offset `at`, r x c).
-    fn adafactor_y(
-        &mut self,
-        k: usize,
-        grads: &CudaSlice<f32>,
-        (at, r, c): (usize, usize, usize),
-        decay: f32,
-        mix: f32,
-    ) -> Result<()> {
-        let n = r * c;
-        let (r64, c64, n64) = (r as u64, c as u64, n as u64);
-        let g = grads.slice(at..at + n);
-        let DeviceStates::Adafactor(states) = &mut self.states else {
+        let DeviceStates::Adafactor {
+            layout: flat,
+            v,
+            table,
+            sums,
+            y,
+        } = &mut self.states
+        else {
             unreachable!("Adafactor's state")
         };
-        match &mut states[k] {
-            DeviceState::Factored { v_row, v_col } => {
-                let rows_first = v_row.len() == r && v_col.len() == c;
-                let mut b = self.stream.launch_builder(&self.k.row_sums);
-                b.arg(&g).arg(&r64).arg(&c64).arg(&mut self.sums_a);
-                // SAFETY: one thread per row, r sums written.
-                launched(PART, unsafe { b.launch(elementwise(r)) }, "row sums")?;
-                let mut b = self.stream.launch_builder(&self.k.col_sums);
-                b.arg(&g).arg(&r64).arg(&c64).arg(&mut self.sums_b);
-                // SAFETY: one thread per column, c sums written.
-                launched(PART, unsafe { b.launch(elementwise(c)) }, "column sums")?;
-                let (s_row, s_col) = if rows_first {
-                    (&self.sums_a, &self.sums_b)
-                } else {
-                    (&self.sums_b, &self.sums_a)
-                };
-                let (n_row, n_col) = (v_col.len() as f64, v_row.len() as f64);
-                for (v, s, count) in [(&mut *v_row, s_row, n_row), (&mut *v_col, s_col, n_col)] {
-                    let len = v.len() as u64;
-                    let mut b = self.stream.launch_builder(&self.k.moments);
-                    b.arg(&mut *v)
-                        .arg(s)
-                        .arg(&len)
-                        .arg(&count)
-                        .arg(&decay)
-                        .arg(&mix);
-                    // SAFETY: len statistics updated from len sums.
-                    launched(
-                        PART,
-                        unsafe { b.launch(elementwise(len as usize)) },
-                        "moments",
-                    )?;
-                }
-                // stats[ROW_SUM] = the sum of v_row
-                let bufs = (&mut self.partials, &mut self.stats);
-                let rows = v_row.slice(..);
-                sum_into(&self.stream, &self.k, bufs, &rows, false, ROW_SUM)?;
-                let rf = rows_first as i32;
-                let mut b = self.stream.launch_builder(&self.k.factored_y);
-                b.arg(&g)
-                    .arg(&*v_row)
-                    .arg(&*v_col)
-                    .arg(&r64)
-                    .arg(&c64)
-                    .arg(&rf);
-                b.arg(&self.stats).arg(&mut self.y);
-                // SAFETY: n values of y from n gradients.
-                launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")
-            }
-            DeviceState::Full { v } => {
-                let mut b = self.stream.launch_builder(&self.k.full_y);
-                b.arg(&g)
-                    .arg(&mut *v)
-                    .arg(&mut self.y)
-                    .arg(&n64)
-                    .arg(&decay)
-                    .arg(&mix);
-                // SAFETY: n moments and n values of y.
-                launched(PART, unsafe { b.launch(elementwise(n)) }, "adafactor")
-            }
+        let (decay, mix) = adafactor_rates(decay_rate, step);
+        let params_n = self.layout.params.len();
+        let (stream, k) = (&self.stream, &self.k);
+        let most_lines = self.layout.params.iter().map(|&(_, (r, c))| r + c);
+        let most_lines = most_lines.max().unwrap_or(1);
+        // every parameter's sum of squares before its update
+        let bufs = (&mut self.partials, &mut self.stats);
+        sums_into(stream, k, bufs, (params, table, params_n), 0, P_SQUARES)?;
+        if flat.sums > 0 {
+            // the factored parameters' row and column sums, their moments,
+            // and the sums of their v_row
+            let mut b = stream.launch_builder(&k.sums);
+            b.arg(grads).arg(&*table).arg(&mut *sums);
+            // SAFETY: each factored parameter's rows + cols sums written at
+            // its table's offset.
+            launched(
+                PART,
+                unsafe { b.launch(elementwise(most_lines, params_n)) },
+                "row and column sums",
+            )?;
+            let mut b = stream.launch_builder(&k.moments);
+            b.arg(&mut *v)
+                .arg(&*sums)
+                .arg(&*table)
+                .arg(&decay)
+                .arg(&mix);
+            // SAFETY: each factored parameter's statistics updated from its
+            // sums.
+            launched(
+                PART,
+                unsafe { b.launch(elementwise(most_lines, params_n)) },
+                "moments",
+            )?;
+            let bufs = (&mut self.partials, &mut self.stats);
+            sums_into(stream, k, bufs, (v, table, params_n), 1, ROW_SUM)?;
         }
+        let (params64, n64) = (params_n as u64, self.layout.len as u64);
+        let mut b = stream.launch_builder(&k.y);
+        b.arg(grads)
+            .arg(&mut *v)
+            .arg(&*table)
+            .arg(&params64)
+            .arg(&n64);
+        b.arg(&self.stats).arg(&decay).arg(&mix).arg(&mut *y);
+        // SAFETY: n values of y (and the full moments) from n gradients.
+        let all = elementwise(self.layout.len, 1);
+        launched(PART, unsafe { b.launch(all) }, "adafactor")?;
+        let bufs = (&mut self.partials, &mut self.stats);
+        sums_into(stream, k, bufs, (y, table, params_n), 0, Y_SQUARES)?;
+        let (lr32, clip) = (lr as f32, clipping_threshold as f32);
+        let scale = multiply_by_parameter_scale as i32;
+        let mut b = stream.launch_builder(&k.apply);
+        b.arg(&mut *params)
+            .arg(&*y)
+            .arg(&*table)
+            .arg(&params64)
+            .arg(&n64);
+        b.arg(&self.stats).arg(&lr32).arg(&clip).arg(&scale);
+        // SAFETY: n parameters updated from n values of y.
+        launched(PART, unsafe { b.launch(all) }, "adafactor")?;
+        self.step += 1;
+        Ok(())
     }
 
     /// The state on the host, as [`Optimizer`] keeps it (for checkpoints).
@@ -379,18 +424,7 @@ impl DeviceOptimizer {
                     .map(|(m, v)| ParamState::Adam { m, v })
                     .collect())
             }
-            DeviceStates::Adafactor(states) => states
-                .iter()
-                .map(|st| {
-                    Ok(match st {
-                        DeviceState::Factored { v_row, v_col } => ParamState::Factored {
-                            v_row: get(v_row)?,
-                            v_col: get(v_col)?,
-                        },
-                        DeviceState::Full { v } => ParamState::Full { v: get(v)? },
-                    })
-                })
-                .collect(),
+            DeviceStates::Adafactor { layout, v, .. } => Ok(layout.split(&get(v)?)),
         }
     }
 }
@@ -419,8 +453,7 @@ impl super::step::FlatOptimizer<CudaSlice<f32>> for DeviceOptimizer {
     }
     fn load_state(&mut self, states: &[ParamState], step: u64) -> Result<()> {
         super::step::check_states(self.cfg, &self.layout, states)?;
-        let mut pairs: Vec<(&mut CudaSlice<f32>, Vec<f32>)> = Vec::new();
-        match &mut self.states {
+        let pairs: Vec<(&mut CudaSlice<f32>, Vec<f32>)> = match &mut self.states {
             DeviceStates::Adam { m, v } => {
                 let (mut hm, mut hv) = (Vec::new(), Vec::new());
                 for st in states {
@@ -429,30 +462,13 @@ impl super::step::FlatOptimizer<CudaSlice<f32>> for DeviceOptimizer {
                         hv.extend_from_slice(v);
                     }
                 }
-                pairs.push((m, hm));
-                pairs.push((v, hv));
+                vec![(m, hm), (v, hv)]
             }
-            DeviceStates::Adafactor(dev) => {
-                for (d, h) in dev.iter_mut().zip(states) {
-                    match (d, h) {
-                        (
-                            DeviceState::Factored { v_row, v_col },
-                            ParamState::Factored {
-                                v_row: hr,
-                                v_col: hc,
-                            },
-                        ) => {
-                            pairs.push((v_row, hr.clone()));
-                            pairs.push((v_col, hc.clone()));
-                        }
-                        (DeviceState::Full { v }, ParamState::Full { v: hv }) => {
-                            pairs.push((v, hv.clone()))
-                        }
-                        _ => unreachable!("checked above"),
-                    }
-                }
+            DeviceStates::Adafactor { layout, v, .. } => {
+                let flat = layout.flatten(states);
+                vec![(v, flat)]
             }
-        }
+        };
         for (d, h) in pairs {
             // (a buffer holds at least one value: an empty state stays as it is)
             let mut d = d.slice_mut(0..h.len());
@@ -462,5 +478,67 @@ impl super::step::FlatOptimizer<CudaSlice<f32>> for DeviceOptimizer {
         }
         self.step = step;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::Optimizer;
+
+    /// The flat statistics hold each parameter's state where the table
+    /// says: factored both ways (a square one rows first, as t5x factors
+    /// ties), unfactored (a vector; a side under 128), in the model's order.
+    #[test]
+    fn adafactors_flat_statistics_are_each_parameters_state() {
+        let shapes = [(300, 1100), (1100, 256), (256, 256), (1, 512), (96, 200)];
+        let cfg = OptimizerConfig::adafactor();
+        let layout = FlatLayout::new(&shapes);
+        let flat = FlatStates::new(cfg, &layout);
+        let mut states = Optimizer::new(cfg, &shapes).states;
+        let mut x = 0.0;
+        for st in &mut states {
+            let vs: Vec<&mut Vec<f32>> = match st {
+                ParamState::Factored { v_row, v_col } => vec![v_row, v_col],
+                ParamState::Full { v } => vec![v],
+                ParamState::Adam { .. } => unreachable!(),
+            };
+            for v in vs {
+                v.iter_mut().for_each(|e| {
+                    x += 1.0;
+                    *e = x
+                });
+            }
+        }
+        let values = flat.flatten(&states);
+        assert_eq!(values.len(), flat.len);
+        assert_eq!(values, (1..=flat.len).map(|i| i as f32).collect::<Vec<_>>());
+        assert_eq!(flat.split(&values), states);
+        let (mut state_at, mut sums_at) = (0, 0);
+        for (k, (&(at, (r, c)), st)) in layout.params.iter().zip(&states).enumerate() {
+            let e = &flat.table[k * FIELDS..(k + 1) * FIELDS];
+            let (kind, len) = match st {
+                ParamState::Factored { v_row, v_col } => {
+                    let kind = if v_row.len() == r && v_col.len() == c {
+                        ROWS_FIRST
+                    } else {
+                        assert_eq!((v_row.len(), v_col.len()), (c, r));
+                        COLS_FIRST
+                    };
+                    (kind, r + c)
+                }
+                _ => (FULL, r * c),
+            };
+            let want = [at, r, c, state_at, sums_at].map(|x| x as u64);
+            assert_eq!(e[..5], want, "parameter {k}");
+            assert_eq!(e[5], kind, "parameter {k}");
+            state_at += len;
+            if kind != FULL {
+                sums_at += r + c;
+            }
+        }
+        assert_eq!((flat.len, flat.sums), (state_at, sums_at));
+        let kinds: Vec<u64> = flat.table.chunks(FIELDS).map(|e| e[5]).collect();
+        assert_eq!(kinds, [ROWS_FIRST, COLS_FIRST, ROWS_FIRST, FULL, FULL]);
     }
 }

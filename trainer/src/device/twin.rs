@@ -98,7 +98,7 @@ pub fn grid_sum(n: usize, value: impl Fn(usize) -> f64) -> f64 {
     block_sum(sh)
 }
 
-/// The sum of squares in the kernels' order (`sumsq_partials`).
+/// The sum of squares in the kernels' order (`sum_partials_by_param`).
 pub fn sumsq(x: &[f32]) -> f64 {
     grid_sum(x.len(), |i| {
         let v = x[i] as f64;
@@ -153,7 +153,7 @@ pub fn update(
                 let y = match st {
                     ParamState::Factored { v_row, v_col } => {
                         let rows_first = v_row.len() == r && v_col.len() == c;
-                        // kernels `adafactor_row_sums` / `_col_sums`
+                        // kernel `adafactor_sums`
                         let gs = |i: usize, j: usize| (g[i * c + j] * g[i * c + j] + EPS1) as f64;
                         let row_sums: Vec<f64> =
                             (0..r).map(|i| (0..c).map(|j| gs(i, j)).sum()).collect();
@@ -169,7 +169,7 @@ pub fn update(
                         let (n_row, n_col) = (v_col.len() as f64, v_row.len() as f64);
                         adafactor_moments(v_row, &s_row, n_row, decay, mix);
                         adafactor_moments(v_col, &s_col, n_col, decay, mix);
-                        // `sum_f32_partials` + `adafactor_factored_y`
+                        // `sum_partials_by_param` (v_row) + `adafactor_y`
                         let row_sum = grid_sum(v_row.len(), |i| v_row[i] as f64);
                         let row_mean = (row_sum / v_row.len() as f64) as f32;
                         (0..n)
@@ -184,7 +184,7 @@ pub fn update(
                     }
                     ParamState::Full { v } => (0..n)
                         .map(|i| {
-                            // kernel `adafactor_full_y`
+                            // kernel `adafactor_y`
                             v[i] = decay * v[i] + mix * (g[i] * g[i] + EPS1);
                             g[i] / v[i].sqrt()
                         })
