@@ -13,6 +13,8 @@
 #               HF transformers' (f32 within 1e-4; TF32, bf16 within their
 #               rounding)
 #   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)
+#   adafactor-step  our step with Adafactor (t5mix train's default), the
+#               bench's AdamW step's shape: its cost over AdamW
 #   train       `t5mix train --device cuda --precision bf16`: t5-v1_1-small,
 #               batch 8, 512/114 on span-corruption shards; its median step
 #               against the bench's step-gpu bf16 of the same shape (≤ 5%)
@@ -93,6 +95,10 @@ else
   summary+=("FAIL bench ($((SECONDS - t0)) s)")
   status=1
 fi
+# `t5mix train`'s default optimizer (the bench's is AdamW): Adafactor's
+# step at the shape of the train check, for its cost over AdamW's
+check adafactor-step "$B/train_step" step-gpu t5-v1_1-small 8 512 114 "${BENCH_STEPS:-10}" adafactor bf16
+tail -1 "$DIR/adafactor-step.log" >&2
 if [ -x "$B/t5mix" ] && [ -d "$C/shards" ]; then
   rm -rf "$OUT/gpu-train"
   TRAIN_STEPS=${TRAIN_STEPS:-40}
