@@ -15,6 +15,7 @@
 #   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)
 #   adafactor-step  our step with Adafactor (t5mix train's default), the
 #               bench's AdamW step's shape: its cost over AdamW
+#   profile     the GPU's time per operation of that step (bf16, AdamW)
 #   train       `t5mix train --device cuda --precision bf16`: t5-v1_1-small,
 #               batch 8, 512/114 on span-corruption shards; its median step
 #               against the bench's step-gpu bf16 of the same shape (≤ 5%)
@@ -99,6 +100,10 @@ fi
 # step at the shape of the train check, for its cost over AdamW's
 check adafactor-step "$B/train_step" step-gpu t5-v1_1-small 8 512 114 "${BENCH_STEPS:-10}" adafactor bf16
 tail -1 "$DIR/adafactor-step.log" >&2
+# where the bf16 step's GPU time goes, per operation (timing events around
+# each: not the bench's step time)
+T5MIX_GPU_PROFILE=1 check profile "$B/train_step" step-gpu t5-v1_1-small 8 512 114 3 adamw bf16
+sed -n '/GPU profile/,/idle/p' "$DIR/profile.log" >&2
 if [ -x "$B/t5mix" ] && [ -d "$C/shards" ]; then
   rm -rf "$OUT/gpu-train"
   TRAIN_STEPS=${TRAIN_STEPS:-40}

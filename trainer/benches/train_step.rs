@@ -14,7 +14,9 @@
 //! configuration (dropout off) and ends with one JSON line;
 //! `-- step-gpu … [OPTIMIZER] [f32|tf32|bf16]` the same with the whole step
 //! on the GPU (the flat step, `device::step`: no CUDA build needed), or
-//! with `cpu` for the precision the flat step's code on the CPU.
+//! with `cpu` for the precision the flat step's code on the CPU; with
+//! `T5MIX_GPU_PROFILE=1` it also prints where the GPU's time went per
+//! operation over the timed steps (`device::profile`).
 //! Bar (HF transformers 5.24 / PyTorch 2.15 CPU, AdamW, this 2-core machine):
 //! tiny 755 ms/step on 2 threads (1,370 on 1), t5-v1_0-small 5.2 s/step (9.4 s).
 
@@ -170,6 +172,10 @@ fn time_flat(
     let lcfg = LossConfig::default();
     let mut each = Vec::with_capacity(steps);
     for step in 0..steps + 2 {
+        if step == 2 {
+            // (the warm-up steps left out of a profile)
+            st.profile(2).expect("the profile");
+        }
         let bt = batch(b, s, t, step as u64);
         let t0 = Instant::now();
         let out = st
@@ -181,6 +187,9 @@ fn time_flat(
         if step >= 2 {
             each.push(dt);
         }
+    }
+    if let Some(report) = st.profile(steps).expect("the profile") {
+        eprintln!("{report}");
     }
     each.sort_by(f64::total_cmp);
     each.get(each.len() / 2).copied().unwrap_or(0.0)

@@ -10,6 +10,7 @@ use super::gpu_error;
 use super::loss::{DeviceLoss, LossSettings};
 use super::norm::{weight_blocks, DeviceNorm};
 use super::products::{DeviceProducts, GemmShape, Precision};
+use super::profile::Profile;
 use crate::model::{Batch, MaskDraw};
 use crate::Result;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView};
@@ -33,6 +34,8 @@ pub struct CudaBackend {
     /// ([`Backend::begin_pass`]), with the address of their f32 buffer:
     /// products that read a parameter read it here.
     bf16_params: RefCell<Option<(usize, CudaSlice<u16>)>>,
+    /// The operations' GPU time, when profiling ([`super::profile`]).
+    pub(crate) profile: Profile,
 }
 
 impl CudaBackend {
@@ -49,6 +52,7 @@ impl CudaBackend {
             norm: DeviceNorm::new(stream.clone(), flush_denormals)?,
             loss: DeviceLoss::new(stream.clone(), flush_denormals)?,
             blas: DeviceProducts::new(stream.clone())?,
+            profile: Profile::from_env(stream.clone()),
             stream,
             precision,
             flush_denormals,
@@ -112,63 +116,75 @@ impl Backend for CudaBackend {
             .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
     }
     fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
-        self.stream
-            .clone_htod(v)
-            .map_err(|e| gpu_error(PART, "upload", e))
+        self.profile.time("upload", || {
+            self.stream
+                .clone_htod(v)
+                .map_err(|e| gpu_error(PART, "upload", e))
+        })
     }
     fn upload_ids(&self, v: &[u32]) -> Result<CudaSlice<u32>> {
-        self.stream
-            .clone_htod(v)
-            .map_err(|e| gpu_error(PART, "upload", e))
+        self.profile.time("upload", || {
+            self.stream
+                .clone_htod(v)
+                .map_err(|e| gpu_error(PART, "upload", e))
+        })
     }
     fn download(&self, b: &CudaSlice<f32>) -> Result<Vec<f32>> {
-        self.stream
-            .clone_dtoh(b)
-            .map_err(|e| gpu_error(PART, "download", e))
+        self.profile.time("download (waits)", || {
+            self.stream
+                .clone_dtoh(b)
+                .map_err(|e| gpu_error(PART, "download", e))
+        })
     }
     fn attention_masks(&self, batch: &Batch) -> Result<[CudaSlice<f32>; 3]> {
-        use crate::model::MaskKind;
-        let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
-        let eseg = self.upload_ids(&batch.enc_segments)?;
-        let dseg = match &batch.dec_segments {
-            Some(d) => Some(self.upload_ids(d)?),
-            None => None,
-        };
-        let mask = |kind: MaskKind, n: usize| -> Result<CudaSlice<f32>> {
-            let mut m = self.alloc::<f32>(b * n)?;
-            self.att
-                .mask(kind, (&eseg, dseg.as_ref()), (b, s, t), &mut m)?;
-            Ok(m)
-        };
-        Ok([
-            mask(MaskKind::Encoder, s * s)?,
-            mask(MaskKind::DecoderSelf, t * t)?,
-            mask(MaskKind::Cross, t * s)?,
-        ])
+        self.profile.time("attention masks", || {
+            use crate::model::MaskKind;
+            let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
+            let eseg = self.upload_ids(&batch.enc_segments)?;
+            let dseg = match &batch.dec_segments {
+                Some(d) => Some(self.upload_ids(d)?),
+                None => None,
+            };
+            let mask = |kind: MaskKind, n: usize| -> Result<CudaSlice<f32>> {
+                let mut m = self.alloc::<f32>(b * n)?;
+                self.att
+                    .mask(kind, (&eseg, dseg.as_ref()), (b, s, t), &mut m)?;
+                Ok(m)
+            };
+            Ok([
+                mask(MaskKind::Encoder, s * s)?,
+                mask(MaskKind::DecoderSelf, t * t)?,
+                mask(MaskKind::Cross, t * s)?,
+            ])
+        })
     }
     fn masked_copy(
         &self,
         x: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
-        let mut out = self.alloc(x.len())?;
-        self.ew.mul_masked(&mut out, x, mask, x.len())?;
-        Ok(out)
+        self.profile.time("dropout (copy)", || {
+            let mut out = self.alloc(x.len())?;
+            self.ew.mul_masked(&mut out, x, mask, x.len())?;
+            Ok(out)
+        })
     }
 
     fn begin_pass(&self, params: &CudaSlice<f32>) -> Result<()> {
-        if self.precision != Precision::Bf16 {
-            return Ok(());
-        }
-        let mut cache = self.bf16_params.borrow_mut();
-        let n = params.len();
-        let mut buf = match cache.take() {
-            Some((_, b)) if b.len() >= n => b,
-            _ => self.alloc::<u16>(n)?,
-        };
-        self.ew.to_bf16(params, &mut buf, n)?;
-        *cache = Some((params as *const CudaSlice<f32> as usize, buf));
-        Ok(())
+        self.profile.time("bf16 parameters", || {
+            if self.precision != Precision::Bf16 {
+                return Ok(());
+            }
+            let mut cache = self.bf16_params.borrow_mut();
+            let n = params.len();
+            let mut buf = match cache.take() {
+                Some((_, b)) if b.len() >= n => b,
+                _ => self.alloc::<u16>(n)?,
+            };
+            self.ew.to_bf16(params, &mut buf, n)?;
+            *cache = Some((params as *const CudaSlice<f32> as usize, buf));
+            Ok(())
+        })
     }
 
     fn gemm(
@@ -179,56 +195,58 @@ impl Backend for CudaBackend {
         (c, co): AtMut<CudaSlice<f32>>,
         accumulate: bool,
     ) -> Result<()> {
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        let (la, lb, _) = sh.spans();
-        let (av, bv) = (view(sh, a, ao, la)?, view(sh, b, bo, lb)?);
-        let clen = c.len();
-        let mut cv = c.try_slice_mut(co..).ok_or_else(|| {
-            gpu_error(
-                PART,
-                "product",
-                format!("{sh:?} at {co} past {clen} values"),
-            )
-        })?;
-        match self.precision {
-            Precision::Bf16 => {
-                // a parameter from the pass's bf16 copy, anything else rounded here
-                let cache = self.bf16_params.borrow();
-                let cached = |x: &CudaSlice<f32>, o: usize, len: usize| {
-                    let (addr, buf) = cache.as_ref()?;
-                    let theirs = std::ptr::eq(x, *addr as *const CudaSlice<f32>);
-                    theirs.then(|| buf.slice(o..o + len))
-                };
-                let round = |x: &CudaView<'_, f32>, len: usize| -> Result<CudaSlice<u16>> {
-                    let mut h = self.alloc::<u16>(len)?;
-                    self.ew.to_bf16(x, &mut h, len)?;
-                    Ok(h)
-                };
-                let ha = match cached(a, ao, la) {
-                    Some(_) => None,
-                    None => Some(round(&av, la)?),
-                };
-                let hb = match cached(b, bo, lb) {
-                    Some(_) => None,
-                    None => Some(round(&bv, lb)?),
-                };
-                let va = ha
-                    .as_ref()
-                    .map(|h| h.slice(..))
-                    .or_else(|| cached(a, ao, la));
-                let vb = hb
-                    .as_ref()
-                    .map(|h| h.slice(..))
-                    .or_else(|| cached(b, bo, lb));
-                let (Some(va), Some(vb)) = (va, vb) else {
-                    unreachable!("rounded or cached")
-                };
-                self.blas.gemm(sh, &va, &vb, &mut cv, (1.0, beta), false)
+        self.profile.time("products (cuBLAS)", || {
+            let beta = if accumulate { 1.0 } else { 0.0 };
+            let (la, lb, _) = sh.spans();
+            let (av, bv) = (view(sh, a, ao, la)?, view(sh, b, bo, lb)?);
+            let clen = c.len();
+            let mut cv = c.try_slice_mut(co..).ok_or_else(|| {
+                gpu_error(
+                    PART,
+                    "product",
+                    format!("{sh:?} at {co} past {clen} values"),
+                )
+            })?;
+            match self.precision {
+                Precision::Bf16 => {
+                    // a parameter from the pass's bf16 copy, anything else rounded here
+                    let cache = self.bf16_params.borrow();
+                    let cached = |x: &CudaSlice<f32>, o: usize, len: usize| {
+                        let (addr, buf) = cache.as_ref()?;
+                        let theirs = std::ptr::eq(x, *addr as *const CudaSlice<f32>);
+                        theirs.then(|| buf.slice(o..o + len))
+                    };
+                    let round = |x: &CudaView<'_, f32>, len: usize| -> Result<CudaSlice<u16>> {
+                        let mut h = self.alloc::<u16>(len)?;
+                        self.ew.to_bf16(x, &mut h, len)?;
+                        Ok(h)
+                    };
+                    let ha = match cached(a, ao, la) {
+                        Some(_) => None,
+                        None => Some(round(&av, la)?),
+                    };
+                    let hb = match cached(b, bo, lb) {
+                        Some(_) => None,
+                        None => Some(round(&bv, lb)?),
+                    };
+                    let va = ha
+                        .as_ref()
+                        .map(|h| h.slice(..))
+                        .or_else(|| cached(a, ao, la));
+                    let vb = hb
+                        .as_ref()
+                        .map(|h| h.slice(..))
+                        .or_else(|| cached(b, bo, lb));
+                    let (Some(va), Some(vb)) = (va, vb) else {
+                        unreachable!("rounded or cached")
+                    };
+                    self.blas.gemm(sh, &va, &vb, &mut cv, (1.0, beta), false)
+                }
+                p => self
+                    .blas
+                    .gemm(sh, &av, &bv, &mut cv, (1.0, beta), p == Precision::Tf32),
             }
-            p => self
-                .blas
-                .gemm(sh, &av, &bv, &mut cv, (1.0, beta), p == Precision::Tf32),
-        }
+        })
     }
 
     fn embed(
@@ -238,7 +256,10 @@ impl Backend for CudaBackend {
         x: &mut CudaSlice<f32>,
         d: usize,
     ) -> Result<()> {
-        self.ew.embed(&t.slice(o..), ids, x, d)
+        self.profile.time("embedding", || {
+            self.profile
+                .time("embedding", || self.ew.embed(&t.slice(o..), ids, x, d))
+        })
     }
     fn embed_grad(
         &self,
@@ -247,15 +268,17 @@ impl Backend for CudaBackend {
         (dt, o): AtMut<CudaSlice<f32>>,
         d: usize,
     ) -> Result<()> {
-        if rows.host.tokens.is_empty() {
-            return Ok(());
-        }
-        self.ew.embed_grad(
-            dx,
-            (&rows.tokens, &rows.starts, &rows.positions),
-            &mut dt.slice_mut(o..),
-            d,
-        )
+        self.profile.time("embedding grad", || {
+            if rows.host.tokens.is_empty() {
+                return Ok(());
+            }
+            self.ew.embed_grad(
+                dx,
+                (&rows.tokens, &rows.starts, &rows.positions),
+                &mut dt.slice_mut(o..),
+                d,
+            )
+        })
     }
 
     fn rms_norm(
@@ -268,8 +291,10 @@ impl Backend for CudaBackend {
         d: usize,
         eps: f32,
     ) -> Result<()> {
-        self.norm
-            .forward(x, &w.slice(wo..wo + d), o, inv, rows, d, eps)
+        self.profile.time("rms norm", || {
+            self.norm
+                .forward(x, &w.slice(wo..wo + d), o, inv, rows, d, eps)
+        })
     }
     fn rms_norm_grad(
         &self,
@@ -282,17 +307,19 @@ impl Backend for CudaBackend {
         rows: usize,
         d: usize,
     ) -> Result<()> {
-        let mut partials = self.alloc(weight_blocks(rows) * d)?;
-        self.norm.backward(
-            x,
-            g,
-            inv,
-            &w.slice(wo..wo + d),
-            dx,
-            (&mut dw.slice_mut(dwo..dwo + d), &mut partials),
-            rows,
-            d,
-        )
+        self.profile.time("rms norm grad", || {
+            let mut partials = self.alloc(weight_blocks(rows) * d)?;
+            self.norm.backward(
+                x,
+                g,
+                inv,
+                &w.slice(wo..wo + d),
+                dx,
+                (&mut dw.slice_mut(dwo..dwo + d), &mut partials),
+                rows,
+                d,
+            )
+        })
     }
 
     fn position_bias(
@@ -304,8 +331,10 @@ impl Backend for CudaBackend {
         tq: usize,
         tk: usize,
     ) -> Result<()> {
-        self.att
-            .position_bias(&t.slice(o..), buckets, pos, (heads, tq, tk))
+        self.profile.time("position bias", || {
+            self.att
+                .position_bias(&t.slice(o..), buckets, pos, (heads, tq, tk))
+        })
     }
     fn softmax(
         &self,
@@ -315,7 +344,9 @@ impl Backend for CudaBackend {
         dropout: Option<(&CudaSlice<f32>, &mut CudaSlice<f32>)>,
         sh: AttnShape,
     ) -> Result<()> {
-        self.att.softmax_forward(scores, pos, mask, dropout, sh)
+        self.profile.time("softmax", || {
+            self.att.softmax_forward(scores, pos, mask, dropout, sh)
+        })
     }
     fn softmax_grad(
         &self,
@@ -324,7 +355,9 @@ impl Backend for CudaBackend {
         drop: Option<&CudaSlice<f32>>,
         sh: AttnShape,
     ) -> Result<()> {
-        self.att.softmax_backward(dp, p, drop, sh)
+        self.profile.time("softmax grad", || {
+            self.att.softmax_backward(dp, p, drop, sh)
+        })
     }
     fn bias_grad(
         &self,
@@ -332,7 +365,8 @@ impl Backend for CudaBackend {
         dpos: &mut CudaSlice<f32>,
         sh: AttnShape,
     ) -> Result<()> {
-        self.att.bias_grad(ds, dpos, sh)
+        self.profile
+            .time("position bias grad", || self.att.bias_grad(ds, dpos, sh))
     }
     fn bucket_grad(
         &self,
@@ -342,15 +376,17 @@ impl Backend for CudaBackend {
         (heads, t, s): (usize, usize, usize),
         nb: usize,
     ) -> Result<()> {
-        let mut partials = self.alloc(heads * t * nb)?;
-        self.att.bucket_grad(
-            dpos,
-            buckets,
-            &mut partials,
-            &mut dt.slice_mut(o..o + nb * heads),
-            (heads, t, s),
-            nb,
-        )
+        self.profile.time("position bias grad", || {
+            let mut partials = self.alloc(heads * t * nb)?;
+            self.att.bucket_grad(
+                dpos,
+                buckets,
+                &mut partials,
+                &mut dt.slice_mut(o..o + nb * heads),
+                (heads, t, s),
+                nb,
+            )
+        })
     }
 
     fn gated(
@@ -360,7 +396,9 @@ impl Backend for CudaBackend {
         mask: Option<&CudaSlice<f32>>,
         h: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.ew.gated_forward(a, b, mask, h, a.len())
+        self.profile.time("gated gelu", || {
+            self.ew.gated_forward(a, b, mask, h, a.len())
+        })
     }
     fn gated_grad(
         &self,
@@ -370,11 +408,15 @@ impl Backend for CudaBackend {
         b: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
-        self.ew.gated_backward(g, gl, (a, b), mask, a.len())
+        self.profile.time("gated gelu grad", || {
+            self.ew.gated_backward(g, gl, (a, b), mask, a.len())
+        })
     }
     fn relu(&self, h: &mut CudaSlice<f32>, mask: Option<&CudaSlice<f32>>) -> Result<()> {
-        let n = h.len();
-        self.ew.relu_forward(h, mask, n)
+        self.profile.time("relu", || {
+            let n = h.len();
+            self.ew.relu_forward(h, mask, n)
+        })
     }
     fn relu_grad(
         &self,
@@ -382,12 +424,15 @@ impl Backend for CudaBackend {
         h: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
-        self.ew.relu_backward(g, h, mask, h.len())
+        self.profile
+            .time("relu grad", || self.ew.relu_backward(g, h, mask, h.len()))
     }
     fn dropout_mask(&self, draw: &MaskDraw) -> Result<CudaSlice<f32>> {
-        let mut m = self.alloc(draw.n)?;
-        self.ew.dropout_mask(draw, &mut m)?;
-        Ok(m)
+        self.profile.time("dropout masks", || {
+            let mut m = self.alloc(draw.n)?;
+            self.ew.dropout_mask(draw, &mut m)?;
+            Ok(m)
+        })
     }
     fn add(
         &self,
@@ -395,11 +440,14 @@ impl Backend for CudaBackend {
         y: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
-        self.ew.add_masked(x, y, mask, y.len())
+        self.profile
+            .time("residual add", || self.ew.add_masked(x, y, mask, y.len()))
     }
     fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
-        let n = x.len();
-        self.ew.scale(x, s, n)
+        self.profile.time("scale", || {
+            let n = x.len();
+            self.ew.scale(x, s, n)
+        })
     }
 
     fn loss(
@@ -411,7 +459,9 @@ impl Backend for CudaBackend {
         s: LossSettings,
         rows: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.loss.forward(logits, nv, targets, weights, s, rows)
+        self.profile.time("loss", || {
+            self.loss.forward(logits, nv, targets, weights, s, rows)
+        })
     }
     fn loss_grad(
         &self,
@@ -423,7 +473,9 @@ impl Backend for CudaBackend {
         s: LossSettings,
         d: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.loss
-            .backward(logits, nv, targets, weights, g_out_rows, s, d)
+        self.profile.time("loss grad", || {
+            self.loss
+                .backward(logits, nv, targets, weights, g_out_rows, s, d)
+        })
     }
 }

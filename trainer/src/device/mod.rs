@@ -24,6 +24,7 @@ pub mod loss;
 pub mod norm;
 pub mod optimizer;
 pub mod products;
+pub mod profile;
 pub mod step;
 pub mod twin;
 

@@ -78,6 +78,15 @@ pub trait StepBackend: Backend {
     fn synchronize(&self) -> Result<()>;
     /// Where the step runs, for people.
     fn describe(&self) -> String;
+    /// `f`, timed under `name` when the backend profiles
+    /// ([`super::profile`]).
+    fn timed<T>(&self, _name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        f()
+    }
+    /// The profile since the last call over `steps` steps, when profiling.
+    fn profile(&self, _steps: usize) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 impl StepBackend for CpuBackend {
@@ -121,6 +130,12 @@ impl StepBackend for CudaBackend {
             ctx.ordinal(),
             self.precision()
         )
+    }
+    fn timed<T>(&self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.profile.time(name, f)
+    }
+    fn profile(&self, steps: usize) -> Result<Option<String>> {
+        self.profile.report(steps)
     }
 }
 
@@ -221,6 +236,9 @@ pub trait TrainStep {
     fn synchronize(&self) -> Result<()>;
     /// Where the step runs, for people.
     fn describe(&self) -> String;
+    /// Where the GPU's time went since the last call, over `steps` steps,
+    /// when profiling (`T5MIX_GPU_PROFILE`, [`super::profile`]).
+    fn profile(&self, steps: usize) -> Result<Option<String>>;
 
     /// One step on `batch`: the loss and its gradient, clipped to the
     /// global norm `clip`, then the update with rate `lr`.
@@ -244,7 +262,8 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
         &self.model
     }
     fn zero_grads(&mut self) -> Result<()> {
-        self.backend.fill_zeros(&mut self.grads)
+        let (be, grads) = (&self.backend, &mut self.grads);
+        be.timed("zero gradients", || be.fill_zeros(grads))
     }
     fn accumulate(
         &mut self,
@@ -266,10 +285,14 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
         )
     }
     fn clip(&mut self, clip: Option<f64>) -> Result<()> {
-        self.optimizer.clip_global_norm(&mut self.grads, clip)
+        let (opt, grads) = (&mut self.optimizer, &mut self.grads);
+        let clip_norm = || opt.clip_global_norm(grads, clip);
+        self.backend.timed("optimizer: norm and clip", clip_norm)
     }
     fn update(&mut self, lr: f64) -> Result<()> {
-        self.optimizer.update(&mut self.params, &self.grads, lr)
+        let (opt, params, grads) = (&mut self.optimizer, &mut self.params, &self.grads);
+        self.backend
+            .timed("optimizer: update", || opt.update(params, grads, lr))
     }
     fn grad_norm(&self) -> Result<f64> {
         self.optimizer.grad_norm()
@@ -288,5 +311,8 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
     }
     fn describe(&self) -> String {
         self.backend.describe()
+    }
+    fn profile(&self, steps: usize) -> Result<Option<String>> {
+        self.backend.profile(steps)
     }
 }
