@@ -171,15 +171,22 @@ fn time_flat(
 ) -> f64 {
     let lcfg = LossConfig::default();
     let mut each = Vec::with_capacity(steps);
+    let mut bt = batch(b, s, t, 0);
     for step in 0..steps + 2 {
         if step == 2 {
             // (the warm-up steps left out of a profile)
             st.profile(2).expect("the profile");
         }
-        let bt = batch(b, s, t, step as u64);
+        // the next batch, sent while this step runs (as `t5mix train`)
+        let next = batch(b, s, t, step as u64 + 1);
         let t0 = Instant::now();
         let out = st
-            .step(&bt, &mut Dropout::off(), &lcfg, (1e-3, Some(1.0)))
+            .step(
+                (&bt, Some(&next)),
+                &mut Dropout::off(),
+                &lcfg,
+                (1e-3, Some(1.0)),
+            )
             .expect("a step");
         st.synchronize().expect("the GPU");
         let dt = t0.elapsed().as_secs_f64();
@@ -187,6 +194,7 @@ fn time_flat(
         if step >= 2 {
             each.push(dt);
         }
+        bt = next;
     }
     if let Some(report) = st.profile(steps).expect("the profile") {
         eprintln!("{report}");

@@ -291,6 +291,8 @@ impl BatchStream {
 pub struct Prefetch {
     rx: Option<std::sync::mpsc::Receiver<Result<Option<Batch>>>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// What [`Self::peek`] received and [`Self::next_batch`] hands out.
+    peeked: Option<Result<Option<Batch>>>,
     ended: bool,
     /// Batches handed out so far (with those the stream had handed out
     /// before it was wrapped).
@@ -316,6 +318,7 @@ impl Prefetch {
         Prefetch {
             rx: Some(rx),
             reader,
+            peeked: None,
             ended: false,
             batches,
         }
@@ -327,19 +330,41 @@ impl Prefetch {
         if self.ended {
             return Ok(None);
         }
-        let got = match &self.rx {
+        let got = self.peeked.take().unwrap_or_else(|| self.receive());
+        match &got {
+            Ok(Some(_)) => self.batches += 1,
+            _ => self.ended = true,
+        }
+        got
+    }
+}
+
+impl Prefetch {
+    fn receive(&self) -> Result<Option<Batch>> {
+        match &self.rx {
             Some(rx) => rx.recv().unwrap_or_else(|_| {
                 Err(TrainError::Data(
                     "the batch reader thread stopped unexpectedly".into(),
                 ))
             }),
             None => Err(TrainError::Data("no batch reader thread".into())),
-        };
-        match &got {
-            Ok(Some(_)) => self.batches += 1,
-            _ => self.ended = true,
         }
-        got
+    }
+
+    /// The batch [`Self::next_batch`] hands out next, not yet counted as
+    /// handed out; None at the end of the data or on an error (which
+    /// `next_batch` then returns).
+    pub fn peek(&mut self) -> Option<&Batch> {
+        if self.ended {
+            return None;
+        }
+        if self.peeked.is_none() {
+            self.peeked = Some(self.receive());
+        }
+        match &self.peeked {
+            Some(Ok(Some(b))) => Some(b),
+            _ => None,
+        }
     }
 }
 

@@ -647,10 +647,12 @@ pub fn compute_gradients<D: Device<f32>>(
 }
 
 /// [`compute_gradients`] and the clipping on a flat step: the gradients
-/// stay there; the log has the norm before clipping.
+/// stay there; the log has the norm before clipping. Each micro-batch's
+/// inputs go to the backend while the one before runs, and the `next`
+/// step's first batch while this step's last runs.
 pub fn flat_gradients(
     st: &mut dyn TrainStep,
-    micro: &[Batch],
+    (micro, next): (&[Batch], Option<&Batch>),
     loss_cfg: &LossConfig,
     (dropout, seed, step): (f32, u64, u64),
     clip: Option<f64>,
@@ -663,10 +665,18 @@ pub fn flat_gradients(
     st.zero_grads()?;
     for (m, batch) in micro.iter().enumerate() {
         let mut drop = Dropout::new(dropout, seed, step, m as u64);
-        let out = st.accumulate(batch, &mut drop, &cfg)?;
-        log.add_micro(out.loss as f64, &out.parts, batch);
+        st.accumulate(batch, &mut drop, &cfg)?;
+        if let Some(b) = micro.get(m + 1) {
+            st.prepare(b)?;
+        }
     }
     st.clip(clip)?;
+    if let Some(b) = next {
+        st.prepare(b)?;
+    }
+    for (out, batch) in st.losses()?.iter().zip(micro) {
+        log.add_micro(out.loss as f64, &out.parts, batch);
+    }
     log.grad_norm = st.grad_norm()?;
     Ok(log.per_token())
 }
@@ -1090,7 +1100,14 @@ impl<D: Device<f32>> Trainer<D> {
             let (grads, mut log) = match self.flat.as_deref_mut() {
                 Some(st) => {
                     let keys = (dropout, opts.seed, self.step);
-                    let log = flat_gradients(st, &micro, &loss_cfg, keys, opts.clip_grad_norm)?;
+                    // the next step's first batch, read ahead (not yet
+                    // counted as consumed)
+                    let next = match self.step + 1 < end {
+                        true => self.stream.peek(),
+                        false => None,
+                    };
+                    let batches = (micro.as_slice(), next);
+                    let log = flat_gradients(st, batches, &loss_cfg, keys, opts.clip_grad_norm)?;
                     (None, log)
                 }
                 None => {

@@ -642,9 +642,16 @@ fn training_on_the_gpu_gives_the_same_weights_twice_and_learns() {
                 let losses = (0..8)
                     .map(|step| {
                         let mut drop = Dropout::new(0.1, 9, step, 0);
-                        s.step(&batch, &mut drop, &LossConfig::default(), (1e-2, Some(1.0)))
-                            .unwrap()
-                            .loss
+                        // (the same batch again next: its inputs sent ahead)
+                        let batches = (&batch, Some(&batch));
+                        s.step(
+                            batches,
+                            &mut drop,
+                            &LossConfig::default(),
+                            (1e-2, Some(1.0)),
+                        )
+                        .unwrap()
+                        .loss
                     })
                     .collect();
                 (losses, s.params().unwrap())

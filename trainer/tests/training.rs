@@ -400,7 +400,8 @@ fn evaluation_streams_keep_the_last_partial_batch() {
 
 /// Batches read ahead on a background thread are the stream's own, in its
 /// order, through epochs, shuffling, packing and the end of the data; one
-/// wrapped after a resume's skip goes on from there.
+/// wrapped after a resume's skip goes on from there; a peek is the next
+/// batch, not counted as handed out.
 #[test]
 fn prefetched_batches_are_the_streams() {
     use t5mix_trainer::data::{shard_files, BatchStream, DataConfig, Prefetch};
@@ -444,8 +445,28 @@ fn prefetched_batches_are_the_streams() {
     let mut p = Prefetch::new(skipped, 2);
     assert_eq!(p.next_batch().unwrap().as_ref(), Some(&direct[4]));
     assert_eq!(p.batches, 5);
+    // a peek shows the next batch without handing it out
+    assert_eq!(p.peek(), Some(&direct[5]));
+    assert_eq!(p.peek(), Some(&direct[5]));
+    assert_eq!(p.batches, 5);
+    assert_eq!(p.next_batch().unwrap().as_ref(), Some(&direct[5]));
+    assert_eq!(p.batches, 6);
     // dropped before the end: the reader thread stops
     drop(p);
+    // peeking to the end
+    let mut p = Prefetch::new(stream(), 2);
+    let mut got = Vec::new();
+    loop {
+        let peeked = p.peek().cloned();
+        let b = p.next_batch().unwrap();
+        assert_eq!(peeked, b);
+        match b {
+            Some(b) => got.push(b),
+            None => break,
+        }
+    }
+    assert_eq!(got, direct);
+    assert_eq!(p.peek(), None);
 }
 
 /// Shards are checked against the model before step 1: a folder without a

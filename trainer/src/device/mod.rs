@@ -38,7 +38,7 @@ pub const THREADS: usize = 256;
 pub const BLOCKS: usize = 1024;
 
 /// A file of kernels: its name, its source (`common.cuh` in front) and its
-/// entry points, in the order [`load`] gives them.
+/// entry points, in the order `load` gives them.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelFile {
     /// The file's name under `trainer/cuda/`, for messages.

@@ -2,7 +2,8 @@
 //! backward ([`crate::model::flat`]), the gradients' global norm, clipping
 //! and the optimizer's update, parameters, gradients and optimizer state in
 //! the backend's buffers. On the GPU ([`CudaBackend`], [`DeviceOptimizer`])
-//! the host sends the batch and receives the loss's per-row values and,
+//! the host sends the batch (ahead, while the step before runs:
+//! [`TrainStep::prepare`]) and receives the loss's per-row values and,
 //! when asked, the gradient norm; on the CPU ([`CpuBackend`],
 //! [`HostOptimizer`]) the same code runs on host vectors, which is how the
 //! trainer's GPU path is tested without a GPU.
@@ -14,7 +15,7 @@ use super::optimizer::DeviceOptimizer;
 use super::products::Precision;
 use super::twin::{FlatLayout, HostOptimizer};
 use crate::error::TrainError;
-use crate::model::flat::{FlatLoss, FlatModel};
+use crate::model::flat::{FlatLoss, FlatModel, Inputs, PendingLoss};
 use crate::model::{Batch, Dropout, LossConfig};
 use crate::optim::{OptimizerConfig, ParamState};
 use crate::Result;
@@ -147,6 +148,10 @@ pub struct DeviceStep<B: StepBackend> {
     params: B::Buf,
     grads: B::Buf,
     optimizer: B::Optimizer,
+    /// A batch's inputs uploaded ahead ([`TrainStep::prepare`]).
+    ahead: Option<(Batch, Inputs<B>)>,
+    /// The queued micro-batches' losses, in order ([`TrainStep::losses`]).
+    pending: Vec<PendingLoss<B>>,
 }
 
 impl DeviceStep<CudaBackend> {
@@ -162,6 +167,17 @@ impl DeviceStep<CudaBackend> {
         let ctx = super::gpu_context(ordinal)?;
         let backend = CudaBackend::new(ctx.default_stream(), precision, flush_denormals)?;
         Self::on(backend, model, params, optimizer)
+    }
+}
+
+impl<B: StepBackend> DeviceStep<B> {
+    /// `batch`'s inputs: those sent ahead when they are its (true), else
+    /// sent now.
+    fn inputs_for(&mut self, batch: &Batch) -> Result<(Inputs<B>, bool)> {
+        Ok(match self.ahead.take() {
+            Some((b, inputs)) if b == *batch => (inputs, true),
+            _ => (self.model.inputs(&self.backend, batch)?, false),
+        })
     }
 }
 
@@ -199,6 +215,8 @@ impl<B: StepBackend> DeviceStep<B> {
             model,
             backend,
             optimizer,
+            ahead: None,
+            pending: Vec::new(),
         })
     }
 }
@@ -208,15 +226,19 @@ impl<B: StepBackend> DeviceStep<B> {
 pub trait TrainStep {
     /// The model as the step sees it.
     fn model(&self) -> &FlatModel;
-    /// Sets the gradients to zero (before a step's first micro-batch).
+    /// Sets the gradients to zero (before a step's first micro-batch; the
+    /// losses not read are dropped).
     fn zero_grads(&mut self) -> Result<()>;
-    /// The loss of `batch`, its gradient added to the gradients.
-    fn accumulate(
-        &mut self,
-        batch: &Batch,
-        drop: &mut Dropout,
-        loss: &LossConfig,
-    ) -> Result<FlatLoss>;
+    /// The loss of `batch` and its gradient added to the gradients,
+    /// queued: the loss is read by [`Self::losses`].
+    fn accumulate(&mut self, batch: &Batch, drop: &mut Dropout, loss: &LossConfig) -> Result<()>;
+    /// Sends `batch`'s inputs to the backend ahead of its
+    /// [`Self::accumulate`], while the queued work runs: the host's part
+    /// of the next batch overlaps the device's work on this one.
+    fn prepare(&mut self, batch: &Batch) -> Result<()>;
+    /// The losses of the micro-batches queued since the last call, in
+    /// order (waits for them).
+    fn losses(&mut self) -> Result<Vec<FlatLoss>>;
     /// The loss of `batch` without dropout or gradients (held-out data).
     fn loss(&self, batch: &Batch, loss: &LossConfig) -> Result<FlatLoss>;
     /// Clips the gradients to the global norm `clip` (the norm stays on
@@ -241,19 +263,26 @@ pub trait TrainStep {
     fn profile(&self, steps: usize) -> Result<Option<String>>;
 
     /// One step on `batch`: the loss and its gradient, clipped to the
-    /// global norm `clip`, then the update with rate `lr`.
+    /// global norm `clip`, then the update with rate `lr`; the `next`
+    /// step's batch prepared while it runs.
     fn step(
         &mut self,
-        batch: &Batch,
+        (batch, next): (&Batch, Option<&Batch>),
         drop: &mut Dropout,
         loss: &LossConfig,
         (lr, clip): (f64, Option<f64>),
     ) -> Result<FlatLoss> {
         self.zero_grads()?;
-        let out = self.accumulate(batch, drop, loss)?;
+        self.accumulate(batch, drop, loss)?;
         self.clip(clip)?;
         self.update(lr)?;
-        Ok(out)
+        if let Some(next) = next {
+            self.prepare(next)?;
+        }
+        let out = self.losses()?;
+        out.last()
+            .copied()
+            .ok_or_else(|| gpu_error(PART, "loss", "no micro-batch queued"))
     }
 }
 
@@ -262,18 +291,36 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
         &self.model
     }
     fn zero_grads(&mut self) -> Result<()> {
+        self.pending.clear();
         let (be, grads) = (&self.backend, &mut self.grads);
         be.timed("zero gradients", || be.fill_zeros(grads))
     }
-    fn accumulate(
-        &mut self,
-        batch: &Batch,
-        drop: &mut Dropout,
-        loss: &LossConfig,
-    ) -> Result<FlatLoss> {
-        let (be, params) = (&self.backend, &self.params);
-        self.model
-            .loss_and_grads(be, params, &mut self.grads, batch, drop, loss, 1.0)
+    fn accumulate(&mut self, batch: &Batch, drop: &mut Dropout, loss: &LossConfig) -> Result<()> {
+        let (inputs, _) = self.inputs_for(batch)?;
+        let be = &self.backend;
+        let pending = self.model.queue_loss_and_grads(
+            be,
+            &self.params,
+            &mut self.grads,
+            (batch, inputs),
+            drop,
+            loss,
+            1.0,
+        )?;
+        self.pending.push(pending);
+        Ok(())
+    }
+    fn prepare(&mut self, batch: &Batch) -> Result<()> {
+        let inputs = self.model.inputs(&self.backend, batch)?;
+        self.ahead = Some((batch.clone(), inputs));
+        Ok(())
+    }
+    fn losses(&mut self) -> Result<Vec<FlatLoss>> {
+        let be = &self.backend;
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|p| p.resolve(be))
+            .collect()
     }
     fn loss(&self, batch: &Batch, loss: &LossConfig) -> Result<FlatLoss> {
         self.model.loss(
@@ -314,5 +361,57 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
     }
     fn profile(&self, steps: usize) -> Result<Option<String>> {
         self.backend.profile(steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::flat::tests::{batch, tiny};
+    use crate::model::T5;
+    use dfdx::prelude::Cpu;
+
+    fn step_on_cpu() -> DeviceStep<CpuBackend> {
+        let model = T5::new(tiny(true, false), &Cpu::default(), Some(3));
+        let flat = model.flat_model();
+        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+        let params = flat.layout.flatten(&host);
+        DeviceStep::cpu(flat, &params, OptimizerConfig::adamw()).unwrap()
+    }
+
+    /// Inputs sent ahead serve their own batch only, and steps with them
+    /// are the steps without, bit for bit.
+    #[test]
+    fn inputs_sent_ahead_serve_their_batch_only() {
+        let batches: Vec<Batch> = (0..3)
+            .map(|i| {
+                let mut b = batch(i == 1, 3);
+                b.enc_tokens[0] = 10 + i;
+                b
+            })
+            .collect();
+        let run = |ahead: bool| {
+            let mut st = step_on_cpu();
+            let mut out = Vec::new();
+            for (i, b) in batches.iter().enumerate() {
+                let next = batches.get(i + 1).filter(|_| ahead);
+                let mut drop = Dropout::new(0.1, 1, i as u64, 0);
+                let cfg = LossConfig::default();
+                out.push(
+                    st.step((b, next), &mut drop, &cfg, (1e-2, Some(1.0)))
+                        .unwrap()
+                        .loss,
+                );
+            }
+            out.extend(st.params().unwrap());
+            out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+        };
+        assert_eq!(run(true), run(false));
+        let mut st = step_on_cpu();
+        st.prepare(&batches[1]).unwrap();
+        assert!(st.inputs_for(&batches[1]).unwrap().1, "its own inputs");
+        assert!(!st.inputs_for(&batches[1]).unwrap().1, "used once");
+        st.prepare(&batches[1]).unwrap();
+        assert!(!st.inputs_for(&batches[2]).unwrap().1, "another batch's");
     }
 }

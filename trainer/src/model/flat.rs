@@ -99,6 +99,61 @@ struct Stack<B: Backend> {
     final_mask: Option<B::Buf>,
 }
 
+/// A batch's inputs on a backend, uploaded ahead of its pass
+/// ([`FlatModel::inputs`]) so that the host's part of the next batch can
+/// overlap the device's work on this one.
+pub struct Inputs<B: Backend> {
+    /// (rows, encoder length, decoder length), checked against the batch.
+    shape: (usize, usize, usize),
+    masks: [B::Buf; 3],
+    enc: StackInputs<B>,
+    dec: StackInputs<B>,
+    targets: B::Ids,
+    weights: B::Buf,
+}
+
+/// A stack's inputs: its tokens, grouped by token, its position buckets.
+struct StackInputs<B: Backend> {
+    ids: B::Ids,
+    index: TokenIndex<B::Ids>,
+    buckets: B::Ids,
+}
+
+impl<B: Backend> StackInputs<B> {
+    fn new(be: &B, tokens: &[usize], buckets: Vec<usize>) -> Result<Self> {
+        Ok(StackInputs {
+            ids: be.upload_ids(&ids(tokens))?,
+            index: TokenIndex::new(be, tokens)?,
+            buckets: be.upload_ids(&ids(&buckets))?,
+        })
+    }
+}
+
+/// A queued pass's loss: the loss kernel's per-row values, read (a wait
+/// for the device) by [`PendingLoss::resolve`].
+pub struct PendingLoss<B: Backend> {
+    rows: B::Buf,
+    norm: f32,
+    tokens: usize,
+}
+
+impl<B: Backend> PendingLoss<B> {
+    /// The loss and its parts (a copy to the host).
+    pub fn resolve(self, be: &B) -> Result<FlatLoss> {
+        let host_rows = be.download(&self.rows)?;
+        let total: f64 = host_rows.chunks(4).map(|r| r[0] as f64).sum();
+        let parts = LossParts {
+            cross_entropy: host_rows.chunks(4).map(|r| r[1] as f64).sum(),
+            z_loss: host_rows.chunks(4).map(|r| r[2] as f64).sum(),
+            tokens: self.tokens,
+        };
+        Ok(FlatLoss {
+            loss: (total * self.norm as f64) as f32,
+            parts,
+        })
+    }
+}
+
 /// One forward and backward.
 struct Step<'a, B: Backend> {
     m: &'a FlatModel,
@@ -117,6 +172,28 @@ pub struct FlatLoss {
 }
 
 impl FlatModel {
+    /// The inputs of `batch` on `be`: its masks, tokens, position buckets,
+    /// targets and weights.
+    pub fn inputs<B: Backend>(&self, be: &B, batch: &Batch) -> Result<Inputs<B>> {
+        let (s, t) = (batch.enc_len, batch.dec_len);
+        Ok(Inputs {
+            shape: (batch.batch, s, t),
+            masks: be.attention_masks(batch)?,
+            enc: StackInputs::new(
+                be,
+                &batch.enc_tokens,
+                bucket_matrix(&self.cfg, 0, s, s, true),
+            )?,
+            dec: StackInputs::new(
+                be,
+                &batch.dec_inputs,
+                bucket_matrix(&self.cfg, 0, t, t, false),
+            )?,
+            targets: be.upload_ids(&ids(&batch.targets))?,
+            weights: be.upload(&batch.weights)?,
+        })
+    }
+
     /// The loss of `batch` and its gradient added to `grads` (flat, in the
     /// parameters' layout), on `be`.
     #[allow(clippy::too_many_arguments)]
@@ -130,7 +207,25 @@ impl FlatModel {
         cfg: &LossConfig,
         scale: f32,
     ) -> Result<FlatLoss> {
-        Step::new(self, be, params, drop).run(batch, Some(grads), cfg, scale)
+        let inputs = self.inputs(be, batch)?;
+        self.queue_loss_and_grads(be, params, grads, (batch, inputs), drop, cfg, scale)?
+            .resolve(be)
+    }
+
+    /// [`Self::loss_and_grads`] from the batch's [`Self::inputs`], its work
+    /// queued on `be`; the loss read later.
+    #[allow(clippy::too_many_arguments)]
+    pub fn queue_loss_and_grads<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        (batch, inputs): (&Batch, Inputs<B>),
+        drop: &mut Dropout,
+        cfg: &LossConfig,
+        scale: f32,
+    ) -> Result<PendingLoss<B>> {
+        Step::new(self, be, params, drop).run(batch, inputs, Some(grads), cfg, scale)
     }
 
     /// The loss of `batch` alone, without the backward (held-out data).
@@ -142,7 +237,10 @@ impl FlatModel {
         drop: &mut Dropout,
         cfg: &LossConfig,
     ) -> Result<FlatLoss> {
-        Step::new(self, be, params, drop).run(batch, None, cfg, 1.0)
+        let inputs = self.inputs(be, batch)?;
+        Step::new(self, be, params, drop)
+            .run(batch, inputs, None, cfg, 1.0)?
+            .resolve(be)
     }
 
     fn off(&self, i: usize) -> usize {
@@ -504,34 +602,30 @@ impl<'a, B: Backend> Step<'a, B> {
         self.norm_grad(&s_.x_in, &dn, &s_.inv, rows, blk.ff_ln, dx, grads)
     }
 
-    /// A stack's forward: the embedded `tokens` through its blocks and the
-    /// final norm; the decoder attends to `enc`.
-    #[allow(clippy::too_many_arguments)]
+    /// A stack's forward: its embedded tokens (`inputs`) through its blocks
+    /// and the final norm; the decoder attends to `enc`.
     fn stack(
         &mut self,
         stack: &StackIdx,
-        tokens: &[usize],
         (b, t): (usize, usize),
         masks: (&B::Buf, Option<&B::Buf>),
         enc: Option<(&B::Buf, usize)>,
-        buckets: Vec<usize>,
+        inputs: StackInputs<B>,
     ) -> Result<(B::Buf, Stack<B>)> {
         let be = self.be;
         let (d, heads) = (self.m.cfg.d_model, self.m.cfg.num_heads);
         let rows = b * t;
-        let index = TokenIndex::new(be, tokens)?;
+        let StackInputs {
+            ids,
+            index,
+            buckets,
+        } = inputs;
         let mut x = be.output(rows * d)?;
-        be.embed(
-            (self.params, self.m.off(self.m.shared)),
-            &be.upload_ids(&ids(tokens))?,
-            &mut x,
-            d,
-        )?;
+        be.embed((self.params, self.m.off(self.m.shared)), &ids, &mut x, d)?;
         let emb_mask = self.mask(rows * d)?;
         if let Some(m) = &emb_mask {
             x = be.masked_copy(&x, Some(m))?;
         }
-        let buckets = be.upload_ids(&ids(&buckets))?;
         let mut pos = be.output(heads * t * t)?;
         be.position_bias(
             (self.params, self.m.off(stack.rel_bias)),
@@ -644,36 +738,44 @@ impl<'a, B: Backend> Step<'a, B> {
         }
     }
 
-    /// The loss of `batch` and, with `grads`, its gradient added there.
+    /// The loss of `batch` (its `inputs` on the backend) and, with
+    /// `grads`, its gradient added there; queued, the loss read later.
     fn run(
         &mut self,
         batch: &Batch,
+        inputs: Inputs<B>,
         grads: Option<&mut B::Buf>,
         cfg: &LossConfig,
         scale: f32,
-    ) -> Result<FlatLoss> {
+    ) -> Result<PendingLoss<B>> {
         let be = self.be;
         let m = self.m;
         let (b, s, t) = (batch.batch, batch.enc_len, batch.dec_len);
         let (d, v) = (m.cfg.d_model, m.cfg.vocab_size);
+        if inputs.shape != (b, s, t) {
+            return Err(crate::TrainError::Config(format!(
+                "inputs of a {:?} batch for a {:?} one",
+                inputs.shape,
+                (b, s, t)
+            )));
+        }
+        let Inputs {
+            masks: [enc_mask, self_mask, cross_mask],
+            enc: enc_in,
+            dec: dec_in,
+            targets,
+            weights,
+            ..
+        } = inputs;
         be.begin_pass(self.params)?;
         // forward, drawing dropout masks in the dfdx model's order
-        let [enc_mask, self_mask, cross_mask] = be.attention_masks(batch)?;
-        let (enc, enc_s) = self.stack(
-            &m.encoder,
-            &batch.enc_tokens,
-            (b, s),
-            (&enc_mask, None),
-            None,
-            bucket_matrix(&m.cfg, 0, s, s, true),
-        )?;
+        let (enc, enc_s) = self.stack(&m.encoder, (b, s), (&enc_mask, None), None, enc_in)?;
         let (mut h, dec_s) = self.stack(
             &m.decoder,
-            &batch.dec_inputs,
             (b, t),
             (&self_mask, Some(&cross_mask)),
             Some((&enc, s)),
-            bucket_matrix(&m.cfg, 0, t, t, false),
+            dec_in,
         )?;
         let out_scale = m.cfg.scales_decoder_output().then(|| (d as f32).powf(-0.5));
         if let Some(sc) = out_scale {
@@ -686,13 +788,16 @@ impl<'a, B: Backend> Step<'a, B> {
             z: cfg.z_loss,
             smoothing: cfg.label_smoothing,
         };
-        let targets = be.upload_ids(&ids(&batch.targets))?;
-        let weights = be.upload(&batch.weights)?;
         let mut rows = be.zeros(4 * n)?;
         be.loss(&logits, (n, v), &targets, &weights, settings, &mut rows)?;
         let norm = loss_norm(batch, cfg, scale);
+        let pending = PendingLoss {
+            rows,
+            norm,
+            tokens: batch.target_tokens(),
+        };
         let Some(grads) = grads else {
-            return self.loss_of(batch, &rows, norm);
+            return Ok(pending);
         };
         // backward
         let g_out = be.upload(&vec![norm; n])?;
@@ -702,7 +807,7 @@ impl<'a, B: Backend> Step<'a, B> {
             (n, v),
             &targets,
             &weights,
-            (&g_out, &rows),
+            (&g_out, &pending.rows),
             settings,
             &mut dlogits,
         )?;
@@ -723,32 +828,17 @@ impl<'a, B: Backend> Step<'a, B> {
             grads,
         )?;
         self.stack_grad(&m.encoder, &enc_s, &denc, (b, s), None, grads)?;
-        // the logged scalars, once the whole step is queued
-        self.loss_of(batch, &rows, norm)
-    }
-
-    /// The loss and its parts from the loss kernel's rows (a copy to the host).
-    fn loss_of(&self, batch: &Batch, rows: &B::Buf, norm: f32) -> Result<FlatLoss> {
-        let host_rows = self.be.download(rows)?;
-        let total: f64 = host_rows.chunks(4).map(|r| r[0] as f64).sum();
-        let parts = LossParts {
-            cross_entropy: host_rows.chunks(4).map(|r| r[1] as f64).sum(),
-            z_loss: host_rows.chunks(4).map(|r| r[2] as f64).sum(),
-            tokens: batch.target_tokens(),
-        };
-        Ok(FlatLoss {
-            loss: (total * norm as f64) as f32,
-            parts,
-        })
+        Ok(pending)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::device::backend::CpuBackend;
 
-    fn tiny(gated: bool, tied: bool) -> T5Config {
+    /// A small config: gated GELU or ReLU, tied embeddings or not.
+    pub(crate) fn tiny(gated: bool, tied: bool) -> T5Config {
         let mut c = T5Config::named("micro").expect("a named config");
         (c.vocab_size, c.d_model, c.d_kv, c.d_ff, c.num_heads) = (96, 24, 6, 40, 4);
         (
@@ -762,7 +852,7 @@ mod tests {
 
     /// `b` rows (2 or more) of 7/5 tokens: padding in the first, two
     /// examples packed in the second when `packed`.
-    fn batch(packed: bool, b: usize) -> Batch {
+    pub(crate) fn batch(packed: bool, b: usize) -> Batch {
         let (s, t) = (7, 5);
         let enc_tokens: Vec<usize> = (0..b * s).map(|i| (i * 37 + 5) % 90 + 1).collect();
         let targets: Vec<usize> = (0..b * t).map(|i| (i * 53 + 11) % 90 + 1).collect();
