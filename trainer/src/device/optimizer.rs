@@ -204,8 +204,8 @@ fn sums_into(
 
 impl DeviceOptimizer {
     /// An optimizer for the parameters of `layout` on `stream`'s GPU, with
-    /// fresh state (as [`crate::optim::Optimizer::new`]); the kernels compiled for the
-    /// GPU's architecture, flushing subnormals as asked.
+    /// fresh state (as [`crate::optim::Optimizer::new`]); the kernels
+    /// compiled for the GPU's architecture, flushing subnormals as asked.
     pub fn new(
         stream: Arc<CudaStream>,
         cfg: OptimizerConfig,
@@ -412,7 +412,8 @@ impl DeviceOptimizer {
         Ok(())
     }
 
-    /// The state on the host, as [`crate::optim::Optimizer`] keeps it (for checkpoints).
+    /// The state on the host, as [`crate::optim::Optimizer`] keeps it (for
+    /// checkpoints).
     pub fn states(&self) -> Result<Vec<ParamState>> {
         let get = |s: &CudaSlice<f32>| self.stream.clone_dtoh(s).map_err(|e| err("copy", e));
         match &self.states {
