@@ -180,6 +180,20 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     worst
 }
 
+/// `‖a − b‖ / ‖b‖` (sums in f64), for comparisons in tests of rounded
+/// arithmetic (TF32, bf16), where single values may move by more than the
+/// rounding (a ReLU's input near 0 crossing it) but the whole cannot: NaN
+/// when any value is NaN.
+pub fn relative_l2_error(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths");
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        diff += (*x as f64 - *y as f64).powi(2);
+        norm += (*y as f64).powi(2);
+    }
+    (diff / norm).sqrt()
+}
+
 /// Sets flush-to-zero and denormals-are-zero on this thread (threads it
 /// starts later inherit the setting).
 pub fn flush_denormals_on_this_thread() {

@@ -10,6 +10,7 @@ use t5mix_trainer::model::{
 };
 use t5mix_trainer::weights::load_model;
 use t5mix_trainer::{Dev, T5};
+mod common;
 
 fn f32s(v: &Value) -> Vec<f32> {
     match v {
@@ -353,13 +354,17 @@ fn transformers_gradients(
 
 /// `got` (loss, gradients in the model's parameter order) against
 /// transformers': the loss within `tol` of it (relative), each gradient
-/// within `tol` of its parameter's largest (and every parameter there).
+/// within `tol` of its parameter's largest (and every parameter there) —
+/// or, for `rounded` products (TF32, bf16), each parameter's gradient
+/// within `tol` in relative L2 error (single values move further: a
+/// ReLU's input near 0 crossing it).
 fn check_gradients(
     case: &str,
     model: &T5<Dev>,
     (loss, grads): (f32, &[Vec<f32>]),
     want: &t5mix_trainer::weights::NamedTensors,
     tol: f32,
+    rounded: bool,
 ) -> f32 {
     let want_loss = want["loss"].1[0];
     assert!(
@@ -374,13 +379,22 @@ fn check_gradients(
             .1;
         let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
         assert!(scale > 0.0, "{case}: {} has a gradient", info.name);
-        let worst = t5mix_trainer::max_abs_diff(g, w);
+        let worst = if rounded {
+            t5mix_trainer::relative_l2_error(g, w) as f32
+        } else {
+            t5mix_trainer::max_abs_diff(g, w) / scale
+        };
         assert!(
-            worst <= tol * scale,
-            "{case}: {}: worst {worst} of {scale}",
-            info.name
+            worst <= tol,
+            "{case}: {}: error {worst} ({})",
+            info.name,
+            if rounded {
+                "relative L2"
+            } else {
+                "of the largest"
+            }
         );
-        worst_rel = worst_rel.max(worst / scale);
+        worst_rel = worst_rel.max(worst);
     }
     assert_eq!(grads.len(), want.len() - 1, "{case}: parameters");
     worst_rel
@@ -444,6 +458,7 @@ fn gradients_match_transformers() {
             (loss, &grads),
             &want,
             1e-4,
+            false,
         );
         eprintln!("{variant}: the model's worst gradient error {worst:e} of the largest");
         let got = flat_gradients(&t5mix_trainer::device::backend::CpuBackend, &model, &batch);
@@ -453,22 +468,32 @@ fn gradients_match_transformers() {
             (got.0, &got.1),
             &want,
             1e-4,
+            false,
         );
         eprintln!("{variant}: the flat step's worst gradient error {worst:e} of the largest");
     }
 }
 
 /// The same on the GPU: the flat step in f32 (TF32 off) within 1e-4 of
-/// transformers; TF32 within 2e-2 and bf16 products within 5e-2 of each
-/// gradient's largest value (their rounding: 10 and 7 mantissa bits in the
-/// products' operands, f32 sums).
+/// transformers; with rounded products each parameter's gradient within
+/// a relative L2 error of 5e-2 (TF32: 10 mantissa bits in the operands)
+/// or 1e-1 (bf16: 7 bits), f32 sums. The rounding's share, measured with
+/// the CPU stand-in's emulated TF32 and bf16 (2026-12-04): v1.1 (gated
+/// GELU) at most 1.9e-3 (TF32) and 1.4e-2 (bf16), as the bits predict;
+/// v1.0 at most 2.6e-2 and 4.4e-2, its ReLU inputs near 0 crossing over.
 #[test]
 #[cfg_attr(
-    not(all(t5mix_gpu, t5mix_shared_data, t5mix_py_transformers, t5mix_py_torch)),
-    ignore = "needs an NVIDIA GPU, ../shared/data and python3 with torch and transformers \
-              5.24.0: scripts/gpu-check.sh runs it on the device machine"
+    not(all(
+        any(t5mix_gpu, t5mix_cuda_standin),
+        t5mix_shared_data,
+        t5mix_py_transformers,
+        t5mix_py_torch
+    )),
+    ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA), ../shared/data \
+              and python3 with torch and transformers 5.24.0"
 )]
 fn gradients_on_the_gpu_match_transformers() {
+    common::gpu();
     use t5mix_trainer::device::cuda_backend::CudaBackend;
     use t5mix_trainer::device::products::Precision;
     let ctx = t5mix_trainer::device::gpu_context(0).unwrap();
@@ -479,14 +504,20 @@ fn gradients_on_the_gpu_match_transformers() {
         let batch = Batch::from_pairs(&pairs, 0);
         for (precision, tol) in [
             (Precision::F32, 1e-4),
-            (Precision::Tf32, 2e-2),
-            (Precision::Bf16, 5e-2),
+            (Precision::Tf32, 5e-2),
+            (Precision::Bf16, 1e-1),
         ] {
             let be = CudaBackend::new(ctx.default_stream(), precision, true).unwrap();
             let got = flat_gradients(&be, &model, &batch);
             let case = format!("{variant} GPU {precision}");
-            let worst = check_gradients(&case, &model, (got.0, &got.1), &want, tol);
-            eprintln!("{case}: worst gradient error {worst:e} of the largest");
+            let rounded = precision != Precision::F32;
+            let worst = check_gradients(&case, &model, (got.0, &got.1), &want, tol, rounded);
+            let how = if rounded {
+                "relative L2"
+            } else {
+                "of the largest"
+            };
+            eprintln!("{case}: worst gradient error {worst:e} ({how})");
         }
     }
 }

@@ -10,6 +10,7 @@ use t5mix_trainer::optim::{OptimizerConfig, Schedule};
 use t5mix_trainer::train::{list_checkpoints, ModelInit, TrainDevice, TrainOptions, Trainer};
 use t5mix_trainer::weights::read_safetensors;
 use t5mix_trainer::{Dev, T5Config};
+mod common;
 
 fn micro_config() -> T5Config {
     let mut cfg = T5Config::named("micro").unwrap();
@@ -185,10 +186,11 @@ fn a_resumed_run_of_the_flat_step_equals_an_uninterrupted_one() {
 
 #[test]
 #[cfg_attr(
-    not(t5mix_gpu),
-    ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it on the device machine"
+    not(any(t5mix_gpu, t5mix_cuda_standin)),
+    ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
 )]
 fn a_resumed_gpu_run_equals_an_uninterrupted_one() {
+    common::gpu();
     use t5mix_trainer::device::products::Precision;
     for (precision, optimizer) in [
         (Precision::Bf16, OptimizerConfig::adafactor()),

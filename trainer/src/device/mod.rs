@@ -249,6 +249,37 @@ fn load_nvrtc() -> Result<()> {
         .map_err(TrainError::Config)
 }
 
+/// Sends this process's CUDA calls to the CPU stand-in in `dir`: the
+/// `libcuda.so`, `libnvrtc.so` and `libcublas.so` that the build script
+/// makes from `trainer/cuda/standin/` (its `T5MIX_CUDA_STANDIN_DIR`). The
+/// kernels then run on the CPU, compiled from the same sources (and by the
+/// real NVRTC too, when it is found, whose errors and PTX are the answer);
+/// the products in plain loops. For testing the GPU code on machines
+/// without a GPU: it is slow, and the real GPU's rounding of library
+/// functions (`log`, the products' order of sums) is not the stand-in's.
+///
+/// Call it before anything else in the process touches CUDA; later calls
+/// return the first one's result.
+pub fn use_cpu_standin(dir: &Path) -> Result<()> {
+    use std::sync::OnceLock;
+    static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            for lib in ["libnvrtc.so", "libcuda.so", "libcublas.so"] {
+                let path = dir.join(lib);
+                // SAFETY: the stand-in's libraries run no code when loaded;
+                // they stay loaded for the life of the process, where
+                // cudarc finds them by name.
+                let loaded = unsafe { libloading::Library::new(&path) }
+                    .map_err(|e| format!("CUDA stand-in {}: {e}", path.display()))?;
+                std::mem::forget(loaded);
+            }
+            load_nvrtc().map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(TrainError::Config)
+}
+
 /// The CUDA context of GPU `ordinal`, or an error when there is no driver
 /// or no such GPU (cudarc, loading the driver at run time, would panic).
 pub fn gpu_context(ordinal: usize) -> Result<std::sync::Arc<cudarc::driver::CudaContext>> {

@@ -32,3 +32,23 @@ pub fn two_examples() -> Batch {
         0,
     )
 }
+
+/// Readies the GPU of the GPU tests: the real one where a CUDA driver is
+/// there (the device machine), else the CPU stand-in the build script made
+/// (`trainer/cuda/standin/`). Every test of a file with GPU tests calls it
+/// first, so that nothing in the process loads CUDA's libraries before it.
+pub fn gpu() {
+    use std::sync::OnceLock;
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        // SAFETY: only tries to open the driver library by its names.
+        if unsafe { cudarc::driver::sys::is_culib_present() } {
+            return;
+        }
+        #[cfg(t5mix_cuda_standin)]
+        t5mix_trainer::device::use_cpu_standin(std::path::Path::new(env!(
+            "T5MIX_CUDA_STANDIN_DIR"
+        )))
+        .expect("the CPU stand-in of CUDA");
+    });
+}
