@@ -8,8 +8,8 @@
 // any passes it. Blocks run one after another, so a kernel's `__shared__`
 // arrays are plain statics. Threads that have returned no longer take part
 // in barriers, as on the GPU. The switch saves the callee-saved registers
-// and the stack pointer (x86-64 System V), nothing else: no system call, so
-// a grid of a million threads takes a fraction of a second.
+// and the stack pointer (x86-64 System V), nothing else: no system call
+// per switch (ucontext's swapcontext makes one, ten times slower here).
 //
 // Only what our kernels use is here: no warp shuffles, atomics or dynamic
 // shared memory (the driver stand-in refuses the latter).
