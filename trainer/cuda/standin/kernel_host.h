@@ -171,6 +171,8 @@ extern "C" int t5emu_launch(void (*thunk)(void**), const unsigned* grid, const u
 #else
     _mm_setcsr(csr & ~0x8040u);
 #endif
+    static unsigned long long launches = 0;
+    launches++;
     t5emu::body = thunk;
     t5emu::params = p;
     gridDim = {grid[0], grid[1], grid[2]};
@@ -185,10 +187,14 @@ extern "C" int t5emu_launch(void (*thunk)(void**), const unsigned* grid, const u
                     f.done = false;
                     f.sp = t5emu::start(stacks + t * t5emu::STACK);
                 }
-                // rounds: every live thread runs to its next barrier or its end
+                // rounds: every live thread runs to its next barrier or its
+                // end; in index order in every other block (and launch), the
+                // other way in the rest, so that a read of another thread's
+                // write without a barrier between them finds it unwritten
+                bool reverse = (launches + bx + by + bz) % 2 == 1;
                 for (unsigned live = n; live > 0;) {
-                    for (unsigned t = 0; t < n; t++) {
-                        t5emu::Fiber& f = fibers[t];
+                    for (unsigned i = 0; i < n; i++) {
+                        t5emu::Fiber& f = fibers[reverse ? n - 1 - i : i];
                         if (f.done) {
                             continue;
                         }
