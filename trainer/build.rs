@@ -42,7 +42,9 @@ fn cuda_standin() {
     println!("cargo:rustc-check-cfg=cfg(t5mix_cuda_standin)");
     // its kernels' threads switch stacks in x86-64 assembly
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
-        println!("cargo:warning=the CPU stand-in of CUDA runs on x86-64 only: the GPU tests are ignored");
+        println!(
+            "cargo:warning=the CPU stand-in of CUDA runs on x86-64 only: the GPU tests are ignored"
+        );
         return;
     }
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda/standin");

@@ -137,14 +137,16 @@ extern "C" __global__ void to_bf16(const float* x, unsigned short* y, u64 n) {
 
 // ---- what the step does between the kernels above ----
 
-// x = y * mask + x (a residual connection; no mask: y + x).
-extern "C" __global__ void add_masked(float* x, const float* y, const float* mask, u64 n) {
+// out = x + y * mask (a residual connection; no mask: x + y), out of
+// place: x stays for the backward.
+extern "C" __global__ void residual(float* out, const float* x, const float* y, const float* mask,
+                                    u64 n) {
     FOR_EACH(i, n) {
         float v = y[i];
         if (mask) {
             v *= mask[i];
         }
-        x[i] += v;
+        out[i] = x[i] + v;
     }
 }
 

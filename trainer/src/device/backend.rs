@@ -229,8 +229,10 @@ pub trait Backend {
     fn relu_grad(&self, g: &mut Self::Buf, h: &Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
     /// A dropout mask.
     fn dropout_mask(&self, draw: &MaskDraw) -> Result<Self::Buf>;
-    /// `x = y · mask + x` (a residual connection).
-    fn add(&self, x: &mut Self::Buf, y: &Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
+    /// `x + y · mask` in a new buffer (a residual connection; `x` stays
+    /// for the backward).
+    fn residual(&self, x: &Self::Buf, y: &Self::Buf, mask: Option<&Self::Buf>)
+        -> Result<Self::Buf>;
     /// `x ·= s`.
     fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
 
@@ -486,16 +488,16 @@ impl Backend for CpuBackend {
     fn dropout_mask(&self, draw: &MaskDraw) -> Result<Vec<f32>> {
         Ok(draw.values())
     }
-    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, mask: Option<&Vec<f32>>) -> Result<()> {
-        match mask {
+    fn residual(&self, x: &Vec<f32>, y: &Vec<f32>, mask: Option<&Vec<f32>>) -> Result<Vec<f32>> {
+        Ok(match mask {
             Some(m) => x
-                .iter_mut()
+                .iter()
                 .zip(y)
                 .zip(m)
-                .for_each(|((x, y), m)| *x += y * m),
-            None => x.iter_mut().zip(y).for_each(|(x, y)| *x += y),
-        }
-        Ok(())
+                .map(|((x, y), m)| x + y * m)
+                .collect(),
+            None => x.iter().zip(y).map(|(x, y)| x + y).collect(),
+        })
     }
     fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
         x.iter_mut().for_each(|x| *x *= s);

@@ -434,14 +434,17 @@ impl Backend for CudaBackend {
             Ok(m)
         })
     }
-    fn add(
+    fn residual(
         &self,
-        x: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
         y: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
-    ) -> Result<()> {
-        self.profile
-            .time("residual add", || self.ew.add_masked(x, y, mask, y.len()))
+    ) -> Result<CudaSlice<f32>> {
+        self.profile.time("residual add", || {
+            let mut out = self.output(x.len())?;
+            self.ew.residual(&mut out, x, y, mask, x.len())?;
+            Ok(out)
+        })
     }
     fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
         self.profile.time("scale", || {

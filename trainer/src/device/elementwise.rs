@@ -27,7 +27,7 @@ pub struct DeviceElementwise {
     relu_bwd: CudaFunction,
     dropout_mask: CudaFunction,
     to_bf16: CudaFunction,
-    add_masked: CudaFunction,
+    residual: CudaFunction,
     mul_masked: CudaFunction,
     scale: CudaFunction,
     embed: CudaFunction,
@@ -37,7 +37,7 @@ pub struct DeviceElementwise {
 impl DeviceElementwise {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16, add_masked, mul_masked, scale, embed, embed_grad] =
+        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16, residual, mul_masked, scale, embed, embed_grad] =
             load(&stream, ELEMENTWISE, flush_denormals)?;
         Ok(DeviceElementwise {
             stream,
@@ -47,7 +47,7 @@ impl DeviceElementwise {
             relu_bwd,
             dropout_mask,
             to_bf16,
-            add_masked,
+            residual,
             mul_masked,
             scale,
             embed,
@@ -149,17 +149,18 @@ impl DeviceElementwise {
         launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "bf16")
     }
 
-    /// `x = y · mask + x` (`n` values).
-    pub fn add_masked(
+    /// `out = x + y · mask` (`n` values).
+    pub fn residual(
         &self,
-        x: &mut CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
         y: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
         n: usize,
     ) -> Result<()> {
         let n64 = n as u64;
-        let mut l = self.stream.launch_builder(&self.add_masked);
-        l.arg(x).arg(y);
+        let mut l = self.stream.launch_builder(&self.residual);
+        l.arg(out).arg(x).arg(y);
         arg_or_null(&mut l, mask);
         l.arg(&n64);
         // SAFETY: every buffer holds n values.

@@ -106,7 +106,7 @@ pub const ELEMENTWISE: KernelFile = KernelFile {
         "relu_bwd",
         "dropout_mask",
         "to_bf16",
-        "add_masked",
+        "residual",
         "mul_masked",
         "scale",
         "embed",

@@ -440,8 +440,8 @@ impl<'a, B: Backend> Step<'a, B> {
         )?;
         let o = self.dense(&ctx, b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
-        let x_in = be.masked_copy(x, None)?;
-        be.add(x, &o, rm.as_ref())?;
+        let out = be.residual(x, &o, rm.as_ref())?;
+        let x_in = std::mem::replace(x, out);
         Ok(Attn {
             n,
             inv,
@@ -557,8 +557,8 @@ impl<'a, B: Backend> Step<'a, B> {
         };
         let y = self.dense(&h, rows, wo)?;
         let ym = self.mask(rows * self.m.cfg.d_model)?;
-        let x_in = be.masked_copy(x, None)?;
-        be.add(x, &y, ym.as_ref())?;
+        let out = be.residual(x, &y, ym.as_ref())?;
+        let x_in = std::mem::replace(x, out);
         Ok(Ff {
             x_in,
             n,
