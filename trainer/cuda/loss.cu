@@ -8,7 +8,7 @@
 // last bit on a tie (rare). Compiled with --fmad=false.
 //
 //   forward   rows[4i..4i+4] = (w (ce + z lse^2), w ce, w z lse^2, lse)
-//   backward  d_j += scale e^(x_j - lse) - shift, d_t -= target
+//   backward  x_j <- scale e^(x_j - lse) - shift, x_t -= target (in place)
 
 #ifndef T5_LANES
 #error "T5_LANES is set by the host"
@@ -85,15 +85,23 @@ extern "C" __global__ void row_loss_fwd(const float* x, u64 n, unsigned v, const
     }
 }
 
-// backward: d (n x v) += the loss's gradient; g_out the upstream gradient
-// per row. grid (ceil(v / blockDim.x), at most 65,535): rows blockIdx.y,
+// backward in place: the logits x (n x v) become the loss's gradient, from
+// the upstream gradient per row g_out and the forward's rows; a row without
+// gradient (g_out · weight = 0) becomes zeros. No logits-sized buffer of its
+// own: the output layer's products read the gradient where the logits were.
+// grid (ceil(v / blockDim.x), at most 65,535): rows blockIdx.y,
 // blockIdx.y + gridDim.y, ...
-extern "C" __global__ void row_loss_bwd(const float* x, u64 n, unsigned v, const unsigned* targets,
-                                        const float* weights, const float* g_out, const float* rows,
-                                        float z, float confidence, float low, float* d) {
+extern "C" __global__ void row_loss_grad(float* x, u64 n, unsigned v, const unsigned* targets,
+                                         const float* weights, const float* g_out,
+                                         const float* rows, float z, float confidence, float low) {
     for (u64 i = blockIdx.y; i < n; i += gridDim.y) {
+        float* row = x + i * v;
         float g = g_out[i] * weights[i];
+        unsigned first = blockIdx.x * blockDim.x + threadIdx.x, stride = gridDim.x * blockDim.x;
         if (g == 0.0f) {
+            for (unsigned j = first; j < v; j += stride) {
+                row[j] = 0.0f;
+            }
             continue;
         }
         float lse = rows[4 * i + 3];
@@ -101,12 +109,12 @@ extern "C" __global__ void row_loss_bwd(const float* x, u64 n, unsigned v, const
         float shift = g * low;
         float target = g * (confidence - low);
         unsigned t = targets[i];
-        for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < v; j += gridDim.x * blockDim.x) {
-            float dj = d[i * v + j] + (scale * exp_fast(x[i * v + j] - lse) - shift);
+        for (unsigned j = first; j < v; j += stride) {
+            float dj = scale * exp_fast(row[j] - lse) - shift;
             if (j == t) {
                 dj -= target;
             }
-            d[i * v + j] = dj;
+            row[j] = dj;
         }
     }
 }

@@ -248,17 +248,16 @@ pub trait Backend {
         s: LossSettings,
         rows: &mut Self::Buf,
     ) -> Result<()>;
-    /// The loss's gradient added to `d`, from the upstream gradient per row.
-    #[allow(clippy::too_many_arguments)]
+    /// The logits become the loss's gradient, in place, from the upstream
+    /// gradient per row and the forward's rows (see [`Backend::loss`]).
     fn loss_grad(
         &self,
-        logits: &Self::Buf,
+        logits: &mut Self::Buf,
         nv: (usize, usize),
         targets: &Self::Ids,
         weights: &Self::Buf,
         g_out_rows: (&Self::Buf, &Self::Buf),
         s: LossSettings,
-        d: &mut Self::Buf,
     ) -> Result<()>;
 }
 
@@ -522,17 +521,16 @@ impl Backend for CpuBackend {
     }
     fn loss_grad(
         &self,
-        logits: &Vec<f32>,
+        logits: &mut Vec<f32>,
         (_, v): (usize, usize),
         targets: &Vec<u32>,
         weights: &Vec<f32>,
         (g_out, rows): (&Vec<f32>, &Vec<f32>),
         s: LossSettings,
-        d: &mut Vec<f32>,
     ) -> Result<()> {
         let t: Vec<usize> = targets.iter().map(|&t| t as usize).collect();
         let r: Vec<[f32; 4]> = rows.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
-        loss::cpu_backward(logits, v, &t, weights, (g_out, &r), s, d);
+        loss::cpu_grad_in_place(logits, v, &t, weights, (g_out, &r), s);
         Ok(())
     }
 }

@@ -468,17 +468,16 @@ impl Backend for CudaBackend {
     }
     fn loss_grad(
         &self,
-        logits: &CudaSlice<f32>,
+        logits: &mut CudaSlice<f32>,
         nv: (usize, usize),
         targets: &CudaSlice<u32>,
         weights: &CudaSlice<f32>,
         g_out_rows: (&CudaSlice<f32>, &CudaSlice<f32>),
         s: LossSettings,
-        d: &mut CudaSlice<f32>,
     ) -> Result<()> {
         self.profile.time("loss grad", || {
             self.loss
-                .backward(logits, nv, targets, weights, g_out_rows, s, d)
+                .grad_in_place(logits, nv, targets, weights, g_out_rows, s)
         })
     }
 }

@@ -1,11 +1,12 @@
 //! The per-row loss on the GPU (`trainer/cuda/loss.cu`): t5x's
 //! cross-entropy with label smoothing plus z-loss, forward and backward, in
-//! the CPU fused loss's order. The CPU side is here too ([`cpu_forward`],
-//! [`cpu_backward`]: the fused kernel's own rule), for the check on the
-//! device.
+//! the CPU fused loss's order, the gradient in place of the logits (as the
+//! CPU's fused output layer makes it). The CPU side is here too
+//! ([`cpu_forward`], [`cpu_grad_in_place`]: the fused kernel's own rule),
+//! for the check on the device.
 
 use super::{launched, load, LOSS, MAX_GRID_Y};
-use crate::kernels::{simd, LossRule};
+use crate::kernels::LossRule;
 use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ const PART: &str = "loss";
 pub struct DeviceLoss {
     stream: Arc<CudaStream>,
     fwd: CudaFunction,
-    bwd: CudaFunction,
+    grad: CudaFunction,
 }
 
 /// The loss's settings: z-loss factor and label smoothing.
@@ -35,8 +36,8 @@ pub struct LossSettings {
 impl DeviceLoss {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [fwd, bwd] = load(&stream, LOSS, flush_denormals)?;
-        Ok(DeviceLoss { fwd, bwd, stream })
+        let [fwd, grad] = load(&stream, LOSS, flush_denormals)?;
+        Ok(DeviceLoss { fwd, grad, stream })
     }
 
     /// Per row of the `n × v` logits: (weighted loss, weighted
@@ -70,29 +71,23 @@ impl DeviceLoss {
         launched(PART, unsafe { b.launch(cfg) }, "forward")
     }
 
-    /// Adds the loss's gradient to `d` (`n × v`), from the upstream
-    /// gradient per row `g_out` and the forward's `rows`.
+    /// The logits `x` (`n × v`) become the loss's gradient, from the
+    /// upstream gradient per row `g_out` and the forward's `rows`.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(
+    pub fn grad_in_place(
         &self,
-        x: &CudaSlice<f32>,
+        x: &mut CudaSlice<f32>,
         (n, v): (usize, usize),
         targets: &CudaSlice<u32>,
         weights: &CudaSlice<f32>,
         (g_out, rows): (&CudaSlice<f32>, &CudaSlice<f32>),
         s: LossSettings,
-        d: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let [z, _, confidence, low, _] = LossRule::new(s.z, s.smoothing, v).params();
         let (n64, v32) = (n as u64, v as u32);
-        let mut b = self.stream.launch_builder(&self.bwd);
+        let mut b = self.stream.launch_builder(&self.grad);
         b.arg(x).arg(&n64).arg(&v32).arg(targets).arg(weights);
-        b.arg(g_out)
-            .arg(rows)
-            .arg(&z)
-            .arg(&confidence)
-            .arg(&low)
-            .arg(d);
+        b.arg(g_out).arg(rows).arg(&z).arg(&confidence).arg(&low);
         let cfg = LaunchConfig {
             grid_dim: (
                 v.div_ceil(256).clamp(1, 64) as u32,
@@ -102,8 +97,8 @@ impl DeviceLoss {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: x and d hold n·v values, the others n (rows 4n).
-        launched(PART, unsafe { b.launch(cfg) }, "backward")
+        // SAFETY: x holds n·v values, the others n (rows 4n).
+        launched(PART, unsafe { b.launch(cfg) }, "gradient")
     }
 }
 
@@ -118,25 +113,17 @@ pub fn cpu_forward(
     LossRule::new(s.z, s.smoothing, v).rows(x, v, targets, weights)
 }
 
-/// The CPU fused loss's gradient added to `d`, as its backward adds it.
-#[allow(clippy::too_many_arguments)]
-pub fn cpu_backward(
-    x: &[f32],
+/// The CPU fused loss's gradient in place of the logits `x` (see
+/// [`DeviceLoss::grad_in_place`]), as the fused output layer makes it.
+pub fn cpu_grad_in_place(
+    x: &mut [f32],
     v: usize,
     targets: &[usize],
     weights: &[f32],
     (g_out, rows): (&[f32], &[[f32; 4]]),
     s: LossSettings,
-    d: &mut [f32],
 ) {
-    let rule = LossRule::new(s.z, s.smoothing, v);
-    for (i, (d, row)) in d.chunks_mut(v).zip(x.chunks(v)).enumerate() {
-        let Some((scale, shift, target, lse)) = rule.grad(g_out[i] * weights[i], &rows[i]) else {
-            continue;
-        };
-        simd::add_loss_grad(d, row, scale, shift, lse);
-        d[targets[i]] -= target;
-    }
+    LossRule::new(s.z, s.smoothing, v).grad_in_place(x, v, targets, weights, (g_out, rows));
 }
 
 #[cfg(test)]
@@ -182,8 +169,8 @@ mod tests {
             );
             let gt = dev.tensor_from_vec(g_out.clone(), (n,));
             let grads = (r.loss * gt).sum::<Rank0, _>().backward();
-            let mut d = vec![0f32; n * v];
-            cpu_backward(&x, v, &targets, &weights, (&g_out, &rows), s, &mut d);
+            let mut d = x.clone();
+            cpu_grad_in_place(&mut d, v, &targets, &weights, (&g_out, &rows), s);
             assert_eq!(grads.get(&xt).as_vec(), d, "{s:?}");
         }
     }

@@ -91,7 +91,7 @@ pub const NORM: KernelFile = KernelFile {
 pub const LOSS: KernelFile = KernelFile {
     name: "loss.cu",
     src: kernel_source!("loss.cu"),
-    kernels: &["row_loss_fwd", "row_loss_bwd"],
+    kernels: &["row_loss_fwd", "row_loss_grad"],
 };
 
 /// The feed-forward's activations and dropout, the dropout masks, bf16

@@ -178,6 +178,27 @@ impl LossRule {
         let scale = g * (1.0 + 2.0 * self.z * lse);
         Some((scale, g * self.low, g * (self.confidence - self.low), lse))
     }
+
+    /// The logits `x` (`[n, v]`) become the gradient of their rows' losses
+    /// (`rows` from [`LossRule::rows`]), each row's upstream gradient
+    /// `g_out[i] · weights[i]`; a row without gradient becomes zeros.
+    pub(crate) fn grad_in_place(
+        &self,
+        x: &mut [f32],
+        v: usize,
+        targets: &[usize],
+        weights: &[f32],
+        (g_out, rows): (&[f32], &[[f32; 4]]),
+    ) {
+        x.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
+            let Some((scale, shift, target, l)) = self.grad(g_out[i] * weights[i], &rows[i]) else {
+                row.fill(0.0);
+                return;
+            };
+            simd::loss_grad_in_place(row, scale, shift, l);
+            row[targets[i]] -= target;
+        });
+    }
 }
 
 pub(super) fn row_loss_impl<T: Tape<f32, Cpu>>(

@@ -485,17 +485,8 @@ pub(super) mod blas {
             let weights = weights.to_vec();
             tape.add_backward_op(move |grads| {
                 let g_out = output_grad!(grads, &go, [&gh, &gw]);
-                // the logits become their gradient, row by row
-                logits.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
-                    let Some((scale, shift, target, l)) =
-                        rule.grad(g_out[i] * weights[i], &rows[i])
-                    else {
-                        row.fill(0.0);
-                        return;
-                    };
-                    super::simd::loss_grad_in_place(row, scale, shift, l);
-                    row[targets[i]] -= target;
-                });
+                // the logits become their gradient
+                rule.grad_in_place(&mut logits, v, &targets, &weights, (g_out, &rows));
                 // dh += dlogits·w, dw += dlogitsᵀ·h
                 nt_backward!(grads, &logits, (n, v, d), (&hv, &gh), (&wv, &gw));
                 Ok(())

@@ -783,7 +783,7 @@ impl<'a, B: Backend> Step<'a, B> {
         }
         let n = b * t;
         let w = m.lm_head.unwrap_or(m.shared);
-        let logits = self.dense(&h, n, w)?;
+        let mut logits = self.dense(&h, n, w)?;
         let settings = LossSettings {
             z: cfg.z_loss,
             smoothing: cfg.label_smoothing,
@@ -801,20 +801,18 @@ impl<'a, B: Backend> Step<'a, B> {
         };
         // backward
         let g_out = be.upload(&vec![norm; n])?;
-        let mut dlogits = be.zeros(n * v)?;
+        // the logits become their gradient: no logits-sized buffer of its own
         be.loss_grad(
-            &logits,
+            &mut logits,
             (n, v),
             &targets,
             &weights,
             (&g_out, &pending.rows),
             settings,
-            &mut dlogits,
         )?;
-        drop(logits);
         let mut dh = be.zeros(n * d)?;
-        self.dense_grad(&h, &dlogits, n, w, &mut dh, false, grads)?;
-        drop(dlogits);
+        self.dense_grad(&h, &logits, n, w, &mut dh, false, grads)?;
+        drop(logits);
         if let Some(sc) = out_scale {
             be.scale(&mut dh, sc)?;
         }
