@@ -150,6 +150,23 @@ extern "C" __global__ void residual(float* out, const float* x, const float* y, 
     }
 }
 
+// [a, nx, ny, d] values as [a, ny, nx, d]: an attention's rows of heads
+// side by side ([b, t, heads, d_kv]) as heads of rows ([b, heads, t,
+// d_kv]) and back, so that one batched product covers every (batch row,
+// head) pair. One thread an output value (the writes coalesce; the reads
+// in runs of d).
+extern "C" __global__ void swap_axes(float* out, const float* x, u64 a, unsigned nx, unsigned ny,
+                                     unsigned d) {
+    u64 n = a * nx * ny * d;
+    FOR_EACH(i, n) {
+        u64 c = i % d, r = i / d;
+        u64 xi = r % nx;
+        r /= nx;
+        u64 yi = r % ny, ai = r / ny;
+        out[i] = x[((ai * nx + xi) * ny + yi) * d + c];
+    }
+}
+
 // out = x * mask (no mask: a copy).
 extern "C" __global__ void mul_masked(float* out, const float* x, const float* mask, u64 n) {
     FOR_EACH(i, n) {

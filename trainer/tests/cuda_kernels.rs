@@ -425,6 +425,44 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
     not(any(t5mix_gpu, t5mix_cuda_standin)),
     ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
 )]
+fn heads_of_rows_on_the_gpu_equal_the_cpus() {
+    common::gpu();
+    use t5mix_trainer::device::backend::{Backend, CpuBackend};
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::Precision;
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let be = CudaBackend::new(stream.clone(), Precision::F32, false).unwrap();
+    // t5-v1_1-small's queries at batch 4 × 512 ([b, t, heads, d_kv]), and
+    // an odd shape; there and back
+    for dims in [[4, 512, 6, 64], [3, 7, 5, 3]] {
+        let mut seed = 5u64;
+        let x = values(&mut seed, dims.iter().product(), 1.0);
+        let want = CpuBackend.swap_axes(&x, dims).unwrap();
+        let got = be.swap_axes(&stream.clone_htod(&x).unwrap(), dims).unwrap();
+        assert!(
+            same_bits(&stream.clone_dtoh(&got).unwrap(), &want),
+            "{dims:?}"
+        );
+        let back = be
+            .swap_axes(&got, [dims[0], dims[2], dims[1], dims[3]])
+            .unwrap();
+        assert!(
+            same_bits(&stream.clone_dtoh(&back).unwrap(), &x),
+            "{dims:?} back"
+        );
+    }
+    // a shape that is not the buffer's is an error, not a wild read
+    let x = stream.clone_htod(&[0f32; 10]).unwrap();
+    let e = be.swap_axes(&x, [1, 2, 3, 2]).unwrap_err().to_string();
+    assert!(e.contains("[1, 2, 3, 2] of 10 values"), "{e}");
+}
+
+#[test]
+#[cfg_attr(
+    not(any(t5mix_gpu, t5mix_cuda_standin)),
+    ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
+)]
 fn products_on_the_gpu_in_f32_tf32_and_bf16() {
     common::gpu();
     use t5mix_trainer::device::elementwise::DeviceElementwise;

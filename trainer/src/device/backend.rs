@@ -233,6 +233,12 @@ pub trait Backend {
     /// for the backward).
     fn residual(&self, x: &Self::Buf, y: &Self::Buf, mask: Option<&Self::Buf>)
         -> Result<Self::Buf>;
+    /// `x`, `[a, nx, ny, d]` values, as `[a, ny, nx, d]` in a new buffer:
+    /// an attention's rows of heads side by side (`[b, t, heads, d_kv]`,
+    /// as the projections make them) as heads of rows (`[b, heads, t,
+    /// d_kv]`) and back, so that one batched product covers every (batch
+    /// row, head) pair.
+    fn swap_axes(&self, x: &Self::Buf, dims: [usize; 4]) -> Result<Self::Buf>;
     /// `x ·= s`.
     fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
 
@@ -498,6 +504,24 @@ impl Backend for CpuBackend {
             None => x.iter().zip(y).map(|(x, y)| x + y).collect(),
         })
     }
+    fn swap_axes(&self, x: &Vec<f32>, [a, nx, ny, d]: [usize; 4]) -> Result<Vec<f32>> {
+        assert_eq!(
+            x.len(),
+            a * nx * ny * d,
+            "swap_axes of {:?}",
+            [a, nx, ny, d]
+        );
+        let mut out = Vec::with_capacity(x.len());
+        for ai in 0..a {
+            for yi in 0..ny {
+                for xi in 0..nx {
+                    let at = ((ai * nx + xi) * ny + yi) * d;
+                    out.extend_from_slice(&x[at..at + d]);
+                }
+            }
+        }
+        Ok(out)
+    }
     fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
         x.iter_mut().for_each(|x| *x *= s);
         Ok(())
@@ -545,5 +569,21 @@ mod tests {
         assert_eq!(r.tokens, [0, 2, 5]);
         assert_eq!(r.starts, [0, 1, 3, 6]);
         assert_eq!(r.positions, [3, 1, 4, 0, 2, 5]);
+    }
+
+    #[test]
+    fn swap_axes_turns_rows_of_heads_into_heads_of_rows_and_back() {
+        // [a 2, x 3, y 2, d 2]: value = 1000a + 100x + 10y + c
+        let dims = [2, 3, 2, 2];
+        let x: Vec<f32> = (0..24)
+            .map(|i| (1000 * (i / 12) + 100 * (i / 4 % 3) + 10 * (i / 2 % 2) + i % 2) as f32)
+            .collect();
+        let y = CpuBackend.swap_axes(&x, dims).unwrap();
+        // [a, y, x, d]
+        let want: Vec<f32> = (0..24)
+            .map(|i| (1000 * (i / 12) + 10 * (i / 6 % 2) + 100 * (i / 2 % 3) + i % 2) as f32)
+            .collect();
+        assert_eq!(y, want);
+        assert_eq!(CpuBackend.swap_axes(&y, [2, 2, 3, 2]).unwrap(), x);
     }
 }

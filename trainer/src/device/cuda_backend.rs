@@ -446,6 +446,18 @@ impl Backend for CudaBackend {
             Ok(out)
         })
     }
+    fn swap_axes(&self, x: &CudaSlice<f32>, dims: [usize; 4]) -> Result<CudaSlice<f32>> {
+        self.profile.time("heads (swap axes)", || {
+            let n: usize = dims.iter().product();
+            if x.len() != n {
+                let e = format!("{dims:?} of {} values", x.len());
+                return Err(gpu_error(PART, "swap axes", e));
+            }
+            let mut out = self.output(n)?;
+            self.ew.swap_axes(&mut out, x, dims)?;
+            Ok(out)
+        })
+    }
     fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
         self.profile.time("scale", || {
             let n = x.len();

@@ -28,6 +28,7 @@ pub struct DeviceElementwise {
     dropout_mask: CudaFunction,
     to_bf16: CudaFunction,
     residual: CudaFunction,
+    swap_axes: CudaFunction,
     mul_masked: CudaFunction,
     scale: CudaFunction,
     embed: CudaFunction,
@@ -37,7 +38,7 @@ pub struct DeviceElementwise {
 impl DeviceElementwise {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16, residual, mul_masked, scale, embed, embed_grad] =
+        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16, residual, swap_axes, mul_masked, scale, embed, embed_grad] =
             load(&stream, ELEMENTWISE, flush_denormals)?;
         Ok(DeviceElementwise {
             stream,
@@ -48,6 +49,7 @@ impl DeviceElementwise {
             dropout_mask,
             to_bf16,
             residual,
+            swap_axes,
             mul_masked,
             scale,
             embed,
@@ -165,6 +167,22 @@ impl DeviceElementwise {
         l.arg(&n64);
         // SAFETY: every buffer holds n values.
         launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "residual")
+    }
+
+    /// `x`, `[a, nx, ny, d]` values, as `[a, ny, nx, d]` in `out` (see
+    /// [`crate::device::backend::Backend::swap_axes`]).
+    pub fn swap_axes(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        [a, nx, ny, d]: [usize; 4],
+    ) -> Result<()> {
+        let n = a * nx * ny * d;
+        let (a64, nx32, ny32, d32) = (a as u64, nx as u32, ny as u32, d as u32);
+        let mut l = self.stream.launch_builder(&self.swap_axes);
+        l.arg(out).arg(x).arg(&a64).arg(&nx32).arg(&ny32).arg(&d32);
+        // SAFETY: out and x hold n values.
+        launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "swap axes")
     }
 
     /// `out = x · mask` (a copy without a mask).

@@ -107,6 +107,7 @@ pub const ELEMENTWISE: KernelFile = KernelFile {
         "dropout_mask",
         "to_bf16",
         "residual",
+        "swap_axes",
         "mul_masked",
         "scale",
         "embed",

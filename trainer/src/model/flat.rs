@@ -52,6 +52,8 @@ struct Attn<B: Backend> {
     n: B::Buf,
     inv: B::Buf,
     x_in: B::Buf,
+    /// The queries, keys and values as heads of rows (`[b, heads, rows,
+    /// d_kv]`, see [`Step::heads`]).
     q: B::Buf,
     k: B::Buf,
     v: B::Buf,
@@ -74,15 +76,6 @@ struct Ff<B: Backend> {
     h: B::Buf,
     hm: Option<B::Buf>,
     ym: Option<B::Buf>,
-}
-
-/// Where an operand of an attention product lies: the probabilities
-/// (`[b, heads, t, s]`), or rows of heads side by side (`[b, rows,
-/// heads·d_kv]`: q, k, v, the context and their gradients).
-#[derive(Debug, Clone, Copy)]
-enum HeadOperand {
-    Probs,
-    Rows(usize),
 }
 
 /// What a block keeps: self-attention, cross-attention, feed-forward.
@@ -350,44 +343,38 @@ impl<'a, B: Backend> Step<'a, B> {
         )
     }
 
-    /// `c (+)= op(a) · op(b)` for every (batch row, head) of an attention:
-    /// `(m, n, k)` and the transposes per pair, `ops` where a, b and c lie.
-    /// Batched over heads for each batch row, or over batch rows for each
-    /// head, whichever makes fewer calls (one call can batch at one stride
-    /// only; heads and rows are two).
-    #[allow(clippy::too_many_arguments)]
+    /// `rows` rows a batch row of heads side by side (`[b, rows, heads ·
+    /// d_kv]`, as the projections make them) as heads of rows (`[b, heads,
+    /// rows, d_kv]`), where every (batch row, head) pair's matrix is one
+    /// block: one batched product covers them all.
+    fn heads(&self, x: &B::Buf, sh: AttnShape, rows: usize) -> Result<B::Buf> {
+        let dims = [sh.b, rows, sh.heads, self.m.cfg.d_kv];
+        self.be.swap_axes(x, dims)
+    }
+
+    /// Heads of rows back as rows of heads side by side.
+    fn unheads(&self, x: &B::Buf, sh: AttnShape, rows: usize) -> Result<B::Buf> {
+        let dims = [sh.b, sh.heads, rows, self.m.cfg.d_kv];
+        self.be.swap_axes(x, dims)
+    }
+
+    /// `c = op(a) · op(b)` for every (batch row, head) pair of an attention
+    /// in one batched product: `(m, n, k)` and the transposes per pair,
+    /// each operand a pair's block after another (heads of rows, or the
+    /// probabilities `[b, heads, t, s]`).
     fn head_gemm(
         &self,
         sh: AttnShape,
         (mnk, ta, tb): ((usize, usize, usize), bool, bool),
-        ops: [HeadOperand; 3],
         a: &B::Buf,
         b: &B::Buf,
         c: &mut B::Buf,
-        accumulate: bool,
     ) -> Result<()> {
-        let (t, s, h, dk) = (sh.t, sh.s, sh.heads, self.m.cfg.d_kv);
-        let inner = h * dk;
-        let per_head = sh.b > h;
-        // (row stride, stride between batched pairs, offset per call)
-        let at = |op: HeadOperand| match (op, per_head) {
-            (HeadOperand::Probs, true) => (s, h * t * s, t * s),
-            (HeadOperand::Probs, false) => (s, t * s, h * t * s),
-            (HeadOperand::Rows(r), true) => (inner, r * inner, dk),
-            (HeadOperand::Rows(r), false) => (inner, dk, r * inner),
-        };
-        let [la, lb, lc] = ops.map(at);
         let shape = GemmShape {
-            ld: (la.0, lb.0, lc.0),
-            batch: if per_head { sh.b } else { h },
-            strides: (la.1, lb.1, lc.1),
+            batch: sh.b * sh.heads,
             ..GemmShape::dense(mnk, ta, tb)
         };
-        for i in 0..if per_head { h } else { sh.b } {
-            let (a, b) = ((a, i * la.2), (b, i * lb.2));
-            self.be.gemm(&shape, a, b, (c, i * lc.2), accumulate)?;
-        }
-        Ok(())
+        self.be.gemm(&shape, (a, 0), (b, 0), (c, 0), false)
     }
 
     /// An attention sublayer's forward, its residual added to `x`: self-
@@ -406,38 +393,26 @@ impl<'a, B: Backend> Step<'a, B> {
     ) -> Result<Attn<B>> {
         let be = self.be;
         let (b, t, s) = (sh.b, sh.t, sh.s);
-        let inner = self.m.cfg.inner_dim();
         let (n, inv) = self.norm(x, b * t, ln)?;
-        let q = self.dense(&n, b * t, a.q)?;
+        let q = self.heads(&self.dense(&n, b * t, a.q)?, sh, t)?;
         let src = kv_in.unwrap_or(&n);
-        let k = self.dense(src, b * s, a.k)?;
-        let v = self.dense(src, b * s, a.v)?;
+        let k = self.heads(&self.dense(src, b * s, a.k)?, sh, s)?;
+        let v = self.heads(&self.dense(src, b * s, a.v)?, sh, s)?;
         let pm = self.mask(sh.rows() * s)?;
         let mut p = be.output(sh.rows() * s)?;
-        let (q_rows, kv_rows) = (HeadOperand::Rows(t), HeadOperand::Rows(s));
         let dk = self.m.cfg.d_kv;
         // scores = q · kᵀ, per pair t x s over dk
-        let scores = ((t, s, dk), false, true);
-        let ops = [q_rows, kv_rows, HeadOperand::Probs];
-        self.head_gemm(sh, scores, ops, &q, &k, &mut p, false)?;
+        self.head_gemm(sh, ((t, s, dk), false, true), &q, &k, &mut p)?;
         let mut pd = match pm {
             Some(m) => Some((m, be.output(sh.rows() * s)?)),
             None => None,
         };
         be.softmax(&mut p, pos, mask, pd.as_mut().map(|(m, d)| (&*m, d)), sh)?;
-        let mut ctx = be.output(b * t * inner)?;
+        let mut ctx = be.output(b * t * self.m.cfg.inner_dim())?;
         let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
         // ctx = p · v, per pair t x dk over s
-        let ops = [HeadOperand::Probs, kv_rows, q_rows];
-        self.head_gemm(
-            sh,
-            ((t, dk, s), false, false),
-            ops,
-            used,
-            &v,
-            &mut ctx,
-            false,
-        )?;
+        self.head_gemm(sh, ((t, dk, s), false, false), used, &v, &mut ctx)?;
+        let ctx = self.unheads(&ctx, sh, t)?;
         let o = self.dense(&ctx, b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
         let out = be.residual(x, &o, rm.as_ref())?;
@@ -478,6 +453,7 @@ impl<'a, B: Backend> Step<'a, B> {
         let d_o = masked.as_ref().unwrap_or(dx);
         let mut dctx = be.output(b * t * inner)?;
         self.dense_grad(&s_.ctx, d_o, b * t, a.o, &mut dctx, false, grads)?;
+        let dctx = self.heads(&dctx, sh, t)?;
         let mut ds = be.output(sh.rows() * s)?;
         let (mut dq, mut dk, mut dv) = (
             be.output(b * t * inner)?,
@@ -485,42 +461,24 @@ impl<'a, B: Backend> Step<'a, B> {
             be.output(b * s * inner)?,
         );
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
-        let (q_rows, kv_rows, probs) = (
-            HeadOperand::Rows(t),
-            HeadOperand::Rows(s),
-            HeadOperand::Probs,
-        );
         let dkv = self.m.cfg.d_kv;
         // dP = dO · vᵀ; dV = Pdᵀ · dO
-        let ops = [q_rows, kv_rows, probs];
-        self.head_gemm(
-            sh,
-            ((t, s, dkv), false, true),
-            ops,
-            &dctx,
-            &s_.v,
-            &mut ds,
-            false,
-        )?;
-        let (tr, tr_ops) = (((s, dkv, t), true, false), [probs, q_rows, kv_rows]);
-        self.head_gemm(sh, tr, tr_ops, used, &dctx, &mut dv, false)?;
+        self.head_gemm(sh, ((t, s, dkv), false, true), &dctx, &s_.v, &mut ds)?;
+        let tr = ((s, dkv, t), true, false);
+        self.head_gemm(sh, tr, used, &dctx, &mut dv)?;
         be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
         // dQ = dS · k; dK = dSᵀ · q
-        let ops = [probs, kv_rows, q_rows];
-        self.head_gemm(
-            sh,
-            ((t, dkv, s), false, false),
-            ops,
-            &ds,
-            &s_.k,
-            &mut dq,
-            false,
-        )?;
-        self.head_gemm(sh, tr, tr_ops, &ds, &s_.q, &mut dk, false)?;
+        self.head_gemm(sh, ((t, dkv, s), false, false), &ds, &s_.k, &mut dq)?;
+        self.head_gemm(sh, tr, &ds, &s_.q, &mut dk)?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
         }
-        let mut dn = be.zeros(b * t * self.m.cfg.d_model)?;
+        let (dq, dk, dv) = (
+            self.unheads(&dq, sh, t)?,
+            self.unheads(&dk, sh, s)?,
+            self.unheads(&dv, sh, s)?,
+        );
+        let mut dn = be.output(b * t * self.m.cfg.d_model)?;
         self.dense_grad(&s_.n, &dq, b * t, a.q, &mut dn, false, grads)?;
         match kv_in {
             None => {
@@ -893,8 +851,6 @@ pub(crate) mod tests {
     /// embeddings, packed rows, label smoothing and z-loss.
     #[test]
     fn the_flat_step_is_the_models_loss_and_gradient() {
-        // (rows below the 4 heads: attention's products batched over heads
-        // per row; above: over rows per head)
         for (gated, tied, packed, rate, rows) in [
             (true, false, false, 0.0, 2),
             (true, false, true, 0.1, 6),
