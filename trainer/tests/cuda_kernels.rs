@@ -463,6 +463,74 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
     not(any(t5mix_gpu, t5mix_cuda_standin)),
     ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
 )]
+fn products_together_give_the_bits_of_products_alone() {
+    common::gpu();
+    use t5mix_trainer::device::backend::{Backend, Product};
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::{GemmShape, Precision};
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let mut seed = 9u64;
+    let (x, w) = (
+        values(&mut seed, 40 * 16, 1.0),
+        values(&mut seed, 3 * 8 * 16, 1.0),
+    );
+    let (gx, gw) = (
+        stream.clone_htod(&x).unwrap(),
+        stream.clone_htod(&w).unwrap(),
+    );
+    // y_i = x · W_iᵀ for three weights in one buffer, and z = x[8..] (the
+    // same buffer at another offset, another span) · W_0ᵀ
+    let dense = |rows| GemmShape::dense((rows, 8, 16), false, true);
+    for precision in [Precision::F32, Precision::Tf32, Precision::Bf16] {
+        let be = CudaBackend::new(stream.clone(), precision, false).unwrap();
+        // bf16: the weights as parameters (the pass's copy), or rounded
+        // with the rest
+        for params in [true, false] {
+            if params {
+                be.begin_pass(&gw).unwrap();
+            } else {
+                be.begin_pass(&stream.clone_htod(&[0f32; 1]).unwrap())
+                    .unwrap();
+            }
+            let mut alone = Vec::new();
+            for (rows, xo, wo) in [(40, 0, 0), (40, 0, 128), (40, 0, 256), (32, 16, 0)] {
+                let mut c = stream.alloc_zeros::<f32>(rows * 8).unwrap();
+                be.gemm(&dense(rows), (&gx, xo), (&gw, wo), (&mut c, 0), false)
+                    .unwrap();
+                alone.push(stream.clone_dtoh(&c).unwrap());
+            }
+            let mut cs: Vec<_> = [40, 40, 40, 32]
+                .map(|rows| stream.alloc_zeros::<f32>(rows * 8).unwrap())
+                .into_iter()
+                .collect();
+            let products = cs
+                .iter_mut()
+                .zip([(40, 0, 0), (40, 0, 128), (40, 0, 256), (32, 16, 0)])
+                .map(|(c, (rows, xo, wo))| Product {
+                    shape: dense(rows),
+                    a: (&gx, xo),
+                    b: (&gw, wo),
+                    c: (c, 0),
+                    accumulate: false,
+                })
+                .collect();
+            be.gemms(products).unwrap();
+            for (i, (c, want)) in cs.iter().zip(&alone).enumerate() {
+                let case = format!("{precision:?} parameters {params}: product {i}");
+                assert!(same_bits(&stream.clone_dtoh(c).unwrap(), want), "{case}");
+            }
+            // (and they differ from each other: the test sees a mix-up)
+            assert!(!same_bits(&alone[0], &alone[1]) && !same_bits(&alone[0][..256], &alone[3]));
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(any(t5mix_gpu, t5mix_cuda_standin)),
+    ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
+)]
 fn products_on_the_gpu_in_f32_tf32_and_bf16() {
     common::gpu();
     use t5mix_trainer::device::elementwise::DeviceElementwise;

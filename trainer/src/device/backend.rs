@@ -20,6 +20,20 @@ pub type At<'a, B> = (&'a B, usize);
 /// A buffer at an offset, written (a gradient in the flat gradients).
 pub type AtMut<'a, B> = (&'a mut B, usize);
 
+/// One product of [`Backend::gemms`]: `c (+)= op(a) · op(b)`.
+pub struct Product<'a, B> {
+    /// Its shape and the transposes.
+    pub shape: GemmShape,
+    /// The left operand.
+    pub a: At<'a, B>,
+    /// The right operand.
+    pub b: At<'a, B>,
+    /// The result.
+    pub c: AtMut<'a, B>,
+    /// Added to `c` (else `c` is overwritten).
+    pub accumulate: bool,
+}
+
 /// The token positions of a batch grouped by token, for the embedding's
 /// gradient in a fixed order: `tokens[u]` appears at rows
 /// `positions[starts[u]..starts[u + 1]]`, in row order; tokens ascending.
@@ -114,15 +128,29 @@ pub trait Backend {
     /// `x` times the mask, or a copy of `x` without one.
     fn masked_copy(&self, x: &Self::Buf, mask: Option<&Self::Buf>) -> Result<Self::Buf>;
 
-    /// `c (+)= op(a) · op(b)` (row-major, see [`GemmShape`]).
+    /// The products in order (row-major, see [`GemmShape`]). An operand
+    /// that several of them read is made ready for the products once (the
+    /// GPU in bf16 rounds it once); none of them reads what another writes
+    /// (the borrows see to that).
+    fn gemms(&self, products: Vec<Product<'_, Self::Buf>>) -> Result<()>;
+
+    /// One product: `c (+)= op(a) · op(b)`.
     fn gemm(
         &self,
-        sh: &GemmShape,
+        shape: &GemmShape,
         a: At<Self::Buf>,
         b: At<Self::Buf>,
         c: AtMut<Self::Buf>,
         accumulate: bool,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.gemms(vec![Product {
+            shape: *shape,
+            a,
+            b,
+            c,
+            accumulate,
+        }])
+    }
 
     /// Rows of `d` values: `x[i] = table[ids[i]]`.
     fn embed(
@@ -306,35 +334,32 @@ impl Backend for CpuBackend {
             .map(|kind| attention_mask(batch, kind)))
     }
 
-    fn gemm(
-        &self,
-        sh: &GemmShape,
-        (a, ao): At<Vec<f32>>,
-        (b, bo): At<Vec<f32>>,
-        (c, co): AtMut<Vec<f32>>,
-        accumulate: bool,
-    ) -> Result<()> {
-        let (la, lb, lc) = sh.spans();
-        assert!(
-            ao + la <= a.len() && bo + lb <= b.len() && co + lc <= c.len(),
-            "{sh:?} past its buffers"
-        );
-        let (lda, ldb, ldc) = sh.ld;
-        let a_st = if sh.ta { (1, lda) } else { (lda, 1) };
-        let b_st = if sh.tb { (1, ldb) } else { (ldb, 1) };
-        for p in 0..sh.batch {
-            // SAFETY: the spans checked above hold every element read and written.
-            unsafe {
-                crate::kernels::mm(
-                    (sh.m, sh.n, sh.k),
-                    c.as_mut_ptr().add(co + p * sh.strides.2),
-                    (ldc, 1),
-                    accumulate,
-                    a.as_ptr().add(ao + p * sh.strides.0),
-                    a_st,
-                    b.as_ptr().add(bo + p * sh.strides.1),
-                    b_st,
-                );
+    fn gemms(&self, products: Vec<Product<'_, Vec<f32>>>) -> Result<()> {
+        for p in products {
+            let sh = &p.shape;
+            let ((a, ao), (b, bo), (c, co)) = (p.a, p.b, p.c);
+            let (la, lb, lc) = sh.spans();
+            assert!(
+                ao + la <= a.len() && bo + lb <= b.len() && co + lc <= c.len(),
+                "{sh:?} past its buffers"
+            );
+            let (lda, ldb, ldc) = sh.ld;
+            let a_st = if sh.ta { (1, lda) } else { (lda, 1) };
+            let b_st = if sh.tb { (1, ldb) } else { (ldb, 1) };
+            for i in 0..sh.batch {
+                // SAFETY: the spans checked above hold every element read and written.
+                unsafe {
+                    crate::kernels::mm(
+                        (sh.m, sh.n, sh.k),
+                        c.as_mut_ptr().add(co + i * sh.strides.2),
+                        (ldc, 1),
+                        p.accumulate,
+                        a.as_ptr().add(ao + i * sh.strides.0),
+                        a_st,
+                        b.as_ptr().add(bo + i * sh.strides.1),
+                        b_st,
+                    );
+                }
             }
         }
         Ok(())

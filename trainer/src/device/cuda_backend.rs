@@ -4,7 +4,7 @@
 //! step but the loss's per-row values it logs.
 
 use super::attention::{AttnShape, DeviceAttention};
-use super::backend::{At, AtMut, Backend, TokenIndex};
+use super::backend::{At, AtMut, Backend, Product, TokenIndex};
 use super::elementwise::DeviceElementwise;
 use super::gpu_error;
 use super::loss::{DeviceLoss, LossSettings};
@@ -86,10 +86,10 @@ impl CudaBackend {
 }
 
 /// `len` values of `x` from `o`, or an error naming the product.
-fn view<'a>(
+/// A product's operand `len` values from `o` on, or an error past its end.
+fn operand<'a>(
     sh: &GemmShape,
-    x: &'a CudaSlice<f32>,
-    o: usize,
+    (x, o): At<'a, CudaSlice<f32>>,
     len: usize,
 ) -> Result<CudaView<'a, f32>> {
     x.try_slice(o..o + len).ok_or_else(|| {
@@ -99,6 +99,16 @@ fn view<'a>(
             format!("{sh:?} at {o} past {} values", x.len()),
         )
     })
+}
+
+/// A product's result from its offset on, or an error past its end.
+fn result<'a>(
+    sh: &GemmShape,
+    (c, o): AtMut<'a, CudaSlice<f32>>,
+) -> Result<cudarc::driver::CudaViewMut<'a, f32>> {
+    let len = c.len();
+    c.try_slice_mut(o..)
+        .ok_or_else(|| gpu_error(PART, "product", format!("{sh:?} at {o} past {len} values")))
 }
 
 impl Backend for CudaBackend {
@@ -187,65 +197,60 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn gemm(
-        &self,
-        sh: &GemmShape,
-        (a, ao): At<CudaSlice<f32>>,
-        (b, bo): At<CudaSlice<f32>>,
-        (c, co): AtMut<CudaSlice<f32>>,
-        accumulate: bool,
-    ) -> Result<()> {
+    fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>>>) -> Result<()> {
         self.profile.time("products (cuBLAS)", || {
-            let beta = if accumulate { 1.0 } else { 0.0 };
-            let (la, lb, _) = sh.spans();
-            let (av, bv) = (view(sh, a, ao, la)?, view(sh, b, bo, lb)?);
-            let clen = c.len();
-            let mut cv = c.try_slice_mut(co..).ok_or_else(|| {
-                gpu_error(
-                    PART,
-                    "product",
-                    format!("{sh:?} at {co} past {clen} values"),
-                )
-            })?;
-            match self.precision {
-                Precision::Bf16 => {
-                    // a parameter from the pass's bf16 copy, anything else rounded here
-                    let cache = self.bf16_params.borrow();
-                    let cached = |x: &CudaSlice<f32>, o: usize, len: usize| {
-                        let (addr, buf) = cache.as_ref()?;
-                        let theirs = std::ptr::eq(x, *addr as *const CudaSlice<f32>);
-                        theirs.then(|| buf.slice(o..o + len))
-                    };
-                    let round = |x: &CudaView<'_, f32>, len: usize| -> Result<CudaSlice<u16>> {
-                        let mut h = self.alloc::<u16>(len)?;
-                        self.ew.to_bf16(x, &mut h, len)?;
-                        Ok(h)
-                    };
-                    let ha = match cached(a, ao, la) {
-                        Some(_) => None,
-                        None => Some(round(&av, la)?),
-                    };
-                    let hb = match cached(b, bo, lb) {
-                        Some(_) => None,
-                        None => Some(round(&bv, lb)?),
-                    };
-                    let va = ha
-                        .as_ref()
-                        .map(|h| h.slice(..))
-                        .or_else(|| cached(a, ao, la));
-                    let vb = hb
-                        .as_ref()
-                        .map(|h| h.slice(..))
-                        .or_else(|| cached(b, bo, lb));
-                    let (Some(va), Some(vb)) = (va, vb) else {
-                        unreachable!("rounded or cached")
-                    };
-                    self.blas.gemm(sh, &va, &vb, &mut cv, (1.0, beta), false)
+            let beta = |p: &Product<'_, CudaSlice<f32>>| if p.accumulate { 1.0 } else { 0.0 };
+            if self.precision != Precision::Bf16 {
+                let tf32 = self.precision == Precision::Tf32;
+                for p in products {
+                    let (la, lb, _) = p.shape.spans();
+                    let (av, bv) = (operand(&p.shape, p.a, la)?, operand(&p.shape, p.b, lb)?);
+                    let (sh, beta) = (p.shape, beta(&p));
+                    self.blas
+                        .gemm(&sh, &av, &bv, &mut result(&sh, p.c)?, (1.0, beta), tf32)?;
                 }
-                p => self
-                    .blas
-                    .gemm(sh, &av, &bv, &mut cv, (1.0, beta), p == Precision::Tf32),
+                return Ok(());
             }
+            // bf16: a parameter from the pass's bf16 copy; anything else
+            // rounded here, once for all the products that read it
+            let cache = self.bf16_params.borrow();
+            let params = cache.as_ref().map(|(addr, buf)| (*addr, buf));
+            // (the buffer's address, offset, values)
+            let key = |(x, o): At<CudaSlice<f32>>, len: usize| (x as *const _ as usize, o, len);
+            let mut rounded: Vec<((usize, usize, usize), CudaSlice<u16>)> = Vec::new();
+            for p in &products {
+                let (la, lb, _) = p.shape.spans();
+                for (x, len) in [(p.a, la), (p.b, lb)] {
+                    let k = key(x, len);
+                    let ready = params.is_some_and(|(addr, _)| addr == k.0)
+                        || rounded.iter().any(|(r, _)| *r == k);
+                    // (the f32 view checks the span against the buffer)
+                    let v = operand(&p.shape, x, len)?;
+                    if !ready {
+                        let mut h = self.alloc::<u16>(len)?;
+                        self.ew.to_bf16(&v, &mut h, len)?;
+                        rounded.push((k, h));
+                    }
+                }
+            }
+            let bf16 = |x: At<CudaSlice<f32>>, len: usize| {
+                let k = key(x, len);
+                match params {
+                    Some((addr, buf)) if addr == k.0 => buf.slice(x.1..x.1 + len),
+                    _ => match rounded.iter().find(|(r, _)| *r == k) {
+                        Some((_, h)) => h.slice(..),
+                        None => unreachable!("every operand rounded or cached above"),
+                    },
+                }
+            };
+            for p in products {
+                let (la, lb, _) = p.shape.spans();
+                let (sh, beta) = (p.shape, beta(&p));
+                let (va, vb) = (bf16(p.a, la), bf16(p.b, lb));
+                self.blas
+                    .gemm(&sh, &va, &vb, &mut result(&sh, p.c)?, (1.0, beta), false)?;
+            }
+            Ok(())
         })
     }
 

@@ -10,7 +10,7 @@
 
 use super::*;
 use crate::device::attention::AttnShape;
-use crate::device::backend::{Backend, TokenIndex};
+use crate::device::backend::{Backend, Product, TokenIndex};
 use crate::device::loss::LossSettings;
 use crate::device::products::GemmShape;
 use crate::device::twin::FlatLayout;
@@ -262,19 +262,42 @@ impl<'a, B: Backend> Step<'a, B> {
 
     /// `x[rows, in] · Wᵀ` for the dense weight `w` `[out, in]`.
     fn dense(&self, x: &B::Buf, rows: usize, w: usize) -> Result<B::Buf> {
-        let (out, inn) = self.m.layout.params[w].1;
-        let mut y = self.be.output(rows * out)?;
-        self.be.gemm(
-            &GemmShape::dense((rows, out, inn), false, true),
-            (x, 0),
-            (self.params, self.m.off(w)),
-            (&mut y, 0),
-            false,
-        )?;
+        let [y] = self.dense_all(x, rows, [w])?;
         Ok(y)
     }
 
-    /// The dense layer's backward: `dW += dyᵀ · x`, `dx (+)= dy · W`.
+    /// [`Step::dense`] for dense weights that read the same `x` (the
+    /// GPU's bf16 products round it once).
+    fn dense_all<const N: usize>(
+        &self,
+        x: &B::Buf,
+        rows: usize,
+        ws: [usize; N],
+    ) -> Result<[B::Buf; N]> {
+        let mut ys = Vec::with_capacity(N);
+        for &w in &ws {
+            ys.push(self.be.output(rows * self.m.layout.params[w].1 .0)?);
+        }
+        let products = ws
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(&w, y)| {
+                let (out, inn) = self.m.layout.params[w].1;
+                Product {
+                    shape: GemmShape::dense((rows, out, inn), false, true),
+                    a: (x, 0),
+                    b: (self.params, self.m.off(w)),
+                    c: (y, 0),
+                    accumulate: false,
+                }
+            })
+            .collect();
+        self.be.gemms(products)?;
+        Ok(ys.try_into().unwrap_or_else(|_| unreachable!("N outputs")))
+    }
+
+    /// The dense layer's backward: `dW += dyᵀ · x`, `dx (+)= dy · W` (the
+    /// GPU's bf16 products round `dy` once for both).
     #[allow(clippy::too_many_arguments)]
     fn dense_grad(
         &self,
@@ -287,20 +310,22 @@ impl<'a, B: Backend> Step<'a, B> {
         grads: &mut B::Buf,
     ) -> Result<()> {
         let (out, inn) = self.m.layout.params[w].1;
-        self.be.gemm(
-            &GemmShape::dense((out, inn, rows), true, false),
-            (dy, 0),
-            (x, 0),
-            (grads, self.m.off(w)),
-            true,
-        )?;
-        self.be.gemm(
-            &GemmShape::dense((rows, inn, out), false, false),
-            (dy, 0),
-            (self.params, self.m.off(w)),
-            (dx, 0),
-            add_dx,
-        )
+        self.be.gemms(vec![
+            Product {
+                shape: GemmShape::dense((out, inn, rows), true, false),
+                a: (dy, 0),
+                b: (x, 0),
+                c: (grads, self.m.off(w)),
+                accumulate: true,
+            },
+            Product {
+                shape: GemmShape::dense((rows, inn, out), false, false),
+                a: (dy, 0),
+                b: (self.params, self.m.off(w)),
+                c: (dx, 0),
+                accumulate: add_dx,
+            },
+        ])
     }
 
     /// RMS norm of `x` (`rows` rows) by the weight `w`: (normed, inv).
@@ -394,10 +419,21 @@ impl<'a, B: Backend> Step<'a, B> {
         let be = self.be;
         let (b, t, s) = (sh.b, sh.t, sh.s);
         let (n, inv) = self.norm(x, b * t, ln)?;
-        let q = self.heads(&self.dense(&n, b * t, a.q)?, sh, t)?;
-        let src = kv_in.unwrap_or(&n);
-        let k = self.heads(&self.dense(src, b * s, a.k)?, sh, s)?;
-        let v = self.heads(&self.dense(src, b * s, a.v)?, sh, s)?;
+        let (q, k, v) = match kv_in {
+            None => {
+                let [q, k, v] = self.dense_all(&n, b * t, [a.q, a.k, a.v])?;
+                (q, k, v)
+            }
+            Some(src) => {
+                let [k, v] = self.dense_all(src, b * s, [a.k, a.v])?;
+                (self.dense(&n, b * t, a.q)?, k, v)
+            }
+        };
+        let (q, k, v) = (
+            self.heads(&q, sh, t)?,
+            self.heads(&k, sh, s)?,
+            self.heads(&v, sh, s)?,
+        );
         let pm = self.mask(sh.rows() * s)?;
         let mut p = be.output(sh.rows() * s)?;
         let dk = self.m.cfg.d_kv;
@@ -506,8 +542,7 @@ impl<'a, B: Backend> Step<'a, B> {
                 (None, h, wo)
             }
             FfIdx::Gated { wi0, wi1, wo } => {
-                let a = self.dense(&n, rows, wi0)?;
-                let b = self.dense(&n, rows, wi1)?;
+                let [a, b] = self.dense_all(&n, rows, [wi0, wi1])?;
                 let mut h = be.output(rows * f)?;
                 be.gated(&a, &b, hm.as_ref(), &mut h)?;
                 (Some((a, b)), h, wo)
