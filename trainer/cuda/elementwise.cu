@@ -150,20 +150,37 @@ extern "C" __global__ void residual(float* out, const float* x, const float* y, 
     }
 }
 
-// [a, nx, ny, d] values as [a, ny, nx, d]: an attention's rows of heads
-// side by side ([b, t, heads, d_kv]) as heads of rows ([b, heads, t,
-// d_kv]) and back, so that one batched product covers every (batch row,
-// head) pair. One thread an output value (the writes coalesce; the reads
-// in runs of d).
-extern "C" __global__ void swap_axes(float* out, const float* x, u64 a, unsigned nx, unsigned ny,
-                                     unsigned d) {
-    u64 n = a * nx * ny * d;
+// An attention's projections between the rows they come in, [b, rows,
+// parts, heads, d] (each row the parts' heads side by side: q, k, v), and
+// heads of rows, [parts, b, heads, rows, d], where every (batch row, head)
+// pair's matrix is one block, so that one batched product covers them all.
+// back = 0: rows to heads; 1: heads to rows. One thread an output value
+// (the writes coalesce; the reads in runs of d).
+extern "C" __global__ void heads_layout(float* out, const float* x, u64 b, unsigned rows,
+                                        unsigned parts, unsigned heads, unsigned d, int back) {
+    u64 n = b * rows * parts * heads * d;
     FOR_EACH(i, n) {
-        u64 c = i % d, r = i / d;
-        u64 xi = r % nx;
-        r /= nx;
-        u64 yi = r % ny, ai = r / ny;
-        out[i] = x[((ai * nx + xi) * ny + yi) * d + c];
+        u64 c = i % d, k = i / d;
+        u64 bi, r, p, h;
+        if (back) {
+            // out [b, rows, parts, heads, d]
+            h = k % heads;
+            k /= heads;
+            p = k % parts;
+            k /= parts;
+            r = k % rows;
+            bi = k / rows;
+            out[i] = x[(((p * b + bi) * heads + h) * rows + r) * d + c];
+        } else {
+            // out [parts, b, heads, rows, d]
+            r = k % rows;
+            k /= rows;
+            h = k % heads;
+            k /= heads;
+            bi = k % b;
+            p = k / b;
+            out[i] = x[(((bi * rows + r) * parts + p) * heads + h) * d + c];
+        }
     }
 }
 

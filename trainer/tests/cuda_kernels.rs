@@ -427,35 +427,47 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
 )]
 fn heads_of_rows_on_the_gpu_equal_the_cpus() {
     common::gpu();
-    use t5mix_trainer::device::backend::{Backend, CpuBackend};
+    use t5mix_trainer::device::backend::{Backend, CpuBackend, HeadsShape};
     use t5mix_trainer::device::cuda_backend::CudaBackend;
     use t5mix_trainer::device::products::Precision;
     let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
     let stream = ctx.default_stream();
     let be = CudaBackend::new(stream.clone(), Precision::F32, false).unwrap();
-    // t5-v1_1-small's queries at batch 4 × 512 ([b, t, heads, d_kv]), and
-    // an odd shape; there and back
-    for dims in [[4, 512, 6, 64], [3, 7, 5, 3]] {
+    // t5-v1_1-small's q, k and v at batch 4 × 512, cross-attention's k and
+    // v, an odd shape; there and back
+    for (b, rows, parts, heads, d) in [(4, 512, 3, 6, 64), (2, 37, 2, 6, 64), (3, 7, 1, 5, 3)] {
+        let sh = HeadsShape {
+            b,
+            rows,
+            parts,
+            heads,
+            d,
+        };
         let mut seed = 5u64;
-        let x = values(&mut seed, dims.iter().product(), 1.0);
-        let want = CpuBackend.swap_axes(&x, dims).unwrap();
-        let got = be.swap_axes(&stream.clone_htod(&x).unwrap(), dims).unwrap();
+        let x = values(&mut seed, sh.values(), 1.0);
+        let want = CpuBackend.to_heads(&x, sh).unwrap();
+        let got = be.to_heads(&stream.clone_htod(&x).unwrap(), sh).unwrap();
         assert!(
             same_bits(&stream.clone_dtoh(&got).unwrap(), &want),
-            "{dims:?}"
+            "{sh:?}"
         );
-        let back = be
-            .swap_axes(&got, [dims[0], dims[2], dims[1], dims[3]])
-            .unwrap();
+        let back = be.to_rows(&got, sh).unwrap();
         assert!(
             same_bits(&stream.clone_dtoh(&back).unwrap(), &x),
-            "{dims:?} back"
+            "{sh:?} back"
         );
     }
     // a shape that is not the buffer's is an error, not a wild read
     let x = stream.clone_htod(&[0f32; 10]).unwrap();
-    let e = be.swap_axes(&x, [1, 2, 3, 2]).unwrap_err().to_string();
-    assert!(e.contains("[1, 2, 3, 2] of 10 values"), "{e}");
+    let sh = HeadsShape {
+        b: 1,
+        rows: 2,
+        parts: 1,
+        heads: 3,
+        d: 2,
+    };
+    let e = be.to_heads(&x, sh).unwrap_err().to_string();
+    assert!(e.contains("of 10 values"), "{e}");
 }
 
 #[test]

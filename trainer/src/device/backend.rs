@@ -20,6 +20,61 @@ pub type At<'a, B> = (&'a B, usize);
 /// A buffer at an offset, written (a gradient in the flat gradients).
 pub type AtMut<'a, B> = (&'a mut B, usize);
 
+/// An attention's projections' shape: `b` batch rows of `rows` rows,
+/// `parts` projections (q, k, v: 3; k and v: 2) of `heads` heads of `d`
+/// values (see [`Backend::to_heads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadsShape {
+    /// Batch rows.
+    pub b: usize,
+    /// Rows a batch row.
+    pub rows: usize,
+    /// Projections.
+    pub parts: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Values a head.
+    pub d: usize,
+}
+
+impl HeadsShape {
+    /// Values in all.
+    pub fn values(&self) -> usize {
+        self.b * self.rows * self.parts * self.heads * self.d
+    }
+
+    /// [`Backend::to_heads`] (`back` false) and [`Backend::to_rows`] on
+    /// the host.
+    pub fn cpu_layout(&self, x: &[f32], back: bool) -> Vec<f32> {
+        let HeadsShape {
+            b,
+            rows,
+            parts,
+            heads,
+            d,
+        } = *self;
+        assert_eq!(x.len(), self.values(), "{self:?}");
+        let mut out = vec![0f32; x.len()];
+        for p in 0..parts {
+            for bi in 0..b {
+                for h in 0..heads {
+                    for r in 0..rows {
+                        let as_rows = (((bi * rows + r) * parts + p) * heads + h) * d;
+                        let as_heads = (((p * b + bi) * heads + h) * rows + r) * d;
+                        let (from, to) = if back {
+                            (as_heads, as_rows)
+                        } else {
+                            (as_rows, as_heads)
+                        };
+                        out[to..to + d].copy_from_slice(&x[from..from + d]);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One product of [`Backend::gemms`]: `c (+)= op(a) · op(b)`.
 pub struct Product<'a, B> {
     /// Its shape and the transposes.
@@ -261,12 +316,14 @@ pub trait Backend {
     /// for the backward).
     fn residual(&self, x: &Self::Buf, y: &Self::Buf, mask: Option<&Self::Buf>)
         -> Result<Self::Buf>;
-    /// `x`, `[a, nx, ny, d]` values, as `[a, ny, nx, d]` in a new buffer:
-    /// an attention's rows of heads side by side (`[b, t, heads, d_kv]`,
-    /// as the projections make them) as heads of rows (`[b, heads, t,
-    /// d_kv]`) and back, so that one batched product covers every (batch
-    /// row, head) pair.
-    fn swap_axes(&self, x: &Self::Buf, dims: [usize; 4]) -> Result<Self::Buf>;
+    /// An attention's projections as they come, `[b, rows, parts, heads,
+    /// d]` (each row the parts' heads side by side: q, k, v), as heads of
+    /// rows, `[parts, b, heads, rows, d]`, in a new buffer: every (batch
+    /// row, head) pair's matrix one block, so that one batched product
+    /// covers them all.
+    fn to_heads(&self, x: &Self::Buf, sh: HeadsShape) -> Result<Self::Buf>;
+    /// The inverse of [`Backend::to_heads`].
+    fn to_rows(&self, x: &Self::Buf, sh: HeadsShape) -> Result<Self::Buf>;
     /// `x ·= s`.
     fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
 
@@ -529,23 +586,11 @@ impl Backend for CpuBackend {
             None => x.iter().zip(y).map(|(x, y)| x + y).collect(),
         })
     }
-    fn swap_axes(&self, x: &Vec<f32>, [a, nx, ny, d]: [usize; 4]) -> Result<Vec<f32>> {
-        assert_eq!(
-            x.len(),
-            a * nx * ny * d,
-            "swap_axes of {:?}",
-            [a, nx, ny, d]
-        );
-        let mut out = Vec::with_capacity(x.len());
-        for ai in 0..a {
-            for yi in 0..ny {
-                for xi in 0..nx {
-                    let at = ((ai * nx + xi) * ny + yi) * d;
-                    out.extend_from_slice(&x[at..at + d]);
-                }
-            }
-        }
-        Ok(out)
+    fn to_heads(&self, x: &Vec<f32>, sh: HeadsShape) -> Result<Vec<f32>> {
+        Ok(sh.cpu_layout(x, false))
+    }
+    fn to_rows(&self, x: &Vec<f32>, sh: HeadsShape) -> Result<Vec<f32>> {
+        Ok(sh.cpu_layout(x, true))
     }
     fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
         x.iter_mut().for_each(|x| *x *= s);
@@ -597,18 +642,43 @@ mod tests {
     }
 
     #[test]
-    fn swap_axes_turns_rows_of_heads_into_heads_of_rows_and_back() {
-        // [a 2, x 3, y 2, d 2]: value = 1000a + 100x + 10y + c
-        let dims = [2, 3, 2, 2];
-        let x: Vec<f32> = (0..24)
-            .map(|i| (1000 * (i / 12) + 100 * (i / 4 % 3) + 10 * (i / 2 % 2) + i % 2) as f32)
-            .collect();
-        let y = CpuBackend.swap_axes(&x, dims).unwrap();
-        // [a, y, x, d]
-        let want: Vec<f32> = (0..24)
-            .map(|i| (1000 * (i / 12) + 10 * (i / 6 % 2) + 100 * (i / 2 % 3) + i % 2) as f32)
-            .collect();
+    fn projections_become_heads_of_rows_and_back() {
+        // [b 2, rows 3, parts 2, heads 2, d 2]: value = 10000b + 1000r + 100p + 10h + c
+        let sh = HeadsShape {
+            b: 2,
+            rows: 3,
+            parts: 2,
+            heads: 2,
+            d: 2,
+        };
+        let digits = |v: [usize; 5]| v.iter().fold(0, |a, &x| 10 * a + x) as f32;
+        let mut x = Vec::new();
+        for b in 0..2 {
+            for r in 0..3 {
+                for p in 0..2 {
+                    for h in 0..2 {
+                        for c in 0..2 {
+                            x.push(digits([b, r, p, h, c]));
+                        }
+                    }
+                }
+            }
+        }
+        let y = CpuBackend.to_heads(&x, sh).unwrap();
+        // [parts, b, heads, rows, d]
+        let mut want = Vec::new();
+        for p in 0..2 {
+            for b in 0..2 {
+                for h in 0..2 {
+                    for r in 0..3 {
+                        for c in 0..2 {
+                            want.push(digits([b, r, p, h, c]));
+                        }
+                    }
+                }
+            }
+        }
         assert_eq!(y, want);
-        assert_eq!(CpuBackend.swap_axes(&y, [2, 2, 3, 2]).unwrap(), x);
+        assert_eq!(CpuBackend.to_rows(&y, sh).unwrap(), x);
     }
 }

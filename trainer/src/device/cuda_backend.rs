@@ -4,7 +4,7 @@
 //! step but the loss's per-row values it logs.
 
 use super::attention::{AttnShape, DeviceAttention};
-use super::backend::{At, AtMut, Backend, Product, TokenIndex};
+use super::backend::{At, AtMut, Backend, HeadsShape, Product, TokenIndex};
 use super::elementwise::DeviceElementwise;
 use super::gpu_error;
 use super::loss::{DeviceLoss, LossSettings};
@@ -109,6 +109,26 @@ fn result<'a>(
     let len = c.len();
     c.try_slice_mut(o..)
         .ok_or_else(|| gpu_error(PART, "product", format!("{sh:?} at {o} past {len} values")))
+}
+
+impl CudaBackend {
+    /// [`Backend::to_heads`] (`back` false) and [`Backend::to_rows`].
+    fn heads_layout(
+        &self,
+        x: &CudaSlice<f32>,
+        sh: HeadsShape,
+        back: bool,
+    ) -> Result<CudaSlice<f32>> {
+        self.profile.time("heads layout", || {
+            if x.len() != sh.values() {
+                let e = format!("{sh:?} of {} values", x.len());
+                return Err(gpu_error(PART, "heads layout", e));
+            }
+            let mut out = self.output(sh.values())?;
+            self.ew.heads_layout(&mut out, x, sh, back)?;
+            Ok(out)
+        })
+    }
 }
 
 impl Backend for CudaBackend {
@@ -451,17 +471,11 @@ impl Backend for CudaBackend {
             Ok(out)
         })
     }
-    fn swap_axes(&self, x: &CudaSlice<f32>, dims: [usize; 4]) -> Result<CudaSlice<f32>> {
-        self.profile.time("heads (swap axes)", || {
-            let n: usize = dims.iter().product();
-            if x.len() != n {
-                let e = format!("{dims:?} of {} values", x.len());
-                return Err(gpu_error(PART, "swap axes", e));
-            }
-            let mut out = self.output(n)?;
-            self.ew.swap_axes(&mut out, x, dims)?;
-            Ok(out)
-        })
+    fn to_heads(&self, x: &CudaSlice<f32>, sh: HeadsShape) -> Result<CudaSlice<f32>> {
+        self.heads_layout(x, sh, false)
+    }
+    fn to_rows(&self, x: &CudaSlice<f32>, sh: HeadsShape) -> Result<CudaSlice<f32>> {
+        self.heads_layout(x, sh, true)
     }
     fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
         self.profile.time("scale", || {

@@ -6,6 +6,7 @@
 //! kernels' block function is here in Rust too ([`chacha8_block`]), tied to
 //! the CPU's masks by a test.
 
+use super::backend::HeadsShape;
 use super::{arg_or_null, grid_for, launched, load, ELEMENTWISE};
 use crate::model::MaskDraw;
 use crate::Result;
@@ -28,7 +29,7 @@ pub struct DeviceElementwise {
     dropout_mask: CudaFunction,
     to_bf16: CudaFunction,
     residual: CudaFunction,
-    swap_axes: CudaFunction,
+    heads_layout: CudaFunction,
     mul_masked: CudaFunction,
     scale: CudaFunction,
     embed: CudaFunction,
@@ -38,7 +39,7 @@ pub struct DeviceElementwise {
 impl DeviceElementwise {
     /// The kernels compiled for `stream`'s GPU and loaded there.
     pub fn new(stream: Arc<CudaStream>, flush_denormals: bool) -> Result<Self> {
-        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16, residual, swap_axes, mul_masked, scale, embed, embed_grad] =
+        let [gated_fwd, gated_bwd, relu_fwd, relu_bwd, dropout_mask, to_bf16, residual, heads_layout, mul_masked, scale, embed, embed_grad] =
             load(&stream, ELEMENTWISE, flush_denormals)?;
         Ok(DeviceElementwise {
             stream,
@@ -49,7 +50,7 @@ impl DeviceElementwise {
             dropout_mask,
             to_bf16,
             residual,
-            swap_axes,
+            heads_layout,
             mul_masked,
             scale,
             embed,
@@ -169,20 +170,30 @@ impl DeviceElementwise {
         launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "residual")
     }
 
-    /// `x`, `[a, nx, ny, d]` values, as `[a, ny, nx, d]` in `out` (see
-    /// [`crate::device::backend::Backend::swap_axes`]).
-    pub fn swap_axes(
+    /// An attention's projections as heads of rows, or back (`back`), in
+    /// `out` (see [`crate::device::backend::Backend::to_heads`]).
+    pub fn heads_layout(
         &self,
         out: &mut CudaSlice<f32>,
         x: &CudaSlice<f32>,
-        [a, nx, ny, d]: [usize; 4],
+        sh: HeadsShape,
+        back: bool,
     ) -> Result<()> {
-        let n = a * nx * ny * d;
-        let (a64, nx32, ny32, d32) = (a as u64, nx as u32, ny as u32, d as u32);
-        let mut l = self.stream.launch_builder(&self.swap_axes);
-        l.arg(out).arg(x).arg(&a64).arg(&nx32).arg(&ny32).arg(&d32);
-        // SAFETY: out and x hold n values.
-        launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "swap axes")
+        let b = sh.b as u64;
+        let dims = [sh.rows, sh.parts, sh.heads, sh.d].map(|v| v as u32);
+        let back = back as i32;
+        let mut l = self.stream.launch_builder(&self.heads_layout);
+        l.arg(out).arg(x).arg(&b);
+        for v in &dims {
+            l.arg(v);
+        }
+        l.arg(&back);
+        // SAFETY: out and x hold sh.values() values.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(sh.values(), THREADS)) },
+            "heads layout",
+        )
     }
 
     /// `out = x · mask` (a copy without a mask).

@@ -107,7 +107,7 @@ pub const ELEMENTWISE: KernelFile = KernelFile {
         "dropout_mask",
         "to_bf16",
         "residual",
-        "swap_axes",
+        "heads_layout",
         "mul_masked",
         "scale",
         "embed",

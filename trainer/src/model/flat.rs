@@ -10,7 +10,7 @@
 
 use super::*;
 use crate::device::attention::AttnShape;
-use crate::device::backend::{Backend, Product, TokenIndex};
+use crate::device::backend::{At, AtMut, Backend, HeadsShape, Product, TokenIndex};
 use crate::device::loss::LossSettings;
 use crate::device::products::GemmShape;
 use crate::device::twin::FlatLayout;
@@ -52,11 +52,11 @@ struct Attn<B: Backend> {
     n: B::Buf,
     inv: B::Buf,
     x_in: B::Buf,
-    /// The queries, keys and values as heads of rows (`[b, heads, rows,
-    /// d_kv]`, see [`Step::heads`]).
-    q: B::Buf,
-    k: B::Buf,
-    v: B::Buf,
+    /// The projections as heads of rows ([`Backend::to_heads`]):
+    /// self-attention's q, k and v; cross-attention's q, its k and v in
+    /// `kv`.
+    heads: B::Buf,
+    kv: Option<B::Buf>,
     p: B::Buf,
     /// The probabilities after dropout and the mask.
     pd: Option<(B::Buf, B::Buf)>,
@@ -64,6 +64,28 @@ struct Attn<B: Backend> {
     /// The residual branch's dropout mask.
     rm: Option<B::Buf>,
     sh: AttnShape,
+}
+
+impl<B: Backend> Attn<B> {
+    /// Where q, k and v lie (`d_kv` values a head).
+    fn qkv(&self, d_kv: usize) -> [At<'_, B::Buf>; 3] {
+        qkv_at::<B>(&self.heads, self.kv.as_ref(), self.sh, d_kv)
+    }
+}
+
+/// Where q, k and v lie: self-attention's in `heads`, or q there and k and
+/// v in `kv` (cross-attention).
+fn qkv_at<'a, B: Backend>(
+    heads: &'a B::Buf,
+    kv: Option<&'a B::Buf>,
+    sh: AttnShape,
+    d_kv: usize,
+) -> [At<'a, B::Buf>; 3] {
+    let kv_len = sh.b * sh.heads * sh.s * d_kv;
+    match kv {
+        None => [0, 1, 2].map(|i| (heads, i * kv_len)),
+        Some(kv) => [(heads, 0), (kv, 0), (kv, kv_len)],
+    }
 }
 
 /// What one feed-forward keeps for its backward.
@@ -262,7 +284,38 @@ impl<'a, B: Backend> Step<'a, B> {
 
     /// `x[rows, in] · Wᵀ` for the dense weight `w` `[out, in]`.
     fn dense(&self, x: &B::Buf, rows: usize, w: usize) -> Result<B::Buf> {
-        let [y] = self.dense_all(x, rows, [w])?;
+        self.dense_joined(x, rows, (w, 1))
+    }
+
+    /// The dense weights `first..first + parts` as one `[parts · out, in]`
+    /// weight: its offset and shape. They lie one after the other in the
+    /// flat parameters and gradients (`T5::new` adds an attention's q, k
+    /// and v in a row).
+    fn joined(&self, (first, parts): (usize, usize)) -> Result<(usize, (usize, usize))> {
+        let (at, (r, c)) = self.m.layout.params[first];
+        for i in 1..parts {
+            if self.m.layout.params[first + i] != (at + i * r * c, (r, c)) {
+                return Err(crate::TrainError::Config(format!(
+                    "parameters {first}..{}: not one weight after the other",
+                    first + parts
+                )));
+            }
+        }
+        Ok((at, (parts * r, c)))
+    }
+
+    /// `x[rows, in] · Wᵀ` for the joined weights `ws` ([`Step::joined`]):
+    /// one product for q, k and v.
+    fn dense_joined(&self, x: &B::Buf, rows: usize, ws: (usize, usize)) -> Result<B::Buf> {
+        let (at, (out, inn)) = self.joined(ws)?;
+        let mut y = self.be.output(rows * out)?;
+        self.be.gemm(
+            &GemmShape::dense((rows, out, inn), false, true),
+            (x, 0),
+            (self.params, at),
+            (&mut y, 0),
+            false,
+        )?;
         Ok(y)
     }
 
@@ -296,32 +349,33 @@ impl<'a, B: Backend> Step<'a, B> {
         Ok(ys.try_into().unwrap_or_else(|_| unreachable!("N outputs")))
     }
 
-    /// The dense layer's backward: `dW += dyᵀ · x`, `dx (+)= dy · W` (the
-    /// GPU's bf16 products round `dy` once for both).
+    /// The dense layer's backward: `dW += dyᵀ · x`, `dx (+)= dy · W` for
+    /// the joined weights `ws` ([`Step::joined`]; one weight: `(w, 1)`);
+    /// the GPU's bf16 products round `dy` once for both.
     #[allow(clippy::too_many_arguments)]
     fn dense_grad(
         &self,
         x: &B::Buf,
         dy: &B::Buf,
         rows: usize,
-        w: usize,
+        ws: (usize, usize),
         dx: &mut B::Buf,
         add_dx: bool,
         grads: &mut B::Buf,
     ) -> Result<()> {
-        let (out, inn) = self.m.layout.params[w].1;
+        let (at, (out, inn)) = self.joined(ws)?;
         self.be.gemms(vec![
             Product {
                 shape: GemmShape::dense((out, inn, rows), true, false),
                 a: (dy, 0),
                 b: (x, 0),
-                c: (grads, self.m.off(w)),
+                c: (grads, at),
                 accumulate: true,
             },
             Product {
                 shape: GemmShape::dense((rows, inn, out), false, false),
                 a: (dy, 0),
-                b: (self.params, self.m.off(w)),
+                b: (self.params, at),
                 c: (dx, 0),
                 accumulate: add_dx,
             },
@@ -368,38 +422,38 @@ impl<'a, B: Backend> Step<'a, B> {
         )
     }
 
-    /// `rows` rows a batch row of heads side by side (`[b, rows, heads ·
-    /// d_kv]`, as the projections make them) as heads of rows (`[b, heads,
-    /// rows, d_kv]`), where every (batch row, head) pair's matrix is one
-    /// block: one batched product covers them all.
-    fn heads(&self, x: &B::Buf, sh: AttnShape, rows: usize) -> Result<B::Buf> {
-        let dims = [sh.b, rows, sh.heads, self.m.cfg.d_kv];
-        self.be.swap_axes(x, dims)
-    }
-
-    /// Heads of rows back as rows of heads side by side.
-    fn unheads(&self, x: &B::Buf, sh: AttnShape, rows: usize) -> Result<B::Buf> {
-        let dims = [sh.b, sh.heads, rows, self.m.cfg.d_kv];
-        self.be.swap_axes(x, dims)
+    /// The shape of `parts` projections of `rows` rows a batch row.
+    fn heads_shape(&self, sh: AttnShape, rows: usize, parts: usize) -> HeadsShape {
+        HeadsShape {
+            b: sh.b,
+            rows,
+            parts,
+            heads: sh.heads,
+            d: self.m.cfg.d_kv,
+        }
     }
 
     /// `c = op(a) · op(b)` for every (batch row, head) pair of an attention
     /// in one batched product: `(m, n, k)` and the transposes per pair,
     /// each operand a pair's block after another (heads of rows, or the
     /// probabilities `[b, heads, t, s]`).
-    fn head_gemm(
-        &self,
+    fn head_product<'p>(
         sh: AttnShape,
         (mnk, ta, tb): ((usize, usize, usize), bool, bool),
-        a: &B::Buf,
-        b: &B::Buf,
-        c: &mut B::Buf,
-    ) -> Result<()> {
-        let shape = GemmShape {
-            batch: sh.b * sh.heads,
-            ..GemmShape::dense(mnk, ta, tb)
-        };
-        self.be.gemm(&shape, (a, 0), (b, 0), (c, 0), false)
+        a: At<'p, B::Buf>,
+        b: At<'p, B::Buf>,
+        c: AtMut<'p, B::Buf>,
+    ) -> Product<'p, B::Buf> {
+        Product {
+            shape: GemmShape {
+                batch: sh.b * sh.heads,
+                ..GemmShape::dense(mnk, ta, tb)
+            },
+            a,
+            b,
+            c,
+            accumulate: false,
+        }
     }
 
     /// An attention sublayer's forward, its residual added to `x`: self-
@@ -419,27 +473,28 @@ impl<'a, B: Backend> Step<'a, B> {
         let be = self.be;
         let (b, t, s) = (sh.b, sh.t, sh.s);
         let (n, inv) = self.norm(x, b * t, ln)?;
-        let (q, k, v) = match kv_in {
+        // q, k and v (self-attention), or q and then k and v, each one product
+        let (heads, kv) = match kv_in {
             None => {
-                let [q, k, v] = self.dense_all(&n, b * t, [a.q, a.k, a.v])?;
-                (q, k, v)
+                let qkv = self.dense_joined(&n, b * t, (a.q, 3))?;
+                (be.to_heads(&qkv, self.heads_shape(sh, t, 3))?, None)
             }
             Some(src) => {
-                let [k, v] = self.dense_all(src, b * s, [a.k, a.v])?;
-                (self.dense(&n, b * t, a.q)?, k, v)
+                let q = self.dense(&n, b * t, a.q)?;
+                let kv = self.dense_joined(src, b * s, (a.k, 2))?;
+                (
+                    be.to_heads(&q, self.heads_shape(sh, t, 1))?,
+                    Some(be.to_heads(&kv, self.heads_shape(sh, s, 2))?),
+                )
             }
         };
-        let (q, k, v) = (
-            self.heads(&q, sh, t)?,
-            self.heads(&k, sh, s)?,
-            self.heads(&v, sh, s)?,
-        );
-        let pm = self.mask(sh.rows() * s)?;
-        let mut p = be.output(sh.rows() * s)?;
         let dk = self.m.cfg.d_kv;
+        let [q, k, v] = qkv_at::<B>(&heads, kv.as_ref(), sh, dk);
         // scores = q · kᵀ, per pair t x s over dk
-        self.head_gemm(sh, ((t, s, dk), false, true), &q, &k, &mut p)?;
-        let mut pd = match pm {
+        let mut p = be.output(sh.rows() * s)?;
+        let scores = ((t, s, dk), false, true);
+        be.gemms(vec![Self::head_product(sh, scores, q, k, (&mut p, 0))])?;
+        let mut pd = match self.mask(sh.rows() * s)? {
             Some(m) => Some((m, be.output(sh.rows() * s)?)),
             None => None,
         };
@@ -447,8 +502,15 @@ impl<'a, B: Backend> Step<'a, B> {
         let mut ctx = be.output(b * t * self.m.cfg.inner_dim())?;
         let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
         // ctx = p · v, per pair t x dk over s
-        self.head_gemm(sh, ((t, dk, s), false, false), used, &v, &mut ctx)?;
-        let ctx = self.unheads(&ctx, sh, t)?;
+        let pv = ((t, dk, s), false, false);
+        be.gemms(vec![Self::head_product(
+            sh,
+            pv,
+            (used, 0),
+            v,
+            (&mut ctx, 0),
+        )])?;
+        let ctx = be.to_rows(&ctx, self.heads_shape(sh, t, 1))?;
         let o = self.dense(&ctx, b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
         let out = be.residual(x, &o, rm.as_ref())?;
@@ -457,9 +519,8 @@ impl<'a, B: Backend> Step<'a, B> {
             n,
             inv,
             x_in,
-            q,
-            k,
-            v,
+            heads,
+            kv,
             p,
             pd,
             ctx,
@@ -484,47 +545,65 @@ impl<'a, B: Backend> Step<'a, B> {
         let be = self.be;
         let sh = s_.sh;
         let (b, t, s) = (sh.b, sh.t, sh.s);
-        let inner = self.m.cfg.inner_dim();
         let masked = self.masked(dx, s_.rm.as_ref())?;
         let d_o = masked.as_ref().unwrap_or(dx);
-        let mut dctx = be.output(b * t * inner)?;
-        self.dense_grad(&s_.ctx, d_o, b * t, a.o, &mut dctx, false, grads)?;
-        let dctx = self.heads(&dctx, sh, t)?;
+        let mut dctx = be.output(b * t * self.m.cfg.inner_dim())?;
+        self.dense_grad(&s_.ctx, d_o, b * t, (a.o, 1), &mut dctx, false, grads)?;
+        let dctx = be.to_heads(&dctx, self.heads_shape(sh, t, 1))?;
+        let dk = self.m.cfg.d_kv;
+        let [q, k, v] = s_.qkv(dk);
+        let kv_len = b * sh.heads * s * dk;
+        // the gradients of q, k and v as heads of rows, as the forward's
+        let (q_shape, kv_shape) = (self.heads_shape(sh, t, 1), self.heads_shape(sh, s, 2));
+        let (mut dq, mut dkv) = match kv_in {
+            None => (be.output(3 * kv_len)?, None),
+            Some(_) => (
+                be.output(q_shape.values())?,
+                Some(be.output(kv_shape.values())?),
+            ),
+        };
         let mut ds = be.output(sh.rows() * s)?;
-        let (mut dq, mut dk, mut dv) = (
-            be.output(b * t * inner)?,
-            be.output(b * s * inner)?,
-            be.output(b * s * inner)?,
-        );
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
-        let dkv = self.m.cfg.d_kv;
-        // dP = dO · vᵀ; dV = Pdᵀ · dO
-        self.head_gemm(sh, ((t, s, dkv), false, true), &dctx, &s_.v, &mut ds)?;
-        let tr = ((s, dkv, t), true, false);
-        self.head_gemm(sh, tr, used, &dctx, &mut dv)?;
+        // (where dK and dV go: after dQ, or in dkv)
+        let (dk_at, dv_at) = match dkv {
+            None => (kv_len, 2 * kv_len),
+            Some(_) => (0, kv_len),
+        };
+        // dP = dO · vᵀ; dV = Pdᵀ · dO (one rounding of dO for both)
+        let tr = ((s, dk, t), true, false);
+        let dv = (dkv.as_mut().unwrap_or(&mut dq), dv_at);
+        be.gemms(vec![
+            Self::head_product(sh, ((t, s, dk), false, true), (&dctx, 0), v, (&mut ds, 0)),
+            Self::head_product(sh, tr, (used, 0), (&dctx, 0), dv),
+        ])?;
         be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
         // dQ = dS · k; dK = dSᵀ · q
-        self.head_gemm(sh, ((t, dkv, s), false, false), &ds, &s_.k, &mut dq)?;
-        self.head_gemm(sh, tr, &ds, &s_.q, &mut dk)?;
+        let dq_product = ((t, dk, s), false, false);
+        be.gemms(vec![Self::head_product(
+            sh,
+            dq_product,
+            (&ds, 0),
+            k,
+            (&mut dq, 0),
+        )])?;
+        let dk_to = (dkv.as_mut().unwrap_or(&mut dq), dk_at);
+        be.gemms(vec![Self::head_product(sh, tr, (&ds, 0), q, dk_to)])?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
         }
-        let (dq, dk, dv) = (
-            self.unheads(&dq, sh, t)?,
-            self.unheads(&dk, sh, s)?,
-            self.unheads(&dv, sh, s)?,
-        );
         let mut dn = be.output(b * t * self.m.cfg.d_model)?;
-        self.dense_grad(&s_.n, &dq, b * t, a.q, &mut dn, false, grads)?;
-        match kv_in {
-            None => {
-                self.dense_grad(&s_.n, &dk, b * s, a.k, &mut dn, true, grads)?;
-                self.dense_grad(&s_.n, &dv, b * s, a.v, &mut dn, true, grads)?;
+        match (kv_in, dkv) {
+            (None, _) => {
+                let dqkv = be.to_rows(&dq, self.heads_shape(sh, t, 3))?;
+                self.dense_grad(&s_.n, &dqkv, b * t, (a.q, 3), &mut dn, false, grads)?;
             }
-            Some((src, dsrc)) => {
-                self.dense_grad(src, &dk, b * s, a.k, dsrc, true, grads)?;
-                self.dense_grad(src, &dv, b * s, a.v, dsrc, true, grads)?;
+            (Some((src, dsrc)), Some(dkv)) => {
+                let dq = be.to_rows(&dq, q_shape)?;
+                self.dense_grad(&s_.n, &dq, b * t, (a.q, 1), &mut dn, false, grads)?;
+                let dkv = be.to_rows(&dkv, kv_shape)?;
+                self.dense_grad(src, &dkv, b * s, (a.k, 2), dsrc, true, grads)?;
             }
+            (Some(_), None) => unreachable!("cross-attention has dkv"),
         }
         self.norm_grad(&s_.x_in, &dn, &s_.inv, b * t, ln, dx, grads)
     }
@@ -579,16 +658,16 @@ impl<'a, B: Backend> Step<'a, B> {
         let mut dn = be.zeros(rows * self.m.cfg.d_model)?;
         match (blk.ff, &s_.pre) {
             (FfIdx::Relu { wi, wo }, _) => {
-                self.dense_grad(&s_.h, dy, rows, wo, &mut dh, false, grads)?;
+                self.dense_grad(&s_.h, dy, rows, (wo, 1), &mut dh, false, grads)?;
                 be.relu_grad(&mut dh, &s_.h, s_.hm.as_ref())?;
-                self.dense_grad(&s_.n, &dh, rows, wi, &mut dn, false, grads)?;
+                self.dense_grad(&s_.n, &dh, rows, (wi, 1), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { wi0, wi1, wo }, Some((a, b))) => {
-                self.dense_grad(&s_.h, dy, rows, wo, &mut dh, false, grads)?;
+                self.dense_grad(&s_.h, dy, rows, (wo, 1), &mut dh, false, grads)?;
                 let mut dl = be.zeros(rows * f)?;
                 be.gated_grad(&mut dh, &mut dl, a, b, s_.hm.as_ref())?;
-                self.dense_grad(&s_.n, &dh, rows, wi0, &mut dn, false, grads)?;
-                self.dense_grad(&s_.n, &dl, rows, wi1, &mut dn, true, grads)?;
+                self.dense_grad(&s_.n, &dh, rows, (wi0, 1), &mut dn, false, grads)?;
+                self.dense_grad(&s_.n, &dl, rows, (wi1, 1), &mut dn, true, grads)?;
             }
             (FfIdx::Gated { .. }, None) => unreachable!("a gated layer keeps its pre-activations"),
         }
@@ -804,7 +883,7 @@ impl<'a, B: Backend> Step<'a, B> {
             settings,
         )?;
         let mut dh = be.zeros(n * d)?;
-        self.dense_grad(&h, &logits, n, w, &mut dh, false, grads)?;
+        self.dense_grad(&h, &logits, n, (w, 1), &mut dh, false, grads)?;
         drop(logits);
         if let Some(sc) = out_scale {
             be.scale(&mut dh, sc)?;
