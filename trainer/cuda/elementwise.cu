@@ -5,7 +5,7 @@
 // drops and a resumed run what an uninterrupted one does.
 //
 //   gated forward   h = gelu_new(a) * b (* mask)
-//   gated backward  g *= mask; gl = g * gelu_new(a); g = g * gelu_new'(a) * b
+//   gated backward  g *= mask; db = g * gelu_new(a); da = g * gelu_new'(a) * b
 //   relu forward    h = max(h, 0) (* mask)
 //   relu backward   g = h > 0 ? g : 0 (* mask)
 //
@@ -13,12 +13,17 @@
 
 // ---- the feed-forward's activations (one thread per element) ----
 
-extern "C" __global__ void gated_fwd(const float* a, const float* b, const float* mask, float* h,
-                                     u64 n) {
+// ab: rows of 2f values, a row of a (wi_0's product) and then one of b
+// (wi_1's), as one product of the joined weights makes them; h, g, mask:
+// rows of f values.
+extern "C" __global__ void gated_fwd(const float* ab, const float* mask, float* h, u64 rows,
+                                     unsigned f) {
+    u64 n = rows * f;
     FOR_EACH(i, n) {
+        const float* r = ab + (i / f) * 2 * f + i % f;
         float y, dy;
-        gelu_and_grad(a[i], &y, &dy);
-        float v = y * b[i];
+        gelu_and_grad(r[0], &y, &dy);
+        float v = y * r[f];
         if (mask) {
             v *= mask[i];
         }
@@ -26,17 +31,20 @@ extern "C" __global__ void gated_fwd(const float* a, const float* b, const float
     }
 }
 
-extern "C" __global__ void gated_bwd(float* g, float* gl, const float* a, const float* b,
-                                     const float* mask, u64 n) {
+// dab: a's gradient and then b's per row, as ab.
+extern "C" __global__ void gated_bwd(const float* g, const float* ab, const float* mask,
+                                     float* dab, u64 rows, unsigned f) {
+    u64 n = rows * f;
     FOR_EACH(i, n) {
+        u64 at = (i / f) * 2 * f + i % f;
         float gi = g[i];
         if (mask) {
             gi *= mask[i];
         }
         float y, dy;
-        gelu_and_grad(a[i], &y, &dy);
-        gl[i] = gi * y;
-        g[i] = gi * dy * b[i];
+        gelu_and_grad(ab[at], &y, &dy);
+        dab[at + f] = gi * y;
+        dab[at] = gi * dy * ab[at + f];
     }
 }
 

@@ -277,30 +277,35 @@ fn activations_and_dropout_masks_on_the_gpu_equal_the_cpus() {
         ew.dropout_mask(&draw, &mut m).unwrap();
         assert!(same_bits(&down(&m), &draw.values()), "mask of {n}");
     }
-    // t5-v1_1-small's hidden activation at batch 8 × 512, with and without dropout
-    let n = 8 * 512 * 1024;
+    // t5-v1_1-small's hidden activation at batch 8 × 512, with and without
+    // dropout; a and b side by side per row, as one product makes them
+    let (rows, f) = (8 * 512, 1024);
+    let n = rows * f;
     let mut seed = 21u64;
     let (a, b, g) = (
         values(&mut seed, n, 8.0),
         values(&mut seed, n, 2.0),
         values(&mut seed, n, 0.1),
     );
+    let ab = t5mix_trainer::device::backend::join_rows(&a, &b, f);
     let mask = drop.draw(n).values();
     for mask in [None, Some(&mask[..])] {
         let dm = mask.map(up);
         let mut h = vec![0f32; n];
         activation::gated_forward(&mut h, &a, &b, mask);
-        let (da, db) = (up(&a), up(&b));
+        let dab = up(&ab);
         let mut dh = up(&vec![0.0; n]);
-        ew.gated_forward(&da, &db, dm.as_ref(), &mut dh, n).unwrap();
+        ew.gated_forward(&dab, dm.as_ref(), &mut dh, (rows, f))
+            .unwrap();
         assert!(same_bits(&down(&dh), &h), "gated forward");
         let (mut gg, mut gl) = (g.clone(), vec![0f32; n]);
         activation::gated_backward(&mut gg, &mut gl, &a, &b, mask);
-        let (mut dg, mut dgl) = (up(&g), up(&vec![0.0; n]));
-        ew.gated_backward(&mut dg, &mut dgl, (&da, &db), dm.as_ref(), n)
+        let mut dgrad = up(&vec![0.0; 2 * n]);
+        ew.gated_backward(&up(&g), &dab, dm.as_ref(), &mut dgrad, (rows, f))
             .unwrap();
-        assert!(same_bits(&down(&dg), &gg), "gated backward, gate");
-        assert!(same_bits(&down(&dgl), &gl), "gated backward, linear");
+        let (ga, gb) = t5mix_trainer::device::backend::split_rows(&down(&dgrad), f);
+        assert!(same_bits(&ga, &gg), "gated backward, gate");
+        assert!(same_bits(&gb, &gl), "gated backward, linear");
         // ReLU (compared as values: max may give either zero's sign)
         let mut h = a.clone();
         activation::relu_forward(&mut h, mask);

@@ -75,6 +75,29 @@ impl HeadsShape {
     }
 }
 
+/// Rows of `2f` values as their first halves and their second halves.
+pub fn split_rows(ab: &[f32], f: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut a, mut b) = (
+        Vec::with_capacity(ab.len() / 2),
+        Vec::with_capacity(ab.len() / 2),
+    );
+    for row in ab.chunks(2 * f) {
+        a.extend_from_slice(&row[..f]);
+        b.extend_from_slice(&row[f..]);
+    }
+    (a, b)
+}
+
+/// Rows of `f` values of `a` and `b` side by side (the inverse of
+/// [`split_rows`]).
+pub fn join_rows(a: &[f32], b: &[f32], f: usize) -> Vec<f32> {
+    a.chunks(f)
+        .zip(b.chunks(f))
+        .flat_map(|(a, b)| a.iter().chain(b))
+        .copied()
+        .collect()
+}
+
 /// One product of [`Backend::gemms`]: `c (+)= op(a) · op(b)`.
 pub struct Product<'a, B> {
     /// Its shape and the transposes.
@@ -289,22 +312,25 @@ pub trait Backend {
         nb: usize,
     ) -> Result<()>;
 
-    /// `h = gelu_new(a) · b`, times the mask.
+    /// `h = gelu_new(a) · b`, times the mask: `ab`'s rows a row of `a`
+    /// and then one of `b` (`f` values each; one product of wi_0 and wi_1
+    /// joined makes them).
     fn gated(
         &self,
-        a: &Self::Buf,
-        b: &Self::Buf,
+        ab: &Self::Buf,
+        f: usize,
         mask: Option<&Self::Buf>,
         h: &mut Self::Buf,
     ) -> Result<()>;
-    /// The gated activation's backward (`g` in place, `gl` written).
+    /// The gated activation's backward: `dab`, rows as `ab`'s, from `g`,
+    /// the hidden gradient.
     fn gated_grad(
         &self,
-        g: &mut Self::Buf,
-        gl: &mut Self::Buf,
-        a: &Self::Buf,
-        b: &Self::Buf,
+        g: &Self::Buf,
+        ab: &Self::Buf,
+        f: usize,
         mask: Option<&Self::Buf>,
+        dab: &mut Self::Buf,
     ) -> Result<()>;
     /// ReLU in place, times the mask.
     fn relu(&self, h: &mut Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
@@ -545,23 +571,27 @@ impl Backend for CpuBackend {
 
     fn gated(
         &self,
-        a: &Vec<f32>,
-        b: &Vec<f32>,
+        ab: &Vec<f32>,
+        f: usize,
         mask: Option<&Vec<f32>>,
         h: &mut Vec<f32>,
     ) -> Result<()> {
-        activation::gated_forward(h, a, b, mask.map(|m| m.as_slice()));
+        let (a, b) = split_rows(ab, f);
+        activation::gated_forward(h, &a, &b, mask.map(|m| m.as_slice()));
         Ok(())
     }
     fn gated_grad(
         &self,
-        g: &mut Vec<f32>,
-        gl: &mut Vec<f32>,
-        a: &Vec<f32>,
-        b: &Vec<f32>,
+        g: &Vec<f32>,
+        ab: &Vec<f32>,
+        f: usize,
         mask: Option<&Vec<f32>>,
+        dab: &mut Vec<f32>,
     ) -> Result<()> {
-        activation::gated_backward(g, gl, a, b, mask.map(|m| m.as_slice()));
+        let (a, b) = split_rows(ab, f);
+        let (mut ga, mut gb) = (g.clone(), vec![0f32; g.len()]);
+        activation::gated_backward(&mut ga, &mut gb, &a, &b, mask.map(|m| m.as_slice()));
+        *dab = join_rows(&ga, &gb, f);
         Ok(())
     }
     fn relu(&self, h: &mut Vec<f32>, mask: Option<&Vec<f32>>) -> Result<()> {

@@ -38,6 +38,23 @@ pub struct CudaBackend {
     pub(crate) profile: Profile,
 }
 
+/// The rows of a gated activation: `ab` rows of `2f` values, the hidden
+/// rows (and the mask) `f`; or an error.
+fn gated_rows(
+    ab: &CudaSlice<f32>,
+    f: usize,
+    hidden: usize,
+    mask: Option<&CudaSlice<f32>>,
+) -> Result<usize> {
+    let rows = hidden / f.max(1);
+    let fits = rows * f == hidden && ab.len() == 2 * hidden;
+    if !fits || mask.is_some_and(|m| m.len() != hidden) {
+        let e = format!("{} values as rows of 2 x {f}, hidden {hidden}", ab.len());
+        return Err(gpu_error(PART, "gated GELU", e));
+    }
+    Ok(rows)
+}
+
 impl CudaBackend {
     /// Every kernel compiled for `stream`'s GPU and loaded there, a cuBLAS
     /// handle on it.
@@ -416,25 +433,31 @@ impl Backend for CudaBackend {
 
     fn gated(
         &self,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
+        ab: &CudaSlice<f32>,
+        f: usize,
         mask: Option<&CudaSlice<f32>>,
         h: &mut CudaSlice<f32>,
     ) -> Result<()> {
         self.profile.time("gated gelu", || {
-            self.ew.gated_forward(a, b, mask, h, a.len())
+            let rows = gated_rows(ab, f, h.len(), mask)?;
+            self.ew.gated_forward(ab, mask, h, (rows, f))
         })
     }
     fn gated_grad(
         &self,
-        g: &mut CudaSlice<f32>,
-        gl: &mut CudaSlice<f32>,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
+        g: &CudaSlice<f32>,
+        ab: &CudaSlice<f32>,
+        f: usize,
         mask: Option<&CudaSlice<f32>>,
+        dab: &mut CudaSlice<f32>,
     ) -> Result<()> {
         self.profile.time("gated gelu grad", || {
-            self.ew.gated_backward(g, gl, (a, b), mask, a.len())
+            let rows = gated_rows(ab, f, g.len(), mask)?;
+            if dab.len() != ab.len() {
+                let e = format!("{} gradient values for {}", dab.len(), ab.len());
+                return Err(gpu_error(PART, "gated GELU", e));
+            }
+            self.ew.gated_backward(g, ab, mask, dab, (rows, f))
         })
     }
     fn relu(&self, h: &mut CudaSlice<f32>, mask: Option<&CudaSlice<f32>>) -> Result<()> {

@@ -58,47 +58,48 @@ impl DeviceElementwise {
         })
     }
 
-    /// `h = gelu_new(a) · b`, times the mask (`n` values each).
+    /// `h = gelu_new(a) · b`, times the mask (`rows` rows of `f` values;
+    /// `ab`'s rows a row of `a` and then one of `b`).
     pub fn gated_forward(
         &self,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
+        ab: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
         h: &mut CudaSlice<f32>,
-        n: usize,
+        (rows, f): (usize, usize),
     ) -> Result<()> {
-        let n64 = n as u64;
+        let (rows64, f32_) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_fwd);
-        l.arg(a).arg(b);
+        l.arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(h).arg(&n64);
-        // SAFETY: every buffer holds n values.
+        l.arg(h).arg(&rows64).arg(&f32_);
+        // SAFETY: ab holds 2 rows f values, the others rows f.
         launched(
             PART,
-            unsafe { l.launch(grid_for(n, THREADS)) },
+            unsafe { l.launch(grid_for(rows * f, THREADS)) },
             "gated GELU",
         )
     }
 
     /// The gated activation's backward: `g` (the hidden gradient) through
-    /// the mask, then `g ← g · gelu_new'(a) · b`, `gl = g · gelu_new(a)`.
+    /// the mask, then `dab`: `g · gelu_new'(a) · b` and `g · gelu_new(a)`,
+    /// rows as `ab`'s.
     pub fn gated_backward(
         &self,
-        g: &mut CudaSlice<f32>,
-        gl: &mut CudaSlice<f32>,
-        (a, b): (&CudaSlice<f32>, &CudaSlice<f32>),
+        g: &CudaSlice<f32>,
+        ab: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
-        n: usize,
+        dab: &mut CudaSlice<f32>,
+        (rows, f): (usize, usize),
     ) -> Result<()> {
-        let n64 = n as u64;
+        let (rows64, f32_) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_bwd);
-        l.arg(g).arg(gl).arg(a).arg(b);
+        l.arg(g).arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(&n64);
-        // SAFETY: every buffer holds n values.
+        l.arg(dab).arg(&rows64).arg(&f32_);
+        // SAFETY: ab and dab hold 2 rows f values, the others rows f.
         launched(
             PART,
-            unsafe { l.launch(grid_for(n, THREADS)) },
+            unsafe { l.launch(grid_for(rows * f, THREADS)) },
             "gated GELU backward",
         )
     }

@@ -93,8 +93,8 @@ struct Ff<B: Backend> {
     x_in: B::Buf,
     n: B::Buf,
     inv: B::Buf,
-    /// Gated: the two pre-activations; ReLU: none.
-    pre: Option<(B::Buf, B::Buf)>,
+    /// Gated: the two pre-activations, side by side per row; ReLU: none.
+    pre: Option<B::Buf>,
     h: B::Buf,
     hm: Option<B::Buf>,
     ym: Option<B::Buf>,
@@ -290,7 +290,7 @@ impl<'a, B: Backend> Step<'a, B> {
     /// The dense weights `first..first + parts` as one `[parts · out, in]`
     /// weight: its offset and shape. They lie one after the other in the
     /// flat parameters and gradients (`T5::new` adds an attention's q, k
-    /// and v in a row).
+    /// and v in a row, and a gated feed-forward's wi_0 and wi_1).
     fn joined(&self, (first, parts): (usize, usize)) -> Result<(usize, (usize, usize))> {
         let (at, (r, c)) = self.m.layout.params[first];
         for i in 1..parts {
@@ -317,36 +317,6 @@ impl<'a, B: Backend> Step<'a, B> {
             false,
         )?;
         Ok(y)
-    }
-
-    /// [`Step::dense`] for dense weights that read the same `x` (the
-    /// GPU's bf16 products round it once).
-    fn dense_all<const N: usize>(
-        &self,
-        x: &B::Buf,
-        rows: usize,
-        ws: [usize; N],
-    ) -> Result<[B::Buf; N]> {
-        let mut ys = Vec::with_capacity(N);
-        for &w in &ws {
-            ys.push(self.be.output(rows * self.m.layout.params[w].1 .0)?);
-        }
-        let products = ws
-            .iter()
-            .zip(ys.iter_mut())
-            .map(|(&w, y)| {
-                let (out, inn) = self.m.layout.params[w].1;
-                Product {
-                    shape: GemmShape::dense((rows, out, inn), false, true),
-                    a: (x, 0),
-                    b: (self.params, self.m.off(w)),
-                    c: (y, 0),
-                    accumulate: false,
-                }
-            })
-            .collect();
-        self.be.gemms(products)?;
-        Ok(ys.try_into().unwrap_or_else(|_| unreachable!("N outputs")))
     }
 
     /// The dense layer's backward: `dW += dyᵀ · x`, `dx (+)= dy · W` for
@@ -620,11 +590,12 @@ impl<'a, B: Backend> Step<'a, B> {
                 be.relu(&mut h, hm.as_ref())?;
                 (None, h, wo)
             }
-            FfIdx::Gated { wi0, wi1, wo } => {
-                let [a, b] = self.dense_all(&n, rows, [wi0, wi1])?;
+            FfIdx::Gated { wi0, wo, .. } => {
+                // wi_0's and wi_1's products side by side, one product
+                let ab = self.dense_joined(&n, rows, (wi0, 2))?;
                 let mut h = be.output(rows * f)?;
-                be.gated(&a, &b, hm.as_ref(), &mut h)?;
-                (Some((a, b)), h, wo)
+                be.gated(&ab, f, hm.as_ref(), &mut h)?;
+                (Some(ab), h, wo)
             }
         };
         let y = self.dense(&h, rows, wo)?;
@@ -654,20 +625,19 @@ impl<'a, B: Backend> Step<'a, B> {
         let f = self.m.cfg.d_ff;
         let masked = self.masked(dx, s_.ym.as_ref())?;
         let dy = masked.as_ref().unwrap_or(dx);
-        let mut dh = be.zeros(rows * f)?;
-        let mut dn = be.zeros(rows * self.m.cfg.d_model)?;
+        let mut dh = be.output(rows * f)?;
+        let mut dn = be.output(rows * self.m.cfg.d_model)?;
         match (blk.ff, &s_.pre) {
             (FfIdx::Relu { wi, wo }, _) => {
                 self.dense_grad(&s_.h, dy, rows, (wo, 1), &mut dh, false, grads)?;
                 be.relu_grad(&mut dh, &s_.h, s_.hm.as_ref())?;
                 self.dense_grad(&s_.n, &dh, rows, (wi, 1), &mut dn, false, grads)?;
             }
-            (FfIdx::Gated { wi0, wi1, wo }, Some((a, b))) => {
+            (FfIdx::Gated { wi0, wo, .. }, Some(ab)) => {
                 self.dense_grad(&s_.h, dy, rows, (wo, 1), &mut dh, false, grads)?;
-                let mut dl = be.zeros(rows * f)?;
-                be.gated_grad(&mut dh, &mut dl, a, b, s_.hm.as_ref())?;
-                self.dense_grad(&s_.n, &dh, rows, (wi0, 1), &mut dn, false, grads)?;
-                self.dense_grad(&s_.n, &dl, rows, (wi1, 1), &mut dn, true, grads)?;
+                let mut dab = be.output(2 * rows * f)?;
+                be.gated_grad(&dh, ab, f, s_.hm.as_ref(), &mut dab)?;
+                self.dense_grad(&s_.n, &dab, rows, (wi0, 2), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { .. }, None) => unreachable!("a gated layer keeps its pre-activations"),
         }
