@@ -235,60 +235,67 @@ impl Backend for CudaBackend {
     }
 
     fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>>>) -> Result<()> {
-        self.profile.time("products (cuBLAS)", || {
-            let beta = |p: &Product<'_, CudaSlice<f32>>| if p.accumulate { 1.0 } else { 0.0 };
-            if self.precision != Precision::Bf16 {
-                let tf32 = self.precision == Precision::Tf32;
-                for p in products {
-                    let (la, lb, _) = p.shape.spans();
-                    let (av, bv) = (operand(&p.shape, p.a, la)?, operand(&p.shape, p.b, lb)?);
-                    let (sh, beta) = (p.shape, beta(&p));
-                    self.blas
-                        .gemm(&sh, &av, &bv, &mut result(&sh, p.c)?, (1.0, beta), tf32)?;
-                }
-                return Ok(());
-            }
-            // bf16: a parameter from the pass's bf16 copy; anything else
-            // rounded here, once for all the products that read it
-            let cache = self.bf16_params.borrow();
-            let params = cache.as_ref().map(|(addr, buf)| (*addr, buf));
-            // (the buffer's address, offset, values)
-            let key = |(x, o): At<CudaSlice<f32>>, len: usize| (x as *const _ as usize, o, len);
-            let mut rounded: Vec<((usize, usize, usize), CudaSlice<u16>)> = Vec::new();
-            for p in &products {
-                let (la, lb, _) = p.shape.spans();
-                for (x, len) in [(p.a, la), (p.b, lb)] {
-                    let k = key(x, len);
-                    let ready = params.is_some_and(|(addr, _)| addr == k.0)
-                        || rounded.iter().any(|(r, _)| *r == k);
-                    // (the f32 view checks the span against the buffer)
-                    let v = operand(&p.shape, x, len)?;
-                    if !ready {
-                        let mut h = self.alloc::<u16>(len)?;
-                        self.ew.to_bf16(&v, &mut h, len)?;
-                        rounded.push((k, h));
-                    }
-                }
-            }
-            let bf16 = |x: At<CudaSlice<f32>>, len: usize| {
-                let k = key(x, len);
-                match params {
-                    Some((addr, buf)) if addr == k.0 => buf.slice(x.1..x.1 + len),
-                    _ => match rounded.iter().find(|(r, _)| *r == k) {
-                        Some((_, h)) => h.slice(..),
-                        None => unreachable!("every operand rounded or cached above"),
-                    },
-                }
-            };
+        // (profiled per cuBLAS call, and the bf16 roundings apart)
+        const PRODUCT: &str = "products (cuBLAS)";
+        let beta = |p: &Product<'_, CudaSlice<f32>>| if p.accumulate { 1.0 } else { 0.0 };
+        if self.precision != Precision::Bf16 {
+            let tf32 = self.precision == Precision::Tf32;
             for p in products {
                 let (la, lb, _) = p.shape.spans();
+                let (av, bv) = (operand(&p.shape, p.a, la)?, operand(&p.shape, p.b, lb)?);
                 let (sh, beta) = (p.shape, beta(&p));
-                let (va, vb) = (bf16(p.a, la), bf16(p.b, lb));
-                self.blas
-                    .gemm(&sh, &va, &vb, &mut result(&sh, p.c)?, (1.0, beta), false)?;
+                let mut cv = result(&sh, p.c)?;
+                self.profile.time(PRODUCT, || {
+                    self.blas.gemm(&sh, &av, &bv, &mut cv, (1.0, beta), tf32)
+                })?;
             }
-            Ok(())
-        })
+            return Ok(());
+        }
+        // bf16: a parameter from the pass's bf16 copy; anything else rounded
+        // here, once for all the products that read it
+        let cache = self.bf16_params.borrow();
+        let params = cache.as_ref().map(|(addr, buf)| (*addr, buf));
+        // (the buffer's address, offset, values)
+        let key = |(x, o): At<CudaSlice<f32>>, len: usize| (x as *const _ as usize, o, len);
+        let mut rounded: Vec<((usize, usize, usize), CudaSlice<u16>)> = Vec::new();
+        for p in &products {
+            let (la, lb, _) = p.shape.spans();
+            for (x, len) in [(p.a, la), (p.b, lb)] {
+                let k = key(x, len);
+                let ready = params.is_some_and(|(addr, _)| addr == k.0)
+                    || rounded.iter().any(|(r, _)| *r == k);
+                // (the f32 view checks the span against the buffer)
+                let v = operand(&p.shape, x, len)?;
+                if !ready {
+                    let h = self.profile.time("bf16 operands", || {
+                        let mut h = self.alloc::<u16>(len)?;
+                        self.ew.to_bf16(&v, &mut h, len)?;
+                        Ok(h)
+                    })?;
+                    rounded.push((k, h));
+                }
+            }
+        }
+        let bf16 = |x: At<CudaSlice<f32>>, len: usize| {
+            let k = key(x, len);
+            match params {
+                Some((addr, buf)) if addr == k.0 => buf.slice(x.1..x.1 + len),
+                _ => match rounded.iter().find(|(r, _)| *r == k) {
+                    Some((_, h)) => h.slice(..),
+                    None => unreachable!("every operand rounded or cached above"),
+                },
+            }
+        };
+        for p in products {
+            let (la, lb, _) = p.shape.spans();
+            let (sh, beta) = (p.shape, beta(&p));
+            let (va, vb) = (bf16(p.a, la), bf16(p.b, lb));
+            let mut cv = result(&sh, p.c)?;
+            self.profile.time(PRODUCT, || {
+                self.blas.gemm(&sh, &va, &vb, &mut cv, (1.0, beta), false)
+            })?;
+        }
+        Ok(())
     }
 
     fn embed(
