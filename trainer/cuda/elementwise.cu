@@ -162,32 +162,23 @@ extern "C" __global__ void residual(float* out, const float* x, const float* y, 
 // parts, heads, d] (each row the parts' heads side by side: q, k, v), and
 // heads of rows, [parts, b, heads, rows, d], where every (batch row, head)
 // pair's matrix is one block, so that one batched product covers them all.
-// back = 0: rows to heads; 1: heads to rows. One thread an output value
-// (the writes coalesce; the reads in runs of d).
+// back = 0: rows to heads; 1: heads to rows. One thread a value, in the
+// rows' order (reads and writes in runs of d).
 extern "C" __global__ void heads_layout(float* out, const float* x, u64 b, unsigned rows,
                                         unsigned parts, unsigned heads, unsigned d, int back) {
     u64 n = b * rows * parts * heads * d;
     FOR_EACH(i, n) {
         u64 c = i % d, k = i / d;
-        u64 bi, r, p, h;
+        u64 h = k % heads;
+        k /= heads;
+        u64 p = k % parts;
+        k /= parts;
+        u64 r = k % rows, bi = k / rows;
+        u64 as_heads = (((p * b + bi) * heads + h) * rows + r) * d + c;
         if (back) {
-            // out [b, rows, parts, heads, d]
-            h = k % heads;
-            k /= heads;
-            p = k % parts;
-            k /= parts;
-            r = k % rows;
-            bi = k / rows;
-            out[i] = x[(((p * b + bi) * heads + h) * rows + r) * d + c];
+            out[i] = x[as_heads];
         } else {
-            // out [parts, b, heads, rows, d]
-            r = k % rows;
-            k /= rows;
-            h = k % heads;
-            k /= heads;
-            bi = k % b;
-            p = k / b;
-            out[i] = x[(((bi * rows + r) * parts + p) * heads + h) * d + c];
+            out[as_heads] = x[i];
         }
     }
 }
