@@ -160,13 +160,16 @@ extern "C" __global__ void residual(float* out, const float* x, const float* y, 
 
 // An attention's projections between the rows they come in, [b, rows,
 // parts, heads, d] (each row the parts' heads side by side: q, k, v), and
-// heads of rows, [parts, b, heads, rows, d], where every (batch row, head)
-// pair's matrix is one block, so that one batched product covers them all.
+// heads of rows, [b, heads, rows, d] a part, where every (batch row, head)
+// pair's matrix is one block, so that one batched product covers them all:
+// the parts at h0, h1, h2 (h1 null: one after the other from h0).
 // back = 0: rows to heads; 1: heads to rows. One thread a value, in the
 // rows' order (reads and writes in runs of d).
-extern "C" __global__ void heads_layout(float* out, const float* x, u64 b, unsigned rows,
-                                        unsigned parts, unsigned heads, unsigned d, int back) {
-    u64 n = b * rows * parts * heads * d;
+extern "C" __global__ void heads_layout(float* x, float* h0, float* h1, float* h2, u64 b,
+                                        unsigned rows, unsigned parts, unsigned heads, unsigned d,
+                                        int back) {
+    u64 part = b * rows * heads * d;
+    u64 n = part * parts;
     FOR_EACH(i, n) {
         u64 c = i % d, k = i / d;
         u64 h = k % heads;
@@ -174,11 +177,12 @@ extern "C" __global__ void heads_layout(float* out, const float* x, u64 b, unsig
         u64 p = k % parts;
         k /= parts;
         u64 r = k % rows, bi = k / rows;
-        u64 as_heads = (((p * b + bi) * heads + h) * rows + r) * d + c;
+        float* hp = h1 ? (p == 0 ? h0 : p == 1 ? h1 : h2) : h0 + p * part;
+        u64 at = ((bi * heads + h) * rows + r) * d + c;
         if (back) {
-            out[i] = x[as_heads];
+            x[i] = hp[at];
         } else {
-            out[as_heads] = x[i];
+            hp[at] = x[i];
         }
     }
 }

@@ -456,7 +456,12 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
             same_bits(&stream.clone_dtoh(&got).unwrap(), &want),
             "{sh:?}"
         );
-        let back = be.to_rows(&got, sh).unwrap();
+        // back from the parts apart
+        let each = sh.values() / parts;
+        let parts: Vec<_> = (0..parts)
+            .map(|p| stream.clone_htod(&want[p * each..(p + 1) * each]).unwrap())
+            .collect();
+        let back = be.to_rows(&parts.iter().collect::<Vec<_>>(), sh).unwrap();
         assert!(
             same_bits(&stream.clone_dtoh(&back).unwrap(), &x),
             "{sh:?} back"
@@ -473,6 +478,8 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
     };
     let e = be.to_heads(&x, sh).unwrap_err().to_string();
     assert!(e.contains("of 10 values"), "{e}");
+    let e = be.to_rows(&[&x, &x], sh).unwrap_err().to_string();
+    assert!(e.contains("of parts of [10, 10] values"), "{e}");
 }
 
 #[test]

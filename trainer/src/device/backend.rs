@@ -348,8 +348,10 @@ pub trait Backend {
     /// row, head) pair's matrix one block, so that one batched product
     /// covers them all.
     fn to_heads(&self, x: &Self::Buf, sh: HeadsShape) -> Result<Self::Buf>;
-    /// The inverse of [`Backend::to_heads`].
-    fn to_rows(&self, x: &Self::Buf, sh: HeadsShape) -> Result<Self::Buf>;
+    /// The inverse of [`Backend::to_heads`], the parts (`sh.parts`, 1 to
+    /// 3) in buffers of their own (`[b, heads, rows, d]` each: the
+    /// backward's gradients of q, k and v come apart).
+    fn to_rows(&self, parts: &[&Self::Buf], sh: HeadsShape) -> Result<Self::Buf>;
     /// `x ·= s`.
     fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
 
@@ -619,8 +621,10 @@ impl Backend for CpuBackend {
     fn to_heads(&self, x: &Vec<f32>, sh: HeadsShape) -> Result<Vec<f32>> {
         Ok(sh.cpu_layout(x, false))
     }
-    fn to_rows(&self, x: &Vec<f32>, sh: HeadsShape) -> Result<Vec<f32>> {
-        Ok(sh.cpu_layout(x, true))
+    fn to_rows(&self, parts: &[&Vec<f32>], sh: HeadsShape) -> Result<Vec<f32>> {
+        assert_eq!(parts.len(), sh.parts, "{sh:?}");
+        let joined: Vec<f32> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        Ok(sh.cpu_layout(&joined, true))
     }
     fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
         x.iter_mut().for_each(|x| *x *= s);
@@ -709,6 +713,7 @@ mod tests {
             }
         }
         assert_eq!(y, want);
-        assert_eq!(CpuBackend.to_rows(&y, sh).unwrap(), x);
+        let (p0, p1) = (y[..24].to_vec(), y[24..].to_vec());
+        assert_eq!(CpuBackend.to_rows(&[&p0, &p1], sh).unwrap(), x);
     }
 }

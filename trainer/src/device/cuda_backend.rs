@@ -128,26 +128,6 @@ fn result<'a>(
         .ok_or_else(|| gpu_error(PART, "product", format!("{sh:?} at {o} past {len} values")))
 }
 
-impl CudaBackend {
-    /// [`Backend::to_heads`] (`back` false) and [`Backend::to_rows`].
-    fn heads_layout(
-        &self,
-        x: &CudaSlice<f32>,
-        sh: HeadsShape,
-        back: bool,
-    ) -> Result<CudaSlice<f32>> {
-        self.profile.time("heads layout", || {
-            if x.len() != sh.values() {
-                let e = format!("{sh:?} of {} values", x.len());
-                return Err(gpu_error(PART, "heads layout", e));
-            }
-            let mut out = self.output(sh.values())?;
-            self.ew.heads_layout(&mut out, x, sh, back)?;
-            Ok(out)
-        })
-    }
-}
-
 impl Backend for CudaBackend {
     type Buf = CudaSlice<f32>;
     type Ids = CudaSlice<u32>;
@@ -502,10 +482,31 @@ impl Backend for CudaBackend {
         })
     }
     fn to_heads(&self, x: &CudaSlice<f32>, sh: HeadsShape) -> Result<CudaSlice<f32>> {
-        self.heads_layout(x, sh, false)
+        self.profile.time("heads layout", || {
+            if x.len() != sh.values() {
+                let e = format!("{sh:?} of {} values", x.len());
+                return Err(gpu_error(PART, "heads layout", e));
+            }
+            let mut out = self.output(sh.values())?;
+            self.ew.to_heads(x, &mut out, sh)?;
+            Ok(out)
+        })
     }
-    fn to_rows(&self, x: &CudaSlice<f32>, sh: HeadsShape) -> Result<CudaSlice<f32>> {
-        self.heads_layout(x, sh, true)
+    fn to_rows(&self, parts: &[&CudaSlice<f32>], sh: HeadsShape) -> Result<CudaSlice<f32>> {
+        self.profile.time("heads layout", || {
+            let each = sh.values() / sh.parts.max(1);
+            if !(1..=3).contains(&parts.len())
+                || parts.len() != sh.parts
+                || parts.iter().any(|p| p.len() != each)
+            {
+                let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+                let e = format!("{sh:?} of parts of {lens:?} values");
+                return Err(gpu_error(PART, "heads layout", e));
+            }
+            let mut out = self.output(sh.values())?;
+            self.ew.to_rows(parts, &mut out, sh)?;
+            Ok(out)
+        })
     }
     fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
         self.profile.time("scale", || {

@@ -19,6 +19,12 @@ const PART: &str = "feed-forward";
 /// Threads per block of the element-wise kernels.
 const THREADS: usize = 256;
 
+/// The scalar arguments of `heads_layout`: b; rows, parts, heads, d; back.
+fn heads_args(sh: HeadsShape, back: bool) -> (u64, [u32; 4], i32) {
+    let dims = [sh.rows, sh.parts, sh.heads, sh.d].map(|v| v as u32);
+    (sh.b as u64, dims, back as i32)
+}
+
 /// The element-wise kernels on one GPU stream.
 pub struct DeviceElementwise {
     stream: Arc<CudaStream>,
@@ -171,25 +177,46 @@ impl DeviceElementwise {
         launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "residual")
     }
 
-    /// An attention's projections as heads of rows, or back (`back`), in
-    /// `out` (see [`crate::device::backend::Backend::to_heads`]).
-    pub fn heads_layout(
+    /// An attention's projections as heads of rows, in `out` (see
+    /// [`crate::device::backend::Backend::to_heads`]).
+    pub fn to_heads(
         &self,
-        out: &mut CudaSlice<f32>,
         x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
         sh: HeadsShape,
-        back: bool,
     ) -> Result<()> {
-        let b = sh.b as u64;
-        let dims = [sh.rows, sh.parts, sh.heads, sh.d].map(|v| v as u32);
-        let back = back as i32;
+        let args = heads_args(sh, false);
         let mut l = self.stream.launch_builder(&self.heads_layout);
-        l.arg(out).arg(x).arg(&b);
-        for v in &dims {
-            l.arg(v);
-        }
-        l.arg(&back);
-        // SAFETY: out and x hold sh.values() values.
+        l.arg(x).arg(out);
+        arg_or_null(&mut l, None::<&CudaSlice<f32>>);
+        arg_or_null(&mut l, None::<&CudaSlice<f32>>);
+        l.arg(&args.0).arg(&args.1[0]).arg(&args.1[1]);
+        l.arg(&args.1[2]).arg(&args.1[3]).arg(&args.2);
+        // SAFETY: x and out hold sh.values() values.
+        launched(
+            PART,
+            unsafe { l.launch(grid_for(sh.values(), THREADS)) },
+            "heads layout",
+        )
+    }
+
+    /// The parts, heads of rows each, back as rows in `out` (see
+    /// [`crate::device::backend::Backend::to_rows`]; 1 to 3 parts).
+    pub fn to_rows(
+        &self,
+        parts: &[&CudaSlice<f32>],
+        out: &mut CudaSlice<f32>,
+        sh: HeadsShape,
+    ) -> Result<()> {
+        let args = heads_args(sh, true);
+        let later = |k: usize| parts.get(k).copied().filter(|_| parts.len() > 1);
+        let mut l = self.stream.launch_builder(&self.heads_layout);
+        l.arg(out).arg(parts[0]);
+        arg_or_null(&mut l, later(1));
+        arg_or_null(&mut l, later(2));
+        l.arg(&args.0).arg(&args.1[0]).arg(&args.1[1]);
+        l.arg(&args.1[2]).arg(&args.1[3]).arg(&args.2);
+        // SAFETY: out holds sh.values() values, each part its share.
         launched(
             PART,
             unsafe { l.launch(grid_for(sh.values(), THREADS)) },

@@ -480,7 +480,7 @@ impl<'a, B: Backend> Step<'a, B> {
             v,
             (&mut ctx, 0),
         )])?;
-        let ctx = be.to_rows(&ctx, self.heads_shape(sh, t, 1))?;
+        let ctx = be.to_rows(&[&ctx], self.heads_shape(sh, t, 1))?;
         let o = self.dense(&ctx, b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
         let out = be.residual(x, &o, rm.as_ref())?;
@@ -522,58 +522,39 @@ impl<'a, B: Backend> Step<'a, B> {
         let dctx = be.to_heads(&dctx, self.heads_shape(sh, t, 1))?;
         let dk = self.m.cfg.d_kv;
         let [q, k, v] = s_.qkv(dk);
-        let kv_len = b * sh.heads * s * dk;
         // the gradients of q, k and v as heads of rows, as the forward's
-        let (q_shape, kv_shape) = (self.heads_shape(sh, t, 1), self.heads_shape(sh, s, 2));
-        let (mut dq, mut dkv) = match kv_in {
-            None => (be.output(3 * kv_len)?, None),
-            Some(_) => (
-                be.output(q_shape.values())?,
-                Some(be.output(kv_shape.values())?),
-            ),
-        };
+        let (q_shape, kv_shape) = (self.heads_shape(sh, t, 1), self.heads_shape(sh, s, 1));
+        let mut dq = be.output(q_shape.values())?;
+        let (mut dk_, mut dv) = (be.output(kv_shape.values())?, be.output(kv_shape.values())?);
         let mut ds = be.output(sh.rows() * s)?;
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
-        // (where dK and dV go: after dQ, or in dkv)
-        let (dk_at, dv_at) = match dkv {
-            None => (kv_len, 2 * kv_len),
-            Some(_) => (0, kv_len),
-        };
         // dP = dO · vᵀ; dV = Pdᵀ · dO (one rounding of dO for both)
         let tr = ((s, dk, t), true, false);
-        let dv = (dkv.as_mut().unwrap_or(&mut dq), dv_at);
         be.gemms(vec![
             Self::head_product(sh, ((t, s, dk), false, true), (&dctx, 0), v, (&mut ds, 0)),
-            Self::head_product(sh, tr, (used, 0), (&dctx, 0), dv),
+            Self::head_product(sh, tr, (used, 0), (&dctx, 0), (&mut dv, 0)),
         ])?;
         be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
-        // dQ = dS · k; dK = dSᵀ · q
-        let dq_product = ((t, dk, s), false, false);
-        be.gemms(vec![Self::head_product(
-            sh,
-            dq_product,
-            (&ds, 0),
-            k,
-            (&mut dq, 0),
-        )])?;
-        let dk_to = (dkv.as_mut().unwrap_or(&mut dq), dk_at);
-        be.gemms(vec![Self::head_product(sh, tr, (&ds, 0), q, dk_to)])?;
+        // dQ = dS · k; dK = dSᵀ · q (one rounding of dS for both)
+        be.gemms(vec![
+            Self::head_product(sh, ((t, dk, s), false, false), (&ds, 0), k, (&mut dq, 0)),
+            Self::head_product(sh, tr, (&ds, 0), q, (&mut dk_, 0)),
+        ])?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
         }
         let mut dn = be.output(b * t * self.m.cfg.d_model)?;
-        match (kv_in, dkv) {
-            (None, _) => {
-                let dqkv = be.to_rows(&dq, self.heads_shape(sh, t, 3))?;
+        match kv_in {
+            None => {
+                let dqkv = be.to_rows(&[&dq, &dk_, &dv], self.heads_shape(sh, t, 3))?;
                 self.dense_grad(&s_.n, &dqkv, b * t, (a.q, 3), &mut dn, false, grads)?;
             }
-            (Some((src, dsrc)), Some(dkv)) => {
-                let dq = be.to_rows(&dq, q_shape)?;
+            Some((src, dsrc)) => {
+                let dq = be.to_rows(&[&dq], q_shape)?;
                 self.dense_grad(&s_.n, &dq, b * t, (a.q, 1), &mut dn, false, grads)?;
-                let dkv = be.to_rows(&dkv, kv_shape)?;
+                let dkv = be.to_rows(&[&dk_, &dv], self.heads_shape(sh, s, 2))?;
                 self.dense_grad(src, &dkv, b * s, (a.k, 2), dsrc, true, grads)?;
             }
-            (Some(_), None) => unreachable!("cross-attention has dkv"),
         }
         self.norm_grad(&s_.x_in, &dn, &s_.inv, b * t, ln, dx, grads)
     }
