@@ -489,7 +489,7 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
 )]
 fn products_together_give_the_bits_of_products_alone() {
     common::gpu();
-    use t5mix_trainer::device::backend::{Backend, Product};
+    use t5mix_trainer::device::backend::{Backend, Operand, Product};
     use t5mix_trainer::device::cuda_backend::CudaBackend;
     use t5mix_trainer::device::products::{GemmShape, Precision};
     let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
@@ -528,21 +528,32 @@ fn products_together_give_the_bits_of_products_alone() {
                 .map(|rows| stream.alloc_zeros::<f32>(rows * 8).unwrap())
                 .into_iter()
                 .collect();
-            let products = cs
-                .iter_mut()
-                .zip([(40, 0, 0), (40, 0, 128), (40, 0, 256), (32, 16, 0)])
-                .map(|(c, (rows, xo, wo))| Product {
-                    shape: dense(rows),
-                    a: (&gx, xo),
-                    b: (&gw, wo),
-                    c: (c, 0),
-                    accumulate: false,
-                })
-                .collect();
-            be.gemms(products).unwrap();
-            for (i, (c, want)) in cs.iter().zip(&alone).enumerate() {
-                let case = format!("{precision:?} parameters {params}: product {i}");
-                assert!(same_bits(&stream.clone_dtoh(c).unwrap(), want), "{case}");
+            // together, x as it is and made ready ahead (Backend::ready)
+            let x_ready = be.ready(&gx).unwrap();
+            assert_eq!(x_ready.is_some(), precision == Precision::Bf16);
+            for ready in [None, x_ready.as_ref()] {
+                let products = cs
+                    .iter_mut()
+                    .zip([(40, 0, 0), (40, 0, 128), (40, 0, 256), (32, 16, 0)])
+                    .map(|(c, (rows, xo, wo))| Product {
+                        shape: dense(rows),
+                        a: Operand {
+                            at: (&gx, xo),
+                            ready,
+                        },
+                        b: (&gw, wo).into(),
+                        c: (c, 0),
+                        accumulate: false,
+                    })
+                    .collect();
+                be.gemms(products).unwrap();
+                for (i, (c, want)) in cs.iter().zip(&alone).enumerate() {
+                    let case = format!(
+                        "{precision:?} parameters {params} x ready {}: product {i}",
+                        ready.is_some()
+                    );
+                    assert!(same_bits(&stream.clone_dtoh(c).unwrap(), want), "{case}");
+                }
             }
             // (and they differ from each other: the test sees a mix-up)
             assert!(!same_bits(&alone[0], &alone[1]) && !same_bits(&alone[0][..256], &alone[3]));

@@ -98,14 +98,37 @@ pub fn join_rows(a: &[f32], b: &[f32], f: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A product's operand: a buffer at an offset, and the buffer made ready
+/// for products ahead ([`Backend::ready`]), when it was.
+pub struct Operand<'a, B, R> {
+    /// The values.
+    pub at: At<'a, B>,
+    /// The whole buffer made ready (for `at`'s offset in it).
+    pub ready: Option<&'a R>,
+}
+
+impl<B, R> Clone for Operand<'_, B, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B, R> Copy for Operand<'_, B, R> {}
+
+impl<'a, B, R> From<At<'a, B>> for Operand<'a, B, R> {
+    fn from(at: At<'a, B>) -> Self {
+        Operand { at, ready: None }
+    }
+}
+
 /// One product of [`Backend::gemms`]: `c (+)= op(a) · op(b)`.
-pub struct Product<'a, B> {
+pub struct Product<'a, B, R> {
     /// Its shape and the transposes.
     pub shape: GemmShape,
     /// The left operand.
-    pub a: At<'a, B>,
+    pub a: Operand<'a, B, R>,
     /// The right operand.
-    pub b: At<'a, B>,
+    pub b: Operand<'a, B, R>,
     /// The result.
     pub c: AtMut<'a, B>,
     /// Added to `c` (else `c` is overwritten).
@@ -206,11 +229,19 @@ pub trait Backend {
     /// `x` times the mask, or a copy of `x` without one.
     fn masked_copy(&self, x: &Self::Buf, mask: Option<&Self::Buf>) -> Result<Self::Buf>;
 
+    /// A buffer made ready for products ([`Backend::ready`]).
+    type Ready;
+    /// `x` made ready for the products that will read it, where the
+    /// backend reads operands in another form (the GPU in bf16 rounds `x`
+    /// here once, for a forward's product and the backward's, while the
+    /// caller keeps the copy); None where it reads `x` as it is.
+    fn ready(&self, x: &Self::Buf) -> Result<Option<Self::Ready>>;
+
     /// The products in order (row-major, see [`GemmShape`]). An operand
-    /// that several of them read is made ready for the products once (the
-    /// GPU in bf16 rounds it once); none of them reads what another writes
-    /// (the borrows see to that).
-    fn gemms(&self, products: Vec<Product<'_, Self::Buf>>) -> Result<()>;
+    /// that several of them read and that is not ready yet is made ready
+    /// once (the GPU in bf16 rounds it once); none of them reads what
+    /// another writes (the borrows see to that).
+    fn gemms(&self, products: Vec<Product<'_, Self::Buf, Self::Ready>>) -> Result<()>;
 
     /// One product: `c (+)= op(a) · op(b)`.
     fn gemm(
@@ -223,8 +254,8 @@ pub trait Backend {
     ) -> Result<()> {
         self.gemms(vec![Product {
             shape: *shape,
-            a,
-            b,
+            a: a.into(),
+            b: b.into(),
             c,
             accumulate,
         }])
@@ -395,6 +426,7 @@ fn masked(x: &[f32], mask: Option<&Vec<f32>>) -> Vec<f32> {
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Ids = Vec<u32>;
+    type Ready = ();
 
     fn zeros(&self, n: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; n])
@@ -419,10 +451,13 @@ impl Backend for CpuBackend {
             .map(|kind| attention_mask(batch, kind)))
     }
 
-    fn gemms(&self, products: Vec<Product<'_, Vec<f32>>>) -> Result<()> {
+    fn ready(&self, _x: &Vec<f32>) -> Result<Option<()>> {
+        Ok(None)
+    }
+    fn gemms(&self, products: Vec<Product<'_, Vec<f32>, ()>>) -> Result<()> {
         for p in products {
             let sh = &p.shape;
-            let ((a, ao), (b, bo), (c, co)) = (p.a, p.b, p.c);
+            let ((a, ao), (b, bo), (c, co)) = (p.a.at, p.b.at, p.c);
             let (la, lb, lc) = sh.spans();
             assert!(
                 ao + la <= a.len() && bo + lb <= b.len() && co + lc <= c.len(),

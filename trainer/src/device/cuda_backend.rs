@@ -4,7 +4,7 @@
 //! step but the loss's per-row values it logs.
 
 use super::attention::{AttnShape, DeviceAttention};
-use super::backend::{At, AtMut, Backend, HeadsShape, Product, TokenIndex};
+use super::backend::{At, AtMut, Backend, HeadsShape, Operand, Product, TokenIndex};
 use super::elementwise::DeviceElementwise;
 use super::gpu_error;
 use super::loss::{DeviceLoss, LossSettings};
@@ -103,6 +103,29 @@ impl CudaBackend {
 }
 
 /// `len` values of `x` from `o`, or an error naming the product.
+/// Operands rounded for one call of `gemms`, by (buffer address, offset,
+/// values).
+type Rounded = Vec<((usize, usize, usize), CudaSlice<u16>)>;
+
+/// The bf16 values of a product's operand (checked against its buffer
+/// before): made ready, the pass's parameters, or rounded for the call.
+fn bf16_view<'v>(
+    x: Operand<'v, CudaSlice<f32>, CudaSlice<u16>>,
+    len: usize,
+    params: Option<(usize, &'v CudaSlice<u16>)>,
+    rounded: &'v Rounded,
+) -> CudaView<'v, u16> {
+    let (o, addr) = (x.at.1, x.at.0 as *const CudaSlice<f32> as usize);
+    match (x.ready, params) {
+        (Some(r), _) => r.slice(o..o + len),
+        (None, Some((cached, b))) if cached == addr => b.slice(o..o + len),
+        _ => match rounded.iter().find(|(k, _)| *k == (addr, o, len)) {
+            Some((_, h)) => h.slice(..),
+            None => unreachable!("every operand rounded or cached before"),
+        },
+    }
+}
+
 /// A product's operand `len` values from `o` on, or an error past its end.
 fn operand<'a>(
     sh: &GemmShape,
@@ -131,6 +154,7 @@ fn result<'a>(
 impl Backend for CudaBackend {
     type Buf = CudaSlice<f32>;
     type Ids = CudaSlice<u32>;
+    type Ready = CudaSlice<u16>;
 
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
         self.alloc(n)
@@ -214,15 +238,28 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>>>) -> Result<()> {
+    fn ready(&self, x: &CudaSlice<f32>) -> Result<Option<CudaSlice<u16>>> {
+        if self.precision != Precision::Bf16 {
+            return Ok(None);
+        }
+        self.profile.time("bf16 operands", || {
+            let mut h = self.alloc::<u16>(x.len())?;
+            self.ew.to_bf16(x, &mut h, x.len())?;
+            Ok(Some(h))
+        })
+    }
+
+    fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>, CudaSlice<u16>>>) -> Result<()> {
         // (profiled per cuBLAS call, and the bf16 roundings apart)
         const PRODUCT: &str = "products (cuBLAS)";
-        let beta = |p: &Product<'_, CudaSlice<f32>>| if p.accumulate { 1.0 } else { 0.0 };
+        type P<'p> = Product<'p, CudaSlice<f32>, CudaSlice<u16>>;
+        let beta = |p: &P<'_>| if p.accumulate { 1.0 } else { 0.0 };
         if self.precision != Precision::Bf16 {
             let tf32 = self.precision == Precision::Tf32;
             for p in products {
                 let (la, lb, _) = p.shape.spans();
-                let (av, bv) = (operand(&p.shape, p.a, la)?, operand(&p.shape, p.b, lb)?);
+                let av = operand(&p.shape, p.a.at, la)?;
+                let bv = operand(&p.shape, p.b.at, lb)?;
                 let (sh, beta) = (p.shape, beta(&p));
                 let mut cv = result(&sh, p.c)?;
                 self.profile.time(PRODUCT, || {
@@ -231,21 +268,29 @@ impl Backend for CudaBackend {
             }
             return Ok(());
         }
-        // bf16: a parameter from the pass's bf16 copy; anything else rounded
-        // here, once for all the products that read it
+        // bf16: a parameter from the pass's bf16 copy, an operand made ready
+        // from its copy; anything else rounded here, once for all the
+        // products that read it
         let cache = self.bf16_params.borrow();
         let params = cache.as_ref().map(|(addr, buf)| (*addr, buf));
         // (the buffer's address, offset, values)
         let key = |(x, o): At<CudaSlice<f32>>, len: usize| (x as *const _ as usize, o, len);
-        let mut rounded: Vec<((usize, usize, usize), CudaSlice<u16>)> = Vec::new();
+        let mut rounded = Rounded::new();
         for p in &products {
             let (la, lb, _) = p.shape.spans();
-            for (x, len) in [(p.a, la), (p.b, lb)] {
-                let k = key(x, len);
+            for (x, len) in [(&p.a, la), (&p.b, lb)] {
+                // (the f32 view checks the span against the buffer)
+                let v = operand(&p.shape, x.at, len)?;
+                if let Some(r) = x.ready {
+                    if r.len() != x.at.0.len() {
+                        let e = format!("{} values ready for {}", r.len(), x.at.0.len());
+                        return Err(gpu_error(PART, "product", e));
+                    }
+                    continue;
+                }
+                let k = key(x.at, len);
                 let ready = params.is_some_and(|(addr, _)| addr == k.0)
                     || rounded.iter().any(|(r, _)| *r == k);
-                // (the f32 view checks the span against the buffer)
-                let v = operand(&p.shape, x, len)?;
                 if !ready {
                     let h = self.profile.time("bf16 operands", || {
                         let mut h = self.alloc::<u16>(len)?;
@@ -256,20 +301,11 @@ impl Backend for CudaBackend {
                 }
             }
         }
-        let bf16 = |x: At<CudaSlice<f32>>, len: usize| {
-            let k = key(x, len);
-            match params {
-                Some((addr, buf)) if addr == k.0 => buf.slice(x.1..x.1 + len),
-                _ => match rounded.iter().find(|(r, _)| *r == k) {
-                    Some((_, h)) => h.slice(..),
-                    None => unreachable!("every operand rounded or cached above"),
-                },
-            }
-        };
         for p in products {
             let (la, lb, _) = p.shape.spans();
             let (sh, beta) = (p.shape, beta(&p));
-            let (va, vb) = (bf16(p.a, la), bf16(p.b, lb));
+            let va = bf16_view(p.a, la, params, &rounded);
+            let vb = bf16_view(p.b, lb, params, &rounded);
             let mut cv = result(&sh, p.c)?;
             self.profile.time(PRODUCT, || {
                 self.blas.gemm(&sh, &va, &vb, &mut cv, (1.0, beta), false)

@@ -10,7 +10,7 @@
 
 use super::*;
 use crate::device::attention::AttnShape;
-use crate::device::backend::{At, AtMut, Backend, HeadsShape, Product, TokenIndex};
+use crate::device::backend::{AtMut, Backend, HeadsShape, Operand, Product, TokenIndex};
 use crate::device::loss::LossSettings;
 use crate::device::products::GemmShape;
 use crate::device::twin::FlatLayout;
@@ -46,21 +46,31 @@ impl<D: Device<f32>> T5<D> {
 }
 
 /// What one attention keeps for its backward.
+///
+/// The `_r` fields: what the backend made ready for the products
+/// ([`Backend::ready`]: the GPU in bf16, a rounded copy), once for the
+/// forward's product and the backward's.
 struct Attn<B: Backend> {
     /// The normed input the projections read (self-attention: q, k and v;
     /// cross-attention: q).
     n: B::Buf,
+    n_r: Option<B::Ready>,
     inv: B::Buf,
     x_in: B::Buf,
     /// The projections as heads of rows ([`Backend::to_heads`]):
     /// self-attention's q, k and v; cross-attention's q, its k and v in
     /// `kv`.
     heads: B::Buf,
-    kv: Option<B::Buf>,
+    heads_r: Option<B::Ready>,
+    kv: Option<(B::Buf, Option<B::Ready>)>,
     p: B::Buf,
     /// The probabilities after dropout and the mask.
     pd: Option<(B::Buf, B::Buf)>,
+    /// The probabilities the context product read (after dropout) made
+    /// ready.
+    used_r: Option<B::Ready>,
     ctx: B::Buf,
+    ctx_r: Option<B::Ready>,
     /// The residual branch's dropout mask.
     rm: Option<B::Buf>,
     sh: AttnShape,
@@ -68,23 +78,40 @@ struct Attn<B: Backend> {
 
 impl<B: Backend> Attn<B> {
     /// Where q, k and v lie (`d_kv` values a head).
-    fn qkv(&self, d_kv: usize) -> [At<'_, B::Buf>; 3] {
-        qkv_at::<B>(&self.heads, self.kv.as_ref(), self.sh, d_kv)
+    fn qkv(&self, d_kv: usize) -> [Op<'_, B>; 3] {
+        let kv = self.kv.as_ref().map(|(b, r)| (b, r));
+        qkv_at::<B>((&self.heads, &self.heads_r), kv, self.sh, d_kv)
+    }
+}
+
+/// A product's operand on the backend `B`.
+type Op<'a, B> = Operand<'a, <B as Backend>::Buf, <B as Backend>::Ready>;
+
+/// `x` from its start as an operand, with what the backend made ready of
+/// it.
+fn op<'a, B: Backend>(x: &'a B::Buf, ready: &'a Option<B::Ready>) -> Op<'a, B> {
+    Operand {
+        at: (x, 0),
+        ready: ready.as_ref(),
     }
 }
 
 /// Where q, k and v lie: self-attention's in `heads`, or q there and k and
 /// v in `kv` (cross-attention).
 fn qkv_at<'a, B: Backend>(
-    heads: &'a B::Buf,
-    kv: Option<&'a B::Buf>,
+    (heads, heads_r): (&'a B::Buf, &'a Option<B::Ready>),
+    kv: Option<(&'a B::Buf, &'a Option<B::Ready>)>,
     sh: AttnShape,
     d_kv: usize,
-) -> [At<'a, B::Buf>; 3] {
+) -> [Op<'a, B>; 3] {
     let kv_len = sh.b * sh.heads * sh.s * d_kv;
+    let at = |(x, r): (&'a B::Buf, &'a Option<B::Ready>), o: usize| Operand {
+        at: (x, o),
+        ready: r.as_ref(),
+    };
     match kv {
-        None => [0, 1, 2].map(|i| (heads, i * kv_len)),
-        Some(kv) => [(heads, 0), (kv, 0), (kv, kv_len)],
+        None => [0, 1, 2].map(|i| at((heads, heads_r), i * kv_len)),
+        Some(kv) => [at((heads, heads_r), 0), at(kv, 0), at(kv, kv_len)],
     }
 }
 
@@ -92,10 +119,13 @@ fn qkv_at<'a, B: Backend>(
 struct Ff<B: Backend> {
     x_in: B::Buf,
     n: B::Buf,
+    /// (see [`Attn`])
+    n_r: Option<B::Ready>,
     inv: B::Buf,
     /// Gated: the two pre-activations, side by side per row; ReLU: none.
     pre: Option<B::Buf>,
     h: B::Buf,
+    h_r: Option<B::Ready>,
     hm: Option<B::Buf>,
     ym: Option<B::Buf>,
 }
@@ -283,7 +313,7 @@ impl<'a, B: Backend> Step<'a, B> {
     }
 
     /// `x[rows, in] · Wᵀ` for the dense weight `w` `[out, in]`.
-    fn dense(&self, x: &B::Buf, rows: usize, w: usize) -> Result<B::Buf> {
+    fn dense(&self, x: Op<'_, B>, rows: usize, w: usize) -> Result<B::Buf> {
         self.dense_joined(x, rows, (w, 1))
     }
 
@@ -306,16 +336,16 @@ impl<'a, B: Backend> Step<'a, B> {
 
     /// `x[rows, in] · Wᵀ` for the joined weights `ws` ([`Step::joined`]):
     /// one product for q, k and v.
-    fn dense_joined(&self, x: &B::Buf, rows: usize, ws: (usize, usize)) -> Result<B::Buf> {
+    fn dense_joined(&self, x: Op<'_, B>, rows: usize, ws: (usize, usize)) -> Result<B::Buf> {
         let (at, (out, inn)) = self.joined(ws)?;
         let mut y = self.be.output(rows * out)?;
-        self.be.gemm(
-            &GemmShape::dense((rows, out, inn), false, true),
-            (x, 0),
-            (self.params, at),
-            (&mut y, 0),
-            false,
-        )?;
+        self.be.gemms(vec![Product {
+            shape: GemmShape::dense((rows, out, inn), false, true),
+            a: x,
+            b: (self.params, at).into(),
+            c: (&mut y, 0),
+            accumulate: false,
+        }])?;
         Ok(y)
     }
 
@@ -325,7 +355,7 @@ impl<'a, B: Backend> Step<'a, B> {
     #[allow(clippy::too_many_arguments)]
     fn dense_grad(
         &self,
-        x: &B::Buf,
+        x: Op<'_, B>,
         dy: &B::Buf,
         rows: usize,
         ws: (usize, usize),
@@ -337,15 +367,15 @@ impl<'a, B: Backend> Step<'a, B> {
         self.be.gemms(vec![
             Product {
                 shape: GemmShape::dense((out, inn, rows), true, false),
-                a: (dy, 0),
-                b: (x, 0),
+                a: (dy, 0).into(),
+                b: x,
                 c: (grads, at),
                 accumulate: true,
             },
             Product {
                 shape: GemmShape::dense((rows, inn, out), false, false),
-                a: (dy, 0),
-                b: (self.params, at),
+                a: (dy, 0).into(),
+                b: (self.params, at).into(),
                 c: (dx, 0),
                 accumulate: add_dx,
             },
@@ -410,10 +440,10 @@ impl<'a, B: Backend> Step<'a, B> {
     fn head_product<'p>(
         sh: AttnShape,
         (mnk, ta, tb): ((usize, usize, usize), bool, bool),
-        a: At<'p, B::Buf>,
-        b: At<'p, B::Buf>,
+        a: Op<'p, B>,
+        b: Op<'p, B>,
         c: AtMut<'p, B::Buf>,
-    ) -> Product<'p, B::Buf> {
+    ) -> Product<'p, B::Buf, B::Ready> {
         Product {
             shape: GemmShape {
                 batch: sh.b * sh.heads,
@@ -435,7 +465,7 @@ impl<'a, B: Backend> Step<'a, B> {
         &mut self,
         x: &mut B::Buf,
         (ln, a): (usize, AttnIdx),
-        kv_in: Option<&B::Buf>,
+        kv_in: Option<Op<'_, B>>,
         pos: Option<&B::Buf>,
         mask: &B::Buf,
         sh: AttnShape,
@@ -443,23 +473,28 @@ impl<'a, B: Backend> Step<'a, B> {
         let be = self.be;
         let (b, t, s) = (sh.b, sh.t, sh.s);
         let (n, inv) = self.norm(x, b * t, ln)?;
+        let n_r = be.ready(&n)?;
         // q, k and v (self-attention), or q and then k and v, each one product
         let (heads, kv) = match kv_in {
             None => {
-                let qkv = self.dense_joined(&n, b * t, (a.q, 3))?;
+                let qkv = self.dense_joined(op::<B>(&n, &n_r), b * t, (a.q, 3))?;
                 (be.to_heads(&qkv, self.heads_shape(sh, t, 3))?, None)
             }
             Some(src) => {
-                let q = self.dense(&n, b * t, a.q)?;
+                let q = self.dense(op::<B>(&n, &n_r), b * t, a.q)?;
                 let kv = self.dense_joined(src, b * s, (a.k, 2))?;
+                let kv = be.to_heads(&kv, self.heads_shape(sh, s, 2))?;
+                let kv_r = be.ready(&kv)?;
                 (
                     be.to_heads(&q, self.heads_shape(sh, t, 1))?,
-                    Some(be.to_heads(&kv, self.heads_shape(sh, s, 2))?),
+                    Some((kv, kv_r)),
                 )
             }
         };
+        let heads_r = be.ready(&heads)?;
         let dk = self.m.cfg.d_kv;
-        let [q, k, v] = qkv_at::<B>(&heads, kv.as_ref(), sh, dk);
+        let kv_ref = kv.as_ref().map(|(b, r)| (b, r));
+        let [q, k, v] = qkv_at::<B>((&heads, &heads_r), kv_ref, sh, dk);
         // scores = q · kᵀ, per pair t x s over dk
         let mut p = be.output(sh.rows() * s)?;
         let scores = ((t, s, dk), false, true);
@@ -471,29 +506,30 @@ impl<'a, B: Backend> Step<'a, B> {
         be.softmax(&mut p, pos, mask, pd.as_mut().map(|(m, d)| (&*m, d)), sh)?;
         let mut ctx = be.output(b * t * self.m.cfg.inner_dim())?;
         let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
+        let used_r = be.ready(used)?;
         // ctx = p · v, per pair t x dk over s
         let pv = ((t, dk, s), false, false);
-        be.gemms(vec![Self::head_product(
-            sh,
-            pv,
-            (used, 0),
-            v,
-            (&mut ctx, 0),
-        )])?;
+        let used_op = op::<B>(used, &used_r);
+        be.gemms(vec![Self::head_product(sh, pv, used_op, v, (&mut ctx, 0))])?;
         let ctx = be.to_rows(&[&ctx], self.heads_shape(sh, t, 1))?;
-        let o = self.dense(&ctx, b * t, a.o)?;
+        let ctx_r = be.ready(&ctx)?;
+        let o = self.dense(op::<B>(&ctx, &ctx_r), b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
         let out = be.residual(x, &o, rm.as_ref())?;
         let x_in = std::mem::replace(x, out);
         Ok(Attn {
             n,
+            n_r,
             inv,
             x_in,
             heads,
+            heads_r,
             kv,
             p,
             pd,
+            used_r,
             ctx,
+            ctx_r,
             rm,
             sh,
         })
@@ -507,7 +543,7 @@ impl<'a, B: Backend> Step<'a, B> {
         &self,
         s_: &Attn<B>,
         (ln, a): (usize, AttnIdx),
-        kv_in: Option<(&B::Buf, &mut B::Buf)>,
+        kv_in: Option<(Op<'_, B>, &mut B::Buf)>,
         dpos: Option<&mut B::Buf>,
         dx: &mut B::Buf,
         grads: &mut B::Buf,
@@ -518,7 +554,8 @@ impl<'a, B: Backend> Step<'a, B> {
         let masked = self.masked(dx, s_.rm.as_ref())?;
         let d_o = masked.as_ref().unwrap_or(dx);
         let mut dctx = be.output(b * t * self.m.cfg.inner_dim())?;
-        self.dense_grad(&s_.ctx, d_o, b * t, (a.o, 1), &mut dctx, false, grads)?;
+        let ctx = op::<B>(&s_.ctx, &s_.ctx_r);
+        self.dense_grad(ctx, d_o, b * t, (a.o, 1), &mut dctx, false, grads)?;
         let dctx = be.to_heads(&dctx, self.heads_shape(sh, t, 1))?;
         let dk = self.m.cfg.d_kv;
         let [q, k, v] = s_.qkv(dk);
@@ -528,17 +565,20 @@ impl<'a, B: Backend> Step<'a, B> {
         let (mut dk_, mut dv) = (be.output(kv_shape.values())?, be.output(kv_shape.values())?);
         let mut ds = be.output(sh.rows() * s)?;
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
+        let used = op::<B>(used, &s_.used_r);
         // dP = dO · vᵀ; dV = Pdᵀ · dO (one rounding of dO for both)
         let tr = ((s, dk, t), true, false);
+        let dp = ((t, s, dk), false, true);
         be.gemms(vec![
-            Self::head_product(sh, ((t, s, dk), false, true), (&dctx, 0), v, (&mut ds, 0)),
-            Self::head_product(sh, tr, (used, 0), (&dctx, 0), (&mut dv, 0)),
+            Self::head_product(sh, dp, (&dctx, 0).into(), v, (&mut ds, 0)),
+            Self::head_product(sh, tr, used, (&dctx, 0).into(), (&mut dv, 0)),
         ])?;
         be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
         // dQ = dS · k; dK = dSᵀ · q (one rounding of dS for both)
+        let dq_ = ((t, dk, s), false, false);
         be.gemms(vec![
-            Self::head_product(sh, ((t, dk, s), false, false), (&ds, 0), k, (&mut dq, 0)),
-            Self::head_product(sh, tr, (&ds, 0), q, (&mut dk_, 0)),
+            Self::head_product(sh, dq_, (&ds, 0).into(), k, (&mut dq, 0)),
+            Self::head_product(sh, tr, (&ds, 0).into(), q, (&mut dk_, 0)),
         ])?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
@@ -547,11 +587,13 @@ impl<'a, B: Backend> Step<'a, B> {
         match kv_in {
             None => {
                 let dqkv = be.to_rows(&[&dq, &dk_, &dv], self.heads_shape(sh, t, 3))?;
-                self.dense_grad(&s_.n, &dqkv, b * t, (a.q, 3), &mut dn, false, grads)?;
+                let n = op::<B>(&s_.n, &s_.n_r);
+                self.dense_grad(n, &dqkv, b * t, (a.q, 3), &mut dn, false, grads)?;
             }
             Some((src, dsrc)) => {
                 let dq = be.to_rows(&[&dq], q_shape)?;
-                self.dense_grad(&s_.n, &dq, b * t, (a.q, 1), &mut dn, false, grads)?;
+                let n = op::<B>(&s_.n, &s_.n_r);
+                self.dense_grad(n, &dq, b * t, (a.q, 1), &mut dn, false, grads)?;
                 let dkv = be.to_rows(&[&dk_, &dv], self.heads_shape(sh, s, 2))?;
                 self.dense_grad(src, &dkv, b * s, (a.k, 2), dsrc, true, grads)?;
             }
@@ -564,31 +606,35 @@ impl<'a, B: Backend> Step<'a, B> {
         let be = self.be;
         let f = self.m.cfg.d_ff;
         let (n, inv) = self.norm(x, rows, blk.ff_ln)?;
+        let n_r = be.ready(&n)?;
         let hm = self.mask(rows * f)?;
         let (pre, h, wo) = match blk.ff {
             FfIdx::Relu { wi, wo } => {
-                let mut h = self.dense(&n, rows, wi)?;
+                let mut h = self.dense(op::<B>(&n, &n_r), rows, wi)?;
                 be.relu(&mut h, hm.as_ref())?;
                 (None, h, wo)
             }
             FfIdx::Gated { wi0, wo, .. } => {
                 // wi_0's and wi_1's products side by side, one product
-                let ab = self.dense_joined(&n, rows, (wi0, 2))?;
+                let ab = self.dense_joined(op::<B>(&n, &n_r), rows, (wi0, 2))?;
                 let mut h = be.output(rows * f)?;
                 be.gated(&ab, f, hm.as_ref(), &mut h)?;
                 (Some(ab), h, wo)
             }
         };
-        let y = self.dense(&h, rows, wo)?;
+        let h_r = be.ready(&h)?;
+        let y = self.dense(op::<B>(&h, &h_r), rows, wo)?;
         let ym = self.mask(rows * self.m.cfg.d_model)?;
         let out = be.residual(x, &y, ym.as_ref())?;
         let x_in = std::mem::replace(x, out);
         Ok(Ff {
             x_in,
             n,
+            n_r,
             inv,
             pre,
             h,
+            h_r,
             hm,
             ym,
         })
@@ -610,15 +656,40 @@ impl<'a, B: Backend> Step<'a, B> {
         let mut dn = be.output(rows * self.m.cfg.d_model)?;
         match (blk.ff, &s_.pre) {
             (FfIdx::Relu { wi, wo }, _) => {
-                self.dense_grad(&s_.h, dy, rows, (wo, 1), &mut dh, false, grads)?;
+                self.dense_grad(
+                    op::<B>(&s_.h, &s_.h_r),
+                    dy,
+                    rows,
+                    (wo, 1),
+                    &mut dh,
+                    false,
+                    grads,
+                )?;
                 be.relu_grad(&mut dh, &s_.h, s_.hm.as_ref())?;
-                self.dense_grad(&s_.n, &dh, rows, (wi, 1), &mut dn, false, grads)?;
+                self.dense_grad(
+                    op::<B>(&s_.n, &s_.n_r),
+                    &dh,
+                    rows,
+                    (wi, 1),
+                    &mut dn,
+                    false,
+                    grads,
+                )?;
             }
             (FfIdx::Gated { wi0, wo, .. }, Some(ab)) => {
-                self.dense_grad(&s_.h, dy, rows, (wo, 1), &mut dh, false, grads)?;
+                self.dense_grad(
+                    op::<B>(&s_.h, &s_.h_r),
+                    dy,
+                    rows,
+                    (wo, 1),
+                    &mut dh,
+                    false,
+                    grads,
+                )?;
                 let mut dab = be.output(2 * rows * f)?;
                 be.gated_grad(&dh, ab, f, s_.hm.as_ref(), &mut dab)?;
-                self.dense_grad(&s_.n, &dab, rows, (wi0, 2), &mut dn, false, grads)?;
+                let n = op::<B>(&s_.n, &s_.n_r);
+                self.dense_grad(n, &dab, rows, (wi0, 2), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { .. }, None) => unreachable!("a gated layer keeps its pre-activations"),
         }
@@ -632,7 +703,7 @@ impl<'a, B: Backend> Step<'a, B> {
         stack: &StackIdx,
         (b, t): (usize, usize),
         masks: (&B::Buf, Option<&B::Buf>),
-        enc: Option<(&B::Buf, usize)>,
+        enc: Option<(Op<'_, B>, usize)>,
         inputs: StackInputs<B>,
     ) -> Result<(B::Buf, Stack<B>)> {
         let be = self.be;
@@ -706,7 +777,7 @@ impl<'a, B: Backend> Step<'a, B> {
         s_: &Stack<B>,
         g: &B::Buf,
         (b, t): (usize, usize),
-        mut enc: Option<(&B::Buf, &mut B::Buf)>,
+        mut enc: Option<(Op<'_, B>, &mut B::Buf)>,
         grads: &mut B::Buf,
     ) -> Result<()> {
         let be = self.be;
@@ -728,7 +799,7 @@ impl<'a, B: Backend> Step<'a, B> {
         for (blk, (sa, ca, ff)) in stack.blocks.iter().zip(&s_.blocks).rev() {
             self.feed_forward_grad(ff, rows, blk, &mut dx, grads)?;
             if let (Some(cross), Some(ca), Some((e, de))) = (blk.cross, ca, enc.as_mut()) {
-                self.attention_grad(ca, cross, Some((e, de)), None, &mut dx, grads)?;
+                self.attention_grad(ca, cross, Some((*e, de)), None, &mut dx, grads)?;
             }
             self.attention_grad(
                 sa,
@@ -793,20 +864,23 @@ impl<'a, B: Backend> Step<'a, B> {
         be.begin_pass(self.params)?;
         // forward, drawing dropout masks in the dfdx model's order
         let (enc, enc_s) = self.stack(&m.encoder, (b, s), (&enc_mask, None), None, enc_in)?;
+        // (every cross-attention reads the encoder's output)
+        let enc_r = be.ready(&enc)?;
         let (mut h, dec_s) = self.stack(
             &m.decoder,
             (b, t),
             (&self_mask, Some(&cross_mask)),
-            Some((&enc, s)),
+            Some((op::<B>(&enc, &enc_r), s)),
             dec_in,
         )?;
         let out_scale = m.cfg.scales_decoder_output().then(|| (d as f32).powf(-0.5));
         if let Some(sc) = out_scale {
             be.scale(&mut h, sc)?;
         }
+        let h_r = be.ready(&h)?;
         let n = b * t;
         let w = m.lm_head.unwrap_or(m.shared);
-        let mut logits = self.dense(&h, n, w)?;
+        let mut logits = self.dense(op::<B>(&h, &h_r), n, w)?;
         let settings = LossSettings {
             z: cfg.z_loss,
             smoothing: cfg.label_smoothing,
@@ -833,8 +907,8 @@ impl<'a, B: Backend> Step<'a, B> {
             (&g_out, &pending.rows),
             settings,
         )?;
-        let mut dh = be.zeros(n * d)?;
-        self.dense_grad(&h, &logits, n, (w, 1), &mut dh, false, grads)?;
+        let mut dh = be.output(n * d)?;
+        self.dense_grad(op::<B>(&h, &h_r), &logits, n, (w, 1), &mut dh, false, grads)?;
         drop(logits);
         if let Some(sc) = out_scale {
             be.scale(&mut dh, sc)?;
@@ -845,7 +919,7 @@ impl<'a, B: Backend> Step<'a, B> {
             &dec_s,
             &dh,
             (b, t),
-            Some((&enc, &mut denc)),
+            Some((op::<B>(&enc, &enc_r), &mut denc)),
             grads,
         )?;
         self.stack_grad(&m.encoder, &enc_s, &denc, (b, s), None, grads)?;
