@@ -203,6 +203,8 @@ pub trait Backend {
     type Buf;
     /// u32 values.
     type Ids;
+    /// A buffer made ready for products ([`Backend::ready`]).
+    type Ready;
 
     /// A pass (forward, or forward and backward) over `params` begins:
     /// they do not change until it ends (a backend may keep them in
@@ -229,8 +231,6 @@ pub trait Backend {
     /// `x` times the mask, or a copy of `x` without one.
     fn masked_copy(&self, x: &Self::Buf, mask: Option<&Self::Buf>) -> Result<Self::Buf>;
 
-    /// A buffer made ready for products ([`Backend::ready`]).
-    type Ready;
     /// `x` made ready for the products that will read it, where the
     /// backend reads operands in another form (the GPU in bf16 rounds `x`
     /// here once, for a forward's product and the backward's, while the

@@ -103,9 +103,14 @@ impl CudaBackend {
 }
 
 /// `len` values of `x` from `o`, or an error naming the product.
-/// Operands rounded for one call of `gemms`, by (buffer address, offset,
-/// values).
+/// Operands rounded for one call of `gemms`, by [`operand_key`].
 type Rounded = Vec<((usize, usize, usize), CudaSlice<u16>)>;
+
+/// An operand's values as `gemms` tells them apart: (its buffer's address,
+/// offset, values).
+fn operand_key((x, o): At<CudaSlice<f32>>, len: usize) -> (usize, usize, usize) {
+    (x as *const CudaSlice<f32> as usize, o, len)
+}
 
 /// The bf16 values of a product's operand (checked against its buffer
 /// before): made ready, the pass's parameters, or rounded for the call.
@@ -115,11 +120,11 @@ fn bf16_view<'v>(
     params: Option<(usize, &'v CudaSlice<u16>)>,
     rounded: &'v Rounded,
 ) -> CudaView<'v, u16> {
-    let (o, addr) = (x.at.1, x.at.0 as *const CudaSlice<f32> as usize);
+    let (k, o) = (operand_key(x.at, len), x.at.1);
     match (x.ready, params) {
         (Some(r), _) => r.slice(o..o + len),
-        (None, Some((cached, b))) if cached == addr => b.slice(o..o + len),
-        _ => match rounded.iter().find(|(k, _)| *k == (addr, o, len)) {
+        (None, Some((cached, b))) if cached == k.0 => b.slice(o..o + len),
+        _ => match rounded.iter().find(|(r, _)| *r == k) {
             Some((_, h)) => h.slice(..),
             None => unreachable!("every operand rounded or cached before"),
         },
@@ -273,8 +278,6 @@ impl Backend for CudaBackend {
         // products that read it
         let cache = self.bf16_params.borrow();
         let params = cache.as_ref().map(|(addr, buf)| (*addr, buf));
-        // (the buffer's address, offset, values)
-        let key = |(x, o): At<CudaSlice<f32>>, len: usize| (x as *const _ as usize, o, len);
         let mut rounded = Rounded::new();
         for p in &products {
             let (la, lb, _) = p.shape.spans();
@@ -288,7 +291,7 @@ impl Backend for CudaBackend {
                     }
                     continue;
                 }
-                let k = key(x.at, len);
+                let k = operand_key(x.at, len);
                 let ready = params.is_some_and(|(addr, _)| addr == k.0)
                     || rounded.iter().any(|(r, _)| *r == k);
                 if !ready {
