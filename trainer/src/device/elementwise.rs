@@ -73,11 +73,11 @@ impl DeviceElementwise {
         h: &mut CudaSlice<f32>,
         (rows, f): (usize, usize),
     ) -> Result<()> {
-        let (rows64, f32_) = (rows as u64, f as u32);
+        let (rows64, f_u32) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_fwd);
         l.arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(h).arg(&rows64).arg(&f32_);
+        l.arg(h).arg(&rows64).arg(&f_u32);
         // SAFETY: ab holds 2 rows f values, the others rows f.
         launched(
             PART,
@@ -97,11 +97,11 @@ impl DeviceElementwise {
         dab: &mut CudaSlice<f32>,
         (rows, f): (usize, usize),
     ) -> Result<()> {
-        let (rows64, f32_) = (rows as u64, f as u32);
+        let (rows64, f_u32) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_bwd);
         l.arg(g).arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(dab).arg(&rows64).arg(&f32_);
+        l.arg(dab).arg(&rows64).arg(&f_u32);
         // SAFETY: ab and dab hold 2 rows f values, the others rows f.
         launched(
             PART,
@@ -209,11 +209,13 @@ impl DeviceElementwise {
         sh: HeadsShape,
     ) -> Result<()> {
         let args = heads_args(sh, true);
-        let later = |k: usize| parts.get(k).copied().filter(|_| parts.len() > 1);
+        let Some(first) = parts.first() else {
+            return Err(super::gpu_error(PART, "heads layout", "no parts"));
+        };
         let mut l = self.stream.launch_builder(&self.heads_layout);
-        l.arg(out).arg(parts[0]);
-        arg_or_null(&mut l, later(1));
-        arg_or_null(&mut l, later(2));
+        l.arg(out).arg(*first);
+        arg_or_null(&mut l, parts.get(1).copied());
+        arg_or_null(&mut l, parts.get(2).copied());
         l.arg(&args.0).arg(&args.1[0]).arg(&args.1[1]);
         l.arg(&args.1[2]).arg(&args.1[3]).arg(&args.2);
         // SAFETY: out holds sh.values() values, each part its share.
