@@ -654,41 +654,18 @@ impl<'a, B: Backend> Step<'a, B> {
         let dy = masked.as_ref().unwrap_or(dx);
         let mut dh = be.output(rows * f)?;
         let mut dn = be.output(rows * self.m.cfg.d_model)?;
+        let (FfIdx::Relu { wo, .. } | FfIdx::Gated { wo, .. }) = blk.ff;
+        let h = op::<B>(&s_.h, &s_.h_r);
+        self.dense_grad(h, dy, rows, (wo, 1), &mut dh, false, grads)?;
+        let n = op::<B>(&s_.n, &s_.n_r);
         match (blk.ff, &s_.pre) {
-            (FfIdx::Relu { wi, wo }, _) => {
-                self.dense_grad(
-                    op::<B>(&s_.h, &s_.h_r),
-                    dy,
-                    rows,
-                    (wo, 1),
-                    &mut dh,
-                    false,
-                    grads,
-                )?;
+            (FfIdx::Relu { wi, .. }, _) => {
                 be.relu_grad(&mut dh, &s_.h, s_.hm.as_ref())?;
-                self.dense_grad(
-                    op::<B>(&s_.n, &s_.n_r),
-                    &dh,
-                    rows,
-                    (wi, 1),
-                    &mut dn,
-                    false,
-                    grads,
-                )?;
+                self.dense_grad(n, &dh, rows, (wi, 1), &mut dn, false, grads)?;
             }
-            (FfIdx::Gated { wi0, wo, .. }, Some(ab)) => {
-                self.dense_grad(
-                    op::<B>(&s_.h, &s_.h_r),
-                    dy,
-                    rows,
-                    (wo, 1),
-                    &mut dh,
-                    false,
-                    grads,
-                )?;
+            (FfIdx::Gated { wi0, .. }, Some(ab)) => {
                 let mut dab = be.output(2 * rows * f)?;
                 be.gated_grad(&dh, ab, f, s_.hm.as_ref(), &mut dab)?;
-                let n = op::<B>(&s_.n, &s_.n_r);
                 self.dense_grad(n, &dab, rows, (wi0, 2), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { .. }, None) => unreachable!("a gated layer keeps its pre-activations"),
