@@ -520,8 +520,14 @@ fn products_together_give_the_bits_of_products_alone() {
             let mut alone = Vec::new();
             for (rows, xo, wo) in [(40, 0, 0), (40, 0, 128), (40, 0, 256), (32, 16, 0)] {
                 let mut c = stream.alloc_zeros::<f32>(rows * 8).unwrap();
-                be.gemm(&dense(rows), (&gx, xo), (&gw, wo), (&mut c, 0), false)
-                    .unwrap();
+                be.gemm(
+                    &dense(rows),
+                    (&gx, xo).into(),
+                    (&gw, wo).into(),
+                    (&mut c, 0),
+                    false,
+                )
+                .unwrap();
                 alone.push(stream.clone_dtoh(&c).unwrap());
             }
             let mut cs: Vec<_> = [40, 40, 40, 32]

@@ -247,15 +247,15 @@ pub trait Backend {
     fn gemm(
         &self,
         shape: &GemmShape,
-        a: At<Self::Buf>,
-        b: At<Self::Buf>,
+        a: Operand<Self::Buf, Self::Ready>,
+        b: Operand<Self::Buf, Self::Ready>,
         c: AtMut<Self::Buf>,
         accumulate: bool,
     ) -> Result<()> {
         self.gemms(vec![Product {
             shape: *shape,
-            a: a.into(),
-            b: b.into(),
+            a,
+            b,
             c,
             accumulate,
         }])

@@ -102,7 +102,6 @@ impl CudaBackend {
     }
 }
 
-/// `len` values of `x` from `o`, or an error naming the product.
 /// Operands rounded for one call of `gemms`, by [`operand_key`].
 type Rounded = Vec<((usize, usize, usize), CudaSlice<u16>)>;
 
@@ -534,10 +533,8 @@ impl Backend for CudaBackend {
     fn to_rows(&self, parts: &[&CudaSlice<f32>], sh: HeadsShape) -> Result<CudaSlice<f32>> {
         self.profile.time("heads layout", || {
             let each = sh.values() / sh.parts.max(1);
-            if !(1..=3).contains(&parts.len())
-                || parts.len() != sh.parts
-                || parts.iter().any(|p| p.len() != each)
-            {
+            // (how many parts the kernel takes, DeviceElementwise::to_rows checks)
+            if parts.len() != sh.parts || parts.iter().any(|p| p.len() != each) {
                 let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
                 let e = format!("{sh:?} of parts of {lens:?} values");
                 return Err(gpu_error(PART, "heads layout", e));

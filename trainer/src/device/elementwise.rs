@@ -19,12 +19,6 @@ const PART: &str = "feed-forward";
 /// Threads per block of the element-wise kernels.
 const THREADS: usize = 256;
 
-/// The scalar arguments of `heads_layout`: b; rows, parts, heads, d; back.
-fn heads_args(sh: HeadsShape, back: bool) -> (u64, [u32; 4], i32) {
-    let dims = [sh.rows, sh.parts, sh.heads, sh.d].map(|v| v as u32);
-    (sh.b as u64, dims, back as i32)
-}
-
 /// The element-wise kernels on one GPU stream.
 pub struct DeviceElementwise {
     stream: Arc<CudaStream>,
@@ -185,19 +179,10 @@ impl DeviceElementwise {
         out: &mut CudaSlice<f32>,
         sh: HeadsShape,
     ) -> Result<()> {
-        let args = heads_args(sh, false);
-        let mut l = self.stream.launch_builder(&self.heads_layout);
-        l.arg(x).arg(out);
-        arg_or_null(&mut l, None::<&CudaSlice<f32>>);
-        arg_or_null(&mut l, None::<&CudaSlice<f32>>);
-        l.arg(&args.0).arg(&args.1[0]).arg(&args.1[1]);
-        l.arg(&args.1[2]).arg(&args.1[3]).arg(&args.2);
-        // SAFETY: x and out hold sh.values() values.
-        launched(
-            PART,
-            unsafe { l.launch(grid_for(sh.values(), THREADS)) },
-            "heads layout",
-        )
+        let (x, _x) = x.device_ptr(&self.stream);
+        let (out, _out) = out.device_ptr_mut(&self.stream);
+        // the heads one part after the other from `out`
+        self.heads_layout([x, out, 0, 0], sh, false)
     }
 
     /// The parts, heads of rows each, back as rows in `out` (see
@@ -208,17 +193,35 @@ impl DeviceElementwise {
         out: &mut CudaSlice<f32>,
         sh: HeadsShape,
     ) -> Result<()> {
-        let args = heads_args(sh, true);
-        let Some(first) = parts.first() else {
-            return Err(super::gpu_error(PART, "heads layout", "no parts"));
-        };
+        if !(1..=3).contains(&parts.len()) {
+            let e = format!("{} parts", parts.len());
+            return Err(super::gpu_error(PART, "heads layout", e));
+        }
+        let (out, _out) = out.device_ptr_mut(&self.stream);
+        let parts: Vec<_> = parts.iter().map(|p| p.device_ptr(&self.stream)).collect();
+        let mut ptrs = [out, 0, 0, 0];
+        for (at, (p, _)) in ptrs[1..].iter_mut().zip(&parts) {
+            *at = *p;
+        }
+        self.heads_layout(ptrs, sh, true)
+    }
+
+    /// The kernel `heads_layout` on the rows and the heads' parts (device
+    /// addresses; 0: none).
+    fn heads_layout(&self, ptrs: [u64; 4], sh: HeadsShape, back: bool) -> Result<()> {
+        let (b, back) = (sh.b as u64, back as i32);
+        let dims = [sh.rows, sh.parts, sh.heads, sh.d].map(|v| v as u32);
         let mut l = self.stream.launch_builder(&self.heads_layout);
-        l.arg(out).arg(*first);
-        arg_or_null(&mut l, parts.get(1).copied());
-        arg_or_null(&mut l, parts.get(2).copied());
-        l.arg(&args.0).arg(&args.1[0]).arg(&args.1[1]);
-        l.arg(&args.1[2]).arg(&args.1[3]).arg(&args.2);
-        // SAFETY: out holds sh.values() values, each part its share.
+        for p in &ptrs {
+            l.arg(p);
+        }
+        l.arg(&b);
+        for v in &dims {
+            l.arg(v);
+        }
+        l.arg(&back);
+        // SAFETY: the callers' buffers: the rows hold sh.values() values,
+        // the parts as many in all.
         launched(
             PART,
             unsafe { l.launch(grid_for(sh.values(), THREADS)) },

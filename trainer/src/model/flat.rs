@@ -79,8 +79,12 @@ struct Attn<B: Backend> {
 impl<B: Backend> Attn<B> {
     /// Where q, k and v lie (`d_kv` values a head).
     fn qkv(&self, d_kv: usize) -> [Op<'_, B>; 3] {
-        let kv = self.kv.as_ref().map(|(b, r)| (b, r));
-        qkv_at::<B>((&self.heads, &self.heads_r), kv, self.sh, d_kv)
+        qkv_at::<B>(
+            (&self.heads, &self.heads_r),
+            self.kv.as_ref(),
+            self.sh,
+            d_kv,
+        )
     }
 }
 
@@ -100,18 +104,18 @@ fn op<'a, B: Backend>(x: &'a B::Buf, ready: &'a Option<B::Ready>) -> Op<'a, B> {
 /// v in `kv` (cross-attention).
 fn qkv_at<'a, B: Backend>(
     (heads, heads_r): (&'a B::Buf, &'a Option<B::Ready>),
-    kv: Option<(&'a B::Buf, &'a Option<B::Ready>)>,
+    kv: Option<&'a (B::Buf, Option<B::Ready>)>,
     sh: AttnShape,
     d_kv: usize,
 ) -> [Op<'a, B>; 3] {
     let kv_len = sh.b * sh.heads * sh.s * d_kv;
-    let at = |(x, r): (&'a B::Buf, &'a Option<B::Ready>), o: usize| Operand {
+    let at = |x: &'a B::Buf, r: &'a Option<B::Ready>, o: usize| Operand {
         at: (x, o),
         ready: r.as_ref(),
     };
     match kv {
-        None => [0, 1, 2].map(|i| at((heads, heads_r), i * kv_len)),
-        Some(kv) => [at((heads, heads_r), 0), at(kv, 0), at(kv, kv_len)],
+        None => [0, 1, 2].map(|i| at(heads, heads_r, i * kv_len)),
+        Some((kv, kv_r)) => [at(heads, heads_r, 0), at(kv, kv_r, 0), at(kv, kv_r, kv_len)],
     }
 }
 
@@ -339,13 +343,9 @@ impl<'a, B: Backend> Step<'a, B> {
     fn dense_joined(&self, x: Op<'_, B>, rows: usize, ws: (usize, usize)) -> Result<B::Buf> {
         let (at, (out, inn)) = self.joined(ws)?;
         let mut y = self.be.output(rows * out)?;
-        self.be.gemms(vec![Product {
-            shape: GemmShape::dense((rows, out, inn), false, true),
-            a: x,
-            b: (self.params, at).into(),
-            c: (&mut y, 0),
-            accumulate: false,
-        }])?;
+        let shape = GemmShape::dense((rows, out, inn), false, true);
+        let w = (self.params, at).into();
+        self.be.gemm(&shape, x, w, (&mut y, 0), false)?;
         Ok(y)
     }
 
@@ -493,8 +493,7 @@ impl<'a, B: Backend> Step<'a, B> {
         };
         let heads_r = be.ready(&heads)?;
         let dk = self.m.cfg.d_kv;
-        let kv_ref = kv.as_ref().map(|(b, r)| (b, r));
-        let [q, k, v] = qkv_at::<B>((&heads, &heads_r), kv_ref, sh, dk);
+        let [q, k, v] = qkv_at::<B>((&heads, &heads_r), kv.as_ref(), sh, dk);
         // scores = q · kᵀ, per pair t x s over dk
         let mut p = be.output(sh.rows() * s)?;
         let scores = ((t, s, dk), false, true);
@@ -557,44 +556,43 @@ impl<'a, B: Backend> Step<'a, B> {
         let ctx = op::<B>(&s_.ctx, &s_.ctx_r);
         self.dense_grad(ctx, d_o, b * t, (a.o, 1), &mut dctx, false, grads)?;
         let dctx = be.to_heads(&dctx, self.heads_shape(sh, t, 1))?;
-        let dk = self.m.cfg.d_kv;
-        let [q, k, v] = s_.qkv(dk);
+        let d_kv = self.m.cfg.d_kv;
+        let [q, k, v] = s_.qkv(d_kv);
         // the gradients of q, k and v as heads of rows, as the forward's
         let (q_shape, kv_shape) = (self.heads_shape(sh, t, 1), self.heads_shape(sh, s, 1));
         let mut dq = be.output(q_shape.values())?;
-        let (mut dk_, mut dv) = (be.output(kv_shape.values())?, be.output(kv_shape.values())?);
+        let (mut dk, mut dv) = (be.output(kv_shape.values())?, be.output(kv_shape.values())?);
         let mut ds = be.output(sh.rows() * s)?;
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
         let used = op::<B>(used, &s_.used_r);
         // dP = dO · vᵀ; dV = Pdᵀ · dO (one rounding of dO for both)
-        let tr = ((s, dk, t), true, false);
-        let dp = ((t, s, dk), false, true);
+        let tr = ((s, d_kv, t), true, false);
+        let dp = ((t, s, d_kv), false, true);
         be.gemms(vec![
             Self::head_product(sh, dp, (&dctx, 0).into(), v, (&mut ds, 0)),
             Self::head_product(sh, tr, used, (&dctx, 0).into(), (&mut dv, 0)),
         ])?;
         be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
         // dQ = dS · k; dK = dSᵀ · q (one rounding of dS for both)
-        let dq_ = ((t, dk, s), false, false);
+        let ds_k = ((t, d_kv, s), false, false);
         be.gemms(vec![
-            Self::head_product(sh, dq_, (&ds, 0).into(), k, (&mut dq, 0)),
-            Self::head_product(sh, tr, (&ds, 0).into(), q, (&mut dk_, 0)),
+            Self::head_product(sh, ds_k, (&ds, 0).into(), k, (&mut dq, 0)),
+            Self::head_product(sh, tr, (&ds, 0).into(), q, (&mut dk, 0)),
         ])?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
         }
         let mut dn = be.output(b * t * self.m.cfg.d_model)?;
+        let n = op::<B>(&s_.n, &s_.n_r);
         match kv_in {
             None => {
-                let dqkv = be.to_rows(&[&dq, &dk_, &dv], self.heads_shape(sh, t, 3))?;
-                let n = op::<B>(&s_.n, &s_.n_r);
+                let dqkv = be.to_rows(&[&dq, &dk, &dv], self.heads_shape(sh, t, 3))?;
                 self.dense_grad(n, &dqkv, b * t, (a.q, 3), &mut dn, false, grads)?;
             }
             Some((src, dsrc)) => {
                 let dq = be.to_rows(&[&dq], q_shape)?;
-                let n = op::<B>(&s_.n, &s_.n_r);
                 self.dense_grad(n, &dq, b * t, (a.q, 1), &mut dn, false, grads)?;
-                let dkv = be.to_rows(&[&dk_, &dv], self.heads_shape(sh, s, 2))?;
+                let dkv = be.to_rows(&[&dk, &dv], self.heads_shape(sh, s, 2))?;
                 self.dense_grad(src, &dkv, b * s, (a.k, 2), dsrc, true, grads)?;
             }
         }
