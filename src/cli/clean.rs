@@ -176,11 +176,11 @@ pub fn run(a: CleanArgs, quiet: bool) -> Result<()> {
             extractor: a.extractor,
         },
         badwords,
-        out_dir: out.clone(),
         output_format: a.output_format,
         pages_per_shard: a.pages_per_shard as usize,
-        batch_pages: 256,
         memory_budget: a.memory_budget_mb << 20,
+        // (the batch size: the library's default)
+        ..CleanOptions::new(out.clone())
     };
     let (stats, to) = match a.num_tasks {
         None => {
