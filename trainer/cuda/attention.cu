@@ -24,10 +24,11 @@
 
 // forward: grid ceil(b h t / ROWS_PER_BLOCK) blocks of (T5_LANES,
 // ROWS_PER_BLOCK). `scores` becomes p; pd (when drop is not null) the
-// probabilities after dropout, as multiplied by v.
+// probabilities after dropout, as multiplied by v; `ready` (when not null)
+// the bf16 bits of what is multiplied by v (pd, or p without dropout).
 extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, const float* mask,
-                                            const float* drop, float* pd, u64 b, unsigned heads,
-                                            unsigned t, unsigned s) {
+                                            const float* drop, float* pd, unsigned short* ready,
+                                            u64 b, unsigned heads, unsigned t, unsigned s) {
     __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
     __shared__ float row_v[ROWS_PER_BLOCK];
     unsigned l = threadIdx.x, ty = threadIdx.y;
@@ -93,18 +94,20 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
         float inv = row_v[ty];
         for (unsigned j = l; j < s; j += T5_LANES) {
             float v = x[j] * inv;
-            x[j] = v;
             if (drop) {
-                pd[row * s + j] = v * drop[row * s + j];
+                x[j] = v;
+                put(pd, ready, row * s + j, v * drop[row * s + j]);
+            } else {
+                put(x, ready ? ready + row * s : 0, j, v);
             }
         }
     }
 }
 
-// backward: same grid. `dp` (dO v^T) becomes dS; p is the forward's
-// probabilities before dropout.
-extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const float* drop, u64 rows,
-                                            unsigned s) {
+// backward: same grid. `dp` (dO v^T) becomes dS (its bf16 bits in
+// `ready` when not null); p is the forward's probabilities before dropout.
+extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const float* drop,
+                                            unsigned short* ready, u64 rows, unsigned s) {
     __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
     __shared__ float row_dot[ROWS_PER_BLOCK];
     unsigned l = threadIdx.x, ty = threadIdx.y;
@@ -143,7 +146,7 @@ extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const flo
     if (live) {
         float dot = row_dot[ty];
         for (unsigned j = l; j < s; j += T5_LANES) {
-            d[j] = pr[j] * (d[j] - dot);
+            put(d, ready ? ready + row * s : 0, j, pr[j] * (d[j] - dot));
         }
     }
 }

@@ -50,3 +50,26 @@ __device__ void gelu_and_grad(float x, float* y, float* dy) {
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) \
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)
+
+// f32 to bf16 bits, rounded to nearest, ties to even; NaN stays NaN (quiet):
+// the `half` crate's bf16::from_f32, bit for bit.
+__device__ __forceinline__ unsigned short bf16_bits(float x) {
+    unsigned u = __float_as_uint(x);
+    unsigned short h = (unsigned short)(u >> 16);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        h |= 0x0040u;
+    } else if ((u & 0x8000u) != 0 && (u & (3u * 0x8000u - 1u)) != 0) {
+        h += 1;
+    }
+    return h;
+}
+
+// out[i] = v, and v's bf16 bits in ready[i] when ready is not null: a
+// kernel writes the copy the bf16 products read (Backend::ready) with its
+// output, instead of a rounding pass over it afterwards.
+__device__ __forceinline__ void put(float* out, unsigned short* ready, u64 i, float v) {
+    out[i] = v;
+    if (ready) {
+        ready[i] = bf16_bits(v);
+    }
+}

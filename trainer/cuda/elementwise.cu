@@ -16,8 +16,8 @@
 // ab: rows of 2f values, a row of a (wi_0's product) and then one of b
 // (wi_1's), as one product of the joined weights makes them; h, g, mask:
 // rows of f values.
-extern "C" __global__ void gated_fwd(const float* ab, const float* mask, float* h, u64 rows,
-                                     unsigned f) {
+extern "C" __global__ void gated_fwd(const float* ab, const float* mask, float* h,
+                                     unsigned short* ready, u64 rows, unsigned f) {
     u64 n = rows * f;
     FOR_EACH(i, n) {
         const float* r = ab + (i / f) * 2 * f + i % f;
@@ -27,13 +27,13 @@ extern "C" __global__ void gated_fwd(const float* ab, const float* mask, float* 
         if (mask) {
             v *= mask[i];
         }
-        h[i] = v;
+        put(h, ready, i, v);
     }
 }
 
 // dab: a's gradient and then b's per row, as ab.
 extern "C" __global__ void gated_bwd(const float* g, const float* ab, const float* mask,
-                                     float* dab, u64 rows, unsigned f) {
+                                     float* dab, unsigned short* ready, u64 rows, unsigned f) {
     u64 n = rows * f;
     FOR_EACH(i, n) {
         u64 at = (i / f) * 2 * f + i % f;
@@ -43,28 +43,29 @@ extern "C" __global__ void gated_bwd(const float* g, const float* ab, const floa
         }
         float y, dy;
         gelu_and_grad(ab[at], &y, &dy);
-        dab[at + f] = gi * y;
-        dab[at] = gi * dy * ab[at + f];
+        put(dab, ready, at + f, gi * y);
+        put(dab, ready, at, gi * dy * ab[at + f]);
     }
 }
 
-extern "C" __global__ void relu_fwd(float* h, const float* mask, u64 n) {
+extern "C" __global__ void relu_fwd(float* h, const float* mask, unsigned short* ready, u64 n) {
     FOR_EACH(i, n) {
         float v = fmaxf(h[i], 0.0f);
         if (mask) {
             v *= mask[i];
         }
-        h[i] = v;
+        put(h, ready, i, v);
     }
 }
 
-extern "C" __global__ void relu_bwd(float* g, const float* h, const float* mask, u64 n) {
+extern "C" __global__ void relu_bwd(float* g, const float* h, const float* mask,
+                                    unsigned short* ready, u64 n) {
     FOR_EACH(i, n) {
         float gi = h[i] > 0.0f ? g[i] : 0.0f;
         if (mask) {
             gi *= mask[i];
         }
-        g[i] = gi;
+        put(g, ready, i, gi);
     }
 }
 
@@ -127,19 +128,11 @@ extern "C" __global__ void dropout_mask(u64 key01, u64 key23, u64 key45, u64 key
 }
 
 // ---- bf16 operands for the tensor-core products ----
-//
-// f32 to bf16 rounded to nearest, ties to even; NaN stays NaN (quiet):
-// the `half` crate's bf16::from_f32, bit for bit.
+
+// y = the bf16 bits of x (common.cuh's bf16_bits).
 extern "C" __global__ void to_bf16(const float* x, unsigned short* y, u64 n) {
     FOR_EACH(i, n) {
-        unsigned u = __float_as_uint(x[i]);
-        unsigned short h = (unsigned short)(u >> 16);
-        if ((u & 0x7fffffffu) > 0x7f800000u) {
-            h |= 0x0040u;
-        } else if ((u & 0x8000u) != 0 && (u & (3u * 0x8000u - 1u)) != 0) {
-            h += 1;
-        }
-        y[i] = h;
+        y[i] = bf16_bits(x[i]);
     }
 }
 
@@ -163,11 +156,13 @@ extern "C" __global__ void residual(float* out, const float* x, const float* y, 
 // heads of rows, [b, heads, rows, d] a part, where every (batch row, head)
 // pair's matrix is one block, so that one batched product covers them all:
 // the parts at h0, h1, h2 (h1 null: one after the other from h0).
-// back = 0: rows to heads; 1: heads to rows. One thread a value, in the
-// rows' order (reads and writes in runs of d).
-extern "C" __global__ void heads_layout(float* x, float* h0, float* h1, float* h2, u64 b,
-                                        unsigned rows, unsigned parts, unsigned heads, unsigned d,
-                                        int back) {
+// back = 0: rows to heads; 1: heads to rows. `ready` (when not null):
+// the bf16 bits of what is written, in its layout (the heads' parts one
+// after the other). One thread a value, in the rows' order (reads and
+// writes in runs of d).
+extern "C" __global__ void heads_layout(float* x, float* h0, float* h1, float* h2,
+                                        unsigned short* ready, u64 b, unsigned rows,
+                                        unsigned parts, unsigned heads, unsigned d, int back) {
     u64 part = b * rows * heads * d;
     u64 n = part * parts;
     FOR_EACH(i, n) {
@@ -180,9 +175,9 @@ extern "C" __global__ void heads_layout(float* x, float* h0, float* h1, float* h
         float* hp = h1 ? (p == 0 ? h0 : p == 1 ? h1 : h2) : h0 + p * part;
         u64 at = ((bi * heads + h) * rows + r) * d + c;
         if (back) {
-            x[i] = hp[at];
+            put(x, ready, i, hp[at]);
         } else {
-            hp[at] = x[i];
+            put(hp, ready ? ready + p * part : 0, at, x[i]);
         }
     }
 }

@@ -24,8 +24,10 @@
 #define ROWS_PER_BLOCK 16
 
 // forward: grid ceil(rows / ROWS_PER_BLOCK) blocks of (T5_LANES, ROWS_PER_BLOCK)
-extern "C" __global__ void rms_norm_fwd(const float* x, const float* w, float* o, float* inv,
-                                        u64 rows, unsigned d, float eps) {
+// `ready` (when not null): o's bf16 bits (common.cuh's put).
+extern "C" __global__ void rms_norm_fwd(const float* x, const float* w, float* o,
+                                        unsigned short* ready, float* inv, u64 rows, unsigned d,
+                                        float eps) {
     __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
     __shared__ float row_inv[ROWS_PER_BLOCK];
     unsigned l = threadIdx.x, ty = threadIdx.y;
@@ -58,7 +60,7 @@ extern "C" __global__ void rms_norm_fwd(const float* x, const float* w, float* o
     if (r < rows) {
         float i = row_inv[ty];
         for (unsigned j = l; j < d; j += T5_LANES) {
-            o[r * d + j] = xr[j] * i * w[j];
+            put(o, ready, r * d + j, xr[j] * i * w[j]);
         }
     }
 }

@@ -67,6 +67,25 @@ fn a_kernel_that_does_not_compile_is_an_error_with_the_compiler_log() {
     );
 }
 
+/// Room for a bf16 copy that a kernel writes with its output: `n` values
+/// of a NaN no rounding of the tests' values gives.
+fn room(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    n: usize,
+) -> cudarc::driver::CudaSlice<u16> {
+    stream.clone_htod(&vec![0xffffu16; n]).unwrap()
+}
+
+/// Whether `ready` holds the bf16 bits of `v`, rounded as `half` rounds
+/// (the kernels' `put`, the operands of the bf16 products).
+fn ready_of(ready: &[u16], v: &[f32]) -> bool {
+    ready.len() == v.len()
+        && ready
+            .iter()
+            .zip(v)
+            .all(|(r, v)| *r == half::bf16::from_f32(*v).to_bits())
+}
+
 /// Values in [-scale/2, scale/2) from a fixed sequence.
 fn values(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
@@ -163,8 +182,21 @@ fn rms_norm_on_the_gpu_equals_the_cpu_norm_bit_for_bit() {
         let up = |v: &[f32]| stream.clone_htod(v).unwrap();
         let (gx, gw, gg) = (up(&x), up(&w), up(&g));
         let (mut go, mut ginv) = (up(&vec![0.0; rows * d]), up(&vec![0.0; rows]));
-        norm.forward(&gx, &gw, &mut go, &mut ginv, rows, d, 1e-6)
-            .unwrap();
+        let mut ready = room(&stream, rows * d);
+        norm.forward(
+            &gx,
+            &gw,
+            (&mut go, Some(&mut ready)),
+            &mut ginv,
+            rows,
+            d,
+            1e-6,
+        )
+        .unwrap();
+        assert!(
+            ready_of(&stream.clone_dtoh(&ready).unwrap(), &o),
+            "bf16 copy"
+        );
         let (mut gdx, mut gdw) = (up(&dx0), up(&dw0));
         let mut partials = up(&vec![0.0; weight_blocks(rows) * d]);
         norm.backward(
@@ -235,9 +267,15 @@ fn loss_on_the_gpu_equals_the_cpu_loss() {
                 assert_eq!(got_rows, want_rows, "{n}x{v} smoothing {smoothing}");
                 let gg = stream.clone_htod(&g_out).unwrap();
                 let mut gx = gx;
-                loss.grad_in_place(&mut gx, (n, v), &gt, &gw, (&gg, &grows), s)
+                let mut ready = room(&stream, n * v);
+                let r = Some(&mut ready);
+                loss.grad_in_place(&mut gx, r, (n, v), &gt, &gw, (&gg, &grows), s)
                     .unwrap();
                 let got = stream.clone_dtoh(&gx).unwrap();
+                assert!(
+                    ready_of(&stream.clone_dtoh(&ready).unwrap(), &got),
+                    "bf16 copy"
+                );
                 let differ = got
                     .iter()
                     .zip(&d)
@@ -289,34 +327,48 @@ fn activations_and_dropout_masks_on_the_gpu_equal_the_cpus() {
     );
     let ab = t5mix_trainer::device::backend::join_rows(&a, &b, f);
     let mask = drop.draw(n).values();
-    for mask in [None, Some(&mask[..])] {
+    // each output with its bf16 copy, or without
+    let copy = |r: &Option<cudarc::driver::CudaSlice<u16>>, v: &[f32]| match r {
+        Some(r) => ready_of(&stream.clone_dtoh(r).unwrap(), v),
+        None => true,
+    };
+    for (mask, with_copy) in [(None, false), (Some(&mask[..]), false), (None, true)] {
+        let room = |n: usize| with_copy.then(|| room(&stream, n));
         let dm = mask.map(up);
         let mut h = vec![0f32; n];
         activation::gated_forward(&mut h, &a, &b, mask);
         let dab = up(&ab);
-        let mut dh = up(&vec![0.0; n]);
-        ew.gated_forward(&dab, dm.as_ref(), &mut dh, (rows, f))
+        let (mut dh, mut r) = (up(&vec![0.0; n]), room(n));
+        ew.gated_forward(&dab, dm.as_ref(), (&mut dh, r.as_mut()), (rows, f))
             .unwrap();
         assert!(same_bits(&down(&dh), &h), "gated forward");
+        assert!(copy(&r, &h), "gated forward, bf16 copy");
         let (mut gg, mut gl) = (g.clone(), vec![0f32; n]);
         activation::gated_backward(&mut gg, &mut gl, &a, &b, mask);
-        let mut dgrad = up(&vec![0.0; 2 * n]);
-        ew.gated_backward(&up(&g), &dab, dm.as_ref(), &mut dgrad, (rows, f))
+        let (mut dgrad, mut r) = (up(&vec![0.0; 2 * n]), room(2 * n));
+        let dg = (&mut dgrad, r.as_mut());
+        ew.gated_backward(&up(&g), &dab, dm.as_ref(), dg, (rows, f))
             .unwrap();
-        let (ga, gb) = t5mix_trainer::device::backend::split_rows(&down(&dgrad), f);
+        let dgrad = down(&dgrad);
+        let (ga, gb) = t5mix_trainer::device::backend::split_rows(&dgrad, f);
         assert!(same_bits(&ga, &gg), "gated backward, gate");
         assert!(same_bits(&gb, &gl), "gated backward, linear");
+        assert!(copy(&r, &dgrad), "gated backward, bf16 copy");
         // ReLU (compared as values: max may give either zero's sign)
         let mut h = a.clone();
         activation::relu_forward(&mut h, mask);
-        let mut dh = up(&a);
-        ew.relu_forward(&mut dh, dm.as_ref(), n).unwrap();
+        let (mut dh, mut r) = (up(&a), room(n));
+        ew.relu_forward((&mut dh, r.as_mut()), dm.as_ref(), n)
+            .unwrap();
         assert_eq!(down(&dh), h, "ReLU forward");
+        assert!(copy(&r, &down(&dh)), "ReLU forward, bf16 copy");
         let mut gg = g.clone();
         activation::relu_backward(&mut gg, &h, mask);
-        let mut dg = up(&g);
-        ew.relu_backward(&mut dg, &dh, dm.as_ref(), n).unwrap();
+        let (mut dg, mut r) = (up(&g), room(n));
+        ew.relu_backward((&mut dg, r.as_mut()), &dh, dm.as_ref(), n)
+            .unwrap();
         assert_eq!(down(&dg), gg, "ReLU backward");
+        assert!(copy(&r, &down(&dg)), "ReLU backward, bf16 copy");
     }
 }
 
@@ -374,24 +426,32 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
             let (gpos, gmask, gdrop) = (pos.as_deref().map(up), up(&mask), drop.map(up));
             let mut gp = up(&scores);
             let mut gpd = up(&vec![0.0; n]);
+            // with the bf16 copy of what p · v reads, and of dS
+            let mut ready = room(&stream, n);
             att.softmax_forward(
                 &mut gp,
                 gpos.as_ref(),
                 &gmask,
                 gdrop.as_ref().map(|d| (d, &mut gpd)),
+                Some(&mut ready),
                 sh,
             )
             .unwrap();
             assert!(same_bits(&down(&gp), &p), "{case}: probabilities");
-            if let Some(pd) = pd {
-                assert!(same_bits(&down(&gpd), &pd), "{case}: after dropout");
+            if let Some(pd) = &pd {
+                assert!(same_bits(&down(&gpd), pd), "{case}: after dropout");
             }
+            let used = pd.as_ref().unwrap_or(&p);
+            let copy = stream.clone_dtoh(&ready).unwrap();
+            assert!(ready_of(&copy, used), "{case}: bf16 copy");
             let mut ds = dp.clone();
             cpu_softmax_backward(&mut ds, &p, drop, sh);
             let mut gds = up(&dp);
-            att.softmax_backward(&mut gds, &gp, gdrop.as_ref(), sh)
+            att.softmax_backward(&mut gds, &gp, gdrop.as_ref(), Some(&mut ready), sh)
                 .unwrap();
             assert!(same_bits(&down(&gds), &ds), "{case}: scores' gradient");
+            let copy = stream.clone_dtoh(&ready).unwrap();
+            assert!(ready_of(&copy, &ds), "{case}: scores' gradient's bf16 copy");
             if with_pos {
                 let d0 = values(&mut seed, sh.heads * sh.t * sh.s, 0.1);
                 let mut dpos = d0.clone();
@@ -450,22 +510,37 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
         };
         let mut seed = 5u64;
         let x = values(&mut seed, sh.values(), 1.0);
-        let want = CpuBackend.to_heads(&x, sh).unwrap();
-        let got = be.to_heads(&stream.clone_htod(&x).unwrap(), sh).unwrap();
+        let want = CpuBackend.to_heads(&x, sh, None).unwrap();
+        // with the bf16 copy, as laid out
+        let mut ready = room(&stream, sh.values());
+        let got = be
+            .to_heads(&stream.clone_htod(&x).unwrap(), sh, Some(&mut ready))
+            .unwrap();
         assert!(
             same_bits(&stream.clone_dtoh(&got).unwrap(), &want),
             "{sh:?}"
         );
+        let copy = stream.clone_dtoh(&ready).unwrap();
+        assert!(ready_of(&copy, &want), "{sh:?}: bf16 copy");
         // back from the parts apart
         let each = sh.values() / parts;
         let parts: Vec<_> = (0..parts)
             .map(|p| stream.clone_htod(&want[p * each..(p + 1) * each]).unwrap())
             .collect();
-        let back = be.to_rows(&parts.iter().collect::<Vec<_>>(), sh).unwrap();
+        let parts: Vec<_> = parts.iter().collect();
+        let back = be.to_rows(&parts, sh, Some(&mut ready)).unwrap();
         assert!(
             same_bits(&stream.clone_dtoh(&back).unwrap(), &x),
             "{sh:?} back"
         );
+        let copy = stream.clone_dtoh(&ready).unwrap();
+        assert!(ready_of(&copy, &x), "{sh:?} back: bf16 copy");
+        assert!(same_bits(
+            &stream
+                .clone_dtoh(&be.to_rows(&parts, sh, None).unwrap())
+                .unwrap(),
+            &x
+        ));
     }
     // a shape that is not the buffer's is an error, not a wild read
     let x = stream.clone_htod(&[0f32; 10]).unwrap();
@@ -476,10 +551,25 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
         heads: 3,
         d: 2,
     };
-    let e = be.to_heads(&x, sh).unwrap_err().to_string();
+    let e = be.to_heads(&x, sh, None).unwrap_err().to_string();
     assert!(e.contains("of 10 values"), "{e}");
-    let e = be.to_rows(&[&x, &x], sh).unwrap_err().to_string();
+    let e = be.to_rows(&[&x, &x], sh, None).unwrap_err().to_string();
     assert!(e.contains("of parts of [10, 10] values"), "{e}");
+    // and so is a bf16 copy's room short of the output
+    let sh = HeadsShape {
+        heads: 5,
+        d: 1,
+        ..sh
+    };
+    let mut short = room(&stream, 9);
+    let e = be
+        .to_heads(&x, sh, Some(&mut short))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bf16 copy") && e.contains("9 values for 10"),
+        "{e}"
+    );
 }
 
 #[test]

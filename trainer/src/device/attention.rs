@@ -9,7 +9,7 @@
 //! order of their own, fixed ([`cpu_bucket_grad`]): dfdx's gather backward
 //! on CUDA adds with atomics, in no fixed order.
 
-use super::{arg_or_null, grid_for, launched, load, ATTENTION};
+use super::{arg_or_null, grid_for, launched, load, ready_arg, ATTENTION};
 use crate::kernels::simd;
 use crate::Result;
 use cudarc::driver::{
@@ -111,13 +111,15 @@ impl DeviceAttention {
     /// `scores` (`q·kᵀ`) become the probabilities `softmax((mask + pos) +
     /// scores)`; with dropout `(drop, pd)`, `pd` the probabilities times
     /// the mask `drop`. `pos [h, t, s]` (none for cross-attention), `mask
-    /// [b, t, s]`.
+    /// [b, t, s]`. `ready`, when given, gets the bf16 copy of what `p · v`
+    /// reads (`pd` with dropout, else the probabilities).
     pub fn softmax_forward(
         &self,
         scores: &mut CudaSlice<f32>,
         pos: Option<&CudaSlice<f32>>,
         mask: &CudaSlice<f32>,
         dropout: Option<(&CudaSlice<f32>, &mut CudaSlice<f32>)>,
+        ready: Option<&mut CudaSlice<u16>>,
         sh: AttnShape,
     ) -> Result<()> {
         let (b64, h32, t32, s32) = (sh.b as u64, sh.heads as u32, sh.t as u32, sh.s as u32);
@@ -133,24 +135,28 @@ impl DeviceAttention {
                 &mut l
             }
         };
+        ready_arg(&mut l, ready, sh.rows() * sh.s, PART)?;
         l.arg(&b64).arg(&h32).arg(&t32).arg(&s32);
         // SAFETY: scores, drop and pd hold b·h·t·s values, pos h·t·s, mask b·t·s.
         launched(PART, unsafe { l.launch(rows_grid(sh.rows())) }, "softmax")
     }
 
     /// `dp` (`dO·vᵀ`) becomes the scores' gradient, from the forward's
-    /// probabilities `p` (before dropout) and the dropout mask.
+    /// probabilities `p` (before dropout) and the dropout mask; its bf16
+    /// copy in `ready` too, when given.
     pub fn softmax_backward(
         &self,
         dp: &mut CudaSlice<f32>,
         p: &CudaSlice<f32>,
         drop: Option<&CudaSlice<f32>>,
+        ready: Option<&mut CudaSlice<u16>>,
         sh: AttnShape,
     ) -> Result<()> {
         let (rows, s32) = (sh.rows() as u64, sh.s as u32);
         let mut l = self.stream.launch_builder(&self.softmax_bwd);
         l.arg(dp).arg(p);
         arg_or_null(&mut l, drop);
+        ready_arg(&mut l, ready, sh.rows() * sh.s, PART)?;
         l.arg(&rows).arg(&s32);
         // SAFETY: dp, p and drop hold b·h·t·s values.
         launched(

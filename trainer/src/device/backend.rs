@@ -19,6 +19,10 @@ use crate::Result;
 pub type At<'a, B> = (&'a B, usize);
 /// A buffer at an offset, written (a gradient in the flat gradients).
 pub type AtMut<'a, B> = (&'a mut B, usize);
+/// An operation's output and, when given ([`Backend::ready_output`]),
+/// where it writes the output's ready form too (the GPU in bf16: the
+/// rounded copy the products read, made in the same kernel).
+pub type Written<'a, B, R> = (&'a mut B, Option<&'a mut R>);
 
 /// An attention's projections' shape: `b` batch rows of `rows` rows,
 /// `parts` projections (q, k, v: 3; k and v: 2) of `heads` heads of `d`
@@ -236,6 +240,11 @@ pub trait Backend {
     /// here once, for a forward's product and the backward's, while the
     /// caller keeps the copy); None where it reads `x` as it is.
     fn ready(&self, x: &Self::Buf) -> Result<Option<Self::Ready>>;
+    /// Room for the ready form of `n` values, which an operation that
+    /// takes a [`Written`] fills as it writes them (the GPU in bf16: no
+    /// rounding pass of its own); None where the backend reads values as
+    /// they are (as [`Backend::ready`]).
+    fn ready_output(&self, n: usize) -> Result<Option<Self::Ready>>;
 
     /// The products in order (row-major, see [`GemmShape`]). An operand
     /// that several of them read and that is not ready yet is made ready
@@ -284,7 +293,7 @@ pub trait Backend {
         &self,
         x: &Self::Buf,
         w: At<Self::Buf>,
-        o: &mut Self::Buf,
+        o: Written<Self::Buf, Self::Ready>,
         inv: &mut Self::Buf,
         rows: usize,
         d: usize,
@@ -321,12 +330,13 @@ pub trait Backend {
         pos: Option<&Self::Buf>,
         mask: &Self::Buf,
         dropout: Option<(&Self::Buf, &mut Self::Buf)>,
+        ready: Option<&mut Self::Ready>,
         sh: AttnShape,
     ) -> Result<()>;
     /// See [`attention::DeviceAttention::softmax_backward`].
     fn softmax_grad(
         &self,
-        dp: &mut Self::Buf,
+        dp: Written<Self::Buf, Self::Ready>,
         p: &Self::Buf,
         drop: Option<&Self::Buf>,
         sh: AttnShape,
@@ -351,7 +361,7 @@ pub trait Backend {
         ab: &Self::Buf,
         f: usize,
         mask: Option<&Self::Buf>,
-        h: &mut Self::Buf,
+        h: Written<Self::Buf, Self::Ready>,
     ) -> Result<()>;
     /// The gated activation's backward: `dab`, rows as `ab`'s, from `g`,
     /// the hidden gradient.
@@ -361,12 +371,17 @@ pub trait Backend {
         ab: &Self::Buf,
         f: usize,
         mask: Option<&Self::Buf>,
-        dab: &mut Self::Buf,
+        dab: Written<Self::Buf, Self::Ready>,
     ) -> Result<()>;
     /// ReLU in place, times the mask.
-    fn relu(&self, h: &mut Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
+    fn relu(&self, h: Written<Self::Buf, Self::Ready>, mask: Option<&Self::Buf>) -> Result<()>;
     /// ReLU's backward in place.
-    fn relu_grad(&self, g: &mut Self::Buf, h: &Self::Buf, mask: Option<&Self::Buf>) -> Result<()>;
+    fn relu_grad(
+        &self,
+        g: Written<Self::Buf, Self::Ready>,
+        h: &Self::Buf,
+        mask: Option<&Self::Buf>,
+    ) -> Result<()>;
     /// A dropout mask.
     fn dropout_mask(&self, draw: &MaskDraw) -> Result<Self::Buf>;
     /// `x + y · mask` in a new buffer (a residual connection; `x` stays
@@ -378,11 +393,21 @@ pub trait Backend {
     /// rows, `[parts, b, heads, rows, d]`, in a new buffer: every (batch
     /// row, head) pair's matrix one block, so that one batched product
     /// covers them all.
-    fn to_heads(&self, x: &Self::Buf, sh: HeadsShape) -> Result<Self::Buf>;
+    fn to_heads(
+        &self,
+        x: &Self::Buf,
+        sh: HeadsShape,
+        ready: Option<&mut Self::Ready>,
+    ) -> Result<Self::Buf>;
     /// The inverse of [`Backend::to_heads`], the parts (`sh.parts`, 1 to
     /// 3) in buffers of their own (`[b, heads, rows, d]` each: the
     /// backward's gradients of q, k and v come apart).
-    fn to_rows(&self, parts: &[&Self::Buf], sh: HeadsShape) -> Result<Self::Buf>;
+    fn to_rows(
+        &self,
+        parts: &[&Self::Buf],
+        sh: HeadsShape,
+        ready: Option<&mut Self::Ready>,
+    ) -> Result<Self::Buf>;
     /// `x ·= s`.
     fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
 
@@ -402,7 +427,7 @@ pub trait Backend {
     /// gradient per row and the forward's rows (see [`Backend::loss`]).
     fn loss_grad(
         &self,
-        logits: &mut Self::Buf,
+        logits: Written<Self::Buf, Self::Ready>,
         nv: (usize, usize),
         targets: &Self::Ids,
         weights: &Self::Buf,
@@ -452,6 +477,9 @@ impl Backend for CpuBackend {
     }
 
     fn ready(&self, _x: &Vec<f32>) -> Result<Option<()>> {
+        Ok(None)
+    }
+    fn ready_output(&self, _n: usize) -> Result<Option<()>> {
         Ok(None)
     }
     fn gemms(&self, products: Vec<Product<'_, Vec<f32>, ()>>) -> Result<()> {
@@ -520,7 +548,7 @@ impl Backend for CpuBackend {
         &self,
         x: &Vec<f32>,
         (w, wo): At<Vec<f32>>,
-        o: &mut Vec<f32>,
+        (o, _): Written<Vec<f32>, ()>,
         inv: &mut Vec<f32>,
         _rows: usize,
         d: usize,
@@ -568,6 +596,7 @@ impl Backend for CpuBackend {
         pos: Option<&Vec<f32>>,
         mask: &Vec<f32>,
         dropout: Option<(&Vec<f32>, &mut Vec<f32>)>,
+        _ready: Option<&mut ()>,
         sh: AttnShape,
     ) -> Result<()> {
         let (drop, pd) = match dropout {
@@ -582,7 +611,7 @@ impl Backend for CpuBackend {
     }
     fn softmax_grad(
         &self,
-        dp: &mut Vec<f32>,
+        (dp, _): Written<Vec<f32>, ()>,
         p: &Vec<f32>,
         drop: Option<&Vec<f32>>,
         sh: AttnShape,
@@ -611,7 +640,7 @@ impl Backend for CpuBackend {
         ab: &Vec<f32>,
         f: usize,
         mask: Option<&Vec<f32>>,
-        h: &mut Vec<f32>,
+        (h, _): Written<Vec<f32>, ()>,
     ) -> Result<()> {
         let (a, b) = split_rows(ab, f);
         activation::gated_forward(h, &a, &b, mask.map(|m| m.as_slice()));
@@ -623,7 +652,7 @@ impl Backend for CpuBackend {
         ab: &Vec<f32>,
         f: usize,
         mask: Option<&Vec<f32>>,
-        dab: &mut Vec<f32>,
+        (dab, _): Written<Vec<f32>, ()>,
     ) -> Result<()> {
         let (a, b) = split_rows(ab, f);
         let (mut ga, mut gb) = (g.clone(), vec![0f32; g.len()]);
@@ -631,11 +660,16 @@ impl Backend for CpuBackend {
         *dab = join_rows(&ga, &gb, f);
         Ok(())
     }
-    fn relu(&self, h: &mut Vec<f32>, mask: Option<&Vec<f32>>) -> Result<()> {
+    fn relu(&self, (h, _): Written<Vec<f32>, ()>, mask: Option<&Vec<f32>>) -> Result<()> {
         activation::relu_forward(h, mask.map(|m| m.as_slice()));
         Ok(())
     }
-    fn relu_grad(&self, g: &mut Vec<f32>, h: &Vec<f32>, mask: Option<&Vec<f32>>) -> Result<()> {
+    fn relu_grad(
+        &self,
+        (g, _): Written<Vec<f32>, ()>,
+        h: &Vec<f32>,
+        mask: Option<&Vec<f32>>,
+    ) -> Result<()> {
         activation::relu_backward(g, h, mask.map(|m| m.as_slice()));
         Ok(())
     }
@@ -653,10 +687,15 @@ impl Backend for CpuBackend {
             None => x.iter().zip(y).map(|(x, y)| x + y).collect(),
         })
     }
-    fn to_heads(&self, x: &Vec<f32>, sh: HeadsShape) -> Result<Vec<f32>> {
+    fn to_heads(&self, x: &Vec<f32>, sh: HeadsShape, _ready: Option<&mut ()>) -> Result<Vec<f32>> {
         Ok(sh.cpu_layout(x, false))
     }
-    fn to_rows(&self, parts: &[&Vec<f32>], sh: HeadsShape) -> Result<Vec<f32>> {
+    fn to_rows(
+        &self,
+        parts: &[&Vec<f32>],
+        sh: HeadsShape,
+        _ready: Option<&mut ()>,
+    ) -> Result<Vec<f32>> {
         assert_eq!(parts.len(), sh.parts, "{sh:?}");
         let joined: Vec<f32> = parts.iter().flat_map(|p| p.iter().copied()).collect();
         Ok(sh.cpu_layout(&joined, true))
@@ -684,7 +723,7 @@ impl Backend for CpuBackend {
     }
     fn loss_grad(
         &self,
-        logits: &mut Vec<f32>,
+        (logits, _): Written<Vec<f32>, ()>,
         (_, v): (usize, usize),
         targets: &Vec<u32>,
         weights: &Vec<f32>,
@@ -733,7 +772,7 @@ mod tests {
                 }
             }
         }
-        let y = CpuBackend.to_heads(&x, sh).unwrap();
+        let y = CpuBackend.to_heads(&x, sh, None).unwrap();
         // [parts, b, heads, rows, d]
         let mut want = Vec::new();
         for p in 0..2 {
@@ -749,6 +788,6 @@ mod tests {
         }
         assert_eq!(y, want);
         let (p0, p1) = (y[..24].to_vec(), y[24..].to_vec());
-        assert_eq!(CpuBackend.to_rows(&[&p0, &p1], sh).unwrap(), x);
+        assert_eq!(CpuBackend.to_rows(&[&p0, &p1], sh, None).unwrap(), x);
     }
 }

@@ -4,7 +4,7 @@
 //! step but the loss's per-row values it logs.
 
 use super::attention::{AttnShape, DeviceAttention};
-use super::backend::{At, AtMut, Backend, HeadsShape, Operand, Product, TokenIndex};
+use super::backend::{At, AtMut, Backend, HeadsShape, Operand, Product, TokenIndex, Written};
 use super::elementwise::DeviceElementwise;
 use super::gpu_error;
 use super::loss::{DeviceLoss, LossSettings};
@@ -100,6 +100,18 @@ impl CudaBackend {
             .alloc_zeros::<T>(n.max(1))
             .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
     }
+
+    /// `n` values not zeroed, for a kernel that writes them all before any
+    /// is read (the contract of `Backend::output`).
+    fn alloc_output<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>> {
+        // SAFETY: T is valid for any bits (ValidAsZeroBits stands for plain
+        // numbers here: f32, u16), and the callers write every value first.
+        unsafe { self.stream.alloc::<T>(n.max(1)) }
+            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
+    }
 }
 
 /// Operands rounded for one call of `gemms`, by [`operand_key`].
@@ -164,11 +176,8 @@ impl Backend for CudaBackend {
         self.alloc(n)
     }
     fn output(&self, n: usize) -> Result<CudaSlice<f32>> {
-        // SAFETY: f32 has no invalid bit patterns, and the caller's next
-        // operation writes every value before any is read (the contract of
-        // `Backend::output`, which the CPU's NaN-filled buffers test).
-        unsafe { self.stream.alloc::<f32>(n.max(1)) }
-            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
+        // (the CPU's NaN-filled outputs test that every value is written)
+        self.alloc_output(n)
     }
     fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
         self.profile.time("upload", || {
@@ -201,7 +210,7 @@ impl Backend for CudaBackend {
                 None => None,
             };
             let mask = |kind: MaskKind, n: usize| -> Result<CudaSlice<f32>> {
-                let mut m = self.alloc::<f32>(b * n)?;
+                let mut m = self.alloc_output::<f32>(b * n)?;
                 self.att
                     .mask(kind, (&eseg, dseg.as_ref()), (b, s, t), &mut m)?;
                 Ok(m)
@@ -219,7 +228,7 @@ impl Backend for CudaBackend {
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<CudaSlice<f32>> {
         self.profile.time("dropout (copy)", || {
-            let mut out = self.alloc(x.len())?;
+            let mut out = self.alloc_output(x.len())?;
             self.ew.mul_masked(&mut out, x, mask, x.len())?;
             Ok(out)
         })
@@ -247,10 +256,16 @@ impl Backend for CudaBackend {
             return Ok(None);
         }
         self.profile.time("bf16 operands", || {
-            let mut h = self.alloc::<u16>(x.len())?;
+            let mut h = self.alloc_output::<u16>(x.len())?;
             self.ew.to_bf16(x, &mut h, x.len())?;
             Ok(Some(h))
         })
+    }
+    fn ready_output(&self, n: usize) -> Result<Option<CudaSlice<u16>>> {
+        if self.precision != Precision::Bf16 {
+            return Ok(None);
+        }
+        self.alloc_output::<u16>(n).map(Some)
     }
 
     fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>, CudaSlice<u16>>>) -> Result<()> {
@@ -295,7 +310,7 @@ impl Backend for CudaBackend {
                     || rounded.iter().any(|(r, _)| *r == k);
                 if !ready {
                     let h = self.profile.time("bf16 operands", || {
-                        let mut h = self.alloc::<u16>(len)?;
+                        let mut h = self.alloc_output::<u16>(len)?;
                         self.ew.to_bf16(&v, &mut h, len)?;
                         Ok(h)
                     })?;
@@ -323,10 +338,8 @@ impl Backend for CudaBackend {
         x: &mut CudaSlice<f32>,
         d: usize,
     ) -> Result<()> {
-        self.profile.time("embedding", || {
-            self.profile
-                .time("embedding", || self.ew.embed(&t.slice(o..), ids, x, d))
-        })
+        self.profile
+            .time("embedding", || self.ew.embed(&t.slice(o..), ids, x, d))
     }
     fn embed_grad(
         &self,
@@ -352,7 +365,7 @@ impl Backend for CudaBackend {
         &self,
         x: &CudaSlice<f32>,
         (w, wo): At<CudaSlice<f32>>,
-        o: &mut CudaSlice<f32>,
+        o: Written<CudaSlice<f32>, CudaSlice<u16>>,
         inv: &mut CudaSlice<f32>,
         rows: usize,
         d: usize,
@@ -409,21 +422,23 @@ impl Backend for CudaBackend {
         pos: Option<&CudaSlice<f32>>,
         mask: &CudaSlice<f32>,
         dropout: Option<(&CudaSlice<f32>, &mut CudaSlice<f32>)>,
+        ready: Option<&mut CudaSlice<u16>>,
         sh: AttnShape,
     ) -> Result<()> {
         self.profile.time("softmax", || {
-            self.att.softmax_forward(scores, pos, mask, dropout, sh)
+            self.att
+                .softmax_forward(scores, pos, mask, dropout, ready, sh)
         })
     }
     fn softmax_grad(
         &self,
-        dp: &mut CudaSlice<f32>,
+        (dp, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
         p: &CudaSlice<f32>,
         drop: Option<&CudaSlice<f32>>,
         sh: AttnShape,
     ) -> Result<()> {
         self.profile.time("softmax grad", || {
-            self.att.softmax_backward(dp, p, drop, sh)
+            self.att.softmax_backward(dp, p, drop, ready, sh)
         })
     }
     fn bias_grad(
@@ -461,11 +476,11 @@ impl Backend for CudaBackend {
         ab: &CudaSlice<f32>,
         f: usize,
         mask: Option<&CudaSlice<f32>>,
-        h: &mut CudaSlice<f32>,
+        (h, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
     ) -> Result<()> {
         self.profile.time("gated gelu", || {
             let rows = gated_rows(ab, f, h.len(), mask)?;
-            self.ew.gated_forward(ab, mask, h, (rows, f))
+            self.ew.gated_forward(ab, mask, (h, ready), (rows, f))
         })
     }
     fn gated_grad(
@@ -474,7 +489,7 @@ impl Backend for CudaBackend {
         ab: &CudaSlice<f32>,
         f: usize,
         mask: Option<&CudaSlice<f32>>,
-        dab: &mut CudaSlice<f32>,
+        (dab, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
     ) -> Result<()> {
         self.profile.time("gated gelu grad", || {
             let rows = gated_rows(ab, f, g.len(), mask)?;
@@ -482,27 +497,32 @@ impl Backend for CudaBackend {
                 let e = format!("{} gradient values for {}", dab.len(), ab.len());
                 return Err(gpu_error(PART, "gated GELU", e));
             }
-            self.ew.gated_backward(g, ab, mask, dab, (rows, f))
+            self.ew.gated_backward(g, ab, mask, (dab, ready), (rows, f))
         })
     }
-    fn relu(&self, h: &mut CudaSlice<f32>, mask: Option<&CudaSlice<f32>>) -> Result<()> {
+    fn relu(
+        &self,
+        (h, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
+        mask: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
         self.profile.time("relu", || {
             let n = h.len();
-            self.ew.relu_forward(h, mask, n)
+            self.ew.relu_forward((h, ready), mask, n)
         })
     }
     fn relu_grad(
         &self,
-        g: &mut CudaSlice<f32>,
+        (g, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
         h: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
-        self.profile
-            .time("relu grad", || self.ew.relu_backward(g, h, mask, h.len()))
+        self.profile.time("relu grad", || {
+            self.ew.relu_backward((g, ready), h, mask, h.len())
+        })
     }
     fn dropout_mask(&self, draw: &MaskDraw) -> Result<CudaSlice<f32>> {
         self.profile.time("dropout masks", || {
-            let mut m = self.alloc(draw.n)?;
+            let mut m = self.alloc_output(draw.n)?;
             self.ew.dropout_mask(draw, &mut m)?;
             Ok(m)
         })
@@ -519,18 +539,28 @@ impl Backend for CudaBackend {
             Ok(out)
         })
     }
-    fn to_heads(&self, x: &CudaSlice<f32>, sh: HeadsShape) -> Result<CudaSlice<f32>> {
+    fn to_heads(
+        &self,
+        x: &CudaSlice<f32>,
+        sh: HeadsShape,
+        ready: Option<&mut CudaSlice<u16>>,
+    ) -> Result<CudaSlice<f32>> {
         self.profile.time("heads layout", || {
             if x.len() != sh.values() {
                 let e = format!("{sh:?} of {} values", x.len());
                 return Err(gpu_error(PART, "heads layout", e));
             }
             let mut out = self.output(sh.values())?;
-            self.ew.to_heads(x, &mut out, sh)?;
+            self.ew.to_heads(x, (&mut out, ready), sh)?;
             Ok(out)
         })
     }
-    fn to_rows(&self, parts: &[&CudaSlice<f32>], sh: HeadsShape) -> Result<CudaSlice<f32>> {
+    fn to_rows(
+        &self,
+        parts: &[&CudaSlice<f32>],
+        sh: HeadsShape,
+        ready: Option<&mut CudaSlice<u16>>,
+    ) -> Result<CudaSlice<f32>> {
         self.profile.time("heads layout", || {
             let each = sh.values() / sh.parts.max(1);
             // (how many parts the kernel takes, DeviceElementwise::to_rows checks)
@@ -540,7 +570,7 @@ impl Backend for CudaBackend {
                 return Err(gpu_error(PART, "heads layout", e));
             }
             let mut out = self.output(sh.values())?;
-            self.ew.to_rows(parts, &mut out, sh)?;
+            self.ew.to_rows(parts, (&mut out, ready), sh)?;
             Ok(out)
         })
     }
@@ -566,7 +596,7 @@ impl Backend for CudaBackend {
     }
     fn loss_grad(
         &self,
-        logits: &mut CudaSlice<f32>,
+        (logits, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
         nv: (usize, usize),
         targets: &CudaSlice<u32>,
         weights: &CudaSlice<f32>,
@@ -575,7 +605,7 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         self.profile.time("loss grad", || {
             self.loss
-                .grad_in_place(logits, nv, targets, weights, g_out_rows, s)
+                .grad_in_place(logits, ready, nv, targets, weights, g_out_rows, s)
         })
     }
 }

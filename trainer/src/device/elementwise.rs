@@ -7,7 +7,7 @@
 //! the CPU's masks by a test.
 
 use super::backend::HeadsShape;
-use super::{arg_or_null, grid_for, launched, load, ELEMENTWISE};
+use super::{arg_or_null, grid_for, launched, load, ready_arg, ELEMENTWISE};
 use crate::model::MaskDraw;
 use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
@@ -59,19 +59,22 @@ impl DeviceElementwise {
     }
 
     /// `h = gelu_new(a) · b`, times the mask (`rows` rows of `f` values;
-    /// `ab`'s rows a row of `a` and then one of `b`).
+    /// `ab`'s rows a row of `a` and then one of `b`); `h`'s bf16 copy in
+    /// `ready` too, when given.
     pub fn gated_forward(
         &self,
         ab: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
-        h: &mut CudaSlice<f32>,
+        (h, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         (rows, f): (usize, usize),
     ) -> Result<()> {
         let (rows64, f_u32) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_fwd);
         l.arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(h).arg(&rows64).arg(&f_u32);
+        l.arg(h);
+        ready_arg(&mut l, ready, rows * f, PART)?;
+        l.arg(&rows64).arg(&f_u32);
         // SAFETY: ab holds 2 rows f values, the others rows f.
         launched(
             PART,
@@ -82,20 +85,22 @@ impl DeviceElementwise {
 
     /// The gated activation's backward: `g` (the hidden gradient) through
     /// the mask, then `dab`: `g · gelu_new'(a) · b` and `g · gelu_new(a)`,
-    /// rows as `ab`'s.
+    /// rows as `ab`'s (its bf16 copy in `ready` too, when given).
     pub fn gated_backward(
         &self,
         g: &CudaSlice<f32>,
         ab: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
-        dab: &mut CudaSlice<f32>,
+        (dab, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         (rows, f): (usize, usize),
     ) -> Result<()> {
         let (rows64, f_u32) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_bwd);
         l.arg(g).arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(dab).arg(&rows64).arg(&f_u32);
+        l.arg(dab);
+        ready_arg(&mut l, ready, 2 * rows * f, PART)?;
+        l.arg(&rows64).arg(&f_u32);
         // SAFETY: ab and dab hold 2 rows f values, the others rows f.
         launched(
             PART,
@@ -104,10 +109,11 @@ impl DeviceElementwise {
         )
     }
 
-    /// ReLU in place, times the mask.
+    /// ReLU in place, times the mask (the bf16 copy in `ready` too, when
+    /// given).
     pub fn relu_forward(
         &self,
-        h: &mut CudaSlice<f32>,
+        (h, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         mask: Option<&CudaSlice<f32>>,
         n: usize,
     ) -> Result<()> {
@@ -115,16 +121,18 @@ impl DeviceElementwise {
         let mut l = self.stream.launch_builder(&self.relu_fwd);
         l.arg(h);
         arg_or_null(&mut l, mask);
+        ready_arg(&mut l, ready, n, PART)?;
         l.arg(&n64);
         // SAFETY: every buffer holds n values.
         launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "ReLU")
     }
 
     /// ReLU's backward in place from the hidden activation `h` (after the
-    /// mask), then through the mask.
+    /// mask), then through the mask (the bf16 copy in `ready` too, when
+    /// given).
     pub fn relu_backward(
         &self,
-        g: &mut CudaSlice<f32>,
+        (g, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         h: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
         n: usize,
@@ -133,6 +141,7 @@ impl DeviceElementwise {
         let mut l = self.stream.launch_builder(&self.relu_bwd);
         l.arg(g).arg(h);
         arg_or_null(&mut l, mask);
+        ready_arg(&mut l, ready, n, PART)?;
         l.arg(&n64);
         // SAFETY: every buffer holds n values.
         launched(
@@ -172,25 +181,27 @@ impl DeviceElementwise {
     }
 
     /// An attention's projections as heads of rows, in `out` (see
-    /// [`crate::device::backend::Backend::to_heads`]).
+    /// [`crate::device::backend::Backend::to_heads`]; its bf16 copy in
+    /// `ready` too, when given).
     pub fn to_heads(
         &self,
         x: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
+        (out, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         sh: HeadsShape,
     ) -> Result<()> {
         let (x, _x) = x.device_ptr(&self.stream);
         let (out, _out) = out.device_ptr_mut(&self.stream);
         // the heads one part after the other from `out`
-        self.heads_layout([x, out, 0, 0], sh, false)
+        self.heads_layout([x, out, 0, 0], ready, sh, false)
     }
 
     /// The parts, heads of rows each, back as rows in `out` (see
-    /// [`crate::device::backend::Backend::to_rows`]; 1 to 3 parts).
+    /// [`crate::device::backend::Backend::to_rows`]; 1 to 3 parts; its
+    /// bf16 copy in `ready` too, when given).
     pub fn to_rows(
         &self,
         parts: &[&CudaSlice<f32>],
-        out: &mut CudaSlice<f32>,
+        (out, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         sh: HeadsShape,
     ) -> Result<()> {
         if !(1..=3).contains(&parts.len()) {
@@ -203,18 +214,25 @@ impl DeviceElementwise {
         for (at, (p, _)) in ptrs[1..].iter_mut().zip(&parts) {
             *at = *p;
         }
-        self.heads_layout(ptrs, sh, true)
+        self.heads_layout(ptrs, ready, sh, true)
     }
 
     /// The kernel `heads_layout` on the rows and the heads' parts (device
-    /// addresses; 0: none).
-    fn heads_layout(&self, ptrs: [u64; 4], sh: HeadsShape, back: bool) -> Result<()> {
+    /// addresses; 0: none), the bf16 copy of what it writes in `ready`.
+    fn heads_layout(
+        &self,
+        ptrs: [u64; 4],
+        ready: Option<&mut CudaSlice<u16>>,
+        sh: HeadsShape,
+        back: bool,
+    ) -> Result<()> {
         let (b, back) = (sh.b as u64, back as i32);
         let dims = [sh.rows, sh.parts, sh.heads, sh.d].map(|v| v as u32);
         let mut l = self.stream.launch_builder(&self.heads_layout);
         for p in &ptrs {
             l.arg(p);
         }
+        ready_arg(&mut l, ready, sh.values(), PART)?;
         l.arg(&b);
         for v in &dims {
             l.arg(v);

@@ -439,6 +439,34 @@ pub(crate) fn arg_or_null<'a, T>(
     };
 }
 
+/// Pushes `ready`, the bf16 copy a kernel writes with its output (the
+/// kernels' `put`), as a kernel argument, or a null pointer when it is
+/// absent; an error when it holds fewer than the `n` values written.
+pub(crate) fn ready_arg<'a>(
+    b: &mut cudarc::driver::LaunchArgs<'a>,
+    ready: Option<&'a mut cudarc::driver::CudaSlice<u16>>,
+    n: usize,
+    part: &str,
+) -> Result<()> {
+    use cudarc::driver::PushKernelArg;
+    static NULL: u64 = 0;
+    match ready {
+        Some(r) if r.len() < n => Err(gpu_error(
+            part,
+            "bf16 copy",
+            format!("{} values for {n}", r.len()),
+        )),
+        Some(r) => {
+            b.arg(r);
+            Ok(())
+        }
+        None => {
+            b.arg(&NULL);
+            Ok(())
+        }
+    }
+}
+
 /// The most blocks a grid has along y (CUDA's limit); kernels with rows
 /// along y loop over them in steps of the grid.
 pub(crate) const MAX_GRID_Y: usize = 65_535;

@@ -3,7 +3,7 @@
 //! here too ([`cpu_forward`], [`cpu_backward`]: the fused kernel's own
 //! row loops), for the check on the device.
 
-use super::{launched, load, MAX_GRID_Y, NORM};
+use super::{launched, load, ready_arg, MAX_GRID_Y, NORM};
 use crate::kernels::{simd, NORM_ROWS};
 use crate::Result;
 use cudarc::driver::{
@@ -53,13 +53,14 @@ impl DeviceNorm {
     }
 
     /// `o = x · inv · w` for `rows` rows of `d` values; `inv` per row kept
-    /// for the backward. `w` may be a view (a parameter in a flat buffer).
+    /// for the backward; `o`'s bf16 copy in `ready` too, when given. `w`
+    /// may be a view (a parameter in a flat buffer).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: &CudaSlice<f32>,
         w: &impl DevicePtr<f32>,
-        o: &mut CudaSlice<f32>,
+        (o, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         inv: &mut CudaSlice<f32>,
         rows: usize,
         d: usize,
@@ -68,13 +69,9 @@ impl DeviceNorm {
         let (rows64, d32) = (rows as u64, d as u32);
         let (w, _w) = w.device_ptr(&self.stream);
         let mut b = self.stream.launch_builder(&self.fwd);
-        b.arg(x)
-            .arg(&w)
-            .arg(o)
-            .arg(inv)
-            .arg(&rows64)
-            .arg(&d32)
-            .arg(&eps);
+        b.arg(x).arg(&w).arg(o);
+        ready_arg(&mut b, ready, rows * d, PART)?;
+        b.arg(inv).arg(&rows64).arg(&d32).arg(&eps);
         // SAFETY: x and o hold rows·d values, w d, inv rows.
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "forward")
     }

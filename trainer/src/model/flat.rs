@@ -62,7 +62,7 @@ struct Attn<B: Backend> {
     /// `kv`.
     heads: B::Buf,
     heads_r: Option<B::Ready>,
-    kv: Option<(B::Buf, Option<B::Ready>)>,
+    kv: Option<Readied<B>>,
     p: B::Buf,
     /// The probabilities after dropout and the mask.
     pd: Option<(B::Buf, B::Buf)>,
@@ -91,6 +91,10 @@ impl<B: Backend> Attn<B> {
 /// A product's operand on the backend `B`.
 type Op<'a, B> = Operand<'a, <B as Backend>::Buf, <B as Backend>::Ready>;
 
+/// A buffer and what the backend made ready of it, as the operation that
+/// wrote it did ([`Backend::ready_output`]).
+type Readied<B> = (<B as Backend>::Buf, Option<<B as Backend>::Ready>);
+
 /// `x` from its start as an operand, with what the backend made ready of
 /// it.
 fn op<'a, B: Backend>(x: &'a B::Buf, ready: &'a Option<B::Ready>) -> Op<'a, B> {
@@ -104,7 +108,7 @@ fn op<'a, B: Backend>(x: &'a B::Buf, ready: &'a Option<B::Ready>) -> Op<'a, B> {
 /// v in `kv` (cross-attention).
 fn qkv_at<'a, B: Backend>(
     (heads, heads_r): (&'a B::Buf, &'a Option<B::Ready>),
-    kv: Option<&'a (B::Buf, Option<B::Ready>)>,
+    kv: Option<&'a Readied<B>>,
     sh: AttnShape,
     d_kv: usize,
 ) -> [Op<'a, B>; 3] {
@@ -351,12 +355,13 @@ impl<'a, B: Backend> Step<'a, B> {
 
     /// The dense layer's backward: `dW += dyᵀ · x`, `dx (+)= dy · W` for
     /// the joined weights `ws` ([`Step::joined`]; one weight: `(w, 1)`);
-    /// the GPU's bf16 products round `dy` once for both.
+    /// the GPU's bf16 products round `dy` once for both, unless it is
+    /// ready.
     #[allow(clippy::too_many_arguments)]
     fn dense_grad(
         &self,
         x: Op<'_, B>,
-        dy: &B::Buf,
+        dy: Op<'_, B>,
         rows: usize,
         ws: (usize, usize),
         dx: &mut B::Buf,
@@ -367,14 +372,14 @@ impl<'a, B: Backend> Step<'a, B> {
         self.be.gemms(vec![
             Product {
                 shape: GemmShape::dense((out, inn, rows), true, false),
-                a: (dy, 0).into(),
+                a: dy,
                 b: x,
                 c: (grads, at),
                 accumulate: true,
             },
             Product {
                 shape: GemmShape::dense((rows, inn, out), false, false),
-                a: (dy, 0).into(),
+                a: dy,
                 b: (self.params, at).into(),
                 c: (dx, 0),
                 accumulate: add_dx,
@@ -382,20 +387,32 @@ impl<'a, B: Backend> Step<'a, B> {
         ])
     }
 
-    /// RMS norm of `x` (`rows` rows) by the weight `w`: (normed, inv).
-    fn norm(&self, x: &B::Buf, rows: usize, w: usize) -> Result<(B::Buf, B::Buf)> {
+    /// RMS norm of `x` (`rows` rows) by the weight `w`: (normed, the
+    /// normed made ready when `ready` asks, inv).
+    #[allow(clippy::type_complexity)]
+    fn norm(
+        &self,
+        x: &B::Buf,
+        rows: usize,
+        w: usize,
+        ready: bool,
+    ) -> Result<(B::Buf, Option<B::Ready>, B::Buf)> {
         let d = self.m.cfg.d_model;
         let (mut o, mut inv) = (self.be.output(rows * d)?, self.be.output(rows)?);
+        let mut o_r = match ready {
+            true => self.be.ready_output(rows * d)?,
+            false => None,
+        };
         self.be.rms_norm(
             x,
             (self.params, self.m.off(w)),
-            &mut o,
+            (&mut o, o_r.as_mut()),
             &mut inv,
             rows,
             d,
             self.m.cfg.layer_norm_epsilon,
         )?;
-        Ok((o, inv))
+        Ok((o, o_r, inv))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -431,6 +448,20 @@ impl<'a, B: Backend> Step<'a, B> {
             heads: sh.heads,
             d: self.m.cfg.d_kv,
         }
+    }
+
+    /// `x` as heads of rows ([`Backend::to_heads`]), made ready as it is
+    /// laid out.
+    fn to_heads(&self, x: &B::Buf, hs: HeadsShape) -> Result<Readied<B>> {
+        let mut r = self.be.ready_output(hs.values())?;
+        Ok((self.be.to_heads(x, hs, r.as_mut())?, r))
+    }
+
+    /// The parts back as rows ([`Backend::to_rows`]), made ready as they
+    /// are laid out.
+    fn to_rows(&self, parts: &[&B::Buf], hs: HeadsShape) -> Result<Readied<B>> {
+        let mut r = self.be.ready_output(hs.values())?;
+        Ok((self.be.to_rows(parts, hs, r.as_mut())?, r))
     }
 
     /// `c = op(a) · op(b)` for every (batch row, head) pair of an attention
@@ -472,26 +503,20 @@ impl<'a, B: Backend> Step<'a, B> {
     ) -> Result<Attn<B>> {
         let be = self.be;
         let (b, t, s) = (sh.b, sh.t, sh.s);
-        let (n, inv) = self.norm(x, b * t, ln)?;
-        let n_r = be.ready(&n)?;
+        let (n, n_r, inv) = self.norm(x, b * t, ln, true)?;
         // q, k and v (self-attention), or q and then k and v, each one product
-        let (heads, kv) = match kv_in {
+        let ((heads, heads_r), kv) = match kv_in {
             None => {
                 let qkv = self.dense_joined(op::<B>(&n, &n_r), b * t, (a.q, 3))?;
-                (be.to_heads(&qkv, self.heads_shape(sh, t, 3))?, None)
+                (self.to_heads(&qkv, self.heads_shape(sh, t, 3))?, None)
             }
             Some(src) => {
                 let q = self.dense(op::<B>(&n, &n_r), b * t, a.q)?;
                 let kv = self.dense_joined(src, b * s, (a.k, 2))?;
-                let kv = be.to_heads(&kv, self.heads_shape(sh, s, 2))?;
-                let kv_r = be.ready(&kv)?;
-                (
-                    be.to_heads(&q, self.heads_shape(sh, t, 1))?,
-                    Some((kv, kv_r)),
-                )
+                let kv = self.to_heads(&kv, self.heads_shape(sh, s, 2))?;
+                (self.to_heads(&q, self.heads_shape(sh, t, 1))?, Some(kv))
             }
         };
-        let heads_r = be.ready(&heads)?;
         let dk = self.m.cfg.d_kv;
         let [q, k, v] = qkv_at::<B>((&heads, &heads_r), kv.as_ref(), sh, dk);
         // scores = q · kᵀ, per pair t x s over dk
@@ -502,16 +527,17 @@ impl<'a, B: Backend> Step<'a, B> {
             Some(m) => Some((m, be.output(sh.rows() * s)?)),
             None => None,
         };
-        be.softmax(&mut p, pos, mask, pd.as_mut().map(|(m, d)| (&*m, d)), sh)?;
+        // (what p · v reads, made ready by the softmax)
+        let mut used_r = be.ready_output(sh.rows() * s)?;
+        let drop = pd.as_mut().map(|(m, d)| (&*m, d));
+        be.softmax(&mut p, pos, mask, drop, used_r.as_mut(), sh)?;
         let mut ctx = be.output(b * t * self.m.cfg.inner_dim())?;
         let used = pd.as_ref().map(|(_, d)| d).unwrap_or(&p);
-        let used_r = be.ready(used)?;
         // ctx = p · v, per pair t x dk over s
         let pv = ((t, dk, s), false, false);
         let used_op = op::<B>(used, &used_r);
         be.gemms(vec![Self::head_product(sh, pv, used_op, v, (&mut ctx, 0))])?;
-        let ctx = be.to_rows(&[&ctx], self.heads_shape(sh, t, 1))?;
-        let ctx_r = be.ready(&ctx)?;
+        let (ctx, ctx_r) = self.to_rows(&[&ctx], self.heads_shape(sh, t, 1))?;
         let o = self.dense(op::<B>(&ctx, &ctx_r), b * t, a.o)?;
         let rm = self.mask(b * t * self.m.cfg.d_model)?;
         let out = be.residual(x, &o, rm.as_ref())?;
@@ -554,8 +580,17 @@ impl<'a, B: Backend> Step<'a, B> {
         let d_o = masked.as_ref().unwrap_or(dx);
         let mut dctx = be.output(b * t * self.m.cfg.inner_dim())?;
         let ctx = op::<B>(&s_.ctx, &s_.ctx_r);
-        self.dense_grad(ctx, d_o, b * t, (a.o, 1), &mut dctx, false, grads)?;
-        let dctx = be.to_heads(&dctx, self.heads_shape(sh, t, 1))?;
+        self.dense_grad(
+            ctx,
+            (d_o, 0).into(),
+            b * t,
+            (a.o, 1),
+            &mut dctx,
+            false,
+            grads,
+        )?;
+        let dctx = self.to_heads(&dctx, self.heads_shape(sh, t, 1))?;
+        let d_o = op::<B>(&dctx.0, &dctx.1);
         let d_kv = self.m.cfg.d_kv;
         let [q, k, v] = s_.qkv(d_kv);
         // the gradients of q, k and v as heads of rows, as the forward's
@@ -565,19 +600,23 @@ impl<'a, B: Backend> Step<'a, B> {
         let mut ds = be.output(sh.rows() * s)?;
         let used = s_.pd.as_ref().map(|(_, d)| d).unwrap_or(&s_.p);
         let used = op::<B>(used, &s_.used_r);
-        // dP = dO · vᵀ; dV = Pdᵀ · dO (one rounding of dO for both)
+        // dP = dO · vᵀ; dV = Pdᵀ · dO (dO made ready as laid out as heads)
         let tr = ((s, d_kv, t), true, false);
         let dp = ((t, s, d_kv), false, true);
         be.gemms(vec![
-            Self::head_product(sh, dp, (&dctx, 0).into(), v, (&mut ds, 0)),
-            Self::head_product(sh, tr, used, (&dctx, 0).into(), (&mut dv, 0)),
+            Self::head_product(sh, dp, d_o, v, (&mut ds, 0)),
+            Self::head_product(sh, tr, used, d_o, (&mut dv, 0)),
         ])?;
-        be.softmax_grad(&mut ds, &s_.p, s_.pd.as_ref().map(|(m, _)| m), sh)?;
-        // dQ = dS · k; dK = dSᵀ · q (one rounding of dS for both)
+        // dS, made ready by the softmax's backward
+        let mut ds_r = be.ready_output(sh.rows() * s)?;
+        let drop = s_.pd.as_ref().map(|(m, _)| m);
+        be.softmax_grad((&mut ds, ds_r.as_mut()), &s_.p, drop, sh)?;
+        // dQ = dS · k; dK = dSᵀ · q
         let ds_k = ((t, d_kv, s), false, false);
+        let ds_op = op::<B>(&ds, &ds_r);
         be.gemms(vec![
-            Self::head_product(sh, ds_k, (&ds, 0).into(), k, (&mut dq, 0)),
-            Self::head_product(sh, tr, (&ds, 0).into(), q, (&mut dk, 0)),
+            Self::head_product(sh, ds_k, ds_op, k, (&mut dq, 0)),
+            Self::head_product(sh, tr, ds_op, q, (&mut dk, 0)),
         ])?;
         if let Some(dpos) = dpos {
             be.bias_grad(&ds, dpos, sh)?;
@@ -586,14 +625,17 @@ impl<'a, B: Backend> Step<'a, B> {
         let n = op::<B>(&s_.n, &s_.n_r);
         match kv_in {
             None => {
-                let dqkv = be.to_rows(&[&dq, &dk, &dv], self.heads_shape(sh, t, 3))?;
-                self.dense_grad(n, &dqkv, b * t, (a.q, 3), &mut dn, false, grads)?;
+                let (dqkv, r) = self.to_rows(&[&dq, &dk, &dv], self.heads_shape(sh, t, 3))?;
+                let dqkv = op::<B>(&dqkv, &r);
+                self.dense_grad(n, dqkv, b * t, (a.q, 3), &mut dn, false, grads)?;
             }
             Some((src, dsrc)) => {
-                let dq = be.to_rows(&[&dq], q_shape)?;
-                self.dense_grad(n, &dq, b * t, (a.q, 1), &mut dn, false, grads)?;
-                let dkv = be.to_rows(&[&dk, &dv], self.heads_shape(sh, s, 2))?;
-                self.dense_grad(src, &dkv, b * s, (a.k, 2), dsrc, true, grads)?;
+                let (dq, r) = self.to_rows(&[&dq], q_shape)?;
+                let dq = op::<B>(&dq, &r);
+                self.dense_grad(n, dq, b * t, (a.q, 1), &mut dn, false, grads)?;
+                let (dkv, r) = self.to_rows(&[&dk, &dv], self.heads_shape(sh, s, 2))?;
+                let dkv = op::<B>(&dkv, &r);
+                self.dense_grad(src, dkv, b * s, (a.k, 2), dsrc, true, grads)?;
             }
         }
         self.norm_grad(&s_.x_in, &dn, &s_.inv, b * t, ln, dx, grads)
@@ -603,24 +645,24 @@ impl<'a, B: Backend> Step<'a, B> {
     fn feed_forward(&mut self, x: &mut B::Buf, rows: usize, blk: &BlockIdx) -> Result<Ff<B>> {
         let be = self.be;
         let f = self.m.cfg.d_ff;
-        let (n, inv) = self.norm(x, rows, blk.ff_ln)?;
-        let n_r = be.ready(&n)?;
+        let (n, n_r, inv) = self.norm(x, rows, blk.ff_ln, true)?;
         let hm = self.mask(rows * f)?;
+        // the hidden layer, made ready by its activation
+        let mut h_r = be.ready_output(rows * f)?;
         let (pre, h, wo) = match blk.ff {
             FfIdx::Relu { wi, wo } => {
                 let mut h = self.dense(op::<B>(&n, &n_r), rows, wi)?;
-                be.relu(&mut h, hm.as_ref())?;
+                be.relu((&mut h, h_r.as_mut()), hm.as_ref())?;
                 (None, h, wo)
             }
             FfIdx::Gated { wi0, wo, .. } => {
                 // wi_0's and wi_1's products side by side, one product
                 let ab = self.dense_joined(op::<B>(&n, &n_r), rows, (wi0, 2))?;
                 let mut h = be.output(rows * f)?;
-                be.gated(&ab, f, hm.as_ref(), &mut h)?;
+                be.gated(&ab, f, hm.as_ref(), (&mut h, h_r.as_mut()))?;
                 (Some(ab), h, wo)
             }
         };
-        let h_r = be.ready(&h)?;
         let y = self.dense(op::<B>(&h, &h_r), rows, wo)?;
         let ym = self.mask(rows * self.m.cfg.d_model)?;
         let out = be.residual(x, &y, ym.as_ref())?;
@@ -654,17 +696,23 @@ impl<'a, B: Backend> Step<'a, B> {
         let mut dn = be.output(rows * self.m.cfg.d_model)?;
         let (FfIdx::Relu { wo, .. } | FfIdx::Gated { wo, .. }) = blk.ff;
         let h = op::<B>(&s_.h, &s_.h_r);
-        self.dense_grad(h, dy, rows, (wo, 1), &mut dh, false, grads)?;
+        self.dense_grad(h, (dy, 0).into(), rows, (wo, 1), &mut dh, false, grads)?;
         let n = op::<B>(&s_.n, &s_.n_r);
+        // the pre-activations' gradient, made ready by the activation's
+        // backward
         match (blk.ff, &s_.pre) {
             (FfIdx::Relu { wi, .. }, _) => {
-                be.relu_grad(&mut dh, &s_.h, s_.hm.as_ref())?;
-                self.dense_grad(n, &dh, rows, (wi, 1), &mut dn, false, grads)?;
+                let mut r = be.ready_output(rows * f)?;
+                be.relu_grad((&mut dh, r.as_mut()), &s_.h, s_.hm.as_ref())?;
+                let dh = op::<B>(&dh, &r);
+                self.dense_grad(n, dh, rows, (wi, 1), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { wi0, .. }, Some(ab)) => {
                 let mut dab = be.output(2 * rows * f)?;
-                be.gated_grad(&dh, ab, f, s_.hm.as_ref(), &mut dab)?;
-                self.dense_grad(n, &dab, rows, (wi0, 2), &mut dn, false, grads)?;
+                let mut r = be.ready_output(2 * rows * f)?;
+                be.gated_grad(&dh, ab, f, s_.hm.as_ref(), (&mut dab, r.as_mut()))?;
+                let dab = op::<B>(&dab, &r);
+                self.dense_grad(n, dab, rows, (wi0, 2), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { .. }, None) => unreachable!("a gated layer keeps its pre-activations"),
         }
@@ -725,7 +773,8 @@ impl<'a, B: Backend> Step<'a, B> {
             let ff = self.feed_forward(&mut x, rows, blk)?;
             blocks.push((sa, ca, ff));
         }
-        let (mut out, final_inv) = self.norm(&x, rows, stack.final_ln)?;
+        // (made ready by the caller, after the mask and any scaling)
+        let (mut out, _, final_inv) = self.norm(&x, rows, stack.final_ln, false)?;
         let final_mask = self.mask(rows * d)?;
         if let Some(m) = &final_mask {
             out = be.masked_copy(&out, Some(m))?;
@@ -873,9 +922,11 @@ impl<'a, B: Backend> Step<'a, B> {
         };
         // backward
         let g_out = be.upload(&vec![norm; n])?;
-        // the logits become their gradient: no logits-sized buffer of its own
+        // the logits become their gradient (no logits-sized buffer of its
+        // own), made ready as they do
+        let mut dlogits_r = be.ready_output(n * v)?;
         be.loss_grad(
-            &mut logits,
+            (&mut logits, dlogits_r.as_mut()),
             (n, v),
             &targets,
             &weights,
@@ -883,8 +934,9 @@ impl<'a, B: Backend> Step<'a, B> {
             settings,
         )?;
         let mut dh = be.output(n * d)?;
-        self.dense_grad(op::<B>(&h, &h_r), &logits, n, (w, 1), &mut dh, false, grads)?;
-        drop(logits);
+        let dlogits = op::<B>(&logits, &dlogits_r);
+        self.dense_grad(op::<B>(&h, &h_r), dlogits, n, (w, 1), &mut dh, false, grads)?;
+        drop((logits, dlogits_r));
         if let Some(sc) = out_scale {
             be.scale(&mut dh, sc)?;
         }
