@@ -65,9 +65,11 @@ extern "C" __global__ void rms_norm_fwd(const float* x, const float* w, float* o
     }
 }
 
-// backward, dx: same grid as the forward; adds to dx.
+// backward, dx: same grid as the forward; adds to dx (the sum's bf16 bits
+// in `ready` when not null).
 extern "C" __global__ void rms_norm_bwd_x(const float* x, const float* g, const float* inv,
-                                          const float* w, float* dx, u64 rows, unsigned d) {
+                                          const float* w, float* dx, unsigned short* ready,
+                                          u64 rows, unsigned d) {
     __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
     __shared__ float row_c[ROWS_PER_BLOCK];
     unsigned l = threadIdx.x, ty = threadIdx.y;
@@ -98,7 +100,7 @@ extern "C" __global__ void rms_norm_bwd_x(const float* x, const float* g, const 
     if (r < rows) {
         float i = inv[r], c = row_c[ty];
         for (unsigned j = l; j < d; j += T5_LANES) {
-            dx[r * d + j] += i * w[j] * gr[j] - xr[j] * c;
+            put(dx, ready, r * d + j, dx[r * d + j] + (i * w[j] * gr[j] - xr[j] * c));
         }
     }
 }

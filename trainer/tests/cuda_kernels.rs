@@ -204,12 +204,14 @@ fn rms_norm_on_the_gpu_equals_the_cpu_norm_bit_for_bit() {
             &gg,
             &ginv,
             &gw,
-            &mut gdx,
+            (&mut gdx, Some(&mut ready)),
             (&mut gdw, &mut partials),
             rows,
             d,
         )
         .unwrap();
+        let copy = stream.clone_dtoh(&ready).unwrap();
+        assert!(ready_of(&copy, &dx), "input gradient's bf16 copy");
         let down = |s: &cudarc::driver::CudaSlice<f32>| stream.clone_dtoh(s).unwrap();
         let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same(&down(&go), &o), "{rows}x{d}: output");

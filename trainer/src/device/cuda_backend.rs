@@ -382,7 +382,7 @@ impl Backend for CudaBackend {
         g: &CudaSlice<f32>,
         inv: &CudaSlice<f32>,
         (w, wo): At<CudaSlice<f32>>,
-        dx: &mut CudaSlice<f32>,
+        dx: Written<CudaSlice<f32>, CudaSlice<u16>>,
         (dw, dwo): AtMut<CudaSlice<f32>>,
         rows: usize,
         d: usize,

@@ -76,9 +76,10 @@ impl DeviceNorm {
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "forward")
     }
 
-    /// Adds the input gradient to `dx` and the weight gradient to `dw`
-    /// (`partials`: [`weight_blocks`]`(rows) · d` scratch values). `w` and
-    /// `dw` may be views (in flat buffers).
+    /// Adds the input gradient to `dx` (the sum's bf16 copy in `ready` too,
+    /// when given) and the weight gradient to `dw` (`partials`:
+    /// [`weight_blocks`]`(rows) · d` scratch values). `w` and `dw` may be
+    /// views (in flat buffers).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -86,7 +87,7 @@ impl DeviceNorm {
         g: &CudaSlice<f32>,
         inv: &CudaSlice<f32>,
         w: &impl DevicePtr<f32>,
-        dx: &mut CudaSlice<f32>,
+        (dx, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
         (dw, partials): (&mut impl DevicePtrMut<f32>, &mut CudaSlice<f32>),
         rows: usize,
         d: usize,
@@ -95,13 +96,9 @@ impl DeviceNorm {
         let (w, _w) = w.device_ptr(&self.stream);
         let (dw, _dw) = dw.device_ptr_mut(&self.stream);
         let mut b = self.stream.launch_builder(&self.bwd_x);
-        b.arg(x)
-            .arg(g)
-            .arg(inv)
-            .arg(&w)
-            .arg(dx)
-            .arg(&rows64)
-            .arg(&d32);
+        b.arg(x).arg(g).arg(inv).arg(&w).arg(dx);
+        ready_arg(&mut b, ready, rows * d, PART)?;
+        b.arg(&rows64).arg(&d32);
         // SAFETY: x, g, dx hold rows·d values, inv rows, w d.
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "backward")?;
         let blocks = weight_blocks(rows);

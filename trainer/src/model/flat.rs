@@ -104,6 +104,16 @@ fn op<'a, B: Backend>(x: &'a B::Buf, ready: &'a Option<B::Ready>) -> Op<'a, B> {
     }
 }
 
+/// A sublayer's output gradient: the residual stream's gradient `dx` as
+/// it is, with what the backend made ready of it, or through the
+/// sublayer's dropout mask (`masked`; not ready).
+fn residual_grad<'a, B: Backend>(masked: &'a Option<B::Buf>, dx: &'a Readied<B>) -> Op<'a, B> {
+    match masked {
+        Some(m) => (m, 0).into(),
+        None => op::<B>(&dx.0, &dx.1),
+    }
+}
+
 /// Where q, k and v lie: self-attention's in `heads`, or q there and k and
 /// v in `kv` (cross-attention).
 fn qkv_at<'a, B: Backend>(
@@ -415,6 +425,8 @@ impl<'a, B: Backend> Step<'a, B> {
         Ok((o, o_r, inv))
     }
 
+    /// The norm's backward, added to the residual stream's gradient `dx`
+    /// (made ready again as it is summed).
     #[allow(clippy::too_many_arguments)]
     fn norm_grad(
         &self,
@@ -423,7 +435,7 @@ impl<'a, B: Backend> Step<'a, B> {
         inv: &B::Buf,
         rows: usize,
         w: usize,
-        dx: &mut B::Buf,
+        (dx, dx_r): &mut Readied<B>,
         grads: &mut B::Buf,
     ) -> Result<()> {
         let (params, o) = (self.params, self.m.off(w));
@@ -432,7 +444,7 @@ impl<'a, B: Backend> Step<'a, B> {
             g,
             inv,
             (params, o),
-            dx,
+            (dx, dx_r.as_mut()),
             (grads, o),
             rows,
             self.m.cfg.d_model,
@@ -570,25 +582,17 @@ impl<'a, B: Backend> Step<'a, B> {
         (ln, a): (usize, AttnIdx),
         kv_in: Option<(Op<'_, B>, &mut B::Buf)>,
         dpos: Option<&mut B::Buf>,
-        dx: &mut B::Buf,
+        dx: &mut Readied<B>,
         grads: &mut B::Buf,
     ) -> Result<()> {
         let be = self.be;
         let sh = s_.sh;
         let (b, t, s) = (sh.b, sh.t, sh.s);
-        let masked = self.masked(dx, s_.rm.as_ref())?;
-        let d_o = masked.as_ref().unwrap_or(dx);
+        let masked = self.masked(&dx.0, s_.rm.as_ref())?;
+        let d_o = residual_grad::<B>(&masked, dx);
         let mut dctx = be.output(b * t * self.m.cfg.inner_dim())?;
         let ctx = op::<B>(&s_.ctx, &s_.ctx_r);
-        self.dense_grad(
-            ctx,
-            (d_o, 0).into(),
-            b * t,
-            (a.o, 1),
-            &mut dctx,
-            false,
-            grads,
-        )?;
+        self.dense_grad(ctx, d_o, b * t, (a.o, 1), &mut dctx, false, grads)?;
         let dctx = self.to_heads(&dctx, self.heads_shape(sh, t, 1))?;
         let d_o = op::<B>(&dctx.0, &dctx.1);
         let d_kv = self.m.cfg.d_kv;
@@ -685,18 +689,18 @@ impl<'a, B: Backend> Step<'a, B> {
         s_: &Ff<B>,
         rows: usize,
         blk: &BlockIdx,
-        dx: &mut B::Buf,
+        dx: &mut Readied<B>,
         grads: &mut B::Buf,
     ) -> Result<()> {
         let be = self.be;
         let f = self.m.cfg.d_ff;
-        let masked = self.masked(dx, s_.ym.as_ref())?;
-        let dy = masked.as_ref().unwrap_or(dx);
+        let masked = self.masked(&dx.0, s_.ym.as_ref())?;
+        let dy = residual_grad::<B>(&masked, dx);
         let mut dh = be.output(rows * f)?;
         let mut dn = be.output(rows * self.m.cfg.d_model)?;
         let (FfIdx::Relu { wo, .. } | FfIdx::Gated { wo, .. }) = blk.ff;
         let h = op::<B>(&s_.h, &s_.h_r);
-        self.dense_grad(h, (dy, 0).into(), rows, (wo, 1), &mut dh, false, grads)?;
+        self.dense_grad(h, dy, rows, (wo, 1), &mut dh, false, grads)?;
         let n = op::<B>(&s_.n, &s_.n_r);
         // the pre-activations' gradient, made ready by the activation's
         // backward
@@ -809,7 +813,8 @@ impl<'a, B: Backend> Step<'a, B> {
         let rows = b * t;
         let masked = self.masked(g, s_.final_mask.as_ref())?;
         let g = masked.as_ref().unwrap_or(g);
-        let mut dx = be.zeros(rows * d)?;
+        // the residual stream's gradient, made ready by each norm's backward
+        let mut dx = (be.zeros(rows * d)?, be.ready_output(rows * d)?);
         self.norm_grad(
             &s_.final_in,
             g,
@@ -842,8 +847,8 @@ impl<'a, B: Backend> Step<'a, B> {
             (heads, t, t),
             nb,
         )?;
-        let masked = self.masked(&dx, s_.emb_mask.as_ref())?;
-        let demb = masked.as_ref().unwrap_or(&dx);
+        let masked = self.masked(&dx.0, s_.emb_mask.as_ref())?;
+        let demb = masked.as_ref().unwrap_or(&dx.0);
         be.embed_grad(demb, &s_.tokens, (grads, self.m.off(self.m.shared)), d)
     }
 
