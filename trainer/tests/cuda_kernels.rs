@@ -885,6 +885,53 @@ fn the_flat_step_on_the_gpu_equals_the_cpus() {
     not(any(t5mix_gpu, t5mix_cuda_standin)),
     ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
 )]
+fn kept_bf16_copies_give_the_bits_of_rounding_per_product() {
+    common::gpu();
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::Precision;
+    use t5mix_trainer::model::{Dropout, LossConfig};
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    // gated and ReLU; with dropout (the sublayers' output gradients go
+    // through their masks, not kept) and without (the residual stream's
+    // gradient kept by the norms' backward)
+    for (gated, rate) in [(true, 0.0), (true, 0.1), (false, 0.0), (false, 0.1)] {
+        let (model, batch) = small_model_and_batch(gated);
+        let flat = model.flat_model();
+        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+        let gp = stream.clone_htod(&flat.layout.flatten(&host)).unwrap();
+        let runs: Vec<(f32, Vec<f32>)> = [true, false]
+            .into_iter()
+            .map(|keep| {
+                let be = CudaBackend::new(stream.clone(), Precision::Bf16, false)
+                    .unwrap()
+                    .keeping_copies(keep);
+                let mut gg = stream.alloc_zeros::<f32>(flat.layout.len).unwrap();
+                let out = flat
+                    .loss_and_grads(
+                        &be,
+                        &gp,
+                        &mut gg,
+                        &batch,
+                        &mut Dropout::new(rate, 1, 2, 0),
+                        &LossConfig::default(),
+                        1.0,
+                    )
+                    .unwrap();
+                (out.loss, stream.clone_dtoh(&gg).unwrap())
+            })
+            .collect();
+        let case = format!("gated {gated} dropout {rate}");
+        assert_eq!(runs[0].0.to_bits(), runs[1].0.to_bits(), "{case}: loss");
+        assert!(same_bits(&runs[0].1, &runs[1].1), "{case}: gradients");
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(any(t5mix_gpu, t5mix_cuda_standin)),
+    ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
+)]
 fn training_on_the_gpu_gives_the_same_weights_twice_and_learns() {
     common::gpu();
     use t5mix_trainer::device::products::Precision;

@@ -30,6 +30,10 @@ pub struct CudaBackend {
     blas: DeviceProducts,
     precision: Precision,
     flush_denormals: bool,
+    /// In bf16: whether activations' bf16 copies are kept for their
+    /// products ([`Backend::ready`], [`Backend::ready_output`]), or every
+    /// product rounds its operands itself ([`CudaBackend::keeping_copies`]).
+    keep_copies: bool,
     /// In bf16: the parameters of the current pass rounded to bf16 once
     /// ([`Backend::begin_pass`]), with the address of their f32 buffer:
     /// products that read a parameter read it here.
@@ -73,8 +77,23 @@ impl CudaBackend {
             stream,
             precision,
             flush_denormals,
+            keep_copies: true,
             bf16_params: RefCell::new(None),
         })
+    }
+
+    /// In bf16, whether activations' bf16 copies are kept (the default:
+    /// made once, by the kernel that writes the activation) or every
+    /// product rounds its operands itself. Both give the same bits (a test
+    /// holds them to it); the second only costs time.
+    pub fn keeping_copies(mut self, keep: bool) -> Self {
+        self.keep_copies = keep;
+        self
+    }
+
+    /// Whether activations' bf16 copies are kept ([`Self::keeping_copies`]).
+    fn keeps_copies(&self) -> bool {
+        self.precision == Precision::Bf16 && self.keep_copies
     }
 
     /// The products' precision.
@@ -252,7 +271,7 @@ impl Backend for CudaBackend {
     }
 
     fn ready(&self, x: &CudaSlice<f32>) -> Result<Option<CudaSlice<u16>>> {
-        if self.precision != Precision::Bf16 {
+        if !self.keeps_copies() {
             return Ok(None);
         }
         self.profile.time("bf16 operands", || {
@@ -262,7 +281,7 @@ impl Backend for CudaBackend {
         })
     }
     fn ready_output(&self, n: usize) -> Result<Option<CudaSlice<u16>>> {
-        if self.precision != Precision::Bf16 {
+        if !self.keeps_copies() {
             return Ok(None);
         }
         self.alloc_output::<u16>(n).map(Some)
