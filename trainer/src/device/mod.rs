@@ -293,6 +293,13 @@ pub fn gpu_context(ordinal: usize) -> Result<std::sync::Arc<cudarc::driver::Cuda
     }
     let ctx = cudarc::driver::CudaContext::new(ordinal)
         .map_err(|e| gpu_error("GPU", &format!("{ordinal}"), e))?;
+    // Every buffer would carry two CUDA events (made when it is allocated,
+    // destroyed when it is freed: four driver calls a buffer, hundreds of
+    // buffers a step) for ordering work across streams. The step runs on
+    // the context's one stream, where the stream itself orders it.
+    // SAFETY: nothing here makes a second stream (`new_stream`); every
+    // buffer is allocated, used and freed on the default stream.
+    unsafe { ctx.disable_event_tracking() };
     if ctx.has_async_alloc() {
         keep_freed_memory(&ctx).map_err(|e| gpu_error("GPU", "memory pool", e))?;
     }
