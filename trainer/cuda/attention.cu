@@ -104,10 +104,12 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
     }
 }
 
-// backward: same grid. `dp` (dO v^T) becomes dS (its bf16 bits in
-// `ready` when not null); p is the forward's probabilities before dropout.
+// backward: same grid. dS from `dp` (dO v^T, scratch: it gets dp times the
+// mask) in `ds` (dp itself, or null: the bf16 bits in `ready` alone; those
+// when not null); p is the forward's probabilities before dropout.
 extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const float* drop,
-                                            unsigned short* ready, u64 rows, unsigned s) {
+                                            float* ds, unsigned short* ready, u64 rows,
+                                            unsigned s) {
     __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
     __shared__ float row_dot[ROWS_PER_BLOCK];
     unsigned l = threadIdx.x, ty = threadIdx.y;
@@ -146,7 +148,7 @@ extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const flo
     if (live) {
         float dot = row_dot[ty];
         for (unsigned j = l; j < s; j += T5_LANES) {
-            put(d, ready ? ready + row * s : 0, j, pr[j] * (d[j] - dot));
+            put(ds ? ds + row * s : 0, ready ? ready + row * s : 0, j, pr[j] * (d[j] - dot));
         }
     }
 }

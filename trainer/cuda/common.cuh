@@ -66,9 +66,12 @@ __device__ __forceinline__ unsigned short bf16_bits(float x) {
 
 // out[i] = v, and v's bf16 bits in ready[i] when ready is not null: a
 // kernel writes the copy the bf16 products read (Backend::ready) with its
-// output, instead of a rounding pass over it afterwards.
+// output, instead of a rounding pass over it afterwards. out is null when
+// nothing but those products reads the values (Readers::Products).
 __device__ __forceinline__ void put(float* out, unsigned short* ready, u64 i, float v) {
-    out[i] = v;
+    if (out) {
+        out[i] = v;
+    }
     if (ready) {
         ready[i] = bf16_bits(v);
     }

@@ -158,7 +158,7 @@ extern "C" __global__ void residual(float* out, const float* x, const float* y, 
 // the parts at h0, h1, h2 (h1 null: one after the other from h0).
 // back = 0: rows to heads; 1: heads to rows. `ready` (when not null):
 // the bf16 bits of what is written, in its layout (the heads' parts one
-// after the other). One thread a value, in the rows' order (reads and
+// after the other); the destination (h0, or x) null: the bits alone. One thread a value, in the rows' order (reads and
 // writes in runs of d).
 extern "C" __global__ void heads_layout(float* x, float* h0, float* h1, float* h2,
                                         unsigned short* ready, u64 b, unsigned rows,
@@ -177,7 +177,7 @@ extern "C" __global__ void heads_layout(float* x, float* h0, float* h1, float* h
         if (back) {
             put(x, ready, i, hp[at]);
         } else {
-            put(hp, ready ? ready + p * part : 0, at, x[i]);
+            put(h0 ? hp : 0, ready ? ready + p * part : 0, at, x[i]);
         }
     }
 }

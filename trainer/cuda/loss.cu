@@ -85,24 +85,25 @@ extern "C" __global__ void row_loss_fwd(const float* x, u64 n, unsigned v, const
     }
 }
 
-// backward in place: the logits x (n x v) become the loss's gradient (its
-// bf16 bits in `ready` when not null), from the upstream gradient per row
-// g_out and the forward's rows; a row without gradient (g_out · weight = 0)
-// becomes zeros. No logits-sized buffer of its
-// own: the output layer's products read the gradient where the logits were.
-// grid (ceil(v / blockDim.x), at most 65,535): rows blockIdx.y,
+// backward: from the logits x (n x v) the loss's gradient in `out` (x
+// itself, or null: the bf16 bits in `ready` alone; those when not null),
+// from the upstream gradient per row g_out and the forward's rows; a row
+// without gradient (g_out · weight = 0) is zeros. No logits-sized buffer of
+// its own: the output layer's products read the gradient where the logits
+// were. grid (ceil(v / blockDim.x), at most 65,535): rows blockIdx.y,
 // blockIdx.y + gridDim.y, ...
-extern "C" __global__ void row_loss_grad(float* x, unsigned short* ready, u64 n, unsigned v,
-                                         const unsigned* targets, const float* weights,
-                                         const float* g_out, const float* rows, float z,
-                                         float confidence, float low) {
+extern "C" __global__ void row_loss_grad(const float* x, float* out, unsigned short* ready, u64 n,
+                                         unsigned v, const unsigned* targets,
+                                         const float* weights, const float* g_out,
+                                         const float* rows, float z, float confidence,
+                                         float low) {
     for (u64 i = blockIdx.y; i < n; i += gridDim.y) {
-        float* row = x + i * v;
+        const float* row = x + i * v;
         float g = g_out[i] * weights[i];
         unsigned first = blockIdx.x * blockDim.x + threadIdx.x, stride = gridDim.x * blockDim.x;
         if (g == 0.0f) {
             for (unsigned j = first; j < v; j += stride) {
-                put(x, ready, i * v + j, 0.0f);
+                put(out, ready, i * v + j, 0.0f);
             }
             continue;
         }
@@ -116,7 +117,7 @@ extern "C" __global__ void row_loss_grad(float* x, unsigned short* ready, u64 n,
             if (j == t) {
                 dj -= target;
             }
-            put(x, ready, i * v + j, dj);
+            put(out, ready, i * v + j, dj);
         }
     }
 }

@@ -68,12 +68,17 @@ fn a_kernel_that_does_not_compile_is_an_error_with_the_compiler_log() {
 }
 
 /// Room for a bf16 copy that a kernel writes with its output: `n` values
-/// of a NaN no rounding of the tests' values gives.
+/// of a NaN no rounding of the tests' values gives; `values_read` false:
+/// the kernel leaves the f32 values unwritten.
 fn room(
     stream: &std::sync::Arc<cudarc::driver::CudaStream>,
     n: usize,
-) -> cudarc::driver::CudaSlice<u16> {
-    stream.clone_htod(&vec![0xffffu16; n]).unwrap()
+    values_read: bool,
+) -> t5mix_trainer::device::Bf16Copy {
+    t5mix_trainer::device::Bf16Copy {
+        bits: stream.clone_htod(&vec![0xffffu16; n]).unwrap(),
+        values_read,
+    }
 }
 
 /// Whether `ready` holds the bf16 bits of `v`, rounded as `half` rounds
@@ -182,19 +187,25 @@ fn rms_norm_on_the_gpu_equals_the_cpu_norm_bit_for_bit() {
         let up = |v: &[f32]| stream.clone_htod(v).unwrap();
         let (gx, gw, gg) = (up(&x), up(&w), up(&g));
         let (mut go, mut ginv) = (up(&vec![0.0; rows * d]), up(&vec![0.0; rows]));
-        let mut ready = room(&stream, rows * d);
-        norm.forward(
-            &gx,
-            &gw,
-            (&mut go, Some(&mut ready)),
-            &mut ginv,
-            rows,
-            d,
-            1e-6,
-        )
-        .unwrap();
+        // the copy alone first (the values unwritten), then both
+        let mut ready = room(&stream, rows * d, false);
+        for values_read in [false, true] {
+            ready.values_read = values_read;
+            norm.forward(
+                &gx,
+                &gw,
+                (&mut go, Some(&mut ready)),
+                &mut ginv,
+                rows,
+                d,
+                1e-6,
+            )
+            .unwrap();
+            let written = stream.clone_dtoh(&go).unwrap();
+            assert_eq!(written == o, values_read, "{rows}x{d}: values written");
+        }
         assert!(
-            ready_of(&stream.clone_dtoh(&ready).unwrap(), &o),
+            ready_of(&stream.clone_dtoh(&ready.bits).unwrap(), &o),
             "bf16 copy"
         );
         let (mut gdx, mut gdw) = (up(&dx0), up(&dw0));
@@ -210,7 +221,7 @@ fn rms_norm_on_the_gpu_equals_the_cpu_norm_bit_for_bit() {
             d,
         )
         .unwrap();
-        let copy = stream.clone_dtoh(&ready).unwrap();
+        let copy = stream.clone_dtoh(&ready.bits).unwrap();
         assert!(ready_of(&copy, &dx), "input gradient's bf16 copy");
         let down = |s: &cudarc::driver::CudaSlice<f32>| stream.clone_dtoh(s).unwrap();
         let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -269,15 +280,23 @@ fn loss_on_the_gpu_equals_the_cpu_loss() {
                 assert_eq!(got_rows, want_rows, "{n}x{v} smoothing {smoothing}");
                 let gg = stream.clone_htod(&g_out).unwrap();
                 let mut gx = gx;
-                let mut ready = room(&stream, n * v);
+                // the copy alone (the logits stay), then both
+                let mut alone = room(&stream, n * v, false);
+                let r = Some(&mut alone);
+                loss.grad_in_place(&mut gx, r, (n, v), &gt, &gw, (&gg, &grows), s)
+                    .unwrap();
+                assert!(
+                    same_bits(&stream.clone_dtoh(&gx).unwrap(), &x),
+                    "logits kept"
+                );
+                let mut ready = room(&stream, n * v, true);
                 let r = Some(&mut ready);
                 loss.grad_in_place(&mut gx, r, (n, v), &gt, &gw, (&gg, &grows), s)
                     .unwrap();
                 let got = stream.clone_dtoh(&gx).unwrap();
-                assert!(
-                    ready_of(&stream.clone_dtoh(&ready).unwrap(), &got),
-                    "bf16 copy"
-                );
+                let copy = stream.clone_dtoh(&ready.bits).unwrap();
+                assert!(ready_of(&copy, &got), "bf16 copy");
+                assert_eq!(copy, stream.clone_dtoh(&alone.bits).unwrap(), "copy alone");
                 let differ = got
                     .iter()
                     .zip(&d)
@@ -329,13 +348,25 @@ fn activations_and_dropout_masks_on_the_gpu_equal_the_cpus() {
     );
     let ab = t5mix_trainer::device::backend::join_rows(&a, &b, f);
     let mask = drop.draw(n).values();
-    // each output with its bf16 copy, or without
-    let copy = |r: &Option<cudarc::driver::CudaSlice<u16>>, v: &[f32]| match r {
-        Some(r) => ready_of(&stream.clone_dtoh(r).unwrap(), v),
+    // each output with its bf16 copy, or without; with the copy alone
+    // (values_read false) the gated activations leave their f32 output as
+    // it was (zeros; ReLU works in place and writes it anyway)
+    let copy = |r: &Option<t5mix_trainer::device::Bf16Copy>, v: &[f32]| match r {
+        Some(r) => ready_of(&stream.clone_dtoh(&r.bits).unwrap(), v),
         None => true,
     };
-    for (mask, with_copy) in [(None, false), (Some(&mask[..]), false), (None, true)] {
-        let room = |n: usize| with_copy.then(|| room(&stream, n));
+    let cases = [
+        (None, None),
+        (Some(&mask[..]), None),
+        (None, Some(true)),
+        (Some(&mask[..]), Some(false)),
+    ];
+    for (mask, copy_of) in cases {
+        let room = |n: usize| copy_of.map(|values_read| room(&stream, n, values_read));
+        let values = |v: &[f32]| match copy_of {
+            Some(false) => vec![0f32; v.len()],
+            _ => v.to_vec(),
+        };
         let dm = mask.map(up);
         let mut h = vec![0f32; n];
         activation::gated_forward(&mut h, &a, &b, mask);
@@ -343,7 +374,7 @@ fn activations_and_dropout_masks_on_the_gpu_equal_the_cpus() {
         let (mut dh, mut r) = (up(&vec![0.0; n]), room(n));
         ew.gated_forward(&dab, dm.as_ref(), (&mut dh, r.as_mut()), (rows, f))
             .unwrap();
-        assert!(same_bits(&down(&dh), &h), "gated forward");
+        assert!(same_bits(&down(&dh), &values(&h)), "gated forward");
         assert!(copy(&r, &h), "gated forward, bf16 copy");
         let (mut gg, mut gl) = (g.clone(), vec![0f32; n]);
         activation::gated_backward(&mut gg, &mut gl, &a, &b, mask);
@@ -351,11 +382,9 @@ fn activations_and_dropout_masks_on_the_gpu_equal_the_cpus() {
         let dg = (&mut dgrad, r.as_mut());
         ew.gated_backward(&up(&g), &dab, dm.as_ref(), dg, (rows, f))
             .unwrap();
-        let dgrad = down(&dgrad);
-        let (ga, gb) = t5mix_trainer::device::backend::split_rows(&dgrad, f);
-        assert!(same_bits(&ga, &gg), "gated backward, gate");
-        assert!(same_bits(&gb, &gl), "gated backward, linear");
-        assert!(copy(&r, &dgrad), "gated backward, bf16 copy");
+        let want = t5mix_trainer::device::backend::join_rows(&gg, &gl, f);
+        assert!(same_bits(&down(&dgrad), &values(&want)), "gated backward");
+        assert!(copy(&r, &want), "gated backward, bf16 copy");
         // ReLU (compared as values: max may give either zero's sign)
         let mut h = a.clone();
         activation::relu_forward(&mut h, mask);
@@ -429,7 +458,7 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
             let mut gp = up(&scores);
             let mut gpd = up(&vec![0.0; n]);
             // with the bf16 copy of what p · v reads, and of dS
-            let mut ready = room(&stream, n);
+            let mut ready = room(&stream, n, true);
             att.softmax_forward(
                 &mut gp,
                 gpos.as_ref(),
@@ -444,16 +473,48 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
                 assert!(same_bits(&down(&gpd), pd), "{case}: after dropout");
             }
             let used = pd.as_ref().unwrap_or(&p);
-            let copy = stream.clone_dtoh(&ready).unwrap();
+            let copy = stream.clone_dtoh(&ready.bits).unwrap();
             assert!(ready_of(&copy, used), "{case}: bf16 copy");
+            // the copy alone: the probabilities after dropout unwritten
+            // (the probabilities themselves are written in any case)
+            let (mut gp2, mut gpd2) = (up(&scores), up(&vec![0.0; n]));
+            let mut alone = room(&stream, n, false);
+            att.softmax_forward(
+                &mut gp2,
+                gpos.as_ref(),
+                &gmask,
+                gdrop.as_ref().map(|d| (d, &mut gpd2)),
+                Some(&mut alone),
+                sh,
+            )
+            .unwrap();
+            assert_eq!(
+                stream.clone_dtoh(&alone.bits).unwrap(),
+                copy,
+                "{case}: copy alone"
+            );
+            assert!(
+                same_bits(&down(&gp2), &p),
+                "{case}: probabilities, copy alone"
+            );
+            assert!(
+                down(&gpd2).iter().all(|&v| v == 0.0),
+                "{case}: pd unwritten"
+            );
             let mut ds = dp.clone();
             cpu_softmax_backward(&mut ds, &p, drop, sh);
             let mut gds = up(&dp);
             att.softmax_backward(&mut gds, &gp, gdrop.as_ref(), Some(&mut ready), sh)
                 .unwrap();
             assert!(same_bits(&down(&gds), &ds), "{case}: scores' gradient");
-            let copy = stream.clone_dtoh(&ready).unwrap();
+            let copy = stream.clone_dtoh(&ready.bits).unwrap();
             assert!(ready_of(&copy, &ds), "{case}: scores' gradient's bf16 copy");
+            // the copy alone (dp then scratch)
+            let mut gdp = up(&dp);
+            att.softmax_backward(&mut gdp, &gp, gdrop.as_ref(), Some(&mut alone), sh)
+                .unwrap();
+            let alone = stream.clone_dtoh(&alone.bits).unwrap();
+            assert_eq!(alone, copy, "{case}: scores' gradient's copy alone");
             if with_pos {
                 let d0 = values(&mut seed, sh.heads * sh.t * sh.s, 0.1);
                 let mut dpos = d0.clone();
@@ -514,7 +575,7 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
         let x = values(&mut seed, sh.values(), 1.0);
         let want = CpuBackend.to_heads(&x, sh, None).unwrap();
         // with the bf16 copy, as laid out
-        let mut ready = room(&stream, sh.values());
+        let mut ready = room(&stream, sh.values(), true);
         let got = be
             .to_heads(&stream.clone_htod(&x).unwrap(), sh, Some(&mut ready))
             .unwrap();
@@ -522,7 +583,7 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
             same_bits(&stream.clone_dtoh(&got).unwrap(), &want),
             "{sh:?}"
         );
-        let copy = stream.clone_dtoh(&ready).unwrap();
+        let copy = stream.clone_dtoh(&ready.bits).unwrap();
         assert!(ready_of(&copy, &want), "{sh:?}: bf16 copy");
         // back from the parts apart
         let each = sh.values() / parts;
@@ -535,7 +596,7 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
             same_bits(&stream.clone_dtoh(&back).unwrap(), &x),
             "{sh:?} back"
         );
-        let copy = stream.clone_dtoh(&ready).unwrap();
+        let copy = stream.clone_dtoh(&ready.bits).unwrap();
         assert!(ready_of(&copy, &x), "{sh:?} back: bf16 copy");
         assert!(same_bits(
             &stream
@@ -563,7 +624,7 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
         d: 1,
         ..sh
     };
-    let mut short = room(&stream, 9);
+    let mut short = room(&stream, 9, true);
     let e = be
         .to_heads(&x, sh, Some(&mut short))
         .unwrap_err()

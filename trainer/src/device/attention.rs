@@ -9,7 +9,7 @@
 //! order of their own, fixed ([`cpu_bucket_grad`]): dfdx's gather backward
 //! on CUDA adds with atomics, in no fixed order.
 
-use super::{arg_or_null, grid_for, launched, load, ready_arg, ATTENTION};
+use super::{arg_or_null, copy_arg, grid_for, launched, load, out_args, Bf16Copy, ATTENTION};
 use crate::kernels::simd;
 use crate::Result;
 use cudarc::driver::{
@@ -111,15 +111,16 @@ impl DeviceAttention {
     /// `scores` (`q·kᵀ`) become the probabilities `softmax((mask + pos) +
     /// scores)`; with dropout `(drop, pd)`, `pd` the probabilities times
     /// the mask `drop`. `pos [h, t, s]` (none for cross-attention), `mask
-    /// [b, t, s]`. `ready`, when given, gets the bf16 copy of what `p · v`
-    /// reads (`pd` with dropout, else the probabilities).
+    /// [b, t, s]`. `copy`, when given, gets the bf16 copy of what `p · v`
+    /// reads (`pd` with dropout, then unwritten when only products read
+    /// it; else the probabilities).
     pub fn softmax_forward(
         &self,
         scores: &mut CudaSlice<f32>,
         pos: Option<&CudaSlice<f32>>,
         mask: &CudaSlice<f32>,
         dropout: Option<(&CudaSlice<f32>, &mut CudaSlice<f32>)>,
-        ready: Option<&mut CudaSlice<u16>>,
+        copy: Option<&mut Bf16Copy>,
         sh: AttnShape,
     ) -> Result<()> {
         let (b64, h32, t32, s32) = (sh.b as u64, sh.heads as u32, sh.t as u32, sh.s as u32);
@@ -127,15 +128,18 @@ impl DeviceAttention {
         l.arg(scores);
         arg_or_null(&mut l, pos);
         l.arg(mask);
+        let n = sh.rows() * sh.s;
         match dropout {
-            Some((drop, pd)) => l.arg(drop).arg(pd),
+            Some((drop, pd)) => {
+                l.arg(drop);
+                out_args(&mut l, pd, copy, n, PART)?;
+            }
             None => {
                 arg_or_null::<f32>(&mut l, None);
                 arg_or_null::<f32>(&mut l, None);
-                &mut l
+                copy_arg(&mut l, copy, n, PART)?;
             }
         };
-        ready_arg(&mut l, ready, sh.rows() * sh.s, PART)?;
         l.arg(&b64).arg(&h32).arg(&t32).arg(&s32);
         // SAFETY: scores, drop and pd hold b·h·t·s values, pos h·t·s, mask b·t·s.
         launched(PART, unsafe { l.launch(rows_grid(sh.rows())) }, "softmax")
@@ -143,20 +147,23 @@ impl DeviceAttention {
 
     /// `dp` (`dO·vᵀ`) becomes the scores' gradient, from the forward's
     /// probabilities `p` (before dropout) and the dropout mask; its bf16
-    /// copy in `ready` too, when given.
+    /// copy in `copy` too, when given (then `dp` holds scratch values when
+    /// only products read the gradient).
     pub fn softmax_backward(
         &self,
         dp: &mut CudaSlice<f32>,
         p: &CudaSlice<f32>,
         drop: Option<&CudaSlice<f32>>,
-        ready: Option<&mut CudaSlice<u16>>,
+        copy: Option<&mut Bf16Copy>,
         sh: AttnShape,
     ) -> Result<()> {
         let (rows, s32) = (sh.rows() as u64, sh.s as u32);
         let mut l = self.stream.launch_builder(&self.softmax_bwd);
+        // (dp the kernel's input and scratch, and its output in place)
+        let dp: &CudaSlice<f32> = dp;
         l.arg(dp).arg(p);
         arg_or_null(&mut l, drop);
-        ready_arg(&mut l, ready, sh.rows() * sh.s, PART)?;
+        out_args(&mut l, dp, copy, sh.rows() * sh.s, PART)?;
         l.arg(&rows).arg(&s32);
         // SAFETY: dp, p and drop hold b·h·t·s values.
         launched(

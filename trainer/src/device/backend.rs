@@ -24,6 +24,18 @@ pub type AtMut<'a, B> = (&'a mut B, usize);
 /// rounded copy the products read, made in the same kernel).
 pub type Written<'a, B, R> = (&'a mut B, Option<&'a mut R>);
 
+/// What reads an operation's output, for [`Backend::ready_output`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Products, from the ready form, and other operations, from the
+    /// values.
+    Any,
+    /// Products alone: they read the ready form, so a backend may leave the
+    /// values themselves unwritten (the GPU in bf16 writes the bf16 copy
+    /// alone, half the bytes).
+    Products,
+}
+
 /// An attention's projections' shape: `b` batch rows of `rows` rows,
 /// `parts` projections (q, k, v: 3; k and v: 2) of `heads` heads of `d`
 /// values (see [`Backend::to_heads`]).
@@ -242,9 +254,9 @@ pub trait Backend {
     fn ready(&self, x: &Self::Buf) -> Result<Option<Self::Ready>>;
     /// Room for the ready form of `n` values, which an operation that
     /// takes a [`Written`] fills as it writes them (the GPU in bf16: no
-    /// rounding pass of its own); None where the backend reads values as
-    /// they are (as [`Backend::ready`]).
-    fn ready_output(&self, n: usize) -> Result<Option<Self::Ready>>;
+    /// rounding pass of its own), for the output's `readers`; None where the
+    /// backend reads values as they are (as [`Backend::ready`]).
+    fn ready_output(&self, n: usize, readers: Readers) -> Result<Option<Self::Ready>>;
 
     /// The products in order (row-major, see [`GemmShape`]). An operand
     /// that several of them read and that is not ready yet is made ready
@@ -479,7 +491,7 @@ impl Backend for CpuBackend {
     fn ready(&self, _x: &Vec<f32>) -> Result<Option<()>> {
         Ok(None)
     }
-    fn ready_output(&self, _n: usize) -> Result<Option<()>> {
+    fn ready_output(&self, _n: usize, _readers: Readers) -> Result<Option<()>> {
         Ok(None)
     }
     fn gemms(&self, products: Vec<Product<'_, Vec<f32>, ()>>) -> Result<()> {

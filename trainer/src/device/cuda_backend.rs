@@ -4,13 +4,15 @@
 //! step but the loss's per-row values it logs.
 
 use super::attention::{AttnShape, DeviceAttention};
-use super::backend::{At, AtMut, Backend, HeadsShape, Operand, Product, TokenIndex, Written};
+use super::backend::{
+    At, AtMut, Backend, HeadsShape, Operand, Product, Readers, TokenIndex, Written,
+};
 use super::elementwise::DeviceElementwise;
-use super::gpu_error;
 use super::loss::{DeviceLoss, LossSettings};
 use super::norm::{weight_blocks, DeviceNorm};
 use super::products::{DeviceProducts, GemmShape, Precision};
 use super::profile::Profile;
+use super::{gpu_error, Bf16Copy};
 use crate::model::{Batch, MaskDraw};
 use crate::Result;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView};
@@ -145,14 +147,14 @@ fn operand_key((x, o): At<CudaSlice<f32>>, len: usize) -> (usize, usize, usize) 
 /// The bf16 values of a product's operand (checked against its buffer
 /// before): made ready, the pass's parameters, or rounded for the call.
 fn bf16_view<'v>(
-    x: Operand<'v, CudaSlice<f32>, CudaSlice<u16>>,
+    x: Operand<'v, CudaSlice<f32>, Bf16Copy>,
     len: usize,
     params: Option<(usize, &'v CudaSlice<u16>)>,
     rounded: &'v Rounded,
 ) -> CudaView<'v, u16> {
     let (k, o) = (operand_key(x.at, len), x.at.1);
     match (x.ready, params) {
-        (Some(r), _) => r.slice(o..o + len),
+        (Some(r), _) => r.bits.slice(o..o + len),
         (None, Some((cached, b))) if cached == k.0 => b.slice(o..o + len),
         _ => match rounded.iter().find(|(r, _)| *r == k) {
             Some((_, h)) => h.slice(..),
@@ -189,7 +191,7 @@ fn result<'a>(
 impl Backend for CudaBackend {
     type Buf = CudaSlice<f32>;
     type Ids = CudaSlice<u32>;
-    type Ready = CudaSlice<u16>;
+    type Ready = Bf16Copy;
 
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
         self.alloc(n)
@@ -270,27 +272,32 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn ready(&self, x: &CudaSlice<f32>) -> Result<Option<CudaSlice<u16>>> {
+    fn ready(&self, x: &CudaSlice<f32>) -> Result<Option<Bf16Copy>> {
         if !self.keeps_copies() {
             return Ok(None);
         }
         self.profile.time("bf16 operands", || {
-            let mut h = self.alloc_output::<u16>(x.len())?;
-            self.ew.to_bf16(x, &mut h, x.len())?;
-            Ok(Some(h))
+            let mut bits = self.alloc_output::<u16>(x.len())?;
+            self.ew.to_bf16(x, &mut bits, x.len())?;
+            Ok(Some(Bf16Copy {
+                bits,
+                values_read: true,
+            }))
         })
     }
-    fn ready_output(&self, n: usize) -> Result<Option<CudaSlice<u16>>> {
+    fn ready_output(&self, n: usize, readers: Readers) -> Result<Option<Bf16Copy>> {
         if !self.keeps_copies() {
             return Ok(None);
         }
-        self.alloc_output::<u16>(n).map(Some)
+        Bf16Copy::output(&self.stream, n, readers == Readers::Any)
+            .map(Some)
+            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
     }
 
-    fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>, CudaSlice<u16>>>) -> Result<()> {
+    fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>, Bf16Copy>>) -> Result<()> {
         // (profiled per cuBLAS call, and the bf16 roundings apart)
         const PRODUCT: &str = "products (cuBLAS)";
-        type P<'p> = Product<'p, CudaSlice<f32>, CudaSlice<u16>>;
+        type P<'p> = Product<'p, CudaSlice<f32>, Bf16Copy>;
         let beta = |p: &P<'_>| if p.accumulate { 1.0 } else { 0.0 };
         if self.precision != Precision::Bf16 {
             let tf32 = self.precision == Precision::Tf32;
@@ -318,8 +325,8 @@ impl Backend for CudaBackend {
                 // (the f32 view checks the span against the buffer)
                 let v = operand(&p.shape, x.at, len)?;
                 if let Some(r) = x.ready {
-                    if r.len() != x.at.0.len() {
-                        let e = format!("{} values ready for {}", r.len(), x.at.0.len());
+                    if r.bits.len() != x.at.0.len() {
+                        let e = format!("{} values ready for {}", r.bits.len(), x.at.0.len());
                         return Err(gpu_error(PART, "product", e));
                     }
                     continue;
@@ -384,7 +391,7 @@ impl Backend for CudaBackend {
         &self,
         x: &CudaSlice<f32>,
         (w, wo): At<CudaSlice<f32>>,
-        o: Written<CudaSlice<f32>, CudaSlice<u16>>,
+        o: Written<CudaSlice<f32>, Bf16Copy>,
         inv: &mut CudaSlice<f32>,
         rows: usize,
         d: usize,
@@ -401,7 +408,7 @@ impl Backend for CudaBackend {
         g: &CudaSlice<f32>,
         inv: &CudaSlice<f32>,
         (w, wo): At<CudaSlice<f32>>,
-        dx: Written<CudaSlice<f32>, CudaSlice<u16>>,
+        dx: Written<CudaSlice<f32>, Bf16Copy>,
         (dw, dwo): AtMut<CudaSlice<f32>>,
         rows: usize,
         d: usize,
@@ -441,7 +448,7 @@ impl Backend for CudaBackend {
         pos: Option<&CudaSlice<f32>>,
         mask: &CudaSlice<f32>,
         dropout: Option<(&CudaSlice<f32>, &mut CudaSlice<f32>)>,
-        ready: Option<&mut CudaSlice<u16>>,
+        ready: Option<&mut Bf16Copy>,
         sh: AttnShape,
     ) -> Result<()> {
         self.profile.time("softmax", || {
@@ -451,7 +458,7 @@ impl Backend for CudaBackend {
     }
     fn softmax_grad(
         &self,
-        (dp, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
+        (dp, ready): Written<CudaSlice<f32>, Bf16Copy>,
         p: &CudaSlice<f32>,
         drop: Option<&CudaSlice<f32>>,
         sh: AttnShape,
@@ -495,7 +502,7 @@ impl Backend for CudaBackend {
         ab: &CudaSlice<f32>,
         f: usize,
         mask: Option<&CudaSlice<f32>>,
-        (h, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
+        (h, ready): Written<CudaSlice<f32>, Bf16Copy>,
     ) -> Result<()> {
         self.profile.time("gated gelu", || {
             let rows = gated_rows(ab, f, h.len(), mask)?;
@@ -508,7 +515,7 @@ impl Backend for CudaBackend {
         ab: &CudaSlice<f32>,
         f: usize,
         mask: Option<&CudaSlice<f32>>,
-        (dab, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
+        (dab, ready): Written<CudaSlice<f32>, Bf16Copy>,
     ) -> Result<()> {
         self.profile.time("gated gelu grad", || {
             let rows = gated_rows(ab, f, g.len(), mask)?;
@@ -521,7 +528,7 @@ impl Backend for CudaBackend {
     }
     fn relu(
         &self,
-        (h, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
+        (h, ready): Written<CudaSlice<f32>, Bf16Copy>,
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
         self.profile.time("relu", || {
@@ -531,7 +538,7 @@ impl Backend for CudaBackend {
     }
     fn relu_grad(
         &self,
-        (g, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
+        (g, ready): Written<CudaSlice<f32>, Bf16Copy>,
         h: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
@@ -562,7 +569,7 @@ impl Backend for CudaBackend {
         &self,
         x: &CudaSlice<f32>,
         sh: HeadsShape,
-        ready: Option<&mut CudaSlice<u16>>,
+        ready: Option<&mut Bf16Copy>,
     ) -> Result<CudaSlice<f32>> {
         self.profile.time("heads layout", || {
             if x.len() != sh.values() {
@@ -578,7 +585,7 @@ impl Backend for CudaBackend {
         &self,
         parts: &[&CudaSlice<f32>],
         sh: HeadsShape,
-        ready: Option<&mut CudaSlice<u16>>,
+        ready: Option<&mut Bf16Copy>,
     ) -> Result<CudaSlice<f32>> {
         self.profile.time("heads layout", || {
             let each = sh.values() / sh.parts.max(1);
@@ -615,7 +622,7 @@ impl Backend for CudaBackend {
     }
     fn loss_grad(
         &self,
-        (logits, ready): Written<CudaSlice<f32>, CudaSlice<u16>>,
+        (logits, ready): Written<CudaSlice<f32>, Bf16Copy>,
         nv: (usize, usize),
         targets: &CudaSlice<u32>,
         weights: &CudaSlice<f32>,

@@ -7,7 +7,9 @@
 //! the CPU's masks by a test.
 
 use super::backend::HeadsShape;
-use super::{arg_or_null, grid_for, launched, load, ready_arg, ELEMENTWISE};
+use super::{
+    arg_or_null, copy_arg, grid_for, launched, load, out_args, writes_values, Bf16Copy, ELEMENTWISE,
+};
 use crate::model::MaskDraw;
 use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
@@ -60,20 +62,20 @@ impl DeviceElementwise {
 
     /// `h = gelu_new(a) · b`, times the mask (`rows` rows of `f` values;
     /// `ab`'s rows a row of `a` and then one of `b`); `h`'s bf16 copy in
-    /// `ready` too, when given.
+    /// `copy` too, when given (then `h` unwritten when only products read
+    /// it).
     pub fn gated_forward(
         &self,
         ab: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
-        (h, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (h, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         (rows, f): (usize, usize),
     ) -> Result<()> {
         let (rows64, f_u32) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_fwd);
         l.arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(h);
-        ready_arg(&mut l, ready, rows * f, PART)?;
+        out_args(&mut l, h, copy, rows * f, PART)?;
         l.arg(&rows64).arg(&f_u32);
         // SAFETY: ab holds 2 rows f values, the others rows f.
         launched(
@@ -85,21 +87,21 @@ impl DeviceElementwise {
 
     /// The gated activation's backward: `g` (the hidden gradient) through
     /// the mask, then `dab`: `g · gelu_new'(a) · b` and `g · gelu_new(a)`,
-    /// rows as `ab`'s (its bf16 copy in `ready` too, when given).
+    /// rows as `ab`'s (its bf16 copy in `copy` too, when given; then `dab`
+    /// unwritten when only products read it).
     pub fn gated_backward(
         &self,
         g: &CudaSlice<f32>,
         ab: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
-        (dab, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (dab, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         (rows, f): (usize, usize),
     ) -> Result<()> {
         let (rows64, f_u32) = (rows as u64, f as u32);
         let mut l = self.stream.launch_builder(&self.gated_bwd);
         l.arg(g).arg(ab);
         arg_or_null(&mut l, mask);
-        l.arg(dab);
-        ready_arg(&mut l, ready, 2 * rows * f, PART)?;
+        out_args(&mut l, dab, copy, 2 * rows * f, PART)?;
         l.arg(&rows64).arg(&f_u32);
         // SAFETY: ab and dab hold 2 rows f values, the others rows f.
         launched(
@@ -109,11 +111,11 @@ impl DeviceElementwise {
         )
     }
 
-    /// ReLU in place, times the mask (the bf16 copy in `ready` too, when
-    /// given).
+    /// ReLU in place, times the mask (the bf16 copy in `copy` too, when
+    /// given; `h` is written in any case).
     pub fn relu_forward(
         &self,
-        (h, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (h, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         mask: Option<&CudaSlice<f32>>,
         n: usize,
     ) -> Result<()> {
@@ -121,18 +123,18 @@ impl DeviceElementwise {
         let mut l = self.stream.launch_builder(&self.relu_fwd);
         l.arg(h);
         arg_or_null(&mut l, mask);
-        ready_arg(&mut l, ready, n, PART)?;
+        copy_arg(&mut l, copy, n, PART)?;
         l.arg(&n64);
         // SAFETY: every buffer holds n values.
         launched(PART, unsafe { l.launch(grid_for(n, THREADS)) }, "ReLU")
     }
 
     /// ReLU's backward in place from the hidden activation `h` (after the
-    /// mask), then through the mask (the bf16 copy in `ready` too, when
-    /// given).
+    /// mask), then through the mask (the bf16 copy in `copy` too, when
+    /// given; `g` is written in any case).
     pub fn relu_backward(
         &self,
-        (g, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (g, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         h: &CudaSlice<f32>,
         mask: Option<&CudaSlice<f32>>,
         n: usize,
@@ -141,7 +143,7 @@ impl DeviceElementwise {
         let mut l = self.stream.launch_builder(&self.relu_bwd);
         l.arg(g).arg(h);
         arg_or_null(&mut l, mask);
-        ready_arg(&mut l, ready, n, PART)?;
+        copy_arg(&mut l, copy, n, PART)?;
         l.arg(&n64);
         // SAFETY: every buffer holds n values.
         launched(
@@ -182,26 +184,29 @@ impl DeviceElementwise {
 
     /// An attention's projections as heads of rows, in `out` (see
     /// [`crate::device::backend::Backend::to_heads`]; its bf16 copy in
-    /// `ready` too, when given).
+    /// `copy` too, when given: then `out` unwritten when only products read
+    /// it).
     pub fn to_heads(
         &self,
         x: &CudaSlice<f32>,
-        (out, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (out, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         sh: HeadsShape,
     ) -> Result<()> {
         let (x, _x) = x.device_ptr(&self.stream);
         let (out, _out) = out.device_ptr_mut(&self.stream);
         // the heads one part after the other from `out`
-        self.heads_layout([x, out, 0, 0], ready, sh, false)
+        let out = if writes_values(&copy) { out } else { 0 };
+        self.heads_layout([x, out, 0, 0], copy, sh, false)
     }
 
     /// The parts, heads of rows each, back as rows in `out` (see
     /// [`crate::device::backend::Backend::to_rows`]; 1 to 3 parts; its
-    /// bf16 copy in `ready` too, when given).
+    /// bf16 copy in `copy` too, when given: then `out` unwritten when only
+    /// products read it).
     pub fn to_rows(
         &self,
         parts: &[&CudaSlice<f32>],
-        (out, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (out, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         sh: HeadsShape,
     ) -> Result<()> {
         if !(1..=3).contains(&parts.len()) {
@@ -214,15 +219,18 @@ impl DeviceElementwise {
         for (at, (p, _)) in ptrs[1..].iter_mut().zip(&parts) {
             *at = *p;
         }
-        self.heads_layout(ptrs, ready, sh, true)
+        if !writes_values(&copy) {
+            ptrs[0] = 0;
+        }
+        self.heads_layout(ptrs, copy, sh, true)
     }
 
     /// The kernel `heads_layout` on the rows and the heads' parts (device
-    /// addresses; 0: none), the bf16 copy of what it writes in `ready`.
+    /// addresses; 0: none), the bf16 copy of what it writes in `copy`.
     fn heads_layout(
         &self,
         ptrs: [u64; 4],
-        ready: Option<&mut CudaSlice<u16>>,
+        copy: Option<&mut Bf16Copy>,
         sh: HeadsShape,
         back: bool,
     ) -> Result<()> {
@@ -232,7 +240,7 @@ impl DeviceElementwise {
         for p in &ptrs {
             l.arg(p);
         }
-        ready_arg(&mut l, ready, sh.values(), PART)?;
+        copy_arg(&mut l, copy, sh.values(), PART)?;
         l.arg(&b);
         for v in &dims {
             l.arg(v);

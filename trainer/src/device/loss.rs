@@ -5,7 +5,7 @@
 //! ([`cpu_forward`], [`cpu_grad_in_place`]: the fused kernel's own rule),
 //! for the check on the device.
 
-use super::{launched, load, ready_arg, LOSS, MAX_GRID_Y};
+use super::{launched, load, out_args, Bf16Copy, LOSS, MAX_GRID_Y};
 use crate::kernels::LossRule;
 use crate::Result;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -72,13 +72,14 @@ impl DeviceLoss {
     }
 
     /// The logits `x` (`n × v`) become the loss's gradient (its bf16
-    /// copy in `ready` too, when given), from the upstream gradient per row
+    /// copy in `copy` too, when given: then `x` keeps the logits when only
+    /// products read the gradient), from the upstream gradient per row
     /// `g_out` and the forward's `rows`.
     #[allow(clippy::too_many_arguments)]
     pub fn grad_in_place(
         &self,
         x: &mut CudaSlice<f32>,
-        ready: Option<&mut CudaSlice<u16>>,
+        copy: Option<&mut Bf16Copy>,
         (n, v): (usize, usize),
         targets: &CudaSlice<u32>,
         weights: &CudaSlice<f32>,
@@ -88,8 +89,11 @@ impl DeviceLoss {
         let [z, _, confidence, low, _] = LossRule::new(s.z, s.smoothing, v).params();
         let (n64, v32) = (n as u64, v as u32);
         let mut b = self.stream.launch_builder(&self.grad);
+        // (read whole before any of it is written: the kernel's input and
+        // its output)
+        let x: &CudaSlice<f32> = x;
         b.arg(x);
-        ready_arg(&mut b, ready, n * v, PART)?;
+        out_args(&mut b, x, copy, n * v, PART)?;
         b.arg(&n64).arg(&v32).arg(targets).arg(weights);
         b.arg(g_out).arg(rows).arg(&z).arg(&confidence).arg(&low);
         let cfg = LaunchConfig {

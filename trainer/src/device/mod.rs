@@ -446,25 +446,80 @@ pub(crate) fn arg_or_null<'a, T>(
     };
 }
 
-/// Pushes `ready`, the bf16 copy a kernel writes with its output (the
-/// kernels' `put`), as a kernel argument, or a null pointer when it is
-/// absent; an error when it holds fewer than the `n` values written.
-pub(crate) fn ready_arg<'a>(
+/// A bf16 copy of f32 values, what the bf16 products read (the GPU's
+/// [`backend::Backend::Ready`]).
+#[derive(Debug)]
+pub struct Bf16Copy {
+    /// The bf16 bits.
+    pub bits: cudarc::driver::CudaSlice<u16>,
+    /// Whether anything but products reads the f32 values themselves
+    /// ([`backend::Readers`]); when not, a kernel that writes the copy
+    /// leaves them unwritten.
+    pub values_read: bool,
+}
+
+impl Bf16Copy {
+    /// Room for the copy of `n` values written by a kernel (not zeroed).
+    pub fn output(
+        stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+        n: usize,
+        values_read: bool,
+    ) -> std::result::Result<Self, cudarc::driver::DriverError> {
+        // SAFETY: u16 is valid for any bits, and the kernel given the copy
+        // writes every value before any is read.
+        let bits = unsafe { stream.alloc::<u16>(n.max(1)) }?;
+        Ok(Bf16Copy { bits, values_read })
+    }
+}
+
+/// Whether a kernel writes its output's f32 values: without a bf16 copy,
+/// or when more than products read them.
+pub(crate) fn writes_values(copy: &Option<&mut Bf16Copy>) -> bool {
+    copy.as_ref().is_none_or(|c| c.values_read)
+}
+
+/// Pushes where a kernel writes its output (the kernels' `put`): the f32
+/// values (`values`, or a null pointer when [`writes_values`] says they go
+/// unwritten) and then the bf16 copy (or a null pointer); an error when
+/// the copy holds fewer than the `n` values written. `values` is taken
+/// shared: a kernel that reads its output's buffer first (in place) takes
+/// it as its input too.
+pub(crate) fn out_args<'a>(
     b: &mut cudarc::driver::LaunchArgs<'a>,
-    ready: Option<&'a mut cudarc::driver::CudaSlice<u16>>,
+    values: &'a cudarc::driver::CudaSlice<f32>,
+    copy: Option<&'a mut Bf16Copy>,
     n: usize,
     part: &str,
 ) -> Result<()> {
     use cudarc::driver::PushKernelArg;
     static NULL: u64 = 0;
-    match ready {
-        Some(r) if r.len() < n => Err(gpu_error(
+    if writes_values(&copy) {
+        b.arg(values);
+    } else {
+        b.arg(&NULL);
+    }
+    copy_arg(b, copy, n, part)
+}
+
+/// Pushes a kernel's bf16 copy of its output (the kernels' `put`), or a
+/// null pointer when it is absent; an error when it holds fewer than the
+/// `n` values written.
+pub(crate) fn copy_arg<'a>(
+    b: &mut cudarc::driver::LaunchArgs<'a>,
+    copy: Option<&'a mut Bf16Copy>,
+    n: usize,
+    part: &str,
+) -> Result<()> {
+    use cudarc::driver::PushKernelArg;
+    static NULL: u64 = 0;
+    match copy {
+        Some(c) if c.bits.len() < n => Err(gpu_error(
             part,
             "bf16 copy",
-            format!("{} values for {n}", r.len()),
+            format!("{} values for {n}", c.bits.len()),
         )),
-        Some(r) => {
-            b.arg(r);
+        Some(c) => {
+            b.arg(&mut c.bits);
             Ok(())
         }
         None => {

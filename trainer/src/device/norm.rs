@@ -3,7 +3,7 @@
 //! here too ([`cpu_forward`], [`cpu_backward`]: the fused kernel's own
 //! row loops), for the check on the device.
 
-use super::{launched, load, ready_arg, MAX_GRID_Y, NORM};
+use super::{copy_arg, launched, load, out_args, Bf16Copy, MAX_GRID_Y, NORM};
 use crate::kernels::{simd, NORM_ROWS};
 use crate::Result;
 use cudarc::driver::{
@@ -53,14 +53,15 @@ impl DeviceNorm {
     }
 
     /// `o = x · inv · w` for `rows` rows of `d` values; `inv` per row kept
-    /// for the backward; `o`'s bf16 copy in `ready` too, when given. `w`
-    /// may be a view (a parameter in a flat buffer).
+    /// for the backward; `o`'s bf16 copy in `copy` too, when given (then
+    /// `o` unwritten when only products read it). `w` may be a view (a
+    /// parameter in a flat buffer).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: &CudaSlice<f32>,
         w: &impl DevicePtr<f32>,
-        (o, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (o, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         inv: &mut CudaSlice<f32>,
         rows: usize,
         d: usize,
@@ -69,15 +70,15 @@ impl DeviceNorm {
         let (rows64, d32) = (rows as u64, d as u32);
         let (w, _w) = w.device_ptr(&self.stream);
         let mut b = self.stream.launch_builder(&self.fwd);
-        b.arg(x).arg(&w).arg(o);
-        ready_arg(&mut b, ready, rows * d, PART)?;
+        b.arg(x).arg(&w);
+        out_args(&mut b, o, copy, rows * d, PART)?;
         b.arg(inv).arg(&rows64).arg(&d32).arg(&eps);
         // SAFETY: x and o hold rows·d values, w d, inv rows.
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "forward")
     }
 
-    /// Adds the input gradient to `dx` (the sum's bf16 copy in `ready` too,
-    /// when given) and the weight gradient to `dw` (`partials`:
+    /// Adds the input gradient to `dx` (the sum's bf16 copy in `copy` too,
+    /// when given; `dx` is written in any case) and the weight gradient to `dw` (`partials`:
     /// [`weight_blocks`]`(rows) · d` scratch values). `w` and `dw` may be
     /// views (in flat buffers).
     #[allow(clippy::too_many_arguments)]
@@ -87,7 +88,7 @@ impl DeviceNorm {
         g: &CudaSlice<f32>,
         inv: &CudaSlice<f32>,
         w: &impl DevicePtr<f32>,
-        (dx, ready): (&mut CudaSlice<f32>, Option<&mut CudaSlice<u16>>),
+        (dx, copy): (&mut CudaSlice<f32>, Option<&mut Bf16Copy>),
         (dw, partials): (&mut impl DevicePtrMut<f32>, &mut CudaSlice<f32>),
         rows: usize,
         d: usize,
@@ -97,7 +98,7 @@ impl DeviceNorm {
         let (dw, _dw) = dw.device_ptr_mut(&self.stream);
         let mut b = self.stream.launch_builder(&self.bwd_x);
         b.arg(x).arg(g).arg(inv).arg(&w).arg(dx);
-        ready_arg(&mut b, ready, rows * d, PART)?;
+        copy_arg(&mut b, copy, rows * d, PART)?;
         b.arg(&rows64).arg(&d32);
         // SAFETY: x, g, dx hold rows·d values, inv rows, w d.
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "backward")?;

@@ -10,7 +10,7 @@
 
 use super::*;
 use crate::device::attention::AttnShape;
-use crate::device::backend::{AtMut, Backend, HeadsShape, Operand, Product, TokenIndex};
+use crate::device::backend::{AtMut, Backend, HeadsShape, Operand, Product, Readers, TokenIndex};
 use crate::device::loss::LossSettings;
 use crate::device::products::GemmShape;
 use crate::device::twin::FlatLayout;
@@ -49,7 +49,9 @@ impl<D: Device<f32>> T5<D> {
 ///
 /// The `_r` fields: what the backend made ready for the products
 /// ([`Backend::ready`]: the GPU in bf16, a rounded copy), once for the
-/// forward's product and the backward's.
+/// forward's product and the backward's. Where products alone read a
+/// buffer ([`Readers::Products`]: the normed input, the heads, the context),
+/// the GPU in bf16 keeps the copy alone and leaves the f32 values unwritten.
 struct Attn<B: Backend> {
     /// The normed input the projections read (self-attention: q, k and v;
     /// cross-attention: q).
@@ -398,7 +400,8 @@ impl<'a, B: Backend> Step<'a, B> {
     }
 
     /// RMS norm of `x` (`rows` rows) by the weight `w`: (normed, the
-    /// normed made ready when `ready` asks, inv).
+    /// normed made ready when `ready` asks: then only products read it,
+    /// inv).
     #[allow(clippy::type_complexity)]
     fn norm(
         &self,
@@ -410,7 +413,7 @@ impl<'a, B: Backend> Step<'a, B> {
         let d = self.m.cfg.d_model;
         let (mut o, mut inv) = (self.be.output(rows * d)?, self.be.output(rows)?);
         let mut o_r = match ready {
-            true => self.be.ready_output(rows * d)?,
+            true => self.be.ready_output(rows * d, Readers::Products)?,
             false => None,
         };
         self.be.rms_norm(
@@ -463,16 +466,16 @@ impl<'a, B: Backend> Step<'a, B> {
     }
 
     /// `x` as heads of rows ([`Backend::to_heads`]), made ready as it is
-    /// laid out.
+    /// laid out (for the products that read it alone).
     fn to_heads(&self, x: &B::Buf, hs: HeadsShape) -> Result<Readied<B>> {
-        let mut r = self.be.ready_output(hs.values())?;
+        let mut r = self.be.ready_output(hs.values(), Readers::Products)?;
         Ok((self.be.to_heads(x, hs, r.as_mut())?, r))
     }
 
     /// The parts back as rows ([`Backend::to_rows`]), made ready as they
-    /// are laid out.
+    /// are laid out (for the products that read them alone).
     fn to_rows(&self, parts: &[&B::Buf], hs: HeadsShape) -> Result<Readied<B>> {
-        let mut r = self.be.ready_output(hs.values())?;
+        let mut r = self.be.ready_output(hs.values(), Readers::Products)?;
         Ok((self.be.to_rows(parts, hs, r.as_mut())?, r))
     }
 
@@ -539,8 +542,13 @@ impl<'a, B: Backend> Step<'a, B> {
             Some(m) => Some((m, be.output(sh.rows() * s)?)),
             None => None,
         };
-        // (what p · v reads, made ready by the softmax)
-        let mut used_r = be.ready_output(sh.rows() * s)?;
+        // what p · v reads, made ready by the softmax (the probabilities
+        // after dropout: by products alone; without: by the backward too)
+        let readers = match pd {
+            Some(_) => Readers::Products,
+            None => Readers::Any,
+        };
+        let mut used_r = be.ready_output(sh.rows() * s, readers)?;
         let drop = pd.as_mut().map(|(m, d)| (&*m, d));
         be.softmax(&mut p, pos, mask, drop, used_r.as_mut(), sh)?;
         let mut ctx = be.output(b * t * self.m.cfg.inner_dim())?;
@@ -612,7 +620,12 @@ impl<'a, B: Backend> Step<'a, B> {
             Self::head_product(sh, tr, used, d_o, (&mut dv, 0)),
         ])?;
         // dS, made ready by the softmax's backward
-        let mut ds_r = be.ready_output(sh.rows() * s)?;
+        // (read by the products and by the position bias's gradient)
+        let readers = match dpos {
+            Some(_) => Readers::Any,
+            None => Readers::Products,
+        };
+        let mut ds_r = be.ready_output(sh.rows() * s, readers)?;
         let drop = s_.pd.as_ref().map(|(m, _)| m);
         be.softmax_grad((&mut ds, ds_r.as_mut()), &s_.p, drop, sh)?;
         // dQ = dS · k; dK = dSᵀ · q
@@ -651,8 +664,13 @@ impl<'a, B: Backend> Step<'a, B> {
         let f = self.m.cfg.d_ff;
         let (n, n_r, inv) = self.norm(x, rows, blk.ff_ln, true)?;
         let hm = self.mask(rows * f)?;
-        // the hidden layer, made ready by its activation
-        let mut h_r = be.ready_output(rows * f)?;
+        // the hidden layer, made ready by its activation (ReLU's backward
+        // reads it too)
+        let readers = match blk.ff {
+            FfIdx::Relu { .. } => Readers::Any,
+            FfIdx::Gated { .. } => Readers::Products,
+        };
+        let mut h_r = be.ready_output(rows * f, readers)?;
         let (pre, h, wo) = match blk.ff {
             FfIdx::Relu { wi, wo } => {
                 let mut h = self.dense(op::<B>(&n, &n_r), rows, wi)?;
@@ -706,14 +724,14 @@ impl<'a, B: Backend> Step<'a, B> {
         // backward
         match (blk.ff, &s_.pre) {
             (FfIdx::Relu { wi, .. }, _) => {
-                let mut r = be.ready_output(rows * f)?;
+                let mut r = be.ready_output(rows * f, Readers::Products)?;
                 be.relu_grad((&mut dh, r.as_mut()), &s_.h, s_.hm.as_ref())?;
                 let dh = op::<B>(&dh, &r);
                 self.dense_grad(n, dh, rows, (wi, 1), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { wi0, .. }, Some(ab)) => {
                 let mut dab = be.output(2 * rows * f)?;
-                let mut r = be.ready_output(2 * rows * f)?;
+                let mut r = be.ready_output(2 * rows * f, Readers::Products)?;
                 be.gated_grad(&dh, ab, f, s_.hm.as_ref(), (&mut dab, r.as_mut()))?;
                 let dab = op::<B>(&dab, &r);
                 self.dense_grad(n, dab, rows, (wi0, 2), &mut dn, false, grads)?;
@@ -814,7 +832,10 @@ impl<'a, B: Backend> Step<'a, B> {
         let masked = self.masked(g, s_.final_mask.as_ref())?;
         let g = masked.as_ref().unwrap_or(g);
         // the residual stream's gradient, made ready by each norm's backward
-        let mut dx = (be.zeros(rows * d)?, be.ready_output(rows * d)?);
+        let mut dx = (
+            be.zeros(rows * d)?,
+            be.ready_output(rows * d, Readers::Any)?,
+        );
         self.norm_grad(
             &s_.final_in,
             g,
@@ -929,7 +950,7 @@ impl<'a, B: Backend> Step<'a, B> {
         let g_out = be.upload(&vec![norm; n])?;
         // the logits become their gradient (no logits-sized buffer of its
         // own), made ready as they do
-        let mut dlogits_r = be.ready_output(n * v)?;
+        let mut dlogits_r = be.ready_output(n * v, Readers::Products)?;
         be.loss_grad(
             (&mut logits, dlogits_r.as_mut()),
             (n, v),
