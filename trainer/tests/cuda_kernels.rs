@@ -852,6 +852,33 @@ fn small_model_and_batch(
     (model, t5mix_trainer::model::Batch::from_pairs(&pairs, 0))
 }
 
+/// The flat step's loss and gradients on a GPU backend: `batch` through
+/// the model of `flat` with the parameters `gp`, dropout at `rate` (the
+/// masks drawn as the CPU draws them).
+fn gpu_loss_and_grads(
+    be: &t5mix_trainer::device::cuda_backend::CudaBackend,
+    flat: &t5mix_trainer::model::flat::FlatModel,
+    gp: &cudarc::driver::CudaSlice<f32>,
+    batch: &t5mix_trainer::model::Batch,
+    rate: f32,
+) -> (f32, Vec<f32>) {
+    use t5mix_trainer::model::{Dropout, LossConfig};
+    let stream = be.stream();
+    let mut gg = stream.alloc_zeros::<f32>(flat.layout.len).unwrap();
+    let out = flat
+        .loss_and_grads(
+            be,
+            gp,
+            &mut gg,
+            batch,
+            &mut Dropout::new(rate, 1, 2, 0),
+            &LossConfig::default(),
+            1.0,
+        )
+        .unwrap();
+    (out.loss, stream.clone_dtoh(&gg).unwrap())
+}
+
 #[test]
 #[cfg_attr(
     not(any(t5mix_gpu, t5mix_cuda_standin)),
@@ -892,21 +919,7 @@ fn the_flat_step_on_the_gpu_equals_the_cpus() {
             let be = CudaBackend::new(stream.clone(), precision, false).unwrap();
             let gp = stream.clone_htod(&params).unwrap();
             let runs: Vec<(f32, Vec<f32>)> = (0..2)
-                .map(|_| {
-                    let mut gg = stream.alloc_zeros::<f32>(flat.layout.len).unwrap();
-                    let out = flat
-                        .loss_and_grads(
-                            &be,
-                            &gp,
-                            &mut gg,
-                            &batch,
-                            &mut Dropout::new(0.1, 1, 2, 0),
-                            &loss,
-                            1.0,
-                        )
-                        .unwrap();
-                    (out.loss, stream.clone_dtoh(&gg).unwrap())
-                })
+                .map(|_| gpu_loss_and_grads(&be, &flat, &gp, &batch, 0.1))
                 .collect();
             let case = format!("gated {gated} {precision:?}");
             assert!(
@@ -950,7 +963,6 @@ fn kept_bf16_copies_give_the_bits_of_rounding_per_product() {
     common::gpu();
     use t5mix_trainer::device::cuda_backend::CudaBackend;
     use t5mix_trainer::device::products::Precision;
-    use t5mix_trainer::model::{Dropout, LossConfig};
     let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
     let stream = ctx.default_stream();
     // gated and ReLU; with dropout (the sublayers' output gradients go
@@ -967,19 +979,7 @@ fn kept_bf16_copies_give_the_bits_of_rounding_per_product() {
                 let be = CudaBackend::new(stream.clone(), Precision::Bf16, false)
                     .unwrap()
                     .keeping_copies(keep);
-                let mut gg = stream.alloc_zeros::<f32>(flat.layout.len).unwrap();
-                let out = flat
-                    .loss_and_grads(
-                        &be,
-                        &gp,
-                        &mut gg,
-                        &batch,
-                        &mut Dropout::new(rate, 1, 2, 0),
-                        &LossConfig::default(),
-                        1.0,
-                    )
-                    .unwrap();
-                (out.loss, stream.clone_dtoh(&gg).unwrap())
+                gpu_loss_and_grads(&be, &flat, &gp, &batch, rate)
             })
             .collect();
         let case = format!("gated {gated} dropout {rate}");
