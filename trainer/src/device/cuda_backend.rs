@@ -289,9 +289,10 @@ impl Backend for CudaBackend {
         if !self.keeps_copies() {
             return Ok(None);
         }
-        Bf16Copy::output(&self.stream, n, readers == Readers::Any)
-            .map(Some)
-            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
+        Ok(Some(Bf16Copy {
+            bits: self.alloc_output(n)?,
+            values_read: readers == Readers::Any,
+        }))
     }
 
     fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>, Bf16Copy>>) -> Result<()> {

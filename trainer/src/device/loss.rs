@@ -89,8 +89,8 @@ impl DeviceLoss {
         let [z, _, confidence, low, _] = LossRule::new(s.z, s.smoothing, v).params();
         let (n64, v32) = (n as u64, v as u32);
         let mut b = self.stream.launch_builder(&self.grad);
-        // (read whole before any of it is written: the kernel's input and
-        // its output)
+        // (the kernel's input and its output: each value is read before the
+        // same thread writes it)
         let x: &CudaSlice<f32> = x;
         b.arg(x);
         out_args(&mut b, x, copy, n * v, PART)?;

@@ -458,20 +458,6 @@ pub struct Bf16Copy {
     pub values_read: bool,
 }
 
-impl Bf16Copy {
-    /// Room for the copy of `n` values written by a kernel (not zeroed).
-    pub fn output(
-        stream: &std::sync::Arc<cudarc::driver::CudaStream>,
-        n: usize,
-        values_read: bool,
-    ) -> std::result::Result<Self, cudarc::driver::DriverError> {
-        // SAFETY: u16 is valid for any bits, and the kernel given the copy
-        // writes every value before any is read.
-        let bits = unsafe { stream.alloc::<u16>(n.max(1)) }?;
-        Ok(Bf16Copy { bits, values_read })
-    }
-}
-
 /// Whether a kernel writes its output's f32 values: without a bf16 copy,
 /// or when more than products read them.
 pub(crate) fn writes_values(copy: &Option<&mut Bf16Copy>) -> bool {

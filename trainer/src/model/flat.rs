@@ -619,8 +619,8 @@ impl<'a, B: Backend> Step<'a, B> {
             Self::head_product(sh, dp, d_o, v, (&mut ds, 0)),
             Self::head_product(sh, tr, used, d_o, (&mut dv, 0)),
         ])?;
-        // dS, made ready by the softmax's backward
-        // (read by the products and by the position bias's gradient)
+        // dS, made ready by the softmax's backward (read by the products,
+        // and in self-attention by the position bias's gradient)
         let readers = match dpos {
             Some(_) => Readers::Any,
             None => Readers::Products,
