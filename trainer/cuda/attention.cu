@@ -154,14 +154,18 @@ extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const flo
 }
 
 // The position bias's gradient: dpos[h, r, j] += sum over the batch rows,
-// in row order, of ds[bi, h, r, j] (the CPU's order). One thread a value.
-extern "C" __global__ void attn_bias_grad(const float* ds, float* dpos, u64 b, unsigned heads,
-                                          unsigned t, unsigned s) {
+// in row order, of ds[bi, h, r, j] (the CPU's order), dS as the products
+// read it: its bf16 bits (`bits` not null), ds rounded to bf16 (`round`),
+// or ds. One thread a value.
+extern "C" __global__ void attn_bias_grad(const float* ds, const unsigned short* bits, int round,
+                                          float* dpos, u64 b, unsigned heads, unsigned t,
+                                          unsigned s) {
     u64 per_row = (u64)heads * t * s;
     FOR_EACH(i, per_row) {
         float acc = dpos[i];
         for (u64 bi = 0; bi < b; bi++) {
-            acc += ds[bi * per_row + i];
+            u64 at = bi * per_row + i;
+            acc += bits ? bf16_value(bits[at]) : (round ? bf16_value(bf16_bits(ds[at])) : ds[at]);
         }
         dpos[i] = acc;
     }

@@ -64,6 +64,11 @@ __device__ __forceinline__ unsigned short bf16_bits(float x) {
     return h;
 }
 
+// The f32 value of bf16 bits (exact).
+__device__ __forceinline__ float bf16_value(unsigned short h) {
+    return __uint_as_float((unsigned)h << 16);
+}
+
 // out[i] = v, and v's bf16 bits in ready[i] when ready is not null: a
 // kernel writes the copy the bf16 products read (Backend::ready) with its
 // output, instead of a rounding pass over it afterwards. out is null when

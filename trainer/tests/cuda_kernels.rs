@@ -412,7 +412,7 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
     common::gpu();
     use t5mix_trainer::device::attention::{
         cpu_bias_grad, cpu_bucket_grad, cpu_softmax_backward, cpu_softmax_forward, AttnShape,
-        DeviceAttention,
+        DeviceAttention, ScoresGrad,
     };
     let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
     let stream = ctx.default_stream();
@@ -519,9 +519,33 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
                 let d0 = values(&mut seed, sh.heads * sh.t * sh.s, 0.1);
                 let mut dpos = d0.clone();
                 cpu_bias_grad(&ds, &mut dpos, sh);
+                // dS as the bf16 products read it: rounded as it is read,
+                // or their copy (the same bits)
+                let rounded: Vec<f32> = ds
+                    .iter()
+                    .map(|&v| half::bf16::from_f32(v).to_f32())
+                    .collect();
+                let mut dpos_r = d0.clone();
+                cpu_bias_grad(&rounded, &mut dpos_r, sh);
+                let bits = stream.clone_htod(&copy).unwrap();
+                for (read, want) in [
+                    (ScoresGrad::Rounded, &dpos_r),
+                    (ScoresGrad::Bits(&bits), &dpos_r),
+                    (ScoresGrad::Values, &dpos),
+                ] {
+                    let mut gdpos = up(&d0);
+                    att.bias_grad(&gds, read, &mut gdpos, sh).unwrap();
+                    let got = down(&gdpos);
+                    assert!(same_bits(&got, want), "{case}: bias gradient, {read:?}");
+                }
+                let short = stream.clone_htod(&copy[1..]).unwrap();
+                let e = att
+                    .bias_grad(&gds, ScoresGrad::Bits(&short), &mut up(&d0), sh)
+                    .unwrap_err();
+                assert!(e.to_string().contains("bf16 values for"), "{e}");
                 let mut gdpos = up(&d0);
-                att.bias_grad(&gds, &mut gdpos, sh).unwrap();
-                assert!(same_bits(&down(&gdpos), &dpos), "{case}: bias gradient");
+                att.bias_grad(&gds, ScoresGrad::Values, &mut gdpos, sh)
+                    .unwrap();
                 // per bucket (T5's 32 bidirectional buckets)
                 let (h, t, s, nb) = (sh.heads, sh.t, sh.s, 32);
                 let buckets: Vec<u32> = (0..t * s)

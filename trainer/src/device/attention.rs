@@ -174,17 +174,35 @@ impl DeviceAttention {
     }
 
     /// Adds the scores' gradient `ds` summed over the batch rows to the
-    /// position bias's gradient `dpos [h, t, s]`.
+    /// position bias's gradient `dpos [h, t, s]`, `ds` as `read` says.
     pub fn bias_grad(
         &self,
         ds: &CudaSlice<f32>,
+        read: ScoresGrad<'_>,
         dpos: &mut CudaSlice<f32>,
         sh: AttnShape,
     ) -> Result<()> {
         let (b64, h32, t32, s32) = (sh.b as u64, sh.heads as u32, sh.t as u32, sh.s as u32);
+        let n = sh.rows() * sh.s;
+        let (bits, round) = match read {
+            ScoresGrad::Values => (None, 0i32),
+            ScoresGrad::Rounded => (None, 1),
+            ScoresGrad::Bits(b) if b.len() < n => {
+                let e = format!("{} bf16 values for {n}", b.len());
+                return Err(super::gpu_error(PART, "position bias gradient", e));
+            }
+            ScoresGrad::Bits(b) => (Some(b), 0),
+        };
         let mut l = self.stream.launch_builder(&self.bias_grad);
-        l.arg(ds).arg(dpos).arg(&b64).arg(&h32).arg(&t32).arg(&s32);
-        // SAFETY: ds holds b·h·t·s values, dpos h·t·s.
+        l.arg(ds);
+        arg_or_null(&mut l, bits);
+        l.arg(&round)
+            .arg(dpos)
+            .arg(&b64)
+            .arg(&h32)
+            .arg(&t32)
+            .arg(&s32);
+        // SAFETY: ds (and bits) hold b·h·t·s values, dpos h·t·s.
         launched(
             PART,
             unsafe { l.launch(grid_for(sh.heads * sh.t * sh.s, 256)) },
@@ -268,6 +286,18 @@ impl DeviceAttention {
             "position bias",
         )
     }
+}
+
+/// How [`DeviceAttention::bias_grad`] reads dS: as the products read it.
+#[derive(Debug, Clone, Copy)]
+pub enum ScoresGrad<'a> {
+    /// The f32 values (f32 and TF32 products).
+    Values,
+    /// The f32 values, rounded to bf16 as they are read (bf16 products that
+    /// round their operands themselves).
+    Rounded,
+    /// A bf16 copy (bf16 products that read it; the values may be unwritten).
+    Bits(&'a CudaSlice<u16>),
 }
 
 /// The CPU's forward in the kernel's terms: `scores` become the

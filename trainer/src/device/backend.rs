@@ -30,9 +30,10 @@ pub enum Readers {
     /// Products, from the ready form, and other operations, from the
     /// values.
     Any,
-    /// Products alone: they read the ready form, so a backend may leave the
-    /// values themselves unwritten (the GPU in bf16 writes the bf16 copy
-    /// alone, half the bytes).
+    /// Products alone, and what reads the output as they do (dS for the
+    /// position bias's gradient): they read the ready form, so a backend
+    /// may leave the values themselves unwritten (the GPU in bf16 writes
+    /// the bf16 copy alone, half the bytes).
     Products,
 }
 
@@ -353,8 +354,15 @@ pub trait Backend {
         drop: Option<&Self::Buf>,
         sh: AttnShape,
     ) -> Result<()>;
-    /// See [`attention::DeviceAttention::bias_grad`].
-    fn bias_grad(&self, ds: &Self::Buf, dpos: &mut Self::Buf, sh: AttnShape) -> Result<()>;
+    /// Adds dS summed over the batch rows to the position bias's gradient
+    /// `dpos [h, t, s]` (see [`attention::DeviceAttention::bias_grad`]),
+    /// dS as the products read it (the GPU in bf16: rounded).
+    fn bias_grad(
+        &self,
+        ds: Operand<Self::Buf, Self::Ready>,
+        dpos: &mut Self::Buf,
+        sh: AttnShape,
+    ) -> Result<()>;
     /// See [`attention::DeviceAttention::bucket_grad`].
     fn bucket_grad(
         &self,
@@ -631,8 +639,14 @@ impl Backend for CpuBackend {
         attention::cpu_softmax_backward(dp, p, drop.map(|d| d.as_slice()), sh);
         Ok(())
     }
-    fn bias_grad(&self, ds: &Vec<f32>, dpos: &mut Vec<f32>, sh: AttnShape) -> Result<()> {
-        attention::cpu_bias_grad(ds, dpos, sh);
+    fn bias_grad(
+        &self,
+        ds: Operand<Vec<f32>, ()>,
+        dpos: &mut Vec<f32>,
+        sh: AttnShape,
+    ) -> Result<()> {
+        let (ds, o) = ds.at;
+        attention::cpu_bias_grad(&ds[o..], dpos, sh);
         Ok(())
     }
     fn bucket_grad(

@@ -3,7 +3,7 @@
 //! tensor cores as [`Precision`] says). Nothing goes to the host during a
 //! step but the loss's per-row values it logs.
 
-use super::attention::{AttnShape, DeviceAttention};
+use super::attention::{AttnShape, DeviceAttention, ScoresGrad};
 use super::backend::{
     At, AtMut, Backend, HeadsShape, Operand, Product, Readers, TokenIndex, Written,
 };
@@ -470,12 +470,24 @@ impl Backend for CudaBackend {
     }
     fn bias_grad(
         &self,
-        ds: &CudaSlice<f32>,
+        ds: Operand<CudaSlice<f32>, Bf16Copy>,
         dpos: &mut CudaSlice<f32>,
         sh: AttnShape,
     ) -> Result<()> {
-        self.profile
-            .time("position bias grad", || self.att.bias_grad(ds, dpos, sh))
+        self.profile.time("position bias grad", || {
+            let ((values, o), n) = (ds.at, sh.rows() * sh.s);
+            if o != 0 || values.len() < n {
+                let e = format!("dS at {o} of {} values for {n}", values.len());
+                return Err(gpu_error(PART, "position bias gradient", e));
+            }
+            // dS as the products read it
+            let read = match (self.precision, ds.ready) {
+                (Precision::Bf16, Some(r)) => ScoresGrad::Bits(&r.bits),
+                (Precision::Bf16, None) => ScoresGrad::Rounded,
+                _ => ScoresGrad::Values,
+            };
+            self.att.bias_grad(values, read, dpos, sh)
+        })
     }
     fn bucket_grad(
         &self,

@@ -619,13 +619,9 @@ impl<'a, B: Backend> Step<'a, B> {
             Self::head_product(sh, dp, d_o, v, (&mut ds, 0)),
             Self::head_product(sh, tr, used, d_o, (&mut dv, 0)),
         ])?;
-        // dS, made ready by the softmax's backward (read by the products,
-        // and in self-attention by the position bias's gradient)
-        let readers = match dpos {
-            Some(_) => Readers::Any,
-            None => Readers::Products,
-        };
-        let mut ds_r = be.ready_output(sh.rows() * s, readers)?;
+        // dS, made ready by the softmax's backward (the position bias's
+        // gradient reads it as the products do)
+        let mut ds_r = be.ready_output(sh.rows() * s, Readers::Products)?;
         let drop = s_.pd.as_ref().map(|(m, _)| m);
         be.softmax_grad((&mut ds, ds_r.as_mut()), &s_.p, drop, sh)?;
         // dQ = dS · k; dK = dSᵀ · q
@@ -636,7 +632,7 @@ impl<'a, B: Backend> Step<'a, B> {
             Self::head_product(sh, tr, ds_op, q, (&mut dk, 0)),
         ])?;
         if let Some(dpos) = dpos {
-            be.bias_grad(&ds, dpos, sh)?;
+            be.bias_grad(ds_op, dpos, sh)?;
         }
         let mut dn = be.output(b * t * self.m.cfg.d_model)?;
         let n = op::<B>(&s_.n, &s_.n_r);
