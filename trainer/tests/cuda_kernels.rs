@@ -1017,6 +1017,43 @@ fn kept_bf16_copies_give_the_bits_of_rounding_per_product() {
     not(any(t5mix_gpu, t5mix_cuda_standin)),
     ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
 )]
+fn bf16_copies_come_from_the_kernels_that_write_the_values() {
+    common::gpu();
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::Precision;
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    // without dropout, a step rounds two activations in passes of their
+    // own (the encoder's output, read by every cross-attention, and the
+    // decoder's, read by the output layer); every other operand of the
+    // bf16 products is made by the kernel that writes it (rounding each
+    // product's operands instead: many)
+    for gated in [true, false] {
+        let (model, batch) = small_model_and_batch(gated);
+        let flat = model.flat_model();
+        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+        let gp = stream.clone_htod(&flat.layout.flatten(&host)).unwrap();
+        for (keep, want) in [(true, Some(2)), (false, None)] {
+            let be = CudaBackend::new(stream.clone(), Precision::Bf16, false)
+                .unwrap()
+                .keeping_copies(keep)
+                .profiling(true);
+            gpu_loss_and_grads(&be, &flat, &gp, &batch, 0.0);
+            let rounded = be.profiled_calls("bf16 operands");
+            let products = be.profiled_calls("products (cuBLAS)");
+            match want {
+                Some(n) => assert_eq!(rounded, n, "gated {gated}: rounding passes"),
+                None => assert!(rounded > products / 2, "gated {gated}: {rounded}"),
+            }
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(any(t5mix_gpu, t5mix_cuda_standin)),
+    ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
+)]
 fn training_on_the_gpu_gives_the_same_weights_twice_and_learns() {
     common::gpu();
     use t5mix_trainer::device::products::Precision;

@@ -93,6 +93,20 @@ impl CudaBackend {
         self
     }
 
+    /// Profiling on or off, whatever `T5MIX_GPU_PROFILE` says (a test's
+    /// counts of operations: [`Profile::calls`]).
+    pub fn profiling(mut self, on: bool) -> Self {
+        self.profile = Profile::new(self.stream.clone(), on);
+        self
+    }
+
+    /// How many operations named `name` (the profile's names: "bf16
+    /// operands", "products (cuBLAS)", …) ran since the last report, when
+    /// profiling.
+    pub fn profiled_calls(&self, name: &str) -> usize {
+        self.profile.calls(name)
+    }
+
     /// Whether activations' bf16 copies are kept ([`Self::keeping_copies`]).
     fn keeps_copies(&self) -> bool {
         self.precision == Precision::Bf16 && self.keep_copies

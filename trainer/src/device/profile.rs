@@ -26,11 +26,21 @@ impl Profile {
     /// Profiling on `stream` as `T5MIX_GPU_PROFILE` says.
     pub fn from_env(stream: Arc<CudaStream>) -> Self {
         let on = std::env::var(PROFILE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+        Self::new(stream, on)
+    }
+
+    /// Profiling on `stream`, on or off.
+    pub fn new(stream: Arc<CudaStream>, on: bool) -> Self {
         Profile {
             stream,
             on,
             events: RefCell::new(Vec::new()),
         }
+    }
+
+    /// How many operations named `name` were timed since the last report.
+    pub fn calls(&self, name: &str) -> usize {
+        self.events.borrow().iter().filter(|e| e.0 == name).count()
     }
 
     fn event(&self) -> Result<CudaEvent> {
