@@ -876,6 +876,22 @@ fn small_model_and_batch(
     (model, t5mix_trainer::model::Batch::from_pairs(&pairs, 0))
 }
 
+/// [`small_model_and_batch`] as the flat step sees it: the model, the
+/// batch and the parameters in one buffer.
+fn flat_model_and_batch(
+    gated: bool,
+) -> (
+    t5mix_trainer::model::flat::FlatModel,
+    t5mix_trainer::model::Batch,
+    Vec<f32>,
+) {
+    let (model, batch) = small_model_and_batch(gated);
+    let flat = model.flat_model();
+    let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
+    let params = flat.layout.flatten(&host);
+    (flat, batch, params)
+}
+
 /// The flat step's loss and gradients on a GPU backend: `batch` through
 /// the model of `flat` with the parameters `gp`, dropout at `rate` (the
 /// masks drawn as the CPU draws them).
@@ -917,10 +933,7 @@ fn the_flat_step_on_the_gpu_equals_the_cpus() {
     let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
     let stream = ctx.default_stream();
     for gated in [true, false] {
-        let (model, batch) = small_model_and_batch(gated);
-        let flat = model.flat_model();
-        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
-        let params = flat.layout.flatten(&host);
+        let (flat, batch, params) = flat_model_and_batch(gated);
         let loss = LossConfig::default();
         let mut want = vec![0f32; flat.layout.len];
         let cpu = flat
@@ -993,10 +1006,8 @@ fn kept_bf16_copies_give_the_bits_of_rounding_per_product() {
     // through their masks, not kept) and without (the residual stream's
     // gradient kept by the norms' backward)
     for (gated, rate) in [(true, 0.0), (true, 0.1), (false, 0.0), (false, 0.1)] {
-        let (model, batch) = small_model_and_batch(gated);
-        let flat = model.flat_model();
-        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
-        let gp = stream.clone_htod(&flat.layout.flatten(&host)).unwrap();
+        let (flat, batch, params) = flat_model_and_batch(gated);
+        let gp = stream.clone_htod(&params).unwrap();
         let runs: Vec<(f32, Vec<f32>)> = [true, false]
             .into_iter()
             .map(|keep| {
@@ -1029,10 +1040,8 @@ fn bf16_copies_come_from_the_kernels_that_write_the_values() {
     // bf16 products is made by the kernel that writes it (rounding each
     // product's operands instead: many)
     for gated in [true, false] {
-        let (model, batch) = small_model_and_batch(gated);
-        let flat = model.flat_model();
-        let host: Vec<Vec<f32>> = model.params.iter().map(|p| p.as_vec()).collect();
-        let gp = stream.clone_htod(&flat.layout.flatten(&host)).unwrap();
+        let (flat, batch, params) = flat_model_and_batch(gated);
+        let gp = stream.clone_htod(&params).unwrap();
         for (keep, want) in [(true, Some(2)), (false, None)] {
             let be = CudaBackend::new(stream.clone(), Precision::Bf16, false)
                 .unwrap()

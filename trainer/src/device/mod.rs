@@ -477,13 +477,7 @@ pub(crate) fn out_args<'a>(
     n: usize,
     part: &str,
 ) -> Result<()> {
-    use cudarc::driver::PushKernelArg;
-    static NULL: u64 = 0;
-    if writes_values(&copy) {
-        b.arg(values);
-    } else {
-        b.arg(&NULL);
-    }
+    arg_or_null(b, writes_values(&copy).then_some(values));
     copy_arg(b, copy, n, part)
 }
 
@@ -496,23 +490,12 @@ pub(crate) fn copy_arg<'a>(
     n: usize,
     part: &str,
 ) -> Result<()> {
-    use cudarc::driver::PushKernelArg;
-    static NULL: u64 = 0;
-    match copy {
-        Some(c) if c.bits.len() < n => Err(gpu_error(
-            part,
-            "bf16 copy",
-            format!("{} values for {n}", c.bits.len()),
-        )),
-        Some(c) => {
-            b.arg(&mut c.bits);
-            Ok(())
-        }
-        None => {
-            b.arg(&NULL);
-            Ok(())
-        }
+    if let Some(c) = copy.as_ref().filter(|c| c.bits.len() < n) {
+        let e = format!("{} values for {n}", c.bits.len());
+        return Err(gpu_error(part, "bf16 copy", e));
     }
+    arg_or_null(b, copy.map(|c| &c.bits));
+    Ok(())
 }
 
 /// The most blocks a grid has along y (CUDA's limit); kernels with rows
