@@ -10,12 +10,22 @@
 // allocation ends at a page that cannot be touched: the test crashes).
 // New allocations are filled with 0xff bytes (NaN as f32), so a kernel that
 // reads a value nobody wrote spreads NaN instead of passing by luck.
+// T5MIX_STANDIN_MEMORY=<bytes> makes a GPU of that much memory: an
+// allocation past it fails with CUDA_ERROR_OUT_OF_MEMORY, as a full GPU's.
+//
+// With T5MIX_STANDIN_HOST_ONLY=1 it does no device work: kernels are
+// checked and not run, memory is neither guarded, filled nor set
+// (cuBLAS's stand-in skips its products too), and at exit it prints how
+// many calls of each kind the process made. A step timed so is the host's own cost of issuing
+// it, the GPU taken as infinitely fast (scripts/host-overhead.sh).
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <malloc.h>
 #include <map>
 #include <mutex>
 #include <string>
@@ -60,6 +70,41 @@ struct Function {
     void (*thunk)(void**);
 };
 
+// T5MIX_STANDIN_HOST_ONLY=1: no device work, calls counted
+const bool host_only = [] {
+    const char* v = getenv("T5MIX_STANDIN_HOST_ONLY");
+    return v && strcmp(v, "1") == 0;
+}();
+// host-only allocations up to 32 MiB (glibc's most) come from the heap,
+// kept once grown: few system calls a step once it has reached the step's
+// peak (set at the first allocation)
+void keep_heap() {
+    static bool kept = [] {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, -1);
+        return true;
+    }();
+    (void)kept;
+}
+// T5MIX_STANDIN_MEMORY=<bytes>: the device memory (0: the host's)
+const size_t memory_limit = [] {
+    const char* v = getenv("T5MIX_STANDIN_MEMORY");
+    return v ? (size_t)strtoull(v, nullptr, 10) : 0;
+}();
+enum Call { LAUNCH, ALLOC, FREE, TO_DEVICE, TO_HOST, ON_DEVICE, MEMSET, EVENT, SYNC, CALLS };
+const char* const call_names[CALLS] = {"kernel launches", "allocations", "frees",
+                                       "copies to the device", "copies to the host",
+                                       "copies on the device", "memsets", "event records",
+                                       "synchronizations"};
+std::atomic<unsigned long long> calls[CALLS];
+void count(Call c) { calls[c].fetch_add(1, std::memory_order_relaxed); }
+__attribute__((destructor)) void print_calls() {
+    if (!host_only) return;
+    for (int c = 0; c < CALLS; c++) {
+        fprintf(stderr, "CUDA stand-in calls: %s %llu\n", call_names[c], calls[c].load());
+    }
+}
+
 Context the_context;
 Pool the_pool;
 const size_t PAGE = 4096;
@@ -71,22 +116,56 @@ struct Allocation {
 };
 std::mutex memory_lock;
 std::map<uintptr_t, Allocation> allocations;
+size_t live_bytes = 0;  // the bytes asked by the live allocations
 
 // one kernel at a time in the process: a module's statics are its blocks'
 // shared memory
 std::mutex launch_lock;
 
+// whether `bytes` more fit in the device memory, counted as used when so
+bool reserve(size_t bytes) {
+    std::lock_guard<std::mutex> g(memory_lock);
+    if (memory_limit && bytes > memory_limit - live_bytes) return false;
+    live_bytes += bytes;
+    return true;
+}
+
+void unreserve(size_t bytes) {
+    std::lock_guard<std::mutex> g(memory_lock);
+    live_bytes -= bytes;
+}
+
 CUresult allocate(CUdeviceptr* out, size_t bytes) {
     if (!out) return CUDA_ERROR_INVALID_VALUE;
+    if (!reserve(bytes)) return CUDA_ERROR_OUT_OF_MEMORY;
     size_t body = (bytes + 7) / 8 * 8;
+    if (host_only) {
+        // no guard page: the host's cost of a step, not the stand-in's
+        // system calls (mapped = 0: freed by free)
+        keep_heap();
+        char* start = static_cast<char*>(aligned_alloc(256, (body + 255) / 256 * 256));
+        if (!start) {
+            unreserve(bytes);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        count(ALLOC);
+        std::lock_guard<std::mutex> g(memory_lock);
+        allocations[(uintptr_t)start] = {bytes, 0, start};
+        *out = (CUdeviceptr)(uintptr_t)start;
+        return CUDA_SUCCESS;
+    }
     size_t mapped = (body + PAGE - 1) / PAGE * PAGE + PAGE;
     void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (m == MAP_FAILED) {
+        unreserve(bytes);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     char* map = static_cast<char*>(m);
     // the page after the allocation's end can't be read or written
     mprotect(map + mapped - PAGE, PAGE, PROT_NONE);
     char* start = map + mapped - PAGE - body;
     memset(start, 0xff, body);
+    count(ALLOC);
     std::lock_guard<std::mutex> g(memory_lock);
     allocations[(uintptr_t)start] = {bytes, mapped, map};
     *out = (CUdeviceptr)(uintptr_t)start;
@@ -97,8 +176,14 @@ CUresult release(CUdeviceptr p) {
     std::lock_guard<std::mutex> g(memory_lock);
     auto it = allocations.find((uintptr_t)p);
     if (it == allocations.end()) return CUDA_ERROR_INVALID_VALUE;
-    munmap(it->second.map, it->second.mapped);
+    live_bytes -= it->second.bytes;
+    if (it->second.mapped) {
+        munmap(it->second.map, it->second.mapped);
+    } else {
+        free(it->second.map);
+    }
     allocations.erase(it);
+    count(FREE);
     return CUDA_SUCCESS;
 }
 
@@ -179,12 +264,18 @@ CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
     return CUDA_SUCCESS;
 }
 CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
-    *bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGE_SIZE);
+    *bytes = memory_limit ? memory_limit
+                          : (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGE_SIZE);
     return CUDA_SUCCESS;
 }
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
     cuDeviceTotalMem_v2(total, 0);
-    *free = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)sysconf(_SC_PAGE_SIZE);
+    if (memory_limit) {
+        std::lock_guard<std::mutex> g(memory_lock);
+        *free = memory_limit - live_bytes;
+    } else {
+        *free = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)sysconf(_SC_PAGE_SIZE);
+    }
     return CUDA_SUCCESS;
 }
 
@@ -198,7 +289,10 @@ CUresult cuCtxGetCurrent(void** ctx) {
     *ctx = &the_context;
     return CUDA_SUCCESS;
 }
-CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuCtxSynchronize() {
+    count(SYNC);
+    return CUDA_SUCCESS;
+}
 
 CUresult cuStreamCreate(void** s, unsigned) {
     *s = new Stream();
@@ -208,7 +302,10 @@ CUresult cuStreamDestroy_v2(void* s) {
     delete static_cast<Stream*>(s);
     return CUDA_SUCCESS;
 }
-CUresult cuStreamSynchronize(void*) { return CUDA_SUCCESS; }
+CUresult cuStreamSynchronize(void*) {
+    count(SYNC);
+    return CUDA_SUCCESS;
+}
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return CUDA_SUCCESS; }
 
 CUresult cuEventCreate(void** e, unsigned) {
@@ -220,10 +317,14 @@ CUresult cuEventDestroy_v2(void* e) {
     return CUDA_SUCCESS;
 }
 CUresult cuEventRecord(void* e, void*) {
+    count(EVENT);
     static_cast<Event*>(e)->at = std::chrono::steady_clock::now();
     return CUDA_SUCCESS;
 }
-CUresult cuEventSynchronize(void*) { return CUDA_SUCCESS; }
+CUresult cuEventSynchronize(void*) {
+    count(SYNC);
+    return CUDA_SUCCESS;
+}
 CUresult cuEventQuery(void*) { return CUDA_SUCCESS; }
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
     *ms = std::chrono::duration<float, std::milli>(static_cast<Event*>(b)->at -
@@ -251,26 +352,30 @@ CUresult cuMemFree_v2(CUdeviceptr p) { return release(p); }
 CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return release(p); }
 
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
+    count(TO_DEVICE);
     return copy((void*)(uintptr_t)dst, src, n, dst, 0);
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*) {
     return cuMemcpyHtoD_v2(dst, src, n);
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
+    count(TO_HOST);
     return copy(dst, (const void*)(uintptr_t)src, n, src, 0);
 }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*) {
     return cuMemcpyDtoH_v2(dst, src, n);
 }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    count(ON_DEVICE);
     return copy((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n, dst, src);
 }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void*) {
     return cuMemcpyDtoD_v2(dst, src, n);
 }
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    count(MEMSET);
     if (!within(dst, n)) return CUDA_ERROR_INVALID_VALUE;
-    memset((void*)(uintptr_t)dst, v, n);
+    if (!host_only) memset((void*)(uintptr_t)dst, v, n);
     return CUDA_SUCCESS;
 }
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void*) {
@@ -328,6 +433,8 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
                 gx, gy, gz, bx, by, bz);
         return CUDA_ERROR_INVALID_VALUE;
     }
+    count(LAUNCH);
+    if (host_only) return CUDA_SUCCESS;
     const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
     std::lock_guard<std::mutex> g(launch_lock);
     return fn->module->launch(fn->thunk, grid, block, params) == 0 ? CUDA_SUCCESS
