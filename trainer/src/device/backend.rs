@@ -166,24 +166,35 @@ pub struct TokenRows {
 }
 
 impl TokenRows {
-    /// Groups the rows of `ids` by token.
+    /// Groups the rows of `ids` by token: a counting sort, in time and
+    /// memory linear in the rows and the largest id (ids are below the
+    /// vocabulary's size, checked with the batch: `Batch::check_ids`).
     pub fn new(ids: &[usize]) -> Self {
-        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-        order.sort_by_key(|&i| (ids[i as usize], i));
+        let top = ids.iter().copied().max().map_or(0, |m| m + 1);
+        // first[t]: where token t's rows start (then: where its next goes)
+        let mut first = vec![0u32; top + 1];
+        for &t in ids {
+            first[t + 1] += 1;
+        }
         let mut tokens = Vec::new();
         let mut starts = Vec::new();
-        for (k, &i) in order.iter().enumerate() {
-            let tok = ids[i as usize] as u32;
-            if tokens.last() != Some(&tok) {
-                tokens.push(tok);
-                starts.push(k as u32);
+        for t in 0..top {
+            if first[t + 1] > 0 {
+                tokens.push(t as u32);
+                starts.push(first[t]);
             }
+            first[t + 1] += first[t];
         }
-        starts.push(order.len() as u32);
+        starts.push(ids.len() as u32);
+        let mut positions = vec![0u32; ids.len()];
+        for (i, &t) in ids.iter().enumerate() {
+            positions[first[t] as usize] = i as u32;
+            first[t] += 1;
+        }
         TokenRows {
             tokens,
             starts,
-            positions: order,
+            positions,
         }
     }
 }
@@ -773,6 +784,29 @@ mod tests {
         assert_eq!(r.tokens, [0, 2, 5]);
         assert_eq!(r.starts, [0, 1, 3, 6]);
         assert_eq!(r.positions, [3, 1, 4, 0, 2, 5]);
+        let empty = TokenRows::new(&[]);
+        assert!(empty.tokens.is_empty() && empty.positions.is_empty());
+        assert_eq!(empty.starts, [0]);
+        // against the definition: rows sorted by (token, row)
+        let mut rng = 12345u64;
+        let ids: Vec<usize> = (0..3000)
+            .map(|_| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((rng >> 33) % 700) as usize
+            })
+            .collect();
+        let r = TokenRows::new(&ids);
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_by_key(|&i| (ids[i as usize], i));
+        assert_eq!(r.positions, order);
+        for (u, &t) in r.tokens.iter().enumerate() {
+            let rows = &r.positions[r.starts[u] as usize..r.starts[u + 1] as usize];
+            assert!(!rows.is_empty() && rows.iter().all(|&i| ids[i as usize] == t as usize));
+        }
+        assert!(r.tokens.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(*r.starts.last().unwrap() as usize, ids.len());
     }
 
     #[test]
