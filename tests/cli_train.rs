@@ -236,3 +236,174 @@ fn pretrain_finetune_eval_and_resume() {
         assert!(worst < 1e-3, "{name}: cpu vs cpu-flat {worst}");
     }
 }
+
+/// The CPU stand-in of CUDA's libraries (build.rs).
+#[cfg(t5mix_cuda_standin)]
+const CUDA_STANDIN_DIR: &str = env!("T5MIX_CUDA_STANDIN_DIR");
+#[cfg(not(t5mix_cuda_standin))]
+const CUDA_STANDIN_DIR: &str = "(the CPU stand-in of CUDA did not build)";
+
+/// `t5mix train --device cuda ARGS` on the CPU stand-in of CUDA
+/// (trainer/cuda/standin/: its driver, NVRTC and cuBLAS first on the
+/// library path), with `env` added.
+fn on_cuda_standin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let dir = CUDA_STANDIN_DIR;
+    let nvrtc = format!("{dir}/libnvrtc.so");
+    let mut all = vec![("LD_LIBRARY_PATH", dir), ("T5MIX_NVRTC", nvrtc.as_str())];
+    all.extend(env);
+    let mut a = vec!["train", "--device", "cuda"];
+    a.extend(args);
+    common::t5mix_env(&a, &all)
+}
+
+/// Span-corruption shards (32/8) of the bundled crawl sample with the
+/// bundled vocabulary, in `dir`/c4.
+fn bundled_span_corruption(dir: &std::path::Path) -> String {
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let root = env!("CARGO_MANIFEST_DIR");
+    ok(&[
+        "clean",
+        &format!("{root}/data/crawl"),
+        "--out",
+        &p("clean"),
+        "-q",
+    ]);
+    ok(&[
+        "build",
+        "--task",
+        "c4_span_corruption",
+        "--input",
+        &p("clean"),
+        "--vocab",
+        common::bundled_vocab().to_str().unwrap(),
+        "--sequence-length",
+        "inputs=32,targets=8",
+        "--out",
+        &p("c4"),
+        "-q",
+    ]);
+    p("c4")
+}
+
+/// A micro model's run on `data`, `steps` steps of batch `batch` (AdamW,
+/// 32/8, a checkpoint each step), into `out`.
+fn micro_run(data: &str, out: &str, steps: &str, batch: &str) -> Vec<String> {
+    [
+        "--data",
+        data,
+        "--out",
+        out,
+        "--model",
+        "micro",
+        "--steps",
+        steps,
+        "--batch-size",
+        batch,
+        "--sequence-length",
+        "inputs=32,targets=8",
+        "--optimizer",
+        "adamw",
+        "--schedule",
+        "constant:0.003",
+        "--checkpoint-every",
+        "1",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The binary's GPU training, CLI to weights, on the CPU stand-in of CUDA
+/// (no shared data, no GPU): with IEEE f32 products it trains the micro
+/// model as `--device cpu-flat` does; in bf16 a run interrupted after two
+/// steps and resumed ends where an uninterrupted one does, bit for bit.
+#[test]
+#[cfg_attr(
+    not(t5mix_cuda_standin),
+    ignore = "the CPU stand-in of CUDA did not build (needs x86-64 and a C++ compiler)"
+)]
+fn gpu_training_through_the_binary_on_the_cuda_standin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = bundled_span_corruption(tmp.path());
+    let p = |s: &str| tmp.path().join(s).to_str().unwrap().to_string();
+    let gpu = |out: &str, steps: &str, extra: &[&str]| {
+        let mut a = micro_run(&data, &p(out), steps, "4");
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = on_cuda_standin(&a, &[]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{a:?}: {err}");
+        err
+    };
+    let weights = |run: &str| {
+        let f = p(&format!("{run}/final/model.safetensors"));
+        t5mix_trainer::weights::read_safetensors(std::path::Path::new(&f)).unwrap()
+    };
+    let log = gpu("f32", "3", &["--precision", "f32"]);
+    assert!(
+        log.contains("CPU stand-in") && log.contains("products in f32"),
+        "{log}"
+    );
+    let flat = micro_run(&data, &p("flat"), "3", "4");
+    let mut flat: Vec<&str> = flat.iter().map(String::as_str).collect();
+    flat.splice(0..0, ["train", "--device", "cpu-flat"]);
+    ok(&flat);
+    let (cuda, cpu) = (weights("f32"), weights("flat"));
+    for (name, (_, x)) in &cpu {
+        let worst = t5mix_trainer::max_abs_diff(x, &cuda[name].1);
+        assert!(worst < 1e-5, "{name}: cpu-flat vs the GPU's f32 {worst}");
+    }
+    gpu("bf16", "3", &["--precision", "bf16"]);
+    gpu(
+        "resumed",
+        "3",
+        &["--precision", "bf16", "--stop-after", "2"],
+    );
+    assert!(!std::path::Path::new(&p("resumed/final")).exists());
+    gpu("resumed", "3", &["--precision", "bf16", "--resume"]);
+    assert_eq!(
+        std::fs::read(p("bf16/final/model.safetensors")).unwrap(),
+        std::fs::read(p("resumed/final/model.safetensors")).unwrap(),
+        "the resumed bf16 run"
+    );
+}
+
+/// A GPU out of memory is a clear error (what was asked, what is free,
+/// what needs less), not a panic: the stand-in made an 8 MB GPU, which
+/// the micro model fits with batch 2 and not with batch 128.
+#[test]
+#[cfg_attr(
+    not(t5mix_cuda_standin),
+    ignore = "the CPU stand-in of CUDA did not build (needs x86-64 and a C++ compiler)"
+)]
+fn gpu_out_of_memory_says_what_needs_less() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = bundled_span_corruption(tmp.path());
+    let p = |s: &str| tmp.path().join(s).to_str().unwrap().to_string();
+    let run = |out: &str, batch: &str, memory: &str| {
+        let a = micro_run(&data, &p(out), "1", batch);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = on_cuda_standin(&a, &[("T5MIX_STANDIN_MEMORY", memory)]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let refused = |(code, err): (Option<i32>, String), want: &str| {
+        assert!(
+            code == Some(1)
+                && err.contains("the GPU is out of memory")
+                && err.contains(want)
+                && !err.contains("panicked"),
+            "{code:?}: {err}"
+        );
+    };
+    refused(
+        run("model", "2", "1000000"),
+        "the model itself does not fit",
+    );
+    refused(run("batch", "128", "8000000"), "a smaller --batch-size");
+    let (code, err) = run("fits", "2", "8000000");
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -35,7 +35,8 @@ fn main() {
 /// (`trainer/cuda/standin/`) with the C++ compiler into
 /// `$OUT_DIR/cuda-standin`, for the GPU tests on machines without a GPU:
 /// sets the cfg `t5mix_cuda_standin` and `T5MIX_CUDA_STANDIN_DIR` (the
-/// folder) when it built. Where it does not build, those tests are
+/// folder) when it built, and passes the folder on to the t5mix binary's
+/// build script (`DEP_T5MIX_TRAINER_STANDIN_DIR`). Where it does not build, those tests are
 /// ignored, or with `T5MIX_REQUIRE_PYTHON_REFERENCES=1` (CI) the build
 /// fails; on processors other than x86-64 they are ignored.
 fn cuda_standin() {
@@ -79,6 +80,8 @@ fn cuda_standin() {
     if failed.is_empty() {
         println!("cargo:rustc-cfg=t5mix_cuda_standin");
         println!("cargo:rustc-env=T5MIX_CUDA_STANDIN_DIR={}", out.display());
+        // for the binary's build script (`links`)
+        println!("cargo:standin_dir={}", out.display());
     } else if std::env::var_os("T5MIX_REQUIRE_PYTHON_REFERENCES").is_some_and(|v| v == "1") {
         panic!(
             "the CPU stand-in of CUDA did not build: {}",

@@ -20,6 +20,15 @@ pub fn t5mix(args: &[&str]) -> Output {
         .expect("run t5mix")
 }
 
+/// Runs the binary with `env` added to its environment.
+pub fn t5mix_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_t5mix"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run t5mix")
+}
+
 /// Runs the binary and asserts that it succeeded.
 pub fn ok(args: &[&str]) -> Output {
     let o = t5mix(args);

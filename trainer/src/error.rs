@@ -30,6 +30,10 @@ pub enum TrainError {
     /// Bad data.
     #[error("{0}")]
     Data(String),
+    /// The GPU's memory is used up (what was asked, what is free, what
+    /// needs less).
+    #[error("{0}")]
+    OutOfMemory(String),
 }
 
 impl TrainError {

@@ -12,10 +12,10 @@ use super::loss::{DeviceLoss, LossSettings};
 use super::norm::{weight_blocks, DeviceNorm};
 use super::products::{DeviceProducts, GemmShape, Precision};
 use super::profile::Profile;
-use super::{gpu_error, Bf16Copy};
+use super::{gpu_error, memory_error, Bf16Copy};
 use crate::model::{Batch, MaskDraw};
-use crate::Result;
-use cudarc::driver::{CudaSlice, CudaStream, CudaView};
+use crate::{Result, TrainError};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, DriverError};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -133,7 +133,7 @@ impl CudaBackend {
     ) -> Result<CudaSlice<T>> {
         self.stream
             .alloc_zeros::<T>(n.max(1))
-            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
+            .map_err(|e| self.memory_error::<T>("allocating", n, e))
     }
 
     /// `n` values not zeroed, for a kernel that writes them all before any
@@ -145,7 +145,13 @@ impl CudaBackend {
         // SAFETY: T is valid for any bits (ValidAsZeroBits stands for plain
         // numbers here: f32, u16), and the callers write every value first.
         unsafe { self.stream.alloc::<T>(n.max(1)) }
-            .map_err(|e| gpu_error(PART, &format!("allocating {n} values"), e))
+            .map_err(|e| self.memory_error::<T>("allocating", n, e))
+    }
+
+    /// The error of an allocation (or upload: `what`) of `n` values of T.
+    fn memory_error<T>(&self, what: &str, n: usize, e: DriverError) -> TrainError {
+        let what = format!("{what} {n} values");
+        memory_error(PART, &what, n * std::mem::size_of::<T>(), &self.stream, e)
     }
 }
 
@@ -218,14 +224,14 @@ impl Backend for CudaBackend {
         self.profile.time("upload", || {
             self.stream
                 .clone_htod(v)
-                .map_err(|e| gpu_error(PART, "upload", e))
+                .map_err(|e| self.memory_error::<f32>("uploading", v.len(), e))
         })
     }
     fn upload_ids(&self, v: &[u32]) -> Result<CudaSlice<u32>> {
         self.profile.time("upload", || {
             self.stream
                 .clone_htod(v)
-                .map_err(|e| gpu_error(PART, "upload", e))
+                .map_err(|e| self.memory_error::<u32>("uploading", v.len(), e))
         })
     }
     fn download(&self, b: &CudaSlice<f32>) -> Result<Vec<f32>> {

@@ -171,6 +171,38 @@ pub(crate) fn gpu_error(part: &str, what: &str, e: impl std::fmt::Debug) -> Trai
     TrainError::Config(format!("GPU {part}: {what}: {e:?}"))
 }
 
+/// A failed allocation (or upload) of `bytes` on `stream`'s GPU, as
+/// [`gpu_error`]; when the GPU's memory is used up, a
+/// [`TrainError::OutOfMemory`] that says how much was asked and how much is
+/// free (the step adds what would need less: [`step::DeviceStep`]).
+pub(crate) fn memory_error(
+    part: &str,
+    what: &str,
+    bytes: usize,
+    stream: &cudarc::driver::CudaStream,
+    e: cudarc::driver::DriverError,
+) -> TrainError {
+    if e.0 != cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        return gpu_error(part, what, e);
+    }
+    let free = match stream.context().mem_get_info() {
+        Ok((free, total)) => format!("{} of its {} free", size(free), size(total)),
+        Err(_) => "its free memory unknown".into(),
+    };
+    TrainError::OutOfMemory(format!(
+        "GPU {part}: the GPU is out of memory: {what} asked for {} more, {free}",
+        size(bytes)
+    ))
+}
+
+/// `bytes` for people: in MiB below a GiB.
+fn size(bytes: usize) -> String {
+    match bytes as f64 / (1u64 << 30) as f64 {
+        g if g >= 1.0 => format!("{g:.2} GiB"),
+        g => format!("{:.2} MiB", g * 1024.0),
+    }
+}
+
 /// A kernel launch's result (its events dropped), as [`gpu_error`].
 pub(crate) fn launched<T>(
     part: &str,
@@ -268,7 +300,8 @@ pub fn use_cpu_standin(dir: &Path) -> Result<()> {
         .get_or_init(|| {
             for lib in ["libnvrtc.so", "libcuda.so", "libcublas.so"] {
                 let path = dir.join(lib);
-                // SAFETY: the stand-in's libraries run no code when loaded;
+                // SAFETY: the stand-in's libraries run no code when loaded
+                // but reading their environment variables;
                 // they stay loaded for the life of the process, where
                 // cudarc finds them by name.
                 let loaded = unsafe { libloading::Library::new(&path) }

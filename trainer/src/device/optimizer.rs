@@ -8,7 +8,7 @@
 //! What it computes is [`super::twin`]'s computation, bit for bit.
 
 use super::twin::FlatLayout;
-use super::{gpu_error, launched, load, BLOCKS, MAX_GRID_Y, OPTIMIZER, THREADS};
+use super::{gpu_error, launched, load, memory_error, BLOCKS, MAX_GRID_Y, OPTIMIZER, THREADS};
 use crate::optim::{adafactor_rates, state_lens, AdamStep, OptimizerConfig, ParamState, StateLens};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -230,17 +230,25 @@ impl DeviceOptimizer {
                 "{params} parameters: the GPU optimizer takes at most {MAX_GRID_Y}"
             )));
         }
+        let memory = |what: &str, n: usize, size: usize, e| {
+            let what = format!("{what} {n} values of its state");
+            memory_error(PART, &what, n * size, &stream, e)
+        };
         let zeros = |n: usize| {
             stream
                 .alloc_zeros::<f32>(n.max(1))
-                .map_err(|e| err("memory", e))
+                .map_err(|e| memory("allocating", n, 4, e))
         };
         let f64s = |n: usize| {
             stream
                 .alloc_zeros::<f64>(n.max(1))
-                .map_err(|e| err("memory", e))
+                .map_err(|e| memory("allocating", n, 8, e))
         };
-        let upload = |t: &[u64]| stream.clone_htod(t).map_err(|e| err("copy", e));
+        let upload = |t: &[u64]| {
+            stream
+                .clone_htod(t)
+                .map_err(|e| memory("uploading", t.len(), 8, e))
+        };
         let states = match cfg {
             OptimizerConfig::AdamW { .. } => DeviceStates::Adam {
                 m: zeros(layout.len)?,

@@ -208,16 +208,36 @@ impl<B: StepBackend> DeviceStep<B> {
                 ),
             ));
         }
-        let optimizer = backend.optimizer(optimizer, model.layout.clone())?;
+        // the model's own memory, whatever the batch
+        let model_memory = advice(format!(
+            "the model itself does not fit: its {} parameters with their gradients and the \
+             optimizer's state",
+            params.len()
+        ));
+        let optimizer = backend
+            .optimizer(optimizer, model.layout.clone())
+            .map_err(&model_memory)?;
         Ok(DeviceStep {
-            params: backend.upload(params)?,
-            grads: backend.zeros(model.layout.len)?,
+            params: backend.upload(params).map_err(&model_memory)?,
+            grads: backend.zeros(model.layout.len).map_err(&model_memory)?,
             model,
             backend,
             optimizer,
             ahead: None,
             pending: Vec::new(),
         })
+    }
+}
+
+/// What needs less memory when a batch's pass does not fit on the GPU.
+const BATCH_ADVICE: &str = "a smaller --batch-size (with --grad-accum to keep the batch) or a \
+                            shorter --sequence-length needs less";
+
+/// An error with `advice` added when it is [`TrainError::OutOfMemory`].
+fn advice(advice: impl std::fmt::Display) -> impl Fn(TrainError) -> TrainError {
+    move |e| match e {
+        TrainError::OutOfMemory(m) => TrainError::OutOfMemory(format!("{m}: {advice}")),
+        e => e,
     }
 }
 
@@ -296,22 +316,28 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
         be.timed("zero gradients", || be.fill_zeros(grads))
     }
     fn accumulate(&mut self, batch: &Batch, drop: &mut Dropout, loss: &LossConfig) -> Result<()> {
-        let (inputs, _) = self.inputs_for(batch)?;
+        let (inputs, _) = self.inputs_for(batch).map_err(advice(BATCH_ADVICE))?;
         let be = &self.backend;
-        let pending = self.model.queue_loss_and_grads(
-            be,
-            &self.params,
-            &mut self.grads,
-            (batch, inputs),
-            drop,
-            loss,
-            1.0,
-        )?;
+        let pending = self
+            .model
+            .queue_loss_and_grads(
+                be,
+                &self.params,
+                &mut self.grads,
+                (batch, inputs),
+                drop,
+                loss,
+                1.0,
+            )
+            .map_err(advice(BATCH_ADVICE))?;
         self.pending.push(pending);
         Ok(())
     }
     fn prepare(&mut self, batch: &Batch) -> Result<()> {
-        let inputs = self.model.inputs(&self.backend, batch)?;
+        let inputs = self
+            .model
+            .inputs(&self.backend, batch)
+            .map_err(advice(BATCH_ADVICE))?;
         self.ahead = Some((batch.clone(), inputs));
         Ok(())
     }
@@ -323,13 +349,15 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
             .collect()
     }
     fn loss(&self, batch: &Batch, loss: &LossConfig) -> Result<FlatLoss> {
-        self.model.loss(
-            &self.backend,
-            &self.params,
-            batch,
-            &mut Dropout::off(),
-            loss,
-        )
+        self.model
+            .loss(
+                &self.backend,
+                &self.params,
+                batch,
+                &mut Dropout::off(),
+                loss,
+            )
+            .map_err(advice(BATCH_ADVICE))
     }
     fn clip(&mut self, clip: Option<f64>) -> Result<()> {
         let (opt, grads) = (&mut self.optimizer, &mut self.grads);
