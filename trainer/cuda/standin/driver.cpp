@@ -15,8 +15,9 @@
 //
 // With T5MIX_STANDIN_HOST_ONLY=1 it does no device work: kernels are
 // checked and not run, memory is neither guarded, filled nor set
-// (cuBLAS's stand-in skips its products too), and at exit it prints how
-// many calls of each kind the process made. A step timed so is the host's own cost of issuing
+// (cuBLAS's stand-in skips its products too), copies to the host read
+// zeros, and at exit it prints how many calls of each kind the process
+// made. A step timed so is the host's own cost of issuing
 // it, the GPU taken as infinitely fast (scripts/host-overhead.sh).
 #include <atomic>
 #include <chrono>
@@ -360,6 +361,12 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*)
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
     count(TO_HOST);
+    if (host_only) {
+        // no kernel wrote it: zeros (a finite loss, a zero gradient norm)
+        if (!within(src, n)) return CUDA_ERROR_INVALID_VALUE;
+        memset(dst, 0, n);
+        return CUDA_SUCCESS;
+    }
     return copy(dst, (const void*)(uintptr_t)src, n, src, 0);
 }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*) {
