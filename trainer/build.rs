@@ -36,9 +36,10 @@ fn main() {
 /// `$OUT_DIR/cuda-standin`, for the GPU tests on machines without a GPU:
 /// sets the cfg `t5mix_cuda_standin` and `T5MIX_CUDA_STANDIN_DIR` (the
 /// folder) when it built, and passes the folder on to the t5mix binary's
-/// build script (`DEP_T5MIX_TRAINER_STANDIN_DIR`). Where it does not build, those tests are
-/// ignored, or with `T5MIX_REQUIRE_PYTHON_REFERENCES=1` (CI) the build
-/// fails; on processors other than x86-64 they are ignored.
+/// build script (`DEP_T5MIX_TRAINER_STANDIN_DIR`). Where it does not
+/// build, those tests are ignored, or with
+/// `T5MIX_REQUIRE_PYTHON_REFERENCES=1` (CI) the build fails; on processors
+/// other than x86-64 they are ignored.
 fn cuda_standin() {
     println!("cargo:rustc-check-cfg=cfg(t5mix_cuda_standin)");
     // its kernels' threads switch stacks in x86-64 assembly

@@ -10,8 +10,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
+
+#include "env.h"
 
 typedef int cublasStatus_t;
 enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7, CUBLAS_STATUS_NOT_SUPPORTED = 15 };
@@ -49,10 +50,7 @@ float load(const void* p, int type, int64_t i, bool round_tf32) {
 
 int64_t max1(int64_t a) { return a > 1 ? a : 1; }
 
-const bool host_only = [] {
-    const char* v = getenv("T5MIX_STANDIN_HOST_ONLY");
-    return v && strcmp(v, "1") == 0;
-}();
+const bool host_only = standin_host_only();
 std::atomic<unsigned long long> products;
 __attribute__((destructor)) void print_calls() {
     if (host_only) fprintf(stderr, "CUDA stand-in calls: products %llu\n", products.load());

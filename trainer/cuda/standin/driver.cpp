@@ -17,8 +17,8 @@
 // checked and not run, memory is neither guarded, filled nor set
 // (cuBLAS's stand-in skips its products too), copies to the host read
 // zeros, and at exit it prints how many calls of each kind the process
-// made. A step timed so is the host's own cost of issuing
-// it, the GPU taken as infinitely fast (scripts/host-overhead.sh).
+// made. A step timed so is the host's own cost of issuing it, the GPU
+// taken as infinitely fast (scripts/host-overhead.sh).
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -32,6 +32,8 @@
 #include <string>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "env.h"
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -71,11 +73,7 @@ struct Function {
     void (*thunk)(void**);
 };
 
-// T5MIX_STANDIN_HOST_ONLY=1: no device work, calls counted
-const bool host_only = [] {
-    const char* v = getenv("T5MIX_STANDIN_HOST_ONLY");
-    return v && strcmp(v, "1") == 0;
-}();
+const bool host_only = standin_host_only();
 // host-only allocations up to 32 MiB (glibc's most) come from the heap,
 // kept once grown: few system calls a step once it has reached the step's
 // peak (set at the first allocation)
