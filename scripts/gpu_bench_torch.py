@@ -57,7 +57,8 @@ def table(results):
     device = next((r["device"] for r in rows if r.get("device", "cpu") != "cpu"), "cpu")
     peaks = next((p for k, p in PEAKS.items() if k in device), {})
     print(f"{device}, {time.strftime('%Y-%m-%d')}; ratio: t5mix tokens/s over PyTorch's, same precision")
-    print(f"{'config':<34} {'side':<22} {'ms/step':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'ratio':>6}")
+    print(f"{'config':<34} {'side':<22} {'ms/step':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'ratio':>6} "
+          f"{'peak GiB':>8}")
     keys = []
     for r in rows:
         k = (r.get("config"), r.get("batch"), r.get("inputs"), r.get("targets"))
@@ -87,8 +88,9 @@ def table(results):
             o = other(r)
             ours, theirs = (r, o) if r["side"].startswith("t5mix") else (o, r)
             ratio = f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}" if o else "-"
+            mem = f"{r['peak_gib']:.2f}" if r.get("peak_gib") is not None else "-"
             print(f"{label:<34} {r['side']:<22} {r['ms_per_step']:>9.1f} {r['tokens_per_s']:>10.0f} "
-                  f"{tflops:>8.1f} {mfu:>6} {ratio:>6}")
+                  f"{tflops:>8.1f} {mfu:>6} {ratio:>6} {mem:>8}")
 
 
 def main():
@@ -165,6 +167,9 @@ def main():
         "tokens_per_s": round(batch * (inputs + targets) / (ms / 1e3)),
         "model_tflops": round(tflops, 2),
         "mfu": round(tflops / peak, 4) if peak else None,
+        # the most memory the caching allocator's tensors held (ours: the
+        # memory pool's high-water mark)
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if device == "cuda" else None,
     }))
 
 

@@ -7,7 +7,9 @@
 # infinitely fast; a real driver adds a few µs a call, so the calls a step
 # makes are printed beside it. When the host's time nears the GPU's (the
 # GPU profile of scripts/gpu-check.sh: its `idle` line), the host sets the
-# step's pace.
+# step's pace. The stand-in counts the step's allocations too: the last
+# column is the most device memory its buffers hold at once, as a GPU's
+# memory pool would count it.
 #
 #   bash scripts/host-overhead.sh [STEPS=20]
 #
@@ -39,24 +41,26 @@ run() {
     "$BENCH" step-gpu "$name" "$b" "$s" "$t" "$1" adamw bf16 2>&1 >/dev/null |
     sed -n 's/^CUDA stand-in calls: \(.*\) \([0-9]*\)$/\1\t\2/p'
 }
-printf '%-32s %10s %9s %9s %12s %9s %8s\n' "config (bf16, AdamW)" "host ms" launches products allocations memsets copies
+printf '%-32s %10s %9s %9s %12s %9s %8s %9s\n' "config (bf16, AdamW)" "host ms" launches products \
+  allocations memsets copies "peak GiB"
 IFS=';' read -ra rows <<< "$CONFIGS"
 for row in "${rows[@]}"; do
   read -r name b s t <<< "$row"
-  ms=$(T5MIX_STANDIN_HOST_ONLY=1 LD_LIBRARY_PATH="$STANDIN" T5MIX_NVRTC="$STANDIN/libnvrtc.so" \
+  # the bench's line: "ms_per_step peak_gib"
+  result=$(T5MIX_STANDIN_HOST_ONLY=1 LD_LIBRARY_PATH="$STANDIN" T5MIX_NVRTC="$STANDIN/libnvrtc.so" \
     "$BENCH" step-gpu "$name" "$b" "$s" "$t" "$STEPS" adamw bf16 2>/dev/null |
-    python3 -c 'import json, sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["ms_per_step"])')
+    python3 -c 'import json, sys; r = json.loads(sys.stdin.read().strip().splitlines()[-1]); print(r["ms_per_step"], r["peak_gib"])')
   # calls a step: the difference of two runs, STEPS timed steps apart
-  python3 - "$name b$b $s/$t" "$ms" "$STEPS" <(run 1) <(run $((1 + STEPS))) <<'PY'
+  python3 - "$name b$b $s/$t" $result "$STEPS" <(run 1) <(run $((1 + STEPS))) <<'PY'
 import sys
-label, ms, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+label, ms, peak, steps = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 def counts(path):
     return {k: int(v) for k, v in (l.rstrip("\n").split("\t") for l in open(path))}
-a, b = counts(sys.argv[4]), counts(sys.argv[5])
+a, b = counts(sys.argv[5]), counts(sys.argv[6])
 per = {k: (b[k] - a[k]) / steps for k in a}
 copies = sum(per[k] for k in per if k.startswith("copies"))
 print(f"{label:<32} {ms:>10.2f} {per['kernel launches']:>9.0f} {per['products']:>9.0f} "
-      f"{per['allocations']:>12.0f} {per['memsets']:>9.0f} {copies:>8.0f}")
+      f"{per['allocations']:>12.0f} {per['memsets']:>9.0f} {copies:>8.0f} {peak:>9.2f}")
 PY
 done
 echo "(host ms: the bench's median step with no device work; the counts are per step)"

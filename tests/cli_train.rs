@@ -316,8 +316,9 @@ fn micro_run(data: &str, out: &str, steps: &str, batch: &str) -> Vec<String> {
 
 /// The binary's GPU training, CLI to weights, on the CPU stand-in of CUDA
 /// (no shared data, no GPU): with IEEE f32 products it trains the micro
-/// model as `--device cpu-flat` does; in bf16 a run interrupted after two
-/// steps and resumed ends where an uninterrupted one does, bit for bit.
+/// model as `--device cpu-flat` does, reporting the most GPU memory its
+/// buffers held; in bf16 a run interrupted after two steps and resumed
+/// ends where an uninterrupted one does, bit for bit.
 #[test]
 #[cfg_attr(
     not(t5mix_cuda_standin),
@@ -349,6 +350,16 @@ fn gpu_training_through_the_binary_on_the_cuda_standin() {
     let mut flat: Vec<&str> = flat.iter().map(String::as_str).collect();
     flat.splice(0..0, ["train", "--device", "cpu-flat"]);
     ok(&flat);
+    // the most memory the run's buffers held: at least the parameters,
+    // their gradients and AdamW's two moments, in f32
+    let summary = |run: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p(&format!("{run}/summary.json"))).unwrap())
+            .unwrap()
+    };
+    let params = summary("f32")["parameters"].as_u64().unwrap();
+    let peak = summary("f32")["gpu_peak_memory"].as_u64().unwrap();
+    assert!(peak > 16 * params, "{peak} bytes for {params} parameters");
+    assert!(summary("flat")["gpu_peak_memory"].is_null());
     let (cuda, cpu) = (weights("f32"), weights("flat"));
     for (name, (_, x)) in &cpu {
         let worst = t5mix_trainer::max_abs_diff(x, &cuda[name].1);
@@ -371,7 +382,8 @@ fn gpu_training_through_the_binary_on_the_cuda_standin() {
 
 /// A GPU out of memory is a clear error (what was asked, what is free,
 /// what needs less), not a panic: the stand-in made an 8 MB GPU, which
-/// the micro model fits with batch 2 and not with batch 128.
+/// the micro model fits with batch 2 (its peak memory within it) and not
+/// with batch 128.
 #[test]
 #[cfg_attr(
     not(t5mix_cuda_standin),
@@ -406,4 +418,9 @@ fn gpu_out_of_memory_says_what_needs_less() {
     refused(run("batch", "128", "8000000"), "a smaller --batch-size");
     let (code, err) = run("fits", "2", "8000000");
     assert_eq!(code, Some(0), "{err}");
+    // its peak, as the GPU's memory pool counts it, within the 8 MB
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("fits/summary.json")).unwrap()).unwrap();
+    let peak = summary["gpu_peak_memory"].as_u64().unwrap();
+    assert!(peak <= 8_000_000, "{peak}");
 }

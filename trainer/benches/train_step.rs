@@ -138,14 +138,14 @@ fn report(name: &str, s: f64, flops: f64) {
 /// Times `steps` whole steps of the flat step (`device::step`: on the GPU
 /// with the device optimizer, or with precision `cpu` the same code on the
 /// CPU; after two warm-up steps, each step waited for); returns the median
-/// seconds per step.
+/// seconds per step and, on a GPU, the most memory its buffers held.
 fn run_flat(
     cfg: T5Config,
     (b, s, t): (usize, usize, usize),
     steps: usize,
     optimizer: &str,
     precision: &str,
-) -> f64 {
+) -> (f64, Option<u64>) {
     use t5mix_trainer::device::step::DeviceStep;
     let model = T5::new(cfg, &Cpu::default(), Some(0));
     let flat = model.flat_model();
@@ -168,7 +168,7 @@ fn time_flat(
     mut st: Box<dyn t5mix_trainer::device::step::TrainStep>,
     (b, s, t): (usize, usize, usize),
     steps: usize,
-) -> f64 {
+) -> (f64, Option<u64>) {
     let lcfg = LossConfig::default();
     let mut each = Vec::with_capacity(steps);
     let mut bt = batch(b, s, t, 0);
@@ -200,7 +200,8 @@ fn time_flat(
         eprintln!("{report}");
     }
     each.sort_by(f64::total_cmp);
-    each.get(each.len() / 2).copied().unwrap_or(0.0)
+    let median = each.get(each.len() / 2).copied().unwrap_or(0.0);
+    (median, st.peak_memory().expect("the peak memory"))
 }
 
 /// Matmul throughput of dfdx (gemm crate) on the tiny model's shapes.
@@ -290,20 +291,27 @@ fn attention() {
     );
 }
 
-/// The JSON line scripts/gpu-bench.sh reads.
-fn print_result(side: &str, name: &str, (b, s, t): (usize, usize, usize), median: f64) {
-    println!(
-        "{}",
-        serde_json::json!({
-            "side": side,
-            "config": name,
-            "batch": b,
-            "inputs": s,
-            "targets": t,
-            "ms_per_step": (median * 1e5).round() / 100.0,
-            "tokens_per_s": ((b * (s + t)) as f64 / median).round(),
-        })
-    );
+/// The JSON line scripts/gpu-bench.sh reads (with the most memory the
+/// GPU step's buffers held, in GiB).
+fn print_result(
+    side: &str,
+    name: &str,
+    (b, s, t): (usize, usize, usize),
+    (median, peak): (f64, Option<u64>),
+) {
+    let mut line = serde_json::json!({
+        "side": side,
+        "config": name,
+        "batch": b,
+        "inputs": s,
+        "targets": t,
+        "ms_per_step": (median * 1e5).round() / 100.0,
+        "tokens_per_s": ((b * (s + t)) as f64 / median).round(),
+    });
+    if let Some(p) = peak {
+        line["peak_gib"] = ((p as f64 / (1u64 << 30) as f64 * 1000.0).round() / 1000.0).into();
+    }
+    println!("{line}");
 }
 
 fn main() {
@@ -348,7 +356,7 @@ fn main() {
             } else {
                 "cpu f32"
             };
-            (median, side.to_string())
+            ((median, None), side.to_string())
         };
         print_result(&format!("t5mix {side}"), name, (b, s, t), median);
         return;

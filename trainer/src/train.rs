@@ -430,6 +430,10 @@ pub struct TrainSummary {
     /// The metrics log (its plot is `loss.svg` beside it).
     #[serde(default)]
     pub log: PathBuf,
+    /// On a GPU: the most device memory the run's buffers held at once
+    /// (bytes; parameters, gradients, optimizer state and activations).
+    #[serde(default)]
+    pub gpu_peak_memory: Option<u64>,
 }
 
 impl std::fmt::Display for TrainSummary {
@@ -455,6 +459,13 @@ impl std::fmt::Display for TrainSummary {
                 f,
                 "held-out loss/token {e:.3} (unigram of the training targets: {u:.3}; \
                  the held-out targets' own unigram entropy: {o:.3})"
+            )?;
+        }
+        if let Some(peak) = self.gpu_peak_memory {
+            writeln!(
+                f,
+                "GPU memory: {} at most (parameters, gradients, optimizer state, activations)",
+                crate::device::size(peak)
             )?;
         }
         if self.steps == self.total_steps {
@@ -1240,6 +1251,10 @@ impl<D: Device<f32>> Trainer<D> {
             final_model,
             total_steps: opts.steps,
             log: mpath,
+            gpu_peak_memory: match self.flat.as_deref() {
+                Some(st) => st.peak_memory()?,
+                None => None,
+            },
         };
         let json = serde_json::to_vec_pretty(&summary).expect("summary");
         write_atomic(&opts.out.join("summary.json"), &json)?;

@@ -116,6 +116,7 @@ struct Allocation {
 std::mutex memory_lock;
 std::map<uintptr_t, Allocation> allocations;
 size_t live_bytes = 0;  // the bytes asked by the live allocations
+size_t peak_bytes = 0;  // their most since the start (or the last reset)
 
 // one kernel at a time in the process: a module's statics are its blocks'
 // shared memory
@@ -126,6 +127,7 @@ bool reserve(size_t bytes) {
     std::lock_guard<std::mutex> g(memory_lock);
     if (memory_limit && bytes > memory_limit - live_bytes) return false;
     live_bytes += bytes;
+    if (live_bytes > peak_bytes) peak_bytes = live_bytes;
     return true;
 }
 
@@ -338,9 +340,24 @@ CUresult cuDeviceGetDefaultMemPool(void** pool, CUdevice) {
     return CUDA_SUCCESS;
 }
 CUresult cuDeviceGetMemPool(void** pool, CUdevice d) { return cuDeviceGetDefaultMemPool(pool, d); }
-CUresult cuMemPoolSetAttribute(void*, int, void*) { return CUDA_SUCCESS; }
-CUresult cuMemPoolGetAttribute(void*, int, void* v) {
-    memset(v, 0, 8);
+// The pool holds every allocation: its memory in use (7), reserved (5) and
+// their high-water marks (8, 6) are the live bytes and their peak; setting
+// a high-water mark (to 0) resets it to the bytes in use.
+enum { RESERVED_MEM_CURRENT = 5, RESERVED_MEM_HIGH = 6, USED_MEM_CURRENT = 7, USED_MEM_HIGH = 8 };
+CUresult cuMemPoolSetAttribute(void*, int attribute, void*) {
+    if (attribute == RESERVED_MEM_HIGH || attribute == USED_MEM_HIGH) {
+        std::lock_guard<std::mutex> g(memory_lock);
+        peak_bytes = live_bytes;
+    }
+    return CUDA_SUCCESS;
+}
+CUresult cuMemPoolGetAttribute(void*, int attribute, void* v) {
+    std::lock_guard<std::mutex> g(memory_lock);
+    uint64_t value = 0;
+    if (attribute == RESERVED_MEM_CURRENT || attribute == USED_MEM_CURRENT) value = live_bytes;
+    if (attribute == RESERVED_MEM_HIGH || attribute == USED_MEM_HIGH) value = peak_bytes;
+    // (the reuse policies, 1 to 3, are ints; the rest 64-bit)
+    memcpy(v, &value, attribute <= 3 ? 4 : 8);
     return CUDA_SUCCESS;
 }
 CUresult cuMemPoolTrimTo(void*, size_t) { return CUDA_SUCCESS; }

@@ -186,21 +186,43 @@ pub(crate) fn memory_error(
         return gpu_error(part, what, e);
     }
     let free = match stream.context().mem_get_info() {
-        Ok((free, total)) => format!("{} of its {} free", size(free), size(total)),
+        Ok((free, total)) => format!("{} of its {} free", size(free as u64), size(total as u64)),
         Err(_) => "its free memory unknown".into(),
     };
     TrainError::OutOfMemory(format!(
         "GPU {part}: the GPU is out of memory: {what} asked for {} more, {free}",
-        size(bytes)
+        size(bytes as u64)
     ))
 }
 
 /// `bytes` for people: in MiB below a GiB.
-fn size(bytes: usize) -> String {
+pub fn size(bytes: u64) -> String {
     match bytes as f64 / (1u64 << 30) as f64 {
         g if g >= 1.0 => format!("{g:.2} GiB"),
         g => format!("{:.2} MiB", g * 1024.0),
     }
+}
+
+/// The most device memory the trainer's buffers held at once on `ctx`'s
+/// GPU: the high-water mark of the memory pool every buffer comes from
+/// (parameters, gradients, optimizer state, activations; not cuBLAS's own
+/// workspace nor the kernels' code).
+pub(crate) fn peak_memory(
+    ctx: &cudarc::driver::CudaContext,
+) -> std::result::Result<u64, cudarc::driver::DriverError> {
+    use cudarc::driver::{result, sys};
+    let mut peak = 0u64;
+    ctx.bind_to_thread()?;
+    // SAFETY: the device is the context's; the high-water mark is a u64.
+    unsafe {
+        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
+        result::mem_pool::get_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            &mut peak as *mut u64 as *mut std::ffi::c_void,
+        )?;
+    }
+    Ok(peak)
 }
 
 /// A kernel launch's result (its events dropped), as [`gpu_error`].

@@ -88,6 +88,11 @@ pub trait StepBackend: Backend {
     fn profile(&self, _steps: usize) -> Result<Option<String>> {
         Ok(None)
     }
+    /// The most device memory the step's buffers held at once (bytes), on
+    /// a GPU.
+    fn peak_memory(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 impl StepBackend for CpuBackend {
@@ -137,6 +142,11 @@ impl StepBackend for CudaBackend {
     }
     fn profile(&self, steps: usize) -> Result<Option<String>> {
         self.profile.report(steps)
+    }
+    fn peak_memory(&self) -> Result<Option<u64>> {
+        super::peak_memory(self.stream().context())
+            .map(Some)
+            .map_err(|e| gpu_error(PART, "peak memory", e))
     }
 }
 
@@ -281,6 +291,9 @@ pub trait TrainStep {
     /// Where the GPU's time went since the last call, over `steps` steps,
     /// when profiling (`T5MIX_GPU_PROFILE`, [`super::profile`]).
     fn profile(&self, steps: usize) -> Result<Option<String>>;
+    /// The most device memory the step's buffers have held at once
+    /// (bytes), on a GPU.
+    fn peak_memory(&self) -> Result<Option<u64>>;
 
     /// One step on `batch`: the loss and its gradient, clipped to the
     /// global norm `clip`, then the update with rate `lr`; the `next`
@@ -389,6 +402,9 @@ impl<B: StepBackend> TrainStep for DeviceStep<B> {
     }
     fn profile(&self, steps: usize) -> Result<Option<String>> {
         self.backend.profile(steps)
+    }
+    fn peak_memory(&self) -> Result<Option<u64>> {
+        self.backend.peak_memory()
     }
 }
 
