@@ -1,8 +1,6 @@
 //! Supervised tasks built from real GLUE files equal seqio's examples, and
 //! tasks declared in TOML files.
 
-use std::path::PathBuf;
-
 mod common;
 use common::{example_pairs, ok, shard_bytes, t5mix};
 
@@ -243,28 +241,7 @@ fn mixture_shards_sample_task_caches_by_rate() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     let m = model.to_str().unwrap();
-    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/crawl");
-    ok(&[
-        "clean",
-        sample.to_str().unwrap(),
-        "--out",
-        &p("clean"),
-        "-q",
-    ]);
-    ok(&[
-        "build",
-        "--task",
-        "c4_span_corruption",
-        "--input",
-        &p("clean"),
-        "--vocab",
-        m,
-        "--sequence-length",
-        "inputs=64,targets=14",
-        "--out",
-        &p("c4"),
-        "-q",
-    ]);
+    common::sample_span_corruption(dir.path(), &model, "inputs=64,targets=14");
     ok(&[
         "build",
         "--task",

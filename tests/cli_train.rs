@@ -256,37 +256,11 @@ fn on_cuda_standin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output 
     common::t5mix_env(&a, &all)
 }
 
-/// Span-corruption shards (32/8) of the bundled crawl sample with the
-/// bundled vocabulary, in `dir`/c4.
-fn bundled_span_corruption(dir: &std::path::Path) -> String {
-    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
-    let root = env!("CARGO_MANIFEST_DIR");
-    ok(&[
-        "clean",
-        &format!("{root}/data/crawl"),
-        "--out",
-        &p("clean"),
-        "-q",
-    ]);
-    ok(&[
-        "build",
-        "--task",
-        "c4_span_corruption",
-        "--input",
-        &p("clean"),
-        "--vocab",
-        common::bundled_vocab().to_str().unwrap(),
-        "--sequence-length",
-        "inputs=32,targets=8",
-        "--out",
-        &p("c4"),
-        "-q",
-    ]);
-    p("c4")
-}
+/// The GPU tests' sequence lengths.
+const LENGTHS: &str = "inputs=32,targets=8";
 
 /// A micro model's run on `data`, `steps` steps of batch `batch` (AdamW,
-/// 32/8, a checkpoint each step), into `out`.
+/// [`LENGTHS`], a checkpoint each step), into `out`.
 fn micro_run(data: &str, out: &str, steps: &str, batch: &str) -> Vec<String> {
     [
         "--data",
@@ -300,7 +274,7 @@ fn micro_run(data: &str, out: &str, steps: &str, batch: &str) -> Vec<String> {
         "--batch-size",
         batch,
         "--sequence-length",
-        "inputs=32,targets=8",
+        LENGTHS,
         "--optimizer",
         "adamw",
         "--schedule",
@@ -326,7 +300,7 @@ fn micro_run(data: &str, out: &str, steps: &str, batch: &str) -> Vec<String> {
 )]
 fn gpu_training_through_the_binary_on_the_cuda_standin() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = bundled_span_corruption(tmp.path());
+    let data = common::sample_span_corruption(tmp.path(), &common::bundled_vocab(), LENGTHS);
     let p = |s: &str| tmp.path().join(s).to_str().unwrap().to_string();
     let gpu = |out: &str, steps: &str, extra: &[&str]| {
         let mut a = micro_run(&data, &p(out), steps, "4");
@@ -391,7 +365,7 @@ fn gpu_training_through_the_binary_on_the_cuda_standin() {
 )]
 fn gpu_out_of_memory_says_what_needs_less() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = bundled_span_corruption(tmp.path());
+    let data = common::sample_span_corruption(tmp.path(), &common::bundled_vocab(), LENGTHS);
     let p = |s: &str| tmp.path().join(s).to_str().unwrap().to_string();
     let run = |out: &str, batch: &str, memory: &str| {
         let a = micro_run(&data, &p(out), "1", batch);

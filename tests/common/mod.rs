@@ -40,6 +40,36 @@ pub fn ok(args: &[&str]) -> Output {
     o
 }
 
+/// The bundled crawl sample (data/crawl) cleaned into `dir`/clean, then
+/// T5's span corruption of it with the SentencePiece model `vocab` and
+/// `lengths` (`inputs=N,targets=M`) into `dir`/c4, whose path it returns.
+pub fn sample_span_corruption(dir: &Path, vocab: &Path, lengths: &str) -> String {
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/crawl");
+    ok(&[
+        "clean",
+        sample.to_str().unwrap(),
+        "--out",
+        &p("clean"),
+        "-q",
+    ]);
+    ok(&[
+        "build",
+        "--task",
+        "c4_span_corruption",
+        "--input",
+        &p("clean"),
+        "--vocab",
+        vocab.to_str().unwrap(),
+        "--sequence-length",
+        lengths,
+        "--out",
+        &p("c4"),
+        "-q",
+    ]);
+    p("c4")
+}
+
 /// The Parquet files of a directory, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -210,19 +210,32 @@ pub fn size(bytes: u64) -> String {
 pub(crate) fn peak_memory(
     ctx: &cudarc::driver::CudaContext,
 ) -> std::result::Result<u64, cudarc::driver::DriverError> {
-    use cudarc::driver::{result, sys};
-    let mut peak = 0u64;
+    use cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+    pool_attribute(ctx, CU_MEMPOOL_ATTR_USED_MEM_HIGH, None)
+}
+
+/// A 64-bit attribute of the default memory pool of `ctx`'s GPU (cudarc's
+/// `cuMemAllocAsync` takes every buffer from it): set to `set` when given;
+/// its value.
+fn pool_attribute(
+    ctx: &cudarc::driver::CudaContext,
+    attribute: cudarc::driver::sys::CUmemPool_attribute,
+    set: Option<u64>,
+) -> std::result::Result<u64, cudarc::driver::DriverError> {
+    use cudarc::driver::result::{device, mem_pool};
+    let mut value = set.unwrap_or(0);
     ctx.bind_to_thread()?;
-    // SAFETY: the device is the context's; the high-water mark is a u64.
+    // SAFETY: the device is the context's; the attributes asked for here
+    // (release threshold, high-water marks) are u64s.
     unsafe {
-        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
-        result::mem_pool::get_attribute(
-            pool,
-            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-            &mut peak as *mut u64 as *mut std::ffi::c_void,
-        )?;
+        let pool = device::get_default_mem_pool(ctx.cu_device())?;
+        let v = &mut value as *mut u64 as *mut std::ffi::c_void;
+        match set {
+            Some(_) => mem_pool::set_attribute(pool, attribute, v)?,
+            None => mem_pool::get_attribute(pool, attribute, v)?,
+        }
     }
-    Ok(peak)
+    Ok(value)
 }
 
 /// A kernel launch's result (its events dropped), as [`gpu_error`].
@@ -369,17 +382,8 @@ pub fn gpu_context(ordinal: usize) -> Result<std::sync::Arc<cudarc::driver::Cuda
 fn keep_freed_memory(
     ctx: &cudarc::driver::CudaContext,
 ) -> std::result::Result<(), cudarc::driver::DriverError> {
-    use cudarc::driver::{result, sys};
-    let mut keep = u64::MAX;
-    // SAFETY: the device is the context's; the release threshold is a u64.
-    unsafe {
-        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
-        result::mem_pool::set_attribute(
-            pool,
-            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-            &mut keep as *mut u64 as *mut std::ffi::c_void,
-        )
-    }
+    use cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+    pool_attribute(ctx, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, Some(u64::MAX)).map(|_| ())
 }
 
 /// Loads cuBLAS (with NVRTC, from the same folder when found there).
