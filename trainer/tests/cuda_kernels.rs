@@ -1056,6 +1056,22 @@ fn bf16_copies_come_from_the_kernels_that_write_the_values() {
             }
         }
     }
+    // the f32 values beside a copy that products alone read are not even
+    // allocated (the step above ran with them so; any read of them would
+    // have left the one-value stand-in)
+    use t5mix_trainer::device::backend::{Backend, Readers};
+    for (keep, readers, want) in [
+        (true, Readers::Products, 1),
+        (true, Readers::Any, 1000),
+        (false, Readers::Products, 1000),
+    ] {
+        let be = CudaBackend::new(stream.clone(), Precision::Bf16, false)
+            .unwrap()
+            .keeping_copies(keep);
+        let copy = be.ready_output(1000, readers).unwrap();
+        let values = be.output_for(1000, copy.as_ref()).unwrap();
+        assert_eq!(values.len(), want, "keep {keep}, {readers:?}");
+    }
 }
 
 #[test]

@@ -269,6 +269,13 @@ pub trait Backend {
     /// rounding pass of its own), for the output's `readers`; None where the
     /// backend reads values as they are (as [`Backend::ready`]).
     fn ready_output(&self, n: usize, readers: Readers) -> Result<Option<Self::Ready>>;
+    /// The values of an output of `n` values made ready in `ready` (from
+    /// [`Backend::ready_output`]): as [`Backend::output`], or where the
+    /// operation writes the ready form alone (the GPU's copy for products
+    /// only) a stand-in of one value that nothing writes or reads.
+    fn output_for(&self, n: usize, _ready: Option<&Self::Ready>) -> Result<Self::Buf> {
+        self.output(n)
+    }
 
     /// The products in order (row-major, see [`GemmShape`]). An operand
     /// that several of them read and that is not ready yet is made ready

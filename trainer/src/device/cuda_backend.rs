@@ -155,6 +155,15 @@ impl CudaBackend {
     }
 }
 
+/// How many values an output holds: its copy's where only the copy is
+/// written ([`Backend::output_for`]), else its own.
+fn written_len(values: &CudaSlice<f32>, ready: &Option<&mut Bf16Copy>) -> usize {
+    match ready {
+        Some(c) if !c.values_read => c.bits.len(),
+        _ => values.len(),
+    }
+}
+
 /// Operands rounded for one call of `gemms`, by [`operand_key`].
 type Rounded = Vec<((usize, usize, usize), CudaSlice<u16>)>;
 
@@ -315,6 +324,14 @@ impl Backend for CudaBackend {
         }))
     }
 
+    fn output_for(&self, n: usize, ready: Option<&Bf16Copy>) -> Result<CudaSlice<f32>> {
+        match ready {
+            // (the kernels take a null pointer for these values: out_args)
+            Some(c) if !c.values_read => self.alloc_output(1),
+            _ => self.output(n),
+        }
+    }
+
     fn gemms(&self, products: Vec<Product<'_, CudaSlice<f32>, Bf16Copy>>) -> Result<()> {
         // (profiled per cuBLAS call, and the bf16 roundings apart)
         const PRODUCT: &str = "products (cuBLAS)";
@@ -343,15 +360,18 @@ impl Backend for CudaBackend {
         for p in &products {
             let (la, lb, _) = p.shape.spans();
             for (x, len) in [(&p.a, la), (&p.b, lb)] {
-                // (the f32 view checks the span against the buffer)
-                let v = operand(&p.shape, x.at, len)?;
                 if let Some(r) = x.ready {
-                    if r.bits.len() != x.at.0.len() {
-                        let e = format!("{} values ready for {}", r.bits.len(), x.at.0.len());
+                    // the copy holds the span (and all the values, where
+                    // they were written too)
+                    let (o, values) = (x.at.1, x.at.0.len());
+                    if o + len > r.bits.len() || (r.values_read && r.bits.len() != values) {
+                        let e = format!("{} values ready for {values} at {o}", r.bits.len());
                         return Err(gpu_error(PART, "product", e));
                     }
                     continue;
                 }
+                // (the f32 view checks the span against the buffer)
+                let v = operand(&p.shape, x.at, len)?;
                 let k = operand_key(x.at, len);
                 let ready = params.is_some_and(|(addr, _)| addr == k.0)
                     || rounded.iter().any(|(r, _)| *r == k);
@@ -538,7 +558,7 @@ impl Backend for CudaBackend {
         (h, ready): Written<CudaSlice<f32>, Bf16Copy>,
     ) -> Result<()> {
         self.profile.time("gated gelu", || {
-            let rows = gated_rows(ab, f, h.len(), mask)?;
+            let rows = gated_rows(ab, f, written_len(h, &ready), mask)?;
             self.ew.gated_forward(ab, mask, (h, ready), (rows, f))
         })
     }
@@ -552,8 +572,9 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         self.profile.time("gated gelu grad", || {
             let rows = gated_rows(ab, f, g.len(), mask)?;
-            if dab.len() != ab.len() {
-                let e = format!("{} gradient values for {}", dab.len(), ab.len());
+            let n = written_len(dab, &ready);
+            if n != ab.len() {
+                let e = format!("{n} gradient values for {}", ab.len());
                 return Err(gpu_error(PART, "gated GELU", e));
             }
             self.ew.gated_backward(g, ab, mask, (dab, ready), (rows, f))
@@ -609,7 +630,7 @@ impl Backend for CudaBackend {
                 let e = format!("{sh:?} of {} values", x.len());
                 return Err(gpu_error(PART, "heads layout", e));
             }
-            let mut out = self.output(sh.values())?;
+            let mut out = self.output_for(sh.values(), ready.as_deref())?;
             self.ew.to_heads(x, (&mut out, ready), sh)?;
             Ok(out)
         })
@@ -628,7 +649,7 @@ impl Backend for CudaBackend {
                 let e = format!("{sh:?} of parts of {lens:?} values");
                 return Err(gpu_error(PART, "heads layout", e));
             }
-            let mut out = self.output(sh.values())?;
+            let mut out = self.output_for(sh.values(), ready.as_deref())?;
             self.ew.to_rows(parts, (&mut out, ready), sh)?;
             Ok(out)
         })

@@ -411,11 +411,12 @@ impl<'a, B: Backend> Step<'a, B> {
         ready: bool,
     ) -> Result<(B::Buf, Option<B::Ready>, B::Buf)> {
         let d = self.m.cfg.d_model;
-        let (mut o, mut inv) = (self.be.output(rows * d)?, self.be.output(rows)?);
         let mut o_r = match ready {
             true => self.be.ready_output(rows * d, Readers::Products)?,
             false => None,
         };
+        let mut o = self.be.output_for(rows * d, o_r.as_ref())?;
+        let mut inv = self.be.output(rows)?;
         self.be.rms_norm(
             x,
             (self.params, self.m.off(w)),
@@ -538,17 +539,18 @@ impl<'a, B: Backend> Step<'a, B> {
         let mut p = be.output(sh.rows() * s)?;
         let scores = ((t, s, dk), false, true);
         be.gemms(vec![Self::head_product(sh, scores, q, k, (&mut p, 0))])?;
-        let mut pd = match self.mask(sh.rows() * s)? {
-            Some(m) => Some((m, be.output(sh.rows() * s)?)),
-            None => None,
-        };
+        let drop_mask = self.mask(sh.rows() * s)?;
         // what p · v reads, made ready by the softmax (the probabilities
         // after dropout: by products alone; without: by the backward too)
-        let readers = match pd {
+        let readers = match drop_mask {
             Some(_) => Readers::Products,
             None => Readers::Any,
         };
         let mut used_r = be.ready_output(sh.rows() * s, readers)?;
+        let mut pd = match drop_mask {
+            Some(m) => Some((m, be.output_for(sh.rows() * s, used_r.as_ref())?)),
+            None => None,
+        };
         let drop = pd.as_mut().map(|(m, d)| (&*m, d));
         be.softmax(&mut p, pos, mask, drop, used_r.as_mut(), sh)?;
         let mut ctx = be.output(b * t * self.m.cfg.inner_dim())?;
@@ -676,7 +678,7 @@ impl<'a, B: Backend> Step<'a, B> {
             FfIdx::Gated { wi0, wo, .. } => {
                 // wi_0's and wi_1's products side by side, one product
                 let ab = self.dense_joined(op::<B>(&n, &n_r), rows, (wi0, 2))?;
-                let mut h = be.output(rows * f)?;
+                let mut h = be.output_for(rows * f, h_r.as_ref())?;
                 be.gated(&ab, f, hm.as_ref(), (&mut h, h_r.as_mut()))?;
                 (Some(ab), h, wo)
             }
@@ -726,8 +728,8 @@ impl<'a, B: Backend> Step<'a, B> {
                 self.dense_grad(n, dh, rows, (wi, 1), &mut dn, false, grads)?;
             }
             (FfIdx::Gated { wi0, .. }, Some(ab)) => {
-                let mut dab = be.output(2 * rows * f)?;
                 let mut r = be.ready_output(2 * rows * f, Readers::Products)?;
+                let mut dab = be.output_for(2 * rows * f, r.as_ref())?;
                 be.gated_grad(&dh, ab, f, s_.hm.as_ref(), (&mut dab, r.as_mut()))?;
                 let dab = op::<B>(&dab, &r);
                 self.dense_grad(n, dab, rows, (wi0, 2), &mut dn, false, grads)?;
