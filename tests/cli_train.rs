@@ -290,7 +290,8 @@ fn micro_run(data: &str, out: &str, steps: &str, batch: &str) -> Vec<String> {
 
 /// The binary's GPU training, CLI to weights, on the CPU stand-in of CUDA
 /// (no shared data, no GPU): with IEEE f32 products it trains the micro
-/// model as `--device cpu-flat` does, reporting the most GPU memory its
+/// model as `--device cpu-flat` does (two micro-batches a step, held-out
+/// loss on the GPU), reporting the most GPU memory its
 /// buffers held; in bf16 a run interrupted after two steps and resumed
 /// ends where an uninterrupted one does, bit for bit.
 #[test]
@@ -315,7 +316,18 @@ fn gpu_training_through_the_binary_on_the_cuda_standin() {
         let f = p(&format!("{run}/final/model.safetensors"));
         t5mix_trainer::weights::read_safetensors(std::path::Path::new(&f)).unwrap()
     };
-    let log = gpu("f32", "3", &["--precision", "f32"]);
+    // (two micro-batches a step, and held-out loss: the training data's)
+    let both = [
+        "--grad-accum",
+        "2",
+        "--eval-data",
+        &data,
+        "--eval-every",
+        "3",
+    ];
+    let mut f32 = vec!["--precision", "f32"];
+    f32.extend(both);
+    let log = gpu("f32", "3", &f32);
     assert!(
         log.contains("CPU stand-in") && log.contains("products in f32"),
         "{log}"
@@ -323,6 +335,7 @@ fn gpu_training_through_the_binary_on_the_cuda_standin() {
     let flat = micro_run(&data, &p("flat"), "3", "4");
     let mut flat: Vec<&str> = flat.iter().map(String::as_str).collect();
     flat.splice(0..0, ["train", "--device", "cpu-flat"]);
+    flat.extend(both);
     ok(&flat);
     // the most memory the run's buffers held: at least the parameters,
     // their gradients and AdamW's two moments, in f32
@@ -334,6 +347,13 @@ fn gpu_training_through_the_binary_on_the_cuda_standin() {
     let peak = summary("f32")["gpu_peak_memory"].as_u64().unwrap();
     assert!(peak > 16 * params, "{peak} bytes for {params} parameters");
     assert!(summary("flat")["gpu_peak_memory"].is_null());
+    let held = |run: &str| summary(run)["eval_ce_per_token"].as_f64().unwrap();
+    assert!(
+        (held("f32") - held("flat")).abs() < 1e-5,
+        "held-out {} vs {}",
+        held("f32"),
+        held("flat")
+    );
     let (cuda, cpu) = (weights("f32"), weights("flat"));
     for (name, (_, x)) in &cpu {
         let worst = t5mix_trainer::max_abs_diff(x, &cuda[name].1);
