@@ -1251,10 +1251,11 @@ impl<D: Device<f32>> Trainer<D> {
             final_model,
             total_steps: opts.steps,
             log: mpath,
-            gpu_peak_memory: match self.flat.as_deref() {
-                Some(st) => st.peak_memory()?,
-                None => None,
-            },
+            // (a statistic: a driver that cannot tell leaves it out)
+            gpu_peak_memory: self
+                .flat
+                .as_deref()
+                .and_then(|st| st.peak_memory().ok().flatten()),
         };
         let json = serde_json::to_vec_pretty(&summary).expect("summary");
         write_atomic(&opts.out.join("summary.json"), &json)?;

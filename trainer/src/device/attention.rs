@@ -141,7 +141,8 @@ impl DeviceAttention {
             }
         };
         l.arg(&b64).arg(&h32).arg(&t32).arg(&s32);
-        // SAFETY: scores, drop and pd hold b·h·t·s values, pos h·t·s, mask b·t·s.
+        // SAFETY: scores, drop and pd hold b·h·t·s values (pd only copied is
+        // a null pointer: out_args), pos h·t·s, mask b·t·s.
         launched(PART, unsafe { l.launch(rows_grid(sh.rows())) }, "softmax")
     }
 

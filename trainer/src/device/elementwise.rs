@@ -77,7 +77,8 @@ impl DeviceElementwise {
         arg_or_null(&mut l, mask);
         out_args(&mut l, h, copy, rows * f, PART)?;
         l.arg(&rows64).arg(&f_u32);
-        // SAFETY: ab holds 2 rows f values, the others rows f.
+        // SAFETY: ab holds 2 rows f values, the others rows f (an output
+        // only copied is a null pointer: out_args).
         launched(
             PART,
             unsafe { l.launch(grid_for(rows * f, THREADS)) },
@@ -103,7 +104,8 @@ impl DeviceElementwise {
         arg_or_null(&mut l, mask);
         out_args(&mut l, dab, copy, 2 * rows * f, PART)?;
         l.arg(&rows64).arg(&f_u32);
-        // SAFETY: ab and dab hold 2 rows f values, the others rows f.
+        // SAFETY: ab and dab hold 2 rows f values, the others rows f (an
+        // output only copied is a null pointer: out_args).
         launched(
             PART,
             unsafe { l.launch(grid_for(rows * f, THREADS)) },

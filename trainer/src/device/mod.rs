@@ -525,8 +525,9 @@ pub(crate) fn writes_values(copy: &Option<&mut Bf16Copy>) -> bool {
 
 /// Pushes where a kernel writes its output (the kernels' `put`): the f32
 /// values (`values`, or a null pointer when [`writes_values`] says they go
-/// unwritten) and then the bf16 copy (or a null pointer); an error when
-/// the copy holds fewer than the `n` values written. `values` is taken
+/// unwritten: then `values` may be the one-value stand-in of
+/// `Backend::output_for`) and then the bf16 copy (or a null pointer); an
+/// error when the copy holds fewer than the `n` values written. `values` is taken
 /// shared: a kernel that reads its output's buffer first (in place) takes
 /// it as its input too.
 pub(crate) fn out_args<'a>(

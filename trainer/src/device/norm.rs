@@ -73,7 +73,8 @@ impl DeviceNorm {
         b.arg(x).arg(&w);
         out_args(&mut b, o, copy, rows * d, PART)?;
         b.arg(inv).arg(&rows64).arg(&d32).arg(&eps);
-        // SAFETY: x and o hold rows·d values, w d, inv rows.
+        // SAFETY: x and o hold rows·d values (o only copied is a null
+        // pointer: out_args), w d, inv rows.
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "forward")
     }
 
