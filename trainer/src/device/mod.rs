@@ -29,7 +29,9 @@ pub mod step;
 pub mod twin;
 
 use crate::{Result, TrainError};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Threads per block of every reduction kernel (the order of the sums
 /// depends on it: one home, passed to the kernels as `T5_THREADS`).
@@ -459,6 +461,22 @@ impl KernelFile {
     }
 }
 
+/// `file`'s CUBIN for `arch`, compiled once a process (NVRTC takes a
+/// while, and every backend loads every file: the tests make many).
+fn cubin(file: KernelFile, arch: &str, flush_denormals: bool) -> Result<Arc<[u8]>> {
+    type Key = (&'static str, String, bool);
+    static CUBINS: OnceLock<Mutex<HashMap<Key, Arc<[u8]>>>> = OnceLock::new();
+    let cubins = CUBINS.get_or_init(Default::default);
+    let key = (file.name, arch.to_string(), flush_denormals);
+    if let Some(c) = cubins.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    // (compiled outside the lock: two threads may both compile a file once)
+    let c: Arc<[u8]> = file.compile(arch, flush_denormals)?.cubin.into();
+    let mut cubins = cubins.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(cubins.entry(key).or_insert(c).clone())
+}
+
 /// The `N` kernels of `file`, compiled for the GPU of `stream` and loaded
 /// there (in the order of its list).
 pub(crate) fn load<const N: usize>(
@@ -466,7 +484,7 @@ pub(crate) fn load<const N: usize>(
     file: KernelFile,
     flush_denormals: bool,
 ) -> Result<[cudarc::driver::CudaFunction; N]> {
-    let KernelFile { name, src, kernels } = file;
+    let KernelFile { name, kernels, .. } = file;
     assert_eq!(kernels.len(), N, "{name}: the kernels loaded");
     let fail = |what: String, e: &dyn std::fmt::Debug| {
         TrainError::Config(format!("{name}: {what}: {e:?}"))
@@ -475,9 +493,9 @@ pub(crate) fn load<const N: usize>(
     let (major, minor) = ctx
         .compute_capability()
         .map_err(|e| fail("GPU".into(), &e))?;
-    let compiled = compile(name, src, &format!("sm_{major}{minor}"), flush_denormals)?;
+    let cubin = cubin(file, &format!("sm_{major}{minor}"), flush_denormals)?;
     let module = ctx
-        .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
+        .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec()))
         .map_err(|e| fail("loading".into(), &e))?;
     let functions = kernels
         .iter()
