@@ -291,9 +291,9 @@ fn micro_run(data: &str, out: &str, steps: &str, batch: &str) -> Vec<String> {
 /// The binary's GPU training, CLI to weights, on the CPU stand-in of CUDA
 /// (no shared data, no GPU): with IEEE f32 products it trains the micro
 /// model as `--device cpu-flat` does (two micro-batches a step, held-out
-/// loss on the GPU), reporting the most GPU memory its
-/// buffers held; in bf16 a run interrupted after two steps and resumed
-/// ends where an uninterrupted one does, bit for bit.
+/// loss on the GPU), reporting the most GPU memory its buffers held; in
+/// bf16 a run interrupted after two steps and resumed ends where an
+/// uninterrupted one does, bit for bit.
 #[test]
 #[cfg_attr(
     not(t5mix_cuda_standin),
