@@ -412,6 +412,11 @@ fn gpu_out_of_memory_says_what_needs_less() {
     refused(run("batch", "128", "8000000"), "a smaller --batch-size");
     let (code, err) = run("fits", "2", "8000000");
     assert_eq!(code, Some(0), "{err}");
+    // the GPU named with its memory (8 MB: 7.63 MiB)
+    assert!(
+        err.contains("t5mix tests), 7.63 MiB), products in"),
+        "{err}"
+    );
     // its peak, as the GPU's memory pool counts it, within the 8 MB
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("fits/summary.json")).unwrap()).unwrap();

@@ -131,8 +131,12 @@ impl StepBackend for CudaBackend {
     fn describe(&self) -> String {
         let ctx = self.stream().context();
         let name = ctx.name().unwrap_or_else(|_| "a GPU".into());
+        let memory = match ctx.total_mem() {
+            Ok(b) => format!(", {}", super::size(b as u64)),
+            Err(_) => String::new(),
+        };
         format!(
-            "GPU {} ({name}), products in {}",
+            "GPU {} ({name}{memory}), products in {}",
             ctx.ordinal(),
             self.precision()
         )
