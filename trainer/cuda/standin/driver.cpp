@@ -140,32 +140,28 @@ CUresult allocate(CUdeviceptr* out, size_t bytes) {
     if (!out) return CUDA_ERROR_INVALID_VALUE;
     if (!reserve(bytes)) return CUDA_ERROR_OUT_OF_MEMORY;
     size_t body = (bytes + 7) / 8 * 8;
+    char *start, *map;
+    size_t mapped = 0;  // 0: from the heap (freed by free)
     if (host_only) {
         // no guard page: the host's cost of a step, not the stand-in's
-        // system calls (mapped = 0: freed by free)
+        // system calls
         keep_heap();
-        char* start = static_cast<char*>(aligned_alloc(256, (body + 255) / 256 * 256));
-        if (!start) {
-            unreserve(bytes);
-            return CUDA_ERROR_OUT_OF_MEMORY;
+        map = start = static_cast<char*>(aligned_alloc(256, (body + 255) / 256 * 256));
+    } else {
+        mapped = (body + PAGE - 1) / PAGE * PAGE + PAGE;
+        void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        map = m == MAP_FAILED ? nullptr : static_cast<char*>(m);
+        if (map) {
+            // the page after the allocation's end can't be read or written
+            mprotect(map + mapped - PAGE, PAGE, PROT_NONE);
+            start = map + mapped - PAGE - body;
+            memset(start, 0xff, body);
         }
-        count(ALLOC);
-        std::lock_guard<std::mutex> g(memory_lock);
-        allocations[(uintptr_t)start] = {bytes, 0, start};
-        *out = (CUdeviceptr)(uintptr_t)start;
-        return CUDA_SUCCESS;
     }
-    size_t mapped = (body + PAGE - 1) / PAGE * PAGE + PAGE;
-    void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) {
+    if (!map) {
         unreserve(bytes);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    char* map = static_cast<char*>(m);
-    // the page after the allocation's end can't be read or written
-    mprotect(map + mapped - PAGE, PAGE, PROT_NONE);
-    char* start = map + mapped - PAGE - body;
-    memset(start, 0xff, body);
     count(ALLOC);
     std::lock_guard<std::mutex> g(memory_lock);
     allocations[(uintptr_t)start] = {bytes, mapped, map};
