@@ -20,110 +20,102 @@
 #   train       `t5mix train --device cuda --precision bf16`: t5-v1_1-small,
 #               batch 8, 512/114 on span-corruption shards; its median step
 #               against the bench's step-gpu bf16 of the same shape (≤ 5%)
-# and when gpu-carry/cuda/ holds the dfdx CUDA build (gpu-carry.sh --cuda):
-#   hf_parity, gradients, training   the trainer's tests with Dev = Cuda
 #
 #   bash scripts/gpu-check.sh [CARRY_DIR=gpu-carry]
 #
-# Logs go to $OUT/gpu-check (or out/gpu-check); the exit status is 1 when a
-# check failed.
+# The checks run in order of what matters most, within BUDGET seconds
+# (default 540, inside one device call of 600): none starts with less than
+# 20 s left, each is stopped at its own limit or the budget's end. Logs are
+# packed every 15 s into $OUT/gpu-check.tar.gz (or out/), so a call stopped
+# at its limit still brings back what ran; the exit status is 1 when a
+# check failed or was skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 C=$(realpath "${1:-gpu-carry}")
 export OUT="${OUT:-$PWD/out}"
-DIR="$OUT/gpu-check"
+mkdir -p "$OUT"
+START=$(date +%s)
+export DEADLINE=$((START + ${BUDGET:-540}))
+# the logs, here and packed into $OUT as they come
+W=$(mktemp -d)
+DIR="$W/gpu-check"
 mkdir -p "$DIR"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader
+pack() {
+  tar -C "$W" -czf "$OUT/.gpu-check.tar.gz" gpu-check gpu-bench 2>/dev/null
+  mv -f "$OUT/.gpu-check.tar.gz" "$OUT/gpu-check.tar.gz"
+}
+(while sleep 15; do pack; done) &
+PACKER=$!
+B=$(mktemp -d)
+trap 'kill $PACKER 2>/dev/null; pack; rm -rf "$B" "$W"' EXIT
 status=0
 summary=()
+{
+  nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total,clocks.max.sm --format=csv,noheader
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name(0))'
+  python3 -c 'import site; print(site.getsitepackages())'
+  ls "$(python3 -c 'import site; print(site.getsitepackages()[0])')"/nvidia/cu13/lib 2>&1 | tr '\n' ' '
+  echo
+} 2>&1 | tee "$DIR/machine.txt" >&2
 # the carried shared data (hf-t5-tiny) for the parity tests
 export T5MIX_SHARED_DATA="$C/shared"
 # the plain binaries, unpacked
-B=$(mktemp -d)
-trap 'rm -rf "$B"' EXIT
 xz -dc "$C/bin.tar.xz" | tar -C "$B" -xf -
-check() {
-  local name=$1; shift
-  echo "== $name: $*" >&2
-  local t0=$SECONDS
-  if "$@" > "$DIR/$name.log" 2>&1; then
+left() { echo $((DEADLINE - $(date +%s))); }
+check() { # NAME MAX_SECONDS COMMAND...: its log in $DIR/NAME.log
+  local name=$1 max=$2; shift 2
+  local l; l=$(left)
+  if [ "$l" -lt 20 ]; then
+    summary+=("SKIP $name (out of time)")
+    status=1
+    return 1
+  fi
+  [ "$l" -lt "$max" ] && max=$l
+  echo "== $name (at most ${max} s): $*" >&2
+  local t0=$SECONDS rc=0
+  timeout -k 5 "$max" "$@" > "$DIR/$name.log" 2>&1 || rc=$?
+  if [ $rc = 0 ]; then
     summary+=("PASS $name ($((SECONDS - t0)) s)")
   else
-    summary+=("FAIL $name ($((SECONDS - t0)) s, $DIR/$name.log)")
+    [ $rc = 124 ] || [ $rc = 137 ] && echo "stopped at its limit (${max} s)" >> "$DIR/$name.log"
+    summary+=("FAIL $name ($((SECONDS - t0)) s, rc $rc, gpu-check/$name.log)")
     status=1
   fi
-  grep -E '^test |test result' "$DIR/$name.log" >&2 || tail -5 "$DIR/$name.log" >&2
+  grep -E '^test .*(FAILED|ok)$|test result|panicked' "$DIR/$name.log" | grep -vE '^test .* ok$' >&2 \
+    || tail -5 "$DIR/$name.log" >&2
+  return $rc
 }
-check kernels "$B/cuda_kernels" --include-ignored --test-threads 1
-check training "$B/training" --include-ignored --test-threads 1
-# the gradient tests only (CPU and GPU; the image's PyTorch computes transformers')
-check hf-gradients "$B/hf_parity" --include-ignored --test-threads 1 gradients
-
-if [ -d "$C/cuda" ]; then
-  # the paths dfdx baked into its binaries (NVRTC includes from them)
-  WORK=$(cat "$C/cuda/WORK")
-  mkdir -p "$WORK/cu13/nvidia/cu13" "$WORK/target/release/build"
-  [ -d "$WORK/cu13/nvidia/cu13/include" ] || xz -dc "$C/cuda/include.tar.xz" | tar -C "$WORK/cu13/nvidia/cu13" -xf -
-  for d in "$C"/cuda/dfdx-out/dfdx-*; do
-    mkdir -p "$WORK/target/release/build/$(basename "$d")"
-    ln -sfn "$d" "$WORK/target/release/build/$(basename "$d")/out"
-  done
-  # NVRTC for dfdx's run-time kernels: the carried 13.0, else the host
-  # toolkit's, else PyTorch's; cuBLAS 13 from PyTorch's environment
-  torch_nv=$(python3 -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "cu13", "lib"))' 2>/dev/null || true)
-  libs="$torch_nv"
-  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-    [ -e "$d/libnvrtc.so.13" ] && libs="$d:$libs" && break
-  done
-  if [ -f "$C/cuda/nvrtc.tar.xz" ]; then
-    mkdir -p "$WORK/nvrtc13.0" && xz -dc "$C/cuda/nvrtc.tar.xz" | tar -C "$WORK/nvrtc13.0" -xf -
-    libs="$WORK/nvrtc13.0:$libs"
+bench() { # the side-by-side (scripts/gpu-bench.sh) of MODES=$1 on CONFIGS=$3, APPEND=$2
+  local t0=$SECONDS
+  if OUT="$W" MODES="$1" APPEND="$2" CONFIGS="$3" bash scripts/gpu-bench.sh "$B/train_step" "${BENCH_STEPS:-10}" 2>>"$DIR/bench.log"; then
+    summary+=("PASS bench $1 ($((SECONDS - t0)) s, gpu-bench/)")
+  else
+    summary+=("FAIL bench $1 ($((SECONDS - t0)) s, gpu-bench/, gpu-check/bench.log)")
+    status=1
   fi
-  export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >&2
-  for t in hf_parity gradients training; do
-    check "$t" "$C/cuda/$t" --test-threads 1
-  done
-fi
-t0=$SECONDS
-# within one device call (600 s): the issue's must-have shapes, 10 steps
-# each, torch.compile (a minute or more a shape) only where the issue asks
-# for it (CONFIGS, MODES, BENCH_STEPS override; t5-v1_1-base when time allows)
-export CONFIGS="${CONFIGS:-tiny 16 128 32;t5-v1_1-small 8 512 114;t5-v1_1-small 64 512 114 bf16-compile}"
-export MODES="${MODES:-fp32 tf32 bf16}"
-if bash scripts/gpu-bench.sh "$B/train_step" "${BENCH_STEPS:-10}"; then
-  summary+=("PASS bench ($((SECONDS - t0)) s, $OUT/gpu-bench)")
-else
-  summary+=("FAIL bench ($((SECONDS - t0)) s)")
-  status=1
-fi
-# `t5mix train`'s default optimizer (the bench's is AdamW): Adafactor's
-# step at the shape of the train check, for its cost over AdamW's
-check adafactor-step "$B/train_step" step-gpu t5-v1_1-small 8 512 114 "${BENCH_STEPS:-10}" adafactor bf16
-tail -1 "$DIR/adafactor-step.log" >&2
-# where the bf16 step's GPU time goes, per operation (timing events around
-# each: not the bench's step time)
-T5MIX_GPU_PROFILE=1 check profile "$B/train_step" step-gpu t5-v1_1-small 8 512 114 3 adamw bf16
-sed -n '/GPU profile/,/idle/p' "$DIR/profile.log" >&2
-# and at batch 64, where the issue asks for tokens/s (the GPU, not the
-# host, sets the pace there)
-T5MIX_GPU_PROFILE=1 check profile-b64 "$B/train_step" step-gpu t5-v1_1-small 64 512 114 2 adamw bf16
-sed -n '/GPU profile/,/idle/p' "$DIR/profile-b64.log" >&2
+}
+# 1. our kernels against their CPU twins, the flat step against the CPU's
+check kernels 150 "$B/cuda_kernels" --include-ignored --test-threads 1
+# 2. the side-by-side in bf16 (the issue's bar): the issue's must-have
+#    shapes, 10 steps each (CONFIGS, BENCH_STEPS override; t5-v1_1-base
+#    when time allows)
+CONFIGS="${CONFIGS:-tiny 16 128 32;t5-v1_1-small 8 512 114;t5-v1_1-small 64 512 114 bf16-compile}"
+bench bf16 0 "$(sed -E 's/([0-9]+ [0-9]+ [0-9]+) [^;]*/\1/g' <<< "$CONFIGS")"
+# 3. `t5mix train --device cuda` against the bench's step of its shape
 if [ -x "$B/t5mix" ] && [ -d "$C/shards" ]; then
-  rm -rf "$OUT/gpu-train"
-  TRAIN_STEPS=${TRAIN_STEPS:-40}
-  check train "$B/t5mix" train --data "$C/shards" --model t5-v1_1-small --device cuda \
-    --precision bf16 --optimizer adamw --schedule constant:0.0003 --dropout 0 \
-    --batch-size 8 --sequence-length inputs=512,targets=114 --steps "$TRAIN_STEPS" \
-    --checkpoint-every 0 --out "$OUT/gpu-train" -q
-  # its median step (after 5 warm-up steps) against the bench's same shape
-  python3 - "$OUT/gpu-train/metrics.jsonl" "$OUT/gpu-bench/results.jsonl" <<'PY' \
-    | tee "$DIR/train-vs-bench.txt" >&2 || { summary+=("FAIL train vs bench"); status=1; }
+  if check train 150 "$B/t5mix" train --data "$C/shards" --model t5-v1_1-small --device cuda \
+      --precision bf16 --optimizer adamw --schedule constant:0.0003 --dropout 0 \
+      --batch-size 8 --sequence-length inputs=512,targets=114 --steps "${TRAIN_STEPS:-40}" \
+      --checkpoint-every 0 --out "$W/gpu-train" -q; then
+    cp "$W"/gpu-train/*.json* "$DIR/" 2>/dev/null
+    # its median step (after 5 warm-up steps) against the bench's same shape
+    python3 - "$DIR/metrics.jsonl" "$W/gpu-bench/results.jsonl" <<'PY' \
+      | tee "$DIR/train-vs-bench.txt" >&2 || { summary+=("FAIL train vs bench"); status=1; }
 import json, statistics, sys
-steps = [json.loads(l) for l in open(sys.argv[1])]
+steps = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 ms = 1e3 * statistics.median(s["seconds"] for s in steps[5:])
 tok = sum(s["tokens"] for s in steps[5:]) / sum(s["seconds"] for s in steps[5:])
-bench = [json.loads(l) for l in open(sys.argv[2])]
+bench = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
 b = [r for r in bench if r.get("side") == "t5mix gpu bf16" and r.get("config") == "t5-v1_1-small"
      and r.get("batch") == 8 and "ms_per_step" in r]
 print(f"t5mix train --device cuda --precision bf16, t5-v1_1-small b8 512/114: "
@@ -133,7 +125,27 @@ if b:
     print(f"bench step-gpu bf16: {b[0]['ms_per_step']:.1f} ms/step; train/bench = {r:.3f} (bar: <= 1.05)")
     sys.exit(0 if r <= 1.05 else 1)
 print("no bench line for t5-v1_1-small b8 bf16 to compare with")
+sys.exit(1)
 PY
+  fi
 fi
-printf '%s\n' "== summary" "${summary[@]}"
+# 4. the training tests (a resumed GPU run equal to an uninterrupted one
+#    bit for bit), and the flat step's gradients on the GPU against HF
+#    transformers' (the image's PyTorch computes them)
+check training 120 "$B/training" --include-ignored --test-threads 4
+check hf-gradients 120 "$B/hf_parity" --include-ignored --test-threads 1 gradients
+# 5. where the bf16 step's GPU time goes, per operation (timing events
+#    around each: not the bench's step time), at b8 and b64
+T5MIX_GPU_PROFILE=1 check profile 45 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 3 adamw bf16 \
+  && sed -n '/GPU profile/,/idle/p' "$DIR/profile.log" >&2
+T5MIX_GPU_PROFILE=1 check profile-b64 45 "$B/train_step" step-gpu t5-v1_1-small 64 512 114 2 adamw bf16 \
+  && sed -n '/GPU profile/,/idle/p' "$DIR/profile-b64.log" >&2
+# 6. the side-by-side in TF32 and f32, and bf16 + torch.compile at b64
+bench "tf32 fp32" 1 "$CONFIGS"
+# 7. `t5mix train`'s default optimizer (the bench's is AdamW): Adafactor's
+#    step at the train check's shape, for its cost over AdamW's
+check adafactor-step 60 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 "${BENCH_STEPS:-10}" adafactor bf16 \
+  && tail -1 "$DIR/adafactor-step.log" >&2
+[ -f "$W/gpu-bench/table.txt" ] && cat "$W/gpu-bench/table.txt" >&2
+printf '%s\n' "== summary ($(($(date +%s) - START)) s)" "${summary[@]}" | tee "$DIR/summary.txt" >&2
 exit $status
