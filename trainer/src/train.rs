@@ -329,7 +329,8 @@ pub struct StepLog {
     pub target_tokens: u64,
     /// Encoder + decoder positions processed in the step (padding included).
     pub tokens: u64,
-    /// Wall seconds of the step.
+    /// Wall seconds of the step: its batches, gradients and update (not
+    /// the evaluation or checkpoint that may follow it).
     pub seconds: f64,
     /// Held-out cross-entropy per target token, when evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -416,11 +417,18 @@ pub struct TrainSummary {
     /// Entropy of the held-out targets' own unigram distribution: the
     /// best any unigram model could do on them (an oracle, for reference).
     pub eval_unigram_oracle_ce_per_token: Option<f64>,
-    /// Tokens per second (encoder + decoder positions) over the run.
+    /// Tokens per second (encoder + decoder positions) over the run's
+    /// steps (their [`StepLog::seconds`]).
     pub tokens_per_second: f64,
-    /// Milliseconds per optimizer step.
+    /// Milliseconds per optimizer step, the mean of the steps' (the first
+    /// step's set-up included).
     pub ms_per_step: f64,
-    /// Wall seconds.
+    /// The median step's milliseconds (a GPU's first step compiles its
+    /// kernels and fills its memory pool).
+    #[serde(default)]
+    pub median_ms_per_step: f64,
+    /// Wall seconds of the whole run: its steps, evaluations, checkpoints
+    /// and final model.
     pub seconds: f64,
     /// The final model folder (HF layout).
     pub final_model: PathBuf,
@@ -441,12 +449,15 @@ impl std::fmt::Display for TrainSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "trained steps {}..{} of {}: {:.1} ms/step, {:.0} tokens/s, loss/token {:.3} -> {:.3}",
+            "trained steps {}..{} of {}: {:.1} ms/step (median {:.1}), {:.0} tokens/s, \
+             {:.1} s in all, loss/token {:.3} -> {:.3}",
             self.start_step,
             self.steps,
             self.total_steps,
             self.ms_per_step,
+            self.median_ms_per_step,
             self.tokens_per_second,
+            self.seconds,
             self.first_ce_per_token,
             self.last_ce_per_token
         )?;
@@ -1157,6 +1168,9 @@ impl<D: Device<f32>> Trainer<D> {
             ran += 1;
             log.step = self.step;
             log.lr = lr;
+            // the step's own time: evaluation and checkpoints (the
+            // weights copied off the GPU for them) are the run's
+            log.seconds = t0.elapsed().as_secs_f64();
             let last = self.step == end;
             let eval_now = (opts.eval_every > 0 && self.step.is_multiple_of(opts.eval_every))
                 || self.step == opts.steps;
@@ -1179,7 +1193,6 @@ impl<D: Device<f32>> Trainer<D> {
                     log.task_metrics = Some(h(self.step, &self.model)?);
                 }
             }
-            log.seconds = t0.elapsed().as_secs_f64();
             tokens += log.tokens;
             writeln!(log_file, "{}", serde_json::to_string(&log).expect("log"))
                 .map_err(|e| TrainError::io(&mpath, e))?;
@@ -1217,6 +1230,9 @@ impl<D: Device<f32>> Trainer<D> {
         let mean =
             |s: &[StepLog]| s.iter().map(|l| l.ce_per_token).sum::<f64>() / s.len().max(1) as f64;
         let secs = started.elapsed().as_secs_f64();
+        let mut step_secs: Vec<f64> = logs.iter().map(|l| l.seconds).collect();
+        let steps_secs: f64 = step_secs.iter().sum();
+        step_secs.sort_by(f64::total_cmp);
         let unigram = (!self.eval_batches.is_empty()).then(|| {
             // the training targets seen in this run's first batches
             let mut s = BatchStream::new(
@@ -1245,8 +1261,11 @@ impl<D: Device<f32>> Trainer<D> {
             last_ce_per_token: mean(&logs[logs.len().saturating_sub(k)..]),
             eval_ce_per_token: eval_ce,
             eval_unigram_ce_per_token: unigram,
-            tokens_per_second: tokens as f64 / secs.max(1e-9),
-            ms_per_step: secs * 1000.0 / ran.max(1) as f64,
+            tokens_per_second: tokens as f64 / steps_secs.max(1e-9),
+            ms_per_step: steps_secs * 1000.0 / ran.max(1) as f64,
+            median_ms_per_step: step_secs
+                .get(step_secs.len() / 2)
+                .map_or(0.0, |s| s * 1000.0),
             seconds: secs,
             final_model,
             total_steps: opts.steps,

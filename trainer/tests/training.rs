@@ -160,6 +160,17 @@ fn a_tiny_model_memorises_32_examples() {
     assert!(std::fs::read_to_string(run.join("loss.svg"))
         .unwrap()
         .contains("<svg"));
+    // the speed is the steps' own (their logged seconds, without the
+    // evaluation, the checkpoint and the final model), the wall time apart
+    let mut secs: Vec<f64> = metrics(&run)
+        .iter()
+        .map(|m| m["seconds"].as_f64().unwrap())
+        .collect();
+    let steps: f64 = secs.iter().sum();
+    assert!((s.ms_per_step - steps * 1000.0 / 300.0).abs() < 1e-6 * s.ms_per_step);
+    secs.sort_by(f64::total_cmp);
+    assert_eq!(s.median_ms_per_step, secs[150] * 1000.0);
+    assert!(s.seconds > steps, "wall {} s, steps {steps} s", s.seconds);
 }
 
 fn weights(dir: &Path) -> Vec<(String, Vec<u32>)> {
