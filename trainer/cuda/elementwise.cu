@@ -158,26 +158,31 @@ extern "C" __global__ void residual(float* out, const float* x, const float* y, 
 // the parts at h0, h1, h2 (h1 null: one after the other from h0).
 // back = 0: rows to heads; 1: heads to rows. `ready` (when not null):
 // the bf16 bits of what is written, in its layout (the heads' parts one
-// after the other); the destination (h0, or x) null: the bits alone. One thread a value, in the rows' order (reads and
-// writes in runs of d).
+// after the other); the destination (h0, or x) null: the bits alone.
+// Grid (blocks over a row's parts * heads * d values, rows along y in
+// steps of the grid): reads and writes in runs of d; the index arithmetic
+// in 32 bits but for one division a row (64-bit divisions are long
+// instruction sequences, and this kernel moves tens of millions of values).
 extern "C" __global__ void heads_layout(float* x, float* h0, float* h1, float* h2,
                                         unsigned short* ready, u64 b, unsigned rows,
                                         unsigned parts, unsigned heads, unsigned d, int back) {
     u64 part = b * rows * heads * d;
-    u64 n = part * parts;
-    FOR_EACH(i, n) {
-        u64 c = i % d, k = i / d;
-        u64 h = k % heads;
-        k /= heads;
-        u64 p = k % parts;
-        k /= parts;
-        u64 r = k % rows, bi = k / rows;
-        float* hp = h1 ? (p == 0 ? h0 : p == 1 ? h1 : h2) : h0 + p * part;
-        u64 at = ((bi * heads + h) * rows + r) * d + c;
-        if (back) {
-            put(x, ready, i, hp[at]);
-        } else {
-            put(h0 ? hp : 0, ready ? ready + p * part : 0, at, x[i]);
+    unsigned width = parts * heads * d;
+    for (u64 k = blockIdx.y; k < b * rows; k += gridDim.y) {
+        u64 bi = k / rows;
+        unsigned r = (unsigned)(k - bi * rows);
+        for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < width;
+             e += gridDim.x * blockDim.x) {
+            unsigned c = e % d, ph = e / d;
+            unsigned h = ph % heads, p = ph / heads;
+            float* hp = h1 ? (p == 0 ? h0 : p == 1 ? h1 : h2) : h0 + p * part;
+            u64 at = ((bi * heads + h) * rows + r) * d + c;
+            u64 i = k * width + e;
+            if (back) {
+                put(x, ready, i, hp[at]);
+            } else {
+                put(h0 ? hp : 0, ready ? ready + p * part : 0, at, x[i]);
+            }
         }
     }
 }

@@ -8,11 +8,14 @@
 
 use super::backend::HeadsShape;
 use super::{
-    arg_or_null, copy_arg, grid_for, launched, load, out_args, writes_values, Bf16Copy, ELEMENTWISE,
+    arg_or_null, copy_arg, grid_for, launched, load, out_args, writes_values, Bf16Copy,
+    ELEMENTWISE, MAX_GRID_Y,
 };
 use crate::model::MaskDraw;
 use crate::Result;
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
 use std::sync::Arc;
 
 /// For the error messages.
@@ -248,13 +251,20 @@ impl DeviceElementwise {
             l.arg(v);
         }
         l.arg(&back);
+        // blocks over a row's values, the rows along y
+        let width = sh.parts * sh.heads * sh.d;
+        let grid = LaunchConfig {
+            grid_dim: (
+                width.div_ceil(THREADS).max(1) as u32,
+                (sh.b * sh.rows).clamp(1, MAX_GRID_Y) as u32,
+                1,
+            ),
+            block_dim: (THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: the callers' buffers: the rows hold sh.values() values,
         // the parts as many in all.
-        launched(
-            PART,
-            unsafe { l.launch(grid_for(sh.values(), THREADS)) },
-            "heads layout",
-        )
+        launched(PART, unsafe { l.launch(grid) }, "heads layout")
     }
 
     /// `out = x · mask` (a copy without a mask).
