@@ -22,25 +22,102 @@
 
 #define ROWS_PER_BLOCK 16
 
-// forward: grid ceil(b h t / ROWS_PER_BLOCK) blocks of (T5_LANES,
-// ROWS_PER_BLOCK). `scores` becomes p; pd (when drop is not null) the
-// probabilities after dropout, as multiplied by v; `ready` (when not null)
-// the bf16 bits of what is multiplied by v (pd, or p without dropout).
-extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, const float* mask,
-                                            const float* drop, float* pd, unsigned short* ready,
-                                            u64 b, unsigned heads, unsigned t, unsigned s) {
-    __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
-    __shared__ float row_v[ROWS_PER_BLOCK];
-    unsigned l = threadIdx.x, ty = threadIdx.y;
-    u64 row = (u64)blockIdx.x * ROWS_PER_BLOCK + ty;
-    bool live = row < b * heads * t;
-    u64 bh = row / t, r = row % t;
-    u64 bi = bh / heads, h = bh % heads;
-    float* x = scores + row * s;
-    const float* m = mask + (bi * t + r) * s;
-    const float* p = pos ? pos + (h * t + r) * s : 0;
+// Rows of at most T5_LANES * K values are held in registers, K values a
+// thread (K = 8: the decoder's 114 keys; 32: T5's 512 inputs), read once
+// and written once; longer rows go through memory (the loops below). Both
+// compute the same values in the same order: only where they live differs.
+// The tail past the whole chunks, which thread 0 sums, through `tail`.
+
+template <unsigned K>
+__device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const float* drop,
+                                 float* pd, unsigned short* ready, u64 row, bool live, unsigned s,
+                                 float* lanes, float* row_v, float* tail) {
+    unsigned l = threadIdx.x;
     unsigned full = s - s % T5_LANES;
+    float v[K];
     // the biased scores and their lanes' max
+    if (live) {
+        float acc = NEG_INF;
+        T5_UNROLL
+        for (unsigned k = 0; k < K; k++) {
+            unsigned j = l + k * T5_LANES;
+            if (j < s) {
+                v[k] = p ? (m[j] + p[j]) + x[j] : m[j] + x[j];
+                if (j < full) {
+                    acc = fmaxf(acc, v[k]);
+                } else {
+                    tail[l] = v[k];
+                }
+            }
+        }
+        lanes[l] = acc;
+    }
+    __syncthreads();
+    if (live && l == 0) {
+        float mx = NEG_INF;
+        for (unsigned j = full; j < s; j++) {
+            mx = fmaxf(mx, tail[j - full]);
+        }
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            mx = fmaxf(mx, lanes[k]);
+        }
+        *row_v = mx;
+    }
+    __syncthreads();
+    // the exponentials and their lanes' sums
+    if (live) {
+        float mx = *row_v;
+        float acc = 0.0f;
+        T5_UNROLL
+        for (unsigned k = 0; k < K; k++) {
+            unsigned j = l + k * T5_LANES;
+            if (j < s) {
+                v[k] = exp_fast(v[k] - mx);
+                if (j < full) {
+                    acc += v[k];
+                } else {
+                    tail[l] = v[k];
+                }
+            }
+        }
+        lanes[l] = acc;
+    }
+    __syncthreads();
+    if (live && l == 0) {
+        float sum = -0.0f;
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            sum += lanes[k];
+        }
+        float t = -0.0f;
+        for (unsigned j = full; j < s; j++) {
+            t += tail[j - full];
+        }
+        *row_v = 1.0f / (sum + t);
+    }
+    __syncthreads();
+    if (live) {
+        float inv = *row_v;
+        T5_UNROLL
+        for (unsigned k = 0; k < K; k++) {
+            unsigned j = l + k * T5_LANES;
+            if (j < s) {
+                float y = v[k] * inv;
+                if (drop) {
+                    x[j] = y;
+                    put(pd, ready, row * s + j, y * drop[row * s + j]);
+                } else {
+                    put(x, ready ? ready + row * s : 0, j, y);
+                }
+            }
+        }
+    }
+}
+
+__device__ void softmax_fwd_loops(float* x, const float* p, const float* m, const float* drop,
+                                  float* pd, unsigned short* ready, u64 row, bool live,
+                                  unsigned s, float* lanes, float* row_v) {
+    unsigned l = threadIdx.x;
+    unsigned full = s - s % T5_LANES;
     if (live) {
         float acc = NEG_INF;
         for (unsigned j = l; j < s; j += T5_LANES) {
@@ -50,7 +127,7 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
                 acc = fmaxf(acc, v);
             }
         }
-        lanes[ty][l] = acc;
+        lanes[l] = acc;
     }
     __syncthreads();
     if (live && l == 0) {
@@ -59,14 +136,13 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
             mx = fmaxf(mx, x[j]);
         }
         for (unsigned k = 0; k < T5_LANES; k++) {
-            mx = fmaxf(mx, lanes[ty][k]);
+            mx = fmaxf(mx, lanes[k]);
         }
-        row_v[ty] = mx;
+        *row_v = mx;
     }
     __syncthreads();
-    // the exponentials and their lanes' sums
     if (live) {
-        float mx = row_v[ty];
+        float mx = *row_v;
         float acc = 0.0f;
         for (unsigned j = l; j < s; j += T5_LANES) {
             float e = exp_fast(x[j] - mx);
@@ -75,23 +151,23 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
                 acc += e;
             }
         }
-        lanes[ty][l] = acc;
+        lanes[l] = acc;
     }
     __syncthreads();
     if (live && l == 0) {
         float sum = -0.0f;
         for (unsigned k = 0; k < T5_LANES; k++) {
-            sum += lanes[ty][k];
+            sum += lanes[k];
         }
         float tail = -0.0f;
         for (unsigned j = full; j < s; j++) {
             tail += x[j];
         }
-        row_v[ty] = 1.0f / (sum + tail);
+        *row_v = 1.0f / (sum + tail);
     }
     __syncthreads();
     if (live) {
-        float inv = row_v[ty];
+        float inv = *row_v;
         for (unsigned j = l; j < s; j += T5_LANES) {
             float v = x[j] * inv;
             if (drop) {
@@ -104,19 +180,87 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
     }
 }
 
-// backward: same grid. dS from `dp` (dO v^T, scratch: it gets dp times the
-// mask) in `ds` (dp itself, or null: the bf16 bits in `ready` alone; those
-// when not null); p is the forward's probabilities before dropout.
-extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const float* drop,
-                                            float* ds, unsigned short* ready, u64 rows,
-                                            unsigned s) {
+// forward: grid ceil(b h t / ROWS_PER_BLOCK) blocks of (T5_LANES,
+// ROWS_PER_BLOCK). `scores` becomes p; pd (when drop is not null) the
+// probabilities after dropout, as multiplied by v; `ready` (when not null)
+// the bf16 bits of what is multiplied by v (pd, or p without dropout).
+extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, const float* mask,
+                                            const float* drop, float* pd, unsigned short* ready,
+                                            u64 b, unsigned heads, unsigned t, unsigned s) {
     __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
-    __shared__ float row_dot[ROWS_PER_BLOCK];
-    unsigned l = threadIdx.x, ty = threadIdx.y;
+    __shared__ float tail[ROWS_PER_BLOCK][T5_LANES];
+    __shared__ float row_v[ROWS_PER_BLOCK];
+    unsigned ty = threadIdx.y;
     u64 row = (u64)blockIdx.x * ROWS_PER_BLOCK + ty;
-    bool live = row < rows;
-    float* d = dp + row * s;
-    const float* pr = p + row * s;
+    bool live = row < b * heads * t;
+    u64 bh = row / t, r = row % t;
+    u64 bi = bh / heads, h = bh % heads;
+    float* x = scores + row * s;
+    const float* m = mask + (bi * t + r) * s;
+    const float* p = pos ? pos + (h * t + r) * s : 0;
+    if (s <= 8 * T5_LANES) {
+        softmax_fwd_regs<8>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty], tail[ty]);
+    } else if (s <= 32 * T5_LANES) {
+        softmax_fwd_regs<32>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty],
+                             tail[ty]);
+    } else {
+        softmax_fwd_loops(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty]);
+    }
+}
+
+template <unsigned K>
+__device__ void softmax_bwd_regs(float* d, const float* pr, const float* drop, float* ds,
+                                 unsigned short* ready, u64 row, bool live, unsigned s,
+                                 float* lanes, float* row_dot, float* tail) {
+    unsigned l = threadIdx.x;
+    unsigned full = s - s % T5_LANES;
+    float dv[K], pv[K];
+    if (live) {
+        float acc = 0.0f;
+        T5_UNROLL
+        for (unsigned k = 0; k < K; k++) {
+            unsigned j = l + k * T5_LANES;
+            if (j < s) {
+                dv[k] = drop ? d[j] * drop[row * s + j] : d[j];
+                pv[k] = pr[j];
+                if (j < full) {
+                    acc += dv[k] * pv[k];
+                } else {
+                    tail[l] = dv[k] * pv[k];
+                }
+            }
+        }
+        lanes[l] = acc;
+    }
+    __syncthreads();
+    if (live && l == 0) {
+        float dot = -0.0f;
+        for (unsigned k = 0; k < T5_LANES; k++) {
+            dot += lanes[k];
+        }
+        float t = -0.0f;
+        for (unsigned j = full; j < s; j++) {
+            t += tail[j - full];
+        }
+        *row_dot = dot + t;
+    }
+    __syncthreads();
+    if (live) {
+        float dot = *row_dot;
+        T5_UNROLL
+        for (unsigned k = 0; k < K; k++) {
+            unsigned j = l + k * T5_LANES;
+            if (j < s) {
+                put(ds ? ds + row * s : 0, ready ? ready + row * s : 0, j, pv[k] * (dv[k] - dot));
+            }
+        }
+    }
+}
+
+__device__ void softmax_bwd_loops(float* d, const float* pr, const float* drop, float* ds,
+                                  unsigned short* ready, u64 row, bool live, unsigned s,
+                                  float* lanes, float* row_dot) {
+    unsigned l = threadIdx.x;
     unsigned full = s - s % T5_LANES;
     if (live) {
         float acc = 0.0f;
@@ -130,26 +274,51 @@ extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const flo
                 acc += v * pr[j];
             }
         }
-        lanes[ty][l] = acc;
+        lanes[l] = acc;
     }
     __syncthreads();
     if (live && l == 0) {
         float dot = -0.0f;
         for (unsigned k = 0; k < T5_LANES; k++) {
-            dot += lanes[ty][k];
+            dot += lanes[k];
         }
         float tail = -0.0f;
         for (unsigned j = full; j < s; j++) {
             tail += d[j] * pr[j];
         }
-        row_dot[ty] = dot + tail;
+        *row_dot = dot + tail;
     }
     __syncthreads();
     if (live) {
-        float dot = row_dot[ty];
+        float dot = *row_dot;
         for (unsigned j = l; j < s; j += T5_LANES) {
             put(ds ? ds + row * s : 0, ready ? ready + row * s : 0, j, pr[j] * (d[j] - dot));
         }
+    }
+}
+
+// backward: same grid. dS from `dp` (dO v^T; scratch: it may get dp times
+// the mask) in `ds` (dp itself, or null: the bf16 bits in `ready` alone;
+// those when not null); p is the forward's probabilities before dropout.
+extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const float* drop,
+                                            float* ds, unsigned short* ready, u64 rows,
+                                            unsigned s) {
+    __shared__ float lanes[ROWS_PER_BLOCK][T5_LANES];
+    __shared__ float tail[ROWS_PER_BLOCK][T5_LANES];
+    __shared__ float row_dot[ROWS_PER_BLOCK];
+    unsigned ty = threadIdx.y;
+    u64 row = (u64)blockIdx.x * ROWS_PER_BLOCK + ty;
+    bool live = row < rows;
+    float* d = dp + row * s;
+    const float* pr = p + row * s;
+    if (s <= 8 * T5_LANES) {
+        softmax_bwd_regs<8>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
+                            tail[ty]);
+    } else if (s <= 32 * T5_LANES) {
+        softmax_bwd_regs<32>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
+                             tail[ty]);
+    } else {
+        softmax_bwd_loops(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty]);
     }
 }
 

@@ -47,6 +47,15 @@ __device__ void gelu_and_grad(float x, float* y, float* dy) {
     *dy = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dinner;
 }
 
+// Unrolls the loop that follows in full where NVRTC compiles it (a loop
+// over a register array, which stays in registers only so); the CPU
+// stand-in's compiler unrolls as it sees fit.
+#ifdef __CUDACC_RTC__
+#define T5_UNROLL _Pragma("unroll")
+#else
+#define T5_UNROLL
+#endif
+
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) \
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)

@@ -419,27 +419,16 @@ fn attention_kernels_on_the_gpu_equal_the_cpus() {
     let att = DeviceAttention::new(stream.clone(), false).unwrap();
     let up = |v: &[f32]| stream.clone_htod(v).unwrap();
     let down = |s: &cudarc::driver::CudaSlice<f32>| stream.clone_dtoh(s).unwrap();
-    // t5-v1_1-small's encoder at batch 4 × 512, and a cross-attention
-    // shape with a tail past the lanes, with and without dropout
+    // t5-v1_1-small's encoder at batch 4 × 512, and cross-attention
+    // shapes with a tail past the lanes, with and without dropout: rows
+    // held in registers (up to 8 and 32 values a lane) and a longer row
+    // that goes through memory
+    let shape = |b, heads, t, s| AttnShape { b, heads, t, s };
     for (sh, with_pos) in [
-        (
-            AttnShape {
-                b: 4,
-                heads: 6,
-                t: 512,
-                s: 512,
-            },
-            true,
-        ),
-        (
-            AttnShape {
-                b: 3,
-                heads: 2,
-                t: 19,
-                s: 37,
-            },
-            false,
-        ),
+        (shape(4, 6, 512, 512), true),
+        (shape(3, 2, 19, 37), false),
+        (shape(2, 3, 5, 300), true),
+        (shape(1, 2, 4, 600), false),
     ] {
         let n = sh.rows() * sh.s;
         let mut seed = 17u64;
@@ -586,8 +575,13 @@ fn heads_of_rows_on_the_gpu_equal_the_cpus() {
     let stream = ctx.default_stream();
     let be = CudaBackend::new(stream.clone(), Precision::F32, false).unwrap();
     // t5-v1_1-small's q, k and v at batch 4 × 512, cross-attention's k and
-    // v, an odd shape; there and back
-    for (b, rows, parts, heads, d) in [(4, 512, 3, 6, 64), (2, 37, 2, 6, 64), (3, 7, 1, 5, 3)] {
+    // v, an odd shape, more rows than a grid has along y; there and back
+    for (b, rows, parts, heads, d) in [
+        (4, 512, 3, 6, 64),
+        (2, 37, 2, 6, 64),
+        (3, 7, 1, 5, 3),
+        (3, 30_001, 2, 1, 1),
+    ] {
         let sh = HeadsShape {
             b,
             rows,
