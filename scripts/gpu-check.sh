@@ -20,6 +20,9 @@
 #   train       `t5mix train --device cuda --precision bf16`: t5-v1_1-small,
 #               batch 8, 512/114 on span-corruption shards; its median step
 #               against the bench's step-gpu bf16 of the same shape (≤ 5%)
+# and when gpu-carry/cuda/ holds the dfdx CUDA build (gpu-carry.sh --cuda):
+#   cuda-hf_parity, cuda-gradients, cuda-training   the trainer's tests with
+#               Dev = Cuda (the older path)
 #
 #   bash scripts/gpu-check.sh [CARRY_DIR=gpu-carry]
 #
@@ -146,6 +149,34 @@ bench "tf32 fp32" 1 "$CONFIGS"
 #    step at the train check's shape, for its cost over AdamW's
 check adafactor-step 60 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 "${BENCH_STEPS:-10}" adafactor bf16 \
   && tail -1 "$DIR/adafactor-step.log" >&2
+# 8. with gpu-carry.sh --cuda: the older path's tests, dfdx's CUDA build
+#    (Dev = Cuda), with a library path of their own
+if [ -d "$C/cuda" ]; then
+  # the paths dfdx baked into its binaries (NVRTC includes from them)
+  WORK=$(cat "$C/cuda/WORK")
+  mkdir -p "$WORK/cu13/nvidia/cu13" "$WORK/target/release/build"
+  [ -d "$WORK/cu13/nvidia/cu13/include" ] || xz -dc "$C/cuda/include.tar.xz" | tar -C "$WORK/cu13/nvidia/cu13" -xf -
+  for d in "$C"/cuda/dfdx-out/dfdx-*; do
+    mkdir -p "$WORK/target/release/build/$(basename "$d")"
+    ln -sfn "$d" "$WORK/target/release/build/$(basename "$d")/out"
+  done
+  # NVRTC for dfdx's run-time kernels: the carried 13.0, else the host
+  # toolkit's, else PyTorch's; cuBLAS 13 from PyTorch's environment
+  torch_nv=$(python3 -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "cu13", "lib"))' 2>/dev/null || true)
+  libs="$torch_nv"
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -e "$d/libnvrtc.so.13" ] && libs="$d:$libs" && break
+  done
+  if [ -f "$C/cuda/nvrtc.tar.xz" ]; then
+    mkdir -p "$WORK/nvrtc13.0" && xz -dc "$C/cuda/nvrtc.tar.xz" | tar -C "$WORK/nvrtc13.0" -xf -
+    libs="$WORK/nvrtc13.0:$libs"
+  fi
+  libs="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "LD_LIBRARY_PATH=$libs" >&2
+  for t in hf_parity gradients training; do
+    LD_LIBRARY_PATH="$libs" check "cuda-$t" 120 "$C/cuda/$t" --test-threads 1
+  done
+fi
 [ -f "$W/gpu-bench/table.txt" ] && cat "$W/gpu-bench/table.txt" >&2
 printf '%s\n' "== summary ($(($(date +%s) - START)) s)" "${summary[@]}" | tee "$DIR/summary.txt" >&2
 exit $status
