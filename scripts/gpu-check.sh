@@ -98,7 +98,7 @@ bench() { # the side-by-side (scripts/gpu-bench.sh) of MODES=$1 on CONFIGS=$3, A
   fi
 }
 # 1. our kernels against their CPU twins, the flat step against the CPU's
-check kernels 150 "$B/cuda_kernels" --include-ignored --test-threads 1
+check kernels 150 "$B/cuda_kernels" --include-ignored --test-threads 1 --nocapture
 # 2. the side-by-side in bf16 (the issue's bar): the issue's must-have
 #    shapes, 10 steps each (CONFIGS, BENCH_STEPS override; t5-v1_1-base
 #    when time allows)
@@ -136,7 +136,7 @@ fi
 #    bit for bit), and the flat step's gradients on the GPU against HF
 #    transformers' (the image's PyTorch computes them)
 check training 120 "$B/training" --include-ignored --test-threads 4
-check hf-gradients 120 "$B/hf_parity" --include-ignored --test-threads 1 gradients
+check hf-gradients 120 "$B/hf_parity" --include-ignored --test-threads 1 --nocapture gradients
 # 5. where the bf16 step's GPU time goes, per operation (timing events
 #    around each: not the bench's step time), at b8 and b64
 T5MIX_GPU_PROFILE=1 check profile 45 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 3 adamw bf16 \
