@@ -26,7 +26,34 @@
 // thread (K = 8: the decoder's 114 keys; 32: T5's 512 inputs), read once
 // and written once; longer rows go through memory (the loops below). Both
 // compute the same values in the same order: only where they live differs.
-// The tail past the whole chunks, which thread 0 sums, through `tail`.
+// The tail past the whole chunks, which thread 0 reduces, goes through
+// shared memory (`tail`) in both.
+
+// Thread 0's part of a row's reductions, over its lanes' partial results
+// and the n tail values: the max (the tail's, then the lanes'), and the
+// sum (the lanes in order from -0.0, then the tail in order from -0.0).
+__device__ float row_max(const float* lanes, const float* tail, unsigned n) {
+    float mx = NEG_INF;
+    for (unsigned j = 0; j < n; j++) {
+        mx = fmaxf(mx, tail[j]);
+    }
+    for (unsigned k = 0; k < T5_LANES; k++) {
+        mx = fmaxf(mx, lanes[k]);
+    }
+    return mx;
+}
+
+__device__ float row_sum(const float* lanes, const float* tail, unsigned n) {
+    float sum = -0.0f;
+    for (unsigned k = 0; k < T5_LANES; k++) {
+        sum += lanes[k];
+    }
+    float t = -0.0f;
+    for (unsigned j = 0; j < n; j++) {
+        t += tail[j];
+    }
+    return sum + t;
+}
 
 template <unsigned K>
 __device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const float* drop,
@@ -54,14 +81,7 @@ __device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const
     }
     __syncthreads();
     if (live && l == 0) {
-        float mx = NEG_INF;
-        for (unsigned j = full; j < s; j++) {
-            mx = fmaxf(mx, tail[j - full]);
-        }
-        for (unsigned k = 0; k < T5_LANES; k++) {
-            mx = fmaxf(mx, lanes[k]);
-        }
-        *row_v = mx;
+        *row_v = row_max(lanes, tail, s - full);
     }
     __syncthreads();
     // the exponentials and their lanes' sums
@@ -84,15 +104,7 @@ __device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const
     }
     __syncthreads();
     if (live && l == 0) {
-        float sum = -0.0f;
-        for (unsigned k = 0; k < T5_LANES; k++) {
-            sum += lanes[k];
-        }
-        float t = -0.0f;
-        for (unsigned j = full; j < s; j++) {
-            t += tail[j - full];
-        }
-        *row_v = 1.0f / (sum + t);
+        *row_v = 1.0f / row_sum(lanes, tail, s - full);
     }
     __syncthreads();
     if (live) {
@@ -115,7 +127,7 @@ __device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const
 
 __device__ void softmax_fwd_loops(float* x, const float* p, const float* m, const float* drop,
                                   float* pd, unsigned short* ready, u64 row, bool live,
-                                  unsigned s, float* lanes, float* row_v) {
+                                  unsigned s, float* lanes, float* row_v, float* tail) {
     unsigned l = threadIdx.x;
     unsigned full = s - s % T5_LANES;
     if (live) {
@@ -125,20 +137,15 @@ __device__ void softmax_fwd_loops(float* x, const float* p, const float* m, cons
             x[j] = v;
             if (j < full) {
                 acc = fmaxf(acc, v);
+            } else {
+                tail[l] = v;
             }
         }
         lanes[l] = acc;
     }
     __syncthreads();
     if (live && l == 0) {
-        float mx = NEG_INF;
-        for (unsigned j = full; j < s; j++) {
-            mx = fmaxf(mx, x[j]);
-        }
-        for (unsigned k = 0; k < T5_LANES; k++) {
-            mx = fmaxf(mx, lanes[k]);
-        }
-        *row_v = mx;
+        *row_v = row_max(lanes, tail, s - full);
     }
     __syncthreads();
     if (live) {
@@ -149,21 +156,15 @@ __device__ void softmax_fwd_loops(float* x, const float* p, const float* m, cons
             x[j] = e;
             if (j < full) {
                 acc += e;
+            } else {
+                tail[l] = e;
             }
         }
         lanes[l] = acc;
     }
     __syncthreads();
     if (live && l == 0) {
-        float sum = -0.0f;
-        for (unsigned k = 0; k < T5_LANES; k++) {
-            sum += lanes[k];
-        }
-        float tail = -0.0f;
-        for (unsigned j = full; j < s; j++) {
-            tail += x[j];
-        }
-        *row_v = 1.0f / (sum + tail);
+        *row_v = 1.0f / row_sum(lanes, tail, s - full);
     }
     __syncthreads();
     if (live) {
@@ -204,7 +205,7 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
         softmax_fwd_regs<32>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty],
                              tail[ty]);
     } else {
-        softmax_fwd_loops(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty]);
+        softmax_fwd_loops(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty], tail[ty]);
     }
 }
 
@@ -234,15 +235,7 @@ __device__ void softmax_bwd_regs(float* d, const float* pr, const float* drop, f
     }
     __syncthreads();
     if (live && l == 0) {
-        float dot = -0.0f;
-        for (unsigned k = 0; k < T5_LANES; k++) {
-            dot += lanes[k];
-        }
-        float t = -0.0f;
-        for (unsigned j = full; j < s; j++) {
-            t += tail[j - full];
-        }
-        *row_dot = dot + t;
+        *row_dot = row_sum(lanes, tail, s - full);
     }
     __syncthreads();
     if (live) {
@@ -259,7 +252,7 @@ __device__ void softmax_bwd_regs(float* d, const float* pr, const float* drop, f
 
 __device__ void softmax_bwd_loops(float* d, const float* pr, const float* drop, float* ds,
                                   unsigned short* ready, u64 row, bool live, unsigned s,
-                                  float* lanes, float* row_dot) {
+                                  float* lanes, float* row_dot, float* tail) {
     unsigned l = threadIdx.x;
     unsigned full = s - s % T5_LANES;
     if (live) {
@@ -272,21 +265,15 @@ __device__ void softmax_bwd_loops(float* d, const float* pr, const float* drop, 
             }
             if (j < full) {
                 acc += v * pr[j];
+            } else {
+                tail[l] = v * pr[j];
             }
         }
         lanes[l] = acc;
     }
     __syncthreads();
     if (live && l == 0) {
-        float dot = -0.0f;
-        for (unsigned k = 0; k < T5_LANES; k++) {
-            dot += lanes[k];
-        }
-        float tail = -0.0f;
-        for (unsigned j = full; j < s; j++) {
-            tail += d[j] * pr[j];
-        }
-        *row_dot = dot + tail;
+        *row_dot = row_sum(lanes, tail, s - full);
     }
     __syncthreads();
     if (live) {
@@ -318,7 +305,8 @@ extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const flo
         softmax_bwd_regs<32>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
                              tail[ty]);
     } else {
-        softmax_bwd_loops(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty]);
+        softmax_bwd_loops(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
+                          tail[ty]);
     }
 }
 
