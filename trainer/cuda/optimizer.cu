@@ -142,9 +142,36 @@ extern "C" __global__ void adamw(float* p, const float* g, float* m, float* v, u
 // blockIdx.y (grid-stride loops along x), y and the update over the flat
 // layout.
 
+// The sum of g^2 + eps1 over n values `stride` apart, in index order (in
+// double), the loads SUM_BATCH at a time ahead of their adds: a line's sum
+// is one chain, and a column of the embedding has 32,128 values, so the
+// loads, not the adds, set its pace.
+#define SUM_BATCH 32
+__device__ double line_sum(const float* g, u64 n, u64 stride) {
+    double acc = 0.0;
+    u64 i = 0;
+    for (; i + SUM_BATCH <= n; i += SUM_BATCH) {
+        float x[SUM_BATCH];
+        T5_UNROLL
+        for (unsigned u = 0; u < SUM_BATCH; u++) {
+            x[u] = g[(i + u) * stride];
+        }
+        T5_UNROLL
+        for (unsigned u = 0; u < SUM_BATCH; u++) {
+            acc += (double)(x[u] * x[u] + T5_ADAFACTOR_EPS1);
+        }
+    }
+    for (; i < n; i++) {
+        float x = g[i * stride];
+        acc += (double)(x * x + T5_ADAFACTOR_EPS1);
+    }
+    return acc;
+}
+
 // The factored parameters' sums of g^2 + eps1 over each row (sums[0..rows])
 // and over each column (sums[rows..rows + cols]), in index order: one
-// thread per row or column, as the CPU loops.
+// thread per row or column, as the CPU loops (small blocks, so that a
+// matrix's few columns spread over many multiprocessors).
 extern "C" __global__ void adafactor_sums(const float* grads, const u64* table, double* sums) {
     const u64* e = table + (u64)blockIdx.y * T5_FIELDS;
     if (e[F_KIND] == FULL) {
@@ -155,20 +182,7 @@ extern "C" __global__ void adafactor_sums(const float* grads, const u64* table, 
     double* out = sums + e[F_SUMS];
     for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < rows + cols;
          k += (u64)gridDim.x * blockDim.x) {
-        double acc = 0.0;
-        if (k < rows) {
-            for (u64 j = 0; j < cols; j++) {
-                float x = g[k * cols + j];
-                acc += (double)(x * x + T5_ADAFACTOR_EPS1);
-            }
-        } else {
-            u64 j = k - rows;
-            for (u64 i = 0; i < rows; i++) {
-                float x = g[i * cols + j];
-                acc += (double)(x * x + T5_ADAFACTOR_EPS1);
-            }
-        }
-        out[k] = acc;
+        out[k] = k < rows ? line_sum(g + k * cols, cols, 1) : line_sum(g + (k - rows), rows, cols);
     }
 }
 

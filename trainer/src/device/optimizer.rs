@@ -369,13 +369,16 @@ impl DeviceOptimizer {
             // and the sums of their v_row
             let mut b = stream.launch_builder(&k.sums);
             b.arg(grads).arg(&*table).arg(&mut *sums);
+            // one thread a line, in warp-sized blocks: a tall matrix's
+            // columns (the embedding's 512) over many multiprocessors
+            let lines = LaunchConfig {
+                grid_dim: (most_lines.div_ceil(32).max(1) as u32, params_n as u32, 1),
+                block_dim: (32, 1, 1),
+                shared_mem_bytes: 0,
+            };
             // SAFETY: each factored parameter's rows + cols sums written at
             // its table's offset.
-            launched(
-                PART,
-                unsafe { b.launch(elementwise(most_lines, params_n)) },
-                "row and column sums",
-            )?;
+            launched(PART, unsafe { b.launch(lines) }, "row and column sums")?;
             let mut b = stream.launch_builder(&k.moments);
             b.arg(&mut *v)
                 .arg(&*sums)
