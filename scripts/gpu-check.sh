@@ -14,7 +14,8 @@
 #               rounding)
 #   bench       the side-by-side with PyTorch (scripts/gpu-bench.sh)
 #   adafactor-step  our step with Adafactor (t5mix train's default), the
-#               bench's AdamW step's shape: its cost over AdamW
+#               bench's AdamW step's shape: its cost over AdamW (and its
+#               optimizer's GPU time: profile-adafactor)
 #   profile     the GPU's time per operation of that step (bf16, AdamW),
 #               and of batch 64's (profile-b64)
 #   train       `t5mix train --device cuda --precision bf16`: t5-v1_1-small,
@@ -149,6 +150,8 @@ bench "tf32 fp32" 1 "$CONFIGS"
 #    step at the train check's shape, for its cost over AdamW's
 check adafactor-step 60 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 "${BENCH_STEPS:-10}" adafactor bf16 \
   && tail -1 "$DIR/adafactor-step.log" >&2
+T5MIX_GPU_PROFILE=1 check profile-adafactor 45 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 3 adafactor bf16 \
+  && sed -n '/GPU profile/,/idle/p' "$DIR/profile-adafactor.log" | grep -E 'GPU profile|optimizer' >&2
 # 8. with gpu-carry.sh --cuda: the older path's tests, dfdx's CUDA build
 #    (Dev = Cuda), with a library path of their own
 if [ -d "$C/cuda" ]; then
