@@ -56,6 +56,12 @@ __device__ void gelu_and_grad(float x, float* y, float* dy) {
 #define T5_UNROLL
 #endif
 
+// A sum that is one chain in a fixed order (a column of the weight
+// gradient, an Adafactor row or column) loads its terms LOAD_AHEAD at a
+// time ahead of the adds, which keep their order: its pace is then not
+// one load's latency a term.
+#define LOAD_AHEAD 32
+
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) \
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)

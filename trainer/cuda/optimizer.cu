@@ -143,21 +143,19 @@ extern "C" __global__ void adamw(float* p, const float* g, float* m, float* v, u
 // layout.
 
 // The sum of g^2 + eps1 over n values `stride` apart, in index order (in
-// double), the loads SUM_BATCH at a time ahead of their adds: a line's sum
-// is one chain, and a column of the embedding has 32,128 values, so the
-// loads, not the adds, set its pace.
-#define SUM_BATCH 32
+// double), the loads LOAD_AHEAD at a time ahead of their adds (a column of
+// the embedding is a chain of 32,128).
 __device__ double line_sum(const float* g, u64 n, u64 stride) {
     double acc = 0.0;
     u64 i = 0;
-    for (; i + SUM_BATCH <= n; i += SUM_BATCH) {
-        float x[SUM_BATCH];
+    for (; i + LOAD_AHEAD <= n; i += LOAD_AHEAD) {
+        float x[LOAD_AHEAD];
         T5_UNROLL
-        for (unsigned u = 0; u < SUM_BATCH; u++) {
+        for (unsigned u = 0; u < LOAD_AHEAD; u++) {
             x[u] = g[(i + u) * stride];
         }
         T5_UNROLL
-        for (unsigned u = 0; u < SUM_BATCH; u++) {
+        for (unsigned u = 0; u < LOAD_AHEAD; u++) {
             acc += (double)(x[u] * x[u] + T5_ADAFACTOR_EPS1);
         }
     }

@@ -125,12 +125,14 @@ impl DeviceNorm {
         let blocks64 = blocks as u64;
         let mut b = self.stream.launch_builder(&self.bwd_w);
         b.arg(&*partials).arg(&blocks64).arg(&d32).arg(&dw);
+        // warp-sized blocks: d chains over many multiprocessors
+        let sums = LaunchConfig {
+            grid_dim: (d.div_ceil(32).max(1) as u32, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: dw holds d values.
-        launched(
-            PART,
-            unsafe { b.launch(LaunchConfig::for_num_elems(d as u32)) },
-            "backward",
-        )
+        launched(PART, unsafe { b.launch(sums) }, "backward")
     }
 }
 
