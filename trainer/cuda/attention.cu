@@ -358,9 +358,23 @@ extern "C" __global__ void bucket_grad(const float* partials, float* dtable, uns
     u64 n = (u64)nb * heads;
     FOR_EACH(i, n) {
         u64 k = i / heads, h = i % heads;
+        const float* part = partials + h * t * nb + k;
         float acc = dtable[i];
-        for (u64 r = 0; r < t; r++) {
-            acc += partials[(h * t + r) * nb + k];
+        u64 r = 0;
+        // (a chain of t sums: common.cuh's LOAD_AHEAD)
+        for (; r + LOAD_AHEAD <= t; r += LOAD_AHEAD) {
+            float v[LOAD_AHEAD];
+            T5_UNROLL
+            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
+                v[u] = part[(r + u) * nb];
+            }
+            T5_UNROLL
+            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
+                acc += v[u];
+            }
+        }
+        for (; r < t; r++) {
+            acc += part[r * nb];
         }
         dtable[i] = acc;
     }

@@ -254,10 +254,11 @@ impl DeviceAttention {
             .arg(&h32)
             .arg(&t32)
             .arg(&nb32);
-        // SAFETY: partials holds h·t·nb values, dtable nb·h.
+        // SAFETY: partials holds h·t·nb values, dtable nb·h (warp-sized
+        // blocks: nb·h chains of t sums over many multiprocessors).
         launched(
             PART,
-            unsafe { l.launch(grid_for(nb * heads, 128)) },
+            unsafe { l.launch(grid_for(nb * heads, 32)) },
             "bucket sums",
         )
     }
