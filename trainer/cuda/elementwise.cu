@@ -222,7 +222,20 @@ extern "C" __global__ void embed_grad(const float* dx, const unsigned* tokens,
         u64 u = i / d, c = i % d;
         float* dst = dtable + (u64)tokens[u] * d + c;
         float acc = *dst;
-        for (unsigned k = starts[u]; k < starts[u + 1]; k++) {
+        // (a frequent token's rows are a long chain: common.cuh's LOAD_AHEAD)
+        unsigned k = starts[u], end = starts[u + 1];
+        for (; k + LOAD_AHEAD <= end; k += LOAD_AHEAD) {
+            float v[LOAD_AHEAD];
+            T5_UNROLL
+            for (unsigned a = 0; a < LOAD_AHEAD; a++) {
+                v[a] = dx[(u64)positions[k + a] * d + c];
+            }
+            T5_UNROLL
+            for (unsigned a = 0; a < LOAD_AHEAD; a++) {
+                acc += v[a];
+            }
+        }
+        for (; k < end; k++) {
             acc += dx[(u64)positions[k] * d + c];
         }
         *dst = acc;

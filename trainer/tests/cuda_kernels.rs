@@ -1162,3 +1162,39 @@ fn attention_masks_on_the_gpu_equal_the_cpus() {
         }
     }
 }
+
+/// The embedding's gradient grouped by token, on the GPU as on the CPU, bit
+/// for bit: a frequent token's rows (a chain of 100 sums, past the loads
+/// the kernel makes ahead) and rare ones, into a table at an offset in a
+/// flat buffer.
+#[test]
+#[cfg_attr(
+    not(any(t5mix_gpu, t5mix_cuda_standin)),
+    ignore = "needs an NVIDIA GPU or a C++ compiler (the CPU stand-in of CUDA)"
+)]
+fn embedding_gradient_on_the_gpu_equals_the_cpus() {
+    common::gpu();
+    use t5mix_trainer::device::backend::{Backend, CpuBackend, TokenIndex};
+    use t5mix_trainer::device::cuda_backend::CudaBackend;
+    use t5mix_trainer::device::products::Precision;
+    let ctx = cudarc::driver::CudaContext::new(0).expect("a GPU");
+    let stream = ctx.default_stream();
+    let be = CudaBackend::new(stream.clone(), Precision::F32, false).unwrap();
+    let (vocab, d, off) = (50, 72, 5);
+    let ids: Vec<usize> = (0..300)
+        .map(|i| if i % 3 == 0 { 7 } else { (i * 13) % vocab })
+        .collect();
+    let mut seed = 9u64;
+    let dx = values(&mut seed, ids.len() * d, 1.0);
+    let t0 = values(&mut seed, off + vocab * d, 0.1);
+    let mut want = t0.clone();
+    let rows = TokenIndex::new(&CpuBackend, &ids).unwrap();
+    CpuBackend
+        .embed_grad(&dx, &rows, (&mut want, off), d)
+        .unwrap();
+    let mut got = stream.clone_htod(&t0).unwrap();
+    let rows = TokenIndex::new(&be, &ids).unwrap();
+    be.embed_grad(&stream.clone_htod(&dx).unwrap(), &rows, (&mut got, off), d)
+        .unwrap();
+    assert!(same_bits(&stream.clone_dtoh(&got).unwrap(), &want));
+}
