@@ -45,6 +45,9 @@ __device__ double block_sum(double x) {
 // kind: FULL (one statistic per value),
 // ROWS_FIRST (factored, v_row of length rows then v_col of length cols) or
 // COLS_FIRST (factored, v_row of length cols then v_col of length rows).
+#ifndef T5_CHUNK
+#error "T5_CHUNK is set by the host"
+#endif
 #ifndef T5_FIELDS
 #error "T5_FIELDS is set by the host"
 #endif
@@ -212,34 +215,35 @@ extern "C" __global__ void adafactor_moments(float* state, const double* sums, c
     }
 }
 
-// The parameter that flat index i belongs to: the last k whose offset is at
-// most i (the table's offsets ascend).
-__device__ u64 param_of(const u64* table, u64 params, u64 i) {
-    u64 lo = 0, hi = params;
-    while (hi - lo > 1) {
-        u64 mid = (lo + hi) / 2;
-        if (table[mid * T5_FIELDS + F_AT] <= i) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
+// The row of value idx of a parameter with `cols` columns: a 32-bit
+// division where the parameter has fewer than 2^32 values (every T5's).
+__device__ __forceinline__ u64 row_of(u64 idx, u64 cols, u64 count) {
+    return count <= 0xffffffffull ? (u64)((unsigned)idx / (unsigned)cols) : idx / cols;
 }
 
-// y, the scaled gradient, over the flat layout (n values of all `params`
-// parameters; grid along x): factored, g * rsqrt(v_row / mean(v_row)) *
+// Adafactor's element-wise kernels take a chunk of a parameter a block:
+// chunks[2 * c] the parameter, chunks[2 * c + 1] the chunk's first value,
+// T5_CHUNK values (or to the parameter's end).
+
+// y, the scaled gradient: factored, g * rsqrt(v_row / mean(v_row)) *
 // rsqrt(v_col) with stats[k * 4 + 0] the sum of v_row; full, v = decay * v
 // + mix * (g^2 + eps1) and y = g / sqrt(v).
-extern "C" __global__ void adafactor_y(const float* g, float* state, const u64* table, u64 params,
-                                       u64 n, const double* stats, float decay, float mix,
-                                       float* y) {
-    for (u64 f = (u64)blockIdx.x * blockDim.x + threadIdx.x; f < n; f += (u64)gridDim.x * blockDim.x) {
-        u64 k = param_of(table, params, f);
-        const u64* e = table + k * T5_FIELDS;
-        u64 kind = e[F_KIND], rows = e[F_ROWS], cols = e[F_COLS];
-        u64 idx = f - e[F_AT];
-        float* v = state + e[F_STATE];
+extern "C" __global__ void adafactor_y(const float* g, float* state, const u64* table,
+                                       const u64* chunks, const double* stats, float decay,
+                                       float mix, float* y) {
+    u64 k = chunks[2 * blockIdx.x], start = chunks[2 * blockIdx.x + 1];
+    const u64* e = table + k * T5_FIELDS;
+    u64 kind = e[F_KIND], rows = e[F_ROWS], cols = e[F_COLS], at = e[F_AT];
+    u64 count = rows * cols;
+    u64 end = start + T5_CHUNK < count ? start + T5_CHUNK : count;
+    float* v = state + e[F_STATE];
+    int rows_first = kind == ROWS_FIRST;
+    u64 n_row = rows_first ? rows : cols;
+    const float* v_row = v;
+    const float* v_col = v + n_row;
+    float row_mean = kind == FULL ? 0.0f : (float)(stats[k * 4] / (double)n_row);
+    for (u64 idx = start + threadIdx.x; idx < end; idx += blockDim.x) {
+        u64 f = at + idx;
         float gi = g[f];
         if (kind == FULL) {
             float vi = decay * v[idx] + mix * (gi * gi + T5_ADAFACTOR_EPS1);
@@ -247,12 +251,7 @@ extern "C" __global__ void adafactor_y(const float* g, float* state, const u64* 
             y[f] = gi / sqrtf(vi);
             continue;
         }
-        int rows_first = kind == ROWS_FIRST;
-        u64 n_row = rows_first ? rows : cols;
-        const float* v_row = v;
-        const float* v_col = v + n_row;
-        float row_mean = (float)(stats[k * 4] / (double)n_row);
-        u64 i = idx / cols, j = idx % cols;
+        u64 i = row_of(idx, cols, count), j = idx - i * cols;
         u64 a = rows_first ? i : j, b = rows_first ? j : i;
         float row_factor = 1.0f / sqrtf(v_row[a] / row_mean);
         float col_factor = 1.0f / sqrtf(v_col[b]);
@@ -261,27 +260,29 @@ extern "C" __global__ void adafactor_y(const float* g, float* state, const u64* 
 }
 
 // p -= scale * y / max(rms(y) / clipping, 1), scale = lr * max(rms(p), eps2)
-// with parameter scaling (else lr), over the flat layout as adafactor_y.
+// with parameter scaling (else lr), a chunk a block as adafactor_y.
 // stats[k * 4 + 1] = the sum of y^2, stats[k * 4 + 2] = the sum of p^2
 // (taken before the update).
-extern "C" __global__ void adafactor_apply(float* p, const float* y, const u64* table, u64 params,
-                                           u64 n, const double* stats, float lr, float clipping,
-                                           int param_scale) {
-    for (u64 f = (u64)blockIdx.x * blockDim.x + threadIdx.x; f < n; f += (u64)gridDim.x * blockDim.x) {
-        u64 k = param_of(table, params, f);
-        const u64* e = table + k * T5_FIELDS;
-        double count = (double)(e[F_ROWS] * e[F_COLS]);
-        const double* st = stats + k * 4;
-        float update_scale = lr;
-        if (param_scale) {
-            float rms_p = (float)sqrt(st[2] / count);
-            update_scale *= fmaxf(rms_p, T5_ADAFACTOR_EPS2);
-        }
-        float denom = 1.0f;
-        if (clipping > 0.0f) {
-            float rms_y = (float)sqrt(st[1] / count);
-            denom = fmaxf(rms_y / clipping, 1.0f);
-        }
+extern "C" __global__ void adafactor_apply(float* p, const float* y, const u64* table,
+                                           const u64* chunks, const double* stats, float lr,
+                                           float clipping, int param_scale) {
+    u64 k = chunks[2 * blockIdx.x], start = chunks[2 * blockIdx.x + 1];
+    const u64* e = table + k * T5_FIELDS;
+    u64 count = e[F_ROWS] * e[F_COLS], at = e[F_AT];
+    u64 end = start + T5_CHUNK < count ? start + T5_CHUNK : count;
+    const double* st = stats + k * 4;
+    float update_scale = lr;
+    if (param_scale) {
+        float rms_p = (float)sqrt(st[2] / (double)count);
+        update_scale *= fmaxf(rms_p, T5_ADAFACTOR_EPS2);
+    }
+    float denom = 1.0f;
+    if (clipping > 0.0f) {
+        float rms_y = (float)sqrt(st[1] / (double)count);
+        denom = fmaxf(rms_y / clipping, 1.0f);
+    }
+    for (u64 idx = start + threadIdx.x; idx < end; idx += blockDim.x) {
+        u64 f = at + idx;
         p[f] -= update_scale * (y[f] / denom);
     }
 }

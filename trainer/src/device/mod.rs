@@ -157,6 +157,7 @@ fn options(arch: &str, flush_denormals: bool) -> Vec<String> {
         format!("-DT5_THREADS={THREADS}"),
         format!("-DT5_BLOCKS={BLOCKS}"),
         format!("-DT5_FIELDS={}", optimizer::FIELDS),
+        format!("-DT5_CHUNK={}", optimizer::CHUNK),
         format!("-DT5_LANES={}", crate::kernels::LANES),
         format!("-DT5_NORM_ROWS={}", crate::kernels::NORM_ROWS),
         format!("-DT5_ADAFACTOR_EPS1={:e}f", crate::optim::ADAFACTOR_EPS1),

@@ -112,7 +112,9 @@ impl FlatStates {
     }
 }
 
-/// The optimizer's state on the GPU.
+/// The optimizer's state on the GPU (one an optimizer: its variants' sizes
+/// do not matter).
+#[allow(clippy::large_enum_variant)]
 enum DeviceStates {
     /// AdamW: the moments of every parameter, flat in the parameters'
     /// layout (one launch updates them all).
@@ -130,7 +132,28 @@ enum DeviceStates {
         sums: CudaSlice<f64>,
         /// The scaled gradients, in the parameters' layout.
         y: CudaSlice<f32>,
+        /// The element-wise kernels' work: (parameter, first value) a
+        /// block, [`CHUNK`] values each ([`chunks`]).
+        chunks: CudaSlice<u64>,
+        /// Blocks of `chunks`.
+        blocks: usize,
     },
+}
+
+/// Values a block of Adafactor's element-wise kernels takes (`T5_CHUNK`).
+pub(crate) const CHUNK: usize = THREADS * 16;
+
+/// Each parameter's values in pieces of at most [`CHUNK`]: (parameter,
+/// first value) pairs, one a block of the element-wise kernels, so that a
+/// block knows its parameter without a search and none is idle.
+fn chunks(layout: &FlatLayout) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (k, &(_, (r, c))) in layout.params.iter().enumerate() {
+        for start in (0..r * c).step_by(CHUNK) {
+            out.extend([k as u64, start as u64]);
+        }
+    }
+    out
 }
 
 struct Kernels {
@@ -256,11 +279,14 @@ impl DeviceOptimizer {
             },
             OptimizerConfig::Adafactor { .. } => {
                 let flat = FlatStates::new(cfg, &layout);
+                let work = chunks(&layout);
                 DeviceStates::Adafactor {
                     v: zeros(flat.len)?,
                     table: upload(&flat.table)?,
                     sums: f64s(flat.sums)?,
                     y: zeros(layout.len)?,
+                    chunks: upload(&work)?,
+                    blocks: work.len() / 2,
                     layout: flat,
                 }
             }
@@ -352,6 +378,8 @@ impl DeviceOptimizer {
             table,
             sums,
             y,
+            chunks,
+            blocks,
         } = &mut self.states
         else {
             unreachable!("Adafactor's state")
@@ -395,29 +423,26 @@ impl DeviceOptimizer {
             let bufs = (&mut self.partials, &mut self.stats);
             sums_into(stream, k, bufs, (v, table, params_n), 1, ROW_SUM)?;
         }
-        let (params64, n64) = (params_n as u64, self.layout.len as u64);
         let mut b = stream.launch_builder(&k.y);
-        b.arg(grads)
-            .arg(&mut *v)
-            .arg(&*table)
-            .arg(&params64)
-            .arg(&n64);
+        b.arg(grads).arg(&mut *v).arg(&*table).arg(&*chunks);
         b.arg(&self.stats).arg(&decay).arg(&mix).arg(&mut *y);
-        // SAFETY: n values of y (and the full moments) from n gradients.
-        let all = elementwise(self.layout.len, 1);
+        // a block a chunk
+        let all = LaunchConfig {
+            grid_dim: ((*blocks).max(1) as u32, 1, 1),
+            block_dim: (THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: each chunk's values of y (and the full moments) from its
+        // gradients, at its parameter's offsets in the table.
         launched(PART, unsafe { b.launch(all) }, "adafactor")?;
         let bufs = (&mut self.partials, &mut self.stats);
         sums_into(stream, k, bufs, (y, table, params_n), 0, Y_SQUARES)?;
         let (lr32, clip) = (lr as f32, clipping_threshold as f32);
         let scale = multiply_by_parameter_scale as i32;
         let mut b = stream.launch_builder(&k.apply);
-        b.arg(&mut *params)
-            .arg(&*y)
-            .arg(&*table)
-            .arg(&params64)
-            .arg(&n64);
+        b.arg(&mut *params).arg(&*y).arg(&*table).arg(&*chunks);
         b.arg(&self.stats).arg(&lr32).arg(&clip).arg(&scale);
-        // SAFETY: n parameters updated from n values of y.
+        // SAFETY: each chunk's parameters updated from its values of y.
         launched(PART, unsafe { b.launch(all) }, "adafactor")?;
         self.step += 1;
         Ok(())
