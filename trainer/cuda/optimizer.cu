@@ -45,9 +45,6 @@ __device__ double block_sum(double x) {
 // kind: FULL (one statistic per value),
 // ROWS_FIRST (factored, v_row of length rows then v_col of length cols) or
 // COLS_FIRST (factored, v_row of length cols then v_col of length rows).
-#ifndef T5_CHUNK
-#error "T5_CHUNK is set by the host"
-#endif
 #ifndef T5_FIELDS
 #error "T5_FIELDS is set by the host"
 #endif
@@ -142,8 +139,8 @@ extern "C" __global__ void adamw(float* p, const float* g, float* m, float* v, u
 
 // Adafactor, one launch per kernel for all parameters, each parameter's
 // arithmetic in its twin's order: the sums and moments with parameter k =
-// blockIdx.y (grid-stride loops along x), y and the update over the flat
-// layout.
+// blockIdx.y (grid-stride loops along x), y and the update a chunk of a
+// parameter a block.
 
 // The sum of g^2 + eps1 over n values `stride` apart, in index order (in
 // double), the loads LOAD_AHEAD at a time ahead of their adds (a column of
@@ -224,6 +221,9 @@ __device__ __forceinline__ u64 row_of(u64 idx, u64 cols, u64 count) {
 // Adafactor's element-wise kernels take a chunk of a parameter a block:
 // chunks[2 * c] the parameter, chunks[2 * c + 1] the chunk's first value,
 // T5_CHUNK values (or to the parameter's end).
+#ifndef T5_CHUNK
+#error "T5_CHUNK is set by the host"
+#endif
 
 // y, the scaled gradient: factored, g * rsqrt(v_row / mean(v_row)) *
 // rsqrt(v_col) with stats[k * 4 + 0] the sum of v_row; full, v = decay * v
