@@ -359,23 +359,8 @@ extern "C" __global__ void bucket_grad(const float* partials, float* dtable, uns
     FOR_EACH(i, n) {
         u64 k = i / heads, h = i % heads;
         const float* part = partials + h * t * nb + k;
-        float acc = dtable[i];
-        u64 r = 0;
-        // (a chain of t sums: common.cuh's LOAD_AHEAD)
-        for (; r + LOAD_AHEAD <= t; r += LOAD_AHEAD) {
-            float v[LOAD_AHEAD];
-            T5_UNROLL
-            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-                v[u] = part[(r + u) * nb];
-            }
-            T5_UNROLL
-            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-                acc += v[u];
-            }
-        }
-        for (; r < t; r++) {
-            acc += part[r * nb];
-        }
+        // (a chain of t sums: common.cuh's chain_sum)
+        float acc = chain_sum(dtable[i], t, [&](u64 r) { return part[r * nb]; });
         dtable[i] = acc;
     }
 }

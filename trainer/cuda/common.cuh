@@ -56,11 +56,32 @@ __device__ void gelu_and_grad(float x, float* y, float* dy) {
 #define T5_UNROLL
 #endif
 
-// A sum that is one chain in a fixed order (a column of the weight
-// gradient, an Adafactor row or column) loads its terms LOAD_AHEAD at a
-// time ahead of the adds, which keep their order: its pace is then not
+// acc + term(0) + term(1) + ... + term(n - 1), added in that order (each
+// term converted to acc's type as it is added), the terms made (loaded)
+// LOAD_AHEAD at a time ahead of their adds: a sum that
+// is one long chain in a fixed order (a column of a weight gradient, an
+// Adafactor row or column, a frequent token's rows) is then not paced by
 // one load's latency a term.
 #define LOAD_AHEAD 32
+template <class T, class F>
+__device__ T chain_sum(T acc, u64 n, F term) {
+    u64 i = 0;
+    for (; i + LOAD_AHEAD <= n; i += LOAD_AHEAD) {
+        decltype(term(0)) t[LOAD_AHEAD];
+        T5_UNROLL
+        for (unsigned u = 0; u < LOAD_AHEAD; u++) {
+            t[u] = term(i + u);
+        }
+        T5_UNROLL
+        for (unsigned u = 0; u < LOAD_AHEAD; u++) {
+            acc += t[u];
+        }
+    }
+    for (; i < n; i++) {
+        acc += term(i);
+    }
+    return acc;
+}
 
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) \

@@ -221,23 +221,10 @@ extern "C" __global__ void embed_grad(const float* dx, const unsigned* tokens,
     FOR_EACH(i, n) {
         u64 u = i / d, c = i % d;
         float* dst = dtable + (u64)tokens[u] * d + c;
-        float acc = *dst;
-        // (a frequent token's rows are a long chain: common.cuh's LOAD_AHEAD)
-        unsigned k = starts[u], end = starts[u + 1];
-        for (; k + LOAD_AHEAD <= end; k += LOAD_AHEAD) {
-            float v[LOAD_AHEAD];
-            T5_UNROLL
-            for (unsigned a = 0; a < LOAD_AHEAD; a++) {
-                v[a] = dx[(u64)positions[k + a] * d + c];
-            }
-            T5_UNROLL
-            for (unsigned a = 0; a < LOAD_AHEAD; a++) {
-                acc += v[a];
-            }
-        }
-        for (; k < end; k++) {
-            acc += dx[(u64)positions[k] * d + c];
-        }
+        // (a frequent token's rows are a long chain: common.cuh's chain_sum)
+        const unsigned* rows = positions + starts[u];
+        float acc = chain_sum(*dst, starts[u + 1] - starts[u],
+                              [&](u64 k) { return dx[(u64)rows[k] * d + c]; });
         *dst = acc;
     }
 }

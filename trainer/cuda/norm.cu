@@ -118,47 +118,20 @@ extern "C" __global__ void rms_norm_bwd_w_partials(const float* x, const float* 
     u64 blocks = (rows + T5_NORM_ROWS - 1) / T5_NORM_ROWS;
     for (u64 b = blockIdx.y; b < blocks; b += gridDim.y) {
         u64 end = (b + 1) * T5_NORM_ROWS < rows ? (b + 1) * T5_NORM_ROWS : rows;
-        float acc = 0.0f;
-        u64 r = b * T5_NORM_ROWS;
-        // the terms LOAD_AHEAD rows at a time, added in row order
-        for (; r + LOAD_AHEAD <= end; r += LOAD_AHEAD) {
-            float term[LOAD_AHEAD];
-            T5_UNROLL
-            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-                term[u] = g[(r + u) * d + j] * x[(r + u) * d + j] * inv[r + u];
-            }
-            T5_UNROLL
-            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-                acc += term[u];
-            }
-        }
-        for (; r < end; r++) {
-            acc += g[r * d + j] * x[r * d + j] * inv[r];
-        }
+        u64 r0 = b * T5_NORM_ROWS;
+        float acc = chain_sum(0.0f, end - r0, [&](u64 u) {
+            u64 r = r0 + u;
+            return g[r * d + j] * x[r * d + j] * inv[r];
+        });
         partials[b * d + j] = acc;
     }
 }
 
 // dw[j] += the blocks' partial sums, in block order (common.cuh's
-// LOAD_AHEAD: a chain of up to hundreds of sums a thread).
+// chain_sum: up to hundreds of sums a thread).
 extern "C" __global__ void rms_norm_bwd_w(const float* partials, u64 blocks, unsigned d, float* dw) {
     for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < d; j += gridDim.x * blockDim.x) {
-        float acc = dw[j];
-        u64 b = 0;
-        for (; b + LOAD_AHEAD <= blocks; b += LOAD_AHEAD) {
-            float part[LOAD_AHEAD];
-            T5_UNROLL
-            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-                part[u] = partials[(b + u) * d + j];
-            }
-            T5_UNROLL
-            for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-                acc += part[u];
-            }
-        }
-        for (; b < blocks; b++) {
-            acc += partials[b * d + j];
-        }
+        float acc = chain_sum(dw[j], blocks, [&](u64 b) { return partials[b * d + j]; });
         dw[j] = acc;
     }
 }

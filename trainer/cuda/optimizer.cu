@@ -143,27 +143,13 @@ extern "C" __global__ void adamw(float* p, const float* g, float* m, float* v, u
 // parameter a block.
 
 // The sum of g^2 + eps1 over n values `stride` apart, in index order (in
-// double), the loads LOAD_AHEAD at a time ahead of their adds (a column of
-// the embedding is a chain of 32,128).
+// double; common.cuh's chain_sum: a column of the embedding is a chain of
+// 32,128).
 __device__ double line_sum(const float* g, u64 n, u64 stride) {
-    double acc = 0.0;
-    u64 i = 0;
-    for (; i + LOAD_AHEAD <= n; i += LOAD_AHEAD) {
-        float x[LOAD_AHEAD];
-        T5_UNROLL
-        for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-            x[u] = g[(i + u) * stride];
-        }
-        T5_UNROLL
-        for (unsigned u = 0; u < LOAD_AHEAD; u++) {
-            acc += (double)(x[u] * x[u] + T5_ADAFACTOR_EPS1);
-        }
-    }
-    for (; i < n; i++) {
+    return chain_sum(0.0, n, [&](u64 i) {
         float x = g[i * stride];
-        acc += (double)(x * x + T5_ADAFACTOR_EPS1);
-    }
-    return acc;
+        return x * x + T5_ADAFACTOR_EPS1;
+    });
 }
 
 // The factored parameters' sums of g^2 + eps1 over each row (sums[0..rows])
