@@ -22,12 +22,26 @@
 
 #define ROWS_PER_BLOCK 16
 
-// Rows of at most T5_LANES * K values are held in registers, K values a
-// thread (K = 8: the decoder's 114 keys; 32: T5's 512 inputs), read once
-// and written once; longer rows go through memory (the loops below). Both
-// compute the same values in the same order: only where they live differs.
-// The tail past the whole chunks, which thread 0 reduces, goes through
-// shared memory (`tail`) in both.
+// A row's values: with K > 0 (rows of at most T5_LANES * K values) held in
+// registers, K a thread (K = 8: the decoder's 114 keys; 32: T5's 512
+// inputs), each read once and written once; with K = 0 (longer rows) in
+// memory, where they are. The same code computes the same values in the
+// same order for both: only where they live differs. Thread l of the row
+// has its values j = l + k * T5_LANES, chunk k; the tail past the whole
+// chunks, which thread 0 reduces, goes through shared memory (`tail`).
+template <unsigned K>
+struct RowValues {
+    float v[K];
+    __device__ static unsigned chunks(unsigned) { return K; }
+    __device__ float get(const float*, unsigned k, unsigned) const { return v[k]; }
+    __device__ void set(float*, unsigned k, unsigned, float y) { v[k] = y; }
+};
+template <>
+struct RowValues<0> {
+    __device__ static unsigned chunks(unsigned s) { return (s + T5_LANES - 1) / T5_LANES; }
+    __device__ float get(const float* mem, unsigned, unsigned j) const { return mem[j]; }
+    __device__ void set(float* mem, unsigned, unsigned j, float y) { mem[j] = y; }
+};
 
 // Thread 0's part of a row's reductions, over its lanes' partial results
 // and the n tail values: the max (the tail's, then the lanes'), and the
@@ -55,25 +69,29 @@ __device__ float row_sum(const float* lanes, const float* tail, unsigned n) {
     return sum + t;
 }
 
+// One row of the forward (x its scores, p its position bias or null, m its
+// mask), `live` when the row exists; every thread of the block calls it.
 template <unsigned K>
-__device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const float* drop,
-                                 float* pd, unsigned short* ready, u64 row, bool live, unsigned s,
-                                 float* lanes, float* row_v, float* tail) {
+__device__ void softmax_fwd_row(float* x, const float* p, const float* m, const float* drop,
+                                float* pd, unsigned short* ready, u64 row, bool live, unsigned s,
+                                float* lanes, float* row_v, float* tail) {
     unsigned l = threadIdx.x;
     unsigned full = s - s % T5_LANES;
-    float v[K];
+    unsigned chunks = RowValues<K>::chunks(s);
+    RowValues<K> v;
     // the biased scores and their lanes' max
     if (live) {
         float acc = NEG_INF;
         T5_UNROLL
-        for (unsigned k = 0; k < K; k++) {
+        for (unsigned k = 0; k < chunks; k++) {
             unsigned j = l + k * T5_LANES;
             if (j < s) {
-                v[k] = p ? (m[j] + p[j]) + x[j] : m[j] + x[j];
+                float y = p ? (m[j] + p[j]) + x[j] : m[j] + x[j];
+                v.set(x, k, j, y);
                 if (j < full) {
-                    acc = fmaxf(acc, v[k]);
+                    acc = fmaxf(acc, y);
                 } else {
-                    tail[l] = v[k];
+                    tail[l] = y;
                 }
             }
         }
@@ -89,14 +107,15 @@ __device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const
         float mx = *row_v;
         float acc = 0.0f;
         T5_UNROLL
-        for (unsigned k = 0; k < K; k++) {
+        for (unsigned k = 0; k < chunks; k++) {
             unsigned j = l + k * T5_LANES;
             if (j < s) {
-                v[k] = exp_fast(v[k] - mx);
+                float e = exp_fast(v.get(x, k, j) - mx);
+                v.set(x, k, j, e);
                 if (j < full) {
-                    acc += v[k];
+                    acc += e;
                 } else {
-                    tail[l] = v[k];
+                    tail[l] = e;
                 }
             }
         }
@@ -110,72 +129,16 @@ __device__ void softmax_fwd_regs(float* x, const float* p, const float* m, const
     if (live) {
         float inv = *row_v;
         T5_UNROLL
-        for (unsigned k = 0; k < K; k++) {
+        for (unsigned k = 0; k < chunks; k++) {
             unsigned j = l + k * T5_LANES;
             if (j < s) {
-                float y = v[k] * inv;
+                float y = v.get(x, k, j) * inv;
                 if (drop) {
                     x[j] = y;
                     put(pd, ready, row * s + j, y * drop[row * s + j]);
                 } else {
                     put(x, ready ? ready + row * s : 0, j, y);
                 }
-            }
-        }
-    }
-}
-
-__device__ void softmax_fwd_loops(float* x, const float* p, const float* m, const float* drop,
-                                  float* pd, unsigned short* ready, u64 row, bool live,
-                                  unsigned s, float* lanes, float* row_v, float* tail) {
-    unsigned l = threadIdx.x;
-    unsigned full = s - s % T5_LANES;
-    if (live) {
-        float acc = NEG_INF;
-        for (unsigned j = l; j < s; j += T5_LANES) {
-            float v = p ? (m[j] + p[j]) + x[j] : m[j] + x[j];
-            x[j] = v;
-            if (j < full) {
-                acc = fmaxf(acc, v);
-            } else {
-                tail[l] = v;
-            }
-        }
-        lanes[l] = acc;
-    }
-    __syncthreads();
-    if (live && l == 0) {
-        *row_v = row_max(lanes, tail, s - full);
-    }
-    __syncthreads();
-    if (live) {
-        float mx = *row_v;
-        float acc = 0.0f;
-        for (unsigned j = l; j < s; j += T5_LANES) {
-            float e = exp_fast(x[j] - mx);
-            x[j] = e;
-            if (j < full) {
-                acc += e;
-            } else {
-                tail[l] = e;
-            }
-        }
-        lanes[l] = acc;
-    }
-    __syncthreads();
-    if (live && l == 0) {
-        *row_v = 1.0f / row_sum(lanes, tail, s - full);
-    }
-    __syncthreads();
-    if (live) {
-        float inv = *row_v;
-        for (unsigned j = l; j < s; j += T5_LANES) {
-            float v = x[j] * inv;
-            if (drop) {
-                x[j] = v;
-                put(pd, ready, row * s + j, v * drop[row * s + j]);
-            } else {
-                put(x, ready ? ready + row * s : 0, j, v);
             }
         }
     }
@@ -200,34 +163,44 @@ extern "C" __global__ void attn_softmax_fwd(float* scores, const float* pos, con
     const float* m = mask + (bi * t + r) * s;
     const float* p = pos ? pos + (h * t + r) * s : 0;
     if (s <= 8 * T5_LANES) {
-        softmax_fwd_regs<8>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty], tail[ty]);
+        softmax_fwd_row<8>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty], tail[ty]);
     } else if (s <= 32 * T5_LANES) {
-        softmax_fwd_regs<32>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty],
-                             tail[ty]);
+        softmax_fwd_row<32>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty],
+                            tail[ty]);
     } else {
-        softmax_fwd_loops(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty], tail[ty]);
+        softmax_fwd_row<0>(x, p, m, drop, pd, ready, row, live, s, lanes[ty], &row_v[ty], tail[ty]);
     }
 }
 
+// One row of the backward (d its dp, pr its probabilities), as the forward's.
 template <unsigned K>
-__device__ void softmax_bwd_regs(float* d, const float* pr, const float* drop, float* ds,
-                                 unsigned short* ready, u64 row, bool live, unsigned s,
-                                 float* lanes, float* row_dot, float* tail) {
+__device__ void softmax_bwd_row(float* d, const float* pr, const float* drop, float* ds,
+                                unsigned short* ready, u64 row, bool live, unsigned s,
+                                float* lanes, float* row_dot, float* tail) {
     unsigned l = threadIdx.x;
     unsigned full = s - s % T5_LANES;
-    float dv[K], pv[K];
+    unsigned chunks = RowValues<K>::chunks(s);
+    // dp after dropout (in memory: written back when dropout changed it),
+    // and the probabilities
+    RowValues<K> dv, pv;
     if (live) {
         float acc = 0.0f;
         T5_UNROLL
-        for (unsigned k = 0; k < K; k++) {
+        for (unsigned k = 0; k < chunks; k++) {
             unsigned j = l + k * T5_LANES;
             if (j < s) {
-                dv[k] = drop ? d[j] * drop[row * s + j] : d[j];
-                pv[k] = pr[j];
+                float y = drop ? d[j] * drop[row * s + j] : d[j];
+                if (K > 0 || drop) {
+                    dv.set(d, k, j, y);
+                }
+                float q = pr[j];
+                if constexpr (K > 0) {
+                    pv.set(nullptr, k, j, q);
+                }
                 if (j < full) {
-                    acc += dv[k] * pv[k];
+                    acc += y * q;
                 } else {
-                    tail[l] = dv[k] * pv[k];
+                    tail[l] = y * q;
                 }
             }
         }
@@ -241,45 +214,12 @@ __device__ void softmax_bwd_regs(float* d, const float* pr, const float* drop, f
     if (live) {
         float dot = *row_dot;
         T5_UNROLL
-        for (unsigned k = 0; k < K; k++) {
+        for (unsigned k = 0; k < chunks; k++) {
             unsigned j = l + k * T5_LANES;
             if (j < s) {
-                put(ds ? ds + row * s : 0, ready ? ready + row * s : 0, j, pv[k] * (dv[k] - dot));
+                put(ds ? ds + row * s : 0, ready ? ready + row * s : 0, j,
+                    pv.get(pr, k, j) * (dv.get(d, k, j) - dot));
             }
-        }
-    }
-}
-
-__device__ void softmax_bwd_loops(float* d, const float* pr, const float* drop, float* ds,
-                                  unsigned short* ready, u64 row, bool live, unsigned s,
-                                  float* lanes, float* row_dot, float* tail) {
-    unsigned l = threadIdx.x;
-    unsigned full = s - s % T5_LANES;
-    if (live) {
-        float acc = 0.0f;
-        for (unsigned j = l; j < s; j += T5_LANES) {
-            float v = d[j];
-            if (drop) {
-                v *= drop[row * s + j];
-                d[j] = v;
-            }
-            if (j < full) {
-                acc += v * pr[j];
-            } else {
-                tail[l] = v * pr[j];
-            }
-        }
-        lanes[l] = acc;
-    }
-    __syncthreads();
-    if (live && l == 0) {
-        *row_dot = row_sum(lanes, tail, s - full);
-    }
-    __syncthreads();
-    if (live) {
-        float dot = *row_dot;
-        for (unsigned j = l; j < s; j += T5_LANES) {
-            put(ds ? ds + row * s : 0, ready ? ready + row * s : 0, j, pr[j] * (d[j] - dot));
         }
     }
 }
@@ -299,14 +239,14 @@ extern "C" __global__ void attn_softmax_bwd(float* dp, const float* p, const flo
     float* d = dp + row * s;
     const float* pr = p + row * s;
     if (s <= 8 * T5_LANES) {
-        softmax_bwd_regs<8>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
-                            tail[ty]);
+        softmax_bwd_row<8>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
+                           tail[ty]);
     } else if (s <= 32 * T5_LANES) {
-        softmax_bwd_regs<32>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
-                             tail[ty]);
+        softmax_bwd_row<32>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
+                            tail[ty]);
     } else {
-        softmax_bwd_loops(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
-                          tail[ty]);
+        softmax_bwd_row<0>(d, pr, drop, ds, ready, row, live, s, lanes[ty], &row_dot[ty],
+                           tail[ty]);
     }
 }
 
