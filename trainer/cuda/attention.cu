@@ -293,7 +293,7 @@ extern "C" __global__ void bucket_partials(const float* dpos, const unsigned* bu
     }
 }
 
-extern "C" __global__ void bucket_grad(const float* partials, float* dtable, unsigned heads,
+extern "C" __global__ void CHAIN_KERNEL bucket_grad(const float* partials, float* dtable, unsigned heads,
                                        unsigned t, unsigned nb) {
     u64 n = (u64)nb * heads;
     FOR_EACH(i, n) {

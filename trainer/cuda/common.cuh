@@ -63,6 +63,16 @@ __device__ void gelu_and_grad(float x, float* y, float* dy) {
 // Adafactor row or column, a frequent token's rows) is then not paced by
 // one load's latency a term.
 #define LOAD_AHEAD 32
+
+// A kernel of such chains, launched in blocks of T5_CHAIN_THREADS threads
+// (the host's CHAIN_THREADS): told so, ptxas gives each thread the
+// registers (at most 64: 32 such blocks a multiprocessor) to have all
+// LOAD_AHEAD loads of a chain in flight at once, where it otherwise keeps
+// about five.
+#ifndef T5_CHAIN_THREADS
+#error "T5_CHAIN_THREADS is set by the host"
+#endif
+#define CHAIN_KERNEL __launch_bounds__(T5_CHAIN_THREADS, 1024 / T5_CHAIN_THREADS)
 template <class T, class F>
 __device__ T chain_sum(T acc, u64 n, F term) {
     u64 i = 0;

@@ -214,7 +214,7 @@ extern "C" __global__ void embed(const float* table, const unsigned* ids, float*
 // (tokens[u]) and column c, dtable[token, c] += dx[p, c] over its rows p =
 // positions[starts[u] .. starts[u + 1]], in row order. No atomics: one
 // thread owns each (token, column).
-extern "C" __global__ void embed_grad(const float* dx, const unsigned* tokens,
+extern "C" __global__ void CHAIN_KERNEL embed_grad(const float* dx, const unsigned* tokens,
                                       const unsigned* starts, const unsigned* positions,
                                       u64 ntok, unsigned d, float* dtable) {
     u64 n = ntok * d;

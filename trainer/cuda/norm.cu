@@ -109,7 +109,7 @@ extern "C" __global__ void rms_norm_bwd_x(const float* x, const float* g, const 
 // over the rows of block b (T5_NORM_ROWS rows) of g * x * inv, in row order.
 // grid (ceil(d / blockDim.x), at most 65,535): row blocks blockIdx.y,
 // blockIdx.y + gridDim.y, ...
-extern "C" __global__ void rms_norm_bwd_w_partials(const float* x, const float* g, const float* inv,
+extern "C" __global__ void CHAIN_KERNEL rms_norm_bwd_w_partials(const float* x, const float* g, const float* inv,
                                                    float* partials, u64 rows, unsigned d) {
     unsigned j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= d) {
@@ -129,7 +129,7 @@ extern "C" __global__ void rms_norm_bwd_w_partials(const float* x, const float* 
 
 // dw[j] += the blocks' partial sums, in block order (common.cuh's
 // chain_sum: up to hundreds of sums a thread).
-extern "C" __global__ void rms_norm_bwd_w(const float* partials, u64 blocks, unsigned d, float* dw) {
+extern "C" __global__ void CHAIN_KERNEL rms_norm_bwd_w(const float* partials, u64 blocks, unsigned d, float* dw) {
     for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < d; j += gridDim.x * blockDim.x) {
         float acc = chain_sum(dw[j], blocks, [&](u64 b) { return partials[b * d + j]; });
         dw[j] = acc;

@@ -156,7 +156,7 @@ __device__ double line_sum(const float* g, u64 n, u64 stride) {
 // and over each column (sums[rows..rows + cols]), in index order: one
 // thread per row or column, as the CPU loops (small blocks, so that a
 // matrix's few columns spread over many multiprocessors).
-extern "C" __global__ void adafactor_sums(const float* grads, const u64* table, double* sums) {
+extern "C" __global__ void CHAIN_KERNEL adafactor_sums(const float* grads, const u64* table, double* sums) {
     const u64* e = table + (u64)blockIdx.y * T5_FIELDS;
     if (e[F_KIND] == FULL) {
         return;

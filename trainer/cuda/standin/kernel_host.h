@@ -126,6 +126,7 @@ static void call(void (*f)(A...), void** p) {
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __syncthreads() t5emu::sync()
 

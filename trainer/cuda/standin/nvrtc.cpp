@@ -139,11 +139,14 @@ nvrtcResult compile_host(Program* p, const std::vector<std::string>& opts) {
         if (o == "--ftz=true") flags.push_back("-DT5EMU_FTZ");
     }
     std::string src = p->src + "\n";
-    // the entry points: every `__global__ void NAME(`
+    // the entry points: every `__global__ void [BOUNDS] NAME(`, NAME the
+    // last word before the parenthesis (a launch bound's macro before it)
     for (size_t at = 0; (at = p->src.find("__global__ void ", at)) != std::string::npos;) {
         at += strlen("__global__ void ");
         size_t end = p->src.find('(', at);
-        src += "T5EMU_KERNEL(" + p->src.substr(at, end - at) + ")\n";
+        std::string decl = p->src.substr(at, end - at);
+        size_t space = decl.find_last_of(" \t\n");
+        src += "T5EMU_KERNEL(" + decl.substr(space == std::string::npos ? 0 : space + 1) + ")\n";
     }
     std::string key = src;
     for (auto& f : flags) key += "\n" + f;

@@ -9,7 +9,9 @@
 //! order of their own, fixed ([`cpu_bucket_grad`]): dfdx's gather backward
 //! on CUDA adds with atomics, in no fixed order.
 
-use super::{arg_or_null, copy_arg, grid_for, launched, load, out_args, Bf16Copy, ATTENTION};
+use super::{
+    arg_or_null, copy_arg, grid_for, launched, load, out_args, Bf16Copy, ATTENTION, CHAIN_THREADS,
+};
 use crate::kernels::simd;
 use crate::Result;
 use cudarc::driver::{
@@ -254,11 +256,11 @@ impl DeviceAttention {
             .arg(&h32)
             .arg(&t32)
             .arg(&nb32);
-        // SAFETY: partials holds h·t·nb values, dtable nb·h (warp-sized
-        // blocks: nb·h chains of t sums over many multiprocessors).
+        // SAFETY: partials holds h·t·nb values, dtable nb·h (nb·h chains
+        // of t sums over many multiprocessors: CHAIN_THREADS).
         launched(
             PART,
-            unsafe { l.launch(grid_for(nb * heads, 32)) },
+            unsafe { l.launch(grid_for(nb * heads, CHAIN_THREADS)) },
             "bucket sums",
         )
     }

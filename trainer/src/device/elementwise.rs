@@ -9,7 +9,7 @@
 use super::backend::HeadsShape;
 use super::{
     arg_or_null, copy_arg, grid_for, launched, load, out_args, writes_values, Bf16Copy,
-    ELEMENTWISE, MAX_GRID_Y,
+    CHAIN_THREADS, ELEMENTWISE, MAX_GRID_Y,
 };
 use crate::model::MaskDraw;
 use crate::Result;
@@ -336,7 +336,7 @@ impl DeviceElementwise {
         // SAFETY: starts holds ntok + 1 offsets into positions, rows of dx.
         launched(
             PART,
-            unsafe { l.launch(grid_for(tokens.len() * d, THREADS)) },
+            unsafe { l.launch(grid_for(tokens.len() * d, CHAIN_THREADS)) },
             "embedding gradient",
         )
     }

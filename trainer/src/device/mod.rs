@@ -38,6 +38,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const THREADS: usize = 256;
 /// Blocks of a grid-wide reduction (`T5_BLOCKS`).
 pub const BLOCKS: usize = 1024;
+/// Threads per block of the kernels whose threads each sum one long chain
+/// (`T5_CHAIN_THREADS`, `CHAIN_KERNEL` in common.cuh: their launch bound,
+/// so every launch of them takes its blocks from here): warp-sized, so that
+/// a matrix's few columns spread over many multiprocessors.
+pub(crate) const CHAIN_THREADS: usize = 32;
 
 /// A file of kernels: its name, its source (`common.cuh` in front) and its
 /// entry points, in the order `load` gives them.
@@ -156,6 +161,7 @@ fn options(arch: &str, flush_denormals: bool) -> Vec<String> {
         format!("--ftz={flush_denormals}"),
         format!("-DT5_THREADS={THREADS}"),
         format!("-DT5_BLOCKS={BLOCKS}"),
+        format!("-DT5_CHAIN_THREADS={CHAIN_THREADS}"),
         format!("-DT5_FIELDS={}", optimizer::FIELDS),
         format!("-DT5_CHUNK={}", optimizer::CHUNK),
         format!("-DT5_LANES={}", crate::kernels::LANES),

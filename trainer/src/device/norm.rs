@@ -3,7 +3,9 @@
 //! here too ([`cpu_forward`], [`cpu_backward`]: the fused kernel's own
 //! row loops), for the check on the device.
 
-use super::{copy_arg, launched, load, out_args, Bf16Copy, MAX_GRID_Y, NORM};
+use super::{
+    copy_arg, grid_for, launched, load, out_args, Bf16Copy, CHAIN_THREADS, MAX_GRID_Y, NORM,
+};
 use crate::kernels::{simd, NORM_ROWS};
 use crate::Result;
 use cudarc::driver::{
@@ -106,11 +108,11 @@ impl DeviceNorm {
         let blocks = weight_blocks(rows);
         let cols = LaunchConfig {
             grid_dim: (
-                d.div_ceil(128).max(1) as u32,
+                d.div_ceil(CHAIN_THREADS).max(1) as u32,
                 blocks.clamp(1, MAX_GRID_Y) as u32,
                 1,
             ),
-            block_dim: (128, 1, 1),
+            block_dim: (CHAIN_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut b = self.stream.launch_builder(&self.bwd_w_partials);
@@ -125,12 +127,8 @@ impl DeviceNorm {
         let blocks64 = blocks as u64;
         let mut b = self.stream.launch_builder(&self.bwd_w);
         b.arg(&*partials).arg(&blocks64).arg(&d32).arg(&dw);
-        // warp-sized blocks: d chains over many multiprocessors
-        let sums = LaunchConfig {
-            grid_dim: (d.div_ceil(32).max(1) as u32, 1, 1),
-            block_dim: (32, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        // d chains over many multiprocessors (CHAIN_THREADS)
+        let sums = grid_for(d, CHAIN_THREADS);
         // SAFETY: dw holds d values.
         launched(PART, unsafe { b.launch(sums) }, "backward")
     }

@@ -8,7 +8,9 @@
 //! What it computes is [`super::twin`]'s computation, bit for bit.
 
 use super::twin::FlatLayout;
-use super::{gpu_error, launched, load, memory_error, BLOCKS, MAX_GRID_Y, OPTIMIZER, THREADS};
+use super::{
+    gpu_error, launched, load, memory_error, BLOCKS, CHAIN_THREADS, MAX_GRID_Y, OPTIMIZER, THREADS,
+};
 use crate::optim::{adafactor_rates, state_lens, AdamStep, OptimizerConfig, ParamState, StateLens};
 use crate::{Result, TrainError};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -397,11 +399,15 @@ impl DeviceOptimizer {
             // and the sums of their v_row
             let mut b = stream.launch_builder(&k.sums);
             b.arg(grads).arg(&*table).arg(&mut *sums);
-            // one thread a line, in warp-sized blocks: a tall matrix's
-            // columns (the embedding's 512) over many multiprocessors
+            // one thread a line (a tall matrix's columns over many
+            // multiprocessors: CHAIN_THREADS)
             let lines = LaunchConfig {
-                grid_dim: (most_lines.div_ceil(32).max(1) as u32, params_n as u32, 1),
-                block_dim: (32, 1, 1),
+                grid_dim: (
+                    most_lines.div_ceil(CHAIN_THREADS).max(1) as u32,
+                    params_n as u32,
+                    1,
+                ),
+                block_dim: (CHAIN_THREADS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
             // SAFETY: each factored parameter's rows + cols sums written at
