@@ -8,14 +8,12 @@
 
 use super::backend::HeadsShape;
 use super::{
-    arg_or_null, copy_arg, grid_for, launched, load, out_args, writes_values, Bf16Copy,
-    CHAIN_THREADS, ELEMENTWISE, MAX_GRID_Y,
+    arg_or_null, copy_arg, grid_for, grid_rows, launched, load, out_args, writes_values, Bf16Copy,
+    CHAIN_THREADS, ELEMENTWISE,
 };
 use crate::model::MaskDraw;
 use crate::Result;
-use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
 use std::sync::Arc;
 
 /// For the error messages.
@@ -252,16 +250,7 @@ impl DeviceElementwise {
         }
         l.arg(&back);
         // blocks over a row's values, the rows along y
-        let width = sh.parts * sh.heads * sh.d;
-        let grid = LaunchConfig {
-            grid_dim: (
-                width.div_ceil(THREADS).max(1) as u32,
-                (sh.b * sh.rows).clamp(1, MAX_GRID_Y) as u32,
-                1,
-            ),
-            block_dim: (THREADS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let grid = grid_rows(sh.parts * sh.heads * sh.d, sh.b * sh.rows, THREADS);
         // SAFETY: the callers' buffers: the rows hold sh.values() values,
         // the parts as many in all.
         launched(PART, unsafe { l.launch(grid) }, "heads layout")

@@ -596,6 +596,21 @@ pub(crate) fn grid_for(n: usize, threads: usize) -> cudarc::driver::LaunchConfig
     }
 }
 
+/// A grid of `threads`-thread blocks over `n` items along x, for each of
+/// `rows` rows along y (at most [`MAX_GRID_Y`]: the kernels step over more
+/// rows by the grid's height).
+pub(crate) fn grid_rows(n: usize, rows: usize, threads: usize) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (
+            n.div_ceil(threads).max(1) as u32,
+            rows.clamp(1, MAX_GRID_Y) as u32,
+            1,
+        ),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// Test values in [-scale/2, scale/2) from a fixed sequence (a linear
 /// congruential generator: the GPU tests use the same).
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! row loops), for the check on the device.
 
 use super::{
-    copy_arg, grid_for, launched, load, out_args, Bf16Copy, CHAIN_THREADS, MAX_GRID_Y, NORM,
+    copy_arg, grid_for, grid_rows, launched, load, out_args, Bf16Copy, CHAIN_THREADS, NORM,
 };
 use crate::kernels::{simd, NORM_ROWS};
 use crate::Result;
@@ -106,15 +106,7 @@ impl DeviceNorm {
         // SAFETY: x, g, dx hold rows·d values, inv rows, w d.
         launched(PART, unsafe { b.launch(Self::rows_grid(rows)) }, "backward")?;
         let blocks = weight_blocks(rows);
-        let cols = LaunchConfig {
-            grid_dim: (
-                d.div_ceil(CHAIN_THREADS).max(1) as u32,
-                blocks.clamp(1, MAX_GRID_Y) as u32,
-                1,
-            ),
-            block_dim: (CHAIN_THREADS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cols = grid_rows(d, blocks, CHAIN_THREADS);
         let mut b = self.stream.launch_builder(&self.bwd_w_partials);
         b.arg(x)
             .arg(g)

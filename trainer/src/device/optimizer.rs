@@ -9,7 +9,8 @@
 
 use super::twin::FlatLayout;
 use super::{
-    gpu_error, launched, load, memory_error, BLOCKS, CHAIN_THREADS, MAX_GRID_Y, OPTIMIZER, THREADS,
+    gpu_error, grid_rows, launched, load, memory_error, BLOCKS, CHAIN_THREADS, MAX_GRID_Y,
+    OPTIMIZER, THREADS,
 };
 use crate::optim::{adafactor_rates, state_lens, AdamStep, OptimizerConfig, ParamState, StateLens};
 use crate::{Result, TrainError};
@@ -137,8 +138,6 @@ enum DeviceStates {
         /// The element-wise kernels' work: (parameter, first value) a
         /// block, [`CHUNK`] values each ([`chunks`]).
         chunks: CudaSlice<u64>,
-        /// Blocks of `chunks`.
-        blocks: usize,
     },
 }
 
@@ -281,14 +280,12 @@ impl DeviceOptimizer {
             },
             OptimizerConfig::Adafactor { .. } => {
                 let flat = FlatStates::new(cfg, &layout);
-                let work = chunks(&layout);
                 DeviceStates::Adafactor {
                     v: zeros(flat.len)?,
                     table: upload(&flat.table)?,
                     sums: f64s(flat.sums)?,
                     y: zeros(layout.len)?,
-                    chunks: upload(&work)?,
-                    blocks: work.len() / 2,
+                    chunks: upload(&chunks(&layout))?,
                     layout: flat,
                 }
             }
@@ -381,7 +378,6 @@ impl DeviceOptimizer {
             sums,
             y,
             chunks,
-            blocks,
         } = &mut self.states
         else {
             unreachable!("Adafactor's state")
@@ -401,15 +397,7 @@ impl DeviceOptimizer {
             b.arg(grads).arg(&*table).arg(&mut *sums);
             // one thread a line (a tall matrix's columns over many
             // multiprocessors: CHAIN_THREADS)
-            let lines = LaunchConfig {
-                grid_dim: (
-                    most_lines.div_ceil(CHAIN_THREADS).max(1) as u32,
-                    params_n as u32,
-                    1,
-                ),
-                block_dim: (CHAIN_THREADS as u32, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let lines = grid_rows(most_lines, params_n, CHAIN_THREADS);
             // SAFETY: each factored parameter's rows + cols sums written at
             // its table's offset.
             launched(PART, unsafe { b.launch(lines) }, "row and column sums")?;
@@ -434,7 +422,7 @@ impl DeviceOptimizer {
         b.arg(&self.stats).arg(&decay).arg(&mix).arg(&mut *y);
         // a block a chunk
         let all = LaunchConfig {
-            grid_dim: ((*blocks).max(1) as u32, 1, 1),
+            grid_dim: ((chunks.len() / 2).max(1) as u32, 1, 1),
             block_dim: (THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
