@@ -98,6 +98,13 @@ bench() { # the side-by-side (scripts/gpu-bench.sh) of MODES=$1 on CONFIGS=$3, A
     status=1
   fi
 }
+profile() { # NAME BATCH STEPS OPTIMIZER [LINES]: where a bf16 t5-v1_1-small
+  # step's GPU time goes, per operation (timing events around each: not
+  # the bench's step time); the profile's lines matching LINES printed
+  local name=$1 b=$2 steps=$3 opt=$4 lines=${5:-.}
+  T5MIX_GPU_PROFILE=1 check "$name" 45 "$B/train_step" step-gpu t5-v1_1-small "$b" 512 114 \
+    "$steps" "$opt" bf16 && sed -n '/GPU profile/,/idle/p' "$DIR/$name.log" | grep -E "$lines" >&2
+}
 # 1. our kernels against their CPU twins, the flat step against the CPU's
 check kernels 150 "$B/cuda_kernels" --include-ignored --test-threads 1 --nocapture
 # 2. the side-by-side in bf16 (the issue's bar): the issue's must-have
@@ -138,20 +145,16 @@ fi
 #    transformers' (the image's PyTorch computes them)
 check training 120 "$B/training" --include-ignored --test-threads 4
 check hf-gradients 120 "$B/hf_parity" --include-ignored --test-threads 1 --nocapture gradients
-# 5. where the bf16 step's GPU time goes, per operation (timing events
-#    around each: not the bench's step time), at b8 and b64
-T5MIX_GPU_PROFILE=1 check profile 45 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 3 adamw bf16 \
-  && sed -n '/GPU profile/,/idle/p' "$DIR/profile.log" >&2
-T5MIX_GPU_PROFILE=1 check profile-b64 45 "$B/train_step" step-gpu t5-v1_1-small 64 512 114 2 adamw bf16 \
-  && sed -n '/GPU profile/,/idle/p' "$DIR/profile-b64.log" >&2
+# 5. where the bf16 AdamW step's GPU time goes, at b8 and b64
+profile profile 8 3 adamw
+profile profile-b64 64 2 adamw
 # 6. the side-by-side in TF32 and f32, and bf16 + torch.compile at b64
 bench "tf32 fp32" 1 "$CONFIGS"
 # 7. `t5mix train`'s default optimizer (the bench's is AdamW): Adafactor's
 #    step at the train check's shape, for its cost over AdamW's
 check adafactor-step 60 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 "${BENCH_STEPS:-10}" adafactor bf16 \
   && tail -1 "$DIR/adafactor-step.log" >&2
-T5MIX_GPU_PROFILE=1 check profile-adafactor 45 "$B/train_step" step-gpu t5-v1_1-small 8 512 114 3 adafactor bf16 \
-  && sed -n '/GPU profile/,/idle/p' "$DIR/profile-adafactor.log" | grep -E 'GPU profile|optimizer' >&2
+profile profile-adafactor 8 3 adafactor 'GPU profile|optimizer'
 # 8. with gpu-carry.sh --cuda: the older path's tests, dfdx's CUDA build
 #    (Dev = Cuda), with a library path of their own
 if [ -d "$C/cuda" ]; then
